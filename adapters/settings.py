@@ -1,0 +1,39 @@
+"""Persistence settings: one database URL chooses SQLite (the default) or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+DEFAULT_DB = "sqlite:///subledger.db"
+
+
+def database_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("SUBLEDGER_DB") or DEFAULT_DB
+
+
+def eventsourcing_env(url: str) -> dict[str, str]:
+    """The eventsourcing environment for a URL: sqlite:///path, sqlite:///:memory: or postgresql://..."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path) or ":memory:"
+        if path == ":memory:":
+            path = "file:subledger?mode=memory&cache=shared"
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
+    if parsed.scheme in ("postgresql", "postgres"):
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(parsed.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_SCHEMA": "public",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
+            "POSTGRES_POOL_SIZE": "5",
+        }
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/db")

@@ -1,0 +1,194 @@
+"""The product catalog: plans, tiers, add-ons, credit packs and the billing policy.
+
+Where products differ (proration granularity, downgrade timing, upgrade credit,
+seat-removal credit, operations carry-over) the difference is a field of
+`Policy`, never a branch on the product's name. Catalogs are TOML files
+validated by pydantic; `docs/catalogs.md` documents the format.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from domain.money import minor_units
+
+Interval = Literal["month", "year"]
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+BUILT_IN = ("forms", "workspace", "operations")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Policy(_Model):
+    proration: Literal["day", "second"] = "day"
+    upgrade_timing: Literal["immediate"] = "immediate"
+    downgrade_timing: Literal["period_end", "immediate_credit", "immediate_new_cycle"] = "period_end"
+    upgrade_credit: Literal["unused_time", "unused_operations"] = "unused_time"
+    upgrade_new_cycle: bool = Field(False, description="an upgrade starts a new billing cycle at the change (004)")
+    seat_removal_credit: bool = False
+    operations_carry_over: bool = False
+    credit_overflow: Literal["balance", "forfeit"] = Field(
+        "balance", description="what happens to the part of a credit beyond its bill (R27)"
+    )
+    trial_fallback: str | None = None
+    downgrade_notice_days: int = Field(7, ge=0, le=60)
+    operations_pack: int = Field(10_000, gt=0)
+    carry_over_days: dict[Interval, int] = Field(default_factory=lambda: {"month": 30, "year": 365})
+
+
+class Tier(_Model):
+    operations: int = Field(gt=0)
+    interval: Interval
+    price: Decimal = Field(gt=0)
+
+    @property
+    def monthly_operations(self) -> int:
+        """The allotment granted at each monthly reset (annual tiers reset monthly, R18)."""
+        return self.operations // 12 if self.interval == "year" else self.operations
+
+    @property
+    def price_per_operation(self) -> Decimal:
+        return self.price / self.operations
+
+
+class Plan(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    rank: int = Field(ge=0)
+    kind: Literal["free", "trial", "paid", "contract"]
+    prices: dict[Interval, Decimal] = Field(default_factory=dict)
+    per_seat: bool = False
+    seats: int | None = Field(None, gt=0, description="seat limit of a flat plan; None = unlimited")
+    max_seats: int = Field(1000, gt=0, description="most seats a per-seat plan sells")
+    storage_gb: int = Field(ge=0)
+    features: list[str] = Field(default_factory=list)
+    ai_credits_per_seat: int = Field(0, ge=0)
+    teams: int | None = Field(None, gt=0)
+    trial_days: int | None = Field(None, gt=0)
+    tiers: list[Tier] = Field(default_factory=list)
+
+    @field_validator("prices")
+    @classmethod
+    def _positive(cls, prices: dict[str, Decimal]) -> dict[str, Decimal]:
+        for interval, price in prices.items():
+            if price <= 0:
+                raise ValueError(f"price for {interval} must be positive")
+        return prices
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        if self.kind == "paid" and not (self.prices or self.tiers):
+            raise ValueError(f"paid plan {self.id!r} needs prices or tiers")
+        if self.kind == "trial" and not self.trial_days:
+            raise ValueError(f"trial plan {self.id!r} needs trial_days")
+        if self.per_seat and self.tiers:
+            raise ValueError(f"plan {self.id!r} cannot be both per-seat and tiered")
+        keys = [(t.interval, t.operations) for t in self.tiers]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"plan {self.id!r} lists a tier twice")
+        return self
+
+    @property
+    def billable(self) -> bool:
+        return self.kind == "paid"
+
+    @property
+    def intervals(self) -> list[str]:
+        if self.tiers:
+            return sorted({t.interval for t in self.tiers})
+        return sorted(self.prices)
+
+    def tier(self, operations: int, interval: str) -> Tier | None:
+        return next((t for t in self.tiers if t.operations == operations and t.interval == interval), None)
+
+
+class AddOn(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    storage_gb: int = Field(gt=0)
+    prices: dict[Interval, Decimal]
+
+
+class CreditPack(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    credits: int = Field(gt=0)
+    price: Decimal = Field(gt=0)
+
+
+class Catalog(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    version: str = Field(min_length=1, max_length=40)
+    name: str
+    currency: str
+    policy: Policy = Field(default_factory=Policy)
+    plans: list[Plan]
+    addons: list[AddOn] = Field(default_factory=list)
+    credit_packs: list[CreditPack] = Field(default_factory=list)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, currency: str) -> str:
+        minor_units(currency)
+        return currency
+
+    @model_validator(mode="after")
+    def _references(self) -> Catalog:
+        ids = [p.id for p in self.plans] + [a.id for a in self.addons] + [c.id for c in self.credit_packs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"ids used twice: {', '.join(dupes)}")
+        fallback = self.policy.trial_fallback
+        if fallback and self.plan(fallback) is None:
+            raise ValueError(f"policy.trial_fallback names unknown plan {fallback!r}")
+        if self.policy.upgrade_credit == "unused_operations" and not any(p.tiers for p in self.plans):
+            raise ValueError("policy.upgrade_credit = unused_operations needs plans with tiers")
+        return self
+
+    def plan(self, plan_id: str) -> Plan | None:
+        return next((p for p in self.plans if p.id == plan_id), None)
+
+    def addon(self, addon_id: str) -> AddOn | None:
+        return next((a for a in self.addons if a.id == addon_id), None)
+
+    def credit_pack(self, pack_id: str) -> CreditPack | None:
+        return next((c for c in self.credit_packs if c.id == pack_id), None)
+
+
+class CatalogError(ValueError):
+    """A catalog file that cannot be used, with every problem listed."""
+
+
+def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogError(f"{source}: not valid TOML: {e}") from None
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as e:
+        problems = "\n".join(
+            f"  - {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
+        )
+        raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems}") from None
+
+
+def load_catalog(name_or_path: str | Path) -> Catalog:
+    """A built-in catalog by name (forms, workspace, operations) or a TOML file by path."""
+    if str(name_or_path) in BUILT_IN:
+        text = resources.files("domain.catalogs").joinpath(f"{name_or_path}.toml").read_text("utf-8")
+        return parse_catalog(text, f"built-in catalog {name_or_path}")
+    path = Path(name_or_path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as e:
+        raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_catalog(text, str(path))

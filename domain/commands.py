@@ -1,0 +1,198 @@
+"""Commands: what an adapter asks the ledger to do, validated before anything is decided.
+
+Each command is a frozen pydantic model; bad input stops here with `invalid_request`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import json
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from domain.errors import LedgerError
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+CATALOG_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+WorkspaceId = Annotated[str, Field(pattern=ID)]
+CatalogRef = Annotated[str, Field(pattern=CATALOG_ID)]
+Roles = Literal["owner", "admin", "billing_admin", "member", "system"]
+Channels = Literal["web", "api", "cli", "webhook", "scheduler"]
+CONTRACTS = ("enterprise", "campus", "government", "university", "institution", "lab", "education", "discount", "custom")
+
+
+class Actor(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: Annotated[str, Field(pattern=ID)]
+    role: Roles
+
+    @property
+    def is_billing_admin(self) -> bool:
+        return self.role in ("owner", "admin", "billing_admin", "system")
+
+
+SYSTEM = Actor(id="scheduler", role="system")
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str]
+    billing_change: ClassVar[bool] = False
+    """Plan, seat, interval or add-on change: admins only (R2), refused under contract (R9)."""
+
+    def args(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def args_hash(self) -> str:
+        text = json.dumps({"do": self.name, **self.args()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+Seats = Annotated[StrictInt, Field(ge=1, le=100_000)]
+Tier = Annotated[StrictInt, Field(gt=0, le=10**9)]
+
+
+class Subscribe(Command):
+    name = "subscribe"
+    billing_change = True
+    plan: CatalogRef
+    tier: Tier | None = None
+    interval: Literal["month", "year"] = "month"
+    seats: Seats | None = None
+
+
+class ChangePlan(Command):
+    name = "change-plan"
+    billing_change = True
+    plan: CatalogRef
+    tier: Tier | None = None
+    interval: Literal["month", "year"] | None = None
+    seats: Seats | None = None
+    keep_team: Annotated[str, Field(pattern=ID)] | None = None
+
+
+class CancelChange(Command):
+    name = "cancel-change"
+    billing_change = True
+
+
+class SetSeats(Command):
+    name = "set-seats"
+    billing_change = True
+    seats: Seats
+
+
+class SetMembers(Command):
+    name = "set-members"
+    members: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+
+
+class ReportStorage(Command):
+    name = "report-storage"
+    gb: Annotated[Decimal, Field(ge=0, le=10**8, allow_inf_nan=False, max_digits=20, decimal_places=6)]
+
+
+class SetStorageAddon(Command):
+    name = "set-storage-addon"
+    billing_change = True
+    addon: CatalogRef | None = None
+
+
+class BuyAICredits(Command):
+    name = "buy-ai-credits"
+    billing_change = True
+    pack: CatalogRef
+
+
+class ConsumeAICredits(Command):
+    name = "consume-ai-credits"
+    credits: Annotated[StrictInt, Field(gt=0, le=10**9)]
+
+
+class RecordUsage(Command):
+    name = "record-usage"
+    operations: Annotated[StrictInt, Field(gt=0, le=10**10)]
+
+
+class BuyOperations(Command):
+    name = "buy-operations"
+    billing_change = True
+    operations: Annotated[StrictInt, Field(gt=0, le=10**9)]
+
+
+class AddPaymentMethod(Command):
+    name = "add-payment-method"
+    billing_change = True
+    payment_method: Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
+
+
+class RemovePaymentMethod(Command):
+    name = "remove-payment-method"
+    billing_change = True
+    payment_method: Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
+
+
+class PayInvoice(Command):
+    name = "pay-invoice"
+    invoice: Annotated[str, Field(pattern=ID)] | None = None
+
+
+class SetContract(Command):
+    name = "set-contract"
+    contract: Literal[CONTRACTS] | None = None  # type: ignore[valid-type]
+
+
+class Cancel(Command):
+    name = "cancel"
+    billing_change = True
+
+
+COMMANDS: dict[str, type[Command]] = {
+    c.name: c
+    for c in (
+        Subscribe, ChangePlan, CancelChange, SetSeats, SetMembers, ReportStorage, SetStorageAddon,
+        BuyAICredits, ConsumeAICredits, RecordUsage, BuyOperations, AddPaymentMethod,
+        RemovePaymentMethod, PayInvoice, SetContract, Cancel,
+    )
+}
+
+
+def _explain(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_command(name: str, args: dict[str, Any] | None) -> Command:
+    """The command `name` with `args`, or LedgerError('invalid_request') saying what is wrong."""
+    cls = COMMANDS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        known = ", ".join(sorted(COMMANDS))
+        raise LedgerError("invalid_request", f"unknown command {str(name)[:40]!r}; known: {known}")
+    if args is not None and not isinstance(args, dict):
+        raise LedgerError("invalid_request", f"{name}: arguments must be an object")
+    try:
+        return cls.model_validate(args or {})
+    except ValidationError as e:
+        raise LedgerError("invalid_request", f"{name}: {_explain(e)}") from None
+
+
+def parse_actor(data: Any) -> Actor:
+    try:
+        return Actor.model_validate(data)
+    except ValidationError as e:
+        raise LedgerError("invalid_request", f"actor: {_explain(e)}") from None
+
+
+def check_workspace_id(workspace_id: Any) -> str:
+    if not isinstance(workspace_id, str) or not re.fullmatch(ID, workspace_id):
+        raise LedgerError(
+            "invalid_request",
+            "workspace id must be 1-64 characters: letters, digits, '_', '.', ':' or '-'",
+        )
+    return workspace_id

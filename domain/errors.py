@@ -1,0 +1,43 @@
+"""Stable error codes. A refused command records nothing and raises one of these."""
+
+from __future__ import annotations
+
+CODES = {
+    "not_authorized": "R2",
+    "already_on_plan": "R4",
+    "seat_limit_exceeded": "R5",
+    "storage_limit_exceeded": "R6",
+    "payment_method_required": "R7",
+    "open_invoice": "R8",
+    "contact_sales": "R9",
+    "payment_failed": "R12",
+    "team_choice_required": "R18",
+    "unknown_plan": "",
+    "invalid_request": "",
+    "no_scheduled_change": "R17",
+    "idempotency_conflict": "",
+    "insufficient_credits": "R23",
+    "concurrency_conflict": "",
+    "not_found": "",
+}
+
+
+class LedgerError(Exception):
+    """A refusal: a stable machine code (see CODES) and a message for a person."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in CODES:
+            raise ValueError(f"unregistered error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def rule(self) -> str:
+        return CODES[self.code]
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    def __repr__(self) -> str:
+        return f"LedgerError({self.code!r}, {self.message!r})"

@@ -1,0 +1,201 @@
+"""Every money formula of the ledger, as pure functions: state in, lines out.
+
+Each line is rounded once, half-up to the currency's minor unit, and carries the
+arithmetic that produced it so that `explain` can show it to a person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.catalog import Catalog, Plan, Policy, Tier
+from domain.money import ZERO, fmt, round_half_up
+from domain.periods import Period, days_between
+
+
+@dataclass(frozen=True)
+class Line:
+    """One invoice line. Credits are negative."""
+
+    kind: str
+    description: str
+    amount: Decimal
+    quantity: int
+    period_start: datetime | None
+    period_end: datetime | None
+    formula: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Line:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Priced:
+    """A recurring item at a unit price for a quantity over one interval (plan, seats, add-on)."""
+
+    key: str
+    description: str
+    unit_price: Decimal
+    quantity: int
+
+    @property
+    def total(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+@dataclass(frozen=True)
+class Fraction:
+    """The share of a period left after an instant: num/den days (or seconds)."""
+
+    num: int
+    den: int
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.num}/{self.den} {self.unit}"
+
+
+def remaining_fraction(period: Period, at: datetime, policy: Policy) -> Fraction:
+    """Days: whole calendar days, start included, end excluded, over the period's real length."""
+    if policy.proration == "second":
+        den = int((period.end - period.start).total_seconds())
+        num = int((period.end - at).total_seconds())
+        return Fraction(max(min(num, den), 0), den, "seconds")
+    den = days_between(period.start, period.end)
+    num = days_between(at, period.end)
+    return Fraction(max(min(num, den), 0), den, "days")
+
+
+def plan_item(plan: Plan, interval: str, seats: int | None, tier: Tier | None) -> Priced | None:
+    """What a plan costs per interval, or None for a plan that bills nothing."""
+    if not plan.billable:
+        return None
+    if tier is not None:
+        ops = f"{tier.operations:,} operations/{tier.interval}"
+        return Priced("plan", f"{plan.name} ({ops})", tier.price, 1)
+    price = plan.prices[interval]  # type: ignore[index]
+    if plan.per_seat:
+        return Priced("plan", f"{plan.name} per seat ({interval}ly)", price, seats or 1)
+    return Priced("plan", f"{plan.name} ({interval}ly)", price, 1)
+
+
+def addon_item(catalog: Catalog, addon_id: str | None, interval: str) -> Priced | None:
+    addon = catalog.addon(addon_id) if addon_id else None
+    if addon is None:
+        return None
+    return Priced("addon", f"{addon.name} ({interval}ly)", addon.prices[interval], 1)  # type: ignore[index]
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return fmt(value, currency)
+
+
+def full_charge(item: Priced, period: Period, currency: str, kind: str) -> Line:
+    amount = round_half_up(item.total, currency)
+    formula = f"{_money(item.unit_price, currency)} x {item.quantity} = {_money(amount, currency)}"
+    return Line(kind, item.description, amount, item.quantity, period.start, period.end, formula)
+
+
+def prorated_charge(item: Priced, period: Period, at: datetime, policy: Policy, currency: str, kind: str) -> Line:
+    """The item for the rest of the period (a new plan, added seats, a new add-on)."""
+    f = remaining_fraction(period, at, policy)
+    exact = item.total * f.num / f.den
+    amount = round_half_up(exact, currency)
+    formula = (
+        f"{_money(item.unit_price, currency)} x {item.quantity} x {f} = {exact:.6f} -> {_money(amount, currency)}"
+    )
+    return Line(kind, f"{item.description}, remaining time", amount, item.quantity, at, period.end, formula)
+
+
+def unused_time_credit(
+    item: Priced, period: Period, at: datetime, policy: Policy, currency: str, kind: str, charged_net: Decimal
+) -> Line | None:
+    """Credit for the unused part of the period, capped at what was charged for it net of
+    earlier credits, so consecutive changes in one period never over-credit."""
+    f = remaining_fraction(period, at, policy)
+    exact = item.total * f.num / f.den
+    amount = round_half_up(exact, currency)
+    cap = max(charged_net, ZERO)
+    formula = f"{_money(item.unit_price, currency)} x {item.quantity} x {f} = {exact:.6f} -> {_money(amount, currency)}"
+    if amount > cap:
+        formula += f", capped at {_money(cap, currency)} charged net this period"
+        amount = cap
+    if amount <= 0:
+        return None
+    return Line(kind, f"Unused time on {item.description}", -amount, item.quantity, at, period.end, formula)
+
+
+def one_time_charge(kind: str, description: str, unit_price: Decimal, quantity: int, currency: str, at: datetime) -> Line:
+    """A one-time charge: never prorated (AI credit packs, R23; extra operations)."""
+    exact = unit_price * quantity
+    amount = round_half_up(exact, currency)
+    formula = f"{unit_price} x {quantity:,} = {exact} -> {_money(amount, currency)}"
+    return Line(kind, description, amount, quantity, at, None, formula)
+
+
+def operations_credit(unused: int, tier: Tier, cap: Decimal, currency: str, at: datetime) -> Line | None:
+    """Unused operations at the old plan's price per operation, capped at the new bill (R16, R27)."""
+    if unused <= 0:
+        return None
+    exact = tier.price * unused / tier.operations
+    amount = round_half_up(exact, currency)
+    formula = (
+        f"{tier.price} / {tier.operations:,} ops = {tier.price_per_operation.normalize()}/op;"
+        f" x {unused:,} unused = {exact:.6f} -> {_money(amount, currency)}"
+    )
+    if amount > cap:
+        formula += f", capped at the bill {_money(cap, currency)}"
+        amount = max(cap, ZERO)
+    if amount <= 0:
+        return None
+    return Line("operations_credit", f"Credit for {unused:,} unused operations", -amount, unused, at, None, formula)
+
+
+@dataclass(frozen=True)
+class Totals:
+    subtotal: Decimal
+    credit_applied: Decimal
+    amount_due: Decimal
+    credit_issued: Decimal
+    credit_forfeited: Decimal
+
+
+def totals(lines: list[Line], balance: Decimal, policy: Policy) -> Totals:
+    """Apply the account's billing credit to a bill. A credit never exceeds the bill it is
+    applied to (R27); a net-negative bill becomes billing credit, never cash (R10), unless
+    the catalog forfeits the overflow."""
+    subtotal = sum((line.amount for line in lines), ZERO)
+    if subtotal >= 0:
+        applied = min(max(balance, ZERO), subtotal)
+        return Totals(subtotal, applied, subtotal - applied, ZERO, ZERO)
+    overflow = -subtotal
+    if policy.credit_overflow == "balance":
+        return Totals(subtotal, ZERO, ZERO, overflow, ZERO)
+    return Totals(subtotal, ZERO, ZERO, ZERO, overflow)
+
+
+def carried_operations(unused: int, new_tier: Tier, policy: Policy) -> tuple[int, int]:
+    """Unused operations carried into a downgraded plan (R18): (carried, first-cycle total),
+    e.g. 10,000 left + a 40,000 tier = 50,000 in the first month."""
+    carried = max(unused, 0) if policy.operations_carry_over else 0
+    return carried, carried + new_tier.monthly_operations
+
+
+def direction(current_plan: Plan, current_interval: str, current_tier: Tier | None,
+              target_plan: Plan, target_interval: str, target_tier: Tier | None) -> str:
+    """'upgrade', 'downgrade' or 'same' (R4, R16, R18): rank first; within a plan, tiers by
+    operations per month, then monthly -> annual is an upgrade and annual -> monthly a downgrade."""
+    if target_plan.rank != current_plan.rank:
+        return "upgrade" if target_plan.rank > current_plan.rank else "downgrade"
+    if current_tier and target_tier and target_tier.monthly_operations != current_tier.monthly_operations:
+        return "upgrade" if target_tier.monthly_operations > current_tier.monthly_operations else "downgrade"
+    if target_interval != current_interval:
+        return "upgrade" if target_interval == "year" else "downgrade"
+    return "same"

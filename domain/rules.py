@@ -1,0 +1,103 @@
+"""Preconditions of RULES.md: each check raises LedgerError before anything is recorded."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from domain.catalog import Catalog, Plan, Tier
+from domain.commands import Actor, Command
+from domain.errors import LedgerError
+
+if TYPE_CHECKING:
+    from domain.subscription import Subscription
+
+
+def check_actor(actor: Actor, command: Command) -> None:
+    """R2: only workspace admins and billing admins change plan, seats, interval or add-ons."""
+    if command.billing_change and not actor.is_billing_admin:
+        raise LedgerError(
+            "not_authorized",
+            f"{actor.role} {actor.id} may not {command.name}: ask a workspace admin or billing admin",
+        )
+
+
+def check_no_contract(sub: Subscription) -> None:
+    """R9: a custom contract takes every self-serve plan, seat, interval and add-on change to sales."""
+    if sub.contract:
+        raise LedgerError(
+            "contact_sales",
+            f"this workspace is on a {sub.contract} contract: contact sales to change plan, seats or add-ons",
+        )
+
+
+def check_no_open_invoice(sub: Subscription) -> None:
+    """R8, R20: an open invoice blocks plan changes (a downgrade is no way around a failed payment)."""
+    if sub.open_invoice:
+        raise LedgerError(
+            "open_invoice",
+            f"invoice {sub.open_invoice} is open: pay it (pay-invoice) before changing the plan",
+        )
+
+
+def resolve_plan(catalog: Catalog, plan_id: str) -> Plan:
+    plan = catalog.plan(plan_id)
+    if plan is None:
+        known = ", ".join(p.id for p in catalog.plans)
+        raise LedgerError("unknown_plan", f"no plan {plan_id!r} in catalog {catalog.id}; plans: {known}")
+    if plan.kind == "contract":
+        raise LedgerError("contact_sales", f"{plan.name} is sold by contract: contact sales")
+    return plan
+
+
+def resolve_tier(plan: Plan, tier: int | None, interval: str) -> Tier | None:
+    if not plan.tiers:
+        if tier is not None:
+            raise LedgerError("invalid_request", f"{plan.name} has no operation tiers")
+        if plan.billable and interval not in plan.prices:
+            raise LedgerError("invalid_request", f"{plan.name} is not sold {interval}ly")
+        return None
+    if tier is None:
+        raise LedgerError("invalid_request", f"{plan.name} needs a tier (operations per {interval})")
+    found = plan.tier(tier, interval)
+    if found is None:
+        options = ", ".join(f"{t.operations}" for t in plan.tiers if t.interval == interval)
+        raise LedgerError("invalid_request", f"{plan.name} has no {tier:,}-operation {interval}ly tier; tiers: {options}")
+    return found
+
+
+def check_seats_for_plan(plan: Plan, seats: int | None) -> None:
+    if seats is not None and not plan.per_seat:
+        raise LedgerError("invalid_request", f"{plan.name} is not billed per seat: seats cannot be set")
+    if seats is not None and seats > plan.max_seats:
+        raise LedgerError("invalid_request", f"{plan.name} sells at most {plan.max_seats} seats")
+
+
+def check_members_fit(members: int, seat_limit: int | None, target: str) -> None:
+    """R5: members above the target's seat limit block a downgrade or a seat reduction."""
+    if seat_limit is not None and members > seat_limit:
+        raise LedgerError(
+            "seat_limit_exceeded",
+            f"{members} active members exceed the {seat_limit} seats of {target}: remove members first",
+        )
+
+
+def check_storage_fits(used: Decimal, limit: int, target: str) -> None:
+    """R6: storage used above the target's storage (add-ons included) blocks the change."""
+    if used > limit:
+        raise LedgerError(
+            "storage_limit_exceeded",
+            f"{used} GB used exceeds the {limit} GB of {target}: free space or keep a storage add-on",
+        )
+
+
+def check_payment_method(sub: Subscription) -> None:
+    """R7: an upgrade to a paid plan needs a payment method on file."""
+    if not sub.payment_methods:
+        raise LedgerError("payment_method_required", "add a payment method before upgrading")
+
+
+def check_team_choice(current: Plan, target: Plan, keep_team: str | None) -> None:
+    """R18: moving to a plan that allows one team requires naming the team to keep."""
+    if target.teams == 1 and (current.teams is None or current.teams > 1) and not keep_team:
+        raise LedgerError("team_choice_required", f"{target.name} allows one team: choose the team to keep (keep_team)")
