@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 DEFAULT_DB = "sqlite:///subledger.db"
 
@@ -14,7 +14,8 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def eventsourcing_env(url: str) -> dict[str, str]:
-    """The eventsourcing environment for a URL: sqlite:///path, sqlite:///:memory: or postgresql://..."""
+    """The eventsourcing environment for a URL: sqlite:///path, sqlite:///:memory: or
+    postgresql://user@host:port/db[?schema=name]."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path) or ":memory:"
@@ -31,7 +32,7 @@ def eventsourcing_env(url: str) -> dict[str, str]:
             "POSTGRES_PORT": str(parsed.port or 5432),
             "POSTGRES_USER": unquote(parsed.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parsed.password or ""),
-            "POSTGRES_SCHEMA": "public",
+            "POSTGRES_SCHEMA": parse_qs(parsed.query).get("schema", ["public"])[0],
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             "POSTGRES_POOL_SIZE": "5",

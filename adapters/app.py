@@ -1,0 +1,42 @@
+"""Wiring: a Ledger from a database URL, the built-in catalogs and a clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from adapters.payments import TestPaymentGateway
+from adapters.settings import database_url, eventsourcing_env
+from domain.catalog import BUILT_IN, Catalog, load_catalog
+from domain.ledger import Clock, Ledger, SystemClock
+from domain.payments import PaymentGateway
+
+
+def builtin_catalogs() -> dict[str, Catalog]:
+    return {name: load_catalog(name) for name in BUILT_IN}
+
+
+def ensure_schema(env: dict[str, str]) -> None:
+    """PostgreSQL tables live in POSTGRES_SCHEMA; the library creates tables, not schemas."""
+    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres" or env["POSTGRES_SCHEMA"] == "public":
+        return
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
+    ) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+
+
+def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock: Clock | None = None,
+                 payments: PaymentGateway | None = None) -> Ledger:
+    """A Ledger on `db` (default: $SUBLEDGER_DB or ./subledger.db). `catalog` is the catalog new
+    workspaces are registered on: a built-in name or a TOML path."""
+    catalogs = builtin_catalogs()
+    default = load_catalog(catalog)
+    catalogs[default.id] = default
+    env = eventsourcing_env(database_url(db))
+    ensure_schema(env)
+    return Ledger(env, catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
+                  payments=payments or TestPaymentGateway())

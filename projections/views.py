@@ -1,0 +1,97 @@
+"""Read-side views of a workspace: the JSON shapes every adapter shows.
+
+Amounts leave as strings (never floats), instants as ISO-8601 UTC. The scenario
+runner, the CLI and the HTTP API all render through these functions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.catalog import Catalog
+from domain.money import fmt
+from domain.subscription import Subscription
+
+
+def iso(at: datetime | None) -> str | None:
+    return at.isoformat().replace("+00:00", "Z") if at else None
+
+
+def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
+    """The `state` object of the scenario contract (docs/scenarios.md)."""
+    if sub is None:
+        return {"plan": None, "tier": None, "interval": None, "seats": None, "status": "none",
+                "period_start": None, "period_end": None, "scheduled_change": None,
+                "billing_credit": fmt(Decimal(0), catalog.currency), "ai_credits": 0,
+                "operations_remaining": 0, "open_invoice": None}
+    scheduled = None
+    if sub.scheduled:
+        scheduled = {
+            "kind": sub.scheduled["kind"],
+            "plan": sub.scheduled.get("plan"),
+            "tier": sub.scheduled.get("tier"),
+            "interval": sub.scheduled.get("interval"),
+            "seats": sub.scheduled.get("seats"),
+            "effective_at": iso(sub.scheduled["effective_at"]),
+        }
+    seat_limit = sub.seat_limit(catalog)
+    storage_limit = sub.storage_limit(catalog)
+    plan = sub.plan_of(catalog)
+    return {
+        "workspace": sub.workspace_id,
+        "plan": sub.plan,
+        "tier": sub.tier,
+        "interval": sub.interval,
+        "seats": sub.seats if sub.seats is not None else seat_limit,
+        "members": sub.members,
+        "over_seat": seat_limit is not None and sub.members > seat_limit,
+        "status": sub.status,
+        "period_start": iso(sub.period_start),
+        "period_end": iso(sub.period_end),
+        "scheduled_change": scheduled,
+        "billing_credit": fmt(sub.billing_credit, catalog.currency),
+        "ai_credits": sub.ai_granted + sub.ai_purchased,
+        "ai_credits_granted": sub.ai_granted,
+        "ai_credits_purchased": sub.ai_purchased,
+        "operations_remaining": sub.operations_remaining,
+        "open_invoice": sub.open_invoice,
+        "storage_used_gb": str(sub.storage_used),
+        "storage_limit_gb": storage_limit,
+        "storage_read_only": sub.storage_used > storage_limit,
+        "storage_addon": sub.storage_addon,
+        "features": plan.features if plan and sub.subscribed else [],
+        "contract": sub.contract,
+        "payment_method": sub.default_payment_method,
+        "catalog_version": sub.catalog_version,
+        "version": sub.version,
+    }
+
+
+def invoice_view(event: Subscription.InvoiceIssued) -> dict[str, Any]:
+    """The `invoice` object of the scenario contract: lines with signed string amounts."""
+    cur = event.currency
+    return {
+        "id": event.invoice_id,
+        "purpose": event.purpose,
+        "lines": [
+            {
+                "kind": line["kind"],
+                "description": line["description"],
+                "amount": fmt(line["amount"], cur),
+                "quantity": line["quantity"],
+                "period": {"start": iso(line["period_start"]), "end": iso(line["period_end"])},
+                "formula": line["formula"],
+            }
+            for line in event.lines
+        ],
+        "subtotal": fmt(event.subtotal, cur),
+        "credit_applied": fmt(event.credit_applied, cur),
+        "amount_due": fmt(event.amount_due, cur),
+        "currency": cur,
+    }
+
+
+def event_types(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]

@@ -1,0 +1,93 @@
+"""Fixtures: every ledger test runs on SQLite and on PostgreSQL.
+
+PostgreSQL tests skip when the server is unreachable, except under CI=true,
+where they fail: CI must prove the PostgreSQL path.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from adapters.app import build_ledger
+from adapters.payments import TestPaymentGateway
+from domain.commands import Actor, parse_command
+from domain.ledger import Ledger, Result, TestClock
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+ADMIN = Actor(id="alice", role="admin")
+MEMBER = Actor(id="bob", role="member")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    if not postgres_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is unreachable, and CI=true requires it")
+        pytest.skip("PostgreSQL unreachable")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{PG}?schema={schema}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+class Book:
+    """A ledger on a test clock, driven the way the rules read: at a time, someone does something."""
+
+    def __init__(self, db_url: str, catalog: str, start: str) -> None:
+        self.clock = TestClock(utc(start))
+        self.payments = TestPaymentGateway()
+        self.ledger: Ledger = build_ledger(db_url, catalog=catalog, clock=self.clock, payments=self.payments)
+
+    def at(self, when: str) -> Book:
+        self.clock.move_to(utc(when))
+        self.ledger.advance()
+        return self
+
+    def do(self, workspace: str, command: str, actor: Actor = ADMIN, key: str | None = None, **args: Any) -> Result:
+        return self.ledger.handle(workspace, parse_command(command, args), actor, idempotency_key=key)
+
+    def preview(self, workspace: str, command: str, actor: Actor = ADMIN, **args: Any) -> Result:
+        return self.ledger.preview(workspace, parse_command(command, args), actor)
+
+    def sub(self, workspace: str) -> Any:
+        return self.ledger.get(workspace)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+@pytest.fixture
+def book(db_url: str) -> Iterator[Any]:
+    """book(catalog, start) -> Book; closed after the test."""
+    made: list[Book] = []
+
+    def make(catalog: str = "forms", start: str = "2026-04-01T00:00:00") -> Book:
+        b = Book(db_url, catalog, start)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
