@@ -15,10 +15,10 @@ from eventsourcing.application import AggregateNotFoundError, Application, Event
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from domain.catalog import Catalog
+from domain.catalog import BUILT_IN, Catalog, load_catalog
 from domain.commands import Actor, Command, check_workspace_id
 from domain.errors import LedgerError
-from domain.payments import PaymentGateway, PreviewPayments
+from domain.payments import NoPayments, PaymentGateway, PreviewPayments
 from domain.subscription import Context, Subscription, workspace_uuid
 
 MAX_ATTEMPTS = 5
@@ -90,13 +90,16 @@ class Ledger(Application[UUID]):
     name = "subledger"
     snapshotting_intervals: ClassVar[dict[type, int]] = {Subscription: 50}
 
-    def __init__(self, env: dict[str, str] | None = None, *, catalogs: dict[str, Catalog],
-                 default_catalog: str, clock: Clock, payments: PaymentGateway) -> None:
+    def __init__(self, env: Any = None, *, catalogs: dict[str, Catalog] | None = None,
+                 default_catalog: str = "forms", clock: Clock | None = None,
+                 payments: PaymentGateway | None = None) -> None:
+        """Every argument but `env` has a default so that the library's projection runners,
+        which construct the application from its class and environment, can read it."""
         super().__init__(env)
-        self.catalogs = catalogs
+        self.catalogs = catalogs or {name: load_catalog(name) for name in BUILT_IN}
         self.default_catalog = default_catalog
-        self.clock = clock
-        self.payments = payments
+        self.clock = clock or SystemClock()
+        self.payments = payments or NoPayments()
         self.index: EventSourcedLog[WorkspaceListed] = EventSourcedLog(
             self.events, workspace_uuid("__workspace_index__"), WorkspaceListed
         )

@@ -28,3 +28,10 @@ class PreviewPayments:
 
     def charge(self, **kwargs: object) -> ChargeResult:
         return ChargeResult(ok=True, charge_id="preview")
+
+
+class NoPayments:
+    """The gateway of a ledger that was given none: every charge is declined, none is made."""
+
+    def charge(self, **kwargs: object) -> ChargeResult:
+        return ChargeResult(ok=False, decline_code="no_gateway", message="no payment gateway is configured")
