@@ -12,13 +12,22 @@ import tomllib
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.money import minor_units
 
 Interval = Literal["month", "year"]
+
+
+def _no_float(value: object) -> object:
+    if isinstance(value, float):
+        raise ValueError(f"write prices as strings (\"{value}\"), not TOML floats: a float cannot hold cents exactly")
+    return value
+
+
+Price = Annotated[Decimal, BeforeValidator(_no_float)]
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 BUILT_IN = ("forms", "workspace", "operations")
 
@@ -47,7 +56,7 @@ class Policy(_Model):
 class Tier(_Model):
     operations: int = Field(gt=0)
     interval: Interval
-    price: Decimal = Field(gt=0)
+    price: Price = Field(gt=0)
 
     @property
     def monthly_operations(self) -> int:
@@ -64,7 +73,7 @@ class Plan(_Model):
     name: str
     rank: int = Field(ge=0)
     kind: Literal["free", "trial", "paid", "contract"]
-    prices: dict[Interval, Decimal] = Field(default_factory=dict)
+    prices: dict[Interval, Price] = Field(default_factory=dict)
     per_seat: bool = False
     seats: int | None = Field(None, gt=0, description="seat limit of a flat plan; None = unlimited")
     max_seats: int = Field(1000, gt=0, description="most seats a per-seat plan sells")
@@ -114,14 +123,14 @@ class AddOn(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
     storage_gb: int = Field(gt=0)
-    prices: dict[Interval, Decimal]
+    prices: dict[Interval, Price]
 
 
 class CreditPack(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
     credits: int = Field(gt=0)
-    price: Decimal = Field(gt=0)
+    price: Price = Field(gt=0)
 
 
 class Catalog(_Model):

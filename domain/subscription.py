@@ -592,6 +592,8 @@ class Subscription(Aggregate):
         catalog = ctx.catalog
         current = self.plan_of(catalog)
         target = rules.resolve_plan(catalog, cmd.plan)
+        if target.kind == "trial":
+            raise LedgerError("invalid_request", f"{target.name} starts only with subscribe, on a new workspace")
         interval = cmd.interval or self.interval or "month"
         tier = rules.resolve_tier(target, cmd.tier, interval)
         rules.check_seats_for_plan(target, cmd.seats)
