@@ -971,6 +971,8 @@ class Subscription(Aggregate):
             ops_allotment=tier.monthly_operations if tier and new_period else (0 if not tier else None),
             kept_team=keep_team,
         )
+        if not plan.ai_credits_per_seat and self.ai_granted:
+            self._trigger(self.AICreditsGranted, ctx, credits=0, expired=self.ai_granted)
 
     def _start_paid(self, event_class: type[Subscription.PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
                     interval: str, seats: int | None, purpose: str, keep_team: str | None = None) -> LedgerError | None:
