@@ -147,7 +147,7 @@ class Ledger(Application[UUID]):
                 seen = sub.idempotent_result(idempotency_key, key_hash)
                 if seen is not None:
                     events = self.workspace_events(workspace_id, gt=seen[0] - 1, lte=seen[1])
-                    return Result(workspace_id, None, events, due, sub, replayed=True)
+                    return Result(workspace_id, _recorded_refusal(events), events, due, sub, replayed=True)
             ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, key_hash, self.payments)
             try:
                 error = sub.execute(command, ctx)
@@ -227,3 +227,11 @@ class Ledger(Application[UUID]):
             self.save(sub, listed)
         else:
             self.save(sub)
+
+
+def _recorded_refusal(events: list[Any]) -> LedgerError | None:
+    """The error a replayed command first returned: a declined charge is its only recorded refusal."""
+    for event in events:
+        if isinstance(event, (Subscription.ChargeDeclined, Subscription.PaymentFailed)):
+            return LedgerError("payment_failed", f"payment of {event.amount} declined: {event.message}")
+    return None

@@ -538,11 +538,13 @@ class Subscription(Aggregate):
         return self.charged.get(f"{item}@{self.period_end.isoformat()}", ZERO)
 
     def current_item(self, catalog: Catalog) -> pricing.Priced | None:
-        """The plan as paid for this period, at the unit price recorded when it was bought."""
+        """The plan as paid for this period: the unit price recorded when it was bought, for
+        every seat paid this period (seats removed mid-period were still paid for, R21)."""
         plan = self.plan_of(catalog)
         if plan is None or "plan" not in self.prices:
             return None
-        base = pricing.plan_item(plan, self.interval or "month", self.seats, self.tier_of(catalog))
+        paid_seats = max(self.seats or 0, self.seats_paid) or None
+        base = pricing.plan_item(plan, self.interval or "month", paid_seats, self.tier_of(catalog))
         return pricing.Priced("plan", base.description, self.prices["plan"], base.quantity) if base else None
 
     def current_addon(self, catalog: Catalog) -> pricing.Priced | None:
