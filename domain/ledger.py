@@ -144,7 +144,10 @@ class Ledger(Application[UUID]):
             sub = self._load_or_register(workspace_id, actor, channel)
             key_hash = command.args_hash()
             if idempotency_key and not sub.pending_events:
-                seen = sub.idempotent_result(idempotency_key, key_hash)
+                try:
+                    seen = sub.idempotent_result(idempotency_key, key_hash)
+                except LedgerError as e:
+                    return Result(workspace_id, e, [], due, sub)
                 if seen is not None:
                     events = self.workspace_events(workspace_id, gt=seen[0] - 1, lte=seen[1])
                     return Result(workspace_id, _recorded_refusal(events), events, due, sub, replayed=True)
