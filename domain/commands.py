@@ -42,6 +42,8 @@ class Command(BaseModel):
     name: ClassVar[str]
     billing_change: ClassVar[bool] = False
     """Plan, seat, interval or add-on change: admins only (R2), refused under contract (R9)."""
+    admin_only: ClassVar[bool] = False
+    """Admins only (R2) without being a self-serve change (setting the contract itself)."""
 
     def args(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -142,6 +144,7 @@ class PayInvoice(Command):
 
 class SetContract(Command):
     name = "set-contract"
+    admin_only = True
     contract: Literal[CONTRACTS] | None = None  # type: ignore[valid-type]
 
 

@@ -65,6 +65,15 @@ class WorkspaceListed(DomainEvent):
     workspace_id: str
 
 
+class CatalogPublished(DomainEvent):
+    """A catalog version the ledger decided with, kept beside the events so that a workspace
+    on a custom catalog can be read and advanced without the file it came from."""
+
+    catalog_id: str
+    version: str
+    document: dict[str, Any]
+
+
 @dataclass
 class Result:
     """What a command did: the error (if refused), the events it recorded, the aggregate after."""
@@ -103,6 +112,10 @@ class Ledger(Application[UUID]):
         self.index: EventSourcedLog[WorkspaceListed] = EventSourcedLog(
             self.events, workspace_uuid("__workspace_index__"), WorkspaceListed
         )
+        self.catalog_log: EventSourcedLog[CatalogPublished] = EventSourcedLog(
+            self.events, workspace_uuid("__catalog_log__"), CatalogPublished
+        )
+        self._published: set[tuple[str, str]] | None = None
 
     # --------------------------------------------------------------- reading
 
@@ -126,10 +139,20 @@ class Ledger(Application[UUID]):
 
     def catalog_for(self, sub: Subscription | None) -> Catalog:
         catalog_id = sub.catalog_id if sub else self.default_catalog
-        try:
-            return self.catalogs[catalog_id]
-        except KeyError:
-            raise LedgerError("invalid_request", f"catalog {catalog_id!r} is not loaded") from None
+        if catalog_id not in self.catalogs:
+            published = [e for e in self.catalog_log.get() if e.catalog_id == catalog_id]
+            if not published:
+                raise LedgerError("invalid_request", f"catalog {catalog_id!r} is neither loaded nor published")
+            self.catalogs[catalog_id] = Catalog.model_validate(published[-1].document)
+        return self.catalogs[catalog_id]
+
+    def _unpublished(self, catalog: Catalog) -> list[CatalogPublished]:
+        if self._published is None:
+            self._published = {(e.catalog_id, e.version) for e in self.catalog_log.get()}
+        if (catalog.id, catalog.version) in self._published:
+            return []
+        return [self.catalog_log.trigger_event(catalog_id=catalog.id, version=catalog.version,
+                                               document=catalog.model_dump(mode="json"))]
 
     # --------------------------------------------------------------- writing
 
@@ -225,11 +248,17 @@ class Ledger(Application[UUID]):
         return self.get(workspace_id) or self._new(workspace_id, actor, channel)
 
     def _save(self, sub: Subscription, events: list[Any]) -> None:
+        """Save the aggregate with, atomically, its index entry and any catalog version first used."""
+        logged: list[Any] = self._unpublished(self.catalog_for(sub))
         if any(isinstance(e, Subscription.WorkspaceRegistered) for e in events):
-            listed = self.index.trigger_event(workspace_id=sub.workspace_id)
-            self.save(sub, listed)
-        else:
-            self.save(sub)
+            logged.append(self.index.trigger_event(workspace_id=sub.workspace_id))
+        try:
+            self.save(sub, *logged)
+        except IntegrityError:
+            self._published = None
+            raise
+        self._published = (self._published or set()) | {(e.catalog_id, e.version) for e in logged
+                                                           if isinstance(e, CatalogPublished)}
 
 
 def _recorded_refusal(events: list[Any]) -> LedgerError | None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def check_actor(actor: Actor, command: Command) -> None:
     """R2: only workspace admins and billing admins change plan, seats, interval or add-ons."""
-    if command.billing_change and not actor.is_billing_admin:
+    if (command.billing_change or command.admin_only) and not actor.is_billing_admin:
         raise LedgerError(
             "not_authorized",
             f"{actor.role} {actor.id} may not {command.name}: ask a workspace admin or billing admin",

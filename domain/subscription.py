@@ -17,7 +17,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from domain import pricing, rules
-from domain.catalog import Catalog, Plan, Tier
+from domain.catalog import Catalog, Plan, Policy, Tier
 from domain.commands import (
     SYSTEM, Actor, AddPaymentMethod, BuyAICredits, BuyOperations, Cancel, CancelChange, ChangePlan,
     Command, ConsumeAICredits, PayInvoice, RecordUsage, RemovePaymentMethod, ReportStorage, SetContract,
@@ -162,7 +162,7 @@ class Subscription(Aggregate):
                 sub.prices.pop("plan", None)
             if self.ops_allotment is not None:
                 sub.ops_allotment = self.ops_allotment
-                if self.interval == "year" and self.period_start:
+                if self.interval == "year" and self.period_start and self.tier:
                     sub.ops_reset_at = add_months(self.period_start, 1)
             sub.status = "past_due" if sub.open_invoices() else "active"
 
@@ -537,13 +537,20 @@ class Subscription(Aggregate):
             return ZERO
         return self.charged.get(f"{item}@{self.period_end.isoformat()}", ZERO)
 
+    def seats_held(self, policy: Policy) -> int:
+        """Seats paid for this period and not credited back: a seat removed without a credit
+        stays paid until the period ends (R21); one credited back (policy) must be bought again."""
+        if policy.seat_removal_credit:
+            return self.seats or 0
+        return max(self.seats or 0, self.seats_paid)
+
     def current_item(self, catalog: Catalog) -> pricing.Priced | None:
         """The plan as paid for this period: the unit price recorded when it was bought, for
         every seat paid this period (seats removed mid-period were still paid for, R21)."""
         plan = self.plan_of(catalog)
         if plan is None or "plan" not in self.prices:
             return None
-        paid_seats = max(self.seats or 0, self.seats_paid) or None
+        paid_seats = self.seats_held(catalog.policy) or None
         base = pricing.plan_item(plan, self.interval or "month", paid_seats, self.tier_of(catalog))
         return pricing.Priced("plan", base.description, self.prices["plan"], base.quantity) if base else None
 
@@ -675,10 +682,16 @@ class Subscription(Aggregate):
                 until = plus_days(ctx.at, policy.carry_over_days[interval])  # type: ignore[index]
                 self._trigger(self.OperationsCarriedOver, ctx, operations=carried, until=until)
             return error
+        if target.billable and interval != self.interval:
+            # another interval restarts the cycle now (R14); unused time becomes billing credit (R10)
+            return self._start_paid(self.DowngradeApplied, ctx, target, tier, interval, seats, "downgrade",
+                                    keep_team=keep_team)
         lines = self._credit_unused(ctx, period, "plan")
         new_item = pricing.plan_item(target, interval, seats, tier)
         if new_item is not None:
             lines.append(pricing.prorated_charge(new_item, period, ctx.at, policy, catalog.currency, "plan_charge"))
+        else:
+            lines += self._credit_unused(ctx, period, "addon")  # a free plan drops the add-on too (R22)
         bill = self._collect(ctx, lines, "downgrade")
         if bill.declined:
             return self._declined(ctx, bill, target.id)
@@ -711,7 +724,7 @@ class Subscription(Aggregate):
         assert period is not None
         unit = self.prices.get("plan", plan.prices[self.interval])
         lines: list[pricing.Line] = []
-        added = cmd.seats - max(self.seats_paid, self.seats or 0)
+        added = cmd.seats - self.seats_held(policy)
         if added > 0:
             item = pricing.Priced("plan", f"{plan.name}: {added} added seat(s)", unit, added)
             lines.append(pricing.prorated_charge(item, period, ctx.at, policy, currency, "seat_charge"))
@@ -772,7 +785,7 @@ class Subscription(Aggregate):
             raise LedgerError("invalid_request", f"no AI credit pack {cmd.pack!r}; packs: {known}")
         rules.check_payment_method(self)
         line = pricing.one_time_charge("ai_credit_pack", pack.name, pack.price, 1, ctx.catalog.currency, ctx.at)
-        bill = self._collect(ctx, [line], "ai_credit_pack")
+        bill = self._collect(ctx, [line], "ai_credit_pack", use_credit=False)
         if bill.declined:
             return self._declined(ctx, bill, self.plan or "")
         self._trigger(self.AICreditPackBought, ctx, pack=pack.id, credits=pack.credits, price=pack.price,
@@ -917,8 +930,10 @@ class Subscription(Aggregate):
                 self._set_plan(self.DowngradeApplied, ctx, target, None, None, None, None,
                                keep_team=scheduled["keep_team"])
                 return
+            # another interval starts its own cycle at the boundary (R14, R17)
+            new_period = period_number(ctx.at, scheduled["interval"], 0) if scheduled["interval"] != self.interval else None
             self._set_plan(self.DowngradeApplied, ctx, target, tier, scheduled["interval"], scheduled["seats"],
-                           None, unit_price=pricing.plan_item(target, scheduled["interval"], scheduled["seats"], tier).unit_price,
+                           new_period, unit_price=pricing.plan_item(target, scheduled["interval"], scheduled["seats"], tier).unit_price,
                            keep_team=scheduled["keep_team"])
         self._renew(ctx)
 
@@ -1044,13 +1059,18 @@ class Subscription(Aggregate):
             description=description, idempotency_key=f"{self.workspace_id}:{key}",
         )
 
-    def _collect(self, ctx: Context, lines: list[pricing.Line], purpose: str, fail_open: bool = False) -> Bill:
+    def _collect(self, ctx: Context, lines: list[pricing.Line], purpose: str, fail_open: bool = False,
+                 use_credit: bool = True) -> Bill:
         """Total the lines, apply billing credit and collect what is due now. With `fail_open`
-        (renewals) a decline leaves the invoice open instead of undoing the change."""
-        totals = pricing.totals(lines, self.billing_credit, ctx.catalog.policy)
+        (renewals) a decline leaves the invoice open instead of undoing the change. Billing credit
+        never buys AI credits (R10), so AI packs are collected with `use_credit=False`."""
+        balance = self.billing_credit if use_credit else ZERO
+        totals = pricing.totals(lines, balance, ctx.catalog.policy)
         invoice_id = f"in_{self.workspace_id}_{self.invoice_count + 1:04d}"
         if totals.amount_due <= 0:
             return Bill(invoice_id, lines, totals, purpose, None, None)
+        if not fail_open:
+            rules.check_payment_method(self)  # R7: refused before anything is recorded
         result = self._charge(ctx, totals.amount_due, f"{purpose} {invoice_id}", invoice_id)
         if result.ok:
             return Bill(invoice_id, lines, totals, purpose, result.charge_id, self.default_payment_method)

@@ -114,3 +114,22 @@ def test_build_ledger_refuses_an_unknown_database_url():
 
     with pytest.raises(ValueError, match="unsupported database URL"):
         build_ledger("mysql://nope")
+
+
+def test_a_custom_catalog_is_published_with_the_events_and_found_without_its_file(db_url, tmp_path):
+    """A workspace on a custom catalog is read and advanced by a ledger that never saw the file."""
+    from tests.conftest import Book
+    from tests.support import catalog_variant
+
+    path = catalog_variant(tmp_path, "forms", "forms-eu")
+    first = Book(db_url, path, "2026-04-01T00:00:00")
+    first.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    assert first.do("ws", "subscribe", plan="pro", interval="month").ok
+    first.close()
+    later = Book(db_url, "forms", "2026-05-02T00:00:00")
+    later.ledger.advance()
+    sub = later.sub("ws")
+    assert sub.catalog_id == "forms-eu"
+    assert sub.period_start.isoformat() == "2026-05-01T00:00:00+00:00"
+    assert [e.catalog_id for e in later.ledger.catalog_log.get()] == ["forms-eu"]
+    later.close()

@@ -1,0 +1,400 @@
+"""The `subledger` command line: one subcommand per domain command, plus preview, show,
+advance, demo, scenario run and catalog check.
+
+Flags come from the command models in domain/commands.py, so the CLI cannot drift from the
+domain. Exit codes: 0 done, 1 refused by the ledger, 2 invalid input or usage.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from adapters import render
+from adapters.app import build_ledger
+from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
+from domain.catalog import CatalogError, load_catalog
+from domain.commands import COMMANDS, ID, Command, parse_actor, parse_command
+from domain.errors import LedgerError
+from domain.ledger import Ledger
+from projections.views import event_types, iso, plan_state
+
+DEFAULT_ACTOR = "cli-admin"
+NULL = "none"
+"""Typed for a nullable argument (add-on, contract) to clear it."""
+
+INT_FLAGS = {"tier", "seats", "members", "credits", "operations"}
+NULLABLE = {"addon", "contract"}
+HELP = {
+    "plan": "Plan id in the workspace's catalog (e.g. pro, team, core).",
+    "tier": "Operations per interval, as listed (annual tiers by yearly operations, e.g. 120000).",
+    "interval": "month or year.",
+    "seats": "Paid seats (per-seat plans).",
+    "keep_team": "The team to keep when moving to a one-team plan (R18).",
+    "members": "Active members in the workspace.",
+    "gb": "Storage used, in GB (a decimal such as 12.5).",
+    "addon": "Storage add-on id, or 'none' to remove it.",
+    "pack": "AI credit pack id (e.g. ai-1000).",
+    "credits": "AI credits to consume.",
+    "operations": "Operations used or bought.",
+    "payment_method": "Payment method token (test gateway: pm_card_visa, pm_card_chargeDeclined).",
+    "invoice": "Invoice id (default: the open one).",
+    "contract": "Contract kind (enterprise, campus, ...), or 'none' to end it.",
+}
+COMMAND_HELP = {
+    "subscribe": "Start a plan: a paid plan charges now, a trial plan starts the trial (R15).",
+    "change-plan": "Upgrade now, prorated (R11-R16), or downgrade per the catalog policy (R17, R18).",
+    "cancel-change": "Cancel a scheduled downgrade or cancellation: keep the current plan (R17).",
+    "set-seats": "Change paid seats: added seats are charged for the rest of the period (R21).",
+    "set-members": "Report active members; above the seat limit a warning stays on (R24).",
+    "report-storage": "Report storage used, in GB (R6, R19).",
+    "set-storage-addon": "Add, switch or remove (--addon none) the recurring storage add-on (R22).",
+    "buy-ai-credits": "Buy a one-time AI credit pack (R23).",
+    "consume-ai-credits": "Spend AI credits: granted ones first, then purchased ones.",
+    "record-usage": "Record operations used (operations catalogs).",
+    "buy-operations": "Buy extra operations in whole packs (operations catalogs).",
+    "add-payment-method": "Add a payment method; the newest becomes the default.",
+    "remove-payment-method": "Remove a payment method.",
+    "pay-invoice": "Pay the open (or the named) invoice with the default payment method (R8).",
+    "set-contract": "Put the workspace on a custom contract (R9), or --contract none to end it.",
+    "cancel": "Cancel the subscription at the end of the period.",
+}
+ALL_FLAGS = sorted({name for cls in COMMANDS.values() for name in cls.model_fields})
+
+app = typer.Typer(help="subledger: an event-sourced subscription billing ledger.",
+                  epilog="Exit codes: 0 done, 1 refused by the ledger, 2 invalid input or usage.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+scenario_app = typer.Typer(help="Run scenario files (docs/scenarios.md).", no_args_is_help=True)
+catalog_app = typer.Typer(help="Catalog files (docs/catalogs.md).", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(catalog_app, name="catalog")
+
+
+@dataclass
+class Options:
+    db: str | None = None
+    catalog: str = "forms"
+    json: bool = False
+
+
+_OPTIONS = [Options()]
+"""The global options of the current invocation, set by the app callback."""
+
+
+class Invalid(Exception):
+    """Bad input caught before the ledger is asked anything: exit 2."""
+
+
+@app.callback()
+def main_options(
+    db: Annotated[str | None, typer.Option(help="Database URL (else $SUBLEDGER_DB, else sqlite:///subledger.db).",
+                                           show_default=False)] = None,
+    catalog: Annotated[str, typer.Option(help="Catalog for newly registered workspaces: a name or a TOML path.")]
+    = "forms",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    _OPTIONS[0] = Options(db, catalog, json_output)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _opts() -> Options:
+    return _OPTIONS[0]
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _json(flag: bool) -> None:
+    """`--json` works before or after the subcommand."""
+    if flag:
+        _OPTIONS[0].json = True
+
+
+def fail(code: str, message: str, exit_code: int) -> NoReturn:
+    if _opts().json:
+        typer.echo(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
+    else:
+        typer.echo(f"error: {message} [{code}]", err=True)
+    raise typer.Exit(exit_code)
+
+
+@contextmanager
+def open_ledger() -> Iterator[Ledger]:
+    opts = _opts()
+    try:
+        ledger = build_ledger(opts.db, catalog=opts.catalog)
+    except CatalogError as e:
+        fail("invalid_request", f"--catalog: {e}", 2)
+    except ValueError as e:
+        fail("invalid_request", f"--db: {e}", 2)
+    except Exception as e:  # noqa: BLE001 - a database that cannot be opened is a setting to fix, not a crash
+        fail("invalid_request", f"cannot open the database: {type(e).__name__}: {str(e).strip()[:300]}", 2)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _value(name: str, text: str | None) -> Any:
+    """A flag's text as the command model expects it: whole numbers as int, 'none' as null."""
+    if text is None:
+        return None
+    if name in NULLABLE and text.lower() == NULL:
+        return None
+    if name in INT_FLAGS:
+        if not re.fullmatch(r"[+-]?\d{1,30}", text.strip()):
+            raise Invalid(f"--{name.replace('_', '-')}: {text[:40]!r} is not a whole number")
+        return int(text)
+    return text
+
+
+def build_command(do: str, flags: dict[str, str | None]) -> Command:
+    args = {name: _value(name, text) for name, text in flags.items() if text is not None}
+    try:
+        return parse_command(do, args)
+    except LedgerError as e:
+        raise Invalid(e.message) from None
+
+
+def _check_id(value: str | None, what: str) -> None:
+    if value is not None and not re.fullmatch(ID, value):
+        raise Invalid(f"{what} {value[:70]!r} is not valid: 1-64 letters, digits, '_', '.', ':' or '-', "
+                      "starting with a letter or digit")
+
+
+def emit(out: dict[str, Any]) -> None:
+    """Print a command's outcome; a refusal exits 1."""
+    if _opts().json:
+        typer.echo(json.dumps(out))
+    else:
+        con = render.console()
+        if out["ok"]:
+            render.print_outcome(out, con)
+        else:
+            if out["events"]:
+                con.print(f"recorded: {', '.join(out['events'])}", markup=False)
+            typer.echo(f"error: {out['error']['message']} [{out['error']['code']}]", err=True)
+    if not out["ok"]:
+        raise typer.Exit(1)
+
+
+def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: str, role: str,
+                idempotency_key: str | None, reason: str | None, preview: bool = False) -> None:
+    try:
+        _check_id(workspace, "workspace id")
+        _check_id(idempotency_key, "--idempotency-key")
+        if role not in PEOPLE_ROLES:
+            raise Invalid(f"--role must be one of {', '.join(PEOPLE_ROLES)}")
+        who = parse_actor({"id": actor, "role": role})
+        if reason is not None and len(reason) > 500:
+            raise Invalid("--reason: at most 500 characters")
+        command = build_command(do, flags)
+    except Invalid as e:
+        fail("invalid_request", str(e), 2)
+    except LedgerError as e:
+        fail(e.code, e.message, 2)
+    with open_ledger() as ledger:
+        try:
+            if preview:
+                result = ledger.preview(workspace, command, who, channel="cli")
+            else:
+                result = ledger.handle(workspace, command, who, channel="cli", idempotency_key=idempotency_key,
+                                       reason=reason)
+        except LedgerError as e:
+            fail(e.code, e.message, 1)
+        emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
+                     result.due_events, result.replayed))
+
+
+# ------------------------------------------------------------------ domain commands
+
+WORKSPACE = inspect.Parameter("workspace", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              annotation=Annotated[str, typer.Argument(help="Workspace id.", show_default=False)])
+COMMON = [
+    inspect.Parameter("actor", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_ACTOR,
+                      annotation=Annotated[str, typer.Option(help="Who does it (actor id).")]),
+    inspect.Parameter("role", inspect.Parameter.KEYWORD_ONLY, default="admin",
+                      annotation=Annotated[str, typer.Option(help="owner, admin, billing_admin or member.")]),
+    inspect.Parameter("idempotency_key", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[str | None, typer.Option(help="A repeat returns the first result.")]),
+    inspect.Parameter("reason", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[str | None, typer.Option(help="Why (kept on the events).")]),
+    inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonFlag),
+]
+
+
+def _flag(name: str, required: bool) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=... if required else None,
+        annotation=Annotated[str | None, typer.Option(help=HELP.get(name, name), show_default=False,
+                                                      metavar="INT" if name in INT_FLAGS else "TEXT")],
+    )
+
+
+def _domain_command(do: str) -> Callable[..., None]:
+    fields = COMMANDS[do].model_fields
+
+    def command(workspace: str, *, actor: str, role: str, idempotency_key: str | None, reason: str | None,
+                json_output: bool, **flags: str | None) -> None:
+        _json(json_output)
+        run_command(do, workspace, flags, actor, role, idempotency_key, reason)
+
+    params = [_flag(n, f.is_required() or n in NULLABLE) for n, f in fields.items()]
+    command.__signature__ = inspect.Signature([WORKSPACE, *params, *COMMON])  # type: ignore[attr-defined]
+    command.__name__ = do.replace("-", "_")
+    return command
+
+
+for _name in COMMANDS:
+    app.command(_name, help=COMMAND_HELP.get(_name, _name))(_domain_command(_name))
+
+
+def _preview(workspace: str, *, do: str, actor: str, role: str, json_output: bool, **flags: str | None) -> None:
+    _json(json_output)
+    if do not in COMMANDS:
+        fail("invalid_request", f"--do: unknown command {do[:40]!r}; known: {', '.join(sorted(COMMANDS))}", 2)
+    run_command(do, workspace, flags, actor, role, None, None, preview=True)
+
+
+_preview.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    WORKSPACE,
+    inspect.Parameter("do", inspect.Parameter.KEYWORD_ONLY, default=...,
+                      annotation=Annotated[str, typer.Option(help="The command to preview.")]),
+    *[_flag(n, False) for n in ALL_FLAGS], *COMMON[:2], COMMON[-1],
+])
+app.command("preview", help="Show what COMMAND would record and invoice now (R25). Records nothing.")(_preview)
+
+
+# ------------------------------------------------------------------ reading and time
+
+
+@app.command()
+def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
+    """Show a workspace's plan, period, credits, balances and open invoice."""
+    _json(json_output)
+    try:
+        _check_id(workspace, "workspace id")
+    except Invalid as e:
+        fail("invalid_request", str(e), 2)
+    with open_ledger() as ledger:
+        sub = ledger.get(workspace)
+        try:
+            state = plan_state(sub, ledger.catalog_for(sub))
+        except LedgerError as e:
+            fail(e.code, f"{e.message} (pass --catalog FILE.toml)", 2)
+    if _opts().json:
+        typer.echo(json.dumps(state))
+        return
+    if sub is None:
+        typer.echo(f"{workspace}: no such workspace")
+        return
+    render.console().print(render.state_table(state))
+
+
+@app.command()
+def advance(json_output: JsonFlag = False) -> None:
+    """Record every renewal, trial end, scheduled change and notice due by now (system clock)."""
+    _json(json_output)
+    with open_ledger() as ledger:
+        try:
+            done = ledger.advance()
+        except LedgerError as e:
+            fail(e.code, e.message, 1)
+        at = iso(ledger.clock.now())
+    if _opts().json:
+        typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))
+        return
+    if not done:
+        typer.echo(f"nothing due at {at}")
+    for ws, events in done.items():
+        typer.echo(f"{ws}: {', '.join(event_types(events))}")
+
+
+# ------------------------------------------------------------------ scenarios, catalogs, demo
+
+
+@scenario_app.command("run")
+def scenario_run(
+    file: Annotated[Path, typer.Argument(help="Scenario JSON file.", show_default=False)],
+    db: Annotated[str | None, typer.Option(help="Database URL (default: a fresh throwaway SQLite).")] = None,
+) -> None:
+    """Run a scenario: one JSON line per step; exit 0 if every expect holds, 1 if one fails, 2 if invalid."""
+    _, code = run_scenario(file, db or _opts().db, on_step=lambda out: typer.echo(json.dumps(out)))
+    raise typer.Exit(code)
+
+
+@catalog_app.command("check")
+def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (or a built-in name).")],
+                  json_output: JsonFlag = False) -> None:
+    """Validate a catalog file and summarise it."""
+    _json(json_output)
+    try:
+        catalog = load_catalog(file)
+    except CatalogError as e:
+        if _opts().json:
+            fail("invalid_catalog", str(e), 2)
+        typer.echo(f"invalid catalog: {e}", err=True)
+        raise typer.Exit(2) from None
+    summary = {
+        "ok": True, "catalog": catalog.id, "version": catalog.version, "currency": catalog.currency,
+        "plans": [p.id for p in catalog.plans], "addons": [a.id for a in catalog.addons],
+        "credit_packs": [c.id for c in catalog.credit_packs], "policy": catalog.policy.model_dump(mode="json"),
+    }
+    if _opts().json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"ok: catalog {catalog.id} version {catalog.version} ({catalog.currency})")
+    for plan in catalog.plans:
+        prices = ", ".join(f"{v}/{k}" for k, v in plan.prices.items()) or (
+            f"{len(plan.tiers)} tiers" if plan.tiers else plan.kind)
+        typer.echo(f"  plan {plan.id}: {plan.name}, {prices}")
+    for addon in catalog.addons:
+        typer.echo(f"  add-on {addon.id}: {', '.join(f'{v}/{k}' for k, v in addon.prices.items())}")
+    for pack in catalog.credit_packs:
+        typer.echo(f"  credit pack {pack.id}: {pack.credits:,} for {pack.price}")
+    policy = catalog.policy
+    typer.echo(f"  policy: proration={policy.proration}, downgrade={policy.downgrade_timing}, "
+               f"upgrade credit={policy.upgrade_credit}")
+
+
+@app.command()
+def demo(db: Annotated[str | None, typer.Option(help="Database URL, best empty (default: a fresh ./subledger-demo.db).")]
+         = None, json_output: JsonFlag = False) -> None:
+    """Narrate the seed examples (forms, workspace, operations) on a test clock."""
+    _json(json_output)
+    from adapters.demo import run_demo
+
+    raise typer.Exit(run_demo(db or _opts().db, as_json=_opts().json))
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main() -> None:
+    """Console entry point: never a traceback for bad input (SUBLEDGER_DEBUG=1 shows unexpected ones)."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("SUBLEDGER_DEBUG"):
+            traceback.print_exc()
+        print(f"error: unexpected {type(e).__name__}: {e} (set SUBLEDGER_DEBUG=1 for details)", file=sys.stderr)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
