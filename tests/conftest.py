@@ -37,11 +37,8 @@ def postgres_available() -> bool:
         return False
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
+def fresh_postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL on a schema of its own, dropped afterwards."""
     if not postgres_available():
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL at 127.0.0.1:5432 is unreachable, and CI=true requires it")
@@ -50,6 +47,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     yield f"{PG}?schema={schema}"
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        yield from fresh_postgres_schema()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """PostgreSQL only: for what exists only there (LISTEN/NOTIFY followers)."""
+    yield from fresh_postgres_schema()
 
 
 class Book:

@@ -1,0 +1,247 @@
+"""audit_trail: one row per event, chained per workspace so tampering shows.
+
+Each row carries who, when, through which channel, a human summary, the fields of the
+`state` document the event changed (before and after), its money impact, and
+hash = sha256(previous row's hash + canonical JSON of the row's content); the first row
+of a workspace chains from the empty string. `verify` recomputes every chain and names
+the first row that does not match.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import IO, Any
+
+from eventsourcing.persistence import Tracking
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from domain.catalog import Catalog
+from domain.money import fmt
+from domain.subscription import Subscription
+from projections.commands_trail import following
+from projections.readmodel import ReadModel
+from projections.store import Amount, UtcDateTime, canonical_amount, dumps, iso
+from projections.views import plan_state
+
+CONTENT = ("position", "workspace", "version", "occurred_at", "actor_id", "actor_role", "channel", "cause",
+           "reason", "idempotency_key", "event_type", "summary", "before", "after", "money_impact", "currency",
+           "catalog_version")
+
+
+class AuditTrail(ReadModel):
+    family = "audit_trail"
+    version = 1
+    tables = ("audit_trail",)
+
+    @classmethod
+    def define(cls, metadata: MetaData, tag: str) -> dict[str, Table]:
+        return {"audit_trail": Table(
+            cls.table_name("audit_trail", tag), metadata,
+            Column("position", Integer, primary_key=True),
+            Column("workspace", String(64), nullable=False, index=True),
+            Column("version", Integer, nullable=False),
+            Column("occurred_at", UtcDateTime, nullable=False, index=True),
+            Column("actor_id", String(96), nullable=False),
+            Column("actor_role", String(32), nullable=False),
+            Column("channel", String(32), nullable=False),
+            Column("cause", String(64), nullable=False),
+            Column("reason", Text),
+            Column("idempotency_key", String(128)),
+            Column("event_type", String(64), nullable=False),
+            Column("summary", Text, nullable=False),
+            Column("before", Text, nullable=False),
+            Column("after", Text, nullable=False),
+            Column("money_impact", Amount),
+            Column("currency", String(3), nullable=False),
+            Column("catalog_version", String(64)),
+            Column("prev_hash", String(64), nullable=False),
+            Column("hash", String(64), nullable=False),
+        )}
+
+    def begin(self, session: Session) -> None:
+        self.heads: dict[str, str] = {}
+        self.buffer: list[dict[str, Any]] = []
+
+    def finish(self, session: Session) -> None:
+        if self.buffer:
+            session.execute(insert(self.view.t["audit_trail"]), self.buffer)
+
+    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
+        before_sub = self.fold.before(event)
+        catalog = self.fold.catalog(before_sub) if before_sub else None
+        before = plan_state(before_sub, catalog) if before_sub and catalog else {}
+        from_plan = before_sub.plan_of(catalog) if before_sub and catalog else None
+        sub = self.fold.apply(event, before_sub)
+        catalog = self.fold.catalog(sub)
+        after = plan_state(sub, catalog)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        table = self.view.t["audit_trail"]
+        ws = sub.workspace_id
+        prev = self.heads.get(ws)
+        if prev is None:
+            prev = session.execute(select(table.c.hash).where(table.c.workspace == ws)
+                                   .order_by(table.c.position.desc()).limit(1)).scalar_one_or_none() or ""
+        row = {
+            "position": tracking.notification_id, "workspace": ws, "version": event.originator_version,
+            "occurred_at": event.timestamp, "actor_id": event.actor_id, "actor_role": event.actor_role,
+            "channel": event.channel, "cause": event.cause, "reason": event.reason,
+            "idempotency_key": event.idempotency_key, "event_type": type(event).__name__,
+            "summary": summary(event, sub, catalog, from_plan.name if from_plan else None, self.fold.source),
+            "before": dumps({k: before.get(k) for k in changed}), "after": dumps({k: after.get(k) for k in changed}),
+            "money_impact": money_impact(event), "currency": catalog.currency,
+            "catalog_version": event.catalog_version, "prev_hash": prev,
+        }
+        row["hash"] = chain_hash(prev, row)
+        self.heads[ws] = row["hash"]
+        self.buffer.append(row)
+
+
+def canonical(row: dict[str, Any]) -> str:
+    """The row's content as hashed: fixed field set, amounts to six places, instants ISO UTC."""
+    content = {}
+    for key in CONTENT:
+        value = row.get(key)
+        if isinstance(value, Decimal) or key == "money_impact":
+            value = canonical_amount(value)
+        elif isinstance(value, datetime):
+            value = iso(value)
+        content[key] = value
+    return dumps(content)
+
+
+def chain_hash(prev: str, row: dict[str, Any]) -> str:
+    return hashlib.sha256((prev + canonical(row)).encode("utf-8")).hexdigest()
+
+
+def money_impact(event: Subscription.Event) -> Decimal | None:
+    """What the event moves, signed from the customer's side: billed, paid, credited."""
+    if isinstance(event, Subscription.InvoiceIssued):
+        return event.amount_due
+    if isinstance(event, Subscription.PaymentSucceeded):
+        return event.amount
+    if isinstance(event, Subscription.BillingCreditIssued):
+        return event.amount
+    if isinstance(event, Subscription.BillingCreditApplied):
+        return -event.amount
+    if isinstance(event, Subscription.OperationsConvertedToCredit):
+        return event.amount
+    return None
+
+
+def summary(event: Subscription.Event, sub: Subscription, catalog: Catalog, from_name: str | None, source: Any) -> str:
+    """A sentence for a person reading the trail, e.g. 'Pro -> Team, charged 20.00'."""
+    cur = catalog.currency
+    plan = sub.plan_of(catalog)
+    name = plan.name if plan else (sub.plan or "none")
+    if isinstance(event, Subscription.PlanSet):
+        text = f"{from_name} -> {name}" if from_name and from_name != name else name
+        if event.interval:
+            text += f" ({event.interval}ly"
+            text += f", {event.seats} seats)" if event.seats else ")"
+        bill = next((e for e in following(source, event) if isinstance(e, Subscription.InvoiceIssued)), None)
+        if bill is not None:
+            text += f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
+                f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
+        return f"{type(event).__name__}: {text}"
+    if isinstance(event, Subscription.InvoiceIssued):
+        return (f"invoice {event.invoice_id} ({event.purpose}): {len(event.lines)} line(s), subtotal "
+                f"{fmt(event.subtotal, cur)}, credit applied {fmt(event.credit_applied, cur)}, due {fmt(event.amount_due, cur)}")
+    if isinstance(event, Subscription.PaymentSucceeded):
+        return f"payment of {fmt(event.amount, cur)} on {event.invoice_id} succeeded"
+    if isinstance(event, Subscription.PaymentFailed):
+        return f"payment of {fmt(event.amount, cur)} on {event.invoice_id} failed: {event.decline_code}"
+    if isinstance(event, Subscription.ChargeDeclined):
+        return f"charge of {fmt(event.amount, cur)} for {event.purpose} declined ({event.decline_code}); nothing changed"
+    if isinstance(event, Subscription.DowngradeScheduled):
+        return f"downgrade to {event.plan} scheduled for {iso(event.effective_at)}"
+    if isinstance(event, Subscription.SeatsChanged):
+        return f"seats {event.previous} -> {event.seats}"
+    if isinstance(event, Subscription.MembersChanged):
+        return f"members {event.previous} -> {event.members}"
+    if isinstance(event, Subscription.BillingCreditIssued):
+        return f"billing credit {fmt(event.amount, cur)} issued"
+    if isinstance(event, Subscription.BillingCreditApplied):
+        return f"billing credit {fmt(event.amount, cur)} applied to {event.invoice_id}"
+    if isinstance(event, Subscription.PeriodRenewed):
+        return f"{name} renewed: {iso(event.period_start)} to {iso(event.period_end)}"
+    if isinstance(event, Subscription.WorkspaceRegistered):
+        return f"workspace {event.workspace_id} registered on catalog {event.catalog_id}"
+    return type(event).__name__
+
+
+# ------------------------------------------------------------------ reading
+
+def rows(conn: Connection, workspace: str | None = None, since: datetime | None = None,
+         until: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Audit rows in position order, filtered by workspace and [since, until)."""
+    t = AuditTrail.stable()["audit_trail"]
+    query = select(t).order_by(t.c.position)
+    if workspace:
+        query = query.where(t.c.workspace == workspace)
+    if since:
+        query = query.where(t.c.occurred_at >= since)
+    if until:
+        query = query.where(t.c.occurred_at < until)
+    for row in conn.execute(query).mappings():
+        yield dict(row)
+
+
+def exported(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as exported: amounts at six places, instants ISO, before/after as objects."""
+    out = dict(row)
+    out["occurred_at"] = iso(row["occurred_at"])
+    out["money_impact"] = canonical_amount(row["money_impact"])
+    out["before"], out["after"] = json.loads(row["before"]), json.loads(row["after"])
+    return out
+
+
+def write_jsonl(out: IO[str], found: Iterator[dict[str, Any]]) -> int:
+    n = 0
+    for row in found:
+        out.write(dumps(exported(row)) + "\n")
+        n += 1
+    return n
+
+
+def write_csv(out: IO[str], found: Iterator[dict[str, Any]]) -> int:
+    writer = csv.DictWriter(out, fieldnames=[*CONTENT, "prev_hash", "hash"])
+    writer.writeheader()
+    n = 0
+    for row in found:
+        doc = exported(row)
+        doc["before"], doc["after"] = row["before"], row["after"]
+        writer.writerow(doc)
+        n += 1
+    return n
+
+
+def verify(conn: Connection, workspace: str | None = None) -> dict[str, Any]:
+    """Recompute every workspace's chain. {'ok': True, 'rows': n} or the first bad row:
+    {'ok': False, 'position', 'workspace', 'version', 'problem'}."""
+    heads: dict[str, str] = {}
+    n = 0
+    t = AuditTrail.stable()["audit_trail"]
+    query = select(t).order_by(t.c.workspace, t.c.position)
+    if workspace:
+        query = query.where(t.c.workspace == workspace)
+    for row in conn.execute(query).mappings():
+        n += 1
+        ws = row["workspace"]
+        expected_prev = heads.get(ws, "")
+        problem = None
+        if row["prev_hash"] != expected_prev:
+            problem = "prev_hash does not match the previous row's hash (row removed, inserted or reordered)"
+        elif chain_hash(expected_prev, dict(row)) != row["hash"]:
+            problem = "content does not match its hash (row edited)"
+        if problem:
+            return {"ok": False, "position": row["position"], "workspace": ws, "version": row["version"],
+                    "event_type": row["event_type"], "problem": problem, "rows_checked": n}
+        heads[ws] = row["hash"]
+    return {"ok": True, "rows": n, "workspaces": len(heads)}

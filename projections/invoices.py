@@ -1,0 +1,163 @@
+"""invoices, invoice_lines and invoice_payments: every issued invoice, line by line, with
+the events that produced it and every payment and failed payment against it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from domain.subscription import Subscription
+from projections.commands_trail import preceding
+from projections.readmodel import ReadModel, event_ref
+from projections.store import Amount, UtcDateTime, document, dumps
+
+
+class Invoices(ReadModel):
+    family = "invoices"
+    version = 1
+    tables = ("invoices", "invoice_lines", "invoice_payments")
+
+    @classmethod
+    def define(cls, metadata: MetaData, tag: str) -> dict[str, Table]:
+        return {
+            "invoices": Table(
+                cls.table_name("invoices", tag), metadata,
+                Column("invoice_id", String(96), primary_key=True),
+                Column("workspace", String(64), nullable=False, index=True),
+                Column("purpose", String(32), nullable=False),
+                Column("issued_at", UtcDateTime, nullable=False),
+                Column("currency", String(3), nullable=False),
+                Column("subtotal", Amount, nullable=False),
+                Column("credit_applied", Amount, nullable=False),
+                Column("amount_due", Amount, nullable=False),
+                Column("amount_paid", Amount, nullable=False),
+                Column("status", String(16), nullable=False),
+                Column("paid_at", UtcDateTime),
+                Column("failures", Integer, nullable=False),
+                Column("last_failure_code", String(64)),
+                Column("last_failure_at", UtcDateTime),
+                Column("period_start", UtcDateTime),
+                Column("period_end", UtcDateTime),
+                Column("event_id", String(96), nullable=False),
+                Column("source_event_ids", Text, nullable=False),
+                Column("position", Integer, nullable=False),
+            ),
+            "invoice_lines": Table(
+                cls.table_name("invoice_lines", tag), metadata,
+                Column("invoice_id", String(96), primary_key=True),
+                Column("line_no", Integer, primary_key=True),
+                Column("workspace", String(64), nullable=False, index=True),
+                Column("kind", String(32), nullable=False),
+                Column("description", Text, nullable=False),
+                Column("amount", Amount, nullable=False),
+                Column("currency", String(3), nullable=False),
+                Column("quantity", Integer, nullable=False),
+                Column("period_start", UtcDateTime),
+                Column("period_end", UtcDateTime),
+                Column("formula", Text, nullable=False),
+                Column("source_event_ids", Text, nullable=False),
+            ),
+            "invoice_payments": Table(
+                cls.table_name("invoice_payments", tag), metadata,
+                Column("position", Integer, primary_key=True),
+                Column("invoice_id", String(96), nullable=False, index=True),
+                Column("workspace", String(64), nullable=False),
+                Column("at", UtcDateTime, nullable=False),
+                Column("outcome", String(16), nullable=False),
+                Column("amount", Amount, nullable=False),
+                Column("charge_id", String(96)),
+                Column("payment_method", String(96)),
+                Column("decline_code", String(64)),
+                Column("message", Text),
+                Column("event_id", String(96), nullable=False),
+            ),
+        }
+
+    def begin(self, session: Session) -> None:
+        self.buffer: dict[str, list[dict[str, Any]]] = {"invoices": [], "invoice_lines": [], "invoice_payments": []}
+        self.pending: dict[str, dict[str, Any]] = {}  # invoices of this batch, not yet written
+
+    def finish(self, session: Session) -> None:
+        for name, rows in self.buffer.items():
+            if rows:
+                session.execute(insert(self.view.t[name]), rows)
+                rows.clear()
+        self.pending.clear()
+
+    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
+        sub = self.fold.apply(event, self.fold.before(event))
+        if isinstance(event, Subscription.InvoiceIssued):
+            self._issued(session, sub, event, tracking)
+        elif isinstance(event, (Subscription.PaymentSucceeded, Subscription.PaymentFailed)):
+            self._payment(session, sub, event, tracking)
+
+    def _issued(self, session: Session, sub: Subscription, event: Subscription.InvoiceIssued, tracking: Tracking) -> None:
+        ws = sub.workspace_id
+        sources = [event_ref(ws, e.originator_version) for e in preceding(self.fold.source, event)]
+        sources.append(event_ref(ws, event.originator_version))
+        starts = [line["period_start"] for line in event.lines if line["period_start"]]
+        ends = [line["period_end"] for line in event.lines if line["period_end"]]
+        self.pending[event.invoice_id] = dict(
+            invoice_id=event.invoice_id, workspace=ws, purpose=event.purpose, issued_at=event.timestamp,
+            currency=event.currency, subtotal=event.subtotal, credit_applied=event.credit_applied,
+            amount_due=event.amount_due, amount_paid=0, status="open" if event.amount_due > 0 else "paid",
+            paid_at=None if event.amount_due > 0 else event.timestamp, failures=0, last_failure_code=None,
+            last_failure_at=None, period_start=min(starts) if starts else None,
+            period_end=max(ends) if ends else None, event_id=event_ref(ws, event.originator_version),
+            source_event_ids=dumps(sources), position=tracking.notification_id,
+        )
+        self.buffer["invoices"].append(self.pending[event.invoice_id])
+        self.buffer["invoice_lines"].extend([
+                {"invoice_id": event.invoice_id, "line_no": n, "workspace": ws, "kind": line["kind"],
+                 "description": line["description"], "amount": line["amount"], "currency": event.currency,
+                 "quantity": line["quantity"], "period_start": line["period_start"], "period_end": line["period_end"],
+                 "formula": line["formula"], "source_event_ids": dumps(sources)}
+                for n, line in enumerate(event.lines, 1)
+            ])
+
+    def _payment(self, session: Session, sub: Subscription, event: Any, tracking: Tracking) -> None:
+        t = self.view.t
+        inv = t["invoices"]
+        ok = isinstance(event, Subscription.PaymentSucceeded)
+        self.buffer["invoice_payments"].append(dict(
+            position=tracking.notification_id, invoice_id=event.invoice_id, workspace=sub.workspace_id,
+            at=event.timestamp, outcome="succeeded" if ok else "failed", amount=event.amount,
+            charge_id=event.charge_id if ok else None, payment_method=event.payment_method if ok else None,
+            decline_code=None if ok else event.decline_code, message=None if ok else event.message,
+            event_id=event_ref(sub, event.originator_version),
+        ))
+        pending = self.pending.get(event.invoice_id)
+        if pending is None:
+            pending = dict(session.execute(select(inv.c.amount_paid, inv.c.failures)
+                                           .where(inv.c.invoice_id == event.invoice_id)).mappings().one())
+        if ok:
+            change = {"amount_paid": pending["amount_paid"] + event.amount, "status": "paid", "paid_at": event.timestamp}
+        else:
+            change = {"failures": pending["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,
+                      "last_failure_at": event.timestamp}
+        if event.invoice_id in self.pending:
+            pending.update(change)
+        else:
+            session.execute(update(inv).where(inv.c.invoice_id == event.invoice_id).values(**change))
+
+
+def invoices_of(conn: Connection, workspace: str) -> list[dict[str, Any]]:
+    """A workspace's invoices with their lines and payments, oldest first, amounts as strings."""
+    t = Invoices.stable()
+    invoices = conn.execute(select(t["invoices"]).where(t["invoices"].c.workspace == workspace)
+                            .order_by(t["invoices"].c.position)).mappings().all()
+    lines = conn.execute(select(t["invoice_lines"]).where(t["invoice_lines"].c.workspace == workspace)
+                         .order_by(t["invoice_lines"].c.invoice_id, t["invoice_lines"].c.line_no)).mappings().all()
+    payments = conn.execute(select(t["invoice_payments"]).where(t["invoice_payments"].c.workspace == workspace)
+                            .order_by(t["invoice_payments"].c.position)).mappings().all()
+    out = []
+    for inv in invoices:
+        doc = document(dict(inv))
+        doc["lines"] = [document(dict(x)) for x in lines if x["invoice_id"] == inv["invoice_id"]]
+        doc["payments"] = [document(dict(x), inv["currency"]) for x in payments if x["invoice_id"] == inv["invoice_id"]]
+        out.append(doc)
+    return out

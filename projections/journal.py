@@ -1,0 +1,170 @@
+"""journal: double-entry postings for every money event.
+
+One entry per event (its global position), one row per posting. `amount` is signed: a
+debit is positive, a credit negative, so every entry sums to zero and so does the trial
+balance. Accounts (normal balance in brackets):
+
+- receivable (debit): invoiced, not yet paid or settled with credit
+- cash (debit): collected through the payment gateway
+- revenue (credit): earned; credit lines for unused time are debits here
+- deferred_revenue (credit): recurring lines billed for an annual period, recognised as
+  revenue when that period closes (renewal, new cycle, cancellation)
+- billing_credit (credit): the customer's account balance, never cash (R10)
+- ai_credit_liability (credit): purchased AI credit packs not yet consumed (R23),
+  recognised as revenue pro rata as purchased credits are spent
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from domain.catalog import Catalog
+from domain.money import ZERO, round_half_up
+from domain.subscription import Subscription, line_item
+from projections.readmodel import ReadModel, event_ref
+from projections.store import Amount, UtcDateTime
+
+ACCOUNTS = ("receivable", "cash", "revenue", "deferred_revenue", "billing_credit", "ai_credit_liability")
+Posting = tuple[str, Decimal, str]
+
+
+class Journal(ReadModel):
+    family = "journal"
+    version = 1
+    tables = ("journal",)
+
+    @classmethod
+    def define(cls, metadata: MetaData, tag: str) -> dict[str, Table]:
+        return {"journal": Table(
+            cls.table_name("journal", tag), metadata,
+            Column("position", Integer, primary_key=True),
+            Column("line_no", Integer, primary_key=True),
+            Column("workspace", String(64), nullable=False, index=True),
+            Column("occurred_at", UtcDateTime, nullable=False),
+            Column("event_type", String(64), nullable=False),
+            Column("event_id", String(96), nullable=False),
+            Column("account", String(32), nullable=False),
+            Column("amount", Amount, nullable=False),
+            Column("currency", String(3), nullable=False),
+            Column("invoice_id", String(96)),
+            Column("memo", Text, nullable=False),
+        )}
+
+    def begin(self, session: Session) -> None:
+        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.buffer: list[dict[str, Any]] = []
+
+    def finish(self, session: Session) -> None:
+        if self.buffer:
+            session.execute(insert(self.view.t["journal"]), self.buffer)
+
+    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
+        before = self.fold.before(event)
+        purchased_before = before.ai_purchased if before else 0
+        sub = self.fold.apply(event, before)
+        catalog = self.fold.catalog(sub)
+        table = self.view.t["journal"]
+        ws = sub.workspace_id
+
+        def balance(account: str) -> Decimal:
+            if (ws, account) not in self.balances:
+                rows = session.execute(select(table.c.amount).where(
+                    table.c.workspace == ws, table.c.account == account)).scalars()
+                self.balances[ws, account] = sum(rows, ZERO)
+            return self.balances[ws, account]
+
+        entry = postings(event, sub, catalog, purchased_before, balance)
+        if not entry:
+            return
+        assert sum((p[1] for p in entry), ZERO) == 0, f"unbalanced entry for {type(event).__name__}: {entry}"
+        invoice_id = getattr(event, "invoice_id", None)
+        for n, (account, amount, memo) in enumerate(entry, 1):
+            self.balances[ws, account] = balance(account) + amount
+            self.buffer.append({
+                "position": tracking.notification_id, "line_no": n, "workspace": ws, "occurred_at": event.timestamp,
+                "event_type": type(event).__name__, "event_id": event_ref(sub, event.originator_version),
+                "account": account, "amount": amount, "currency": catalog.currency, "invoice_id": invoice_id,
+                "memo": memo})
+
+
+def postings(event: Subscription.Event, sub: Subscription, catalog: Catalog, purchased_before: int,
+             balance: Any) -> list[Posting]:
+    """The balanced entry for one event (empty when it moves no money). `sub` is the
+    aggregate after the event; `balance(account)` is the workspace's signed balance so far."""
+    if isinstance(event, Subscription.InvoiceIssued):
+        return _invoice(event, sub, catalog)
+    if isinstance(event, Subscription.PaymentSucceeded):
+        return [("cash", event.amount, f"payment {event.charge_id} on {event.invoice_id}"),
+                ("receivable", -event.amount, f"{event.invoice_id} paid")]
+    if isinstance(event, Subscription.BillingCreditApplied):
+        return [("billing_credit", event.amount, f"billing credit applied to {event.invoice_id}"),
+                ("receivable", -event.amount, f"{event.invoice_id} settled with billing credit")]
+    if isinstance(event, Subscription.BillingCreditIssued):
+        source = "receivable" if event.invoice_id else "revenue"
+        return [(source, event.amount, f"credit from {event.invoice_id or 'goodwill'}"),
+                ("billing_credit", -event.amount, "billing credit issued (never cash, R10)")]
+    if isinstance(event, Subscription.AICreditsConsumed) and event.from_purchased:
+        held = -balance("ai_credit_liability")
+        if event.from_purchased >= purchased_before:
+            amount = held
+        else:
+            amount = round_half_up(held * event.from_purchased / purchased_before, catalog.currency)
+        if amount:
+            return [("ai_credit_liability", amount, f"{event.from_purchased} purchased AI credits used"),
+                    ("revenue", -amount, "AI credit packs recognised on use")]
+        return []
+    closes_period = isinstance(event, (Subscription.PeriodRenewed, Subscription.SubscriptionCanceled)) or (
+        isinstance(event, Subscription.PlanSet) and event.new_cycle)
+    if closes_period:
+        held = balance("deferred_revenue")
+        if held:
+            return [("deferred_revenue", -held, "annual period closed"),
+                    ("revenue", held, "deferred revenue recognised")]
+    return []
+
+
+def _invoice(event: Subscription.InvoiceIssued, sub: Subscription, catalog: Catalog) -> list[Posting]:
+    out: list[Posting] = []
+    for line in event.lines:
+        out.append((_account(line, sub), -line["amount"], f"{event.invoice_id}: {line['kind']} {line['description']}"))
+    out.append(("receivable", event.subtotal, f"{event.invoice_id} issued ({event.purpose})"))
+    if event.subtotal < 0 and catalog.policy.credit_overflow != "balance":
+        out += [("receivable", -event.subtotal, "credit overflow forfeited (catalog policy)"),
+                ("revenue", event.subtotal, "credit overflow forfeited (catalog policy)")]
+    return out
+
+
+def _account(line: dict[str, Any], sub: Subscription) -> str:
+    if line["kind"] == "ai_credit_pack":
+        return "ai_credit_liability"
+    annual = sub.interval == "year" and line["period_end"] is not None and line["period_end"] == sub.period_end
+    if line_item(line["kind"]) and annual:
+        return "deferred_revenue"
+    return "revenue"
+
+
+def trial_balance(conn: Connection, workspace: str | None = None) -> dict[str, Decimal]:
+    """Signed balance per account (debits positive); the values sum to zero."""
+    t = Journal.stable()["journal"]
+    query = select(t.c.account, t.c.amount)
+    if workspace:
+        query = query.where(t.c.workspace == workspace)
+    totals: dict[str, Decimal] = {}
+    for account, amount in conn.execute(query):
+        totals[account] = totals.get(account, ZERO) + amount
+    return totals
+
+
+def unbalanced_entries(rows: Iterable[tuple[int, Decimal]]) -> list[int]:
+    """Positions whose postings do not sum to zero (should always be empty)."""
+    sums: dict[int, Decimal] = {}
+    for position, amount in rows:
+        sums[position] = sums.get(position, ZERO) + amount
+    return [p for p, s in sums.items() if s != 0]

@@ -1,0 +1,233 @@
+"""Running the read models: inline catch-up, rebuild, status, and the follower.
+
+Inline (the default, and the only mode on SQLite, whose recorder has no subscribe()):
+after a command, `catch_up` pulls the notifications after each view's tracked position
+from the ledger's notification log and projects them in batches.
+
+Follower (PostgreSQL): catch up by polling, then hand each read model to the library's
+`ProjectionRunner`, which listens (LISTEN/NOTIFY). A watchdog compares every position
+with the head; if a runner stops (its listening connection died) or lags without
+moving (a lost notification, eventsourcing issue #305), the runners are stopped and the
+follower polls its way back before listening again. Tracking makes every hand-over safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.projection import ProjectionRunner
+from eventsourcing.utils import Environment
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+from domain.ledger import Ledger
+from projections import registry
+from projections.audit_trail import AuditTrail
+from projections.invoices import Invoices
+from projections.journal import Journal
+from projections.plan_state import PlanState
+from projections.readmodel import ReadModel
+from projections.store import ReadModelView, sqlalchemy_url, view_env
+from projections.upcoming_invoice import UpcomingInvoice
+
+ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journal, AuditTrail)
+APP = Ledger.name
+
+
+class Projections:
+    """The read models of one ledger database. `source` is the Ledger whose events they
+    project (and whose repository the fold reads); one is made from `env` if not given."""
+
+    def __init__(self, env: Mapping[str, str], source: Ledger | None = None,
+                 models: Iterable[type[ReadModel]] = ALL, batch: int = 500) -> None:
+        self.env = dict(env)
+        self.engine: Engine = create_engine(sqlalchemy_url(self.env))
+        self._owns_source = source is None
+        self.source = source if source is not None else Ledger(self.env)
+        self.models = {m.family: m for m in models}
+        self.batch = batch
+        self.running: dict[str, ReadModel] = {}
+        registry.ensure_registry(self.engine)
+        with self.engine.connect() as conn:
+            live = registry.active(conn)
+        for family, model in self.models.items():
+            found = live.get(family)
+            if found is None:  # first build: live at once, filled by tracked (resumable) catch-up
+                self.running[family] = self._attach(model, registry.next_tag(model, None))
+                registry.activate(self.engine, model, type(self.running[family]).tag)
+            elif found.version == model.version:
+                self.running[family] = self._attach(model, found.tag)
+            else:  # the code's version moved: replay into new tables, then swap
+                self.rebuild([family])
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _attach(self, model: type[ReadModel], tag: str) -> ReadModel:
+        projection, view_class = model.bound(tag, self.source)
+        env = Environment(projection.name, view_env(self.env, projection.name))
+        view = InfrastructureFactory[ReadModelView].construct(env).tracking_recorder(view_class)
+        return projection(view)
+
+    def close(self) -> None:
+        for projection in self.running.values():
+            projection.view.close()
+        self.running.clear()
+        self.engine.dispose()
+        if self._owns_source:
+            self.source.close()
+
+    def __enter__(self) -> Projections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ inline
+
+    def head(self) -> int:
+        return self.source.recorder.max_notification_id() or 0
+
+    def position(self, family: str) -> int:
+        return self.running[family].view.max_tracking_id(APP) or 0
+
+    def catch_up(self, families: Iterable[str] | None = None) -> dict[str, int]:
+        """Project everything recorded so far; returns how many events each read model took."""
+        chosen = [self.running[f] for f in (families or self.running)]
+        return catch_up(self.source, chosen, self.batch)
+
+    # ------------------------------------------------------------ rebuild
+
+    def rebuild(self, families: Iterable[str] | None = None) -> dict[str, str]:
+        """Replay every event into fresh tables of each read model's current version, then
+        swap the stable views to them and drop the old tables. Returns family -> new tag."""
+        done = {}
+        for family in list(families or self.models):
+            model = self.models[family]
+            with self.engine.connect() as conn:
+                current = registry.active(conn).get(family)
+            tag = registry.next_tag(model, current)
+            fresh = self._attach(model, tag)  # an interrupted rebuild's tables resume where they stopped
+            catch_up(self.source, [fresh], self.batch)
+            old = self.running.pop(family, None)
+            if old is not None:
+                old.view.close()
+            registry.activate(self.engine, model, tag)
+            catch_up(self.source, [fresh], self.batch)  # what arrived during the swap
+            self.running[family] = fresh
+            done[family] = tag
+        return done
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> list[dict[str, Any]]:
+        head = self.head()
+        with self.engine.connect() as conn:
+            live = registry.active(conn)
+        out = []
+        for family, projection in self.running.items():
+            position = projection.view.max_tracking_id(APP) or 0
+            out.append({"projection": family, "version": live[family].version, "tables": live[family].tag,
+                        "position": position, "head": head, "lag": head - position})
+        return out
+
+    # ------------------------------------------------------------ follower
+
+    def runner_env(self, projection: type[ReadModel]) -> dict[str, str]:
+        env = view_env(self.env, projection.name)
+        env["POSTGRES_POOL_SIZE"], env["POSTGRES_MAX_OVERFLOW"] = "1", "2"
+        return env
+
+    def start_runners(self) -> list[ProjectionRunner[Any, Any]]:
+        """One library ProjectionRunner per read model: subscribe from its position and
+        project each event as it is notified."""
+        runners = []
+        for family, running in self.running.items():
+            projection, view_class = self.models[family].bound(type(running).tag, self.source)
+            runner: ProjectionRunner[Any, Any] = ProjectionRunner(
+                application_class=Ledger, projection_class=projection, view_class=view_class,
+                env=self.runner_env(projection),
+            )
+            runner.__enter__()
+            runners.append(runner)
+        return runners
+
+
+def catch_up(source: Ledger, projections: list[ReadModel], batch: int) -> dict[str, int]:
+    """Pull notifications after each projection's position, decode each batch once, and
+    give every projection the part it has not seen, one transaction per projection."""
+    taken = {p.family: 0 for p in projections}
+    while True:
+        positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
+        start = min(positions.values(), default=0)
+        notifications = source.recorder.select_notifications(start=start + 1, limit=batch)
+        if not notifications:
+            return taken
+        items = [(source.mapper.to_domain_event(n), Tracking(APP, n.id)) for n in notifications]
+        for p in projections:
+            todo = [(e, t) for e, t in items if t.notification_id > positions[p.family]]
+            if todo:
+                taken[p.family] += p.process_batch(todo)
+        if len(notifications) < batch:
+            return taken
+
+
+def stop_runners(runners: list[ProjectionRunner[Any, Any]]) -> list[BaseException]:
+    errors = []
+    for runner in runners:
+        try:
+            runner.__exit__(None, None, None)
+        except BaseException as e:  # noqa: BLE001 (a dead listener's error is why we stop)
+            errors.append(e)
+    return errors
+
+
+def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, stall: float = 5.0,
+           batch: int = 500, log: Callable[[str], None] = print) -> None:
+    """Keep every read model current until `stop` is set: poll to catch up, listen, and
+    fall back to polling whenever listening fails or stalls (eventsourcing #305)."""
+    listen = env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres"
+    with Projections(env, batch=batch) as projections:
+        while not stop.is_set():
+            try:
+                taken = projections.catch_up()
+            except Exception as e:  # noqa: BLE001 (database away: wait and retry)
+                log(f"catch-up failed, retrying: {e!r}")
+                stop.wait(poll)
+                continue
+            if any(taken.values()):
+                log(f"caught up by polling: {taken}")
+            if not listen:
+                stop.wait(poll)
+                continue
+            runners = projections.start_runners()
+            log("listening")
+            reason = watch(projections, runners, stop, poll, stall)
+            errors = stop_runners(runners)
+            if reason:
+                log(f"falling back to polling: {reason}" + (f" ({errors[0]!r})" if errors else ""))
+
+
+def watch(projections: Projections, runners: list[ProjectionRunner[Any, Any]], stop: threading.Event,
+          poll: float, stall: float) -> str | None:
+    """Block while the runners keep up; return why they should be replaced, or None on stop."""
+    moved: dict[str, tuple[int, float]] = {}
+    while not stop.wait(poll):
+        if any(r.is_interrupted.is_set() for r in runners):
+            return "a runner stopped (listening connection lost?)"
+        try:
+            head = projections.head()
+            now = time.monotonic()
+            for family in projections.running:
+                position = projections.position(family)
+                last = moved.get(family)
+                if last is None or position != last[0] or position >= head:
+                    moved[family] = (position, now)
+                elif now - last[1] > stall:
+                    return f"{family} stalled at {position} of {head}"
+        except Exception as e:  # noqa: BLE001
+            return f"status check failed: {e!r}"
+    return None

@@ -1,0 +1,173 @@
+"""Where read models live: the events' own database, reached through SQLAlchemy.
+
+The view of every projection is a `SQLAlchemyTrackingRecorder` (eventsourcing-sqlalchemy),
+so a view update and its tracking position commit in one transaction. This module maps
+the ledger's eventsourcing environment to a SQLAlchemy URL and gives the column types
+that keep money exact and instants in UTC on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from eventsourcing.utils import Environment
+
+from domain.money import fmt
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
+from sqlalchemy import DateTime, MetaData, Numeric, String, Table, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+PERSISTENCE_MODULE = "eventsourcing_sqlalchemy"
+
+
+def sqlalchemy_url(env: Mapping[str, str]) -> str:
+    """The SQLAlchemy URL of the database the ledger's events are in (same file, same schema)."""
+    module = env.get("PERSISTENCE_MODULE")
+    if module == "eventsourcing.sqlite":
+        name = env["SQLITE_DBNAME"]
+        if name.startswith("file:"):
+            return f"sqlite:///{name}&uri=true" if "?" in name else f"sqlite:///{name}?uri=true"
+        return f"sqlite:///{name}"
+    if module == "eventsourcing.postgres":
+        user = quote(env.get("POSTGRES_USER", "postgres"), safe="")
+        password = env.get("POSTGRES_PASSWORD") or ""
+        auth = f"{user}:{quote(password, safe='')}" if password else user
+        schema = env.get("POSTGRES_SCHEMA") or "public"
+        host, port, db = env.get("POSTGRES_HOST", "127.0.0.1"), env.get("POSTGRES_PORT", "5432"), env["POSTGRES_DBNAME"]
+        # search_path puts the read models beside the events, in the same schema.
+        return f"postgresql+psycopg://{auth}@{host}:{port}/{db}?options=-csearch_path%3D{quote(schema, safe='')}"
+    raise ValueError(f"read models need the sqlite or postgres persistence module, not {module!r}")
+
+
+def view_env(env: Mapping[str, str], projection_name: str) -> dict[str, str]:
+    """The environment a projection's view is built from: the ledger's, plus the view's
+    persistence module and URL under the projection's prefix (as ProjectionRunner reads it)."""
+    prefix = Environment(projection_name).create_keys("")[0]
+    out = dict(env)
+    out[prefix + "PERSISTENCE_MODULE"] = PERSISTENCE_MODULE
+    out[prefix + "SQLALCHEMY_URL"] = sqlalchemy_url(env)
+    return out
+
+
+class Amount(TypeDecorator[Decimal]):
+    """Exact money: NUMERIC(18, 6) on PostgreSQL; on SQLite, which has no exact decimal
+    type (NUMERIC there is a float), the canonical decimal text."""
+
+    impl = Numeric(18, 6)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            raise TypeError("amounts are Decimals, never floats")
+        value = Decimal(value)
+        return canonical_amount(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, always returned timezone-aware in UTC (SQLite keeps it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("instants need a timezone")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def canonical_amount(value: Decimal | None) -> str | None:
+    """Six places, fixed point: the same text whichever database it came back from."""
+    return None if value is None else format(Decimal(value).quantize(Decimal("0.000001")), "f")
+
+
+def iso(at: datetime | None) -> str | None:
+    return at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if at else None
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON text (sorted keys, no spaces): stable for hashing and comparing."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
+def document(row: Mapping[str, Any], currency: str | None = None) -> dict[str, Any]:
+    """A read-model row as the JSON contract shows it: amounts as strings rounded to the
+    currency, instants ISO-8601 UTC, id lists and JSON columns parsed."""
+    currency = row.get("currency") or currency
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, Decimal) and currency:
+            out[key] = fmt(value, currency)
+        elif key in ("source_event_ids", "scheduled_change", "addons", "features", "before", "after") \
+                and isinstance(value, str):
+            out[key] = json.loads(value)
+        else:
+            out[key] = value
+    return json.loads(dumps(out))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return iso(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class ReadModelView(SQLAlchemyTrackingRecorder):
+    """A projection's materialised view: its tables plus the library's tracking table.
+
+    Bound subclasses (see ReadModel.bound) set `model` and `tag`, so the tables this view
+    creates are the ones of that projection at that version, e.g. rm_plan_state_v1."""
+
+    model: ClassVar[Any] = None
+    tag: ClassVar[str] = ""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():
+            # eventsourcing-sqlalchemy names every tracking record class alike: one per table is meant.
+            warnings.filterwarnings("ignore", message="This declarative base already contains a class")
+            super().__init__(datastore, **kwargs)
+        self.metadata = MetaData()
+        self.t: dict[str, Table] = self.model.define(self.metadata, self.tag)
+        self.tables.extend(self.t.values())
+
+    def lock_position(self, session: Session, application_name: str) -> int | None:
+        """The committed position, with the tracking row locked (PostgreSQL) until commit, so
+        two processes never project the same notification: the second one waits, then sees
+        the first one's position and skips what it already did."""
+        table = self.tracking_table
+        stmt = select(table.c.notification_id).where(table.c.application_name == application_name)
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return session.execute(stmt).scalar_one_or_none()
+
+    def close(self) -> None:
+        engine = self.datastore.engine
+        if engine is not None:
+            engine.dispose()

@@ -1,0 +1,127 @@
+"""upcoming_invoice: the next renewal invoice of each workspace, with its lines.
+
+It is not priced here: the aggregate, copied, runs what falls due at its period end with
+the clock pinned there and a payment port that charges nothing (the preview path of
+R25), and the renewal invoice it would issue is stored. Scheduled downgrades,
+cancellations, trial ends, seats, add-ons and billing credit therefore move the forecast
+exactly as they will move the real invoice.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from domain.catalog import Catalog
+from domain.commands import SYSTEM
+from domain.errors import LedgerError
+from domain.payments import PreviewPayments
+from domain.subscription import Context, Subscription
+from projections.readmodel import ReadModel
+from projections.store import Amount, UtcDateTime, document
+
+
+class UpcomingInvoice(ReadModel):
+    family = "upcoming_invoice"
+    version = 1
+    tables = ("upcoming_invoice", "upcoming_invoice_lines")
+
+    @classmethod
+    def define(cls, metadata: MetaData, tag: str) -> dict[str, Table]:
+        return {
+            "upcoming_invoice": Table(
+                cls.table_name("upcoming_invoice", tag), metadata,
+                Column("workspace", String(64), primary_key=True),
+                Column("due_at", UtcDateTime, nullable=False),
+                Column("plan", String(64)),
+                Column("tier", Integer),
+                Column("interval", String(8)),
+                Column("seats", Integer),
+                Column("currency", String(3), nullable=False),
+                Column("subtotal", Amount, nullable=False),
+                Column("credit_applied", Amount, nullable=False),
+                Column("amount_due", Amount, nullable=False),
+                Column("position", Integer, nullable=False),
+                Column("updated_at", UtcDateTime, nullable=False),
+            ),
+            "upcoming_invoice_lines": Table(
+                cls.table_name("upcoming_invoice_lines", tag), metadata,
+                Column("workspace", String(64), primary_key=True),
+                Column("line_no", Integer, primary_key=True),
+                Column("kind", String(32), nullable=False),
+                Column("description", Text, nullable=False),
+                Column("amount", Amount, nullable=False),
+                Column("quantity", Integer, nullable=False),
+                Column("period_start", UtcDateTime),
+                Column("period_end", UtcDateTime),
+                Column("formula", Text, nullable=False),
+            ),
+        }
+
+    def begin(self, session: Session) -> None:
+        self.latest: dict[str, tuple[Subscription, Tracking, Subscription.Event]] = {}
+
+    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
+        sub = self.fold.apply(event, self.fold.before(event))
+        self.latest[sub.workspace_id] = (sub, tracking, event)
+
+    def finish(self, session: Session) -> None:
+        head, lines = self.view.t["upcoming_invoice"], self.view.t["upcoming_invoice_lines"]
+        touched = list(self.latest)
+        if not touched:
+            return
+        session.execute(delete(lines).where(lines.c.workspace.in_(touched)))
+        session.execute(delete(head).where(head.c.workspace.in_(touched)))
+        heads, items = [], []
+        for ws, (sub, tracking, event) in self.latest.items():
+            forecast = next_renewal(sub, self.fold.catalog(sub))
+            if forecast is None:
+                continue
+            renewed, invoice = forecast
+            heads.append({
+                "workspace": ws, "due_at": invoice.timestamp, "plan": renewed.plan, "tier": renewed.tier,
+                "interval": renewed.interval, "seats": renewed.seats, "currency": invoice.currency,
+                "subtotal": invoice.subtotal, "credit_applied": invoice.credit_applied,
+                "amount_due": invoice.amount_due, "position": tracking.notification_id, "updated_at": event.timestamp,
+            })
+            items += [{"workspace": ws, "line_no": n, "kind": line["kind"], "description": line["description"],
+                       "amount": line["amount"], "quantity": line["quantity"], "period_start": line["period_start"],
+                       "period_end": line["period_end"], "formula": line["formula"]}
+                      for n, line in enumerate(invoice.lines, 1)]
+        if heads:
+            session.execute(insert(head), heads)
+        if items:
+            session.execute(insert(lines), items)
+
+
+def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Subscription.InvoiceIssued] | None:
+    """(the aggregate as renewed, the renewal invoice) at the current period's end, or None
+    when nothing will be billed then (free plan, trial ending, cancellation, no period)."""
+    if not sub.subscribed or sub.period_end is None:
+        return None
+    future = copy.deepcopy(sub)
+    ctx = Context(SYSTEM, "scheduler", sub.period_end, catalog, PreviewPayments(), "forecast")
+    try:
+        future.process_due(ctx)
+    except LedgerError:
+        return None
+    for e in future.collect_events():
+        if isinstance(e, Subscription.InvoiceIssued) and e.purpose == "renewal":
+            return future, e
+    return None
+
+
+def upcoming_of(conn: Connection, workspace: str) -> dict[str, Any] | None:
+    t = UpcomingInvoice.stable()
+    head = conn.execute(select(t["upcoming_invoice"]).where(t["upcoming_invoice"].c.workspace == workspace)).mappings().first()
+    if head is None:
+        return None
+    lines = conn.execute(select(t["upcoming_invoice_lines"]).where(t["upcoming_invoice_lines"].c.workspace == workspace)
+                         .order_by(t["upcoming_invoice_lines"].c.line_no)).mappings().all()
+    currency = head["currency"]
+    return document(head) | {"lines": [document(x, currency) for x in lines]}

@@ -1,0 +1,141 @@
+"""The follower process on PostgreSQL: killed mid-batch it resumes with no duplicate and no
+missing row; when its listening connection dies it falls back to polling (eventsourcing #305)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from adapters.settings import eventsourcing_env
+from projections.runner import ALL, Projections, follow
+from tests.conftest import PG, Book
+from tests.readmodels import check_against_ledger, event_counts, snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.postgres
+
+
+def schema_of(url: str) -> str:
+    return url.split("schema=")[1]
+
+
+def positions(schema: str) -> dict[str, int]:
+    """Each read model's tracked position, read with plain SQL (0 before its first batch)."""
+    found = {}
+    with psycopg.connect(PG, autocommit=True) as conn:
+        for model in ALL:
+            try:
+                row = conn.execute(f'SELECT notification_id FROM "{schema}"."rm_{model.family}_v1_tracking"').fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+            found[model.family] = row[0] if row else 0
+    return found
+
+
+def head(schema: str) -> int:
+    with psycopg.connect(PG, autocommit=True) as conn:
+        return conn.execute(f'SELECT coalesce(max(notification_id), 0) FROM "{schema}".subledger_events').fetchone()[0]
+
+
+def wait_until(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def busy(b: Book, prefix: str, n: int) -> None:
+    for i in range(n):
+        ws = f"{prefix}{i}"
+        b.do(ws, "add-payment-method", payment_method="pm_card_visa")
+        b.do(ws, "subscribe", plan="pro", interval="month")
+        b.do(ws, "set-members", members=i % 4)
+        b.do(ws, "change-plan", plan="team")
+
+
+def start_follower(db_url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "adapters.project_cli", "project", "--follow", "--db", db_url,
+         "--batch", "5", "--poll", "0.1"],
+        cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def test_follower_killed_mid_batch_resumes_exactly_once(pg_url: str) -> None:
+    db_url = pg_url
+    schema = schema_of(db_url)
+    b = Book(db_url, "forms", "2026-04-01T00:00:00")
+    try:
+        busy(b, "a", 25)
+        b.at("2026-05-02T00:00:00")  # renewals: invoices and payments for every workspace
+        target = head(schema)
+        follower = start_follower(db_url)
+        try:
+            wait_until(lambda: min(positions(schema).values()) > 0)
+            follower.send_signal(signal.SIGKILL)
+            follower.wait(10)
+        finally:
+            follower.kill()
+        at_kill = positions(schema)
+        assert min(at_kill.values()) < target, f"the follower finished before the kill: {at_kill}"
+
+        busy(b, "b", 5)  # written while no follower runs
+        follower = start_follower(db_url)
+        try:
+            wait_until(lambda: min(positions(schema).values()) == head(schema))
+            busy(b, "c", 3)  # written while it listens
+            wait_until(lambda: min(positions(schema).values()) == head(schema))
+        finally:
+            follower.send_signal(signal.SIGTERM)
+            _, err = follower.communicate(timeout=20)
+        assert b"listening" in err, err.decode()[-2000:]
+
+        with Projections(eventsourcing_env(db_url), source=b.ledger) as p:
+            assert all(s["lag"] == 0 for s in p.status())
+            counts = event_counts(b.ledger)
+            live = snapshot(p.engine)
+            assert len(live["audit_trail"]) == counts["events"]
+            assert len(live["invoices"]) == counts["invoices"]
+            check_against_ledger(b.ledger, p.engine)
+            p.rebuild()
+            assert snapshot(p.engine) == live
+    finally:
+        b.close()
+
+
+def test_follower_falls_back_to_polling_when_listening_dies(pg_url: str) -> None:
+    db_url = pg_url
+    schema = schema_of(db_url)
+    b = Book(db_url, "forms", "2026-04-01T00:00:00")
+    lines: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=follow, args=(eventsourcing_env(db_url), stop),
+                              kwargs={"poll": 0.05, "stall": 1.0, "batch": 50, "log": lines.append})
+    try:
+        busy(b, "a", 2)
+        thread.start()
+        wait_until(lambda: "listening" in lines)
+        with psycopg.connect(PG, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()").fetchall()
+        assert killed
+        wait_until(lambda: any(line.startswith("falling back to polling") for line in lines))
+        busy(b, "b", 2)
+        wait_until(lambda: min(positions(schema).values()) == head(schema))
+        wait_until(lambda: lines.count("listening") >= 2)  # and it listens again
+    finally:
+        stop.set()
+        thread.join(20)
+        b.close()
+    assert not thread.is_alive()
