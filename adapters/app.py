@@ -12,6 +12,7 @@ from adapters.settings import database_url, eventsourcing_env
 from domain.catalog import BUILT_IN, Catalog, load_catalog
 from domain.ledger import Clock, Ledger, SystemClock
 from domain.payments import PaymentGateway
+from projections.runner import Projections
 
 
 def builtin_catalogs() -> dict[str, Catalog]:
@@ -40,3 +41,14 @@ def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock:
     ensure_schema(env)
     return Ledger(env, catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
                   payments=payments or TestPaymentGateway())
+
+
+def read_models(ledger: Ledger) -> Projections:
+    """The ledger's read models, in its own database (use as a context manager)."""
+    return Projections(dict(ledger.env), source=ledger)
+
+
+def catch_up(ledger: Ledger) -> None:
+    """Inline mode: bring every read model up to the ledger's last event."""
+    with read_models(ledger) as projections:
+        projections.catch_up()

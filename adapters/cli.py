@@ -21,14 +21,15 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from adapters import render
-from adapters.app import build_ledger
+from adapters import project_cli, render
+from adapters.app import build_ledger, catch_up, read_models
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from domain.catalog import CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, Command, parse_actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import Ledger
-from projections.views import event_types, iso, plan_state
+from projections.plan_state import read_plan_state
+from projections.views import event_types, iso
 
 DEFAULT_ACTOR = "cli-admin"
 NULL = "none"
@@ -79,6 +80,9 @@ scenario_app = typer.Typer(help="Run scenario files (docs/scenarios.md).", no_ar
 catalog_app = typer.Typer(help="Catalog files (docs/catalogs.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(project_cli.project_app, name="project")
+app.command("invoices")(project_cli.invoices)
+app.command("audit")(project_cli.audit)
 
 
 @dataclass
@@ -105,6 +109,8 @@ def main_options(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     _OPTIONS[0] = Options(db, catalog, json_output)
+    if db:
+        os.environ["SUBLEDGER_DB"] = db  # the read-model commands take the same database
 
 
 # ------------------------------------------------------------------ helpers
@@ -215,6 +221,8 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
                                        reason=reason)
         except LedgerError as e:
             fail(e.code, e.message, 1)
+        if result.events or result.due_events:
+            catch_up(ledger)
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
                      result.due_events, result.replayed))
 
@@ -283,23 +291,20 @@ app.command("preview", help="Show what COMMAND would record and invoice now (R25
 
 @app.command()
 def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
-    """Show a workspace's plan, period, credits, balances and open invoice."""
+    """Show a workspace's plan, period, credits, balances and open invoice (the plan_state read model)."""
     _json(json_output)
     try:
         _check_id(workspace, "workspace id")
     except Invalid as e:
         fail("invalid_request", str(e), 2)
-    with open_ledger() as ledger:
-        sub = ledger.get(workspace)
-        try:
-            state = plan_state(sub, ledger.catalog_for(sub))
-        except LedgerError as e:
-            fail(e.code, f"{e.message} (pass --catalog FILE.toml)", 2)
+    with open_ledger() as ledger, read_models(ledger) as projections:
+        projections.catch_up()
+        with projections.engine.connect() as conn:
+            state = read_plan_state(conn, workspace)
+    if state is None:
+        fail("not_found", f"{workspace}: no such workspace", 1)
     if _opts().json:
         typer.echo(json.dumps(state))
-        return
-    if sub is None:
-        typer.echo(f"{workspace}: no such workspace")
         return
     render.console().print(render.state_table(state))
 
@@ -313,6 +318,8 @@ def advance(json_output: JsonFlag = False) -> None:
             done = ledger.advance()
         except LedgerError as e:
             fail(e.code, e.message, 1)
+        if done:
+            catch_up(ledger)
         at = iso(ledger.clock.now())
     if _opts().json:
         typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))

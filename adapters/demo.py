@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from adapters import render
+from adapters.app import build_ledger, read_models
 from adapters.scenario import load_scenario, run_scenario
+from projections import audit_trail
+from projections.journal import trial_balance
 
 DEMO_DB = Path("subledger-demo.db")
 
@@ -48,4 +52,25 @@ def run_demo(db: str | None = None, *, as_json: bool = False) -> int:
         held = sum(1 for o in outputs if not o["expect_failures"])
         con.print(f"\n{held}/{len(outputs)} steps as expected." + ("" if code == 0 else " [red]Some were not.[/]"),
                   markup=True)
+        books_ok = print_books(url, con)
+        code = code or (0 if books_ok else 1)
     return code
+
+
+def print_books(url: str, con: Any) -> bool:
+    """What finance reads afterwards: the journal's trial balance and the audit chain."""
+    ledger = build_ledger(url)
+    try:
+        with read_models(ledger) as projections, projections.engine.connect() as conn:
+            balances = trial_balance(conn)
+            chain = audit_trail.verify(conn)
+    finally:
+        ledger.close()
+    total = sum(balances.values(), Decimal(0))
+    con.print("\n[bold]Books[/] (read models, kept current inline):", markup=True)
+    for account, amount in sorted(balances.items()):
+        con.print(f"  {account:<24} {amount:>12.2f}", markup=False)
+    con.print(f"  {'trial balance':<24} {total:>12.2f}", markup=False)
+    con.print(f"  audit trail: {chain['rows'] if chain['ok'] else 'BROKEN at ' + str(chain['position'])}"
+              f"{' rows, hash chain verified' if chain['ok'] else ''}", markup=False)
+    return total == 0 and chain["ok"]

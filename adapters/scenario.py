@@ -18,12 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, get_args
 
-from adapters.app import build_ledger
+from adapters.app import build_ledger, read_models
 from domain.catalog import BUILT_IN, Catalog, CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, Actor, Channels, parse_actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import Ledger, TestClock
 from domain.subscription import Subscription
+from projections.plan_state import read_plan_state
+from projections.runner import Projections
 from projections.views import event_types, invoice_view, iso, plan_state
 
 READ_ONLY = ("advance", "show", "preview")
@@ -239,8 +241,9 @@ def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError |
     }
 
 
-def run_step(ledger: Ledger, step: Step) -> dict[str, Any]:
-    """Advance every workspace to the step's instant, then run its command (if any)."""
+def run_step(ledger: Ledger, step: Step, projections: Projections | None = None) -> dict[str, Any]:
+    """Advance every workspace to the step's instant, then run its command (if any). With
+    `projections` the read models catch up inline and `state` is read from plan_state."""
     due = ledger.advance()
     ws = step.workspace
     due_events = due.get(ws, []) if ws else [e for events in due.values() for e in events]
@@ -261,6 +264,10 @@ def run_step(ledger: Ledger, step: Step) -> dict[str, Any]:
             error, events, replayed = result.error, result.events, result.replayed
             due_events += result.due_events
     out = {"step": step.number, **outcome(ledger, ws, step.do, error, events, due_events, replayed)}
+    if projections is not None:
+        projections.catch_up()
+        with projections.engine.connect() as conn:
+            out["state"] = (read_plan_state(conn, ws) if ws else None) or out["state"]
     out["expect_failures"] = check_expect(step.expect, out)
     return out
 
@@ -285,6 +292,7 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
             print(f"{path}: cannot open the ledger: {e}", file=err)
             return [], 2
         try:
+            projections = read_models(ledger)
             for catalog in scenario.workspace_catalogs.values():
                 ledger.catalogs[catalog.id] = catalog
             default = ledger.default_catalog
@@ -292,12 +300,13 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
                 clock.move_to(step.at)
                 chosen = scenario.workspace_catalogs.get(step.workspace or "")
                 ledger.default_catalog = chosen.id if chosen else default
-                out = run_step(ledger, step)
+                out = run_step(ledger, step, projections)
                 outputs.append(out)
                 for failure in out["expect_failures"]:
                     print(f"{path}: step {step.number} ({step.do}): {failure}", file=err)
                 if on_step:
                     on_step(out)
+            projections.close()
         finally:
             ledger.close()
     return outputs, 1 if any(o["expect_failures"] for o in outputs) else 0

@@ -241,6 +241,17 @@ def test_bad_settings_exit_2_without_a_traceback(cli: Cli, tmp_path: Path) -> No
 def test_show_and_advance(subscribed: Cli) -> None:
     code, state = subscribed.json("show", "ws1")
     assert (code, state["plan"], state["status"]) == (0, "pro", "active")
-    assert subscribed("show", "nobody").stdout.strip() == "nobody: no such workspace"
+    missing = subscribed("show", "nobody")
+    assert (missing.exit_code, missing.stderr.strip()) == (1, "error: nobody: no such workspace [not_found]")
     code, out = subscribed.json("advance")
     assert (code, out["due"]) == (0, {})
+
+
+def test_show_reads_the_plan_state_read_model_kept_current_inline(subscribed: Cli) -> None:
+    """Every command catches the read models up, so `show`, `invoices` and `audit` agree with the ledger."""
+    assert subscribed("change-plan", "ws1", "--plan", "team").exit_code == 0
+    code, state = subscribed.json("show", "ws1")
+    assert (code, state["plan"]) == (0, "team")
+    invoices = subscribed("invoices", "ws1")
+    assert invoices.exit_code == 0 and json.loads(invoices.stdout)["invoices"][-1]["purpose"] == "upgrade"
+    assert subscribed("audit", "verify").exit_code == 0
