@@ -18,12 +18,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.subscription import Subscription
-from projections.readmodel import ReadModel
+from projections.readmodel import LatestPerWorkspace
 from projections.store import Amount, UtcDateTime, dumps
 from projections.views import plan_state
 
 
-class PlanState(ReadModel):
+class PlanState(LatestPerWorkspace):
     family = "plan_state"
     version = 1
     tables = ("plan_state",)
@@ -65,13 +65,6 @@ class PlanState(ReadModel):
             Column("updated_at", UtcDateTime, nullable=False),
             Column("state", Text, nullable=False),
         )}
-
-    def begin(self, session: Session) -> None:
-        self.latest: dict[str, tuple[Subscription, Tracking, Subscription.Event]] = {}
-
-    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        sub = self.fold.apply(event, self.fold.before(event))
-        self.latest[sub.workspace_id] = (sub, tracking, event)
 
     def finish(self, session: Session) -> None:
         if not self.latest:

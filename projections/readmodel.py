@@ -138,6 +138,18 @@ class ReadModel(Projection[ReadModelView]):
         raise NotImplementedError
 
 
+class LatestPerWorkspace(ReadModel):
+    """A read model of one current row set per workspace: within a batch only each workspace's
+    latest state matters, so `finish` writes `self.latest` once per workspace."""
+
+    def begin(self, session: Session) -> None:
+        self.latest: dict[str, tuple[Subscription, Tracking, Subscription.Event]] = {}
+
+    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
+        sub = self.fold.apply(event, self.fold.before(event))
+        self.latest[sub.workspace_id] = (sub, tracking, event)
+
+
 def workspace_of(sub: Subscription) -> str:
     return sub.workspace_id
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from eventsourcing.persistence import Tracking
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -22,11 +21,11 @@ from domain.commands import SYSTEM
 from domain.errors import LedgerError
 from domain.payments import PreviewPayments
 from domain.subscription import Context, Subscription
-from projections.readmodel import ReadModel
+from projections.readmodel import LatestPerWorkspace
 from projections.store import Amount, UtcDateTime, document
 
 
-class UpcomingInvoice(ReadModel):
+class UpcomingInvoice(LatestPerWorkspace):
     family = "upcoming_invoice"
     version = 1
     tables = ("upcoming_invoice", "upcoming_invoice_lines")
@@ -62,13 +61,6 @@ class UpcomingInvoice(ReadModel):
                 Column("formula", Text, nullable=False),
             ),
         }
-
-    def begin(self, session: Session) -> None:
-        self.latest: dict[str, tuple[Subscription, Tracking, Subscription.Event]] = {}
-
-    def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        sub = self.fold.apply(event, self.fold.before(event))
-        self.latest[sub.workspace_id] = (sub, tracking, event)
 
     def finish(self, session: Session) -> None:
         head, lines = self.view.t["upcoming_invoice"], self.view.t["upcoming_invoice_lines"]

@@ -2,7 +2,6 @@
 
 from decimal import Decimal
 
-from tests.conftest import ADMIN
 
 
 def lines(result):
