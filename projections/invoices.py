@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from domain.subscription import Subscription
 from projections.commands_trail import preceding
 from projections.readmodel import ReadModel, event_ref
-from projections.store import Amount, UtcDateTime, document, dumps
+from projections.store import Amount, UtcDateTime, document, dumps, line_columns, line_row
 
 
 class Invoices(ReadModel):
@@ -51,14 +51,8 @@ class Invoices(ReadModel):
                 Column("invoice_id", String(96), primary_key=True),
                 Column("line_no", Integer, primary_key=True),
                 Column("workspace", String(64), nullable=False, index=True),
-                Column("kind", String(32), nullable=False),
-                Column("description", Text, nullable=False),
-                Column("amount", Amount, nullable=False),
+                *line_columns(),
                 Column("currency", String(3), nullable=False),
-                Column("quantity", Integer, nullable=False),
-                Column("period_start", UtcDateTime),
-                Column("period_end", UtcDateTime),
-                Column("formula", Text, nullable=False),
                 Column("source_event_ids", Text, nullable=False),
             ),
             "invoice_payments": Table(
@@ -112,10 +106,8 @@ class Invoices(ReadModel):
         )
         self.buffer["invoices"].append(self.pending[event.invoice_id])
         self.buffer["invoice_lines"].extend([
-                {"invoice_id": event.invoice_id, "line_no": n, "workspace": ws, "kind": line["kind"],
-                 "description": line["description"], "amount": line["amount"], "currency": event.currency,
-                 "quantity": line["quantity"], "period_start": line["period_start"], "period_end": line["period_end"],
-                 "formula": line["formula"], "source_event_ids": dumps(sources)}
+                line_row(line, invoice_id=event.invoice_id, line_no=n, workspace=ws, currency=event.currency,
+                         source_event_ids=dumps(sources))
                 for n, line in enumerate(event.lines, 1)
             ])
 

@@ -185,7 +185,7 @@ def stop_runners(runners: list[ProjectionRunner[Any, Any]]) -> list[BaseExceptio
     return errors
 
 
-def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, stall: float = 5.0,
+def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, stall: float = 5.0,  # ok-float: seconds
            batch: int = 500, log: Callable[[str], None] = print) -> None:
     """Keep every read model current until `stop` is set: poll to catch up, listen, and
     fall back to polling whenever listening fails or stalls (eventsourcing #305)."""
@@ -212,7 +212,7 @@ def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, 
 
 
 def watch(projections: Projections, runners: list[ProjectionRunner[Any, Any]], stop: threading.Event,
-          poll: float, stall: float) -> str | None:
+          poll: float, stall: float) -> str | None:  # ok-float: seconds
     """Block while the runners keep up; return why they should be replaced, or None on stop."""
     moved: dict[str, tuple[int, float]] = {}
     while not stop.wait(poll):

@@ -20,7 +20,7 @@ from eventsourcing.utils import Environment
 
 from domain.money import fmt
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import DateTime, MetaData, Numeric, String, Table, select
+from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -99,6 +99,27 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+LINE_FIELDS = ("kind", "description", "amount", "quantity", "period_start", "period_end", "formula")
+"""An invoice line as domain/pricing.py's Line records it."""
+
+
+def line_columns() -> list[Column[Any]]:
+    """The columns of an invoice line, shared by invoice_lines and upcoming_invoice_lines."""
+    return [
+        Column("kind", String(32), nullable=False),
+        Column("description", Text, nullable=False),
+        Column("amount", Amount, nullable=False),
+        Column("quantity", Integer, nullable=False),
+        Column("period_start", UtcDateTime),
+        Column("period_end", UtcDateTime),
+        Column("formula", Text, nullable=False),
+    ]
+
+
+def line_row(line: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
+    return {**keys, **{name: line[name] for name in LINE_FIELDS}}
 
 
 def canonical_amount(value: Decimal | None) -> str | None:

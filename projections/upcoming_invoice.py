@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from domain.errors import LedgerError
 from domain.payments import PreviewPayments
 from domain.subscription import Context, Subscription
 from projections.readmodel import LatestPerWorkspace
-from projections.store import Amount, UtcDateTime, document
+from projections.store import Amount, UtcDateTime, document, line_columns, line_row
 
 
 class UpcomingInvoice(LatestPerWorkspace):
@@ -52,13 +52,7 @@ class UpcomingInvoice(LatestPerWorkspace):
                 cls.table_name("upcoming_invoice_lines", tag), metadata,
                 Column("workspace", String(64), primary_key=True),
                 Column("line_no", Integer, primary_key=True),
-                Column("kind", String(32), nullable=False),
-                Column("description", Text, nullable=False),
-                Column("amount", Amount, nullable=False),
-                Column("quantity", Integer, nullable=False),
-                Column("period_start", UtcDateTime),
-                Column("period_end", UtcDateTime),
-                Column("formula", Text, nullable=False),
+                *line_columns(),
             ),
         }
 
@@ -81,10 +75,7 @@ class UpcomingInvoice(LatestPerWorkspace):
                 "subtotal": invoice.subtotal, "credit_applied": invoice.credit_applied,
                 "amount_due": invoice.amount_due, "position": tracking.notification_id, "updated_at": event.timestamp,
             })
-            items += [{"workspace": ws, "line_no": n, "kind": line["kind"], "description": line["description"],
-                       "amount": line["amount"], "quantity": line["quantity"], "period_start": line["period_start"],
-                       "period_end": line["period_end"], "formula": line["formula"]}
-                      for n, line in enumerate(invoice.lines, 1)]
+            items += [line_row(line, workspace=ws, line_no=n) for n, line in enumerate(invoice.lines, 1)]
         if heads:
             session.execute(insert(head), heads)
         if items:
