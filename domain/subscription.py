@@ -908,9 +908,10 @@ class Subscription(Aggregate):
 
     def _due_operations_reset(self, ctx: Context) -> None:
         tier = self.tier_of(ctx.catalog)
-        nxt = add_months(ctx.at, 1)
+        _, month = period_containing(self.period_start, "month", ctx.at)
         self._trigger(self.OperationsReset, ctx, allotment=tier.monthly_operations if tier else 0,
-                      expired_extra=self.ops_extra, next_reset_at=nxt if self.period_end and nxt < self.period_end else None)
+                      expired_extra=self.ops_extra,
+                      next_reset_at=month.end if self.period_end and month.end < self.period_end else None)
 
     def _due_period_end(self, ctx: Context) -> None:
         catalog = ctx.catalog
@@ -979,14 +980,23 @@ class Subscription(Aggregate):
                   interval: str | None, seats: int | None, new_period: Period | None, *,
                   unit_price: Decimal | None = None, addon_price: Decimal | None = None,
                   keep_team: str | None = None) -> None:
-        """Put the workspace on `plan`; with `new_period` the billing cycle restarts there."""
+        """Put the workspace on `plan`; with `new_period` the billing cycle restarts there, without
+        it a paid plan keeps the current cycle and a plan that bills nothing has none."""
+        if new_period is not None:
+            start, end = new_period.start, new_period.end
+        elif plan.billable:
+            start, end = self.period_start, self.period_end
+        else:
+            start = end = None
+        if tier is None:
+            allotment: int | None = 0
+        else:
+            allotment = tier.monthly_operations if new_period else None  # None: unchanged in this cycle
         self._trigger(
             event_class, ctx, from_plan=self.plan, plan=plan.id, tier=tier.operations if tier else None,
-            interval=interval, seats=seats, unit_price=unit_price, addon_price=addon_price, new_cycle=new_period is not None or not plan.billable,
-            period_start=new_period.start if new_period else (None if not plan.billable else self.period_start),
-            period_end=new_period.end if new_period else (None if not plan.billable else self.period_end),
-            ops_allotment=tier.monthly_operations if tier and new_period else (0 if not tier else None),
-            kept_team=keep_team,
+            interval=interval, seats=seats, unit_price=unit_price, addon_price=addon_price,
+            new_cycle=new_period is not None or not plan.billable, period_start=start, period_end=end,
+            ops_allotment=allotment, kept_team=keep_team,
         )
         if not plan.ai_credits_per_seat and self.ai_granted:
             self._trigger(self.AICreditsGranted, ctx, credits=0, expired=self.ai_granted)

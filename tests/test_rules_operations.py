@@ -131,3 +131,14 @@ def test_unknown_tier_is_a_clear_error(book):
     result = b.do("ops", "change-plan", plan="pro", tier=12_345)
     assert result.error.code == "invalid_request"
     assert "12,345" in result.error.message
+
+
+def test_R18_monthly_resets_of_an_annual_plan_keep_the_anchor_day(book):
+    """Anchored on Jan 31, resets fall on Feb 28, then Mar 31: the clamp never drifts."""
+    b = subscribed(book, plan="core", tier=120_000, interval="year", start="2026-01-31T00:00:00")
+    b.at("2026-02-28T00:00:00")
+    assert b.sub("ops").ops_reset_at.isoformat() == "2026-03-31T00:00:00+00:00"
+    b.do("ops", "record-usage", operations=1_000)
+    b.at("2026-03-31T00:00:00")
+    assert b.sub("ops").operations_remaining == 10_000
+    assert b.sub("ops").ops_reset_at.isoformat() == "2026-04-30T00:00:00+00:00"
