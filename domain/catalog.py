@@ -16,18 +16,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from domain.money import minor_units
+from domain.money import minor_units, parse_amount
 
 Interval = Literal["month", "year"]
-
-
-def _no_float(value: object) -> object:
-    if isinstance(value, float):
-        raise ValueError(f"write prices as strings (\"{value}\"), not TOML floats: a float cannot hold cents exactly")
-    return value
-
-
-Price = Annotated[Decimal, BeforeValidator(_no_float)]
+Price = Annotated[Decimal, BeforeValidator(parse_amount)]
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 BUILT_IN = ("forms", "workspace", "operations")
 

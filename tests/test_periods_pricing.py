@@ -229,3 +229,12 @@ def test_R10_net_negative_bill_becomes_billing_credit_never_a_payment():
     assert (t.subtotal, t.credit_applied, t.amount_due, t.credit_issued) == (D("-32.67"), D(0), D(0), D("32.67"))
     forfeit = totals([credit], D(0), Policy(credit_overflow="forfeit"))
     assert (forfeit.credit_issued, forfeit.credit_forfeited) == (D(0), D("32.67"))
+
+
+def test_catalog_prices_refuse_floats_so_no_cent_is_approximated():
+    from domain.catalog import CatalogError, parse_catalog
+
+    text = ('id = "x"\nversion = "1"\nname = "X"\ncurrency = "USD"\n[[plans]]\nid = "a"\nname = "A"\n'
+            'rank = 0\nkind = "paid"\nstorage_gb = 1\nprices = { month = 19.99 }\n')
+    with pytest.raises(CatalogError, match=r"plans\.0\.prices\.month: .*never floats"):
+        parse_catalog(text)
