@@ -616,7 +616,7 @@ class Subscription(Aggregate):
             raise LedgerError("already_on_plan", f"already on {target.name}" + (f" ({interval}ly)" if target.billable else ""))
         assert current is not None
         if not current.billable:
-            way = "upgrade" if target.billable else ("downgrade" if target.rank < current.rank else "upgrade")
+            way = "upgrade" if target.billable else "downgrade"  # e.g. a trial ended early for Free
         else:
             way = pricing.direction(current, self.interval or "month", self.tier_of(catalog), target, interval, tier)
             if way == "same":
@@ -627,10 +627,6 @@ class Subscription(Aggregate):
 
     def _upgrade(self, ctx: Context, current: Plan, target: Plan, tier: Tier | None, interval: str,
                  seats: int | None, keep_team: str | None) -> LedgerError | None:
-        if not target.billable:
-            self._supersede_schedule(ctx)
-            self._set_plan(self.DowngradeApplied, ctx, target, None, None, None, None)
-            return None
         rules.check_payment_method(self)
         rules.check_team_choice(current, target, keep_team)
         event = self.TrialConverted if current.kind == "trial" else (
