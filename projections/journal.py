@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
 from domain.money import ZERO, round_half_up
-from domain.subscription import Subscription, line_item
+from domain.events import line_item
+from domain.subscription import Subscription
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime
 

@@ -24,7 +24,8 @@ from adapters.payments import TestPaymentGateway
 from domain.commands import Actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import TestClock
-from domain.subscription import Subscription, line_item, workspace_uuid
+from domain.events import line_item
+from domain.subscription import Subscription, workspace_uuid
 from tests.conftest import utc
 
 ADMIN = Actor(id="alice", role="admin")

@@ -1,0 +1,435 @@
+"""The facts of a subscription: past-tense events, and how each one changes the aggregate.
+
+Events are immutable and versioned (`class_version` with the library's upcasting); a
+correction is a new event, never an edit. The aggregate (domain/subscription.py) decides
+which facts to record; these classes only apply them. State stays plain data (str, int,
+Decimal, datetime, dicts and lists) so snapshots transcode without custom types.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.domain import Aggregate
+
+from domain.money import ZERO
+from domain.periods import add_months
+
+if TYPE_CHECKING:
+    from domain.subscription import Subscription
+
+INITIAL_STATE: dict[str, Any] = {
+    "plan": None, "tier": None, "interval": None, "seats": None, "seats_paid": 0, "members": 0,
+    "status": "none", "anchor": None, "period_start": None, "period_end": None, "scheduled": None,
+    "billing_credit": ZERO, "ai_granted": 0, "ai_purchased": 0, "ops_allotment": 0, "ops_extra": 0,
+    "ops_carried": 0, "ops_carried_until": None, "ops_reset_at": None, "storage_used": ZERO,
+    "storage_addon": None, "payment_methods": [], "invoices": {}, "invoice_count": 0, "contract": None,
+    "charged": {}, "prices": {}, "idempotency": {}, "kept_team": None, "catalog_version": None,
+}
+
+
+class Event(Aggregate.Event):
+    """Every fact carries who (actor id and role), when (timestamp), through which channel,
+    why (cause, optional reason), its idempotency key and the catalog version it used (R3)."""
+
+    actor_id: str
+    actor_role: str
+    channel: str
+    cause: str
+    reason: str | None
+    idempotency_key: str | None
+    args_hash: str | None
+    catalog_version: str
+
+    def apply(self, sub: Subscription) -> None:
+        sub.catalog_version = self.catalog_version
+        if self.idempotency_key:
+            entry = sub.idempotency.setdefault(
+                self.idempotency_key, {"hash": self.args_hash, "first": self.originator_version}
+            )
+            entry["last"] = self.originator_version
+
+
+class WorkspaceRegistered(Aggregate.Created, Event):
+    workspace_id: str
+    catalog_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        for name, value in INITIAL_STATE.items():
+            setattr(sub, name, value.copy() if isinstance(value, (dict, list)) else value)
+        sub.workspace_id = self.workspace_id
+        sub.catalog_id = self.catalog_id
+        Event.apply(self, sub)
+
+class PlanSet(Event):
+    """Base of every event that puts the workspace on a plan; `new_cycle` restarts the period."""
+
+    from_plan: str | None
+    plan: str
+    tier: int | None
+    interval: str | None
+    seats: int | None
+    unit_price: Decimal | None
+    new_cycle: bool
+    period_start: datetime | None
+    period_end: datetime | None
+    addon_price: Decimal | None
+    ops_allotment: int | None
+    kept_team: str | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.plan, sub.tier, sub.interval, sub.seats = self.plan, self.tier, self.interval, self.seats
+        sub.kept_team = self.kept_team or sub.kept_team
+        sub.scheduled = None
+        if self.new_cycle:
+            sub.anchor = self.period_start
+            sub.period_start, sub.period_end = self.period_start, self.period_end
+            sub.seats_paid = self.seats or 0
+            sub.prices = {"addon": self.addon_price} if self.addon_price else {}
+            sub.ops_extra = 0
+            sub.ops_reset_at = None
+            if self.unit_price is None:
+                sub.storage_addon = None
+        sub.seats_paid = max(sub.seats_paid, self.seats or 0)
+        if self.unit_price is not None:
+            sub.prices["plan"] = self.unit_price
+        else:
+            sub.prices.pop("plan", None)
+        if self.ops_allotment is not None:
+            sub.ops_allotment = self.ops_allotment
+            if self.interval == "year" and self.period_start and self.tier:
+                sub.ops_reset_at = add_months(self.period_start, 1)
+        sub.status = "past_due" if sub.open_invoices() else "active"
+
+class Subscribed(PlanSet):
+    pass
+
+class TrialStarted(PlanSet):
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.status = "trialing"
+
+class TrialConverted(PlanSet):
+    pass
+
+class TrialExpired(PlanSet):
+    pass
+
+class PlanUpgraded(PlanSet):
+    pass
+
+class IntervalChanged(PlanSet):
+    pass
+
+class DowngradeApplied(PlanSet):
+    pass
+
+class DowngradeScheduled(Event):
+    plan: str
+    tier: int | None
+    interval: str | None
+    seats: int | None
+    keep_team: str | None
+    effective_at: datetime
+    notice_at: datetime
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.scheduled = {
+            "kind": "downgrade", "plan": self.plan, "tier": self.tier, "interval": self.interval,
+            "seats": self.seats, "keep_team": self.keep_team, "effective_at": self.effective_at,
+            "notice_at": self.notice_at, "noticed": False,
+        }
+
+class DowngradeCancelled(Event):
+    plan: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.scheduled = None
+
+class DowngradeNoticeDue(Event):
+    plan: str
+    effective_at: datetime
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        if sub.scheduled:
+            sub.scheduled["noticed"] = True
+
+class CancellationScheduled(Event):
+    effective_at: datetime
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.scheduled = {"kind": "cancel", "plan": None, "effective_at": self.effective_at, "noticed": True}
+        sub.status = "cancel_scheduled"
+
+class CancellationCancelled(Event):
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.scheduled = None
+        sub.status = "past_due" if sub.open_invoices() else "active"
+
+class SubscriptionCanceled(Event):
+    plan: str | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.status = "canceled"
+        sub.scheduled = None
+        sub.period_end = None
+        sub.ops_allotment = sub.ops_extra = sub.ops_carried = 0
+        sub.ai_granted = 0
+        sub.prices = {}
+        sub.storage_addon = None
+
+class PeriodRenewed(Event):
+    period_start: datetime
+    period_end: datetime
+    seats: int | None
+    unit_price: Decimal
+    addon_price: Decimal | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.period_start, sub.period_end = self.period_start, self.period_end
+        sub.seats_paid = self.seats or 0
+        sub.prices = {"plan": self.unit_price} | ({"addon": self.addon_price} if self.addon_price else {})
+        sub.charged = {k: v for k, v in sub.charged.items() if k.endswith(self.period_end.isoformat())}
+
+class SeatsChanged(Event):
+    seats: int
+    previous: int | None
+    unit_price: Decimal | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.seats = self.seats
+        sub.seats_paid = max(sub.seats_paid, self.seats)
+
+class MembersChanged(Event):
+    class_version = 2
+    members: int
+    previous: int | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """v1 recorded only the new count."""
+        state["previous"] = None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.members = self.members
+
+class StorageUsageReported(Event):
+    gb: Decimal
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.storage_used = self.gb
+
+class StorageAddonChanged(Event):
+    addon: str | None
+    previous: str | None
+    unit_price: Decimal | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.storage_addon = self.addon
+        if self.unit_price is None:
+            sub.prices.pop("addon", None)
+        else:
+            sub.prices["addon"] = self.unit_price
+
+class AICreditPackBought(Event):
+    pack: str
+    credits: int
+    price: Decimal
+    invoice_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ai_purchased += self.credits
+
+class AICreditsGranted(Event):
+    credits: int
+    expired: int
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ai_granted = self.credits
+
+class AICreditsConsumed(Event):
+    credits: int
+    from_granted: int
+    from_purchased: int
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ai_granted -= self.from_granted
+        sub.ai_purchased -= self.from_purchased
+
+class OperationsUsed(Event):
+    operations: int
+    from_carried: int
+    from_allotment: int
+    from_extra: int
+    overage: int
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_carried -= self.from_carried
+        sub.ops_allotment -= self.from_allotment
+        sub.ops_extra -= self.from_extra
+
+class OperationsBought(Event):
+    operations: int
+    price: Decimal
+    invoice_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_extra += self.operations
+
+class OperationsCarriedOver(Event):
+    operations: int
+    until: datetime
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_carried, sub.ops_carried_until = self.operations, self.until
+
+class OperationsConvertedToCredit(Event):
+    operations: int
+    amount: Decimal
+    price_per_operation: Decimal
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_carried = sub.ops_extra = 0
+        sub.ops_carried_until = None
+
+class OperationsReset(Event):
+    allotment: int
+    expired_extra: int
+    next_reset_at: datetime | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_allotment = self.allotment
+        sub.ops_extra -= self.expired_extra
+        sub.ops_reset_at = self.next_reset_at
+
+class OperationsExpired(Event):
+    operations: int
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_carried = 0
+        sub.ops_carried_until = None
+
+class InvoiceIssued(Event):
+    invoice_id: str
+    purpose: str
+    lines: list[dict[str, Any]]
+    subtotal: Decimal
+    credit_applied: Decimal
+    amount_due: Decimal
+    currency: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.invoice_count += 1
+        status = "open" if self.amount_due > 0 else "paid"
+        sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": status}
+        for line in self.lines:
+            item = line_item(line["kind"])
+            if item and line["period_end"] is not None:
+                key = f"{item}@{line['period_end'].isoformat()}"
+                sub.charged[key] = sub.charged.get(key, ZERO) + line["amount"]
+
+class BillingCreditIssued(Event):
+    amount: Decimal
+    invoice_id: str | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.billing_credit += self.amount
+
+class BillingCreditApplied(Event):
+    amount: Decimal
+    invoice_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.billing_credit -= self.amount
+
+class PaymentSucceeded(Event):
+    invoice_id: str
+    amount: Decimal
+    charge_id: str | None
+    payment_method: str | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.invoices[self.invoice_id]["status"] = "paid"
+        if sub.status == "past_due" and not sub.open_invoices():
+            sub.status = "active"
+
+class PaymentFailed(Event):
+    invoice_id: str
+    amount: Decimal
+    decline_code: str
+    message: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.invoices[self.invoice_id]["status"] = "open"
+        if sub.status in ("active", "trialing"):
+            sub.status = "past_due"
+
+class ChargeDeclined(Event):
+    """An immediate charge was declined: nothing was bought, nothing changed (R12)."""
+
+    purpose: str
+    amount: Decimal
+    decline_code: str
+    message: str
+
+class UpgradePaymentFailed(ChargeDeclined):
+    plan: str
+
+class PaymentMethodAdded(Event):
+    payment_method: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.payment_methods = [p for p in sub.payment_methods if p != self.payment_method]
+        sub.payment_methods.append(self.payment_method)
+
+class PaymentMethodRemoved(Event):
+    payment_method: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.payment_methods = [p for p in sub.payment_methods if p != self.payment_method]
+
+class ContractSet(Event):
+    contract: str | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.contract = self.contract
+
+
+def line_item(kind: str) -> str | None:
+    """Which recurring item a line bills: 'plan' (plan and seats), 'addon', or None (one-time)."""
+    if kind.startswith(("plan_", "seat_")):
+        return "plan"
+    if kind.startswith("addon_"):
+        return "addon"
+    return None
