@@ -8,6 +8,7 @@ so its neighbours in the workspace's stream are read back from the ledger's even
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from domain.subscription import Subscription
@@ -21,12 +22,18 @@ def same_command(a: Any, b: Any) -> bool:
     return (a.timestamp, a.cause, a.actor_id, a.idempotency_key) == (b.timestamp, b.cause, b.actor_id, b.idempotency_key)
 
 
-def preceding(source: Any, event: Subscription.Event) -> list[Subscription.Event]:
-    """The events the same command recorded before `event` and after any earlier bill, oldest first."""
+def preceding(source: Any, event: Subscription.Event, seen: Mapping[int, Any] | None = None) -> list[Subscription.Event]:
+    """The events the same command recorded before `event` and after any earlier bill, oldest first.
+    `seen` (version -> event, the workspace's events already projected in this batch) spares a
+    read of the event store when the whole group is in it."""
     v = event.originator_version
-    earlier = list(source.events.get(event.originator_id, gt=max(v - 1 - REACH, 0), lte=v - 1))
+    lowest = max(v - 1 - REACH, 0)
     group: list[Subscription.Event] = []
-    for e in reversed(earlier):
+    for w in range(v - 1, lowest, -1):
+        e = (seen or {}).get(w)
+        if e is None:
+            stored = source.events.get(event.originator_id, gt=lowest, lte=v - 1)
+            return preceding(source, event, {e.originator_version: e for e in stored})
         if not same_command(e, event) or isinstance(e, BILL_EVENTS):
             break
         group.append(e)

@@ -91,7 +91,8 @@ class Invoices(ReadModel):
 
     def _issued(self, session: Session, sub: Subscription, event: Subscription.InvoiceIssued, tracking: Tracking) -> None:
         ws = sub.workspace_id
-        sources = [event_ref(ws, e.originator_version) for e in preceding(self.fold.source, event)]
+        group = preceding(self.fold.source, event, self.fold.seen.get(event.originator_id))
+        sources = [event_ref(ws, e.originator_version) for e in group]
         sources.append(event_ref(ws, event.originator_version))
         starts = [line["period_start"] for line in event.lines if line["period_start"]]
         ends = [line["period_end"] for line in event.lines if line["period_end"]]

@@ -32,6 +32,8 @@ class Fold:
     def __init__(self, source: Any) -> None:
         self.source = source
         self.subs: dict[UUID, Subscription] = {}
+        self.seen: dict[UUID, dict[int, Subscription.Event]] = {}
+        """This batch's events by workspace and version, so a read model rarely reads the store."""
 
     def before(self, event: Subscription.Event) -> Subscription | None:
         want = event.originator_version - 1
@@ -46,6 +48,7 @@ class Fold:
         after = event.mutate(sub)
         assert isinstance(after, Subscription)
         self.subs[event.originator_id] = after
+        self.seen.setdefault(event.originator_id, {})[event.originator_version] = event
         return after
 
     def catalog(self, sub: Subscription) -> Catalog:
@@ -53,6 +56,7 @@ class Fold:
 
     def forget(self) -> None:
         self.subs.clear()
+        self.seen.clear()
 
 
 class ReadModel(Projection[ReadModelView]):
@@ -112,6 +116,7 @@ class ReadModel(Projection[ReadModelView]):
                 todo = [(e, t) for e, t in batch if position is None or t.notification_id > position]
                 if not todo:
                     return 0
+                self.fold.seen.clear()
                 self.begin(session)
                 for event, tracking in todo:
                     if isinstance(event, Subscription.Event):

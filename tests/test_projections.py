@@ -315,3 +315,22 @@ def test_random_histories_equal_a_rebuild_and_the_aggregate(db_url: str, catalog
         b.close()
         drop()
 
+
+
+def test_a_commands_events_are_found_alike_in_the_batch_or_in_the_store(book):
+    """Invoice sources come from the batch when it holds the whole command, else from the store."""
+    from projections.commands_trail import preceding
+
+    b = book("forms")
+    b.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    b.do("ws", "subscribe", plan="pro", interval="month")
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "change-plan", plan="team")
+    events = b.ledger.workspace_events("ws")
+    invoice = [e for e in events if type(e).__name__ == "InvoiceIssued"][-1]
+    earlier = {e.originator_version: e for e in events if e.originator_version < invoice.originator_version}
+    from_store = preceding(b.ledger, invoice)
+    assert [type(e).__name__ for e in from_store] == ["PlanUpgraded"]
+    assert preceding(b.ledger, invoice, earlier) == from_store
+    partial = {v: e for v, e in earlier.items() if v == invoice.originator_version - 1}
+    assert preceding(b.ledger, invoice, partial) == from_store
