@@ -11,12 +11,16 @@ import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
-import psycopg
+# bench/projections.py would shadow the `projections` package when this runs as a script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from adapters.app import build_ledger
-from domain.commands import Actor, parse_command
-from domain.ledger import TestClock
+import psycopg  # noqa: E402
+
+from adapters.app import build_ledger  # noqa: E402
+from domain.commands import Actor, parse_command  # noqa: E402
+from domain.ledger import TestClock  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN = Actor(id="bench", role="admin")
