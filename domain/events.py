@@ -24,7 +24,7 @@ INITIAL_STATE: dict[str, Any] = {
     "plan": None, "tier": None, "interval": None, "seats": None, "seats_paid": 0, "members": 0,
     "status": "none", "anchor": None, "period_start": None, "period_end": None, "scheduled": None,
     "billing_credit": ZERO, "ai_granted": 0, "ai_purchased": 0, "ops_allotment": 0, "ops_extra": 0,
-    "ops_carried": 0, "ops_carried_until": None, "ops_reset_at": None, "storage_used": ZERO,
+    "ops_carried": 0, "ops_carried_until": None, "ops_carried_rate": None, "ops_reset_at": None, "storage_used": ZERO,
     "storage_addon": None, "payment_methods": [], "invoices": {}, "invoice_count": 0, "contract": None,
     "charged": {}, "prices": {}, "idempotency": {}, "kept_team": None, "catalog_version": None,
 }
@@ -93,7 +93,8 @@ class PlanSet(Event):
             sub.ops_reset_at = None
             if self.unit_price is None:
                 sub.storage_addon = None
-        sub.seats_paid = max(sub.seats_paid, self.seats or 0)
+        # a new plan price credits the old plan's seats and charges only these seats (R21)
+        sub.seats_paid = (self.seats or 0) if self.unit_price is not None else max(sub.seats_paid, self.seats or 0)
         if self.unit_price is not None:
             sub.prices["plan"] = self.unit_price
         else:
@@ -296,17 +297,22 @@ class OperationsBought(Event):
         sub.ops_extra += self.operations
 
 class OperationsCarriedOver(Event):
+    """Unused operations moved into the new plan (R18), at the rate they were paid for."""
+
     operations: int
     until: datetime
+    rate_price: Decimal
+    rate_operations: int
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.ops_carried, sub.ops_carried_until = self.operations, self.until
+        sub.ops_carried_rate = {"price": self.rate_price, "operations": self.rate_operations}
 
 class OperationsConvertedToCredit(Event):
     operations: int
     amount: Decimal
-    price_per_operation: Decimal
+    formula: str
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)

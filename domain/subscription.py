@@ -222,6 +222,7 @@ class Subscription(Aggregate):
     def _subscribe(self, cmd: Subscribe, ctx: Context) -> LedgerError | None:
         if self.subscribed:
             raise LedgerError("invalid_request", f"already subscribed to {self.plan}: use change-plan")
+        rules.check_no_open_invoice(self)  # R8, R20: cancel and re-subscribe is no way around an unpaid invoice
         plan = rules.resolve_plan(ctx.catalog, cmd.plan)
         tier = rules.resolve_tier(plan, cmd.tier, cmd.interval)
         rules.check_seats_for_plan(plan, cmd.seats)
@@ -310,12 +311,14 @@ class Subscription(Aggregate):
                 self._trigger(self.DowngradeNoticeDue, ctx, plan=target.id, effective_at=period.end)
             return None
         if policy.downgrade_timing == "immediate_new_cycle" and target.billable:
-            unused = self.operations_remaining
-            carried, _ = pricing.carried_operations(unused, tier, policy) if tier else (0, 0)
+            pools = self._unused_operations(ctx)
+            carried, _ = pricing.carried_operations(sum(n for n, _ in pools), tier, policy) if tier else (0, 0)
+            rate = min((r for n, r in pools if n), key=lambda r: r.price / r.operations, default=None)
             error = self._start_paid(self.DowngradeApplied, ctx, target, tier, interval, seats, "downgrade", keep_team=keep_team)
-            if error is None and carried:
+            if error is None and carried and rate:
                 until = plus_days(ctx.at, policy.carry_over_days[interval])  # type: ignore[index]
-                self._trigger(self.OperationsCarriedOver, ctx, operations=carried, until=until)
+                self._trigger(self.OperationsCarriedOver, ctx, operations=carried, until=until,
+                              rate_price=rate.price, rate_operations=rate.operations)
             return error
         if target.billable and interval != self.interval:
             # another interval restarts the cycle now (R14); unused time becomes billing credit (R10)
@@ -450,6 +453,7 @@ class Subscription(Aggregate):
         return None
 
     def _buy_operations(self, cmd: BuyOperations, ctx: Context) -> LedgerError | None:
+        self._require_subscription()  # a canceled workspace has no plan to buy operations for
         tier = self._require_tiered(ctx)
         rules.check_no_open_invoice(self)
         pack = ctx.catalog.policy.operations_pack
@@ -655,9 +659,10 @@ class Subscription(Aggregate):
         old_period = self.period()
         if old_period and self.prices:
             if catalog.policy.upgrade_credit == "unused_operations" and self.tier_of(catalog) and purpose == "upgrade":
-                converted = self.operations_remaining
+                pools = self._unused_operations(ctx)
+                converted = sum(n for n, _ in pools)
                 cap = sum((c.amount for c in charges), ZERO)
-                line = pricing.operations_credit(converted, self.tier_of(catalog), cap, catalog.currency, ctx.at)
+                line = pricing.operations_credit(pools, cap, catalog.currency, ctx.at)
                 credits += [line] if line else []
             elif catalog.policy.upgrade_credit == "unused_time":
                 credits += self._credit_unused(ctx, old_period, "plan")
@@ -669,12 +674,34 @@ class Subscription(Aggregate):
         self._supersede_schedule(ctx)
         if converted and credits:
             self._trigger(self.OperationsConvertedToCredit, ctx, operations=converted, amount=-credits[0].amount,
-                          price_per_operation=self.tier_of(catalog).price_per_operation)
+                          formula=credits[0].formula)
         self._set_plan(event_class, ctx, plan, tier, interval, seats, new_period, unit_price=item.unit_price,
                        addon_price=addon.unit_price if addon else None, keep_team=keep_team)
         self._grant_cycle(ctx, plan, reset_operations=False)
         self._record_bill(ctx, bill)
         return None
+
+    def _unused_operations(self, ctx: Context) -> list[tuple[int, pricing.Rate]]:
+        """Unused operations by the rate they were paid at: this tier's (allotment, extra packs and
+        months not yet reset) and the carried-over ones at the rate they came with."""
+        tier = self.tier_of(ctx.catalog)
+        if tier is None:
+            return []
+        own = self.ops_allotment + self.ops_extra + self._unreset_operations(ctx)
+        pools = [(own, pricing.Rate.of(tier))]
+        if self.ops_carried:
+            rate = self.ops_carried_rate
+            pools.append((self.ops_carried, pricing.Rate(rate["price"], rate["operations"]) if rate else pools[0][1]))
+        return pools
+
+    def _unreset_operations(self, ctx: Context) -> int:
+        """What a paid annual tier still owes this period: the monthly allotments not yet reset.
+        They are unused operations of the tier the price per operation is taken from (R16)."""
+        tier = self.tier_of(ctx.catalog)
+        if tier is None or tier.interval != "year" or self.period_start is None:
+            return 0
+        month, _ = period_containing(self.period_start, "month", ctx.at)
+        return tier.monthly_operations * max(11 - month, 0)
 
     def _grant_cycle(self, ctx: Context, plan: Plan, reset_operations: bool) -> None:
         """A new cycle's grants: subscription AI credits replace what the last cycle left (R23);
