@@ -140,16 +140,35 @@ def one_time_charge(kind: str, description: str, unit_price: Decimal, quantity: 
     return Line(kind, description, amount, quantity, at, None, formula)
 
 
-def operations_credit(unused: int, tier: Tier, cap: Decimal, currency: str, at: datetime) -> Line | None:
-    """Unused operations at the old plan's price per operation, capped at the new bill (R16, R27)."""
+@dataclass(frozen=True)
+class Rate:
+    """A price per operation kept as a tier's price over its operations, so it stays exact."""
+
+    price: Decimal
+    operations: int
+
+    @classmethod
+    def of(cls, tier: Tier) -> Rate:
+        return cls(tier.price, tier.operations)
+
+    def value(self, operations: int) -> Decimal:
+        return self.price * operations / self.operations
+
+    def __str__(self) -> str:
+        return f"{self.price} / {self.operations:,} ops = {(self.price / self.operations).normalize()}/op"
+
+
+def operations_credit(pools: list[tuple[int, Rate]], cap: Decimal, currency: str, at: datetime) -> Line | None:
+    """Unused operations, each pool at the rate it was paid at, capped at the new bill (R16, R27).
+    Carried-over operations keep the rate of the plan they were bought on (R18)."""
+    pools = [(n, rate) for n, rate in pools if n > 0]
+    unused = sum(n for n, _ in pools)
     if unused <= 0:
         return None
-    exact = tier.price * unused / tier.operations
+    exact = sum((rate.value(n) for n, rate in pools), ZERO)
     amount = round_half_up(exact, currency)
-    formula = (
-        f"{tier.price} / {tier.operations:,} ops = {tier.price_per_operation.normalize()}/op;"
-        f" x {unused:,} unused = {exact:.6f} -> {_money(amount, currency)}"
-    )
+    parts = " + ".join(f"({rate}) x {n:,}" for n, rate in pools)
+    formula = f"{parts} unused = {exact:.6f} -> {_money(amount, currency)}"
     if amount > cap:
         formula += f", capped at the bill {_money(cap, currency)}"
         amount = max(cap, ZERO)
