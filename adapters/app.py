@@ -9,14 +9,10 @@ from psycopg import sql
 
 from adapters.payments import TestPaymentGateway
 from adapters.settings import database_url, eventsourcing_env
-from domain.catalog import BUILT_IN, Catalog, load_catalog
+from domain.catalog import builtin_catalogs, load_catalog
 from domain.ledger import Clock, Ledger, SystemClock
 from domain.payments import PaymentGateway
 from projections.runner import Projections
-
-
-def builtin_catalogs() -> dict[str, Catalog]:
-    return {name: load_catalog(name) for name in BUILT_IN}
 
 
 def ensure_schema(env: dict[str, str]) -> None:

@@ -24,8 +24,9 @@ import typer
 from adapters import project_cli, render
 from adapters.app import build_ledger, catch_up, read_models
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
+from adapters.settings import DEFAULT_DB
 from domain.catalog import CatalogError, load_catalog
-from domain.commands import COMMANDS, ID, Command, parse_actor, parse_command
+from domain.commands import COMMANDS, ID, ID_RULE, Command, parse_actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from projections.plan_state import read_plan_state
@@ -102,7 +103,7 @@ class Invalid(Exception):
 
 @app.callback()
 def main_options(
-    db: Annotated[str | None, typer.Option(help="Database URL (else $SUBLEDGER_DB, else sqlite:///subledger.db).",
+    db: Annotated[str | None, typer.Option(help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                            show_default=False)] = None,
     catalog: Annotated[str, typer.Option(help="Catalog for newly registered workspaces: a name or a TOML path.")]
     = "forms",
@@ -177,8 +178,7 @@ def build_command(do: str, flags: dict[str, str | None]) -> Command:
 
 def _check_id(value: str | None, what: str) -> None:
     if value is not None and not re.fullmatch(ID, value):
-        raise Invalid(f"{what} {value[:70]!r} is not valid: 1-64 letters, digits, '_', '.', ':' or '-', "
-                      "starting with a letter or digit")
+        raise Invalid(f"{what} {value[:70]!r} is not valid: {ID_RULE}")
 
 
 def emit(out: dict[str, Any]) -> None:
@@ -281,7 +281,8 @@ _preview.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
     WORKSPACE,
     inspect.Parameter("do", inspect.Parameter.KEYWORD_ONLY, default=...,
                       annotation=Annotated[str, typer.Option(help="The command to preview.")]),
-    *[_flag(n, False) for n in ALL_FLAGS], *COMMON[:2], COMMON[-1],
+    *[_flag(n, False) for n in ALL_FLAGS],
+    *[p for p in COMMON if p.name not in ("idempotency_key", "reason")],  # a preview records nothing
 ])
 app.command("preview", help="Show what COMMAND would record and invoice now (R25). Records nothing.")(_preview)
 

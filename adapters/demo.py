@@ -71,6 +71,6 @@ def print_books(url: str, con: Any) -> bool:
     for account, amount in sorted(balances.items()):
         con.print(f"  {account:<24} {amount:>12.2f}", markup=False)
     con.print(f"  {'trial balance':<24} {total:>12.2f}", markup=False)
-    con.print(f"  audit trail: {chain['rows'] if chain['ok'] else 'BROKEN at ' + str(chain['position'])}"
-              f"{' rows, hash chain verified' if chain['ok'] else ''}", markup=False)
+    verdict = f"{chain['rows']} rows, hash chain verified" if chain["ok"] else f"BROKEN at {chain['position']}"
+    con.print(f"  audit trail: {verdict}", markup=False)
     return total == 0 and chain["ok"]

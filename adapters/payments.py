@@ -1,7 +1,9 @@
 """The built-in test payment gateway: Stripe's test payment-method tokens, no network.
 
-`pm_card_visa` (and any other `pm_card_*` token) succeeds; a token containing
-`chargeDeclined` or `Declined` is declined, as Stripe's test tokens are.
+A token containing `Declined` or `declined` (`pm_card_chargeDeclined`) is declined as
+Stripe's test tokens are (`insufficient_funds` for `...InsufficientFunds`, else
+`card_declined`); any other token (`pm_card_visa`) succeeds. A repeated idempotency key
+returns the first result and never charges twice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ class TestPaymentGateway:
 
     def __init__(self) -> None:
         self.charges: dict[str, ChargeResult] = {}
-        self.amounts: dict[str, Decimal] = {}
 
     def charge(self, *, workspace_id: str, payment_method: str, amount: Decimal, currency: str,
                description: str, idempotency_key: str) -> ChargeResult:
@@ -29,6 +30,5 @@ class TestPaymentGateway:
         else:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
             result = ChargeResult(ok=True, charge_id=f"ch_test_{digest}")
-            self.amounts[idempotency_key] = amount
         self.charges[idempotency_key] = result
         return result

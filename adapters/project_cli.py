@@ -22,14 +22,14 @@ from typing import Annotated, Any
 import typer
 
 from adapters.app import ensure_schema
-from adapters.settings import database_url, eventsourcing_env
+from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
 from projections import audit_trail
 from projections.invoices import invoices_of
 from projections.runner import Projections, follow
-from projections.upcoming_invoice import upcoming_of
 from projections.store import dumps
+from projections.upcoming_invoice import upcoming_of
 
-DB = Annotated[str | None, typer.Option("--db", help="Database URL (else $SUBLEDGER_DB, else sqlite:///subledger.db).",
+DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
 
 app = typer.Typer(help="subledger read models.", no_args_is_help=True, add_completion=False,
@@ -111,7 +111,8 @@ def rebuild(ctx: typer.Context, db: DB = None,
     with _projections(db or ctx.obj["db"], catch_up=False) as projections:
         unknown = set(only or ()) - set(projections.models)
         if unknown:
-            typer.echo(f"error: unknown read model(s) {sorted(unknown)}; known: {sorted(projections.models)}", err=True)
+            typer.echo(f"error: --only: unknown read model(s) {', '.join(sorted(unknown))}; "
+                       f"known: {', '.join(sorted(projections.models))} [invalid_request]", err=True)
             raise typer.Exit(2)
         projections.rebuild(only or None)
         _echo(projections.status())

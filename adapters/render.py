@@ -3,14 +3,15 @@ this is only for people reading a terminal)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 
-def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
 
 
 def invoice_lines(invoice: dict[str, Any]) -> list[str]:
@@ -24,7 +25,7 @@ def invoice_lines(invoice: dict[str, Any]) -> list[str]:
         out.append(f"    {'':>{width}}  = {line['formula']}")
     out.append(f"    {'-' * width}")
     out.append(f"    {invoice['subtotal']:>{width}}  subtotal")
-    if invoice["credit_applied"] != "0.00":
+    if Decimal(invoice["credit_applied"]):
         out.append(f"    {'-' + invoice['credit_applied']:>{width}}  billing credit applied")
     out.append(f"    {invoice['amount_due']:>{width}}  due now ({invoice['currency']})")
     return out

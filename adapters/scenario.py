@@ -20,7 +20,7 @@ from typing import IO, Any, get_args
 
 from adapters.app import build_ledger, read_models
 from domain.catalog import BUILT_IN, Catalog, CatalogError, load_catalog
-from domain.commands import COMMANDS, ID, Actor, Channels, parse_actor, parse_command
+from domain.commands import COMMANDS, ID, ID_RULE, Actor, Channels, parse_actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import Ledger, TestClock
 from domain.subscription import Subscription
@@ -134,8 +134,7 @@ def _catalog(ref: str | Path, where: str) -> Catalog:
 
 def _id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(ID, value):
-        raise ScenarioInvalid(f"{where}: {str(value)[:70]!r} is not a valid id "
-                              "(1-64 letters, digits, '_', '.', ':' or '-')")
+        raise ScenarioInvalid(f"{where}: {str(value)[:70]!r} is not a valid id ({ID_RULE})")
     return value
 
 
@@ -292,21 +291,20 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
             print(f"{path}: cannot open the ledger: {e}", file=err)
             return [], 2
         try:
-            projections = read_models(ledger)
-            for catalog in scenario.workspace_catalogs.values():
-                ledger.catalogs[catalog.id] = catalog
-            default = ledger.default_catalog
-            for step in scenario.steps:
-                clock.move_to(step.at)
-                chosen = scenario.workspace_catalogs.get(step.workspace or "")
-                ledger.default_catalog = chosen.id if chosen else default
-                out = run_step(ledger, step, projections)
-                outputs.append(out)
-                for failure in out["expect_failures"]:
-                    print(f"{path}: step {step.number} ({step.do}): {failure}", file=err)
-                if on_step:
-                    on_step(out)
-            projections.close()
+            with read_models(ledger) as projections:
+                for catalog in scenario.workspace_catalogs.values():
+                    ledger.catalogs[catalog.id] = catalog
+                default = ledger.default_catalog
+                for step in scenario.steps:
+                    clock.move_to(step.at)
+                    chosen = scenario.workspace_catalogs.get(step.workspace or "")
+                    ledger.default_catalog = chosen.id if chosen else default
+                    out = run_step(ledger, step, projections)
+                    outputs.append(out)
+                    for failure in out["expect_failures"]:
+                        print(f"{path}: step {step.number} ({step.do}): {failure}", file=err)
+                    if on_step:
+                        on_step(out)
         finally:
             ledger.close()
     return outputs, 1 if any(o["expect_failures"] for o in outputs) else 0

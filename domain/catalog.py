@@ -101,12 +101,6 @@ class Plan(_Model):
     def billable(self) -> bool:
         return self.kind == "paid"
 
-    @property
-    def intervals(self) -> list[str]:
-        if self.tiers:
-            return sorted({t.interval for t in self.tiers})
-        return sorted(self.prices)
-
     def tier(self, operations: int, interval: str) -> Tier | None:
         return next((t for t in self.tiers if t.operations == operations and t.interval == interval), None)
 
@@ -193,3 +187,7 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
     except OSError as e:
         raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
     return parse_catalog(text, str(path))
+
+
+def builtin_catalogs() -> dict[str, Catalog]:
+    return {name: load_catalog(name) for name in BUILT_IN}

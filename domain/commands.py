@@ -6,19 +6,22 @@ Each command is a frozen pydantic model; bad input stops here with `invalid_requ
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from domain.catalog import ID_PATTERN, Interval
 from domain.errors import LedgerError
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-CATALOG_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
-WorkspaceId = Annotated[str, Field(pattern=ID)]
-CatalogRef = Annotated[str, Field(pattern=CATALOG_ID)]
+ID_RULE = "1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+"""ID in words, for the messages that refuse a workspace id, actor id or idempotency key."""
+Id = Annotated[str, Field(pattern=ID)]
+CatalogRef = Annotated[str, Field(pattern=ID_PATTERN)]
+PaymentMethodId = Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
 Roles = Literal["owner", "admin", "billing_admin", "member", "system"]
 Channels = Literal["web", "api", "cli", "webhook", "scheduler"]
 CONTRACTS = ("enterprise", "campus", "government", "university", "institution", "lab", "education", "discount", "custom")
@@ -26,7 +29,7 @@ CONTRACTS = ("enterprise", "campus", "government", "university", "institution", 
 
 class Actor(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    id: Annotated[str, Field(pattern=ID)]
+    id: Id
     role: Roles
 
     @property
@@ -62,7 +65,7 @@ class Subscribe(Command):
     billing_change = True
     plan: CatalogRef
     tier: Tier | None = None
-    interval: Literal["month", "year"] = "month"
+    interval: Interval = "month"
     seats: Seats | None = None
 
 
@@ -71,9 +74,9 @@ class ChangePlan(Command):
     billing_change = True
     plan: CatalogRef
     tier: Tier | None = None
-    interval: Literal["month", "year"] | None = None
+    interval: Interval | None = None
     seats: Seats | None = None
-    keep_team: Annotated[str, Field(pattern=ID)] | None = None
+    keep_team: Id | None = None
 
 
 class CancelChange(Command):
@@ -128,18 +131,18 @@ class BuyOperations(Command):
 class AddPaymentMethod(Command):
     name = "add-payment-method"
     billing_change = True
-    payment_method: Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
+    payment_method: PaymentMethodId
 
 
 class RemovePaymentMethod(Command):
     name = "remove-payment-method"
     billing_change = True
-    payment_method: Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
+    payment_method: PaymentMethodId
 
 
 class PayInvoice(Command):
     name = "pay-invoice"
-    invoice: Annotated[str, Field(pattern=ID)] | None = None
+    invoice: Id | None = None
 
 
 class SetContract(Command):
@@ -194,8 +197,5 @@ def parse_actor(data: Any) -> Actor:
 
 def check_workspace_id(workspace_id: Any) -> str:
     if not isinstance(workspace_id, str) or not re.fullmatch(ID, workspace_id):
-        raise LedgerError(
-            "invalid_request",
-            "workspace id must be 1-64 characters: letters, digits, '_', '.', ':' or '-'",
-        )
+        raise LedgerError("invalid_request", f"workspace id must be {ID_RULE}")
     return workspace_id

@@ -15,11 +15,11 @@ from eventsourcing.application import AggregateNotFoundError, Application, Event
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from domain.catalog import BUILT_IN, Catalog, load_catalog
-from domain.commands import Actor, Command, check_workspace_id
+from domain.catalog import Catalog, builtin_catalogs
+from domain.commands import SYSTEM, Actor, Command, check_workspace_id
 from domain.errors import LedgerError
 from domain.payments import NoPayments, PaymentGateway, PreviewPayments
-from domain.subscription import Context, Subscription, workspace_uuid
+from domain.subscription import Context, Subscription, charge_declined, payment_failed, workspace_uuid
 
 MAX_ATTEMPTS = 5
 
@@ -105,7 +105,7 @@ class Ledger(Application[UUID]):
         """Every argument but `env` has a default so that the library's projection runners,
         which construct the application from its class and environment, can read it."""
         super().__init__(env)
-        self.catalogs = catalogs or {name: load_catalog(name) for name in BUILT_IN}
+        self.catalogs = catalogs or builtin_catalogs()
         self.default_catalog = default_catalog
         self.clock = clock or SystemClock()
         self.payments = payments or NoPayments()
@@ -191,7 +191,7 @@ class Ledger(Application[UUID]):
         """Run the command on a copy with the clock pinned and collect its events unsaved (R25):
         the same code path as `handle`, so applying it yields exactly these lines."""
         check_workspace_id(workspace_id)
-        sub = self.get(workspace_id) or self._new(workspace_id, actor, channel)
+        sub = self._load_or_register(workspace_id, actor, channel)
         ctx = self._context(sub, actor, channel, command.name, None, None, command.args_hash(), PreviewPayments())
         sub.process_due(ctx)
         due = list(sub.pending_events)
@@ -208,8 +208,7 @@ class Ledger(Application[UUID]):
             sub = self.get(workspace_id)
             if sub is None:
                 return []
-            ctx = self._context(sub, Actor(id="scheduler", role="system"), "scheduler", "advance", None, None, None,
-                                self.payments)
+            ctx = self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, self.payments)
             sub.process_due(ctx)
             events = list(sub.pending_events)
             if not events:
@@ -264,6 +263,8 @@ class Ledger(Application[UUID]):
 def _recorded_refusal(events: list[Any]) -> LedgerError | None:
     """The error a replayed command first returned: a declined charge is its only recorded refusal."""
     for event in events:
-        if isinstance(event, (Subscription.ChargeDeclined, Subscription.PaymentFailed)):
-            return LedgerError("payment_failed", f"payment of {event.amount} declined: {event.message}")
+        if isinstance(event, Subscription.ChargeDeclined):
+            return charge_declined(event.amount, event.decline_code)
+        if isinstance(event, Subscription.PaymentFailed):
+            return payment_failed(event.amount, event.message)
     return None

@@ -27,7 +27,7 @@ class Period:
     end: datetime
 
     def days(self) -> int:
-        return (self.end.date() - self.start.date()).days
+        return days_between(self.start, self.end)
 
 
 def period_number(anchor: datetime, interval: str, n: int) -> Period:

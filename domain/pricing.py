@@ -31,10 +31,6 @@ class Line:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Line:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
 class Priced:
@@ -63,7 +59,8 @@ class Fraction:
 
 
 def remaining_fraction(period: Period, at: datetime, policy: Policy) -> Fraction:
-    """Days: whole calendar days, start included, end excluded, over the period's real length."""
+    """The share of `period` left at `at`, clamped to [0, 1]: exact seconds, or whole calendar
+    days (start included, end excluded) over the period's real length."""
     if policy.proration == "second":
         den = int((period.end - period.start).total_seconds())
         num = int((period.end - at).total_seconds())
@@ -93,24 +90,23 @@ def addon_item(catalog: Catalog, addon_id: str | None, interval: str) -> Priced 
     return Priced("addon", f"{addon.name} ({interval}ly)", addon.prices[interval], 1)  # type: ignore[index]
 
 
-def _money(value: Decimal, currency: str) -> str:
-    return fmt(value, currency)
-
-
 def full_charge(item: Priced, period: Period, currency: str, kind: str) -> Line:
     amount = round_half_up(item.total, currency)
-    formula = f"{_money(item.unit_price, currency)} x {item.quantity} = {_money(amount, currency)}"
+    formula = f"{fmt(item.unit_price, currency)} x {item.quantity} = {fmt(amount, currency)}"
     return Line(kind, item.description, amount, item.quantity, period.start, period.end, formula)
+
+
+def _prorated(item: Priced, period: Period, at: datetime, policy: Policy, currency: str) -> tuple[Decimal, str]:
+    """The item over the rest of the period, rounded once, and the arithmetic that got there."""
+    f = remaining_fraction(period, at, policy)
+    exact = item.total * f.num / f.den
+    amount = round_half_up(exact, currency)
+    return amount, f"{fmt(item.unit_price, currency)} x {item.quantity} x {f} = {exact:.6f} -> {fmt(amount, currency)}"
 
 
 def prorated_charge(item: Priced, period: Period, at: datetime, policy: Policy, currency: str, kind: str) -> Line:
     """The item for the rest of the period (a new plan, added seats, a new add-on)."""
-    f = remaining_fraction(period, at, policy)
-    exact = item.total * f.num / f.den
-    amount = round_half_up(exact, currency)
-    formula = (
-        f"{_money(item.unit_price, currency)} x {item.quantity} x {f} = {exact:.6f} -> {_money(amount, currency)}"
-    )
+    amount, formula = _prorated(item, period, at, policy, currency)
     return Line(kind, f"{item.description}, remaining time", amount, item.quantity, at, period.end, formula)
 
 
@@ -119,13 +115,10 @@ def unused_time_credit(
 ) -> Line | None:
     """Credit for the unused part of the period, capped at what was charged for it net of
     earlier credits, so consecutive changes in one period never over-credit."""
-    f = remaining_fraction(period, at, policy)
-    exact = item.total * f.num / f.den
-    amount = round_half_up(exact, currency)
+    amount, formula = _prorated(item, period, at, policy, currency)
     cap = max(charged_net, ZERO)
-    formula = f"{_money(item.unit_price, currency)} x {item.quantity} x {f} = {exact:.6f} -> {_money(amount, currency)}"
     if amount > cap:
-        formula += f", capped at {_money(cap, currency)} charged net this period"
+        formula += f", capped at {fmt(cap, currency)} charged net this period"
         amount = cap
     if amount <= 0:
         return None
@@ -136,7 +129,7 @@ def one_time_charge(kind: str, description: str, unit_price: Decimal, quantity: 
     """A one-time charge: never prorated (AI credit packs, R23; extra operations)."""
     exact = unit_price * quantity
     amount = round_half_up(exact, currency)
-    formula = f"{unit_price} x {quantity:,} = {exact} -> {_money(amount, currency)}"
+    formula = f"{unit_price} x {quantity:,} = {exact} -> {fmt(amount, currency)}"
     return Line(kind, description, amount, quantity, at, None, formula)
 
 
@@ -151,11 +144,15 @@ class Rate:
     def of(cls, tier: Tier) -> Rate:
         return cls(tier.price, tier.operations)
 
+    @property
+    def per_operation(self) -> Decimal:
+        return self.price / self.operations
+
     def value(self, operations: int) -> Decimal:
         return self.price * operations / self.operations
 
     def __str__(self) -> str:
-        return f"{self.price} / {self.operations:,} ops = {(self.price / self.operations).normalize()}/op"
+        return f"{self.price} / {self.operations:,} ops = {self.per_operation.normalize()}/op"
 
 
 def operations_credit(pools: list[tuple[int, Rate]], cap: Decimal, currency: str, at: datetime) -> Line | None:
@@ -168,9 +165,9 @@ def operations_credit(pools: list[tuple[int, Rate]], cap: Decimal, currency: str
     exact = sum((rate.value(n) for n, rate in pools), ZERO)
     amount = round_half_up(exact, currency)
     parts = " + ".join(f"({rate}) x {n:,}" for n, rate in pools)
-    formula = f"{parts} unused = {exact:.6f} -> {_money(amount, currency)}"
+    formula = f"{parts} unused = {exact:.6f} -> {fmt(amount, currency)}"
     if amount > cap:
-        formula += f", capped at the bill {_money(cap, currency)}"
+        formula += f", capped at the bill {fmt(cap, currency)}"
         amount = max(cap, ZERO)
     if amount <= 0:
         return None
@@ -198,6 +195,11 @@ def totals(lines: list[Line], balance: Decimal, policy: Policy) -> Totals:
     if policy.credit_overflow == "balance":
         return Totals(subtotal, ZERO, ZERO, overflow, ZERO)
     return Totals(subtotal, ZERO, ZERO, ZERO, overflow)
+
+
+def lowest_rate(pools: list[tuple[int, Rate]]) -> Rate | None:
+    """Carried-over operations are valued at the lowest rate any of them was paid at (R18)."""
+    return min((rate for n, rate in pools if n), key=lambda rate: rate.per_operation, default=None)
 
 
 def carried_operations(unused: int, new_tier: Tier, policy: Policy) -> tuple[int, int]:

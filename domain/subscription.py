@@ -36,6 +36,17 @@ def workspace_uuid(workspace_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, workspace_id)
 
 
+def charge_declined(amount: Decimal, decline_code: str) -> LedgerError:
+    """An immediate charge declined: refused, nothing changed but the fact (R12). A replay of
+    the command by its idempotency key returns this same refusal."""
+    return LedgerError("payment_failed", f"payment of {amount} declined ({decline_code}): nothing changed")
+
+
+def payment_failed(amount: Decimal, message: str) -> LedgerError:
+    """A declined payment of an open invoice: the invoice stays open and keeps blocking plan changes (R8)."""
+    return LedgerError("payment_failed", f"payment of {amount} declined: {message}")
+
+
 @dataclass(frozen=True)
 class Context:
     """Who asks, when, through which channel and why; the catalog and the payment port."""
@@ -313,7 +324,7 @@ class Subscription(Aggregate):
         if policy.downgrade_timing == "immediate_new_cycle" and target.billable:
             pools = self._unused_operations(ctx)
             carried, _ = pricing.carried_operations(sum(n for n, _ in pools), tier, policy) if tier else (0, 0)
-            rate = min((r for n, r in pools if n), key=lambda r: r.price / r.operations, default=None)
+            rate = pricing.lowest_rate(pools)
             error = self._start_paid(self.DowngradeApplied, ctx, target, tier, interval, seats, "downgrade", keep_team=keep_team)
             if error is None and carried and rate:
                 until = plus_days(ctx.at, policy.carry_over_days[interval])  # type: ignore[index]
@@ -489,7 +500,7 @@ class Subscription(Aggregate):
         if not result.ok:
             self._trigger(self.PaymentFailed, ctx, invoice_id=invoice_id, amount=amount,
                           decline_code=result.decline_code or "declined", message=result.message)
-            return LedgerError("payment_failed", f"payment of {amount} declined: {result.message}")
+            return payment_failed(amount, result.message)
         self._trigger(self.PaymentSucceeded, ctx, invoice_id=invoice_id, amount=amount,
                       charge_id=result.charge_id, payment_method=self.default_payment_method)
         return None
@@ -756,8 +767,7 @@ class Subscription(Aggregate):
             self._trigger(self.UpgradePaymentFailed, ctx, plan=plan_id, **fields)
         else:
             self._trigger(self.ChargeDeclined, ctx, **fields)
-        return LedgerError("payment_failed", f"payment of {bill.totals.amount_due} declined ({bill.declined}): "
-                                             f"nothing changed")
+        return charge_declined(bill.totals.amount_due, bill.declined or "declined")
 
     def _record_bill(self, ctx: Context, bill: Bill) -> None:
         t = bill.totals

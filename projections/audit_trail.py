@@ -223,8 +223,8 @@ def write_csv(out: IO[str], found: Iterator[dict[str, Any]]) -> int:
 
 
 def verify(conn: Connection, workspace: str | None = None) -> dict[str, Any]:
-    """Recompute every workspace's chain. {'ok': True, 'rows': n} or the first bad row:
-    {'ok': False, 'position', 'workspace', 'version', 'problem'}."""
+    """Recompute every workspace's chain: {'ok': True, 'rows', 'workspaces'}, or at the first bad
+    row {'ok': False, 'position', 'workspace', 'version', 'event_type', 'problem', 'rows_checked'}."""
     heads: dict[str, str] = {}
     n = 0
     t = AuditTrail.stable()["audit_trail"]

@@ -91,9 +91,9 @@ class Invoices(ReadModel):
 
     def _issued(self, session: Session, sub: Subscription, event: Subscription.InvoiceIssued, tracking: Tracking) -> None:
         ws = sub.workspace_id
+        event_id = event_ref(ws, event.originator_version)
         group = preceding(self.fold.source, event, self.fold.seen.get(event.originator_id))
-        sources = [event_ref(ws, e.originator_version) for e in group]
-        sources.append(event_ref(ws, event.originator_version))
+        source_ids = dumps([*(event_ref(ws, e.originator_version) for e in group), event_id])
         starts = [line["period_start"] for line in event.lines if line["period_start"]]
         ends = [line["period_end"] for line in event.lines if line["period_end"]]
         self.pending[event.invoice_id] = dict(
@@ -102,15 +102,15 @@ class Invoices(ReadModel):
             amount_due=event.amount_due, amount_paid=0, status="open" if event.amount_due > 0 else "paid",
             paid_at=None if event.amount_due > 0 else event.timestamp, failures=0, last_failure_code=None,
             last_failure_at=None, period_start=min(starts) if starts else None,
-            period_end=max(ends) if ends else None, event_id=event_ref(ws, event.originator_version),
-            source_event_ids=dumps(sources), position=tracking.notification_id,
+            period_end=max(ends) if ends else None, event_id=event_id,
+            source_event_ids=source_ids, position=tracking.notification_id,
         )
         self.buffer["invoices"].append(self.pending[event.invoice_id])
-        self.buffer["invoice_lines"].extend([
-                line_row(line, invoice_id=event.invoice_id, line_no=n, workspace=ws, currency=event.currency,
-                         source_event_ids=dumps(sources))
-                for n, line in enumerate(event.lines, 1)
-            ])
+        self.buffer["invoice_lines"].extend(
+            line_row(line, invoice_id=event.invoice_id, line_no=n, workspace=ws, currency=event.currency,
+                     source_event_ids=source_ids)
+            for n, line in enumerate(event.lines, 1)
+        )
 
     def _payment(self, session: Session, sub: Subscription, event: Any, tracking: Tracking) -> None:
         t = self.view.t

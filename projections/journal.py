@@ -16,7 +16,7 @@ balance. Accounts (normal balance in brackets):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -26,13 +26,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
-from domain.money import ZERO, round_half_up
 from domain.events import line_item
+from domain.money import ZERO, round_half_up
 from domain.subscription import Subscription
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime
 
-ACCOUNTS = ("receivable", "cash", "revenue", "deferred_revenue", "billing_credit", "ai_credit_liability")
 Posting = tuple[str, Decimal, str]
 
 
@@ -96,7 +95,7 @@ class Journal(ReadModel):
 
 
 def postings(event: Subscription.Event, sub: Subscription, catalog: Catalog, purchased_before: int,
-             balance: Any) -> list[Posting]:
+             balance: Callable[[str], Decimal]) -> list[Posting]:
     """The balanced entry for one event (empty when it moves no money). `sub` is the
     aggregate after the event; `balance(account)` is the workspace's signed balance so far."""
     if isinstance(event, Subscription.InvoiceIssued):

@@ -155,10 +155,6 @@ class LatestPerWorkspace(ReadModel):
         self.latest[sub.workspace_id] = (sub, tracking, event)
 
 
-def workspace_of(sub: Subscription) -> str:
-    return sub.workspace_id
-
-
 def event_ref(sub_or_ws: Subscription | str, version: int) -> str:
     """How read models name an event: workspace:version (its place in the workspace's stream)."""
     ws = sub_or_ws if isinstance(sub_or_ws, str) else sub_or_ws.workspace_id

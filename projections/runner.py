@@ -128,8 +128,8 @@ class Projections:
         with self.engine.connect() as conn:
             live = registry.active(conn)
         out = []
-        for family, projection in self.running.items():
-            position = projection.view.max_tracking_id(APP) or 0
+        for family in self.running:
+            position = self.position(family)
             out.append({"projection": family, "version": live[family].version, "tables": live[family].tag,
                         "position": position, "head": head, "lag": head - position})
         return out

@@ -17,13 +17,13 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from eventsourcing.utils import Environment
-
-from domain.money import fmt
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
 from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from domain.money import fmt
 
 PERSISTENCE_MODULE = "eventsourcing_sqlalchemy"
 
@@ -128,6 +128,7 @@ def canonical_amount(value: Decimal | None) -> str | None:
 
 
 def iso(at: datetime | None) -> str | None:
+    """An instant as the JSON contract shows it: ISO-8601 in UTC with `Z`."""
     return at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if at else None
 
 

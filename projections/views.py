@@ -1,22 +1,18 @@
 """Read-side views of a workspace: the JSON shapes every adapter shows.
 
 Amounts leave as strings (never floats), instants as ISO-8601 UTC. The scenario
-runner, the CLI and the HTTP API all render through these functions.
+runner and the CLI render through these functions, so they cannot disagree.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from domain.catalog import Catalog
 from domain.money import fmt
 from domain.subscription import Subscription
-
-
-def iso(at: datetime | None) -> str | None:
-    return at.isoformat().replace("+00:00", "Z") if at else None
+from projections.store import iso
 
 
 def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
