@@ -55,10 +55,6 @@ class Tier(_Model):
         """The allotment granted at each monthly reset (annual tiers reset monthly, R18)."""
         return self.operations // 12 if self.interval == "year" else self.operations
 
-    @property
-    def price_per_operation(self) -> Decimal:
-        return self.price / self.operations
-
 
 class Plan(_Model):
     id: str = Field(pattern=ID_PATTERN)

@@ -19,6 +19,7 @@ CODES = {
     "insufficient_credits": "R23",
     "concurrency_conflict": "",
     "not_found": "",
+    "invalid_catalog": "",
 }
 
 

@@ -126,11 +126,19 @@ def unused_time_credit(
 
 
 def one_time_charge(kind: str, description: str, unit_price: Decimal, quantity: int, currency: str, at: datetime) -> Line:
-    """A one-time charge: never prorated (AI credit packs, R23; extra operations)."""
+    """A one-time charge: never prorated (AI credit packs, R23)."""
     exact = unit_price * quantity
     amount = round_half_up(exact, currency)
-    formula = f"{unit_price} x {quantity:,} = {exact} -> {fmt(amount, currency)}"
+    formula = f"{fmt(unit_price, currency)} x {quantity:,} = {fmt(amount, currency)}"
     return Line(kind, description, amount, quantity, at, None, formula)
+
+
+def operations_pack_charge(operations: int, rate: Rate, currency: str, at: datetime) -> Line:
+    """Extra operations at the plan's price per operation, computed exactly (price x n / ops)."""
+    exact = rate.value(operations)
+    amount = round_half_up(exact, currency)
+    formula = f"({rate}) x {operations:,} = {exact:.6f} -> {fmt(amount, currency)}"
+    return Line("operations_pack", f"{operations:,} extra operations", amount, operations, at, None, formula)
 
 
 @dataclass(frozen=True)

@@ -471,8 +471,7 @@ class Subscription(Aggregate):
         if cmd.operations % pack:
             raise LedgerError("invalid_request", f"extra operations are sold in packs of {pack:,}")
         rules.check_payment_method(self)
-        line = pricing.one_time_charge("operations_pack", f"{cmd.operations:,} extra operations",
-                                       tier.price_per_operation, cmd.operations, ctx.catalog.currency, ctx.at)
+        line = pricing.operations_pack_charge(cmd.operations, pricing.Rate.of(tier), ctx.catalog.currency, ctx.at)
         bill = self._collect(ctx, [line], "operations")
         if bill.declined:
             return self._declined(ctx, bill, self.plan or "")
