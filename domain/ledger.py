@@ -162,9 +162,14 @@ class Ledger(Application[UUID]):
         check_workspace_id(workspace_id)
         if idempotency_key is not None:
             check_workspace_id(idempotency_key)
-        due = self.advance_workspace(workspace_id)
+        due: list[Subscription.Event] = []
         for _ in range(MAX_ATTEMPTS):
-            sub = self._load_or_register(workspace_id, actor, channel)
+            loaded = self.get(workspace_id)
+            try:
+                due += self._record_due(loaded) if loaded else []
+            except IntegrityError:
+                continue
+            sub = loaded or self._new(workspace_id, actor, channel)
             key_hash = command.args_hash()
             if idempotency_key and not sub.pending_events:
                 try:
@@ -208,17 +213,20 @@ class Ledger(Application[UUID]):
             sub = self.get(workspace_id)
             if sub is None:
                 return []
-            ctx = self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, self.payments)
-            sub.process_due(ctx)
-            events = list(sub.pending_events)
-            if not events:
-                return []
             try:
-                self._save(sub, events)
+                return self._record_due(sub)
             except IntegrityError:
                 continue
-            return events
         raise LedgerError("concurrency_conflict", f"could not advance {workspace_id}")
+
+    def _record_due(self, sub: Subscription) -> list[Subscription.Event]:
+        """Record on `sub` what fell due up to now; `sub` stays usable for the next decision.
+        Raises IntegrityError when another writer got there first."""
+        sub.process_due(self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, self.payments))
+        events = list(sub.pending_events)
+        if events:
+            self._save(sub, events)
+        return events
 
     def advance(self) -> dict[str, list[Subscription.Event]]:
         """Record what fell due, for every workspace, up to the clock's now."""
