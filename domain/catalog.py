@@ -153,6 +153,11 @@ class Catalog(_Model):
     def credit_pack(self, pack_id: str) -> CreditPack | None:
         return next((c for c in self.credit_packs if c.id == pack_id), None)
 
+    def storage_limit(self, plan: Plan | None, addon_id: str | None) -> int:
+        """GB a plan allows with a storage add-on (R6, R19, R22)."""
+        addon = self.addon(addon_id) if addon_id else None
+        return (plan.storage_gb if plan else 0) + (addon.storage_gb if addon else 0)
+
 
 class CatalogError(ValueError):
     """A catalog file that cannot be used, with every problem listed."""

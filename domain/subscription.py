@@ -169,9 +169,7 @@ class Subscription(Aggregate):
         return self.seats if plan.per_seat else plan.seats
 
     def storage_limit(self, catalog: Catalog) -> int:
-        plan = self.plan_of(catalog)
-        addon = catalog.addon(self.storage_addon) if self.storage_addon else None
-        return (plan.storage_gb if plan else 0) + (addon.storage_gb if addon else 0)
+        return catalog.storage_limit(self.plan_of(catalog), self.storage_addon)
 
     @property
     def operations_remaining(self) -> int:
@@ -305,8 +303,8 @@ class Subscription(Aggregate):
         policy = catalog.policy
         limit = seats if target.per_seat else target.seats
         rules.check_members_fit(self.members, limit, target.name)
-        addon = catalog.addon(self.storage_addon) if self.storage_addon and target.billable else None
-        rules.check_storage_fits(self.storage_used, target.storage_gb + (addon.storage_gb if addon else 0), target.name)
+        kept_addon = self.storage_addon if target.billable else None  # a plan that bills nothing drops it
+        rules.check_storage_fits(self.storage_used, catalog.storage_limit(target, kept_addon), target.name)
         rules.check_team_choice(current, target, keep_team)
         period = self.period()
         if not current.billable or period is None:
@@ -409,8 +407,7 @@ class Subscription(Aggregate):
             raise LedgerError("invalid_request", f"no storage add-on {cmd.addon!r}; add-ons: {known}")
         if cmd.addon == self.storage_addon:
             raise LedgerError("invalid_request", f"storage add-on is already {cmd.addon}")
-        new = catalog.addon(cmd.addon) if cmd.addon else None
-        rules.check_storage_fits(self.storage_used, plan.storage_gb + (new.storage_gb if new else 0), "the new storage")
+        rules.check_storage_fits(self.storage_used, catalog.storage_limit(plan, cmd.addon), "the new storage")
         period = self.period()
         assert period is not None
         lines = self._credit_unused(ctx, period, "addon")
