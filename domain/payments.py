@@ -1,37 +1,74 @@
-"""The payment port: how the aggregate collects money without knowing who collects it."""
+"""The payment port: how the application collects money; the aggregate never calls it.
+
+Money moves only after the decision is durable (docs/payments.md): the aggregate records a
+pending charge whose key is never reused for anything else; the application then calls
+`charge` with that key and records the outcome. A gateway is idempotent per key, as Stripe
+is: the same key with the same request returns the first outcome and never charges twice;
+the same key with another amount, currency or payment method raises IdempotencyMismatch.
+So a retry, a second process or a recovery after a crash may always ask again with the key.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
+
+Outcome = Literal["succeeded", "declined", "action_required", "canceled"]
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    idempotency_key: str
+    workspace_id: str
+    payment_method: str
+    amount: Decimal
+    currency: str
+    description: str
 
 
 @dataclass(frozen=True)
 class ChargeResult:
-    ok: bool
+    """A charge's outcome. `action_required` (3-D Secure) stays pending until the customer
+    confirms it (then `succeeded`) or it is abandoned (`canceled`)."""
+
+    outcome: Outcome
     charge_id: str | None = None
     decline_code: str | None = None
     message: str = ""
 
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "succeeded"
+
+    @property
+    def final(self) -> bool:
+        return self.outcome != "action_required"
+
+
+class IdempotencyMismatch(Exception):
+    """The key was used before with another amount, currency or payment method: a bug, never retried."""
+
+
+class GatewayUnavailable(Exception):
+    """The provider did not answer: the outcome is unknown and the charge stays pending."""
+
 
 class PaymentGateway(Protocol):
-    def charge(
-        self, *, workspace_id: str, payment_method: str, amount: Decimal, currency: str,
-        description: str, idempotency_key: str,
-    ) -> ChargeResult:
-        """Collect `amount` now; the same idempotency key never charges twice."""
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Collect `request.amount` now, once per key (see the module docstring)."""
 
-
-class PreviewPayments:
-    """Stands in for the gateway during a preview: every charge would succeed, none is made."""
-
-    def charge(self, **kwargs: object) -> ChargeResult:
-        return ChargeResult(ok=True, charge_id="preview")
+    def cancel(self, idempotency_key: str) -> ChargeResult:
+        """Abandon a charge still awaiting the customer's action. Returns the final outcome:
+        `canceled`, or `succeeded`/`declined` if it completed first; an unknown key is `canceled`
+        (nothing can be collected under it any more)."""
 
 
 class NoPayments:
     """The gateway of a ledger that was given none: every charge is declined, none is made."""
 
-    def charge(self, **kwargs: object) -> ChargeResult:
-        return ChargeResult(ok=False, decline_code="no_gateway", message="no payment gateway is configured")
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        return ChargeResult("declined", decline_code="no_gateway", message="no payment gateway is configured")
+
+    def cancel(self, idempotency_key: str) -> ChargeResult:
+        return ChargeResult("canceled")
