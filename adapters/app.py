@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psycopg
@@ -10,6 +11,7 @@ from psycopg import sql
 from adapters.payments import TestPaymentGateway
 from adapters.settings import database_url, eventsourcing_env
 from domain.catalog import builtin_catalogs, load_catalog
+from domain.errors import LedgerError
 from domain.ledger import Clock, Ledger, SystemClock
 from domain.payments import PaymentGateway
 from projections.runner import Projections
@@ -26,6 +28,15 @@ def ensure_schema(env: dict[str, str]) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
 
 
+def payment_gateway(db_url: str) -> PaymentGateway:
+    """The gateway `SUBLEDGER_PAYMENTS` names: `test` (the default: Stripe's test tokens, charges
+    kept in the ledger's database) or `stripe`."""
+    kind = os.environ.get("SUBLEDGER_PAYMENTS", "test")
+    if kind == "test":
+        return TestPaymentGateway(db_url)
+    raise LedgerError("invalid_request", f"SUBLEDGER_PAYMENTS={kind!r} is not available: use 'test'")
+
+
 def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock: Clock | None = None,
                  payments: PaymentGateway | None = None) -> Ledger:
     """A Ledger on `db` (default: $SUBLEDGER_DB or ./subledger.db). `catalog` is the catalog new
@@ -33,10 +44,11 @@ def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock:
     catalogs = builtin_catalogs()
     default = load_catalog(catalog)
     catalogs[default.id] = default
-    env = eventsourcing_env(database_url(db))
+    url = database_url(db)
+    env = eventsourcing_env(url)
     ensure_schema(env)
     return Ledger(env, catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
-                  payments=payments or TestPaymentGateway())
+                  payments=payments or payment_gateway(url))
 
 
 def read_models(ledger: Ledger) -> Projections:

@@ -1,34 +1,223 @@
-"""The built-in test payment gateway: Stripe's test payment-method tokens, no network.
+"""The built-in test payment gateway: Stripe's test tokens, its idempotency, no network.
 
-A token containing `Declined` or `declined` (`pm_card_chargeDeclined`) is declined as
-Stripe's test tokens are (`insufficient_funds` for `...InsufficientFunds`, else
-`card_declined`); any other token (`pm_card_visa`) succeeds. A repeated idempotency key
-returns the first result and never charges twice.
+Charges live in `test_gateway_charges`, in the ledger's own database (same SQLite file, same
+PostgreSQL schema), one row per idempotency key, so every process of a ledger sees the same
+charges and a key is charged at most once: a new key is inserted if absent and the stored
+row is then read back, whoever inserted it. docs/payments.md, "The test gateway", lists the
+tokens and their outcomes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any, TypeVar
 
-from domain.payments import ChargeResult
+from sqlalchemy import (Column, Connection, Engine, MetaData, String, Table, Text, create_engine, select,
+                        text, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.schema import CreateTable
+
+from adapters.settings import eventsourcing_env
+from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, IdempotencyMismatch
+from projections.store import Amount, UtcDateTime, sqlalchemy_url
+
+T = TypeVar("T")
+
+DECLINES = {
+    "pm_card_chargeDeclined": "card_declined",
+    "pm_card_chargeDeclinedInsufficientFunds": "insufficient_funds",
+}
+ACTION_REQUIRED = {"pm_card_authenticationRequired"}
+MESSAGES = {
+    "card_declined": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "action_required": "The customer must complete 3-D Secure authentication.",
+}
+STORED_PLACES = Decimal("0.000001")
+CREATE_LOCK = 0x7465737467617465  # pg_advisory_xact_lock key: "testgate"
+
+metadata = MetaData()
+charges_table = Table(
+    "test_gateway_charges", metadata,
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("amount", Amount),  # NULL (like currency, method) on a key canceled before any charge
+    Column("currency", String(16)),
+    Column("payment_method", String(255)),
+    Column("workspace_id", String(255)),
+    Column("description", Text),
+    Column("outcome", String(20), nullable=False),
+    Column("decline_code", String(64)),
+    Column("charge_id", String(64)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+
+def charge_id(idempotency_key: str) -> str:
+    return "ch_test_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+
+
+def first_outcome(payment_method: str) -> tuple[str, str | None]:
+    """(outcome, decline_code) of a first charge with this token, as Stripe's test mode answers."""
+    if payment_method in DECLINES:
+        return "declined", DECLINES[payment_method]
+    if payment_method in ACTION_REQUIRED:
+        return "action_required", None
+    return "succeeded", None
+
+
+def shown(value: Any) -> Any:
+    """An amount as a person writes it: cents always, more places only where they count."""
+    if not isinstance(value, Decimal):
+        return value
+    cents = value.quantize(Decimal("0.01"))
+    return format(cents if cents == value else value.normalize(), "f")
 
 
 class TestPaymentGateway:
+    """A PaymentGateway on the ledger's database URL; the engine is made on first use."""
+
     __test__ = False
 
-    def __init__(self) -> None:
-        self.charges: dict[str, ChargeResult] = {}
+    def __init__(self, db_url: str) -> None:
+        env = eventsourcing_env(db_url)
+        self.url = sqlalchemy_url(env)
+        self.schema = env.get("POSTGRES_SCHEMA")
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
 
-    def charge(self, *, workspace_id: str, payment_method: str, amount: Decimal, currency: str,
-               description: str, idempotency_key: str) -> ChargeResult:
-        if idempotency_key in self.charges:
-            return self.charges[idempotency_key]
-        if "Declined" in payment_method or "declined" in payment_method:
-            code = "insufficient_funds" if "InsufficientFunds" in payment_method else "card_declined"
-            result = ChargeResult(ok=False, decline_code=code, message="Your card was declined.")
-        else:
-            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-            result = ChargeResult(ok=True, charge_id=f"ch_test_{digest}")
-        self.charges[idempotency_key] = result
-        return result
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        amount = request.amount
+        if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+            raise ValueError(f"a charge is a positive Decimal amount, not {amount!r}")
+        if amount != amount.quantize(STORED_PLACES):
+            raise ValueError(f"a charge amount has at most 6 decimal places, not {amount}")
+        outcome, decline_code = first_outcome(request.payment_method)
+        now = datetime.now(timezone.utc)
+        row = dict(idempotency_key=request.idempotency_key, amount=amount, currency=request.currency,
+                   payment_method=request.payment_method, workspace_id=request.workspace_id,
+                   description=request.description, outcome=outcome, decline_code=decline_code,
+                   charge_id=None if outcome == "action_required" else charge_id(request.idempotency_key),
+                   created_at=now, updated_at=now)
+
+        def insert_then_read(conn: Connection) -> Mapping[str, Any]:
+            conn.execute(self._insert_if_absent(conn, row))
+            return self._read(conn, request.idempotency_key)
+
+        stored = self._run(insert_then_read)
+        if stored["amount"] is not None:  # None: the key was canceled before any charge
+            differences = [f"{name} {shown(stored[name])} (now {shown(asked)})" for name, asked in
+                           (("amount", amount), ("currency", request.currency),
+                            ("payment_method", request.payment_method)) if stored[name] != asked]
+            if differences:
+                raise IdempotencyMismatch(f"idempotency key {request.idempotency_key!r} was first used "
+                                          f"with {', '.join(differences)}")
+        return self._result(stored)
+
+    def cancel(self, idempotency_key: str) -> ChargeResult:
+        now = datetime.now(timezone.utc)
+
+        def cancel_pending(conn: Connection) -> Mapping[str, Any]:
+            conn.execute(self._insert_if_absent(conn, dict(
+                idempotency_key=idempotency_key, outcome="canceled", created_at=now, updated_at=now)))
+            conn.execute(self._pending(idempotency_key).values(outcome="canceled", updated_at=now))
+            return self._read(conn, idempotency_key)
+
+        return self._result(self._run(cancel_pending))
+
+    def confirm(self, idempotency_key: str) -> ChargeResult:
+        """Test only: the customer completes 3-D Secure, so a pending charge succeeds."""
+        now = datetime.now(timezone.utc)
+
+        def complete(conn: Connection) -> Mapping[str, Any] | None:
+            conn.execute(self._pending(idempotency_key).values(
+                outcome="succeeded", charge_id=charge_id(idempotency_key), updated_at=now))
+            return conn.execute(select(charges_table).where(
+                charges_table.c.idempotency_key == idempotency_key)).mappings().one_or_none()
+
+        stored = self._run(complete)
+        if stored is None:
+            raise KeyError(f"no charge under idempotency key {idempotency_key!r}")
+        return self._result(stored)
+
+    def charges(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
+        """Every row, oldest first (optionally one workspace's): amounts are Decimals."""
+        query = select(charges_table).order_by(charges_table.c.created_at, charges_table.c.idempotency_key)
+        if workspace_id is not None:
+            query = query.where(charges_table.c.workspace_id == workspace_id)
+        return self._run(lambda conn: [dict(row) for row in conn.execute(query).mappings()])
+
+    def total_succeeded(self, workspace_id: str | None = None, currency: str | None = None) -> Decimal:
+        """The money actually collected, summed exactly (optionally one workspace, one currency)."""
+        return sum((row["amount"] for row in self.charges(workspace_id)
+                    if row["outcome"] == "succeeded" and currency in (None, row["currency"])), Decimal(0))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def _run(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self._connect().begin() as conn:
+                return work(conn)
+        except OperationalError as error:
+            raise GatewayUnavailable(f"the test gateway's database is unreachable: {error.orig}") from error
+
+    def _connect(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                sqlite_db = self.url.startswith("sqlite")
+                engine = create_engine(self.url, pool_pre_ping=not sqlite_db,
+                                       connect_args={"timeout": 10} if sqlite_db else {"connect_timeout": 5})
+                try:
+                    self._create_table(engine)
+                except Exception:
+                    engine.dispose()
+                    raise
+                self._engine = engine
+            return self._engine
+
+    def _create_table(self, engine: Engine) -> None:
+        """Idempotent and safe when processes start together: PostgreSQL's IF NOT EXISTS can
+        still collide on pg_type, so creators take an advisory lock and retry a lost race."""
+        for attempt in range(3):
+            try:
+                with engine.begin() as conn:
+                    if engine.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK})
+                        if self.schema and self.schema != "public":
+                            schema = conn.dialect.identifier_preparer.quote(self.schema)
+                            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    conn.execute(CreateTable(charges_table, if_not_exists=True))
+                return
+            except (IntegrityError, ProgrammingError):
+                if attempt == 2:
+                    raise
+
+    @staticmethod
+    def _insert_if_absent(conn: Connection, row: dict[str, Any]) -> Any:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        return dialect.insert(charges_table).values(**row).on_conflict_do_nothing()
+
+    @staticmethod
+    def _pending(idempotency_key: str) -> Any:
+        return update(charges_table).where(charges_table.c.idempotency_key == idempotency_key,
+                                           charges_table.c.outcome == "action_required")
+
+    @staticmethod
+    def _read(conn: Connection, idempotency_key: str) -> Mapping[str, Any]:
+        return conn.execute(select(charges_table).where(
+            charges_table.c.idempotency_key == idempotency_key)).mappings().one()
+
+    @staticmethod
+    def _result(row: Mapping[str, Any]) -> ChargeResult:
+        message = MESSAGES.get(row["decline_code"] or row["outcome"], "")
+        return ChargeResult(row["outcome"], charge_id=row["charge_id"], decline_code=row["decline_code"],
+                            message=message)

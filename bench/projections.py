@@ -24,6 +24,7 @@ from psycopg import sql  # noqa: E402
 
 from adapters.app import build_ledger
 from adapters.settings import eventsourcing_env
+from domain.payments import ChargeResult
 from domain.commands import Actor, parse_command
 from domain.ledger import TestClock
 from projections.runner import ALL, Projections
@@ -46,10 +47,12 @@ def generate(url: str, target: int) -> int:
         for name, args in (("add-payment-method", {"payment_method": "pm_card_visa"}),
                            ("subscribe", {"plan": "team", "interval": "month", "seats": 3}),
                            ("set-storage-addon", {"addon": "storage-100gb"})):
-            ctx = ledger._context(sub, ADMIN, "api", name, None, None, None, ledger.payments)  # noqa: SLF001
-            sub.execute(parse_command(name, args), ctx)
-        ctx = ledger._context(sub, ADMIN, "api", "advance", None, None, None, ledger.payments)  # noqa: SLF001
-        sub.process_due(ctx.system(end, "advance"))
+            ctx = ledger._context(sub, ADMIN, "api", name, None, None, None, None)  # noqa: SLF001
+            sub.record(sub.decide(parse_command(name, args), ctx), ctx)
+            for invoice_id in list(sub.pending_charges):
+                sub.settle(invoice_id, ChargeResult("succeeded", charge_id="ch_bench"), ctx)
+        ctx = ledger._context(sub, ADMIN, "api", "advance", None, None, None, None)  # noqa: SLF001
+        sub.process_due(ctx.system(end, "advance"), forecast=True)
         ledger._save(sub, list(sub.pending_events))  # noqa: SLF001
     head = ledger.recorder.max_notification_id() or 0
     ledger.close()

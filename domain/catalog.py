@@ -8,13 +8,15 @@ validated by pydantic; `docs/catalogs.md` documents the format.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from domain.money import minor_units, parse_amount
 
@@ -124,6 +126,7 @@ class Catalog(_Model):
     plans: list[Plan]
     addons: list[AddOn] = Field(default_factory=list)
     credit_packs: list[CreditPack] = Field(default_factory=list)
+    _content_hash: str = PrivateAttr(default="")
 
     @field_validator("currency")
     @classmethod
@@ -143,6 +146,18 @@ class Catalog(_Model):
         if self.policy.upgrade_credit == "unused_operations" and not any(p.tiers for p in self.plans):
             raise ValueError("policy.upgrade_credit = unused_operations needs plans with tiers")
         return self
+
+    @model_validator(mode="after")
+    def _identity(self) -> Catalog:
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        self._content_hash = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        """The catalog's identity beside id and version: a hash of its content, so two catalogs
+        with one id and version but other prices can never pass for each other."""
+        return self._content_hash
 
     def plan(self, plan_id: str) -> Plan | None:
         return next((p for p in self.plans if p.id == plan_id), None)

@@ -11,6 +11,8 @@ CODES = {
     "open_invoice": "R8",
     "contact_sales": "R9",
     "payment_failed": "R12",
+    "payment_pending": "R12",
+    "payment_action_required": "R12",
     "team_choice_required": "R18",
     "unknown_plan": "",
     "invalid_request": "",

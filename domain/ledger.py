@@ -1,4 +1,5 @@
-"""The Ledger application: loads a workspace, lets its aggregate decide, saves the facts.
+"""The Ledger application: loads a workspace, lets its aggregate decide, saves the facts,
+and only then moves money (docs/payments.md).
 
 Persistence comes from the eventsourcing environment (adapters/settings.py builds
 it from a database URL); the clock and the payment gateway are ports passed in.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, EventSourcedLog
 from eventsourcing.domain import DomainEvent
@@ -18,10 +19,12 @@ from eventsourcing.persistence import IntegrityError
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_workspace_id
 from domain.errors import LedgerError
-from domain.payments import NoPayments, PaymentGateway, PreviewPayments
-from domain.subscription import Context, Subscription, charge_declined, payment_failed, workspace_uuid
+from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, NoPayments, PaymentGateway
+from domain.subscription import Context, Subscription, workspace_uuid
+from domain.subscription.billing import action_required, charge_declined, payment_failed
 
 MAX_ATTEMPTS = 5
+MAX_DUE_ROUNDS = 1000
 
 
 class Clock(Protocol):
@@ -76,7 +79,8 @@ class CatalogPublished(DomainEvent):
 
 @dataclass
 class Result:
-    """What a command did: the error (if refused), the events it recorded, the aggregate after."""
+    """What a command did: the error (if refused or its payment failed), the events it recorded
+    (a charge's outcome included), what fell due before it, and the aggregate after."""
 
     workspace_id: str
     error: LedgerError | None = None
@@ -84,6 +88,7 @@ class Result:
     due_events: list[Subscription.Event] = field(default_factory=list)
     subscription: Subscription | None = None
     replayed: bool = False
+    command_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,7 +99,7 @@ class Result:
 
 
 class Ledger(Application[UUID]):
-    """Handle, preview and advance. Snapshots every 50 events keep loads short."""
+    """Handle, preview, advance and settle payments. Snapshots every 50 events keep loads short."""
 
     name = "subledger"
     snapshotting_intervals: ClassVar[dict[type, int]] = {Subscription: 50}
@@ -108,7 +113,7 @@ class Ledger(Application[UUID]):
         self.catalogs = catalogs or builtin_catalogs()
         self.default_catalog = default_catalog
         self.clock = clock or SystemClock()
-        self.payments = payments or NoPayments()
+        self.payments: PaymentGateway = payments or NoPayments()
         self.index: EventSourcedLog[WorkspaceListed] = EventSourcedLog(
             self.events, workspace_uuid("__workspace_index__"), WorkspaceListed
         )
@@ -134,6 +139,10 @@ class Ledger(Application[UUID]):
     def workspace_events(self, workspace_id: str, gt: int | None = None, lte: int | None = None) -> list[Any]:
         return list(self.events.get(workspace_uuid(workspace_id), gt=gt, lte=lte))
 
+    def command_events(self, workspace_id: str, command_id: str, after: int = 0) -> list[Subscription.Event]:
+        """Every fact one command recorded, its payment's outcome included, in order."""
+        return [e for e in self.workspace_events(workspace_id, gt=after) if getattr(e, "command_id", None) == command_id]
+
     def workspaces(self) -> list[str]:
         return [e.workspace_id for e in self.index.get()]
 
@@ -158,75 +167,84 @@ class Ledger(Application[UUID]):
 
     def handle(self, workspace_id: str, command: Command, actor: Actor, *, channel: str = "api",
                idempotency_key: str | None = None, reason: str | None = None) -> Result:
-        """Decide and record one command. Refusals record nothing; due items are recorded first."""
+        """Decide and record one command, then move its money. Refusals record nothing; pending
+        charges are settled and due items recorded first. The command id minted here is kept
+        across retries and carried by every fact the command records."""
         check_workspace_id(workspace_id)
         if idempotency_key is not None:
             check_workspace_id(idempotency_key)
+        command_id = str(uuid4())
+        args_hash = command.args_hash()
         due: list[Subscription.Event] = []
         for _ in range(MAX_ATTEMPTS):
             loaded = self.get(workspace_id)
             try:
-                due += self._record_due(loaded) if loaded else []
+                due += self._catch_up(loaded) if loaded else []
             except IntegrityError:
                 continue
             sub = loaded or self._new(workspace_id, actor, channel)
-            key_hash = command.args_hash()
-            if idempotency_key and not sub.pending_events:
+            if idempotency_key:
                 try:
-                    seen = sub.idempotent_result(idempotency_key, key_hash)
+                    seen = sub.idempotent_entry(idempotency_key, args_hash)
                 except LedgerError as e:
                     return Result(workspace_id, e, [], due, sub)
                 if seen is not None:
-                    events = self.workspace_events(workspace_id, gt=seen[0] - 1, lte=seen[1])
-                    return Result(workspace_id, _recorded_refusal(events), events, due, sub, replayed=True)
-            ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, key_hash, self.payments)
+                    events = self._recorded(workspace_id, seen["command_id"], seen["first"], seen["last"])
+                    return Result(workspace_id, recorded_outcome(events), events, due, sub, replayed=True,
+                                  command_id=seen["command_id"])
+            ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, args_hash, command_id)
             try:
-                error = sub.execute(command, ctx)
+                decision = sub.decide(command, ctx)
             except LedgerError as e:
-                return Result(workspace_id, e, [], due, self.get(workspace_id))
+                return Result(workspace_id, e, [], due, sub)
+            first = sub.version + 1
+            sub.record(decision, ctx)
             events = list(sub.pending_events)
             try:
                 self._save(sub, events)
             except IntegrityError:
                 continue
-            return Result(workspace_id, error, [e for e in events if isinstance(e, Subscription.Event)], due, sub)
-        return Result(workspace_id, LedgerError("concurrency_conflict", "the workspace kept changing: try again"))
+            break
+        else:
+            return Result(workspace_id, LedgerError("concurrency_conflict", "the workspace kept changing: try again"))
+        if not any(p["requested_by"]["command_id"] == command_id for p in sub.pending_charges.values()):
+            return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, sub,
+                          command_id=command_id)
+        self._settle_command(sub, command_id)
+        events = self.command_events(workspace_id, command_id, after=first - 1)
+        return Result(workspace_id, recorded_outcome(events), events, due, self.get(workspace_id),
+                      command_id=command_id)
 
     def preview(self, workspace_id: str, command: Command, actor: Actor, *, channel: str = "api") -> Result:
-        """Run the command on a copy with the clock pinned and collect its events unsaved (R25):
-        the same code path as `handle`, so applying it yields exactly these lines."""
+        """Decide the command on a copy with the clock pinned, every charge assumed paid, and
+        save nothing (R25): the same decision as `handle`, so applying it yields these lines."""
         check_workspace_id(workspace_id)
-        sub = self._load_or_register(workspace_id, actor, channel)
-        ctx = self._context(sub, actor, channel, command.name, None, None, command.args_hash(), PreviewPayments())
-        sub.process_due(ctx)
+        sub = self.get(workspace_id) or self._new(workspace_id, actor, channel)
+        ctx = self._context(sub, actor, channel, command.name, None, None, command.args_hash(), None)
+        sub.process_due(ctx, forecast=True)
         due = list(sub.pending_events)
         try:
-            error = sub.execute(command, ctx)
+            decision = sub.decide(command, ctx)
         except LedgerError as e:
             return Result(workspace_id, e, [], due, sub)
-        events = [e for e in sub.pending_events[len(due):] if isinstance(e, Subscription.Event)]
-        return Result(workspace_id, error, events, due, sub)
+        outcome = decision.outcome
+        if decision.charge:
+            outcome.trigger(Subscription.PaymentSucceeded, ctx, invoice_id=decision.charge.invoice_id,
+                            amount=decision.charge.amount, charge_id=None, payment_method=decision.charge.payment_method)
+        events = decision.effects + list(outcome.collect_events())
+        return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, outcome)
 
     def advance_workspace(self, workspace_id: str) -> list[Subscription.Event]:
-        """Record what fell due for one workspace up to the clock's now."""
+        """Settle what is pending and record what fell due for one workspace up to now."""
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
             if sub is None:
                 return []
             try:
-                return self._record_due(sub)
+                return self._catch_up(sub)
             except IntegrityError:
                 continue
         raise LedgerError("concurrency_conflict", f"could not advance {workspace_id}")
-
-    def _record_due(self, sub: Subscription) -> list[Subscription.Event]:
-        """Record on `sub` what fell due up to now; `sub` stays usable for the next decision.
-        Raises IntegrityError when another writer got there first."""
-        sub.process_due(self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, self.payments))
-        events = list(sub.pending_events)
-        if events:
-            self._save(sub, events)
-        return events
 
     def advance(self) -> dict[str, list[Subscription.Event]]:
         """Record what fell due, for every workspace, up to the clock's now."""
@@ -237,22 +255,111 @@ class Ledger(Application[UUID]):
                 done[workspace_id] = events
         return done
 
+    def resolve_payments(self, workspace_id: str | None = None) -> dict[str, list[Subscription.Event]]:
+        """After a crash between a charge and its record: ask the gateway (by key) for every
+        pending charge's outcome and record it (`subledger payments resolve`)."""
+        found = {}
+        for ws in [workspace_id] if workspace_id else self.workspaces():
+            events = self.advance_workspace(ws)
+            if events:
+                found[ws] = events
+        return found
+
+    def abandon_payment(self, workspace_id: str, invoice_id: str | None = None) -> list[Subscription.Event]:
+        """Give up a charge awaiting the customer (3-D Secure): the provider cancels it, or says
+        it completed first; either way the outcome is recorded."""
+        for _ in range(MAX_ATTEMPTS):
+            sub = self.get(workspace_id)
+            if sub is None:
+                raise LedgerError("not_found", f"no workspace {workspace_id}")
+            chosen = [i for i in sub.pending_charges if invoice_id in (None, i)]
+            if not chosen:
+                raise LedgerError("invalid_request", f"no pending payment {invoice_id or ''} on {workspace_id}".strip())
+            recorded = []
+            try:
+                for found in chosen:
+                    result = self.payments.cancel(sub.pending_charges[found]["charge_key"])
+                    recorded += self._record_outcome(sub, found, result)
+            except IntegrityError:
+                continue
+            return recorded
+        raise LedgerError("concurrency_conflict", f"could not record the payment outcome on {workspace_id}")
+
+    # ------------------------------------------------------------- money
+
+    def _catch_up(self, sub: Subscription) -> list[Subscription.Event]:
+        """Settle pending charges and record what fell due, in turns, until neither moves; each
+        step is saved as it goes. Raises IntegrityError when another writer got there first."""
+        recorded: list[Subscription.Event] = []
+        for _ in range(MAX_DUE_ROUNDS):
+            recorded += self._settle(sub, blocking_due=True)
+            sub.process_due(self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, str(uuid4())))
+            events = list(sub.pending_events)
+            if not events:
+                return recorded
+            self._save(sub, events)
+            recorded += events
+        raise LedgerError("concurrency_conflict", "too many rounds of due items and payments: is the clock sane?")
+
+    def _settle_command(self, sub: Subscription, command_id: str) -> None:
+        """Move the money a command just recorded a pending charge for, and record the outcome."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                self._settle(sub, command_id=command_id)
+                return
+            except IntegrityError:
+                reloaded = self.get(sub.workspace_id)
+                assert reloaded is not None
+                sub = reloaded
+
+    def _settle(self, sub: Subscription, *, command_id: str | None = None, blocking_due: bool = False) -> list[Any]:
+        """Ask the gateway, by each pending charge's key, for its outcome and record it. The key
+        makes asking again safe: a second process, a retry or a recovery after a crash gets the
+        same outcome and never a second charge. A charge awaiting the customer is abandoned
+        (`blocking_due`) when an item fell due behind it, so renewals never wait on it."""
+        recorded: list[Any] = []
+        for invoice_id, pending in list(sub.pending_charges.items()):
+            if command_id and pending["requested_by"]["command_id"] != command_id:
+                continue
+            try:
+                result = self.payments.charge(ChargeRequest(
+                    idempotency_key=pending["charge_key"], workspace_id=sub.workspace_id,
+                    payment_method=pending["payment_method"], amount=pending["amount"],
+                    currency=pending["currency"], description=f"{pending['purpose']} {invoice_id}"))
+                due_at = sub.next_due_at()
+                if not result.final and blocking_due and due_at is not None and due_at <= self.clock.now():
+                    result = self.payments.cancel(pending["charge_key"])
+            except GatewayUnavailable:
+                return recorded  # the outcome is unknown: it stays pending, and is asked again later
+            if not result.final and pending["action_required"]:
+                continue
+            recorded += self._record_outcome(sub, invoice_id, result)
+        return recorded
+
+    def _record_outcome(self, sub: Subscription, invoice_id: str, result: ChargeResult) -> list[Any]:
+        sub.settle(invoice_id, result, self._context(sub, SYSTEM, "scheduler", "payment", None, None, None, None))
+        events = list(sub.pending_events)
+        self._save(sub, events)
+        return events
+
     # --------------------------------------------------------------- helpers
 
+    def _recorded(self, workspace_id: str, command_id: str | None, first: int, last: int) -> list[Any]:
+        if command_id is None:  # recorded before commands had ids: the key's range of versions
+            return self.workspace_events(workspace_id, gt=first - 1, lte=last)
+        return self.command_events(workspace_id, command_id, after=first - 1)
+
     def _context(self, sub: Subscription, actor: Actor, channel: str, cause: str, reason: str | None,
-                 key: str | None, args_hash: str | None, payments: PaymentGateway) -> Context:
-        return Context(actor, channel, self.clock.now(), self.catalog_for(sub), payments, cause, reason, key, args_hash)
+                 key: str | None, args_hash: str | None, command_id: str | None) -> Context:
+        return Context(actor, channel, self.clock.now(), self.catalog_for(sub), cause, reason, key, args_hash, command_id)
 
     def _new(self, workspace_id: str, actor: Actor, channel: str) -> Subscription:
         catalog = self.catalog_for(None)
-        ctx = Context(actor, channel, self.clock.now(), catalog, self.payments, "register")
+        ctx = Context(actor, channel, self.clock.now(), catalog, "register")
         return Subscription._create(
             Subscription.WorkspaceRegistered, id=workspace_uuid(workspace_id), workspace_id=workspace_id,
             catalog_id=catalog.id, **ctx.meta(),
         )
-
-    def _load_or_register(self, workspace_id: str, actor: Actor, channel: str) -> Subscription:
-        return self.get(workspace_id) or self._new(workspace_id, actor, channel)
 
     def _save(self, sub: Subscription, events: list[Any]) -> None:
         """Save the aggregate with, atomically, its index entry and any catalog version first used."""
@@ -268,11 +375,21 @@ class Ledger(Application[UUID]):
                                                            if isinstance(e, CatalogPublished)}
 
 
-def _recorded_refusal(events: list[Any]) -> LedgerError | None:
-    """The error a replayed command first returned: a declined charge is its only recorded refusal."""
+def recorded_outcome(events: list[Any]) -> LedgerError | None:
+    """The error a command's recorded facts amount to: a declined charge, a failed payment, or a
+    charge still pending (awaiting the customer, or the provider's answer)."""
+    requested = [e for e in events if isinstance(e, Subscription.ChargeRequested)]
     for event in events:
         if isinstance(event, Subscription.ChargeDeclined):
             return charge_declined(event.amount, event.decline_code)
         if isinstance(event, Subscription.PaymentFailed):
             return payment_failed(event.amount, event.message)
-    return None
+    settled = {e.invoice_id for e in events if isinstance(e, (Subscription.PaymentSucceeded, Subscription.PaymentFailed,
+                                                              Subscription.ChargeDeclined))}
+    waiting = [e for e in requested if e.invoice_id not in settled]
+    if not waiting:
+        return None
+    if any(isinstance(e, Subscription.PaymentActionRequired) for e in events):
+        return action_required(waiting[0].amount)
+    return LedgerError("payment_pending", f"the payment of {waiting[0].amount} for invoice {waiting[0].invoice_id} "
+                       "is pending: the provider has not answered yet (payments resolve asks again)")

@@ -10,7 +10,7 @@ from domain.commands import Actor, Command
 from domain.errors import LedgerError
 
 if TYPE_CHECKING:
-    from domain.subscription import Subscription
+    from domain.subscription.aggregate import Subscription
 
 
 def check_actor(actor: Actor, command: Command) -> None:
@@ -37,6 +37,18 @@ def check_no_open_invoice(sub: Subscription) -> None:
         raise LedgerError(
             "open_invoice",
             f"invoice {sub.open_invoice} is open: pay it (pay-invoice) before changing the plan",
+        )
+
+
+def check_no_pending_charge(sub: Subscription) -> None:
+    """R12: while a charge awaits its outcome, nothing else that bills may be decided on top of it."""
+    if sub.pending_charges:
+        invoice_id, pending = next(iter(sub.pending_charges.items()))
+        waiting = "the customer's authentication (3-D Secure)" if pending["action_required"] else "the payment provider"
+        raise LedgerError(
+            "payment_pending",
+            f"a payment of {pending['amount']} {pending['currency']} for invoice {invoice_id} is waiting for "
+            f"{waiting}: confirm or abandon it (payments resolve) before another billing change",
         )
 
 

@@ -1,9 +1,12 @@
-"""Which events one command recorded together: the context a read model needs to say
-which events produced an invoice line, or what an upgrade charged.
+"""Which events one command recorded: the context a read model needs to say which events
+produced an invoice line, or what an upgrade charged.
 
-One command's events are saved in one transaction with one timestamp, cause and actor,
-so its neighbours in the workspace's stream are read back from the ledger's event store
-(committed with it) and grouped by those fields; a bill's own events end a group.
+Every fact carries the id of the command that recorded it (its payment's outcome included,
+whoever recorded that), so a command's events are those with its id. Other commands' facts
+may stand between them (a charge awaiting 3-D Secure while members change): they are skipped.
+Facts recorded before command ids existed are grouped, as they were then, with their adjacent
+neighbours of the same timestamp, cause, actor and idempotency key. A bill's own events end a
+group, so one command's two bills keep their own sources.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ BILL_EVENTS = (Subscription.InvoiceIssued, Subscription.PaymentSucceeded, Subscr
                Subscription.BillingCreditIssued, Subscription.BillingCreditApplied)
 
 
-def same_command(a: Any, b: Any) -> bool:
-    return (a.timestamp, a.cause, a.actor_id, a.idempotency_key) == (b.timestamp, b.cause, b.actor_id, b.idempotency_key)
+def same_command(a: Any, b: Any) -> bool | None:
+    """True or False; None for a legacy neighbour of another command (it ends the group)."""
+    if a.command_id or b.command_id:
+        return a.command_id == b.command_id
+    legacy = (a.timestamp, a.cause, a.actor_id, a.idempotency_key) == (b.timestamp, b.cause, b.actor_id, b.idempotency_key)
+    return True if legacy else None
 
 
 def preceding(source: Any, event: Subscription.Event, seen: Mapping[int, Any] | None = None) -> list[Subscription.Event]:
     """The events the same command recorded before `event` and after any earlier bill, oldest first.
     `seen` (version -> event, the workspace's events already projected in this batch) spares a
-    read of the event store when the whole group is in it."""
+    read of the event store when the whole window is in it."""
     v = event.originator_version
     lowest = max(v - 1 - REACH, 0)
     group: list[Subscription.Event] = []
@@ -34,19 +41,22 @@ def preceding(source: Any, event: Subscription.Event, seen: Mapping[int, Any] | 
         if e is None:
             stored = source.events.get(event.originator_id, gt=lowest, lte=v - 1)
             return preceding(source, event, {e.originator_version: e for e in stored})
-        if not same_command(e, event) or isinstance(e, BILL_EVENTS):
+        same = same_command(e, event)
+        if same is None or (same and isinstance(e, BILL_EVENTS)):
             break
-        group.append(e)
+        if same:
+            group.append(e)
     return group[::-1]
 
 
 def following(source: Any, event: Subscription.Event) -> list[Subscription.Event]:
     """The events the same command recorded after `event`, oldest first."""
     v = event.originator_version
-    later = source.events.get(event.originator_id, gt=v, lte=v + REACH)
     group: list[Subscription.Event] = []
-    for e in later:
-        if not same_command(e, event):
+    for e in source.events.get(event.originator_id, gt=v, lte=v + REACH):
+        same = same_command(e, event)
+        if same is None:
             break
-        group.append(e)
+        if same:
+            group.append(e)
     return group

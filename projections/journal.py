@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
-from domain.events import line_item
+from domain.subscription.billing_events import line_item
 from domain.money import ZERO, round_half_up
 from domain.subscription import Subscription
 from projections.readmodel import ReadModel, event_ref

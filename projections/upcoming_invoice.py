@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from domain.catalog import Catalog
 from domain.commands import SYSTEM
 from domain.errors import LedgerError
-from domain.payments import PreviewPayments
 from domain.subscription import Context, Subscription
 from projections.readmodel import LatestPerWorkspace
 from projections.store import Amount, UtcDateTime, document, line_columns, line_row
@@ -88,9 +87,9 @@ def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Sub
     if not sub.subscribed or sub.period_end is None:
         return None
     future = copy.deepcopy(sub)
-    ctx = Context(SYSTEM, "scheduler", sub.period_end, catalog, PreviewPayments(), "forecast")
+    ctx = Context(SYSTEM, "scheduler", sub.period_end, catalog, "forecast")
     try:
-        future.process_due(ctx)
+        future.process_due(ctx, forecast=True)
     except LedgerError:
         return None
     for e in future.collect_events():

@@ -68,7 +68,7 @@ class Book:
 
     def __init__(self, db_url: str, catalog: str, start: str) -> None:
         self.clock = TestClock(utc(start))
-        self.payments = TestPaymentGateway()
+        self.payments = TestPaymentGateway(db_url)
         self.ledger: Ledger = build_ledger(db_url, catalog=catalog, clock=self.clock, payments=self.payments)
 
     def at(self, when: str) -> Book:
@@ -87,6 +87,7 @@ class Book:
 
     def close(self) -> None:
         self.ledger.close()
+        self.payments.close()
 
 
 @pytest.fixture

@@ -272,7 +272,7 @@ def test_R15_trial_expiry_with_a_card_on_file_falls_back_to_free_and_charges_not
     b.at("2026-04-20T00:00:00")
     sub = b.sub("ws")
     assert (sub.plan, sub.status) == ("free", "active")
-    assert not b.payments.charges and all_invoices(b) == []
+    assert not b.payments.charges() and all_invoices(b) == []
 
 
 def test_R15_trial_converted_on_its_last_day_anchors_at_checkout(book):
@@ -345,7 +345,7 @@ def test_R14_R10_workspace_monthly_annual_monthly_in_one_day_gives_billing_credi
     assert lines(month) == [("plan_credit", D("-160.00")), ("plan_charge", D("16.00"))]
     assert month.amount_due == 0
     assert b.sub("ws").billing_credit == D("144.00")
-    assert len(b.payments.charges) == 2
+    assert len(b.payments.charges()) == 2
     audit(b)
 
 
@@ -388,13 +388,13 @@ def test_R27_billing_credit_larger_than_a_renewal_is_spread_over_several(book):
     b.at("2026-04-11T00:00:00")
     assert b.do("ws", "change-plan", plan="team", interval="year").ok
     assert b.do("ws", "change-plan", plan="team", interval="month").ok
-    charges = len(b.payments.charges)
+    charges = len(b.payments.charges())
     b.at("2027-01-11T00:00:00")
     renewals = [i for i in all_invoices(b) if i.purpose == "renewal"]
     assert len(renewals) == 9
     assert all((i.credit_applied, i.amount_due) == (D("16.00"), 0) for i in renewals)
     assert b.sub("ws").billing_credit == 0
-    assert len(b.payments.charges) == charges
+    assert len(b.payments.charges()) == charges
     b.at("2027-02-11T00:00:00")
     last = all_invoices(b)[-1]
     assert (last.credit_applied, last.amount_due) == (0, D("16.00"))
@@ -409,12 +409,12 @@ def test_idempotent_repeat_after_a_renewal_charges_nothing_more(book):
     first = b.do("ws", "change-plan", key="up-1", plan="team")
     assert first.ok
     b.at("2026-05-01T00:00:00")
-    charges = len(b.payments.charges)
+    charges = len(b.payments.charges())
     v = b.sub("ws").version
     again = b.do("ws", "change-plan", key="up-1", plan="team")
     assert again.ok and again.replayed
     assert [e.originator_version for e in again.events] == [e.originator_version for e in first.events]
-    assert b.sub("ws").version == v and len(b.payments.charges) == charges
+    assert b.sub("ws").version == v and len(b.payments.charges()) == charges
 
 
 @pytest.mark.parametrize(("command", "args"), [
@@ -523,10 +523,10 @@ def test_canceled_operations_workspace_cannot_buy_operations(book):
     assert b.do("ws", "cancel").ok
     b.at("2026-05-02T00:00:00")
     assert b.sub("ws").status == "canceled"
-    charges = len(b.payments.charges)
+    charges = len(b.payments.charges())
     refused(b, "ws", "invalid_request", "buy-operations", operations=10000)
     assert b.sub("ws").operations_remaining == 0
-    assert len(b.payments.charges) == charges
+    assert len(b.payments.charges()) == charges
 
 
 # ------------------------------------------------------------------ journal invariant across a long story

@@ -14,7 +14,7 @@ from tests.conftest import ADMIN
 
 
 def test_events_are_versioned_and_old_versions_are_upcast(book):
-    """A MembersChanged written before v2 (no `previous`) still loads, upcast by the library."""
+    """A MembersChanged written as v1 (no `previous`, no command id) still loads, upcast by the library."""
     b = book("forms")
     b.do("ws", "set-members", members=2)
     ledger = b.ledger
@@ -22,8 +22,9 @@ def test_events_are_versioned_and_old_versions_are_upcast(book):
     assert type(current).__name__ == "MembersChanged" and current.previous == 0
     stored = ledger.mapper.to_stored_event(current)
     state = json.loads(stored.state)
-    assert state.pop("class_version") == 2
-    state.pop("previous")
+    assert state.pop("class_version") == 3
+    for added_later in ("previous", "command_id", "catalog_hash"):
+        state.pop(added_later)
     state["members"] = 7
     old = StoredEvent(
         originator_id=stored.originator_id,
@@ -33,7 +34,7 @@ def test_events_are_versioned_and_old_versions_are_upcast(book):
     )
     ledger.recorder.insert_events([old])
     upcast = ledger.workspace_events("ws")[-1]
-    assert (upcast.members, upcast.previous) == (7, None)
+    assert (upcast.members, upcast.previous, upcast.command_id) == (7, None, None)
     assert b.sub("ws").members == 7
 
 

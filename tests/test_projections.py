@@ -76,7 +76,8 @@ def test_inline_read_models_follow_the_ledger(book: Any, db_url: str) -> None:
             assert upgrade["amount_due"] == "20.00" and upgrade["status"] == "paid"
             assert upgrade["source_event_ids"][-1] == upgrade["event_id"]
             kinds = [type(e).__name__ for e in w.workspace_events("acme")]
-            assert kinds[int(upgrade["source_event_ids"][0].split(":")[1]) - 1] == "PlanUpgraded"
+            assert kinds[int(upgrade["source_event_ids"][0].split(":")[1]) - 1] == "ChargeRequested"
+            assert kinds[int(upgrade["source_event_ids"][1].split(":")[1]) - 1] == "PlanUpgraded"
             summaries = [r["summary"] for r in audit if r["workspace"] == "acme"]
             assert "PlanUpgraded: Pro -> Team (monthly), charged 20.00" in summaries
             bolt = invoices_of(conn, "bolt")
@@ -330,7 +331,7 @@ def test_a_commands_events_are_found_alike_in_the_batch_or_in_the_store(book):
     invoice = [e for e in events if type(e).__name__ == "InvoiceIssued"][-1]
     earlier = {e.originator_version: e for e in events if e.originator_version < invoice.originator_version}
     from_store = preceding(b.ledger, invoice)
-    assert [type(e).__name__ for e in from_store] == ["PlanUpgraded"]
+    assert [type(e).__name__ for e in from_store] == ["ChargeRequested", "PlanUpgraded"]
     assert preceding(b.ledger, invoice, earlier) == from_store
     partial = {v: e for v, e in earlier.items() if v == invoice.originator_version - 1}
     assert preceding(b.ledger, invoice, partial) == from_store

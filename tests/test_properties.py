@@ -24,7 +24,7 @@ from adapters.payments import TestPaymentGateway
 from domain.commands import Actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import TestClock
-from domain.events import line_item
+from domain.subscription.billing_events import line_item
 from domain.subscription import Subscription, workspace_uuid
 from tests.conftest import utc
 
@@ -32,7 +32,7 @@ ADMIN = Actor(id="alice", role="admin")
 MEMBER = Actor(id="bob", role="member")
 CARDS = st.sampled_from(["pm_card_visa", "pm_card_chargeDeclined"])
 WORKSPACES = ("w1", "w2")
-DECLINE_EVENTS = {"UpgradePaymentFailed", "ChargeDeclined", "PaymentFailed"}
+DECLINE_EVENTS = {"ChargeRequested", "UpgradePaymentFailed", "ChargeDeclined", "PaymentFailed"}
 
 
 def command(name: str, **args: Any) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
@@ -149,7 +149,7 @@ def check_invoices(ledger: Any, workspace: str) -> None:
 def run(catalog: str, script: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clock = TestClock(utc("2026-01-31T00:00:00"))  # a month-end anchor: Jan 31 -> Feb 28 -> Mar 31
-        ledger = build_ledger(f"sqlite:///{tmp}/p.db", catalog=catalog, clock=clock, payments=TestPaymentGateway())
+        ledger = build_ledger(f"sqlite:///{tmp}/p.db", catalog=catalog, clock=clock, payments=TestPaymentGateway(f"sqlite:///{tmp}/p.db"))
         try:
             for step in script:
                 if step[0] == "advance":

@@ -128,7 +128,7 @@ def test_R8_declined_renewal_leaves_an_open_invoice_and_past_due(book):
     b = forms_on(book, plan="team")
     invoice = declined_renewal(b)
     events = b.ledger.workspace_events("ws")
-    assert [type(e).__name__ for e in events[-3:]] == ["PeriodRenewed", "InvoiceIssued", "PaymentFailed"]
+    assert [type(e).__name__ for e in events[-4:]] == ["PeriodRenewed", "InvoiceIssued", "ChargeRequested", "PaymentFailed"]
     (issued,) = [e for e in events if type(e).__name__ == "InvoiceIssued" and e.invoice_id == invoice]
     assert issued.purpose == "renewal"
     assert lines(issued) == [("plan_charge", D("49.00"))]
@@ -145,12 +145,12 @@ def test_R8_R20_plan_change_refused_while_an_invoice_is_open_until_it_is_paid(bo
     assert invoice in result.error.message
     paid = b.do("ws", "pay-invoice")
     assert paid.error.code == "payment_failed"
-    assert types(paid) == ["PaymentFailed"]
+    assert types(paid) == ["ChargeRequested", "PaymentFailed"]
     refused(b, "ws", "open_invoice", "change-plan", **args)
     b.do("ws", "add-payment-method", payment_method=VISA)
     paid = b.do("ws", "pay-invoice", invoice=invoice)
-    assert paid.ok and types(paid) == ["PaymentSucceeded"]
-    assert paid.events[0].amount == D("49.00")
+    assert paid.ok and types(paid) == ["ChargeRequested", "PaymentSucceeded"]
+    assert paid.events[-1].amount == D("49.00")
     assert (b.sub("ws").status, b.sub("ws").open_invoice) == ("active", None)
     assert b.do("ws", "change-plan", **args).ok
 
@@ -178,7 +178,7 @@ def test_R11_upgrade_applies_immediately_with_the_new_limits_and_features(book):
     before = state(b, "ws")
     assert (before["seats"], before["storage_limit_gb"], "webhooks" in before["features"]) == (3, 10, False)
     result = b.do("ws", "change-plan", plan="team")
-    assert types(result) == ["PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
     after = state(b, "ws")
     assert (after["plan"], after["seats"], after["storage_limit_gb"]) == ("team", 10, 100)
     assert {"webhooks", "ai_insights"} <= set(after["features"])
@@ -203,11 +203,11 @@ def test_R12_declined_upgrade_records_the_failure_and_keeps_the_plan(book):
     result = b.do("ws", "change-plan", plan="team")
     assert not result.ok
     assert result.error.code == "payment_failed"
-    assert types(result) == ["UpgradePaymentFailed"]
-    failed = result.events[0]
+    assert types(result) == ["ChargeRequested", "UpgradePaymentFailed"]
+    failed = result.events[-1]
     assert (failed.plan, failed.amount, failed.decline_code) == ("team", D("20.00"), "card_declined")
     after = b.sub("ws")
-    assert after.version == before.version + 1
+    assert after.version == before.version + 2
     assert (after.plan, after.prices, after.invoices, after.billing_credit, after.charged) == (
         "pro", before.prices, before.invoices, before.billing_credit, before.charged)
     assert after.status == "active" and after.open_invoice is None
@@ -219,7 +219,7 @@ def test_R12_declined_trial_conversion_keeps_the_trial(book):
     b.do("ws", "add-payment-method", payment_method=DECLINED)
     result = b.do("ws", "change-plan", plan="team", seats=3)
     assert result.error.code == "payment_failed"
-    assert types(result) == ["UpgradePaymentFailed"]
+    assert types(result) == ["ChargeRequested", "UpgradePaymentFailed"]
     sub = b.sub("ws")
     assert (sub.plan, sub.status, sub.ai_granted) == ("trial", "trialing", 0)
 
@@ -298,7 +298,7 @@ def test_R14_monthly_to_annual_credits_unused_month_and_moves_the_renewal_date(b
     b = forms_on(book)
     b.at("2026-04-11T00:00:00")
     result = b.do("ws", "change-plan", plan="pro", interval="year")
-    assert types(result) == ["IntervalChanged", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "IntervalChanged", "InvoiceIssued", "PaymentSucceeded"]
     invoice = only_invoice(result)
     assert lines(invoice) == [("plan_credit", D("-12.67")), ("plan_charge", D("190.00"))]
     assert invoice.amount_due == D("177.33")
@@ -339,7 +339,7 @@ def test_R15_free_to_paid_starts_now_anchored_at_checkout(book):
     b.do("ws", "add-payment-method", payment_method=VISA)
     b.at("2026-04-10T15:00:00")
     result = b.do("ws", "change-plan", plan="pro")
-    assert types(result) == ["PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
     assert lines(only_invoice(result)) == [("plan_charge", D("19.00"))]
     s = state(b, "ws")
     assert (s["period_start"], s["period_end"]) == ("2026-04-10T15:00:00Z", "2026-05-10T15:00:00Z")
@@ -352,7 +352,7 @@ def test_R15_trial_to_paid_ends_the_trial_and_anchors_the_cycle(book):
     b.do("ws", "add-payment-method", payment_method=VISA)
     b.at("2026-04-05T00:00:00")
     result = b.do("ws", "change-plan", plan="team", seats=4)
-    assert types(result) == ["TrialConverted", "AICreditsGranted", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "TrialConverted", "AICreditsGranted", "InvoiceIssued", "PaymentSucceeded"]
     assert lines(only_invoice(result)) == [("plan_charge", D("32.00"))]
     s = state(b, "ws")
     assert (s["status"], s["plan"], s["seats"]) == ("active", "team", 4)
@@ -427,9 +427,9 @@ def test_R17_scheduled_downgrade_applies_at_the_boundary_and_renews_at_the_lower
     events = b.ledger.workspace_events("ws")
     names = [type(e).__name__ for e in events]
     applied = names.index("DowngradeApplied")
-    assert names[applied:] == ["DowngradeApplied", "PeriodRenewed", "InvoiceIssued", "PaymentSucceeded"]
+    assert names[applied:] == ["DowngradeApplied", "PeriodRenewed", "InvoiceIssued", "ChargeRequested", "PaymentSucceeded"]
     assert events[applied].timestamp == utc("2026-05-01T00:00:00")
-    assert lines(events[-2]) == [("plan_charge", D("19.00"))]
+    assert lines(events[-3]) == [("plan_charge", D("19.00"))]
     s = state(b, "ws")
     assert (s["plan"], s["period_start"], s["period_end"], s["scheduled_change"]) == (
         "pro", "2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z", None)
@@ -463,7 +463,7 @@ def test_R17_an_upgrade_replaces_a_scheduled_downgrade(book):
     b = forms_on(book, plan="team")
     b.do("ws", "change-plan", plan="free")
     result = b.do("ws", "change-plan", plan="team", interval="year")
-    assert types(result)[:2] == ["DowngradeCancelled", "IntervalChanged"]
+    assert types(result)[:3] == ["ChargeRequested", "DowngradeCancelled", "IntervalChanged"]
     assert b.sub("ws").scheduled is None
 
 
@@ -543,14 +543,14 @@ def test_R25_applying_a_change_yields_exactly_the_previewed_lines(book, catalog,
     """R25: the preview records nothing, charges nothing, and is exactly what the change then bills."""
     b = forms_on(book, plan=plan) if catalog == "forms" else workspace_on(book, plan=plan, seats=seats)
     b.at("2026-04-11T07:00:00")
-    before, charges = version(b, "ws"), len(b.payments.charges)
+    before, charges = version(b, "ws"), len(b.payments.charges())
     preview = b.preview("ws", command, **args)
     assert preview.ok
-    assert version(b, "ws") == before and len(b.payments.charges) == charges
+    assert version(b, "ws") == before and len(b.payments.charges()) == charges
     result = b.do("ws", command, **args)
     assert result.ok
     assert invoice_shape(only_invoice(preview)) == invoice_shape(only_invoice(result))
-    assert types(preview) == types(result)
+    assert [t for t in types(result) if t != "ChargeRequested"] == types(preview)
     for field in ("plan", "interval", "seats", "storage_addon", "period_start", "period_end", "billing_credit"):
         assert getattr(preview.subscription, field) == getattr(b.sub("ws"), field), field
 

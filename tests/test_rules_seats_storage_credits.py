@@ -26,7 +26,7 @@ def test_R10_downgrade_credit_is_billing_credit_never_cash_nor_ai_credits(book):
     """R10 (000): Business 10 seats -> Team 10 seats 10 days in: -100.00 + 53.33 = 46.67 of
     billing credit; nothing is paid back and no AI credit appears."""
     b = workspace_on(book, plan="business", seats=10)
-    charges = len(b.payments.charges)
+    charges = len(b.payments.charges())
     b.at("2026-04-11T00:00:00")
     ai_before = (b.sub("ws").ai_granted, b.sub("ws").ai_purchased)
     result = b.do("ws", "change-plan", plan="team")
@@ -38,7 +38,7 @@ def test_R10_downgrade_credit_is_billing_credit_never_cash_nor_ai_credits(book):
     sub = b.sub("ws")
     assert sub.billing_credit == D("46.67")
     assert (sub.ai_granted, sub.ai_purchased) == ai_before
-    assert len(b.payments.charges) == charges  # no refund, no charge
+    assert len(b.payments.charges()) == charges  # no refund, no charge
     assert "PaymentSucceeded" not in types(result)
 
 
@@ -99,7 +99,7 @@ def test_R21_adding_seats_mid_period_charges_the_rest_of_the_period(book):
     b = workspace_on(book, seats=5)
     b.at("2026-04-11T00:00:00")
     result = b.do("ws", "set-seats", seats=8)
-    assert types(result) == ["SeatsChanged", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "SeatsChanged", "InvoiceIssued", "PaymentSucceeded"]
     invoice = only_invoice(result)
     assert lines(invoice) == [("seat_charge", D("16.00"))]
     assert invoice.lines[0]["quantity"] == 3
@@ -164,7 +164,7 @@ def test_R22_storage_add_on_is_prorated_when_bought_and_changed(book):
     b = workspace_on(book, seats=5)
     b.at("2026-04-11T00:00:00")
     bought = b.do("ws", "set-storage-addon", addon="storage-100gb")
-    assert types(bought) == ["StorageAddonChanged", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(bought) == ["ChargeRequested", "StorageAddonChanged", "InvoiceIssued", "PaymentSucceeded"]
     assert lines(only_invoice(bought)) == [("addon_charge", D("6.67"))]
     assert state(b, "ws")["storage_limit_gb"] == 200
     b.at("2026-04-21T00:00:00")
@@ -220,7 +220,7 @@ def test_R23_ai_credit_pack_is_a_one_time_charge_never_prorated(book):
     b = workspace_on(book, seats=5)
     b.at("2026-04-21T00:00:00")
     result = b.do("ws", "buy-ai-credits", pack="ai-5000")
-    assert types(result) == ["AICreditPackBought", "InvoiceIssued", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "AICreditPackBought", "InvoiceIssued", "PaymentSucceeded"]
     (line,) = only_invoice(result).lines
     assert (line["kind"], line["amount"], line["period_end"]) == ("ai_credit_pack", D("45.00"), None)
     assert (b.sub("ws").ai_purchased, b.sub("ws").ai_granted) == (5000, 500)
@@ -346,7 +346,7 @@ def test_R27_balance_is_used_up_then_the_rest_is_charged(book):
     invoice = only_invoice(result)
     assert lines(invoice) == [("plan_credit", D("-5.42")), ("plan_charge", D("101.61"))]
     assert (invoice.subtotal, invoice.credit_applied, invoice.amount_due) == (D("96.19"), D("86.67"), D("9.52"))
-    assert types(result) == ["PlanUpgraded", "InvoiceIssued", "BillingCreditApplied", "PaymentSucceeded"]
+    assert types(result) == ["ChargeRequested", "PlanUpgraded", "InvoiceIssued", "BillingCreditApplied", "PaymentSucceeded"]
     assert b.sub("ws").billing_credit == D("0")
 
 

@@ -198,7 +198,7 @@ def test_R25_preview_records_nothing_and_is_the_invoice(tmp_path: Path) -> None:
     preview, applied = outputs[2], outputs[3]
     assert preview["state"]["plan"] == "pro"
     assert preview["state"]["version"] == outputs[1]["state"]["version"]
-    assert preview["events"] == applied["events"]
+    assert ["ChargeRequested", *preview["events"]] == applied["events"]
     assert preview["invoice"] == applied["invoice"]
 
 
@@ -222,9 +222,9 @@ def test_R17_advance_records_what_fell_due_for_every_workspace(tmp_path: Path) -
         step("2026-04-02", "add-payment-method", workspace="beta", **{"with": {"payment_method": "pm_card_visa"}}),
         step("2026-04-02", "subscribe", workspace="beta", **{"with": {"plan": "team"}}),
         step("2026-05-01T00:00:00Z", "advance", workspace=None,
-             expect={"due_events": ["PeriodRenewed", "InvoiceIssued", "PaymentSucceeded"]}),
+             expect={"due_events": ["PeriodRenewed", "InvoiceIssued", "ChargeRequested", "PaymentSucceeded"]}),
         step("2026-05-02T00:00:00Z", "show", workspace="beta",
-             expect={"due_events": ["PeriodRenewed", "InvoiceIssued", "PaymentSucceeded"],
+             expect={"due_events": ["PeriodRenewed", "InvoiceIssued", "ChargeRequested", "PaymentSucceeded"],
                      "invoice": {"purpose": "renewal", "amount_due": "49.00"},
                      "state": {"period_end": "2026-06-02T00:00:00Z"}}),
     ]})

@@ -1,9 +1,9 @@
-"""The facts of a subscription: past-tense events, and how each one changes the aggregate.
+"""The facts of a subscription's plan and usage: past-tense events, and how each one changes
+the aggregate. Money facts (invoices, charges, payments) are in billing_events.py.
 
 Events are immutable and versioned (`class_version` with the library's upcasting); a
-correction is a new event, never an edit. The aggregate (domain/subscription.py) decides
-which facts to record; these classes only apply them. State stays plain data (str, int,
-Decimal, datetime, dicts and lists) so snapshots transcode without custom types.
+correction is a new event, never an edit. The aggregate decides which facts to record;
+these classes only apply them.
 """
 
 from __future__ import annotations
@@ -14,26 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.money import ZERO
 from domain.periods import add_months
 
 if TYPE_CHECKING:
-    from domain.subscription import Subscription
-
-INITIAL_STATE: dict[str, Any] = {
-    "plan": None, "tier": None, "interval": None, "seats": None, "seats_paid": 0, "members": 0,
-    "status": "none", "anchor": None, "period_start": None, "period_end": None, "scheduled": None,
-    "billing_credit": ZERO, "ai_granted": 0, "ai_purchased": 0, "ops_allotment": 0, "ops_extra": 0,
-    "ops_carried": 0, "ops_carried_until": None, "ops_carried_rate": None, "ops_reset_at": None, "storage_used": ZERO,
-    "storage_addon": None, "payment_methods": [], "invoices": {}, "invoice_count": 0, "contract": None,
-    "charged": {}, "prices": {}, "idempotency": {}, "kept_team": None, "catalog_version": None,
-}
+    from domain.subscription.aggregate import Subscription
 
 
 class Event(Aggregate.Event):
     """Every fact carries who (actor id and role), when (timestamp), through which channel,
-    why (cause, optional reason), its idempotency key and the catalog version it used (R3)."""
+    why (cause, optional reason), the command that recorded it (command id, idempotency key)
+    and the catalog it used: version and content hash (R3).
 
+    v2 added `command_id` and `catalog_hash`; older facts read them as None."""
+
+    class_version = 2
     actor_id: str
     actor_role: str
     channel: str
@@ -42,26 +36,30 @@ class Event(Aggregate.Event):
     idempotency_key: str | None
     args_hash: str | None
     catalog_version: str
+    command_id: str | None
+    catalog_hash: str | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["command_id"] = None
+        state["catalog_hash"] = None
 
     def apply(self, sub: Subscription) -> None:
         sub.catalog_version = self.catalog_version
         if self.idempotency_key:
-            entry = sub.idempotency.setdefault(
-                self.idempotency_key, {"hash": self.args_hash, "first": self.originator_version}
-            )
+            entry = sub.idempotency.setdefault(self.idempotency_key, {
+                "hash": self.args_hash, "first": self.originator_version, "last": self.originator_version,
+                "command_id": self.command_id,
+            })
             entry["last"] = self.originator_version
 
 
 class WorkspaceRegistered(Aggregate.Created, Event):
+    """The workspace's first fact: its id and the catalog it is billed on."""
+
     workspace_id: str
     catalog_id: str
 
-    def apply(self, sub: Subscription) -> None:
-        for name, value in INITIAL_STATE.items():
-            setattr(sub, name, value.copy() if isinstance(value, (dict, list)) else value)
-        sub.workspace_id = self.workspace_id
-        sub.catalog_id = self.catalog_id
-        Event.apply(self, sub)
 
 class PlanSet(Event):
     """Base of every event that puts the workspace on a plan; `new_cycle` restarts the period."""
@@ -78,6 +76,15 @@ class PlanSet(Event):
     addon_price: Decimal | None
     ops_allotment: int | None
     kept_team: str | None
+    seats_paid: int | None
+    """Seats paid for in this period after the change, as the decision worked it out (R21).
+    v3 added it; an older fact derives it the way v2 did."""
+
+    class_version = 3
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["seats_paid"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
@@ -87,14 +94,16 @@ class PlanSet(Event):
         if self.new_cycle:
             sub.anchor = self.period_start
             sub.period_start, sub.period_end = self.period_start, self.period_end
-            sub.seats_paid = self.seats or 0
             sub.prices = {"addon": self.addon_price} if self.addon_price else {}
             sub.ops_extra = 0
             sub.ops_reset_at = None
             if self.unit_price is None:
                 sub.storage_addon = None
-        # a new plan price credits the old plan's seats and charges only these seats (R21)
-        sub.seats_paid = (self.seats or 0) if self.unit_price is not None else max(sub.seats_paid, self.seats or 0)
+        if self.seats_paid is not None:
+            sub.seats_paid = self.seats_paid
+        else:
+            fresh = self.new_cycle or self.unit_price is not None
+            sub.seats_paid = (self.seats or 0) if fresh else max(sub.seats_paid, self.seats or 0)
         if self.unit_price is not None:
             sub.prices["plan"] = self.unit_price
         else:
@@ -213,7 +222,7 @@ class SeatsChanged(Event):
         sub.seats_paid = max(sub.seats_paid, self.seats)
 
 class MembersChanged(Event):
-    class_version = 2
+    class_version = 3
     members: int
     previous: int | None
 
@@ -221,6 +230,10 @@ class MembersChanged(Event):
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """v1 recorded only the new count."""
         state["previous"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        Event.upcast_v1_v2(state)
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
@@ -337,105 +350,3 @@ class OperationsExpired(Event):
         super().apply(sub)
         sub.ops_carried = 0
         sub.ops_carried_until = None
-
-class InvoiceIssued(Event):
-    invoice_id: str
-    purpose: str
-    lines: list[dict[str, Any]]
-    subtotal: Decimal
-    credit_applied: Decimal
-    amount_due: Decimal
-    currency: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.invoice_count += 1
-        status = "open" if self.amount_due > 0 else "paid"
-        sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": status}
-        for line in self.lines:
-            item = line_item(line["kind"])
-            if item and line["period_end"] is not None:
-                key = f"{item}@{line['period_end'].isoformat()}"
-                sub.charged[key] = sub.charged.get(key, ZERO) + line["amount"]
-
-class BillingCreditIssued(Event):
-    amount: Decimal
-    invoice_id: str | None
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.billing_credit += self.amount
-
-class BillingCreditApplied(Event):
-    amount: Decimal
-    invoice_id: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.billing_credit -= self.amount
-
-class PaymentSucceeded(Event):
-    invoice_id: str
-    amount: Decimal
-    charge_id: str | None
-    payment_method: str | None
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.invoices[self.invoice_id]["status"] = "paid"
-        if sub.status == "past_due" and not sub.open_invoices():
-            sub.status = "active"
-
-class PaymentFailed(Event):
-    invoice_id: str
-    amount: Decimal
-    decline_code: str
-    message: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.invoices[self.invoice_id]["status"] = "open"
-        if sub.status in ("active", "trialing"):
-            sub.status = "past_due"
-
-class ChargeDeclined(Event):
-    """An immediate charge was declined: nothing was bought, nothing changed (R12)."""
-
-    purpose: str
-    amount: Decimal
-    decline_code: str
-    message: str
-
-class UpgradePaymentFailed(ChargeDeclined):
-    plan: str
-
-class PaymentMethodAdded(Event):
-    payment_method: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.payment_methods = [p for p in sub.payment_methods if p != self.payment_method]
-        sub.payment_methods.append(self.payment_method)
-
-class PaymentMethodRemoved(Event):
-    payment_method: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.payment_methods = [p for p in sub.payment_methods if p != self.payment_method]
-
-class ContractSet(Event):
-    contract: str | None
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.contract = self.contract
-
-
-def line_item(kind: str) -> str | None:
-    """Which recurring item a line bills: 'plan' (plan and seats), 'addon', or None (one-time)."""
-    if kind.startswith(("plan_", "seat_")):
-        return "plan"
-    if kind.startswith("addon_"):
-        return "addon"
-    return None

@@ -1,0 +1,215 @@
+"""Billing: invoices, billing credit, charges and their outcomes, payment methods.
+
+Money moves exactly once (docs/payments.md). A decision prices its bill here and records the
+invoice; when money is due now it hands back a ChargeDue instead of collecting it. The
+aggregate then records a ChargeRequested under a key derived from the invoice id and the
+attempt, never reused; the application charges the provider with that key and `settle`
+records the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from domain import pricing, rules
+from domain.commands import AddPaymentMethod, PayInvoice, RemovePaymentMethod, SetContract
+from domain.errors import LedgerError
+from domain.money import ZERO
+from domain.payments import ChargeResult
+from domain.periods import Period
+from domain.subscription import billing_events, events
+from domain.subscription.billing_events import (
+    BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ContractSet, InvoiceIssued,
+    PaymentActionRequired, PaymentFailed, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded,
+    UpgradePaymentFailed,
+)
+from domain.subscription.context import ChargeDue, Context
+
+if TYPE_CHECKING:
+    from domain.subscription.aggregate import PendingCharge, Subscription
+
+
+def charge_declined(amount: Decimal, decline_code: str) -> LedgerError:
+    """An immediate charge declined: refused, nothing changed but the fact (R12). A replay of
+    the command by its idempotency key returns this same refusal."""
+    return LedgerError("payment_failed", f"payment of {amount} declined ({decline_code}): nothing changed")
+
+
+def payment_failed(amount: Decimal, message: str) -> LedgerError:
+    """A declined payment of an open invoice: the invoice stays open and keeps blocking plan changes (R8)."""
+    return LedgerError("payment_failed", f"payment of {amount} declined: {message}")
+
+
+def action_required(amount: Decimal) -> LedgerError:
+    return LedgerError("payment_action_required", f"payment of {amount} needs the customer to authenticate "
+                       "(3-D Secure): the change waits until it is confirmed or abandoned")
+
+
+def charge_key(workspace_id: str, invoice_id: str, attempt: int) -> str:
+    """The provider idempotency key of one attempt to collect one invoice: used for nothing else."""
+    return f"{workspace_id}:{invoice_id}:{attempt}"
+
+
+@dataclass(frozen=True)
+class Bill:
+    """A priced bill (R26: lines, never a mystery charge), not yet recorded."""
+
+    invoice_id: str
+    lines: list[pricing.Line]
+    totals: pricing.Totals
+    purpose: str
+
+
+def price(sub: Subscription, ctx: Context, lines: list[pricing.Line], purpose: str, *,
+          immediate: bool = True, use_credit: bool = True) -> Bill:
+    """Total the lines and apply billing credit, never above the bill (R27). Money due now needs
+    a payment method (R7); a renewal (`immediate=False`) is issued anyway and may stay open (R8).
+    Billing credit never buys AI credits (R10), so AI packs are priced with `use_credit=False`."""
+    balance = sub.billing_credit if use_credit else ZERO
+    totals = pricing.totals(lines, balance, ctx.catalog.policy)
+    if immediate and totals.amount_due > 0:
+        rules.check_payment_method(sub)
+    return Bill(sub.next_invoice_id(), lines, totals, purpose)
+
+
+def issue(sub: Subscription, ctx: Context, bill: Bill, plan: str | None = None) -> ChargeDue | None:
+    """Record the invoice and its credit; what is due now comes back as a ChargeDue (R25, R26)."""
+    _record_invoice(sub, ctx, bill)
+    if bill.totals.amount_due <= 0:
+        return None
+    method = sub.default_payment_method
+    assert method is not None, "price() checked the payment method (R7)"
+    return ChargeDue(bill.invoice_id, bill.totals.amount_due, method, bill.purpose, plan)
+
+
+def issue_and_collect(sub: Subscription, ctx: Context, bill: Bill) -> None:
+    """A renewal: the invoice is issued whatever happens, then its collection is requested."""
+    _record_invoice(sub, ctx, bill)
+    if bill.totals.amount_due > 0:
+        collect(sub, ctx, bill.invoice_id, "renewal")
+
+
+def _record_invoice(sub: Subscription, ctx: Context, bill: Bill) -> None:
+    t = bill.totals
+    sub.trigger(InvoiceIssued, ctx, invoice_id=bill.invoice_id, purpose=bill.purpose,
+                lines=[line.as_dict() for line in bill.lines], subtotal=t.subtotal,
+                credit_applied=t.credit_applied, amount_due=t.amount_due, currency=ctx.catalog.currency)
+    if t.credit_applied:
+        sub.trigger(BillingCreditApplied, ctx, amount=t.credit_applied, invoice_id=bill.invoice_id)
+    if t.credit_issued:
+        sub.trigger(BillingCreditIssued, ctx, amount=t.credit_issued, invoice_id=bill.invoice_id)
+
+
+def collect(sub: Subscription, ctx: Context, invoice_id: str, purpose: str) -> None:
+    """Ask for what an issued invoice still owes: a new attempt under a new key (R8)."""
+    invoice = sub.invoices[invoice_id]
+    method = sub.default_payment_method
+    if method is None:
+        sub.trigger(PaymentFailed, ctx, invoice_id=invoice_id, amount=invoice["amount_due"],
+                    decline_code="no_payment_method", message="no payment method on file")
+        return
+    attempt = invoice["attempts"] + 1
+    sub.trigger(ChargeRequested, ctx, invoice_id=invoice_id, attempt=attempt,
+                charge_key=charge_key(sub.workspace_id, invoice_id, attempt), amount=invoice["amount_due"],
+                currency=ctx.catalog.currency, payment_method=method, purpose=purpose, plan=None, effects=[])
+
+
+def request_charge(sub: Subscription, ctx: Context, due: ChargeDue, effects: list[events.Event]) -> None:
+    """Hold a purchase until its money has moved: the facts it pays for wait in the request."""
+    sub.trigger(ChargeRequested, ctx, invoice_id=due.invoice_id, attempt=1,
+                charge_key=charge_key(sub.workspace_id, due.invoice_id, 1), amount=due.amount,
+                currency=ctx.catalog.currency, payment_method=due.payment_method, purpose=due.purpose,
+                plan=due.plan, effects=[_as_effect(e) for e in effects])
+
+
+def settle(sub: Subscription, invoice_id: str, result: ChargeResult, ctx: Context) -> LedgerError | None:
+    """Record a pending charge's outcome. Succeeded: the purchase's facts, then the payment
+    (R11). Declined or abandoned: a purchase is dropped and its invoice id void (R12); an
+    issued invoice stays open (R8). Action required: it stays pending (3-D Secure)."""
+    pending = sub.pending_charges[invoice_id]
+    meta = _settlement_meta(pending, ctx)
+    amount = pending["amount"]
+    if result.outcome == "action_required":
+        if not pending["action_required"]:
+            sub.trigger_event(PaymentActionRequired, **meta, invoice_id=invoice_id, message=result.message)
+        return action_required(amount)
+    if result.ok:
+        for effect in pending["effects"]:
+            cls, fields = _from_effect(effect)
+            sub.trigger_event(cls, **(fields | {"timestamp": ctx.at}))
+        sub.trigger_event(PaymentSucceeded, **meta, invoice_id=invoice_id, amount=amount,
+                          charge_id=result.charge_id, payment_method=pending["payment_method"])
+        return None
+    code = result.decline_code or result.outcome
+    message = result.message or ("the payment was abandoned" if result.outcome == "canceled" else "card declined")
+    if not pending["effects"]:
+        sub.trigger_event(PaymentFailed, **meta, invoice_id=invoice_id, amount=amount, decline_code=code, message=message)
+        return payment_failed(amount, message)
+    fields = {"purpose": pending["purpose"], "amount": amount, "decline_code": code, "message": message,
+              "invoice_id": invoice_id}
+    if pending["purpose"] == "upgrade":
+        sub.trigger_event(UpgradePaymentFailed, **meta, **fields, plan=pending["plan"] or "")
+    else:
+        sub.trigger_event(ChargeDeclined, **meta, **fields)
+    return charge_declined(amount, code)
+
+
+def _settlement_meta(pending: PendingCharge, ctx: Context) -> dict[str, Any]:
+    """An outcome is recorded as part of the command that asked for the money (same command id,
+    actor and channel), whoever records it and whenever."""
+    return ctx.meta() | pending["requested_by"] | {"cause": "payment"}
+
+
+def _as_effect(event: events.Event) -> dict[str, Any]:
+    fields = {k: v for k, v in event.__dict__.items() if k not in ("originator_id", "originator_version")}
+    return {"type": type(event).__name__, "class_version": getattr(type(event), "class_version", 1), "fields": fields}
+
+
+def _from_effect(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, Any]]:
+    """A held fact back as its class and fields, upcast if its class moved on while it waited."""
+    name = effect["type"]
+    cls = getattr(events, name, None) or getattr(billing_events, name)
+    fields = dict(effect["fields"])
+    version = effect["class_version"]
+    while version < getattr(cls, "class_version", 1):
+        getattr(cls, f"upcast_v{version}_v{version + 1}")(fields)
+        version += 1
+    return cls, fields
+
+
+def credit_unused(sub: Subscription, ctx: Context, period: Period, item_key: str) -> list[pricing.Line]:
+    """Unused time of what was paid this period, as a credit line (R13, R21, R22)."""
+    item = sub.current_item(ctx.catalog) if item_key == "plan" else sub.current_addon(ctx.catalog)
+    if item is None:
+        return []
+    line = pricing.unused_time_credit(item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency,
+                                      f"{item_key}_credit", sub.charged_net(item_key))
+    return [line] if line else []
+
+
+def pay_invoice(sub: Subscription, cmd: PayInvoice, ctx: Context) -> None:
+    """Pay an open invoice with the default payment method (R8, R20)."""
+    invoice_id = cmd.invoice or sub.open_invoice
+    if invoice_id is None or sub.invoices.get(invoice_id, {}).get("status") != "open":
+        raise LedgerError("invalid_request", f"no open invoice {cmd.invoice or ''}".strip())
+    rules.check_payment_method(sub)
+    collect(sub, ctx, invoice_id, "invoice_payment")
+
+
+def add_payment_method(sub: Subscription, cmd: AddPaymentMethod, ctx: Context) -> None:
+    sub.trigger(PaymentMethodAdded, ctx, payment_method=cmd.payment_method)
+
+
+def remove_payment_method(sub: Subscription, cmd: RemovePaymentMethod, ctx: Context) -> None:
+    if cmd.payment_method not in sub.payment_methods:
+        raise LedgerError("invalid_request", f"payment method {cmd.payment_method} is not on file")
+    sub.trigger(PaymentMethodRemoved, ctx, payment_method=cmd.payment_method)
+
+
+def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
+    """R9: a custom contract takes self-serve changes to sales; only admins set it (R2)."""
+    if cmd.contract == sub.contract:
+        raise LedgerError("invalid_request", f"contract is already {cmd.contract}")
+    sub.trigger(ContractSet, ctx, contract=cmd.contract)

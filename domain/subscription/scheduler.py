@@ -1,0 +1,140 @@
+"""What falls due: renewals, trial ends, scheduled changes, notices, operations resets
+(R14, R15, R17, R18, R22, R23).
+
+Each item is recorded at its own due instant, in time order. A renewal's charge is requested,
+not collected: the scheduler stops at a pending charge, the application settles it, and the
+next item is decided knowing its outcome. A forecast (the upcoming invoice, previews) assumes
+every charge succeeds and records no request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from domain import pricing
+from domain.periods import period_containing, period_number
+from domain.subscription import billing, credits_operations, plan_changes
+from domain.subscription.billing_events import PaymentSucceeded
+from domain.subscription.context import Context
+from domain.subscription.events import (
+    DowngradeApplied, DowngradeNoticeDue, OperationsExpired, OperationsReset, PeriodRenewed, SubscriptionCanceled,
+    TrialExpired,
+)
+
+if TYPE_CHECKING:
+    from domain.subscription.aggregate import Subscription
+
+MAX_DUE_STEPS = 5000
+
+
+def process_due(sub: Subscription, ctx: Context, forecast: bool = False) -> None:
+    """Run every item due at or before ctx.at, each at its own instant, until a charge is pending."""
+    for _ in range(MAX_DUE_STEPS):
+        if forecast:
+            for invoice_id, pending in list(sub.pending_charges.items()):
+                if pending["effects"]:
+                    continue  # a purchase is never assumed paid
+                sub.trigger(PaymentSucceeded, ctx.system(ctx.at, "forecast"), invoice_id=invoice_id,
+                            amount=pending["amount"], charge_id=None, payment_method=pending["payment_method"])
+        if sub.pending_charges:
+            return
+        due = next_due(sub)
+        if due is None or due[0] > ctx.at:
+            return
+        at, what = due
+        DUE[what](sub, ctx.system(at, what))
+    raise RuntimeError("too many due items: is the clock sane?")
+
+
+def next_due(sub: Subscription) -> tuple[datetime, str] | None:
+    candidates = []
+    if sub.scheduled and not sub.scheduled["noticed"]:
+        candidates.append((sub.scheduled["notice_at"], "notice"))
+    if sub.ops_carried and sub.ops_carried_until:
+        candidates.append((sub.ops_carried_until, "carry_expiry"))
+    if sub.ops_reset_at and sub.period_end and sub.ops_reset_at < sub.period_end:
+        candidates.append((sub.ops_reset_at, "operations_reset"))
+    if sub.subscribed and sub.period_end:
+        candidates.append((sub.period_end, "period_end"))
+    return min(candidates) if candidates else None
+
+
+def due_notice(sub: Subscription, ctx: Context) -> None:
+    """R17: the notice of a scheduled downgrade, 7 days (policy) before it applies."""
+    assert sub.scheduled is not None
+    sub.trigger(DowngradeNoticeDue, ctx, plan=sub.scheduled["plan"], effective_at=sub.scheduled["effective_at"])
+
+
+def due_carry_expiry(sub: Subscription, ctx: Context) -> None:
+    """R18: carried-over operations last for the new cycle's length."""
+    sub.trigger(OperationsExpired, ctx, operations=sub.ops_carried)
+
+
+def due_operations_reset(sub: Subscription, ctx: Context) -> None:
+    """R18: an annual tier's operations reset monthly; extra operations expire with the reset."""
+    tier = sub.tier_of(ctx.catalog)
+    assert sub.period_start is not None
+    _, month = period_containing(sub.period_start, "month", ctx.at)
+    sub.trigger(OperationsReset, ctx, allotment=tier.monthly_operations if tier else 0,
+                expired_extra=sub.ops_extra,
+                next_reset_at=month.end if sub.period_end and month.end < sub.period_end else None)
+
+
+def due_period_end(sub: Subscription, ctx: Context) -> None:
+    """The period's end: a trial falls back (R15), a cancellation or a scheduled downgrade
+    applies (R17, R19), then the next period renews."""
+    catalog = ctx.catalog
+    if sub.status == "trialing":
+        fallback = catalog.plan(catalog.policy.trial_fallback or "") or next(p for p in catalog.plans if p.kind == "free")
+        plan_changes.set_plan(sub, TrialExpired, ctx, fallback, None, None, None, None)
+        return
+    scheduled = sub.scheduled
+    if scheduled and scheduled["kind"] == "cancel":
+        sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
+        return
+    if scheduled and scheduled["kind"] == "downgrade":
+        target = catalog.plan(scheduled["plan"] or "")
+        assert target is not None
+        tier = target.tier(scheduled["tier"], scheduled["interval"]) if scheduled["tier"] and scheduled["interval"] else None
+        if not target.billable:
+            plan_changes.set_plan(sub, DowngradeApplied, ctx, target, None, None, None, None,
+                                  keep_team=scheduled["keep_team"])
+            return
+        interval = scheduled["interval"] or "month"
+        # another interval starts its own cycle at the boundary (R14, R17)
+        new_period = period_number(ctx.at, interval, 0) if interval != sub.interval else None
+        item = pricing.plan_item(target, interval, scheduled["seats"], tier)
+        assert item is not None
+        plan_changes.set_plan(sub, DowngradeApplied, ctx, target, tier, interval, scheduled["seats"],
+                              new_period, unit_price=item.unit_price, keep_team=scheduled["keep_team"])
+    renew(sub, ctx)
+
+
+def renew(sub: Subscription, ctx: Context) -> None:
+    """The next period of a paid plan (and its storage add-on, R22) is invoiced in full; its
+    grants are given (R18, R23); the invoice's collection is requested."""
+    catalog = ctx.catalog
+    plan = sub.plan_of(catalog)
+    if plan is None or not plan.billable or sub.anchor is None or sub.interval is None:
+        return
+    _, nxt = period_containing(sub.anchor, sub.interval, ctx.at)
+    item = pricing.plan_item(plan, sub.interval, sub.seats, sub.tier_of(catalog))
+    assert item is not None
+    addon = pricing.addon_item(catalog, sub.storage_addon, sub.interval)
+    lines = [pricing.full_charge(item, nxt, catalog.currency, "plan_charge")]
+    if addon:
+        lines.append(pricing.full_charge(addon, nxt, catalog.currency, "addon_charge"))
+    sub.trigger(PeriodRenewed, ctx, period_start=nxt.start, period_end=nxt.end, seats=sub.seats,
+                unit_price=item.unit_price, addon_price=addon.unit_price if addon else None)
+    credits_operations.grant_cycle(sub, ctx, plan, reset_operations=True)
+    billing.issue_and_collect(sub, ctx, billing.price(sub, ctx, lines, "renewal", immediate=False))
+
+
+DUE: dict[str, Callable[[Subscription, Context], None]] = {
+    "notice": due_notice,
+    "carry_expiry": due_carry_expiry,
+    "operations_reset": due_operations_reset,
+    "period_end": due_period_end,
+}

@@ -1,0 +1,87 @@
+"""Seats, members and storage (R5, R6, R21, R22, R24)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from domain import pricing, rules
+from domain.commands import ReportStorage, SetMembers, SetSeats, SetStorageAddon
+from domain.errors import LedgerError
+from domain.subscription import billing
+from domain.subscription.context import ChargeDue, Context
+from domain.subscription.events import MembersChanged, SeatsChanged, StorageAddonChanged, StorageUsageReported
+
+if TYPE_CHECKING:
+    from domain.subscription.aggregate import Subscription
+
+
+def _require_subscription(sub: Subscription) -> None:
+    if not sub.subscribed:
+        raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+
+
+def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | None:
+    """R21: added seats are charged prorated for the rest of the period; removed seats lower the
+    next period's quantity, with a prorated credit only where the policy says so. R5: never
+    fewer seats than active members."""
+    _require_subscription(sub)
+    rules.check_no_open_invoice(sub)
+    plan = sub.plan_of(ctx.catalog)
+    if plan is None or not plan.per_seat or not plan.billable:
+        raise LedgerError("invalid_request", f"{plan.name if plan else 'this plan'} is not billed per seat")
+    rules.check_seats_for_plan(plan, cmd.seats)
+    if cmd.seats == sub.seats:
+        raise LedgerError("invalid_request", f"the workspace already has {cmd.seats} seats")
+    rules.check_members_fit(sub.members, cmd.seats, f"{cmd.seats} seats")
+    period, policy, currency = sub.period(), ctx.catalog.policy, ctx.catalog.currency
+    assert period is not None and sub.interval is not None
+    unit = sub.prices.get("plan", plan.prices[sub.interval])
+    lines: list[pricing.Line] = []
+    added = cmd.seats - sub.seats_held(policy)
+    if added > 0:
+        item = pricing.Priced("plan", f"{plan.name}: {added} added seat(s)", unit, added)
+        lines.append(pricing.prorated_charge(item, period, ctx.at, policy, currency, "seat_charge"))
+    elif cmd.seats < (sub.seats or 0) and policy.seat_removal_credit:
+        removed = (sub.seats or 0) - cmd.seats
+        item = pricing.Priced("plan", f"{plan.name}: {removed} removed seat(s)", unit, removed)
+        credit = pricing.unused_time_credit(item, period, ctx.at, policy, currency, "seat_credit", sub.charged_net("plan"))
+        lines += [credit] if credit else []
+    bill = billing.price(sub, ctx, lines, "seats") if lines else None
+    sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit)
+    return billing.issue(sub, ctx, bill, plan=plan.id) if bill else None
+
+
+def set_members(sub: Subscription, cmd: SetMembers, ctx: Context) -> None:
+    """Members are a fact, never refused: above the seats they raise the R24 warning."""
+    sub.trigger(MembersChanged, ctx, members=cmd.members, previous=sub.members)
+
+
+def report_storage(sub: Subscription, cmd: ReportStorage, ctx: Context) -> None:
+    """Storage used is a fact (R6 and R19 read it)."""
+    sub.trigger(StorageUsageReported, ctx, gb=cmd.gb)
+
+
+def set_storage_addon(sub: Subscription, cmd: SetStorageAddon, ctx: Context) -> ChargeDue | None:
+    """R22: a recurring storage add-on, prorated on change; R6: never below the storage used."""
+    _require_subscription(sub)
+    rules.check_no_open_invoice(sub)
+    catalog = ctx.catalog
+    plan = sub.plan_of(catalog)
+    if plan is None or not plan.billable:
+        raise LedgerError("invalid_request", "storage add-ons need a paid plan")
+    if cmd.addon is not None and catalog.addon(cmd.addon) is None:
+        known = ", ".join(a.id for a in catalog.addons) or "none"
+        raise LedgerError("invalid_request", f"no storage add-on {cmd.addon!r}; add-ons: {known}")
+    if cmd.addon == sub.storage_addon:
+        raise LedgerError("invalid_request", f"storage add-on is already {cmd.addon}")
+    rules.check_storage_fits(sub.storage_used, catalog.storage_limit(plan, cmd.addon), "the new storage")
+    period = sub.period()
+    assert period is not None
+    lines = billing.credit_unused(sub, ctx, period, "addon")
+    item = pricing.addon_item(catalog, cmd.addon, sub.interval or "month")
+    if item:
+        lines.append(pricing.prorated_charge(item, period, ctx.at, catalog.policy, catalog.currency, "addon_charge"))
+    bill = billing.price(sub, ctx, lines, "storage_addon") if lines else None
+    sub.trigger(StorageAddonChanged, ctx, addon=cmd.addon, previous=sub.storage_addon,
+                unit_price=item.unit_price if item else None)
+    return billing.issue(sub, ctx, bill, plan=plan.id) if bill else None
