@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
 from domain.events import line_item
-from domain.money import ZERO, round_half_up
+from domain.money import ZERO
+from domain.pricing import ai_credit_revenue
 from domain.subscription import Subscription
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime
@@ -111,11 +112,8 @@ def postings(event: Subscription.Event, sub: Subscription, catalog: Catalog, pur
         return [(source, event.amount, f"credit from {event.invoice_id or 'goodwill'}"),
                 ("billing_credit", -event.amount, "billing credit issued (never cash, R10)")]
     if isinstance(event, Subscription.AICreditsConsumed) and event.from_purchased:
-        held = -balance("ai_credit_liability")
-        if event.from_purchased >= purchased_before:
-            amount = held
-        else:
-            amount = round_half_up(held * event.from_purchased / purchased_before, catalog.currency)
+        amount, _ = ai_credit_revenue(-balance("ai_credit_liability"), event.from_purchased, purchased_before,
+                                      catalog.currency)
         if amount:
             return [("ai_credit_liability", amount, f"{event.from_purchased} purchased AI credits used"),
                     ("revenue", -amount, "AI credit packs recognised on use")]
