@@ -3,6 +3,8 @@ the events that produced it and every payment and failed payment against it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -84,12 +86,16 @@ class Invoices(ReadModel):
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
         sub = self.fold.apply(event, self.fold.before(event))
-        if isinstance(event, Subscription.InvoiceIssued):
-            self._issued(session, sub, event, tracking)
-        elif isinstance(event, (Subscription.PaymentSucceeded, Subscription.PaymentFailed)):
-            self._payment(session, sub, event, tracking)
+        self.record(event, session, sub, tracking)
 
-    def _issued(self, session: Session, sub: Subscription, event: Subscription.InvoiceIssued, tracking: Tracking) -> None:
+    @singledispatchmethod
+    def record(self, event: Subscription.Event, session: Session, sub: Subscription, tracking: Tracking) -> None:
+        """Write what the event changes in the invoice tables: the method registered for its
+        class (`@record.register(Subscription.X)`, inherited by its subclasses), else nothing."""
+
+    @record.register(Subscription.InvoiceIssued)
+    def _issued(self, event: Subscription.InvoiceIssued, session: Session, sub: Subscription,
+                tracking: Tracking) -> None:
         ws = sub.workspace_id
         event_id = event_ref(ws, event.originator_version)
         group = preceding(self.fold.source, event, self.fold.seen.get(event.originator_id))
@@ -112,30 +118,42 @@ class Invoices(ReadModel):
             for n, line in enumerate(event.lines, 1)
         )
 
-    def _payment(self, session: Session, sub: Subscription, event: Any, tracking: Tracking) -> None:
-        t = self.view.t
-        inv = t["invoices"]
-        ok = isinstance(event, Subscription.PaymentSucceeded)
+    @record.register(Subscription.PaymentSucceeded)
+    def _paid(self, event: Subscription.PaymentSucceeded, session: Session, sub: Subscription,
+              tracking: Tracking) -> None:
+        self._payment(event, sub, tracking, outcome="succeeded", charge_id=event.charge_id,
+                      payment_method=event.payment_method, decline_code=None, message=None)
+        self._change_invoice(session, event.invoice_id, lambda inv: {
+            "amount_paid": inv["amount_paid"] + event.amount, "status": "paid", "paid_at": event.timestamp})
+
+    @record.register(Subscription.PaymentFailed)
+    def _payment_failed(self, event: Subscription.PaymentFailed, session: Session, sub: Subscription,
+                        tracking: Tracking) -> None:
+        self._payment(event, sub, tracking, outcome="failed", charge_id=None, payment_method=None,
+                      decline_code=event.decline_code, message=event.message)
+        self._change_invoice(session, event.invoice_id, lambda inv: {
+            "failures": inv["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,
+            "last_failure_at": event.timestamp})
+
+    def _payment(self, event: Any, sub: Subscription, tracking: Tracking, **outcome: Any) -> None:
+        """One row of invoice_payments: an attempt to collect an invoice and how it went."""
         self.buffer["invoice_payments"].append(dict(
             position=tracking.notification_id, invoice_id=event.invoice_id, workspace=sub.workspace_id,
-            at=event.timestamp, outcome="succeeded" if ok else "failed", amount=event.amount,
-            charge_id=event.charge_id if ok else None, payment_method=event.payment_method if ok else None,
-            decline_code=None if ok else event.decline_code, message=None if ok else event.message,
-            event_id=event_ref(sub, event.originator_version),
+            at=event.timestamp, amount=event.amount, event_id=event_ref(sub, event.originator_version), **outcome,
         ))
-        pending = self.pending.get(event.invoice_id)
-        if pending is None:
-            pending = dict(session.execute(select(inv.c.amount_paid, inv.c.failures)
-                                           .where(inv.c.invoice_id == event.invoice_id)).mappings().one())
-        if ok:
-            change = {"amount_paid": pending["amount_paid"] + event.amount, "status": "paid", "paid_at": event.timestamp}
-        else:
-            change = {"failures": pending["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,
-                      "last_failure_at": event.timestamp}
-        if event.invoice_id in self.pending:
-            pending.update(change)
-        else:
-            session.execute(update(inv).where(inv.c.invoice_id == event.invoice_id).values(**change))
+
+    def _change_invoice(self, session: Session, invoice_id: str,
+                        change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Update an invoice row with `change(its amount_paid and failures so far)`: in the buffer
+        when this batch issued it, else in its table."""
+        inv = self.view.t["invoices"]
+        pending = self.pending.get(invoice_id)
+        if pending is not None:
+            pending.update(change(pending))
+            return
+        found = session.execute(select(inv.c.amount_paid, inv.c.failures)
+                                .where(inv.c.invoice_id == invoice_id)).mappings().one()
+        session.execute(update(inv).where(inv.c.invoice_id == invoice_id).values(**change(dict(found))))
 
 
 def invoices_of(conn: Connection, workspace: str) -> list[dict[str, Any]]:
