@@ -133,6 +133,19 @@ def one_time_charge(kind: str, description: str, unit_price: Decimal, quantity: 
     return Line(kind, description, amount, quantity, at, None, formula)
 
 
+def ai_credit_revenue(held: Decimal, used: int, purchased: int, currency: str) -> tuple[Decimal, str]:
+    """Revenue recognised when `used` of the `purchased` AI credits still held are spent (R23):
+    the pack liability `held` for them, pro rata, rounded once. Spending the last of them
+    recognises all that is held, so no rounding remainder is ever left in the liability."""
+    if used <= 0:
+        return ZERO, "no purchased credits used"
+    if used >= purchased:
+        return held, f"all {purchased:,} purchased credits used = {fmt(held, currency)} held"
+    exact = held * used / purchased
+    amount = round_half_up(exact, currency)
+    return amount, f"{fmt(held, currency)} held x {used:,}/{purchased:,} credits = {exact:.6f} -> {fmt(amount, currency)}"
+
+
 def operations_pack_charge(operations: int, rate: Rate, currency: str, at: datetime) -> Line:
     """Extra operations at the plan's price per operation, computed exactly (price x n / ops)."""
     exact = rate.value(operations)

@@ -13,8 +13,10 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import singledispatch
 from typing import IO, Any
 
 from eventsourcing.persistence import Tracking
@@ -93,7 +95,7 @@ class AuditTrail(ReadModel):
             "occurred_at": event.timestamp, "actor_id": event.actor_id, "actor_role": event.actor_role,
             "channel": event.channel, "cause": event.cause, "reason": event.reason,
             "idempotency_key": event.idempotency_key, "event_type": type(event).__name__,
-            "summary": summary(event, sub, catalog, from_plan.name if from_plan else None, self.fold.source),
+            "summary": summary(event, Scene(sub, catalog, from_plan.name if from_plan else None, self.fold.source)),
             "before": dumps({k: before.get(k) for k in changed}), "after": dumps({k: after.get(k) for k in changed}),
             "money_impact": money_impact(event), "currency": catalog.currency,
             "catalog_version": event.catalog_version, "prev_hash": prev,
@@ -120,60 +122,150 @@ def chain_hash(prev: str, row: dict[str, Any]) -> str:
     return hashlib.sha256((prev + canonical(row)).encode("utf-8")).hexdigest()
 
 
+@singledispatch
 def money_impact(event: Subscription.Event) -> Decimal | None:
-    """What the event moves, signed from the customer's side: billed, paid, credited."""
-    if isinstance(event, Subscription.InvoiceIssued):
-        return event.amount_due
-    if isinstance(event, Subscription.PaymentSucceeded):
-        return event.amount
-    if isinstance(event, Subscription.BillingCreditIssued):
-        return event.amount
-    if isinstance(event, Subscription.BillingCreditApplied):
-        return -event.amount
-    if isinstance(event, Subscription.OperationsConvertedToCredit):
-        return event.amount
+    """What the event moves, signed from the customer's side: billed, paid, credited. An event
+    class moves money only through a function registered for it
+    (`@money_impact.register(Subscription.X)`, inherited by its subclasses); any other is None."""
     return None
 
 
-def summary(event: Subscription.Event, sub: Subscription, catalog: Catalog, from_name: str | None, source: Any) -> str:
-    """A sentence for a person reading the trail, e.g. 'Pro -> Team, charged 20.00'."""
-    cur = catalog.currency
-    plan = sub.plan_of(catalog)
-    name = plan.name if plan else (sub.plan or "none")
-    if isinstance(event, Subscription.PlanSet):
-        text = f"{from_name} -> {name}" if from_name and from_name != name else name
-        if event.interval:
-            text += f" ({event.interval}ly"
-            text += f", {event.seats} seats)" if event.seats else ")"
-        bill = next((e for e in following(source, event) if isinstance(e, Subscription.InvoiceIssued)), None)
-        if bill is not None:
-            text += f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
-                f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
-        return f"{type(event).__name__}: {text}"
-    if isinstance(event, Subscription.InvoiceIssued):
-        return (f"invoice {event.invoice_id} ({event.purpose}): {len(event.lines)} line(s), subtotal "
-                f"{fmt(event.subtotal, cur)}, credit applied {fmt(event.credit_applied, cur)}, due {fmt(event.amount_due, cur)}")
-    if isinstance(event, Subscription.PaymentSucceeded):
-        return f"payment of {fmt(event.amount, cur)} on {event.invoice_id} succeeded"
-    if isinstance(event, Subscription.PaymentFailed):
-        return f"payment of {fmt(event.amount, cur)} on {event.invoice_id} failed: {event.decline_code}"
-    if isinstance(event, Subscription.ChargeDeclined):
-        return f"charge of {fmt(event.amount, cur)} for {event.purpose} declined ({event.decline_code}); nothing changed"
-    if isinstance(event, Subscription.DowngradeScheduled):
-        return f"downgrade to {event.plan} scheduled for {iso(event.effective_at)}"
-    if isinstance(event, Subscription.SeatsChanged):
-        return f"seats {event.previous} -> {event.seats}"
-    if isinstance(event, Subscription.MembersChanged):
-        return f"members {event.previous} -> {event.members}"
-    if isinstance(event, Subscription.BillingCreditIssued):
-        return f"billing credit {fmt(event.amount, cur)} issued"
-    if isinstance(event, Subscription.BillingCreditApplied):
-        return f"billing credit {fmt(event.amount, cur)} applied to {event.invoice_id}"
-    if isinstance(event, Subscription.PeriodRenewed):
-        return f"{name} renewed: {iso(event.period_start)} to {iso(event.period_end)}"
-    if isinstance(event, Subscription.WorkspaceRegistered):
-        return f"workspace {event.workspace_id} registered on catalog {event.catalog_id}"
+@money_impact.register(Subscription.InvoiceIssued)
+def _billed(event: Subscription.InvoiceIssued) -> Decimal:
+    return event.amount_due
+
+
+@money_impact.register(Subscription.PaymentSucceeded)
+def _paid(event: Subscription.PaymentSucceeded) -> Decimal:
+    return event.amount
+
+
+@money_impact.register(Subscription.BillingCreditIssued)
+def _credited(event: Subscription.BillingCreditIssued) -> Decimal:
+    return event.amount
+
+
+@money_impact.register(Subscription.OperationsConvertedToCredit)
+def _operations_credited(event: Subscription.OperationsConvertedToCredit) -> Decimal:
+    return event.amount
+
+
+@money_impact.register(Subscription.BillingCreditApplied)
+def _credit_spent(event: Subscription.BillingCreditApplied) -> Decimal:
+    return -event.amount
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a summary reads besides its event: the aggregate after it, its catalog, the plan's
+    name before it, and the ledger (for the events the same command recorded)."""
+
+    sub: Subscription
+    catalog: Catalog
+    from_name: str | None
+    source: Any
+
+    @property
+    def currency(self) -> str:
+        return self.catalog.currency
+
+    @property
+    def plan_name(self) -> str:
+        plan = self.sub.plan_of(self.catalog)
+        return plan.name if plan else (self.sub.plan or "none")
+
+
+@singledispatch
+def summary(event: Subscription.Event, scene: Scene) -> str:
+    """A sentence for a person reading the trail, e.g. 'Pro -> Team, charged 20.00': the one
+    registered for the event's class (`@summary.register(Subscription.X)`, inherited by its
+    subclasses), else the event's type name."""
     return type(event).__name__
+
+
+@summary.register(Subscription.PlanSet)
+def _plan_set(event: Subscription.PlanSet, scene: Scene) -> str:
+    cur, name, from_name = scene.currency, scene.plan_name, scene.from_name
+    text = f"{from_name} -> {name}" if from_name and from_name != name else name
+    if event.interval:
+        text += f" ({event.interval}ly"
+        text += f", {event.seats} seats)" if event.seats else ")"
+    bill = next((e for e in following(scene.source, event) if isinstance(e, Subscription.InvoiceIssued)), None)
+    if bill is not None:
+        text += f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
+            f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
+    return f"{type(event).__name__}: {text}"
+
+
+@summary.register(Subscription.InvoiceIssued)
+def _invoice_issued(event: Subscription.InvoiceIssued, scene: Scene) -> str:
+    cur = scene.currency
+    return (f"invoice {event.invoice_id} ({event.purpose}): {len(event.lines)} line(s), subtotal "
+            f"{fmt(event.subtotal, cur)}, credit applied {fmt(event.credit_applied, cur)}, "
+            f"due {fmt(event.amount_due, cur)}")
+
+
+@summary.register(Subscription.PaymentSucceeded)
+def _payment_succeeded(event: Subscription.PaymentSucceeded, scene: Scene) -> str:
+    return f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} succeeded"
+
+
+@summary.register(Subscription.PaymentFailed)
+def _payment_failed(event: Subscription.PaymentFailed, scene: Scene) -> str:
+    return f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} failed: {event.decline_code}"
+
+
+@summary.register(Subscription.ChargeDeclined)
+def _charge_declined(event: Subscription.ChargeDeclined, scene: Scene) -> str:
+    return (f"charge of {fmt(event.amount, scene.currency)} for {event.purpose} declined ({event.decline_code}); "
+            "nothing changed")
+
+
+@summary.register(Subscription.ChargeRequested)
+def _charge_requested(event: Subscription.ChargeRequested, scene: Scene) -> str:
+    what = "held until it is paid" if event.effects else "collecting an issued invoice"
+    return (f"charge of {fmt(event.amount, scene.currency)} for {event.purpose} requested on {event.invoice_id} "
+            f"(attempt {event.attempt}, key {event.charge_key}): {what}")
+
+
+@summary.register(Subscription.PaymentActionRequired)
+def _payment_action_required(event: Subscription.PaymentActionRequired, scene: Scene) -> str:
+    return f"payment on {event.invoice_id} waits for the customer's authentication (3-D Secure)"
+
+
+@summary.register(Subscription.DowngradeScheduled)
+def _downgrade_scheduled(event: Subscription.DowngradeScheduled, scene: Scene) -> str:
+    return f"downgrade to {event.plan} scheduled for {iso(event.effective_at)}"
+
+
+@summary.register(Subscription.SeatsChanged)
+def _seats_changed(event: Subscription.SeatsChanged, scene: Scene) -> str:
+    return f"seats {event.previous} -> {event.seats}"
+
+
+@summary.register(Subscription.MembersChanged)
+def _members_changed(event: Subscription.MembersChanged, scene: Scene) -> str:
+    return f"members {event.previous} -> {event.members}"
+
+
+@summary.register(Subscription.BillingCreditIssued)
+def _billing_credit_issued(event: Subscription.BillingCreditIssued, scene: Scene) -> str:
+    return f"billing credit {fmt(event.amount, scene.currency)} issued"
+
+
+@summary.register(Subscription.BillingCreditApplied)
+def _billing_credit_applied(event: Subscription.BillingCreditApplied, scene: Scene) -> str:
+    return f"billing credit {fmt(event.amount, scene.currency)} applied to {event.invoice_id}"
+
+
+@summary.register(Subscription.PeriodRenewed)
+def _period_renewed(event: Subscription.PeriodRenewed, scene: Scene) -> str:
+    return f"{scene.plan_name} renewed: {iso(event.period_start)} to {iso(event.period_end)}"
+
+
+@summary.register(Subscription.WorkspaceRegistered)
+def _workspace_registered(event: Subscription.WorkspaceRegistered, scene: Scene) -> str:
+    return f"workspace {event.workspace_id} registered on catalog {event.catalog_id}"
 
 
 # ------------------------------------------------------------------ reading

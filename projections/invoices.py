@@ -3,6 +3,9 @@ the events that produced it and every payment and failed payment against it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import singledispatchmethod
+from types import SimpleNamespace
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -18,7 +21,7 @@ from projections.store import Amount, UtcDateTime, document, dumps, line_columns
 
 class Invoices(ReadModel):
     family = "invoices"
-    version = 1
+    version = 2
     tables = ("invoices", "invoice_lines", "invoice_payments")
 
     @classmethod
@@ -83,24 +86,53 @@ class Invoices(ReadModel):
         self.pending.clear()
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        sub = self.fold.apply(event, self.fold.before(event))
-        if isinstance(event, Subscription.InvoiceIssued):
-            self._issued(session, sub, event, tracking)
-        elif isinstance(event, (Subscription.PaymentSucceeded, Subscription.PaymentFailed)):
-            self._payment(session, sub, event, tracking)
+        before = self.fold.before(event)
+        self.held = before.pending_charges if before else {}
+        """The charges pending before this event: a declined purchase's invoice is only held there."""
+        sub = self.fold.apply(event, before)
+        self.record(event, session, sub, tracking)
 
-    def _issued(self, session: Session, sub: Subscription, event: Subscription.InvoiceIssued, tracking: Tracking) -> None:
+    @singledispatchmethod
+    def record(self, event: Subscription.Event, session: Session, sub: Subscription, tracking: Tracking) -> None:
+        """Write what the event changes in the invoice tables: the method registered for its
+        class (`@record.register(Subscription.X)`, inherited by its subclasses), else nothing."""
+
+    @record.register(Subscription.InvoiceIssued)
+    def _issued(self, event: Subscription.InvoiceIssued, session: Session, sub: Subscription,
+                tracking: Tracking) -> None:
         ws = sub.workspace_id
         event_id = event_ref(ws, event.originator_version)
         group = preceding(self.fold.source, event, self.fold.seen.get(event.originator_id))
         source_ids = dumps([*(event_ref(ws, e.originator_version) for e in group), event_id])
+        self._add_invoice(event, ws, event_id, source_ids, tracking)
+
+    @record.register(Subscription.ChargeDeclined)
+    def _declined(self, event: Subscription.ChargeDeclined, session: Session, sub: Subscription,
+                  tracking: Tracking) -> None:
+        """A declined purchase never issued its invoice: it is shown void, with the lines it held (R12)."""
+        held = self.held.get(event.invoice_id or "")
+        issued = next((e for e in held["effects"] if e["type"] == "InvoiceIssued"), None) if held else None
+        if issued is None:
+            return
+        ws = sub.workspace_id
+        event_id = event_ref(ws, event.originator_version)
+        invoice = SimpleNamespace(**issued["fields"])
+        self._add_invoice(invoice, ws, event_id, dumps([event_id]), tracking, status="void")
+        self.pending[invoice.invoice_id].update(failures=1, last_failure_code=event.decline_code,
+                                                last_failure_at=event.timestamp)
+        self._payment(event, sub, tracking, outcome="declined", charge_id=None, payment_method=held["payment_method"],
+                      decline_code=event.decline_code, message=event.message)
+
+    def _add_invoice(self, event: Any, ws: str, event_id: str, source_ids: str, tracking: Tracking,
+                     status: str | None = None) -> None:
         starts = [line["period_start"] for line in event.lines if line["period_start"]]
         ends = [line["period_end"] for line in event.lines if line["period_end"]]
         self.pending[event.invoice_id] = dict(
             invoice_id=event.invoice_id, workspace=ws, purpose=event.purpose, issued_at=event.timestamp,
             currency=event.currency, subtotal=event.subtotal, credit_applied=event.credit_applied,
-            amount_due=event.amount_due, amount_paid=0, status="open" if event.amount_due > 0 else "paid",
-            paid_at=None if event.amount_due > 0 else event.timestamp, failures=0, last_failure_code=None,
+            amount_due=event.amount_due, amount_paid=0,
+            status=status or ("open" if event.amount_due > 0 else "paid"),
+            paid_at=None if event.amount_due > 0 or status else event.timestamp, failures=0, last_failure_code=None,
             last_failure_at=None, period_start=min(starts) if starts else None,
             period_end=max(ends) if ends else None, event_id=event_id,
             source_event_ids=source_ids, position=tracking.notification_id,
@@ -112,30 +144,42 @@ class Invoices(ReadModel):
             for n, line in enumerate(event.lines, 1)
         )
 
-    def _payment(self, session: Session, sub: Subscription, event: Any, tracking: Tracking) -> None:
-        t = self.view.t
-        inv = t["invoices"]
-        ok = isinstance(event, Subscription.PaymentSucceeded)
+    @record.register(Subscription.PaymentSucceeded)
+    def _paid(self, event: Subscription.PaymentSucceeded, session: Session, sub: Subscription,
+              tracking: Tracking) -> None:
+        self._payment(event, sub, tracking, outcome="succeeded", charge_id=event.charge_id,
+                      payment_method=event.payment_method, decline_code=None, message=None)
+        self._change_invoice(session, event.invoice_id, lambda inv: {
+            "amount_paid": inv["amount_paid"] + event.amount, "status": "paid", "paid_at": event.timestamp})
+
+    @record.register(Subscription.PaymentFailed)
+    def _payment_failed(self, event: Subscription.PaymentFailed, session: Session, sub: Subscription,
+                        tracking: Tracking) -> None:
+        self._payment(event, sub, tracking, outcome="failed", charge_id=None, payment_method=None,
+                      decline_code=event.decline_code, message=event.message)
+        self._change_invoice(session, event.invoice_id, lambda inv: {
+            "failures": inv["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,
+            "last_failure_at": event.timestamp})
+
+    def _payment(self, event: Any, sub: Subscription, tracking: Tracking, **outcome: Any) -> None:
+        """One row of invoice_payments: an attempt to collect an invoice and how it went."""
         self.buffer["invoice_payments"].append(dict(
             position=tracking.notification_id, invoice_id=event.invoice_id, workspace=sub.workspace_id,
-            at=event.timestamp, outcome="succeeded" if ok else "failed", amount=event.amount,
-            charge_id=event.charge_id if ok else None, payment_method=event.payment_method if ok else None,
-            decline_code=None if ok else event.decline_code, message=None if ok else event.message,
-            event_id=event_ref(sub, event.originator_version),
+            at=event.timestamp, amount=event.amount, event_id=event_ref(sub, event.originator_version), **outcome,
         ))
-        pending = self.pending.get(event.invoice_id)
-        if pending is None:
-            pending = dict(session.execute(select(inv.c.amount_paid, inv.c.failures)
-                                           .where(inv.c.invoice_id == event.invoice_id)).mappings().one())
-        if ok:
-            change = {"amount_paid": pending["amount_paid"] + event.amount, "status": "paid", "paid_at": event.timestamp}
-        else:
-            change = {"failures": pending["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,
-                      "last_failure_at": event.timestamp}
-        if event.invoice_id in self.pending:
-            pending.update(change)
-        else:
-            session.execute(update(inv).where(inv.c.invoice_id == event.invoice_id).values(**change))
+
+    def _change_invoice(self, session: Session, invoice_id: str,
+                        change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Update an invoice row with `change(its amount_paid and failures so far)`: in the buffer
+        when this batch issued it, else in its table."""
+        inv = self.view.t["invoices"]
+        pending = self.pending.get(invoice_id)
+        if pending is not None:
+            pending.update(change(pending))
+            return
+        found = session.execute(select(inv.c.amount_paid, inv.c.failures)
+                                .where(inv.c.invoice_id == invoice_id)).mappings().one()
+        session.execute(update(inv).where(inv.c.invoice_id == invoice_id).values(**change(dict(found))))
 
 
 def invoices_of(conn: Connection, workspace: str) -> list[dict[str, Any]]:

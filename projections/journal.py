@@ -17,7 +17,9 @@ balance. Accounts (normal balance in brackets):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import singledispatch
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -26,9 +28,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
-from domain.subscription.billing_events import line_item
-from domain.money import ZERO, round_half_up
+from domain.money import ZERO
+from domain.pricing import ai_credit_revenue
 from domain.subscription import Subscription
+from domain.subscription.billing_events import line_item
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime
 
@@ -80,7 +83,7 @@ class Journal(ReadModel):
                 self.balances[ws, account] = sum(rows, ZERO)
             return self.balances[ws, account]
 
-        entry = postings(event, sub, catalog, purchased_before, balance)
+        entry = postings(event, Books(sub, catalog, purchased_before, balance))
         if not entry:
             return
         assert sum((p[1] for p in entry), ZERO) == 0, f"unbalanced entry for {type(event).__name__}: {entry}"
@@ -94,51 +97,84 @@ class Journal(ReadModel):
                 "memo": memo})
 
 
-def postings(event: Subscription.Event, sub: Subscription, catalog: Catalog, purchased_before: int,
-             balance: Callable[[str], Decimal]) -> list[Posting]:
-    """The balanced entry for one event (empty when it moves no money). `sub` is the
-    aggregate after the event; `balance(account)` is the workspace's signed balance so far."""
-    if isinstance(event, Subscription.InvoiceIssued):
-        return _invoice(event, sub, catalog)
-    if isinstance(event, Subscription.PaymentSucceeded):
-        return [("cash", event.amount, f"payment {event.charge_id} on {event.invoice_id}"),
-                ("receivable", -event.amount, f"{event.invoice_id} paid")]
-    if isinstance(event, Subscription.BillingCreditApplied):
-        return [("billing_credit", event.amount, f"billing credit applied to {event.invoice_id}"),
-                ("receivable", -event.amount, f"{event.invoice_id} settled with billing credit")]
-    if isinstance(event, Subscription.BillingCreditIssued):
-        source = "receivable" if event.invoice_id else "revenue"
-        return [(source, event.amount, f"credit from {event.invoice_id or 'goodwill'}"),
-                ("billing_credit", -event.amount, "billing credit issued (never cash, R10)")]
-    if isinstance(event, Subscription.AICreditsConsumed) and event.from_purchased:
-        held = -balance("ai_credit_liability")
-        if event.from_purchased >= purchased_before:
-            amount = held
-        else:
-            amount = round_half_up(held * event.from_purchased / purchased_before, catalog.currency)
-        if amount:
-            return [("ai_credit_liability", amount, f"{event.from_purchased} purchased AI credits used"),
-                    ("revenue", -amount, "AI credit packs recognised on use")]
-        return []
-    closes_period = isinstance(event, (Subscription.PeriodRenewed, Subscription.SubscriptionCanceled)) or (
-        isinstance(event, Subscription.PlanSet) and event.new_cycle)
-    if closes_period:
-        held = balance("deferred_revenue")
-        if held:
-            return [("deferred_revenue", -held, "annual period closed"),
-                    ("revenue", held, "deferred revenue recognised")]
+@dataclass(frozen=True)
+class Books:
+    """What a posting rule reads besides its event: the aggregate after the event, its catalog,
+    the purchased AI credits held before it, and the workspace's signed balance per account so far."""
+
+    sub: Subscription
+    catalog: Catalog
+    purchased_before: int
+    balance: Callable[[str], Decimal]
+
+
+@singledispatch
+def postings(event: Subscription.Event, books: Books) -> list[Posting]:
+    """The balanced entry for one event. An event class moves money only through a rule
+    registered for it (`@postings.register(Subscription.X)`, inherited by its subclasses);
+    any other event posts nothing."""
     return []
 
 
-def _invoice(event: Subscription.InvoiceIssued, sub: Subscription, catalog: Catalog) -> list[Posting]:
-    out: list[Posting] = []
-    for line in event.lines:
-        out.append((_account(line, sub), -line["amount"], f"{event.invoice_id}: {line['kind']} {line['description']}"))
+@postings.register(Subscription.InvoiceIssued)
+def _invoice_issued(event: Subscription.InvoiceIssued, books: Books) -> list[Posting]:
+    out: list[Posting] = [
+        (_account(line, books.sub), -line["amount"], f"{event.invoice_id}: {line['kind']} {line['description']}")
+        for line in event.lines]
     out.append(("receivable", event.subtotal, f"{event.invoice_id} issued ({event.purpose})"))
-    if event.subtotal < 0 and catalog.policy.credit_overflow != "balance":
+    if event.subtotal < 0 and books.catalog.policy.credit_overflow != "balance":
         out += [("receivable", -event.subtotal, "credit overflow forfeited (catalog policy)"),
                 ("revenue", event.subtotal, "credit overflow forfeited (catalog policy)")]
     return out
+
+
+@postings.register(Subscription.PaymentSucceeded)
+def _payment_succeeded(event: Subscription.PaymentSucceeded, books: Books) -> list[Posting]:
+    return [("cash", event.amount, f"payment {event.charge_id} on {event.invoice_id}"),
+            ("receivable", -event.amount, f"{event.invoice_id} paid")]
+
+
+@postings.register(Subscription.BillingCreditApplied)
+def _billing_credit_applied(event: Subscription.BillingCreditApplied, books: Books) -> list[Posting]:
+    return [("billing_credit", event.amount, f"billing credit applied to {event.invoice_id}"),
+            ("receivable", -event.amount, f"{event.invoice_id} settled with billing credit")]
+
+
+@postings.register(Subscription.BillingCreditIssued)
+def _billing_credit_issued(event: Subscription.BillingCreditIssued, books: Books) -> list[Posting]:
+    source = "receivable" if event.invoice_id else "revenue"
+    return [(source, event.amount, f"credit from {event.invoice_id or 'goodwill'}"),
+            ("billing_credit", -event.amount, "billing credit issued (never cash, R10)")]
+
+
+@postings.register(Subscription.AICreditsConsumed)
+def _ai_credits_consumed(event: Subscription.AICreditsConsumed, books: Books) -> list[Posting]:
+    """Granted credits carry no money; purchased ones release their share of the pack liability."""
+    if not event.from_purchased:
+        return []
+    amount, _ = ai_credit_revenue(-books.balance("ai_credit_liability"), event.from_purchased,
+                                  books.purchased_before, books.catalog.currency)
+    if not amount:
+        return []
+    return [("ai_credit_liability", amount, f"{event.from_purchased} purchased AI credits used"),
+            ("revenue", -amount, "AI credit packs recognised on use")]
+
+
+@postings.register(Subscription.PeriodRenewed)
+@postings.register(Subscription.SubscriptionCanceled)
+def _period_closed(event: Subscription.Event, books: Books) -> list[Posting]:
+    """A period ends: what annual billing deferred for it becomes revenue."""
+    held = books.balance("deferred_revenue")
+    if not held:
+        return []
+    return [("deferred_revenue", -held, "annual period closed"),
+            ("revenue", held, "deferred revenue recognised")]
+
+
+@postings.register(Subscription.PlanSet)
+def _plan_set(event: Subscription.PlanSet, books: Books) -> list[Posting]:
+    """A plan set on a new cycle ends the old period early."""
+    return _period_closed(event, books) if event.new_cycle else []
 
 
 def _account(line: dict[str, Any], sub: Subscription) -> str:

@@ -11,7 +11,8 @@ from domain.catalog import Catalog, Policy, load_catalog
 from domain.money import fmt, parse_amount, round_half_up
 from domain.periods import Period, add_months, days_between, period_containing, period_number
 from domain.pricing import (
-    Priced, full_charge, one_time_charge, prorated_charge, remaining_fraction, totals, unused_time_credit,
+    Priced, ai_credit_revenue, full_charge, one_time_charge, prorated_charge, remaining_fraction, totals,
+    unused_time_credit,
 )
 
 D = Decimal
@@ -208,6 +209,36 @@ def test_R13_two_consecutive_upgrades_in_one_period_never_over_credit():
     assert second_credit.amount == D("-49.00")
     credits = -(first_credit.amount + second_credit.amount)
     assert credits == D("68.00") == D("19.00") + team_charge.amount
+
+
+# ------------------------------------------------------------------ AI credit revenue (R23)
+
+
+def test_R23_purchased_ai_credits_are_recognised_pro_rata_rounded_half_up_once():
+    amount, formula = ai_credit_revenue(D("10.00"), 1, 16, "USD")
+    assert amount == D("0.63")  # 0.625 exactly: half-up, not half-even
+    assert formula == "10.00 held x 1/16 credits = 0.625000 -> 0.63"
+    assert ai_credit_revenue(D("10.00"), 700, 1000, "USD")[0] == D("7.00")
+    assert ai_credit_revenue(D("1000"), 1, 3, "JPY")[0] == D("333")
+
+
+def test_R23_spending_the_last_purchased_credits_recognises_all_that_is_held():
+    assert ai_credit_revenue(D("3.34"), 334, 334, "USD") == (D("3.34"), "all 334 purchased credits used = 3.34 held")
+    assert ai_credit_revenue(D("3.34"), 500, 334, "USD")[0] == D("3.34")
+
+
+def test_R23_a_pack_is_recognised_in_full_and_never_more_however_its_credits_are_spent():
+    held, purchased, recognised = D("10.00"), 1000, []
+    for used in (333, 333, 1, 333):
+        amount, _ = ai_credit_revenue(held, used, purchased, "USD")
+        recognised.append(amount)
+        held, purchased = held - amount, purchased - used
+    assert recognised == [D("3.33"), D("3.33"), D("0.01"), D("3.33")]
+    assert sum(recognised) == D("10.00") and held == 0
+
+
+def test_R23_no_purchased_credits_used_recognises_nothing():
+    assert ai_credit_revenue(D("10.00"), 0, 1000, "USD") == (D(0), "no purchased credits used")
 
 
 # ------------------------------------------------------------------ totals and billing credit
