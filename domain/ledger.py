@@ -122,6 +122,12 @@ class Ledger(Application[UUID]):
         )
         self._published: set[tuple[str, str]] | None = None
 
+    def close(self) -> None:
+        super().close()
+        close_gateway = getattr(self.payments, "close", None)
+        if callable(close_gateway):
+            close_gateway()
+
     # --------------------------------------------------------------- reading
 
     def get(self, workspace_id: str, at: datetime | None = None) -> Subscription | None:
