@@ -70,7 +70,7 @@ def project(url: str) -> tuple[float, int]:
 
 def copy_same_rows(schema: str) -> tuple[float, int]:
     """COPY every row the read models hold into empty same-shaped tables, one transaction."""
-    tables = [name for model in ALL for name in (model.table_name(t, "v1") for t in model.tables)]
+    tables = [name for model in ALL for name in (model.table_name(t, f"v{model.version}") for t in model.tables)]
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         data = {t: conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall() for t in tables}

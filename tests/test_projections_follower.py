@@ -34,7 +34,7 @@ def positions(schema: str) -> dict[str, int]:
     with psycopg.connect(PG, autocommit=True) as conn:
         for model in ALL:
             try:
-                row = conn.execute(f'SELECT notification_id FROM "{schema}"."rm_{model.family}_v1_tracking"').fetchone()
+                row = conn.execute(f'SELECT notification_id FROM "{schema}"."rm_{model.family}_v{model.version}_tracking"').fetchone()
             except psycopg.errors.UndefinedTable:
                 row = None
             found[model.family] = row[0] if row else 0
