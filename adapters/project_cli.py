@@ -171,7 +171,7 @@ def audit(
 def verdict(result: dict[str, Any]) -> str:
     """One line for a person: what failed, and where."""
     if result["ok"]:
-        return f"{result['events']} events chained, {result['rows']} audit rows agree (head {result['head'][:16]})"
+        return f"{result['events']} events chained, {result['rows']} audit rows agree"
     where = f"workspace {result['workspace']}" if result.get("workspace") else result.get("stream") or "the store"
     version = f" version {result['version']}" if result.get("version") is not None else ""
     return f"{result['failed']} broken at {where}{version}: {result.get('problem')} ({result.get('detail', '')})"

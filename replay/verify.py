@@ -51,7 +51,7 @@ def verify(projections: Projections, workspace: str | None = None) -> dict[str, 
         out.update({"failed": failed, **{k: v for k, v in results[failed].items() if k != "ok"}})
     else:
         chain = results["event_chain"]
-        out.update({"events": chain["events"], "streams": chain["streams"], "head": chain["head"],
+        out.update({"events": chain["events"], "streams": chain["streams"],
                     "rows": results["audit_trail"]["rows"], "workspaces": results["audit_trail"]["workspaces"]})
     return {**out, "checks": results}
 
@@ -73,6 +73,7 @@ def stream_names(ledger: Ledger) -> dict[UUID, tuple[str, str | None]]:
 def name_of(ledger: Ledger, names: dict[UUID, tuple[str, str | None]], oid: UUID) -> tuple[str, str | None]:
     """A stream's kind and workspace; an unlisted stream is named by its registration event."""
     if oid not in names:
+        first: Any = None
         try:
             first = next(iter(ledger.events.get(oid, lte=1)), None)
         except Exception:  # noqa: BLE001 (unreadable: leave it unnamed)
@@ -89,7 +90,7 @@ def event_chain(ledger: Ledger, names: dict[UUID, tuple[str, str | None]],
         return {"ok": False, "problem": "no_chain", "detail": "this event store keeps no hash chain"}
     report = verify_chain(workspace_uuid(workspace) if workspace else None)
     out: dict[str, Any] = {"ok": report.ok, "events": report.events, "streams": report.streams,
-                           "head": report.head, "chained_since": report.since}
+                           "chained_since": report.since}
     if report.first is not None:
         kind, ws = name_of(ledger, names, report.first.originator_id)
         out.update({"stream": kind, "workspace": ws, **report.first.as_dict(),
@@ -108,10 +109,12 @@ def snapshots(ledger: Ledger, names: dict[UUID, tuple[str, str | None]], workspa
         [(oid, ws) for oid, (kind, ws) in names.items() if kind == "workspace"]
     for oid, ws in streams:
         try:
-            taken = {s.originator_version: s for s in store.get(oid)}
+            taken: dict[int, Any] = {s.originator_version: s for s in store.get(oid)}
             if not taken:
                 continue
-            state = None
+            state: Any = None
+            event: Any
+            snap: Any
             for event in ledger.events.get(oid, lte=max(taken)):
                 state = event.mutate(state)
                 snap = taken.get(event.originator_version)
@@ -164,7 +167,7 @@ def _expected_rows(ledger: Ledger, names: dict[UUID, tuple[str, str | None]], up
         if not batch:
             return
         for n in batch:
-            kind, ws = name_of(ledger, names, n.originator_id)
+            kind, ws = name_of(ledger, names, UUID(str(n.originator_id)))
             if kind not in ("workspace", "unlisted") or (workspace and ws != workspace):
                 continue
             try:

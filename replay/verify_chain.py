@@ -68,13 +68,11 @@ class Break:
 
 @dataclass
 class ChainReport:
-    """The walk's result: counts, each broken stream's first break (earliest position first),
-    and `head`, one hash over every stream's last link, to keep elsewhere and compare later."""
+    """The walk's result: counts, and each broken stream's first break, earliest position first."""
 
     events: int = 0
     streams: int = 0
     breaks: list[Break] = field(default_factory=list)
-    head: str = ""
     since: dict[str, Any] | None = None
     """When the store started linking its events (the first upgrade), as the recorder noted it."""
 
@@ -116,17 +114,13 @@ def walk(events: Iterable[Stored], links: Iterable[Link]) -> ChainReport:
     """Compare the events with their links. Both iterables are ordered by (originator_id,
     version), as the database returns them; one stream at a time is held in memory."""
     report = ChainReport()
-    heads = hashlib.sha256()
     for oid, stream_events, stream_links in _streams(events, links):
         report.streams += 1
         report.events += len(stream_events)
         found = check_stream(oid, stream_events, stream_links)
         if found is not None:
             report.breaks.append(found)
-        if stream_links:
-            heads.update(f"{oid}:{stream_links[-1].version}:{stream_links[-1].hash}\n".encode("ascii"))
     report.breaks.sort(key=lambda b: (b.position is None, b.position or 0, str(b.originator_id)))
-    report.head = heads.hexdigest()
     return report
 
 
