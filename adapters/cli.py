@@ -389,6 +389,16 @@ def demo(db: Annotated[str | None, typer.Option(help="Database URL, best empty (
     raise typer.Exit(run_demo(db or _opts().db, as_json=_opts().json))
 
 
+@app.command("new-cipher-key")
+def new_cipher_key(size: Annotated[int, typer.Option(help="Key bytes: 16, 24 or 32.")] = 32) -> None:
+    """Print a new base64 AES key for $SUBLEDGER_CIPHER_KEY (encrypts stored events; docs/audit.md)."""
+    from eventsourcing.cryptography import AESCipher
+
+    if size not in AESCipher.KEY_SIZES:
+        fail("invalid_request", "--size: 16, 24 or 32", 2)
+    typer.echo(AESCipher.create_key(size))
+
+
 # ------------------------------------------------------------------ entry point
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from adapters import render
 from adapters.app import build_ledger, read_models
 from adapters.scenario import load_scenario, run_scenario
-from projections import audit_trail
+from adapters.project_cli import verdict
 from projections.journal import trial_balance
+from replay.verify import verify
 
 DEMO_DB = Path("subledger-demo.db")
 
@@ -58,12 +59,13 @@ def run_demo(db: str | None = None, *, as_json: bool = False) -> int:
 
 
 def print_books(url: str, con: Any) -> bool:
-    """What finance reads afterwards: the journal's trial balance and the audit chain."""
+    """What finance reads afterwards: the journal's trial balance and `audit verify`."""
     ledger = build_ledger(url)
     try:
-        with read_models(ledger) as projections, projections.engine.connect() as conn:
-            balances = trial_balance(conn)
-            chain = audit_trail.verify(conn)
+        with read_models(ledger) as projections:
+            with projections.engine.connect() as conn:
+                balances = trial_balance(conn)
+            checked = verify(projections)
     finally:
         ledger.close()
     total = sum(balances.values(), Decimal(0))
@@ -71,6 +73,5 @@ def print_books(url: str, con: Any) -> bool:
     for account, amount in sorted(balances.items()):
         con.print(f"  {account:<24} {amount:>12.2f}", markup=False)
     con.print(f"  {'trial balance':<24} {total:>12.2f}", markup=False)
-    verdict = f"{chain['rows']} rows, hash chain verified" if chain["ok"] else f"BROKEN at {chain['position']}"
-    con.print(f"  audit trail: {verdict}", markup=False)
-    return total == 0 and chain["ok"]
+    con.print(f"  audit verify: {verdict(checked)}", markup=False)
+    return total == 0 and checked["ok"]

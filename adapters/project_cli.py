@@ -5,7 +5,7 @@ A typer app of its own so that adapters/cli.py can mount it:
     app.command("invoices")(project_cli.invoices)
     app.command("audit")(project_cli.audit)
 Reads catch the read models up first (inline mode), so on SQLite they are always current.
-Exit codes: 0 done, 1 audit verification failed, 2 invalid input.
+Exit codes: 0 done, 1 audit verification failed or rebuild refused (broken event chain), 2 invalid input.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import typer
 
 from adapters.app import ensure_schema
 from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
+from domain.errors import LedgerError
 from projections import audit_trail
 from projections.invoices import invoices_of
 from projections.runner import Projections, follow
 from projections.store import dumps
 from projections.upcoming_invoice import upcoming_of
+from replay.verify import verify
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
@@ -50,8 +52,13 @@ def _env(db: str | None) -> dict[str, str]:
 
 
 @contextmanager
-def _projections(db: str | None, catch_up: bool = True) -> Iterator[Projections]:
-    with Projections(_env(db)) as projections:
+def _projections(db: str | None, catch_up: bool = True, force: bool = False) -> Iterator[Projections]:
+    try:
+        projections = Projections(_env(db), force=force)
+    except LedgerError as e:  # a read model's version moved and the event chain is broken
+        typer.echo(f"error: {e.message} [{e.code}]", err=True)
+        raise typer.Exit(1) from None
+    with projections:
         if catch_up:
             projections.catch_up()
         yield projections
@@ -106,15 +113,22 @@ def status(ctx: typer.Context, db: DB = None) -> None:
 
 @project_app.command("rebuild")
 def rebuild(ctx: typer.Context, db: DB = None,
-            only: Annotated[list[str] | None, typer.Option("--only", help="Read model(s) to rebuild.")] = None) -> None:
-    """Replay every event into fresh versioned tables, then swap the stable views to them."""
-    with _projections(db or ctx.obj["db"], catch_up=False) as projections:
+            only: Annotated[list[str] | None, typer.Option("--only", help="Read model(s) to rebuild.")] = None,
+            force: Annotated[bool, typer.Option("--force", help="Rebuild even if the event chain is broken.")]
+            = False) -> None:
+    """Replay every event into fresh versioned tables, then swap the stable views to them.
+    Refused (exit 1) when the stored events fail their hash chain, unless --force."""
+    with _projections(db or ctx.obj["db"], catch_up=False, force=force) as projections:
         unknown = set(only or ()) - set(projections.models)
         if unknown:
             typer.echo(f"error: --only: unknown read model(s) {', '.join(sorted(unknown))}; "
                        f"known: {', '.join(sorted(projections.models))} [invalid_request]", err=True)
             raise typer.Exit(2)
-        projections.rebuild(only or None)
+        try:
+            projections.rebuild(only or None, force=force)
+        except LedgerError as e:
+            typer.echo(f"error: {e.message} [{e.code}]", err=True)
+            raise typer.Exit(1) from None
         _echo(projections.status())
 
 
@@ -127,26 +141,40 @@ def invoices(workspace: str, db: DB = None) -> None:
 
 @app.command("audit")
 def audit(
-    target: Annotated[str, typer.Argument(help="A workspace id to export its trail, or 'verify' to check the chains.")],
+    target: Annotated[str, typer.Argument(help="A workspace id to export its trail, or 'verify' to check the stored "
+                                                "events' chain and that the audit trail agrees with them.")],
     db: DB = None,
     since: Annotated[str | None, typer.Option(help="From this instant (inclusive), ISO-8601.")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this instant (exclusive), ISO-8601.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "jsonl",
     workspace: Annotated[str | None, typer.Option(help="With verify: check one workspace only.")] = None,
 ) -> None:
-    """Export the audit trail (CSV or JSON Lines), or `audit verify` the hash chains."""
+    """Export the audit trail (CSV or JSON Lines), or `audit verify`: the stored events against
+    their hash chain, snapshots against the events, and the audit trail against both (docs/audit.md).
+    A failed verification names the first bad workspace and version and exits 1."""
+    if target == "verify":
+        with _projections(db, catch_up=False) as projections:
+            result = verify(projections, workspace)
+        _echo(result)
+        if not result["ok"]:
+            typer.echo(f"audit verify: {verdict(result)}", err=True)
+            raise typer.Exit(1)
+        return
     with _projections(db) as projections, projections.engine.connect() as conn:
-        if target == "verify":
-            result = audit_trail.verify(conn, workspace)
-            _echo(result)
-            if not result["ok"]:
-                raise typer.Exit(1)
-            return
         if fmt not in ("csv", "jsonl"):
             typer.echo("error: --format: csv or jsonl [invalid_request]", err=True)
             raise typer.Exit(2)
         found = audit_trail.rows(conn, target, _instant(since, "--since"), _instant(until, "--until"))
         (audit_trail.write_csv if fmt == "csv" else audit_trail.write_jsonl)(sys.stdout, found)
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """One line for a person: what failed, and where."""
+    if result["ok"]:
+        return f"{result['events']} events chained, {result['rows']} audit rows agree"
+    where = f"workspace {result['workspace']}" if result.get("workspace") else result.get("stream") or "the store"
+    version = f" version {result['version']}" if result.get("version") is not None else ""
+    return f"{result['failed']} broken at {where}{version}: {result.get('problem')} ({result.get('detail', '')})"
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ CODES = {
     "concurrency_conflict": "",
     "not_found": "",
     "invalid_catalog": "",
+    "event_chain_broken": "",
 }
 
 

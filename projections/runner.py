@@ -24,7 +24,9 @@ from eventsourcing.utils import Environment
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
+from domain.errors import LedgerError
 from domain.ledger import Ledger
+from domain.subscription import workspace_uuid
 from projections import registry
 from projections.audit_trail import AuditTrail
 from projections.invoices import Invoices
@@ -43,7 +45,8 @@ class Projections:
     project (and whose repository the fold reads); one is made from `env` if not given."""
 
     def __init__(self, env: Mapping[str, str], source: Ledger | None = None,
-                 models: Iterable[type[ReadModel]] = ALL, batch: int = 500) -> None:
+                 models: Iterable[type[ReadModel]] = ALL, batch: int = 500, *, force: bool = False) -> None:
+        """`force`: rebuild (when a read model's version moved) even from a broken event chain."""
         self.env = dict(env)
         self.engine: Engine = create_engine(sqlalchemy_url(self.env))
         self._owns_source = source is None
@@ -62,7 +65,7 @@ class Projections:
             elif found.version == model.version:
                 self.running[family] = self._attach(model, found.tag)
             else:  # the code's version moved: replay into new tables, then swap
-                self.rebuild([family])
+                self.rebuild([family], force=force)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -101,9 +104,13 @@ class Projections:
 
     # ------------------------------------------------------------ rebuild
 
-    def rebuild(self, families: Iterable[str] | None = None) -> dict[str, str]:
+    def rebuild(self, families: Iterable[str] | None = None, *, force: bool = False) -> dict[str, str]:
         """Replay every event into fresh tables of each read model's current version, then
-        swap the stable views to them and drop the old tables. Returns family -> new tag."""
+        swap the stable views to them and drop the old tables. Returns family -> new tag.
+        Refused (event_chain_broken) when the stored events fail their chain, unless `force`:
+        a rebuild would rewrite the read models, the audit trail too, from altered events."""
+        if not force:
+            self.check_events()
         done = {}
         for family in list(families or self.models):
             model = self.models[family]
@@ -120,6 +127,24 @@ class Projections:
             self.running[family] = fresh
             done[family] = tag
         return done
+
+    def check_events(self) -> None:
+        """Raise event_chain_broken if the source's store keeps a chain (adapters/chained_store.py)
+        and a stored event no longer matches it."""
+        verify_chain = getattr(self.source.recorder, "verify_chain", None)
+        report = verify_chain() if verify_chain is not None else None
+        if report is None or report.ok:
+            return
+        bad = report.first
+        try:
+            listed = {workspace_uuid(ws): ws for ws in self.source.workspaces()}
+        except Exception:  # noqa: BLE001 (the index itself may be what was altered)
+            listed = {}
+        where = f"workspace {listed[bad.originator_id]}" if bad.originator_id in listed else \
+            f"stream {bad.originator_id}"
+        raise LedgerError("event_chain_broken", f"the stored events fail their hash chain at {where} version "
+                          f"{bad.version} ({bad.problem}: {bad.detail}); rebuilding would rewrite the read models "
+                          "from them. Run `subledger audit verify`; `project rebuild --force` rebuilds anyway")
 
     # ------------------------------------------------------------ status
 

@@ -1,0 +1,281 @@
+"""Tamper-evident event stores: the library's SQLite and PostgreSQL application recorders,
+writing one chain link per event (replay/verify_chain.py) in the transaction that inserts
+the events, and reading events and links back in one snapshot to verify them.
+
+adapters/settings.py selects them with the library's APPLICATION_RECORDER_TOPIC, so the
+persistence module stays eventsourcing.sqlite / eventsourcing.postgres. On PostgreSQL the
+library's insert path is kept: its EXCLUSIVE table lock is held while the links are written,
+and notification order stays commit order.
+
+First upgrade: when a store has no chain record yet (`<events>_chain_meta`), `create_table`
+links the events already stored, once, under the same lock writers take; from then on every
+insert links its events. docs/audit.md describes the design.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from replay.verify_chain import ChainReport, Link, Stored, link, link_all, walk
+
+UPGRADE_LOCK_TIMEOUT_S = 600
+"""How long a process starting during another's first upgrade waits for it (PostgreSQL)."""
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def _bytes(state: Any) -> bytes:
+    """A stored state as bytes: a hand edit in the sqlite3 shell can leave TEXT behind."""
+    return state.encode("utf-8") if isinstance(state, str) else bytes(state)
+
+
+def _since(events: int, position: int | None) -> str:
+    return json.dumps({"chained_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                       "events_linked_as_found": events, "up_to_position": position or 0})
+
+
+def batches(links: Iterator[Link], size: int = 1000) -> Iterator[list[Link]]:
+    batch: list[Link] = []
+    for lk in links:
+        batch.append(lk)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _links(stored: Sequence[StoredEvent], ids: Sequence[int], prev_of: dict[UUID, str]) -> list[Link]:
+    """Links for a batch of inserted events; `prev_of` holds each stream's previous link hash."""
+    out = []
+    for s, nid in zip(stored, ids, strict=True):
+        oid = _uuid(s.originator_id)
+        made = link(Stored(oid, s.originator_version, nid, s.topic, s.state), prev_of.get(oid, ""))
+        prev_of[oid] = made.hash
+        out.append(made)
+    return out
+
+
+def _firsts(stored: Sequence[StoredEvent]) -> dict[UUID, int]:
+    """Each stream's first version in a batch (the link before it is read from the table)."""
+    firsts: dict[UUID, int] = {}
+    for s in stored:
+        firsts.setdefault(_uuid(s.originator_id), s.originator_version)
+    return firsts
+
+
+class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+    """SQLite: links are written right after each batch's events, in the same transaction
+    (the events insert has taken SQLite's write lock, so the previous links are current)."""
+
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name)
+
+    @property
+    def chain_table(self) -> str:
+        return f"{self.events_table_name}_chain"
+
+    @property
+    def meta_table(self) -> str:
+        return f"{self.events_table_name}_chain_meta"
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table} (originator_id TEXT, originator_version INTEGER, "
+            "notification_id INTEGER NOT NULL, digest TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, "
+            "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {self.meta_table} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ]
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        assert ids is not None
+        prev_of = {oid: self._hash_at(c, oid, first - 1) for oid, first in _firsts(stored_events).items()}
+        self._write(c, _links(stored_events, ids, prev_of))
+        return ids
+
+    def _hash_at(self, c: SQLiteCursor, oid: UUID, version: int) -> str:
+        if version < 1:
+            return ""
+        c.execute(f"SELECT hash FROM {self.chain_table} WHERE originator_id=? AND originator_version=?",
+                  (oid.hex, version))
+        row = c.fetchone()
+        return row[0] if row else ""
+
+    def _write(self, c: SQLiteCursor, links: list[Link]) -> None:
+        c.executemany(f"INSERT INTO {self.chain_table} VALUES (?,?,?,?,?,?)",
+                      [(lk.originator_id.hex, lk.version, lk.notification_id, lk.digest, lk.prev_hash, lk.hash)
+                       for lk in links])
+
+    # ------------------------------------------------------------ first upgrade
+
+    def create_table(self) -> None:
+        super().create_table()
+        if self.chain_meta() is not None:
+            return
+        with self.datastore.get_connection(commit=True) as conn:
+            c = conn.cursor()
+            c.execute("BEGIN IMMEDIATE")  # the write lock first: one process links, the others wait
+            try:
+                self._upgrade(c, conn.cursor())
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def _upgrade(self, c: SQLiteCursor, reader: SQLiteCursor) -> None:
+        c.execute(f"SELECT 1 FROM {self.meta_table} WHERE name='chain'")
+        if c.fetchone() is not None:
+            return
+        c.execute(f"SELECT 1 FROM {self.chain_table} LIMIT 1")
+        if c.fetchone() is not None:
+            return  # links without a record of when they started: leave them to `audit verify`
+        reader.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                       "ORDER BY originator_id, originator_version")
+        count, top = 0, 0
+        for links in batches(link_all(Stored(UUID(r[1]), r[2], r[0], r[3], _bytes(r[4])) for r in reader.sqlite_cursor)):
+            self._write(c, links)
+            count += len(links)
+            top = max(top, *(lk.notification_id for lk in links))
+        c.execute(f"INSERT INTO {self.meta_table} VALUES ('chain', ?)", (_since(count, top),))
+
+    # ------------------------------------------------------------ verification
+
+    def chain_meta(self) -> dict[str, Any] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT value FROM {self.meta_table} WHERE name='chain'")
+            row = c.fetchone()
+        return json.loads(row[0]) if row else None
+
+    def verify_chain(self, originator_id: UUID | None = None) -> ChainReport:
+        """Walk the stored events against their links, both read in one snapshot."""
+        where, params = ("WHERE originator_id=? ", (originator_id.hex,)) if originator_id else ("", ())
+        with self.datastore.get_connection(commit=False) as conn, conn.transaction(commit=False) as c:
+            links_cursor = conn.cursor()
+            c.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                      f"{where}ORDER BY originator_id, originator_version", params)
+            links_cursor.execute(f"SELECT originator_id, originator_version, notification_id, digest, prev_hash, hash "
+                                 f"FROM {self.chain_table} {where}ORDER BY originator_id, originator_version", params)
+            events = (Stored(UUID(r[1]), r[2], r[0], r[3], _bytes(r[4])) for r in c.sqlite_cursor)
+            links = (Link(UUID(r[0]), *r[1:]) for r in links_cursor.sqlite_cursor)
+            report = walk(events, links)
+            links_cursor.sqlite_cursor.close()
+        report.since = self.chain_meta()
+        return report
+
+
+class ChainedPostgresRecorder(PostgresApplicationRecorder):
+    """PostgreSQL: links are written after the events insert returns their notification ids,
+    inside the library's transaction and under its EXCLUSIVE lock on the events table."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.chain_table = f"{events_table_name}_chain"
+        self.meta_table = f"{events_table_name}_chain_meta"
+        self.check_identifier_length(self.meta_table)
+        schema = Identifier(datastore.schema)
+        self.chain_ident = SQL("{}.{}").format(schema, Identifier(self.chain_table))
+        self.meta_ident = SQL("{}.{}").format(schema, Identifier(self.meta_table))
+        self.events_ident = SQL("{}.{}").format(schema, Identifier(events_table_name))
+        id_type = Identifier(datastore.originator_id_type)
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {} (originator_id {} NOT NULL, originator_version bigint NOT NULL, "
+                "notification_id bigint NOT NULL, digest text NOT NULL, prev_hash text NOT NULL, hash text NOT NULL, "
+                "PRIMARY KEY (originator_id, originator_version))").format(self.chain_ident, id_type),
+            SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)").format(self.meta_ident),
+        ]
+        self.select_prev = SQL(
+            "SELECT originator_id, hash FROM {} WHERE (originator_id, originator_version) IN "
+            "(SELECT * FROM unnest(%s::{}[], %s::bigint[]))").format(self.chain_ident, id_type)
+        self.insert_links = SQL(
+            "INSERT INTO {} SELECT * FROM unnest(%s::{}[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], "
+            "%s::text[])").format(self.chain_ident, id_type)
+
+    def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        assert ids is not None
+        wanted = {oid: first - 1 for oid, first in _firsts(stored_events).items() if first > 1}
+        prev_of: dict[UUID, str] = {}
+        if wanted:
+            curs.execute(self.select_prev, (list(wanted), list(wanted.values())))
+            prev_of = {_uuid(r["originator_id"]): r["hash"] for r in curs.fetchall()}
+        self._write(curs, _links(stored_events, ids, prev_of))
+        return ids
+
+    def _write(self, curs: Cursor[DictRow], links: list[Link]) -> None:
+        if links:
+            columns = list(zip(*[(lk.originator_id, lk.version, lk.notification_id, lk.digest, lk.prev_hash, lk.hash)
+                                 for lk in links], strict=True))
+            curs.execute(self.insert_links, [list(col) for col in columns])
+
+    # ------------------------------------------------------------ first upgrade
+
+    def create_table(self) -> None:
+        super().create_table()
+        if self.chain_meta() is not None:
+            return
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("SET LOCAL lock_timeout = '{}s'").format(UPGRADE_LOCK_TIMEOUT_S))
+            curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self.events_ident))  # as writers do
+            curs.execute(SQL("SELECT 1 FROM {} WHERE name = 'chain'").format(self.meta_ident))
+            if curs.fetchone() is not None:
+                return
+            curs.execute(SQL("SELECT 1 FROM {} LIMIT 1").format(self.chain_ident))
+            if curs.fetchone() is not None:
+                return  # links without a record of when they started: leave them to `audit verify`
+            count, top = 0, 0
+            with conn.cursor(name="chain_upgrade") as events:
+                events.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+                                   "ORDER BY originator_id, originator_version").format(self.events_ident))
+                stored = (Stored(_uuid(r["originator_id"]), r["originator_version"], r["notification_id"], r["topic"],
+                                 _bytes(r["state"])) for r in events)
+                for links in batches(link_all(stored)):
+                    self._write(curs, links)
+                    count += len(links)
+                    top = max(top, *(lk.notification_id for lk in links))
+            curs.execute(SQL("INSERT INTO {} VALUES ('chain', %s)").format(self.meta_ident), (_since(count, top),))
+
+    # ------------------------------------------------------------ verification
+
+    def chain_meta(self) -> dict[str, Any] | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT value FROM {} WHERE name = 'chain'").format(self.meta_ident))
+            row = curs.fetchone()
+        return json.loads(row["value"]) if row else None
+
+    def verify_chain(self, originator_id: UUID | None = None) -> ChainReport:
+        """Walk the stored events against their links, both read in one REPEATABLE READ snapshot."""
+        where = SQL("WHERE originator_id = %s ") if originator_id else SQL("")
+        params = (originator_id,) if originator_id else ()
+        with self.datastore.get_connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            with conn.cursor(name="verify_events") as ec, conn.cursor(name="verify_links") as lc:
+                ec.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} {}"
+                               "ORDER BY originator_id, originator_version").format(self.events_ident, where), params)
+                lc.execute(SQL("SELECT originator_id, originator_version, notification_id, digest, prev_hash, hash "
+                               "FROM {} {}ORDER BY originator_id, originator_version").format(self.chain_ident, where),
+                           params)
+                events = (Stored(_uuid(r["originator_id"]), r["originator_version"], r["notification_id"], r["topic"],
+                                 _bytes(r["state"])) for r in ec)
+                links = (Link(_uuid(r["originator_id"]), r["originator_version"], r["notification_id"], r["digest"],
+                              r["prev_hash"], r["hash"]) for r in lc)
+                report = walk(events, links)
+        report.since = self.chain_meta()
+        return report

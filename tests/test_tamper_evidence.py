@@ -1,0 +1,327 @@
+"""A tamper-evident event store (docs/audit.md), on SQLite and PostgreSQL.
+
+Each stored event is linked into its stream's hash chain in the transaction that writes it.
+Editing, deleting, inserting or reordering stored events behind the ledger's back makes
+`subledger audit verify` exit 1 naming the workspace and version; `project rebuild` refuses
+to rebuild from them unless forced; existing stores are linked once on first upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from adapters.cli import app
+from adapters.demo import run_demo
+from adapters.settings import cipher_env, eventsourcing_env
+from domain.subscription import workspace_uuid
+from projections.journal import trial_balance
+from projections.store import sqlalchemy_url
+from tests.conftest import Book
+from tests.support import VISA
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StoredEvents:
+    """The events table, edited with raw SQL the way someone with database access could."""
+
+    def __init__(self, db_url: str) -> None:
+        self.pg = db_url.startswith("postgres")
+        self.engine = create_engine(sqlalchemy_url(eventsourcing_env(db_url)))
+        self.table = "subledger_events" if self.pg else "stored_events"
+        self.position = "notification_id" if self.pg else "rowid"
+
+    def key(self, workspace: str) -> Any:
+        return workspace_uuid(workspace) if self.pg else workspace_uuid(workspace).hex
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        with self.engine.begin() as conn:
+            result = conn.execute(text(statement.format(t=self.table, pos=self.position)), params)
+            return list(result) if result.returns_rows else []
+
+    def versions(self, workspace: str) -> dict[int, str]:
+        rows = self.sql("SELECT originator_version, topic FROM {t} WHERE originator_id = :o ORDER BY 1",
+                        o=self.key(workspace))
+        return {v: topic.rsplit(":", 1)[-1] for v, topic in rows}
+
+    def version_of(self, workspace: str, event_type: str) -> int:
+        return next(v for v, name in self.versions(workspace).items() if name == event_type)
+
+    def state(self, workspace: str, version: int) -> bytes:
+        (row,) = self.sql("SELECT state FROM {t} WHERE originator_id = :o AND originator_version = :v",
+                          o=self.key(workspace), v=version)
+        return bytes(row[0])
+
+    def set_state(self, workspace: str, version: int, state: bytes) -> None:
+        self.sql("UPDATE {t} SET state = :s WHERE originator_id = :o AND originator_version = :v",
+                 s=state, o=self.key(workspace), v=version)
+
+    def edit(self, workspace: str, version: int, change: Any) -> None:
+        doc = json.loads(self.state(workspace, version))
+        change(doc)
+        self.set_state(workspace, version, json.dumps(doc, separators=(",", ":")).encode())
+
+    def delete(self, workspace: str, version: int) -> None:
+        self.sql("DELETE FROM {t} WHERE originator_id = :o AND originator_version = :v",
+                 o=self.key(workspace), v=version)
+
+    def insert(self, workspace: str, version: int, topic: str, state: bytes) -> None:
+        self.sql("INSERT INTO {t} (originator_id, originator_version, topic, state) VALUES (:o, :v, :topic, :s)",
+                 o=self.key(workspace), v=version, topic=topic, s=state)
+
+    def swap(self, workspace: str, a: int, b: int) -> None:
+        for old, new in ((a, -1), (b, a), (-1, b)):
+            self.sql("UPDATE {t} SET originator_version = :new WHERE originator_id = :o AND originator_version = :old",
+                     new=new, old=old, o=self.key(workspace))
+
+    def topic(self, workspace: str, version: int) -> str:
+        (row,) = self.sql("SELECT topic FROM {t} WHERE originator_id = :o AND originator_version = :v",
+                          o=self.key(workspace), v=version)
+        return str(row[0])
+
+
+@pytest.fixture
+def stored(db_url: str) -> Iterator[StoredEvents]:
+    events = StoredEvents(db_url)
+    yield events
+    events.engine.dispose()
+
+
+def paid(book: Any) -> Book:
+    """acme pays 19.00 for Pro and reports members; bolt adds a card."""
+    b: Book = book("forms")
+    b.do("acme", "add-payment-method", payment_method=VISA)
+    assert b.do("acme", "subscribe", plan="pro", interval="month").ok
+    b.do("acme", "set-members", members=2)
+    b.do("bolt", "add-payment-method", payment_method=VISA)
+    return b
+
+
+def audit_verify(db_url: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(app, ["audit", "verify", "--db", db_url])
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def assert_named(db_url: str, workspace: str, version: int, problem: str) -> dict[str, Any]:
+    code, out = audit_verify(db_url)
+    assert code == 1, out
+    assert (out["failed"], out["workspace"], out["version"], out["problem"]) == (
+        "event_chain", workspace, version, problem), out
+    return out
+
+
+# ------------------------------------------------------------------ clean stores verify
+
+
+def test_the_clean_demo_ledger_verifies(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo(db_url, as_json=True) == 0
+    capsys.readouterr()
+    code, out = audit_verify(db_url)
+    assert code == 0, out
+    assert out["ok"] and out["events"] > 60 and out["rows"] > 60 and out["workspaces"] == 4
+    assert all(check["ok"] for check in out["checks"].values())
+
+
+# ------------------------------------------------------------------ tampering is named
+
+
+def test_a_stored_payment_edited_from_19_to_1_90_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    """The issue's case: the amount of a PaymentSucceeded changed in the events table."""
+    paid(book)
+    version = stored.version_of("acme", "PaymentSucceeded")
+    stored.edit("acme", version, lambda doc: doc["amount"].update(_data_="1.90"))
+    out = assert_named(db_url, "acme", version, "changed")
+    assert out["stream"] == "workspace" and out["position"] > 0
+
+
+def test_a_changed_timestamp_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    paid(book)
+    version = stored.version_of("acme", "MembersChanged")
+    stored.edit("acme", version, lambda doc: doc["timestamp"].update(_data_="2026-03-01T00:00:00+00:00"))
+    assert_named(db_url, "acme", version, "changed")
+
+
+def test_an_event_deleted_in_the_middle_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    paid(book)
+    version = stored.version_of("acme", "PaymentSucceeded")
+    assert version < max(stored.versions("acme"))
+    stored.delete("acme", version)
+    assert_named(db_url, "acme", version, "missing")
+
+
+def test_the_last_event_deleted_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    """The stream's head is its last link: an event deleted from the end leaves it behind."""
+    paid(book)
+    last = max(stored.versions("acme"))
+    stored.delete("acme", last)
+    assert_named(db_url, "acme", last, "missing")
+
+
+def test_a_forged_event_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    """A second payment, copied from the real one, appended as the next version."""
+    paid(book)
+    version = stored.version_of("acme", "PaymentSucceeded")
+    forged = max(stored.versions("acme")) + 1
+    stored.insert("acme", forged, stored.topic("acme", version), stored.state("acme", version))
+    assert_named(db_url, "acme", forged, "inserted")
+
+
+def test_two_events_swapped_are_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    paid(book)
+    first = stored.version_of("acme", "PaymentSucceeded")
+    stored.swap("acme", first, first + 1)
+    out = assert_named(db_url, "acme", first, "out_of_order")
+    assert f"version {first + 1}" in out["detail"]
+
+
+def test_the_first_break_in_log_order_is_reported(book: Any, db_url: str, stored: StoredEvents) -> None:
+    paid(book)
+    stored.delete("bolt", max(stored.versions("bolt")))
+    stored.delete("acme", 2)
+    out = assert_named(db_url, "acme", 2, "missing")
+    assert out["broken_streams"] == 2
+
+
+def test_a_deleted_audit_row_is_caught_though_the_audit_chain_still_holds(book: Any, db_url: str,
+                                                                          stored: StoredEvents) -> None:
+    """The audit trail's own chain cannot see its last row go; comparing it with the events does."""
+    paid(book)
+    assert audit_verify(db_url)[0] == 0
+    last = max(stored.versions("acme"))
+    stored.sql("DELETE FROM rm_audit_trail_v1 WHERE workspace = 'acme' AND version = :v", v=last)
+    code, out = audit_verify(db_url)
+    assert code == 1 and out["checks"]["audit_trail"]["ok"]
+    assert (out["failed"], out["workspace"], out["version"], out["problem"]) == ("audit_vs_events", "acme", last,
+                                                                                 "no_row")
+
+
+def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    """A snapshot is loaded instead of the events before it, so it must equal their replay."""
+    b: Book = book("workspace")
+    b.do("w", "add-payment-method", payment_method=VISA)
+    b.do("w", "subscribe", plan="team", interval="month", seats=3)
+    for n in range(50):
+        b.do("w", "set-members", members=n % 3)
+    snapshots = stored.table.replace("events", "snapshots")
+    ((version, state),) = stored.sql(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = :o",
+                                     o=stored.key("w"))
+    doc = json.loads(bytes(state))
+    doc["state"]["seats"] = 30
+    stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o", s=json.dumps(doc).encode(),
+               o=stored.key("w"))
+    code, out = audit_verify(db_url)
+    assert code == 1 and out["checks"]["event_chain"]["ok"]
+    assert (out["failed"], out["workspace"], out["version"], out["problem"]) == ("snapshots", "w", version,
+                                                                                 "snapshot_differs")
+
+
+# ------------------------------------------------------------------ rebuild
+
+
+def test_rebuild_refuses_a_broken_chain_and_force_rebuilds_from_it(book: Any, db_url: str,
+                                                                  stored: StoredEvents) -> None:
+    paid(book)
+    assert audit_verify(db_url)[0] == 0  # the read models are current and agree
+    version = stored.version_of("acme", "PaymentSucceeded")
+    stored.edit("acme", version, lambda doc: doc["amount"].update(_data_="1.90"))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["project", "rebuild", "--db", db_url])
+    assert refused.exit_code == 1
+    assert "event_chain_broken" in refused.output and f"workspace acme version {version}" in refused.output
+    with stored.engine.connect() as conn:
+        assert trial_balance(conn).get("receivable", 0) == 0  # the read models still hold what was recorded
+    forced = runner.invoke(app, ["project", "rebuild", "--force", "--db", db_url])
+    assert forced.exit_code == 0, forced.output
+    with stored.engine.connect() as conn:
+        assert trial_balance(conn)["receivable"] == Decimal("17.10")  # rebuilt from the altered payment
+    assert audit_verify(db_url)[1]["failed"] == "event_chain"  # and the chain still says so
+
+
+# ------------------------------------------------------------------ first upgrade
+
+
+def unchain(stored: StoredEvents, drop: bool) -> None:
+    """Make the store look as it did before the chain existed."""
+    for table in (f"{stored.table}_chain", f"{stored.table}_chain_meta"):
+        stored.sql(f"DROP TABLE {table}" if drop else f"DELETE FROM {table}")
+
+
+def test_an_existing_store_is_linked_once_on_first_upgrade(book: Any, db_url: str, stored: StoredEvents) -> None:
+    b = paid(book)
+    b.close()
+    events = len(stored.sql("SELECT 1 FROM {t}"))
+    unchain(stored, drop=True)
+    upgraded = Book(db_url, "forms", "2026-04-20T00:00:00")
+    upgraded.do("acme", "set-members", members=3)  # new events chain onto the upgraded links
+    code, out = audit_verify(db_url)
+    assert code == 0, out
+    assert out["checks"]["event_chain"]["chained_since"]["events_linked_as_found"] == events
+    assert out["events"] == events + 1
+    upgraded.close()
+    stored.delete("acme", 2)
+    assert_named(db_url, "acme", 2, "missing")
+
+
+UPGRADE = """
+import sys
+from adapters.app import build_ledger
+build_ledger(sys.argv[1]).close()
+"""
+
+
+def test_processes_starting_together_link_an_existing_store_once(book: Any, db_url: str,
+                                                                 stored: StoredEvents) -> None:
+    b = paid(book)
+    b.close()
+    events = len(stored.sql("SELECT 1 FROM {t}"))
+    unchain(stored, drop=False)
+    procs = [subprocess.Popen([sys.executable, "-c", UPGRADE, db_url], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    assert len(stored.sql("SELECT 1 FROM {t}_chain")) == events
+    code, out = audit_verify(db_url)
+    assert code == 0, out
+    assert out["checks"]["event_chain"]["chained_since"]["events_linked_as_found"] == events
+
+
+# ------------------------------------------------------------------ encryption
+
+
+def test_an_encrypted_ledger_round_trips_and_a_flipped_byte_is_caught(
+        db_url: str, stored: StoredEvents, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = CliRunner().invoke(app, ["new-cipher-key"]).stdout.strip()
+    monkeypatch.setenv("SUBLEDGER_CIPHER_KEY", key)
+    b = paid(lambda catalog: Book(db_url, catalog, "2026-04-01T00:00:00"))
+    b.close()
+    version = stored.version_of("acme", "PaymentSucceeded")
+    ciphertext = stored.state("acme", version)
+    assert b"19.00" not in ciphertext and b"pm_card_visa" not in ciphertext
+    again = Book(db_url, "forms", "2026-04-02T00:00:00")
+    assert again.sub("acme").plan == "pro"
+    assert audit_verify(db_url)[0] == 0
+    flipped = bytearray(ciphertext)
+    flipped[-1] ^= 0x01
+    stored.set_state("acme", version, bytes(flipped))
+    with pytest.raises(Exception, match="cipher tag"):
+        again.ledger.workspace_events("acme")
+    assert_named(db_url, "acme", version, "changed")
+    again.close()
+
+
+def test_a_cipher_key_that_is_not_an_aes_key_is_refused() -> None:
+    assert cipher_env(None) == {}
+    with pytest.raises(ValueError, match="SUBLEDGER_CIPHER_KEY"):
+        cipher_env("not a key")
