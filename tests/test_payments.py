@@ -1,0 +1,198 @@
+"""Money moves exactly once (docs/payments.md): the charge leaves the decision, is keyed by an
+invoice id never reused, and a decline, a second writer or a crash never parts money and ledger."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from domain.commands import parse_command
+from domain.ledger import Ledger
+from domain.payments import ChargeRequest, ChargeResult
+from tests.conftest import ADMIN
+from tests.support import D, DECLINED, VISA, forms_on, lines, only_invoice, refused, types, workspace_on
+
+THREE_DS = "pm_card_authenticationRequired"
+
+
+def types_of(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def succeeded(b: Any, ws: str = "ws") -> list[tuple[str, Decimal]]:
+    return [(c["idempotency_key"], c["amount"]) for c in b.payments.charges(ws) if c["outcome"] == "succeeded"]
+
+
+def recorded_payments(b: Any, ws: str = "ws") -> Decimal:
+    return sum((e.amount for e in b.ledger.workspace_events(ws) if type(e).__name__ == "PaymentSucceeded"), D("0"))
+
+
+def test_R12_a_declined_upgrade_then_a_valid_card_charges_exactly_the_previewed_lines(book):
+    """The seed 003 story with a declined card first: the retry is not handed the decline."""
+    b = forms_on(book)
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "add-payment-method", payment_method=DECLINED)
+    first = b.do("ws", "change-plan", plan="team")
+    assert first.error.code == "payment_failed"
+    assert b.sub("ws").plan == "pro"
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    preview = b.preview("ws", "change-plan", plan="team")
+    retry = b.do("ws", "change-plan", plan="team")
+    assert retry.ok, retry.error
+    assert lines(only_invoice(retry)) == lines(only_invoice(preview)) == [("plan_credit", D("-12.67")),
+                                                                          ("plan_charge", D("32.67"))]
+    assert b.sub("ws").plan == "team"
+    declined_key = first.events[0].charge_key
+    assert retry.events[0].charge_key != declined_key
+    assert [a for _, a in succeeded(b)] == [D("19.00"), D("20.00")]
+    assert recorded_payments(b) == D("39.00")
+
+
+def test_R12_a_declined_pack_does_not_poison_the_next_upgrade_nor_the_renewal(book):
+    b = workspace_on(book, plan="team", seats=2)
+    b.do("ws", "add-payment-method", payment_method=DECLINED)
+    assert b.do("ws", "buy-ai-credits", pack="ai-1000").error.code == "payment_failed"
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    assert b.do("ws", "change-plan", plan="business").ok
+    b.at("2026-05-01T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.status, sub.open_invoices()) == ("active", [])
+    assert sum((a for _, a in succeeded(b)), D("0")) == recorded_payments(b)
+
+
+def test_R8_a_renewal_after_an_earlier_decline_succeeds_on_a_valid_card(book):
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=DECLINED)
+    b.at("2026-04-11T00:00:00")
+    assert b.do("ws", "change-plan", plan="team").error.code == "payment_failed"
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    b.at("2026-05-01T00:00:00")
+    assert (b.sub("ws").status, b.sub("ws").open_invoices()) == ("active", [])
+    assert recorded_payments(b) == D("38.00")
+
+
+def test_R12_invoice_ids_are_never_reused_after_a_decline(book):
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=DECLINED)
+    b.at("2026-04-11T00:00:00")
+    ids = [b.do("ws", "change-plan", plan="team").events[0].invoice_id for _ in range(3)]
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    ids.append(only_invoice(b.do("ws", "change-plan", plan="team")).invoice_id)
+    assert ids == ["in_ws_0002", "in_ws_0003", "in_ws_0004", "in_ws_0005"]
+    keys = [c["idempotency_key"] for c in b.payments.charges("ws")]
+    assert len(keys) == len(set(keys)) == 5
+
+
+def test_R12_3d_secure_waits_then_applies_once_confirmed(book):
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=THREE_DS)
+    b.at("2026-04-11T00:00:00")
+    waiting = b.do("ws", "change-plan", plan="team")
+    assert waiting.error.code == "payment_action_required"
+    assert types(waiting) == ["ChargeRequested", "PaymentActionRequired"]
+    assert b.sub("ws").plan == "pro"
+    refused(b, "ws", "payment_pending", "buy-ai-credits", pack="x")
+    refused(b, "ws", "payment_pending", "change-plan", plan="free")
+    assert b.do("ws", "set-members", members=2).ok  # usage and members are facts, never held up
+    b.payments.confirm(waiting.events[0].charge_key)
+    assert b.ledger.resolve_payments("ws")
+    assert b.sub("ws").plan == "team"
+    assert recorded_payments(b) == D("39.00")
+
+
+def test_R12_3d_secure_abandoned_drops_the_change_and_voids_its_invoice(book):
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=THREE_DS)
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "change-plan", plan="team")
+    events = b.ledger.abandon_payment("ws")
+    assert [type(e).__name__ for e in events] == ["UpgradePaymentFailed"]
+    assert events[0].decline_code == "canceled"
+    assert (b.sub("ws").plan, b.sub("ws").pending_charges) == ("pro", {})
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "change-plan", plan="team").ok
+
+
+def test_R12_a_charge_awaiting_3d_secure_is_abandoned_when_the_period_ends(book):
+    """Renewals never wait on a customer who does not authenticate."""
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=THREE_DS)
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "change-plan", plan="team")
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    b.at("2026-05-01T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.plan, sub.pending_charges, sub.status) == ("pro", {}, "active")
+    assert [c["outcome"] for c in b.payments.charges("ws")] == ["succeeded", "canceled", "succeeded"]
+
+
+class DiesAfterCharging:
+    """A gateway whose process dies right after the provider took the money (kill -9 there)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        self.inner.charge(request)
+        raise SystemExit("killed between the charge and its record")
+
+    def cancel(self, key: str) -> ChargeResult:
+        return self.inner.cancel(key)
+
+
+def test_R11_a_crash_between_charge_and_record_is_resolved_by_the_key(book):
+    b = forms_on(book)
+    b.at("2026-04-11T00:00:00")
+    b.ledger.payments = DiesAfterCharging(b.payments)
+    try:
+        b.do("ws", "change-plan", plan="team")
+    except SystemExit:
+        pass
+    b.ledger.payments = b.payments
+    assert b.sub("ws").plan == "pro" and b.sub("ws").pending_charges  # charged, not yet recorded
+    assert recorded_payments(b) == D("19.00") and len(succeeded(b)) == 2
+    resolved = b.ledger.resolve_payments("ws")
+    assert types_of(resolved["ws"]) == ["PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
+    assert b.sub("ws").plan == "team"
+    assert recorded_payments(b) == D("39.00") and len(succeeded(b)) == 2
+
+
+def test_R11_the_next_command_records_a_charge_left_pending_by_a_crash(book):
+    b = forms_on(book)
+    b.at("2026-04-11T00:00:00")
+    b.ledger.payments = DiesAfterCharging(b.payments)
+    try:
+        b.do("ws", "change-plan", plan="team")
+    except SystemExit:
+        pass
+    b.ledger.payments = b.payments
+    result = b.do("ws", "set-members", members=3)
+    assert result.ok and "PlanUpgraded" in [type(e).__name__ for e in result.due_events]
+    assert b.sub("ws").plan == "team" and recorded_payments(b) == D("39.00")
+
+
+def test_R1_two_writers_on_one_workspace_never_double_charge(book):
+    """Process A upgrades while process B buys a pack: the decision that loses the race is
+    decided again before any money moves, so each charge has its own invoice and key."""
+    b = workspace_on(book, plan="team", seats=2)
+    b.at("2026-04-11T00:00:00")
+    other = Ledger(b.ledger.env, catalogs=b.ledger.catalogs, default_catalog="workspace", clock=b.clock,
+                   payments=b.payments)
+    real_save = Ledger._save
+    raced: list[Any] = []
+
+    def save_after_b(self: Ledger, sub: Any, events: Any) -> None:
+        if self is b.ledger and not raced:
+            raced.append(other.handle("ws", parse_command("buy-ai-credits", {"pack": "ai-1000"}), ADMIN))
+        real_save(self, sub, events)
+
+    try:
+        Ledger._save = save_after_b  # type: ignore[method-assign]
+        upgraded = b.do("ws", "change-plan", plan="business")
+    finally:
+        Ledger._save = real_save  # type: ignore[method-assign]
+        other.close()
+    assert raced[0].ok and upgraded.ok, (raced[0].error, upgraded.error)
+    charges = [(k.split(":")[1], a) for k, a in succeeded(b)]
+    assert len({invoice for invoice, _ in charges}) == len(charges) == 3
+    assert sum((a for _, a in charges), D("0")) == recorded_payments(b)
