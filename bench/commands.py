@@ -1,11 +1,18 @@
 """Commands per second through the Ledger, on SQLite and PostgreSQL, beside a baseline
-measured in the same run: raw psycopg single-row INSERT transactions. Prints ratios.
+measured in the same run: raw psycopg single-row INSERT transactions. Prints ratios, for a
+command that moves no money and for one that charges (decide, request, charge, record: two
+transactions and a gateway call, docs/payments.md).
 
-    .venv/bin/python bench/commands.py [N]
+    .venv/bin/python bench/commands.py [N] [--db postgresql://user@host:port/db]
+
+The PostgreSQL database comes from --db, else $SUBLEDGER_DB if it is a PostgreSQL URL, else
+the local server's `test` database; the benchmark works in a schema of its own, dropped after.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import tempfile
 import time
@@ -22,14 +29,13 @@ from adapters.app import build_ledger  # noqa: E402
 from domain.commands import Actor, parse_command  # noqa: E402
 from domain.ledger import TestClock  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN = Actor(id="bench", role="admin")
 
 
-def raw_psycopg_inserts(n: int) -> float:
+def raw_psycopg_inserts(pg: str, schema: str, n: int) -> float:
     """Single-row INSERT transactions per second over one psycopg connection."""
-    table = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
+    table = f'"{schema}".bench_{uuid.uuid4().hex[:8]}'
+    with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id bigserial primary key, ws text, body jsonb)")
         try:
             start = time.perf_counter()
@@ -41,18 +47,21 @@ def raw_psycopg_inserts(n: int) -> float:
             conn.execute(f"DROP TABLE {table}")
 
 
-def ledger_commands(url: str, n: int) -> float:
-    """Commands per second: set-members on ten workspaces on a paid plan, each one load,
-    decide and save (one transaction)."""
+def ledger_commands(url: str, n: int, charging: bool) -> float:
+    """Commands per second on ten workspaces on a paid plan: set-members (load, decide, save:
+    one transaction) or, `charging`, buy-ai-credits (load, decide, save the request, charge the
+    test gateway, save the outcome)."""
     clock = TestClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
-    ledger = build_ledger(url, catalog="forms", clock=clock)
+    ledger = build_ledger(url, catalog="workspace", clock=clock)
     workspaces = [f"ws{i}" for i in range(10)]
     for ws in workspaces:
         ledger.handle(ws, parse_command("add-payment-method", {"payment_method": "pm_card_visa"}), ADMIN)
-        ledger.handle(ws, parse_command("subscribe", {"plan": "pro", "interval": "month"}), ADMIN)
+        ledger.handle(ws, parse_command("subscribe", {"plan": "team", "interval": "month", "seats": 2}), ADMIN)
     start = time.perf_counter()
     for i in range(n):
-        result = ledger.handle(workspaces[i % 10], parse_command("set-members", {"members": i % 3}), ADMIN)
+        command = parse_command("buy-ai-credits", {"pack": "ai-1000"}) if charging else \
+            parse_command("set-members", {"members": i % 3})
+        result = ledger.handle(workspaces[i % 10], command, ADMIN)
         assert result.ok, result.error
     rate = n / (time.perf_counter() - start)
     ledger.close()
@@ -60,20 +69,35 @@ def ledger_commands(url: str, n: int) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    baseline = raw_psycopg_inserts(n)
-    with tempfile.TemporaryDirectory() as tmp:
-        sqlite = ledger_commands(f"sqlite:///{tmp}/bench.db", n)
+    parser = argparse.ArgumentParser(description="Ledger commands/s as ratios of raw insert transactions.")
+    parser.add_argument("n", nargs="?", type=int, default=500)
+    parser.add_argument("--db", default=None, help="PostgreSQL URL (default: $SUBLEDGER_DB or the local test db)")
+    args = parser.parse_args()
+    env_db = os.environ.get("SUBLEDGER_DB", "")
+    pg = (args.db or (env_db if env_db.startswith("postgres") else "postgresql://postgres@127.0.0.1:5432/test"))
+    pg = pg.split("?")[0]
+    n = args.n
     schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        postgres = ledger_commands(f"{PG}?schema={schema}", n)
+        baseline = raw_psycopg_inserts(pg, schema, n)
+        rates = {}
+        for charging in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                rates["SQLite", charging] = ledger_commands(f"sqlite:///{tmp}/bench.db", n, charging)
+            rates["PostgreSQL", charging] = ledger_commands(f"{pg}?schema={schema}_{int(charging)}", n, charging)
     finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        with psycopg.connect(pg, autocommit=True) as conn:
+            for name in (schema, f"{schema}_0", f"{schema}_1"):
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     print(f"n = {n} per run")
-    print(f"baseline  raw psycopg single-row insert transactions: {baseline:9.0f}/s  ratio 1.00")
-    print(f"ledger    commands on SQLite:                         {sqlite:9.0f}/s  ratio {sqlite / baseline:.2f}")
-    print(f"ledger    commands on PostgreSQL:                     {postgres:9.0f}/s  ratio {postgres / baseline:.2f}")
+    print(f"baseline  raw psycopg single-row insert transactions:   {baseline:9.0f}/s  ratio 1.00")
+    for db in ("SQLite", "PostgreSQL"):
+        plain, paid = rates[db, False], rates[db, True]
+        print(f"ledger    set-members (no money) on {db:<10}:          {plain:9.0f}/s  ratio {plain / baseline:.2f}")
+        print(f"ledger    buy-ai-credits (two-step charge) on {db:<10}: {paid:9.0f}/s  ratio {paid / baseline:.2f}"
+              f"  ({paid / plain:.2f} of set-members)")
 
 
 if __name__ == "__main__":

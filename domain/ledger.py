@@ -216,10 +216,14 @@ class Ledger(Application[UUID]):
         if not any(p["requested_by"]["command_id"] == command_id for p in sub.pending_charges.values()):
             return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, sub,
                           command_id=command_id)
-        self._settle_command(sub, command_id)
-        events = self.command_events(workspace_id, command_id, after=first - 1)
-        return Result(workspace_id, recorded_outcome(events), events, due, self.get(workspace_id),
-                      command_id=command_id)
+        settled = self._settle_command(sub, command_id)
+        if settled is None:  # another writer came between: read what the command amounts to
+            events = self.command_events(workspace_id, command_id, after=first - 1)
+            sub = self.get(workspace_id) or sub
+        else:
+            sub, outcome = settled
+            events = [*events, *outcome]
+        return Result(workspace_id, recorded_outcome(events), events, due, sub, command_id=command_id)
 
     def preview(self, workspace_id: str, command: Command, actor: Actor, *, channel: str = "api") -> Result:
         """Decide the command on a copy with the clock pinned, every charge assumed paid, and
@@ -307,16 +311,22 @@ class Ledger(Application[UUID]):
             recorded += events
         raise LedgerError("concurrency_conflict", "too many rounds of due items and payments: is the clock sane?")
 
-    def _settle_command(self, sub: Subscription, command_id: str) -> None:
-        """Move the money a command just recorded a pending charge for, and record the outcome."""
+    def _settle_command(self, sub: Subscription, command_id: str) -> tuple[Subscription, list[Any]] | None:
+        """Move the money a command just recorded a pending charge for, and record the outcome:
+        the aggregate after it and the facts recorded, or None when another writer interleaved."""
+        try:
+            return sub, self._settle(sub, command_id=command_id)
+        except IntegrityError:
+            pass
         for _ in range(MAX_ATTEMPTS):
+            reloaded = self.get(sub.workspace_id)
+            assert reloaded is not None
             try:
-                self._settle(sub, command_id=command_id)
-                return
+                self._settle(reloaded, command_id=command_id)
+                return None
             except IntegrityError:
-                reloaded = self.get(sub.workspace_id)
-                assert reloaded is not None
-                sub = reloaded
+                continue
+        return None
 
     def _settle(self, sub: Subscription, *, command_id: str | None = None, blocking_due: bool = False) -> list[Any]:
         """Ask the gateway, by each pending charge's key, for its outcome and record it. The key
