@@ -145,7 +145,7 @@ def open_ledger() -> Iterator[Ledger]:
     try:
         ledger = build_ledger(opts.db, catalog=opts.catalog)
     except CatalogError as e:
-        fail("invalid_request", f"--catalog: {e}", 2)
+        fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}", 2)
     except ValueError as e:
         fail("invalid_request", f"--db: {e}", 2)
     except Exception as e:  # noqa: BLE001 - a database that cannot be opened is a setting to fix, not a crash
@@ -354,7 +354,7 @@ def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (o
         catalog = load_catalog(file)
     except CatalogError as e:
         if _opts().json:
-            fail("invalid_catalog", str(e), 2)
+            fail(getattr(e, "code", "invalid_catalog"), str(e), 2)
         typer.echo(f"invalid catalog: {e}", err=True)
         raise typer.Exit(2) from None
     summary = {
@@ -408,6 +408,9 @@ def main() -> None:
         app()
     except SystemExit:
         raise
+    except LedgerError as e:  # e.g. clock_conflict before a scenario's first step
+        print(f"error: {e.message} [{e.code}]", file=sys.stderr)
+        sys.exit(2 if e.code == "invalid_request" else 1)
     except Exception as e:  # noqa: BLE001
         if os.environ.get("SUBLEDGER_DEBUG"):
             traceback.print_exc()

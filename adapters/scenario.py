@@ -32,7 +32,7 @@ READ_ONLY = ("advance", "show", "preview")
 STEP_KEYS = {"at", "workspace", "actor", "do", "with", "expect", "idempotency_key", "channel", "reason", "note"}
 EXPECT_KEYS = {"ok", "error", "events", "events_include", "due_events", "due_events_include", "invoice", "state"}
 DEFAULT_ACTOR = {"id": "scenario-admin", "role": "admin"}
-DEFAULT_CHANNEL = "api"
+DEFAULT_CHANNEL = "scenario"
 PEOPLE_ROLES = ("owner", "admin", "billing_admin", "member")
 
 

@@ -178,6 +178,12 @@ class CatalogError(ValueError):
     """A catalog file that cannot be used, with every problem listed."""
 
 
+class CatalogConflict(CatalogError):
+    """Same id and version as a catalog already known, other content: an impersonation."""
+
+    code = "catalog_conflict"
+
+
 def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
     try:
         data = tomllib.loads(text)
@@ -202,7 +208,19 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
         text = path.read_text("utf-8")
     except OSError as e:
         raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_catalog(text, str(path))
+    catalog = parse_catalog(text, str(path))
+    if catalog.id in BUILT_IN:
+        check_identity(catalog, load_catalog(catalog.id))
+    return catalog
+
+
+def check_identity(catalog: Catalog, known: Catalog) -> None:
+    """A catalog is its id, version and content: one that reuses a known id and version with
+    other content would reprice customers under a name that is not its own."""
+    if (catalog.id, catalog.version) == (known.id, known.version) and catalog.content_hash != known.content_hash:
+        raise CatalogConflict(
+            f"catalog {catalog.id} version {catalog.version} already exists with other content "
+            f"({known.content_hash[:19]}..., this file {catalog.content_hash[:19]}...): give it a new version or id")
 
 
 def builtin_catalogs() -> dict[str, Catalog]:

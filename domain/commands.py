@@ -23,7 +23,9 @@ Id = Annotated[str, Field(pattern=ID)]
 CatalogRef = Annotated[str, Field(pattern=ID_PATTERN)]
 PaymentMethodId = Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
 Roles = Literal["owner", "admin", "billing_admin", "member", "system"]
-Channels = Literal["web", "api", "cli", "webhook", "scheduler"]
+Channels = Literal["web", "api", "cli", "scenario", "billing_provider", "scheduler"]
+"""Through which channel a change came (R3): `scenario` for scenario files and the demo (test
+time), `billing_provider` for the payment provider's webhooks."""
 CONTRACTS = ("enterprise", "campus", "government", "university", "institution", "lab", "education", "discount", "custom")
 
 

@@ -22,6 +22,8 @@ CODES = {
     "concurrency_conflict": "",
     "not_found": "",
     "invalid_catalog": "",
+    "catalog_conflict": "",
+    "clock_conflict": "",
     "event_chain_broken": "",
 }
 

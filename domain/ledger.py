@@ -28,11 +28,16 @@ MAX_DUE_ROUNDS = 1000
 
 
 class Clock(Protocol):
+    kind: str
+    """"system" or "test": a ledger database is written by one kind only (LedgerCreated)."""
+
     def now(self) -> datetime: ...
 
 
 class SystemClock:
     """Production time: the system's UTC clock. It cannot be set, so nothing is backdated."""
+
+    kind = "system"
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -42,6 +47,7 @@ class TestClock:
     """Simulated time for tests, scenarios and the demo. It only moves forward."""
 
     __test__ = False
+    kind = "test"
 
     def __init__(self, start: datetime) -> None:
         self._now = _utc(start)
@@ -68,13 +74,27 @@ class WorkspaceListed(DomainEvent):
     workspace_id: str
 
 
+class LedgerCreated(DomainEvent):
+    """The ledger database's first fact: which kind of clock writes it. Test time (scenarios,
+    the demo) never enters a ledger kept on the system clock, nor the other way round."""
+
+    clock: str
+
+
 class CatalogPublished(DomainEvent):
     """A catalog version the ledger decided with, kept beside the events so that a workspace
-    on a custom catalog can be read and advanced without the file it came from."""
+    on a custom catalog can be read and advanced without the file it came from. v2 records
+    its content hash: the id and version are claimed by this content and no other."""
 
+    class_version = 2
     catalog_id: str
     version: str
     document: dict[str, Any]
+    content_hash: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["content_hash"] = Catalog.model_validate(state["document"]).content_hash
 
 
 @dataclass
@@ -120,7 +140,11 @@ class Ledger(Application[UUID]):
         self.catalog_log: EventSourcedLog[CatalogPublished] = EventSourcedLog(
             self.events, workspace_uuid("__catalog_log__"), CatalogPublished
         )
-        self._published: set[tuple[str, str]] | None = None
+        self.ledger_log: EventSourcedLog[LedgerCreated] = EventSourcedLog(
+            self.events, workspace_uuid("__ledger__"), LedgerCreated
+        )
+        self._published: dict[tuple[str, str], str] | None = None
+        self._clock_recorded = False
 
     def close(self) -> None:
         super().close()
@@ -153,21 +177,33 @@ class Ledger(Application[UUID]):
         return [e.workspace_id for e in self.index.get()]
 
     def catalog_for(self, sub: Subscription | None) -> Catalog:
+        """The catalog a workspace is billed on: the one loaded, else the one published in the
+        ledger. A loaded catalog that claims a published id and version with other content is
+        refused (catalog_conflict): it would reprice customers under another catalog's name."""
         catalog_id = sub.catalog_id if sub else self.default_catalog
         if catalog_id not in self.catalogs:
             published = [e for e in self.catalog_log.get() if e.catalog_id == catalog_id]
             if not published:
                 raise LedgerError("invalid_request", f"catalog {catalog_id!r} is neither loaded nor published")
             self.catalogs[catalog_id] = Catalog.model_validate(published[-1].document)
-        return self.catalogs[catalog_id]
+        catalog = self.catalogs[catalog_id]
+        claimed = self._published_hashes().get((catalog.id, catalog.version))
+        if claimed is not None and claimed != catalog.content_hash:
+            raise LedgerError("catalog_conflict", f"catalog {catalog.id} version {catalog.version} is recorded in "
+                              "this ledger with other content: the loaded file is not that catalog; give it a new version")
+        return catalog
+
+    def _published_hashes(self) -> dict[tuple[str, str], str]:
+        if self._published is None:
+            self._published = {(e.catalog_id, e.version): e.content_hash for e in self.catalog_log.get()}
+        return self._published
 
     def _unpublished(self, catalog: Catalog) -> list[CatalogPublished]:
-        if self._published is None:
-            self._published = {(e.catalog_id, e.version) for e in self.catalog_log.get()}
-        if (catalog.id, catalog.version) in self._published:
+        if (catalog.id, catalog.version) in self._published_hashes():
             return []
         return [self.catalog_log.trigger_event(catalog_id=catalog.id, version=catalog.version,
-                                               document=catalog.model_dump(mode="json"))]
+                                               document=catalog.model_dump(mode="json"),
+                                               content_hash=catalog.content_hash)]
 
     # --------------------------------------------------------------- writing
 
@@ -179,6 +215,7 @@ class Ledger(Application[UUID]):
         check_workspace_id(workspace_id)
         if idempotency_key is not None:
             check_workspace_id(idempotency_key)
+        self.check_clock()
         command_id = str(uuid4())
         args_hash = command.args_hash()
         due: list[Subscription.Event] = []
@@ -246,6 +283,7 @@ class Ledger(Application[UUID]):
 
     def advance_workspace(self, workspace_id: str) -> list[Subscription.Event]:
         """Settle what is pending and record what fell due for one workspace up to now."""
+        self.check_clock()
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
             if sub is None:
@@ -377,9 +415,28 @@ class Ledger(Application[UUID]):
             catalog_id=catalog.id, **ctx.meta(),
         )
 
+    def check_clock(self) -> None:
+        """Refuse to write with a test clock into a ledger kept on the system clock, or the
+        other way round (clock_conflict); a new ledger records its kind with its first write."""
+        if self._clock_recorded:
+            return
+        created = list(self.ledger_log.get())
+        if not created:
+            return
+        if created[0].clock != self.clock.kind:
+            raise LedgerError("clock_conflict", f"this ledger is kept on the {created[0].clock} clock: a writer on "
+                              f"the {self.clock.kind} clock (a scenario or the demo uses test time) may not write "
+                              "into it; use another database")
+        self._clock_recorded = True
+
     def _save(self, sub: Subscription, events: list[Any]) -> None:
-        """Save the aggregate with, atomically, its index entry and any catalog version first used."""
+        """Save the aggregate with, atomically, its index entry, any catalog version first used,
+        and for a new ledger the kind of clock that writes it."""
         logged: list[Any] = self._unpublished(self.catalog_for(sub))
+        if not self._clock_recorded:
+            self.check_clock()
+            if not self._clock_recorded:
+                logged.append(self.ledger_log.trigger_event(clock=self.clock.kind))
         if any(isinstance(e, Subscription.WorkspaceRegistered) for e in events):
             logged.append(self.index.trigger_event(workspace_id=sub.workspace_id))
         try:
@@ -387,8 +444,10 @@ class Ledger(Application[UUID]):
         except IntegrityError:
             self._published = None
             raise
-        self._published = (self._published or set()) | {(e.catalog_id, e.version) for e in logged
-                                                           if isinstance(e, CatalogPublished)}
+        self._clock_recorded = True
+        for e in logged:
+            if isinstance(e, CatalogPublished):
+                self._published_hashes()[e.catalog_id, e.version] = e.content_hash
 
 
 def recorded_outcome(events: list[Any]) -> LedgerError | None:

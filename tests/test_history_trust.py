@@ -1,0 +1,103 @@
+"""History nobody can quietly rewrite: a catalog is its content, and test time never enters a
+ledger kept on the system clock (nor the other way round)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.app import build_ledger
+from adapters.cli import app
+from domain.catalog import CatalogConflict, load_catalog
+from domain.commands import parse_command
+from domain.errors import LedgerError
+from domain.ledger import SystemClock, TestClock
+from tests.conftest import ADMIN, utc
+from tests.support import VISA, catalog_variant
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def impersonating_forms(tmp_path: Path) -> Path:
+    """The built-in forms catalog, same id and version, Team at 1.00."""
+    text = (ROOT / "domain" / "catalogs" / "forms.toml").read_text()
+    assert '"49.00"' in text
+    path = tmp_path / "forms.toml"
+    path.write_text(text.replace('"49.00"', '"1.00"', 1))
+    return path
+
+
+def test_catalog_conflict_a_file_claiming_a_builtin_id_and_version_is_refused(tmp_path):
+    with pytest.raises(CatalogConflict, match="already exists with other content"):
+        load_catalog(impersonating_forms(tmp_path))
+    checked = CliRunner().invoke(app, ["--json", "catalog", "check", str(impersonating_forms(tmp_path))])
+    assert checked.exit_code == 2 and '"catalog_conflict"' in checked.output
+
+
+def test_catalog_conflict_a_custom_catalog_cannot_change_under_its_recorded_version(tmp_path, db_url):
+    original = catalog_variant(tmp_path, "forms", "newsletter")
+    clock = TestClock(utc("2026-04-01T00:00:00"))
+    ledger = build_ledger(db_url, catalog=original, clock=clock)
+    ledger.handle("ws", parse_command("add-payment-method", {"payment_method": VISA}), ADMIN)
+    first = ledger.handle("ws", parse_command("subscribe", {"plan": "pro", "interval": "month"}), ADMIN)
+    assert {e.catalog_hash for e in first.events} == {load_catalog(original).content_hash}
+    ledger.close()
+    cheaper = Path(original).read_text().replace('"19.00"', '"9.00"', 1)
+    Path(original).write_text(cheaper)
+    ledger = build_ledger(db_url, catalog=original, clock=clock)
+    try:
+        before = ledger.get("ws").version
+        with pytest.raises(LedgerError) as refused:
+            ledger.handle("ws", parse_command("change-plan", {"plan": "team"}), ADMIN)
+        assert refused.value.code == "catalog_conflict"
+        assert ledger.get("ws").version == before
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(("first", "second"), [(SystemClock(), TestClock(utc("2020-01-01T00:00:00"))),
+                                              (TestClock(utc("2026-01-01T00:00:00")), SystemClock())])
+def test_clock_conflict_one_kind_of_clock_writes_a_ledger(db_url, first, second):
+    kept = build_ledger(db_url, clock=first)
+    kept.handle("ws", parse_command("add-payment-method", {"payment_method": VISA}), ADMIN)
+    kept.close()
+    intruder = build_ledger(db_url, clock=second)
+    try:
+        with pytest.raises(LedgerError) as refused:
+            intruder.handle("other", parse_command("add-payment-method", {"payment_method": VISA}), ADMIN)
+        assert refused.value.code == "clock_conflict"
+        assert intruder.workspaces() == ["ws"]
+    finally:
+        intruder.close()
+
+
+def test_clock_conflict_scenarios_and_the_demo_never_write_into_a_real_ledger(tmp_path):
+    url = f"sqlite:///{tmp_path}/real.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", url, "add-payment-method", "ws", "--payment-method", VISA]).exit_code == 0
+    scenario = runner.invoke(app, ["scenario", "run", str(ROOT / "tests" / "scenarios" / "forms_upgrade.json"),
+                                   "--db", url])
+    demo = runner.invoke(app, ["demo", "--db", url])
+    for result in (scenario, demo):
+        assert result.exit_code != 0
+    ledger = build_ledger(url)
+    try:
+        assert ledger.workspaces() == ["ws"]
+        assert {e.channel for e in ledger.workspace_events("ws")} == {"cli"}
+    finally:
+        ledger.close()
+
+
+def test_R3_scenarios_record_channel_scenario(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    done = CliRunner().invoke(app, ["scenario", "run", str(ROOT / "tests" / "scenarios" / "forms_upgrade.json"),
+                                    "--db", url])
+    assert done.exit_code == 0, done.output
+    ledger = build_ledger(url, clock=TestClock(utc("2030-01-01T00:00:00")))
+    try:
+        channels = {e.channel for ws in ledger.workspaces() for e in ledger.workspace_events(ws)}
+        assert "scenario" in channels and "api" not in channels
+    finally:
+        ledger.close()
