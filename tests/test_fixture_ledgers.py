@@ -1,0 +1,138 @@
+"""Ledgers written by older code still load, replay and verify as that code read them.
+
+tests/fixtures/*.db were written at commit c818b20 (tests/fixtures/make_fixtures.py) and
+manifest.json says what that code read from them: per workspace the state a user is shown, the
+invoices, and how many events are stored. Every test opens a copy: the fixtures never change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.application import project_aggregate
+
+from adapters.app import build_ledger, read_models
+from domain.ledger import Ledger
+from projections import audit_trail
+from projections.invoices import invoices_of
+from projections.journal import trial_balance
+from projections.plan_state import read_plan_state
+from projections.views import plan_state
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MANIFEST: dict[str, Any] = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
+NOT_STATE = ("invoices", "events")
+WORKSPACES = [(name, ws) for name, fixture in MANIFEST.items() for ws in fixture["workspaces"]]
+
+
+def expected_state(name: str, ws: str) -> dict[str, Any]:
+    return {k: v for k, v in MANIFEST[name]["workspaces"][ws].items() if k not in NOT_STATE}
+
+
+def shown(state: dict[str, Any], keys: dict[str, Any]) -> dict[str, Any]:
+    return {k: state[k] for k in keys}
+
+
+def invoice_summary(conn: Any, ws: str) -> list[dict[str, Any]]:
+    """What `subledger invoices WS` shows, cut to id, amount due and status."""
+    return [{"id": i["invoice_id"], "amount_due": i["amount_due"], "status": i["status"]} for i in invoices_of(conn, ws)]
+
+
+@pytest.fixture
+def open_fixture(tmp_path: Path) -> Iterator[Any]:
+    """open_fixture(name) -> a Ledger on a fresh copy of tests/fixtures/NAME; closed afterwards."""
+    opened: list[Ledger] = []
+
+    def open_(name: str) -> Ledger:
+        copy = tmp_path / name
+        shutil.copyfile(FIXTURES / name, copy)
+        opened.append(build_ledger(f"sqlite:///{copy}"))
+        return opened[-1]
+
+    yield open_
+    for ledger in opened:
+        ledger.close()
+
+
+@pytest.mark.parametrize("name", MANIFEST)
+def test_a_fixture_file_is_the_one_c818b20_wrote(name):
+    """The files are history: nothing (a test, a later generator) has rewritten them."""
+    data = (FIXTURES / name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == MANIFEST[name]["sha256"]
+    raw = sqlite3.connect(f"file:{FIXTURES / name}?mode=ro", uri=True)
+    try:
+        assert raw.execute("SELECT count(*) FROM stored_events").fetchone()[0] == MANIFEST[name]["stored_events"]
+        assert raw.execute("SELECT count(*) FROM stored_snapshots").fetchone()[0] == MANIFEST[name]["snapshots"]
+        v1 = raw.execute("SELECT count(*) FROM stored_events WHERE topic LIKE '%MembersChanged' "
+                         "AND CAST(state AS TEXT) NOT LIKE '%\"class_version\"%'").fetchone()[0]
+        assert v1 == MANIFEST[name]["members_changed_v1"]
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("name", MANIFEST)
+def test_every_workspace_of_a_fixture_ledger_is_listed(open_fixture, name):
+    ledger = open_fixture(name)
+    assert ledger.workspaces() == list(MANIFEST[name]["workspaces"])
+
+
+@pytest.mark.parametrize(("name", "ws"), WORKSPACES)
+def test_a_fixture_workspace_loads_as_c818b20_showed_it(open_fixture, name, ws):
+    """Loaded (from its snapshot where there is one), a workspace shows the same plan, status,
+    seats, billing credit and open invoice, with the same number of stored events."""
+    ledger = open_fixture(name)
+    sub = ledger.get(ws)
+    expected = expected_state(name, ws)
+    assert shown(plan_state(sub, ledger.catalog_for(sub)), expected) == expected
+    assert len(ledger.workspace_events(ws)) == MANIFEST[name]["workspaces"][ws]["events"]
+
+
+@pytest.mark.parametrize(("name", "ws"), WORKSPACES)
+def test_replaying_every_stored_event_gives_the_same_workspace(open_fixture, name, ws):
+    """No snapshot: old event versions are upcast and folded one by one."""
+    ledger = open_fixture(name)
+    replayed = project_aggregate(None, ledger.workspace_events(ws))
+    expected = expected_state(name, ws)
+    assert shown(plan_state(replayed, ledger.catalog_for(replayed)), expected) == expected
+
+
+@pytest.mark.parametrize("name", MANIFEST)
+def test_the_stored_read_models_still_read_and_verify(open_fixture, name):
+    """The read-model tables written at c818b20: current, the same states and invoices, the
+    audit hash chain intact and the books balanced."""
+    fixture = MANIFEST[name]
+    ledger = open_fixture(name)
+    with read_models(ledger) as projections, projections.engine.connect() as conn:
+        assert {s["projection"]: s["lag"] for s in projections.status()} == {f: 0 for f in projections.models}
+        for ws, expected in fixture["workspaces"].items():
+            state = expected_state(name, ws)
+            assert shown(read_plan_state(conn, ws), state) == state
+            assert invoice_summary(conn, ws) == expected["invoices"]
+        assert audit_trail.verify(conn) == {"ok": True, "rows": fixture["audit_rows"],
+                                            "workspaces": len(fixture["workspaces"])}
+        assert trial_balance(conn) == {k: Decimal(v) for k, v in fixture["trial_balance"].items()}
+
+
+@pytest.mark.parametrize("name", MANIFEST)
+def test_the_read_models_rebuilt_from_the_stored_events_say_the_same(open_fixture, name):
+    """`subledger project rebuild`: every read model replayed from the old events."""
+    fixture = MANIFEST[name]
+    ledger = open_fixture(name)
+    with read_models(ledger) as projections:
+        projections.rebuild()
+        with projections.engine.connect() as conn:
+            for ws, expected in fixture["workspaces"].items():
+                state = expected_state(name, ws)
+                assert shown(read_plan_state(conn, ws), state) == state
+                assert invoice_summary(conn, ws) == expected["invoices"]
+            assert audit_trail.verify(conn)["ok"]
+            assert audit_trail.verify(conn)["rows"] == fixture["audit_rows"]
+            assert trial_balance(conn) == {k: Decimal(v) for k, v in fixture["trial_balance"].items()}
