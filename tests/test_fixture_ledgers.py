@@ -136,3 +136,53 @@ def test_the_read_models_rebuilt_from_the_stored_events_say_the_same(open_fixtur
             assert audit_trail.verify(conn)["ok"]
             assert audit_trail.verify(conn)["rows"] == fixture["audit_rows"]
             assert trial_balance(conn) == {k: Decimal(v) for k, v in fixture["trial_balance"].items()}
+
+
+def test_R8_an_old_ledger_goes_on_under_new_code_with_fresh_invoice_ids(tmp_path):
+    """members_v1.db's past-due workspaces pay their open invoices with a good card: one charge
+    each, under keys and invoice ids the old history never used."""
+    from domain.commands import Actor, parse_command
+    from domain.ledger import TestClock
+
+    copy = tmp_path / "members_v1.db"
+    shutil.copyfile(FIXTURES / "members_v1.db", copy)
+    probe = build_ledger(f"sqlite:///{copy}")
+    last = max(e.timestamp for ws in probe.workspaces() for e in probe.workspace_events(ws))
+    probe.close()
+    ledger = build_ledger(f"sqlite:///{copy}", clock=TestClock(last))
+    admin = Actor(id="alice", role="admin")
+    try:
+        for ws in ("dunning", "declined"):
+            before = ledger.get(ws)
+            old_ids = {e.invoice_id for e in ledger.workspace_events(ws) if type(e).__name__ == "InvoiceIssued"}
+            assert before.open_invoices(), ws
+            assert ledger.handle(ws, parse_command("add-payment-method", {"payment_method": "pm_card_visa"}), admin).ok
+            for invoice in before.open_invoices():
+                paid = ledger.handle(ws, parse_command("pay-invoice", {"invoice": invoice}), admin)
+                assert paid.ok, (ws, invoice, paid.error)
+            after = ledger.get(ws)
+            assert (after.status, after.open_invoices()) == ("active", [])
+            assert after.next_invoice_id() not in old_ids
+        gateway = ledger.payments.charges()
+        assert [c["outcome"] for c in gateway] == ["succeeded"] * len(gateway)
+        assert len({c["idempotency_key"] for c in gateway}) == len(gateway)
+    finally:
+        ledger.close()
+
+
+def test_topics_stored_before_the_split_resolve_to_the_moved_classes():
+    """The events moved from domain.events and the aggregate from domain.subscription into the
+    domain/subscription/ package; topics stored before still name the old places."""
+    from eventsourcing.utils import resolve_topic
+
+    from domain.subscription import Subscription
+
+    with sqlite3.connect(FIXTURES / "members_v1.db") as conn:
+        topics = {t for (t,) in conn.execute("SELECT DISTINCT topic FROM stored_events")}
+        state = json.loads(conn.execute("SELECT state FROM stored_snapshots").fetchone()[0])
+    assert "domain.events:MembersChanged" in topics
+    for topic in topics:
+        if topic.startswith("domain.events:"):
+            assert resolve_topic(topic) is getattr(Subscription, topic.split(":")[1])
+    assert state["topic"] == "domain.subscription:Subscription"
+    assert resolve_topic(state["topic"]) is Subscription
