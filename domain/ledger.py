@@ -209,9 +209,9 @@ class Ledger(Application[UUID]):
 
     def handle(self, workspace_id: str, command: Command, actor: Actor, *, channel: str = "api",
                idempotency_key: str | None = None, reason: str | None = None) -> Result:
-        """Decide and record one command, then move its money. Refusals record nothing; pending
-        charges are settled and due items recorded first. The command id minted here is kept
-        across retries and carried by every fact the command records."""
+        """Decide and record one command on the named workspace alone (R1), then move its money.
+        Refusals record nothing; pending charges are settled and due items recorded first. The
+        command id minted here is kept across retries and carried by every fact the command records."""
         check_workspace_id(workspace_id)
         if idempotency_key is not None:
             check_workspace_id(idempotency_key)
