@@ -1,37 +1,20 @@
-"""Fixtures and a worker for the test gateway's tests, free of the ledger (tests/conftest.py
-imports it): `gateway_url` runs a test on SQLite and on a fresh PostgreSQL schema."""
+"""Fixtures and a worker for the test gateway's tests: `gateway_url` runs a test on SQLite and
+on a fresh PostgreSQL schema (that the gateway must create itself)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 
 from adapters.payments import TestPaymentGateway
 from domain.payments import ChargeRequest
+from tests.conftest import fresh_postgres_schema
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 TOKENS = ("pm_card_visa", "pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds",
           "pm_card_authenticationRequired")
-
-
-def fresh_postgres_schema() -> Iterator[str]:
-    """A PostgreSQL URL on a schema of its own (not created: the gateway must), dropped afterwards."""
-    try:
-        psycopg.connect(PG, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL at 127.0.0.1:5432 is unreachable, and CI=true requires it")
-        pytest.skip("PostgreSQL unreachable")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?schema={schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

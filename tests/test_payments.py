@@ -140,8 +140,8 @@ class DiesAfterCharging:
         return self.inner.cancel(key)
 
 
-def test_R11_a_crash_between_charge_and_record_is_resolved_by_the_key(book):
-    b = forms_on(book)
+def upgrade_then_die_after_charging(b: Any) -> None:
+    """Pro -> Team on Apr 11 in a process that dies once the provider has taken the money."""
     b.at("2026-04-11T00:00:00")
     b.ledger.payments = DiesAfterCharging(b.payments)
     try:
@@ -149,6 +149,11 @@ def test_R11_a_crash_between_charge_and_record_is_resolved_by_the_key(book):
     except SystemExit:
         pass
     b.ledger.payments = b.payments
+
+
+def test_R11_a_crash_between_charge_and_record_is_resolved_by_the_key(book):
+    b = forms_on(book)
+    upgrade_then_die_after_charging(b)
     assert b.sub("ws").plan == "pro" and b.sub("ws").pending_charges  # charged, not yet recorded
     assert recorded_payments(b) == D("19.00") and len(succeeded(b)) == 2
     resolved = b.ledger.resolve_payments("ws")
@@ -159,13 +164,7 @@ def test_R11_a_crash_between_charge_and_record_is_resolved_by_the_key(book):
 
 def test_R11_the_next_command_records_a_charge_left_pending_by_a_crash(book):
     b = forms_on(book)
-    b.at("2026-04-11T00:00:00")
-    b.ledger.payments = DiesAfterCharging(b.payments)
-    try:
-        b.do("ws", "change-plan", plan="team")
-    except SystemExit:
-        pass
-    b.ledger.payments = b.payments
+    upgrade_then_die_after_charging(b)
     result = b.do("ws", "set-members", members=3)
     assert result.ok and "PlanUpgraded" in [type(e).__name__ for e in result.due_events]
     assert b.sub("ws").plan == "team" and recorded_payments(b) == D("39.00")
