@@ -48,7 +48,7 @@ def check_no_pending_charge(sub: Subscription) -> None:
         raise LedgerError(
             "payment_pending",
             f"a payment of {pending['amount']} {pending['currency']} for invoice {invoice_id} is waiting for "
-            f"{waiting}: confirm or abandon it (payments resolve) before another billing change",
+            f"{waiting}: it must be confirmed or abandoned before another billing change",
         )
 
 
