@@ -187,6 +187,8 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
         text = path.read_text("utf-8")
     except OSError as e:
         raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not a text file (a catalog is UTF-8 TOML)") from None
     return parse_catalog(text, str(path))
 
 

@@ -20,7 +20,11 @@ CODES = {
     "concurrency_conflict": "",
     "not_found": "",
     "invalid_catalog": "",
+    "unavailable": "",
+    "internal_error": "",
 }
+"""`unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
+(adapters report it; the domain never does). `internal_error`: a bug, reported without a traceback."""
 
 
 class LedgerError(Exception):
