@@ -20,9 +20,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from domain.errors import LedgerError
 
 SQLSTATE = {
-    "28P01": "the login was refused (authentication failed)",
-    "28000": "the login was refused (authentication failed)",
-    "3D000": "the database does not exist",
+    "28P01": "authentication failed",
+    "28000": "authentication failed",
+    "3D000": "unknown database",
     "3F000": "the schema does not exist",
     "42501": "permission denied",
     "53100": "the database server's disk is full",
@@ -41,8 +41,8 @@ SQLSTATE = {
 PG_TEXT = [
     (r"Connection refused", "connection refused: is PostgreSQL running there and listening on that port?"),
     (r"password authentication failed|role \"[^\"]*\" does not exist|no password supplied|pg_hba\.conf",
-     "the login was refused (authentication failed)"),
-    (r"database \"[^\"]*\" does not exist", "the database does not exist"),
+     "authentication failed"),
+    (r"database \"[^\"]*\" does not exist", "unknown database"),
     (r"failed to resolve host|could not translate host name", "the host name is unknown"),
     (r"timeout expired|connection timed out", "no answer within the connect timeout"),
     (r"too many clients", "the database server has too many connections"),

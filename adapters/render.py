@@ -14,7 +14,7 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def invoice_lines(invoice: dict[str, Any]) -> list[str]:
+def invoice_lines(invoice: dict[str, Any], due: str = "due now") -> list[str]:
     """Every line with the arithmetic that produced it (R26: no mystery charges), one formula
     per line so a narrow terminal never splits it."""
     amounts = [line["amount"] for line in invoice["lines"]] + [invoice["subtotal"], invoice["amount_due"]]
@@ -27,7 +27,7 @@ def invoice_lines(invoice: dict[str, Any]) -> list[str]:
     out.append(f"    {invoice['subtotal']:>{width}}  subtotal")
     if Decimal(invoice["credit_applied"]):
         out.append(f"    {'-' + invoice['credit_applied']:>{width}}  billing credit applied")
-    out.append(f"    {invoice['amount_due']:>{width}}  due now ({invoice['currency']})")
+    out.append(f"    {invoice['amount_due']:>{width}}  {due} ({invoice['currency']})")
     return out
 
 
@@ -99,7 +99,7 @@ def invoices_text(data: dict[str, Any]) -> list[str]:
     if not data["invoices"]:
         out.append("  no invoices yet")
     for invoice in data["invoices"]:
-        out += invoice_lines({**invoice, "id": invoice["invoice_id"]})
+        out += invoice_lines({**invoice, "id": invoice["invoice_id"]}, due="amount due")
         paid = f", paid {invoice['amount_paid']} at {invoice['paid_at']}" if invoice.get("paid_at") else ""
         out.append(f"    status {invoice['status']}, issued {invoice['issued_at']}{paid}")
         for payment in invoice["payments"]:
@@ -109,7 +109,7 @@ def invoices_text(data: dict[str, Any]) -> list[str]:
     upcoming = data.get("upcoming")
     if upcoming:
         out.append(f"upcoming renewal, due {upcoming['due_at']}")
-        out += invoice_lines({**upcoming, "id": f"for {upcoming['workspace']}", "purpose": "renewal"})[1:]
+        out += invoice_lines({**upcoming, "id": "", "purpose": "renewal"}, due="due at renewal")[1:]
     return out
 
 
