@@ -122,9 +122,6 @@ def _opts() -> Options:
     return _OPTIONS[0]
 
 
-_json = use_json
-
-
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     """The ledger of --db; a database that cannot be used exits 3 (adapters/cli_output.py)."""
@@ -179,7 +176,7 @@ def check_workspace(workspace: str) -> None:
 
 
 def emit(out: dict[str, Any]) -> None:
-    """Print a command's outcome; a refusal exits 1."""
+    """Print a command's outcome; a refusal exits 1 (bad input 2, see adapters/cli_output.py)."""
     if OUTPUT.json:
         typer.echo(json.dumps(out))
     else:
@@ -254,7 +251,7 @@ def _domain_command(do: str) -> Callable[..., None]:
 
     def command(workspace: str, *, actor: str, role: str, idempotency_key: str | None, reason: str | None,
                 json_output: bool, **flags: str | None) -> None:
-        _json(json_output)
+        use_json(json_output)
         run_command(do, workspace, flags, actor, role, idempotency_key, reason)
 
     params = [_flag(n, f.is_required() or n in NULLABLE) for n, f in fields.items()]
@@ -268,7 +265,7 @@ for _name in COMMANDS:
 
 
 def _preview(workspace: str, *, do: str, actor: str, role: str, json_output: bool, **flags: str | None) -> None:
-    _json(json_output)
+    use_json(json_output)
     if do not in COMMANDS:
         fail("invalid_request", f"--do: unknown command {do[:40]!r}; known: {', '.join(sorted(COMMANDS))}")
     run_command(do, workspace, flags, actor, role, None, None, preview=True)
@@ -290,7 +287,7 @@ app.command("preview", help="Show what COMMAND would record and invoice now (R25
 @app.command()
 def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
     """Show a workspace's plan, period, credits, balances and open invoice (the plan_state read model)."""
-    _json(json_output)
+    use_json(json_output)
     check_workspace(workspace)
     with open_ledger() as ledger, read_models(ledger) as projections:
         refresh(projections)
@@ -307,7 +304,7 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
 @app.command()
 def advance(json_output: JsonFlag = False) -> None:
     """Record every renewal, trial end, scheduled change and notice due by now (system clock)."""
-    _json(json_output)
+    use_json(json_output)
     with open_ledger() as ledger:
         try:
             done = ledger.advance()
@@ -342,7 +339,7 @@ def scenario_run(
 def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (or a built-in name).")],
                   json_output: JsonFlag = False) -> None:
     """Validate a catalog file and summarise it."""
-    _json(json_output)
+    use_json(json_output)
     try:
         catalog = load_catalog(file)
     except CatalogError as e:
@@ -376,7 +373,7 @@ def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (o
 def demo(db: Annotated[str | None, typer.Option(help="Database URL, best empty (default: a fresh ./subledger-demo.db).")]
          = None, json_output: JsonFlag = False) -> None:
     """Narrate the seed examples (forms, workspace, operations) on a test clock."""
-    _json(json_output)
+    use_json(json_output)
     from adapters.demo import run_demo
 
     raise typer.Exit(run_demo(db or _opts().db, as_json=OUTPUT.json))

@@ -80,6 +80,7 @@ class Guarded(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         if ctx.parent is None:
             OUTPUT.json = False
+            schema.forget()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, UsageProblem):
@@ -92,4 +93,5 @@ class Guarded(TyperGroup):
                 refuse(explained)
             if os.environ.get("SUBLEDGER_DEBUG"):
                 traceback.print_exc()
-            fail("internal_error", f"unexpected {type(e).__name__}: {str(e)[:300]} (SUBLEDGER_DEBUG=1 shows the traceback)")
+            fail("internal_error",
+                 f"unexpected {type(e).__name__}: {str(e)[:300]} (SUBLEDGER_DEBUG=1 shows the traceback)")

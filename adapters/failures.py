@@ -54,7 +54,8 @@ PG_TEXT = [
 
 SQLITE_TEXT = [
     (r"readonly database|read-only", "the database file is read-only"),
-    (r"database is locked|database table is locked", "the database file is busy (another process holds its lock); try again"),
+    (r"database is locked|database table is locked",
+     "the database file is busy (another process holds its lock); try again"),
     (r"unable to open database file", "the database file cannot be opened (missing folder or no permission?)"),
     (r"file is not a database|file is encrypted", "the file is not a SQLite database"),
     (r"disk is full|database or disk is full", "the disk is full"),
@@ -100,7 +101,8 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
     if isinstance(error, (PersistenceError, SQLAlchemyError, psycopg.Error, sqlite3.Error)):
         return LedgerError("unavailable", f"{where(env)}: database error: {_first_line(error) or type(error).__name__}")
     if isinstance(error, OSError) and error.errno is not None:
-        return LedgerError("unavailable", f"{where(env)}: {error.strerror}" + (f": {error.filename}" if error.filename else ""))
+        named = f": {error.filename}" if error.filename else ""
+        return LedgerError("unavailable", f"{where(env)}: {error.strerror}{named}")
     return None
 
 

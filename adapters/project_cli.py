@@ -154,7 +154,8 @@ def invoices(workspace: Annotated[str, typer.Argument(help="Workspace id.", show
     check_new_workspace_id(workspace)
     with _projections(db) as projections, projections.engine.connect() as conn:
         _existing(conn, workspace)
-        data = {"workspace": workspace, "invoices": invoices_of(conn, workspace), "upcoming": upcoming_of(conn, workspace)}
+        data = {"workspace": workspace, "invoices": invoices_of(conn, workspace),
+                "upcoming": upcoming_of(conn, workspace)}
     if OUTPUT.json:
         _echo(data)
         return
@@ -168,16 +169,16 @@ def audit(
     db: DB = None,
     since: Annotated[str | None, typer.Option(help="From this instant (inclusive), ISO-8601.")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this instant (exclusive), ISO-8601.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="table (default), csv or jsonl (as --json).",
+    fmt: Annotated[str | None, typer.Option("--format", help="text (default), csv or jsonl (as --json).",
                                             show_default=False)] = None,
     workspace: Annotated[str | None, typer.Option(help="With verify: check one workspace only.")] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Show or export a workspace's audit trail (a table, CSV or JSON Lines), or `audit verify` the hash chains."""
+    """Show or export a workspace's audit trail (text, CSV or JSON Lines), or `audit verify` the hash chains."""
     use_json(json_output)
-    fmt = fmt or ("jsonl" if OUTPUT.json else "table")
-    if fmt not in ("table", "csv", "jsonl"):
-        fail("invalid_request", "--format: table, csv or jsonl")
+    fmt = fmt or ("jsonl" if OUTPUT.json else "text")
+    if fmt not in ("text", "csv", "jsonl"):
+        fail("invalid_request", "--format: text, csv or jsonl")
     start, end = _instant(since, "--since"), _instant(until, "--until")
     if target != "verify":
         check_new_workspace_id(target)
@@ -190,7 +191,7 @@ def audit(
             return
         _existing(conn, target)
         found = audit_trail.rows(conn, target, start, end)
-        if fmt == "table":
+        if fmt == "text":
             for line in render.audit_lines([audit_trail.exported(row) for row in found]) or ["no audit rows"]:
                 typer.echo(line)
         else:

@@ -53,6 +53,11 @@ def last_env() -> dict[str, str]:
     return dict(_last_env)
 
 
+def forget() -> None:
+    """A new invocation: errors name no database until it prepares one."""
+    _last_env.clear()
+
+
 def prepare(env: Mapping[str, str], *, read_models: bool = False) -> dict[str, str]:
     """Check the database answers and its event store (and read models) are set up for this
     version, setting them up if not. Returns the environment to build the Ledger and read

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 DEFAULT_DB = "sqlite:///subledger.db"
 SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 READ_ONLY = "SUBLEDGER_READ_ONLY"
-"""Set in the environment of a SQLite file this process may not write: it is opened read-only."""
+"""Set in the environment of a SQLite file this process may not write (the file, or the folder
+its journal would go in): it is opened read-only."""
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -32,7 +33,7 @@ def eventsourcing_env(url: str) -> dict[str, str]:
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
         if path == ":memory:":
             env["SQLITE_DBNAME"] = "file:subledger?mode=memory&cache=shared"
-        elif Path(path).is_file() and not os.access(path, os.W_OK):
+        elif Path(path).is_file() and not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
             env.update(SQLITE_DBNAME=read_only_uri(Path(path)), **{READ_ONLY: "y"})
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
