@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from adapters.payments import TestPaymentGateway
-from adapters.settings import database_url, eventsourcing_env
+from adapters.schema import prepare
+from adapters.settings import READ_ONLY, database_url, eventsourcing_env
 from domain.catalog import builtin_catalogs, load_catalog
 from domain.errors import LedgerError
 from domain.ledger import Clock, Ledger, SystemClock
@@ -17,15 +17,10 @@ from domain.payments import PaymentGateway
 from projections.runner import Projections
 
 
-def ensure_schema(env: dict[str, str]) -> None:
-    """PostgreSQL tables live in POSTGRES_SCHEMA; the library creates tables, not schemas."""
-    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres" or env["POSTGRES_SCHEMA"] == "public":
-        return
-    with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
-    ) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+def ledger_env(db: str | None = None) -> dict[str, str]:
+    """The eventsourcing environment of `db` (default: $SUBLEDGER_DB or ./subledger.db), its
+    tables set up once per database version (adapters/schema.py)."""
+    return prepare(eventsourcing_env(database_url(db)))
 
 
 def payment_gateway(db_url: str) -> PaymentGateway:
@@ -45,18 +40,39 @@ def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock:
     default = load_catalog(catalog)
     catalogs[default.id] = default
     url = database_url(db)
-    env = eventsourcing_env(url)
-    ensure_schema(env)
-    return Ledger(env, catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
+    return Ledger(ledger_env(url), catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
                   payments=payments or payment_gateway(url))
 
 
 def read_models(ledger: Ledger) -> Projections:
-    """The ledger's read models, in its own database (use as a context manager)."""
-    return Projections(dict(ledger.env), source=ledger)
+    """The ledger's read models, in its own database (use as a context manager); their tables
+    are set up on first use."""
+    return Projections(prepare(ledger.env, read_models=True), source=ledger)
 
 
 def catch_up(ledger: Ledger) -> None:
     """Inline mode: bring every read model up to the ledger's last event."""
     with read_models(ledger) as projections:
         projections.catch_up()
+
+
+@contextmanager
+def read_models_of(db: str | None) -> Iterator[Projections]:
+    """The read models of `db` for a read: caught up first (or as they stand, read-only)."""
+    try:
+        env = eventsourcing_env(database_url(db))
+    except ValueError as e:
+        raise LedgerError("invalid_request", f"--db: {e}") from None
+    with Projections(prepare(env, read_models=True)) as projections:
+        refresh(projections)
+        yield projections
+
+
+def refresh(projections: Projections) -> None:
+    """Before a read: catch the read models up, except on a read-only file, read as it stands."""
+    if not is_read_only(projections.env):
+        projections.catch_up()
+
+
+def is_read_only(env: Mapping[str, str]) -> bool:
+    return bool(env.get(READ_ONLY))

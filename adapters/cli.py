@@ -2,7 +2,8 @@
 advance, demo, scenario run and catalog check.
 
 Flags come from the command models in domain/commands.py, so the CLI cannot drift from the
-domain. Exit codes: 0 done, 1 refused by the ledger, 2 invalid input or usage.
+domain. Exit codes (one table for every command, adapters/cli_output.py): 0 done, 1 refused,
+2 bad input or usage, 3 infrastructure.
 """
 
 from __future__ import annotations
@@ -11,22 +12,21 @@ import inspect
 import json
 import os
 import re
-import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from adapters import payments_cli, project_cli, render
-from adapters.app import build_ledger, catch_up, read_models
+from adapters import payments_cli, project_cli, read_cli, render
+from adapters.app import build_ledger, catch_up, read_models, refresh
+from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
 from domain.catalog import CatalogError, load_catalog
-from domain.commands import COMMANDS, ID, ID_RULE, Command, parse_actor, parse_command
+from domain.commands import COMMANDS, ID, ID_RULE, Command, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from projections.plan_state import read_plan_state
@@ -74,9 +74,8 @@ COMMAND_HELP = {
 }
 ALL_FLAGS = sorted({name for cls in COMMANDS.values() for name in cls.model_fields})
 
-app = typer.Typer(help="subledger: an event-sourced subscription billing ledger.",
-                  epilog="Exit codes: 0 done, 1 refused by the ledger, 2 invalid input or usage.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(cls=Guarded, help="subledger: an event-sourced subscription billing ledger.", epilog=EPILOG,
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 scenario_app = typer.Typer(help="Run scenario files (docs/scenarios.md).", no_args_is_help=True)
 catalog_app = typer.Typer(help="Catalog files (docs/catalogs.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
@@ -85,13 +84,14 @@ app.add_typer(project_cli.project_app, name="project")
 app.add_typer(payments_cli.payments_app, name="payments")
 app.command("invoices")(project_cli.invoices)
 app.command("audit")(project_cli.audit)
+app.command("workspaces")(read_cli.workspaces)
+app.command("books")(read_cli.books)
 
 
 @dataclass
 class Options:
     db: str | None = None
     catalog: str = "forms"
-    json: bool = False
 
 
 _OPTIONS = [Options()]
@@ -110,7 +110,8 @@ def main_options(
     = "forms",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    _OPTIONS[0] = Options(db, catalog, json_output)
+    _OPTIONS[0] = Options(db, catalog)
+    use_json(json_output)
     if db:
         os.environ["SUBLEDGER_DB"] = db  # the read-model commands take the same database
 
@@ -122,34 +123,16 @@ def _opts() -> Options:
     return _OPTIONS[0]
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def _json(flag: bool) -> None:
-    """`--json` works before or after the subcommand."""
-    if flag:
-        _OPTIONS[0].json = True
-
-
-def fail(code: str, message: str, exit_code: int) -> NoReturn:
-    if _opts().json:
-        typer.echo(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
-    else:
-        typer.echo(f"error: {message} [{code}]", err=True)
-    raise typer.Exit(exit_code)
-
-
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
+    """The ledger of --db; a database that cannot be used exits 3 (adapters/cli_output.py)."""
     opts = _opts()
     try:
         ledger = build_ledger(opts.db, catalog=opts.catalog)
     except CatalogError as e:
-        fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}", 2)
+        fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}")
     except ValueError as e:
-        fail("invalid_request", f"--db: {e}", 2)
-    except Exception as e:  # noqa: BLE001 - a database that cannot be opened is a setting to fix, not a crash
-        fail("invalid_request", f"cannot open the database: {type(e).__name__}: {str(e).strip()[:300]}", 2)
+        fail("invalid_request", f"--db: {e}")
     try:
         yield ledger
     finally:
@@ -182,9 +165,20 @@ def _check_id(value: str | None, what: str) -> None:
         raise Invalid(f"{what} {value[:70]!r} is not valid: {ID_RULE}")
 
 
+def check_workspace(workspace: str) -> None:
+    """A valid workspace id that does not read as a sub-command (`verify`); else exit 2."""
+    try:
+        _check_id(workspace, "workspace id")
+        check_new_workspace_id(workspace)
+    except Invalid as e:
+        fail("invalid_request", str(e))
+    except LedgerError as e:
+        refuse(e)
+
+
 def emit(out: dict[str, Any]) -> None:
-    """Print a command's outcome; a refusal exits 1."""
-    if _opts().json:
+    """Print a command's outcome; a refusal exits 1 (bad input 2, see adapters/cli_output.py)."""
+    if OUTPUT.json:
         typer.echo(json.dumps(out))
     else:
         con = render.console()
@@ -195,13 +189,13 @@ def emit(out: dict[str, Any]) -> None:
                 con.print(f"recorded: {', '.join(out['events'])}", markup=False)
             typer.echo(f"error: {out['error']['message']} [{out['error']['code']}]", err=True)
     if not out["ok"]:
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code(out["error"]["code"]))
 
 
 def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: str, role: str,
                 idempotency_key: str | None, reason: str | None, preview: bool = False) -> None:
+    check_workspace(workspace)
     try:
-        _check_id(workspace, "workspace id")
         _check_id(idempotency_key, "--idempotency-key")
         if role not in PEOPLE_ROLES:
             raise Invalid(f"--role must be one of {', '.join(PEOPLE_ROLES)}")
@@ -210,9 +204,9 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
             raise Invalid("--reason: at most 500 characters")
         command = build_command(do, flags)
     except Invalid as e:
-        fail("invalid_request", str(e), 2)
+        fail("invalid_request", str(e))
     except LedgerError as e:
-        fail(e.code, e.message, 2)
+        refuse(e)
     with open_ledger() as ledger:
         try:
             if preview:
@@ -221,7 +215,7 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
                 result = ledger.handle(workspace, command, who, channel="cli", idempotency_key=idempotency_key,
                                        reason=reason)
         except LedgerError as e:
-            fail(e.code, e.message, 1)
+            refuse(e)
         if result.events or result.due_events:
             catch_up(ledger)
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
@@ -258,7 +252,7 @@ def _domain_command(do: str) -> Callable[..., None]:
 
     def command(workspace: str, *, actor: str, role: str, idempotency_key: str | None, reason: str | None,
                 json_output: bool, **flags: str | None) -> None:
-        _json(json_output)
+        use_json(json_output)
         run_command(do, workspace, flags, actor, role, idempotency_key, reason)
 
     params = [_flag(n, f.is_required() or n in NULLABLE) for n, f in fields.items()]
@@ -272,9 +266,9 @@ for _name in COMMANDS:
 
 
 def _preview(workspace: str, *, do: str, actor: str, role: str, json_output: bool, **flags: str | None) -> None:
-    _json(json_output)
+    use_json(json_output)
     if do not in COMMANDS:
-        fail("invalid_request", f"--do: unknown command {do[:40]!r}; known: {', '.join(sorted(COMMANDS))}", 2)
+        fail("invalid_request", f"--do: unknown command {do[:40]!r}; known: {', '.join(sorted(COMMANDS))}")
     run_command(do, workspace, flags, actor, role, None, None, preview=True)
 
 
@@ -294,18 +288,15 @@ app.command("preview", help="Show what COMMAND would record and invoice now (R25
 @app.command()
 def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
     """Show a workspace's plan, period, credits, balances and open invoice (the plan_state read model)."""
-    _json(json_output)
-    try:
-        _check_id(workspace, "workspace id")
-    except Invalid as e:
-        fail("invalid_request", str(e), 2)
+    use_json(json_output)
+    check_workspace(workspace)
     with open_ledger() as ledger, read_models(ledger) as projections:
-        projections.catch_up()
+        refresh(projections)
         with projections.engine.connect() as conn:
             state = read_plan_state(conn, workspace)
     if state is None:
-        fail("not_found", f"{workspace}: no such workspace", 1)
-    if _opts().json:
+        fail("not_found", f"{workspace}: no such workspace")
+    if OUTPUT.json:
         typer.echo(json.dumps(state))
         return
     render.console().print(render.state_table(state))
@@ -314,16 +305,16 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
 @app.command()
 def advance(json_output: JsonFlag = False) -> None:
     """Record every renewal, trial end, scheduled change and notice due by now (system clock)."""
-    _json(json_output)
+    use_json(json_output)
     with open_ledger() as ledger:
         try:
             done = ledger.advance()
         except LedgerError as e:
-            fail(e.code, e.message, 1)
+            refuse(e)
         if done:
             catch_up(ledger)
         at = iso(ledger.clock.now())
-    if _opts().json:
+    if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))
         return
     if not done:
@@ -349,12 +340,12 @@ def scenario_run(
 def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (or a built-in name).")],
                   json_output: JsonFlag = False) -> None:
     """Validate a catalog file and summarise it."""
-    _json(json_output)
+    use_json(json_output)
     try:
         catalog = load_catalog(file)
     except CatalogError as e:
-        if _opts().json:
-            fail(getattr(e, "code", "invalid_catalog"), str(e), 2)
+        if OUTPUT.json:
+            fail(getattr(e, "code", "invalid_catalog"), str(e))
         typer.echo(f"invalid catalog: {e}", err=True)
         raise typer.Exit(2) from None
     summary = {
@@ -362,7 +353,7 @@ def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (o
         "plans": [p.id for p in catalog.plans], "addons": [a.id for a in catalog.addons],
         "credit_packs": [c.id for c in catalog.credit_packs], "policy": catalog.policy.model_dump(mode="json"),
     }
-    if _opts().json:
+    if OUTPUT.json:
         typer.echo(json.dumps(summary))
         return
     typer.echo(f"ok: catalog {catalog.id} version {catalog.version} ({catalog.currency})")
@@ -383,10 +374,10 @@ def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (o
 def demo(db: Annotated[str | None, typer.Option(help="Database URL, best empty (default: a fresh ./subledger-demo.db).")]
          = None, json_output: JsonFlag = False) -> None:
     """Narrate the seed examples (forms, workspace, operations) on a test clock."""
-    _json(json_output)
+    use_json(json_output)
     from adapters.demo import run_demo
 
-    raise typer.Exit(run_demo(db or _opts().db, as_json=_opts().json))
+    raise typer.Exit(run_demo(db or _opts().db, as_json=OUTPUT.json))
 
 
 @app.command("new-cipher-key")
@@ -403,19 +394,8 @@ def new_cipher_key(size: Annotated[int, typer.Option(help="Key bytes: 16, 24 or 
 
 
 def main() -> None:
-    """Console entry point: never a traceback for bad input (SUBLEDGER_DEBUG=1 shows unexpected ones)."""
-    try:
-        app()
-    except SystemExit:
-        raise
-    except LedgerError as e:  # e.g. clock_conflict before a scenario's first step
-        print(f"error: {e.message} [{e.code}]", file=sys.stderr)
-        sys.exit(2 if e.code == "invalid_request" else 1)
-    except Exception as e:  # noqa: BLE001
-        if os.environ.get("SUBLEDGER_DEBUG"):
-            traceback.print_exc()
-        print(f"error: unexpected {type(e).__name__}: {e} (set SUBLEDGER_DEBUG=1 for details)", file=sys.stderr)
-        sys.exit(3)
+    """Console entry point: every failure exits through adapters/cli_output.py's table."""
+    app()
 
 
 if __name__ == "__main__":

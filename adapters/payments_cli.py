@@ -12,29 +12,28 @@ from typing import Annotated, Any
 
 import typer
 
+from adapters.app import catch_up
+from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
 from adapters.payments import TestPaymentGateway
-from domain.errors import LedgerError
 from projections.views import event_types
 
 payments_app = typer.Typer(help="Pending charges: list, resolve after a crash, confirm or abandon 3-D Secure.",
                            no_args_is_help=True)
 Workspace = Annotated[str | None, typer.Argument(help="Workspace id (default: every workspace).", show_default=False)]
 Invoice = Annotated[str | None, typer.Option(help="Only this invoice's pending charge.")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-def _cli() -> Any:
-    from adapters import cli  # the shared options, ledger opening and failure exits live there
-    return cli
+def _open_ledger() -> Any:
+    from adapters.cli import open_ledger  # the shared --db/--catalog options live there
+    return open_ledger()
 
 
 @payments_app.command("pending")
 def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     """Charges decided but not yet settled, and what each waits for."""
-    cli = _cli()
-    cli._json(json_output)
+    use_json(json_output)
     rows = []
-    with cli.open_ledger() as ledger:
+    with _open_ledger() as ledger:
         for ws in [workspace] if workspace else ledger.workspaces():
             sub = ledger.get(ws)
             for charge in (sub.pending_charges.values() if sub else []):
@@ -42,7 +41,7 @@ def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
                              "currency": charge["currency"], "purpose": charge["purpose"],
                              "charge_key": charge["charge_key"],
                              "waiting_for": "customer (3-D Secure)" if charge["action_required"] else "provider"})
-    if cli._opts().json:
+    if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "pending": rows}))
         return
     if not rows:
@@ -55,56 +54,47 @@ def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
 @payments_app.command("resolve")
 def resolve(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     """Ask the gateway for every pending charge's outcome and record it (after a crash)."""
-    cli = _cli()
-    cli._json(json_output)
-    with cli.open_ledger() as ledger:
-        try:
-            done = ledger.resolve_payments(workspace)
-        except LedgerError as e:
-            cli.fail(e.code, e.message, 1)
+    use_json(json_output)
+    with _open_ledger() as ledger:
+        done = ledger.resolve_payments(workspace)
         if done:
-            cli.catch_up(ledger)
-    _report(cli, done)
+            catch_up(ledger)
+    _report(done)
 
 
 @payments_app.command("confirm")
 def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], invoice: Invoice = None,
             json_output: JsonFlag = False) -> None:
     """Test gateway only: the customer completes 3-D Secure; the change then applies."""
-    cli = _cli()
-    cli._json(json_output)
-    with cli.open_ledger() as ledger:
+    use_json(json_output)
+    with _open_ledger() as ledger:
         if not isinstance(ledger.payments, TestPaymentGateway):
-            cli.fail("invalid_request", "confirm simulates the customer: only with SUBLEDGER_PAYMENTS=test", 2)
+            fail("invalid_request", "confirm simulates the customer: only with SUBLEDGER_PAYMENTS=test")
         sub = ledger.get(workspace)
         waiting = [c for c in (sub.pending_charges.values() if sub else [])
                    if c["action_required"] and invoice in (None, c["invoice_id"])]
         if not waiting:
-            cli.fail("invalid_request", f"no payment awaiting authentication on {workspace}", 2)
+            fail("invalid_request", f"no payment awaiting authentication on {workspace}")
         for charge in waiting:
             ledger.payments.confirm(charge["charge_key"])
         done = ledger.resolve_payments(workspace)
-        cli.catch_up(ledger)
-    _report(cli, done)
+        catch_up(ledger)
+    _report(done)
 
 
 @payments_app.command("abandon")
 def abandon(workspace: Annotated[str, typer.Argument(help="Workspace id.")], invoice: Invoice = None,
             json_output: JsonFlag = False) -> None:
     """Give up a charge awaiting the customer: cancelled at the gateway, the change dropped (R12)."""
-    cli = _cli()
-    cli._json(json_output)
-    with cli.open_ledger() as ledger:
-        try:
-            events = ledger.abandon_payment(workspace, invoice)
-        except LedgerError as e:
-            cli.fail(e.code, e.message, 2 if e.code == "invalid_request" else 1)
-        cli.catch_up(ledger)
-    _report(cli, {workspace: events})
+    use_json(json_output)
+    with _open_ledger() as ledger:
+        events = ledger.abandon_payment(workspace, invoice)
+        catch_up(ledger)
+    _report({workspace: events})
 
 
-def _report(cli: Any, done: dict[str, list[Any]]) -> None:
-    if cli._opts().json:
+def _report(done: dict[str, list[Any]]) -> None:
+    if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "recorded": {ws: event_types(ev) for ws, ev in done.items()}}))
         return
     if not done:

@@ -4,8 +4,10 @@ A typer app of its own so that adapters/cli.py can mount it:
     app.add_typer(project_cli.project_app, name="project")
     app.command("invoices")(project_cli.invoices)
     app.command("audit")(project_cli.audit)
-Reads catch the read models up first (inline mode), so on SQLite they are always current.
-Exit codes: 0 done, 1 audit verification failed or rebuild refused (broken event chain), 2 invalid input.
+Reads catch the read models up first (inline mode), so on SQLite they are always current;
+a read-only SQLite file is read as it stands. Text by default, JSON with --json. Exit codes:
+adapters/cli_output.py (audit verify exits 1 when a chain is broken; rebuild is refused, exit 1,
+on a broken event chain unless --force).
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from adapters.app import ensure_schema
+from adapters import render
+from adapters.app import refresh
+from adapters.cli_output import OUTPUT, Guarded, JsonFlag, fail, use_json
+from adapters.instants import parse_instant
+from adapters.schema import prepare, schema_lock
 from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
 from domain.errors import LedgerError
+from domain.commands import check_new_workspace_id
 from projections import audit_trail
 from projections.invoices import invoices_of
+from projections.plan_state import read_plan_state
 from projections.runner import Projections, follow
 from projections.store import dumps
 from projections.upcoming_invoice import upcoming_of
@@ -34,7 +42,7 @@ from replay.verify import verify
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
 
-app = typer.Typer(help="subledger read models.", no_args_is_help=True, add_completion=False,
+app = typer.Typer(cls=Guarded, help="subledger read models.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 project_app = typer.Typer(help="Keep the read models current: catch up now, follow, status, rebuild.",
                           invoke_without_command=True)
@@ -45,22 +53,15 @@ def _env(db: str | None) -> dict[str, str]:
     try:
         env = eventsourcing_env(database_url(db))
     except ValueError as e:
-        typer.echo(f"error: --db: {e} [invalid_request]", err=True)
-        raise typer.Exit(2) from None
-    ensure_schema(env)
-    return env
+        fail("invalid_request", f"--db: {e}")
+    return prepare(env, read_models=True)
 
 
 @contextmanager
 def _projections(db: str | None, catch_up: bool = True, force: bool = False) -> Iterator[Projections]:
-    try:
-        projections = Projections(_env(db), force=force)
-    except LedgerError as e:  # a read model's version moved and the event chain is broken
-        typer.echo(f"error: {e.message} [{e.code}]", err=True)
-        raise typer.Exit(1) from None
-    with projections:
+    with Projections(_env(db), force=force) as projections:  # refused when the event chain is broken
         if catch_up:
-            projections.catch_up()
+            refresh(projections)
         yield projections
 
 
@@ -68,15 +69,27 @@ def _echo(data: Any) -> None:
     typer.echo(json.dumps(json.loads(dumps(data)), indent=2))
 
 
+def _status(projections: Projections) -> None:
+    status = projections.status()
+    if OUTPUT.json:
+        _echo(status)
+    else:
+        render.console().print(render.status_table(status))
+
+
 def _instant(text: str | None, flag: str) -> datetime | None:
     if text is None:
         return None
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        typer.echo(f"error: {flag}: not an ISO-8601 instant: {text!r} [invalid_request]", err=True)
-        raise typer.Exit(2) from None
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        return parse_instant(text)
+    except ValueError as e:
+        fail("invalid_request", f"{flag}: {e}")
+
+
+def _existing(conn: Any, workspace: str) -> None:
+    """A workspace the ledger knows (`not_found`, exit 1, like `show`)."""
+    if read_plan_state(conn, workspace) is None:
+        fail("not_found", f"{workspace}: no such workspace")
 
 
 @project_app.callback()
@@ -88,14 +101,16 @@ def project(
     poll: Annotated[float, typer.Option(help="Seconds between checks.", min=0.01)] = 0.5,
     stall: Annotated[float, typer.Option(help="Seconds of lag without progress before falling back to polling.")]
     = 5.0,
+    json_output: JsonFlag = False,
 ) -> None:
     """Without a subcommand: catch every read model up to the head of the log (inline mode)."""
+    use_json(json_output)
     ctx.obj = {"db": db}
     if ctx.invoked_subcommand is not None:
         return
     if not follow_:
         with _projections(db) as projections:
-            _echo(projections.status())
+            _status(projections)
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,38 +120,53 @@ def project(
 
 
 @project_app.command("status")
-def status(ctx: typer.Context, db: DB = None) -> None:
+def status(ctx: typer.Context, db: DB = None, json_output: JsonFlag = False) -> None:
     """Position of each read model against the head of the event log, and the lag."""
+    use_json(json_output)
     with _projections(db or ctx.obj["db"], catch_up=False) as projections:
-        _echo(projections.status())
+        _status(projections)
+
+
+def _waiting() -> None:
+    typer.echo("a rebuild (or set-up) is running in another process: waiting for it to finish", err=True)
 
 
 @project_app.command("rebuild")
 def rebuild(ctx: typer.Context, db: DB = None,
             only: Annotated[list[str] | None, typer.Option("--only", help="Read model(s) to rebuild.")] = None,
             force: Annotated[bool, typer.Option("--force", help="Rebuild even if the event chain is broken.")]
-            = False) -> None:
-    """Replay every event into fresh versioned tables, then swap the stable views to them.
-    Refused (exit 1) when the stored events fail their hash chain, unless --force."""
-    with _projections(db or ctx.obj["db"], catch_up=False, force=force) as projections:
+            = False,
+            json_output: JsonFlag = False) -> None:
+    """Replay every event into fresh versioned tables, then swap the stable views to them. Refused
+    (exit 1) when the stored events fail their hash chain, unless --force. A second rebuild started
+    meanwhile waits for the first (one set-up lock per database)."""
+    use_json(json_output)
+    env = _env(db or ctx.obj["db"])
+    with schema_lock(env, on_wait=_waiting), Projections(env, force=force) as projections:
         unknown = set(only or ()) - set(projections.models)
         if unknown:
-            typer.echo(f"error: --only: unknown read model(s) {', '.join(sorted(unknown))}; "
-                       f"known: {', '.join(sorted(projections.models))} [invalid_request]", err=True)
-            raise typer.Exit(2)
-        try:
-            projections.rebuild(only or None, force=force)
-        except LedgerError as e:
-            typer.echo(f"error: {e.message} [{e.code}]", err=True)
-            raise typer.Exit(1) from None
-        _echo(projections.status())
+            fail("invalid_request", f"--only: unknown read model(s) {', '.join(sorted(unknown))}; "
+                 f"known: {', '.join(sorted(projections.models))}")
+        projections.rebuild(only or None, force=force)
+        _status(projections)
 
 
 @app.command("invoices")
-def invoices(workspace: str, db: DB = None) -> None:
-    """A workspace's invoices (lines, payments, failures) and its upcoming renewal invoice."""
+def invoices(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_default=False)], db: DB = None,
+             json_output: JsonFlag = False) -> None:
+    """A workspace's invoices, each line with its arithmetic, their payments and failures, and the
+    upcoming renewal invoice."""
+    use_json(json_output)
+    check_new_workspace_id(workspace)
     with _projections(db) as projections, projections.engine.connect() as conn:
-        _echo({"workspace": workspace, "invoices": invoices_of(conn, workspace), "upcoming": upcoming_of(conn, workspace)})
+        _existing(conn, workspace)
+        data = {"workspace": workspace, "invoices": invoices_of(conn, workspace),
+                "upcoming": upcoming_of(conn, workspace)}
+    if OUTPUT.json:
+        _echo(data)
+        return
+    for line in render.invoices_text(data):
+        typer.echo(line)
 
 
 @app.command("audit")
@@ -146,12 +176,20 @@ def audit(
     db: DB = None,
     since: Annotated[str | None, typer.Option(help="From this instant (inclusive), ISO-8601.")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this instant (exclusive), ISO-8601.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "jsonl",
+    fmt: Annotated[str | None, typer.Option("--format", help="text (default), csv or jsonl (as --json).",
+                                            show_default=False)] = None,
     workspace: Annotated[str | None, typer.Option(help="With verify: check one workspace only.")] = None,
+    json_output: JsonFlag = False,
 ) -> None:
-    """Export the audit trail (CSV or JSON Lines), or `audit verify`: the stored events against
-    their hash chain, snapshots against the events, and the audit trail against both (docs/audit.md).
-    A failed verification names the first bad workspace and version and exits 1."""
+    """Show or export a workspace's audit trail (text, CSV or JSON Lines), or `audit verify`: the
+    stored events against their hash chain, snapshots against the events, and the audit trail
+    against both (docs/audit.md). A failed verification names the first bad workspace and
+    version and exits 1."""
+    use_json(json_output)
+    fmt = fmt or ("jsonl" if OUTPUT.json else "text")
+    if fmt not in ("text", "csv", "jsonl"):
+        fail("invalid_request", "--format: text, csv or jsonl")
+    start, end = _instant(since, "--since"), _instant(until, "--until")
     if target == "verify":
         with _projections(db, catch_up=False) as projections:
             result = verify(projections, workspace)
@@ -160,12 +198,15 @@ def audit(
             typer.echo(f"audit verify: {verdict(result)}", err=True)
             raise typer.Exit(1)
         return
+    check_new_workspace_id(target)
     with _projections(db) as projections, projections.engine.connect() as conn:
-        if fmt not in ("csv", "jsonl"):
-            typer.echo("error: --format: csv or jsonl [invalid_request]", err=True)
-            raise typer.Exit(2)
-        found = audit_trail.rows(conn, target, _instant(since, "--since"), _instant(until, "--until"))
-        (audit_trail.write_csv if fmt == "csv" else audit_trail.write_jsonl)(sys.stdout, found)
+        _existing(conn, target)
+        found = audit_trail.rows(conn, target, start, end)
+        if fmt == "text":
+            for line in render.audit_lines([audit_trail.exported(row) for row in found]) or ["no audit rows"]:
+                typer.echo(line)
+        else:
+            (audit_trail.write_csv if fmt == "csv" else audit_trail.write_jsonl)(sys.stdout, found)
 
 
 def verdict(result: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def invoice_lines(invoice: dict[str, Any]) -> list[str]:
+def invoice_lines(invoice: dict[str, Any], due: str = "due now") -> list[str]:
     """Every line with the arithmetic that produced it (R26: no mystery charges), one formula
     per line so a narrow terminal never splits it."""
     amounts = [line["amount"] for line in invoice["lines"]] + [invoice["subtotal"], invoice["amount_due"]]
@@ -27,7 +27,7 @@ def invoice_lines(invoice: dict[str, Any]) -> list[str]:
     out.append(f"    {invoice['subtotal']:>{width}}  subtotal")
     if Decimal(invoice["credit_applied"]):
         out.append(f"    {'-' + invoice['credit_applied']:>{width}}  billing credit applied")
-    out.append(f"    {invoice['amount_due']:>{width}}  due now ({invoice['currency']})")
+    out.append(f"    {invoice['amount_due']:>{width}}  {due} ({invoice['currency']})")
     return out
 
 
@@ -90,3 +90,76 @@ def print_outcome(out: dict[str, Any], con: Console) -> None:
             con.print(text, markup=False)
     if out["state"]:
         con.print(f"  now: {state_line(out['state'])}", markup=False)
+
+
+def invoices_text(data: dict[str, Any]) -> list[str]:
+    """A workspace's invoices: each line with its arithmetic, then status and payments; then the
+    upcoming renewal the same way."""
+    out = [f"invoices of {data['workspace']}"]
+    if not data["invoices"]:
+        out.append("  no invoices yet")
+    for invoice in data["invoices"]:
+        out += invoice_lines({**invoice, "id": invoice["invoice_id"]}, due="amount due")
+        paid = f", paid {invoice['amount_paid']} at {invoice['paid_at']}" if invoice.get("paid_at") else ""
+        out.append(f"    status {invoice['status']}, issued {invoice['issued_at']}{paid}")
+        for payment in invoice["payments"]:
+            how = (f"charge {payment['charge_id']} ({payment['payment_method']})" if payment["outcome"] == "succeeded"
+                   else f"{payment['decline_code']}: {payment['message']}")
+            out.append(f"    payment {payment['outcome']} at {payment['at']}: {payment['amount']} {how}")
+    upcoming = data.get("upcoming")
+    if upcoming:
+        out.append(f"upcoming renewal, due {upcoming['due_at']}")
+        out += invoice_lines({**upcoming, "id": "", "purpose": "renewal"}, due="due at renewal")[1:]
+    return out
+
+
+def status_table(status: list[dict[str, Any]]) -> Table:
+    table = Table("read model", "version", "tables", "position", "head", "lag", show_edge=False, pad_edge=False)
+    for row in status:
+        table.add_row(row["projection"], str(row["version"]), row["tables"], str(row["position"]), str(row["head"]),
+                      str(row["lag"]))
+    return table
+
+
+def workspaces_table(states: list[dict[str, Any]]) -> Table:
+    table = Table("workspace", "plan", "status", "seats", "period end", "credit", "open invoice", show_edge=False,
+                  pad_edge=False)
+    for column in table.columns[1:]:
+        column.no_wrap = True
+    for state in states:
+        plan = (state.get("plan") or "-") + (f"/{state['interval']}" if state.get("interval") else "")
+        table.add_row(state.get("workspace") or "-", plan, state["status"],
+                      "-" if state.get("seats") is None else str(state["seats"]), (state.get("period_end") or "-")[:10],
+                      state["billing_credit"], state.get("open_invoice") or "-")
+    return table
+
+
+def audit_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each audit row as two lines: when, what and who; then its summary (any terminal width)."""
+    out = []
+    for row in rows:
+        at = row["occurred_at"][:19].replace("T", " ")
+        out.append(f"#{row['position']}  {at} UTC  {row['event_type']}  by {row['actor_id']} ({row['actor_role']}) "
+                   f"via {row['channel']}" + (f", because {row['reason']}" if row.get("reason") else ""))
+        out.append(f"    {row['summary']}")
+    return out
+
+
+def books_tables(books: dict[str, Any], accounts: dict[str, tuple[str, str]]) -> list[Table]:
+    """One trial balance per currency: the signed balance, and what it reads as in words."""
+    tables = []
+    for currency, found in books["currencies"].items():
+        table = Table("account", "balance", "reads as", "holds", title=currency, title_justify="left",
+                      show_edge=False, pad_edge=False)
+        table.columns[1].justify = "right"
+        table.columns[-1].overflow = "fold"
+        for account, balance in found["accounts"].items():
+            side, meaning = accounts.get(account, ("", ""))
+            amount = Decimal(balance)
+            reads = "nil" if not amount else f"{'debit' if amount > 0 else 'credit'} {abs(amount)}"
+            unusual = " (unusual side)" if amount and side and reads.split()[0] != side else ""
+            table.add_row(account, balance, reads + unusual, meaning)
+        table.add_row("total", found["total"], "balanced" if not Decimal(found["total"]) else "UNBALANCED", "",
+                      style="bold")
+        tables.append(table)
+    return tables

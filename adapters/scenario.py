@@ -14,13 +14,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, get_args
 
 from adapters.app import build_ledger, read_models
+from adapters.instants import parse_instant
 from domain.catalog import BUILT_IN, Catalog, CatalogError, load_catalog
-from domain.commands import COMMANDS, ID, ID_RULE, Actor, Channels, parse_actor, parse_command
+from domain.commands import COMMANDS, ID, ID_RULE, Actor, Channels, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
 from domain.ledger import Ledger, TestClock
 from domain.subscription import Subscription
@@ -140,13 +141,10 @@ def _id(value: Any, where: str) -> str:
 
 def _instant(value: Any, where: str) -> datetime:
     """ISO-8601; without a timezone it is read as UTC."""
-    if not isinstance(value, str):
-        raise ScenarioInvalid(f"{where}: must be an ISO-8601 string such as 2026-04-01T00:00:00Z")
     try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise ScenarioInvalid(f"{where}: {value[:40]!r} is not ISO-8601 (e.g. 2026-04-01T00:00:00Z)") from None
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        return parse_instant(value)
+    except ValueError as e:
+        raise ScenarioInvalid(f"{where}: {e}") from None
 
 
 def _step(number: int, raw: Any) -> Step:
@@ -167,6 +165,10 @@ def _step(number: int, raw: Any) -> Step:
         raise ScenarioInvalid(f"missing 'workspace' ({do} acts on one workspace)")
     if workspace is not None:
         _id(workspace, "workspace")
+        try:
+            check_new_workspace_id(workspace)
+        except LedgerError as e:
+            raise ScenarioInvalid(f"workspace: {e.message}") from None
     args = raw.get("with", {})
     if not isinstance(args, dict):
         raise ScenarioInvalid("'with' must be an object of arguments")
@@ -288,6 +290,8 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
         try:
             ledger = build_ledger(url, catalog=scenario.catalog_ref, clock=clock)
         except (ValueError, CatalogError, LedgerError) as e:
+            if isinstance(e, LedgerError) and e.code == "unavailable":
+                raise  # the database, not the file: the caller reports it (exit 3)
             print(f"{path}: cannot open the ledger: {e}", file=err)
             return [], 2
         try:

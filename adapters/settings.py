@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 DEFAULT_DB = "sqlite:///subledger.db"
 CIPHER_KEY_VAR = "SUBLEDGER_CIPHER_KEY"
@@ -16,6 +17,10 @@ CHAINED_RECORDERS = {
     "eventsourcing.postgres": "adapters.chained_store:ChainedPostgresRecorder",
 }
 """The event recorders that link every stored event into a hash chain (docs/audit.md)."""
+SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+READ_ONLY = "SUBLEDGER_READ_ONLY"
+"""Set in the environment of a SQLite file this process may not write (the file, or the folder
+its journal would go in): it is opened read-only."""
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -28,16 +33,25 @@ def store_env(url: str) -> dict[str, str]:
 
     PostgreSQL keeps the library's default insert path: its table lock keeps notification
     order equal to commit order, so followers never skip an event (the DB-functions path
-    does not take it). A lock timeout replaces the library's wait-forever default."""
+    does not take it). A lock timeout replaces the library's wait-forever default. The pool
+    opens one connection and grows to five on demand: many processes starting at once must
+    not exhaust the server's connections with idle ones."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path) or ":memory:"
+        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
         if path == ":memory:":
-            path = "file:subledger?mode=memory&cache=shared"
+            env["SQLITE_DBNAME"] = "file:subledger?mode=memory&cache=shared"
+        elif Path(path).is_file() and not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
+            env.update(SQLITE_DBNAME=read_only_uri(Path(path)), **{READ_ONLY: "y"})
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
+        return env
     if parsed.scheme in ("postgresql", "postgres"):
+        schema = parse_qs(parsed.query, keep_blank_values=True).get("schema", ["public"])[0]
+        if not SCHEMA.fullmatch(schema) or schema.startswith("pg_"):
+            raise ValueError(f"?schema={schema[:70]!r} is not a schema name: 1-63 lower-case letters, digits or '_', "
+                             "not starting with a digit or 'pg_'")
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": unquote(parsed.path.lstrip("/")) or "postgres",
@@ -45,11 +59,12 @@ def store_env(url: str) -> dict[str, str]:
             "POSTGRES_PORT": str(parsed.port or 5432),
             "POSTGRES_USER": unquote(parsed.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parsed.password or ""),
-            "POSTGRES_SCHEMA": parse_qs(parsed.query).get("schema", ["public"])[0],
+            "POSTGRES_SCHEMA": schema,
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
-            "POSTGRES_POOL_SIZE": "5",
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/db")
@@ -77,3 +92,10 @@ def cipher_env(key: str | None) -> dict[str, str]:
         raise ValueError(f"${CIPHER_KEY_VAR} must be a base64 AES key of 16, 24 or 32 bytes "
                          "(`subledger new-cipher-key` makes one)")
     return {"CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher", "CIPHER_KEY": key, CIPHER_KEY_VAR: key}
+
+
+def read_only_uri(path: Path) -> str:
+    """A SQLite URI that reads `path` without writing anything. Where no -shm file can be made
+    beside it (a read-only folder), the file is read as immutable: nobody can be writing it."""
+    folder_writable = os.access(path.parent, os.W_OK) or path.with_name(path.name + "-shm").exists()
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if folder_writable else "&immutable=1")

@@ -208,6 +208,8 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
         text = path.read_text("utf-8")
     except OSError as e:
         raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path}: not a text file (a catalog is UTF-8 TOML)") from None
     catalog = parse_catalog(text, str(path))
     if catalog.id in BUILT_IN:
         check_identity(catalog, load_catalog(catalog.id))

@@ -201,3 +201,16 @@ def check_workspace_id(workspace_id: Any) -> str:
     if not isinstance(workspace_id, str) or not re.fullmatch(ID, workspace_id):
         raise LedgerError("invalid_request", f"workspace id must be {ID_RULE}")
     return workspace_id
+
+
+RESERVED_WORKSPACE_IDS = frozenset({"verify", "status", "rebuild", "run", "check", "pending", "resolve", "confirm", "abandon"})
+"""Sub-command words of the command line (`audit verify`, `project status`, ...): a workspace
+named so could not be told apart from the sub-command, so adapters refuse to register one."""
+
+
+def check_new_workspace_id(workspace_id: Any) -> str:
+    check_workspace_id(workspace_id)
+    if workspace_id.lower() in RESERVED_WORKSPACE_IDS:
+        raise LedgerError("invalid_request", f"workspace id {workspace_id!r} is reserved: it reads as a sub-command "
+                          f"({', '.join(sorted(RESERVED_WORKSPACE_IDS))})")
+    return workspace_id

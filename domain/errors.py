@@ -25,7 +25,11 @@ CODES = {
     "catalog_conflict": "",
     "clock_conflict": "",
     "event_chain_broken": "",
+    "unavailable": "",
+    "internal_error": "",
 }
+"""`unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
+(adapters report it; the domain never does). `internal_error`: a bug, reported without a traceback."""
 
 
 class LedgerError(Exception):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
@@ -36,6 +37,15 @@ from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime
 
 Posting = tuple[str, Decimal, str]
+ACCOUNTS = {
+    "receivable": ("debit", "invoiced, not yet paid or settled with credit"),
+    "cash": ("debit", "collected through the payment gateway"),
+    "revenue": ("credit", "earned (credit lines for unused time reduce it)"),
+    "deferred_revenue": ("credit", "billed for an annual period, earned when that period closes"),
+    "billing_credit": ("credit", "the customers' account balance, never cash (R10)"),
+    "ai_credit_liability": ("credit", "purchased AI credits not yet used (R23)"),
+}
+"""Each account's normal side (where its balance usually sits) and what it holds."""
 
 
 class Journal(ReadModel):
@@ -195,6 +205,23 @@ def trial_balance(conn: Connection, workspace: str | None = None) -> dict[str, D
     totals: dict[str, Decimal] = {}
     for account, amount in conn.execute(query):
         totals[account] = totals.get(account, ZERO) + amount
+    return totals
+
+
+def trial_balances(conn: Connection, workspace: str | None = None,
+                   at: datetime | None = None) -> dict[str, dict[str, Decimal]]:
+    """Signed balance per currency and account (debits positive) of the postings up to `at`
+    (inclusive); each currency's balances sum to zero."""
+    t = Journal.stable()["journal"]
+    query = select(t.c.currency, t.c.account, t.c.amount)
+    if workspace:
+        query = query.where(t.c.workspace == workspace)
+    if at:
+        query = query.where(t.c.occurred_at <= at)
+    totals: dict[str, dict[str, Decimal]] = {}
+    for currency, account, amount in conn.execute(query):
+        accounts = totals.setdefault(currency, {})
+        accounts[account] = accounts.get(account, ZERO) + amount
     return totals
 
 

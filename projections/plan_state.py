@@ -119,3 +119,9 @@ def read_plan_state(conn: Connection, workspace: str) -> dict[str, Any] | None:
     table = PlanState.stable()["plan_state"]
     found = conn.execute(select(table.c.state).where(table.c.workspace == workspace)).scalar_one_or_none()
     return json.loads(found) if found is not None else None
+
+
+def read_plan_states(conn: Connection) -> list[dict[str, Any]]:
+    """The `state` document of every workspace, by workspace id."""
+    table = PlanState.stable()["plan_state"]
+    return [json.loads(found) for found in conn.execute(select(table.c.state).order_by(table.c.workspace)).scalars()]

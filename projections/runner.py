@@ -60,7 +60,7 @@ class Projections:
         for family, model in self.models.items():
             found = live.get(family)
             if found is None:  # first build: live at once, filled by tracked (resumable) catch-up
-                self.running[family] = self._attach(model, registry.next_tag(model, None))
+                self.running[family] = self._attach(model, registry.next_tag(model, None), create=True)
                 registry.activate(self.engine, model, type(self.running[family]).tag)
             elif found.version == model.version:
                 self.running[family] = self._attach(model, found.tag)
@@ -69,9 +69,13 @@ class Projections:
 
     # ------------------------------------------------------------ lifecycle
 
-    def _attach(self, model: type[ReadModel], tag: str) -> ReadModel:
+    def _attach(self, model: type[ReadModel], tag: str, create: bool = False) -> ReadModel:
+        """The model's projection on its `tag` tables; `create` makes them (a first build or a
+        rebuild) even where the environment says CREATE_TABLE=n (tables set up once, elsewhere)."""
         projection, view_class = model.bound(tag, self.source)
         env = Environment(projection.name, view_env(self.env, projection.name))
+        if create:
+            env[env.create_keys("CREATE_TABLE")[0]] = "y"
         view = InfrastructureFactory[ReadModelView].construct(env).tracking_recorder(view_class)
         return projection(view)
 
@@ -117,7 +121,7 @@ class Projections:
             with self.engine.connect() as conn:
                 current = registry.active(conn).get(family)
             tag = registry.next_tag(model, current)
-            fresh = self._attach(model, tag)  # an interrupted rebuild's tables resume where they stopped
+            fresh = self._attach(model, tag, create=True)  # an interrupted rebuild's tables resume where they stopped
             catch_up(self.source, [fresh], self.batch)
             old = self.running.pop(family, None)
             if old is not None:

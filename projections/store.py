@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, select
+from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -180,14 +180,21 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
         self.tables.extend(self.t.values())
 
     def lock_position(self, session: Session, application_name: str) -> int | None:
-        """The committed position, with the tracking row locked (PostgreSQL) until commit, so
+        """The committed position, read with this read model's write lock held until commit, so
         two processes never project the same notification: the second one waits, then sees
-        the first one's position and skips what it already did."""
+        the first one's position and skips what it already did. The lock must not depend on
+        the tracking row, which a fresh table does not have yet: PostgreSQL takes a transaction
+        advisory lock named for the table; SQLite takes the database's write lock first (its
+        transactions otherwise begin at the first write, after the position was read)."""
         table = self.tracking_table
-        stmt = select(table.c.notification_id).where(table.c.application_name == application_name)
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        return session.execute(stmt).scalar_one_or_none()
+        where = table.c.application_name == application_name
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.' || :name, 0))"),
+                            {"name": table.name})
+        elif dialect == "sqlite":
+            session.execute(update(table).where(where).values(notification_id=table.c.notification_id))
+        return session.execute(select(table.c.notification_id).where(where)).scalar_one_or_none()
 
     def close(self) -> None:
         engine = self.datastore.engine

@@ -252,6 +252,6 @@ def test_show_reads_the_plan_state_read_model_kept_current_inline(subscribed: Cl
     assert subscribed("change-plan", "ws1", "--plan", "team").exit_code == 0
     code, state = subscribed.json("show", "ws1")
     assert (code, state["plan"]) == (0, "team")
-    invoices = subscribed("invoices", "ws1")
+    invoices = subscribed("invoices", "ws1", "--json")
     assert invoices.exit_code == 0 and json.loads(invoices.stdout)["invoices"][-1]["purpose"] == "upgrade"
     assert subscribed("audit", "verify").exit_code == 0

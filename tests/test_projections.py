@@ -194,7 +194,7 @@ def test_audit_exports_filter_by_workspace_and_time(book: Any, db_url: str) -> N
     history(book)
     runner = CliRunner()
     jsonl = runner.invoke(project_cli, ["audit", "acme", "--db", db_url, "--since", "2026-04-11T00:00:00Z",
-                                        "--until", "2026-05-01T00:00:00Z"])
+                                        "--until", "2026-05-01T00:00:00Z", "--format", "jsonl"])
     assert jsonl.exit_code == 0, jsonl.output
     import json
     rows = [json.loads(line) for line in jsonl.output.splitlines()]
@@ -202,7 +202,7 @@ def test_audit_exports_filter_by_workspace_and_time(book: Any, db_url: str) -> N
     assert all("2026-04-11" <= r["occurred_at"] < "2026-05-01" for r in rows)
     csv_out = runner.invoke(project_cli, ["audit", "acme", "--db", db_url, "--format", "csv"])
     assert csv_out.output.splitlines()[0].startswith("position,workspace,version,occurred_at,actor_id")
-    status = runner.invoke(project_cli, ["project", "status", "--db", db_url])
+    status = runner.invoke(project_cli, ["project", "status", "--db", db_url, "--json"])
     assert '"lag": 0' in status.output
 
 

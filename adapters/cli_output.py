@@ -1,0 +1,97 @@
+"""How every command leaves: JSON or text, and one exit-code table for all of them.
+
+    0  done
+    1  refused: the ledger said no, or there is no such workspace (a stable code says why)
+    2  bad input: a flag, argument, file or URL that cannot be used as written
+    3  infrastructure: the database cannot be reached, refuses the login, does not exist, is
+       read-only or busy (`unavailable`); or an internal error (`internal_error`)
+
+Commands raise LedgerError (or let a database error escape); `Guarded`, the command group
+class of the CLI, turns it into the message and the exit code, so no command picks its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer vendors click since 0.2x; before, its errors were click's
+    from typer.exceptions import TyperException as UsageProblem
+except ImportError:  # pragma: no cover
+    from click import ClickException as UsageProblem  # type: ignore[assignment]
+
+from adapters import failures, schema
+from domain.errors import LedgerError
+
+OK, REFUSED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
+BAD_INPUT_CODES = frozenset({"invalid_request", "invalid_catalog", "catalog_conflict"})
+INFRASTRUCTURE_CODES = frozenset({"unavailable", "internal_error"})
+EPILOG = ("Exit codes: 0 done, 1 refused (or no such workspace), 2 bad input or usage, "
+          "3 infrastructure (database unreachable, login refused, unknown database, read-only, busy).")
+
+
+def exit_code(code: str) -> int:
+    return BAD_INPUT if code in BAD_INPUT_CODES else INFRASTRUCTURE if code in INFRASTRUCTURE_CODES else REFUSED
+
+
+@dataclass
+class Output:
+    json: bool = False
+
+
+OUTPUT = Output()
+"""The output mode of the current invocation (`--json` before or after the sub-command)."""
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def use_json(flag: bool) -> None:
+    if flag:
+        OUTPUT.json = True
+
+
+def fail(code: str, message: str) -> NoReturn:
+    """Print the error (a JSON object under --json, else one line on stderr) and exit per the table."""
+    if OUTPUT.json:
+        typer.echo(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
+    else:
+        typer.echo(f"error: {message} [{code}]", err=True)
+    raise typer.Exit(exit_code(code))
+
+
+def refuse(error: LedgerError) -> NoReturn:
+    fail(error.code, error.message)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+class Guarded(TyperGroup):
+    """A command group whose every failure leaves through `fail`: a refusal, bad input, an
+    unusable database (named, in plain English) or a bug, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        if ctx.parent is None:
+            OUTPUT.json = False
+            schema.forget()
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, UsageProblem):
+            raise
+        except LedgerError as e:
+            refuse(e)
+        except Exception as e:  # noqa: BLE001 - every failure gets a code and a sentence
+            explained = failures.explain(e, schema.last_env())
+            if explained is not None:
+                refuse(explained)
+            if os.environ.get("SUBLEDGER_DEBUG"):
+                traceback.print_exc()
+            fail("internal_error",
+                 f"unexpected {type(e).__name__}: {str(e)[:300]} (SUBLEDGER_DEBUG=1 shows the traceback)")

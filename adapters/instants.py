@@ -1,0 +1,24 @@
+"""Instants typed by people (flags, scenario files): ISO-8601, UTC when no offset is given, and
+within the years the ledger computes periods in (a year-9999 instant has no next year)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+EXAMPLE = "2026-04-01T00:00:00Z"
+
+
+def parse_instant(text: object) -> datetime:
+    """The instant in UTC; ValueError (saying what is expected) for anything else."""
+    if not isinstance(text, str):
+        raise ValueError(f"must be an ISO-8601 string such as {EXAMPLE}")
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not ISO-8601 (e.g. {EXAMPLE})") from None
+    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    if not EARLIEST <= at < LATEST:
+        raise ValueError(f"{text[:40]!r} is out of range: instants run from 1970 up to 9000")
+    return at.astimezone(timezone.utc)

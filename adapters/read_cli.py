@@ -1,0 +1,75 @@
+"""Read commands over the whole ledger: `workspaces` (every workspace, from plan_state) and
+`books` (the journal's trial balance). Text by default, JSON with --json."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import typer
+
+from adapters import render
+from adapters.app import read_models_of
+from adapters.cli_output import OUTPUT, JsonFlag, fail, print_json, use_json
+from adapters.instants import parse_instant
+from adapters.settings import DEFAULT_DB
+from domain.commands import check_new_workspace_id
+from domain.money import fmt
+from projections.journal import ACCOUNTS, trial_balances
+from projections.plan_state import read_plan_state, read_plan_states
+from projections.views import iso
+
+DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
+                                        show_default=False)]
+SIGNS = "debits are positive, credits negative; every entry balances, so each currency's total is zero"
+
+
+def workspaces(db: DB = None, json_output: JsonFlag = False) -> None:
+    """Every workspace: plan, status, seats, period end, credit and open invoice (the plan_state read model)."""
+    use_json(json_output)
+    with read_models_of(db) as projections, projections.engine.connect() as conn:
+        states = read_plan_states(conn)
+    if OUTPUT.json:
+        print_json(states)
+    elif not states:
+        typer.echo("no workspaces yet")
+    else:
+        render.console().print(render.workspaces_table(states))
+
+
+def books(
+    db: DB = None,
+    workspace: Annotated[str | None, typer.Option(help="One workspace only (default: all).", show_default=False)]
+    = None,
+    at: Annotated[str | None, typer.Option(help="As of this instant, inclusive (ISO-8601; default: now).",
+                                           show_default=False)] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """The journal's trial balance per currency: each account's balance (debits positive, credits
+    negative) and what it holds; each total is zero."""
+    use_json(json_output)
+    if workspace is not None:
+        check_new_workspace_id(workspace)
+    try:
+        instant = parse_instant(at) if at is not None else None
+    except ValueError as e:
+        fail("invalid_request", f"--at: {e}")
+    with read_models_of(db) as projections, projections.engine.connect() as conn:
+        if workspace is not None and read_plan_state(conn, workspace) is None:
+            fail("not_found", f"{workspace}: no such workspace")
+        balances = trial_balances(conn, workspace, instant)
+    found = {"workspace": workspace, "at": iso(instant), "signs": SIGNS, "currencies": {
+        currency: {"accounts": {a: fmt(v, currency) for a, v in sorted(accounts.items())},
+                   "total": fmt(sum(accounts.values(), Decimal(0)), currency)}
+        for currency, accounts in sorted(balances.items())}}
+    if OUTPUT.json:
+        print_json(found)
+        return
+    con = render.console()
+    con.print(f"Trial balance of {workspace or 'all workspaces'} as of {found['at'] or 'now'}", markup=False)
+    con.print(f"Signs: {SIGNS}.", markup=False)
+    if not balances:
+        con.print("no postings yet", markup=False)
+    for table in render.books_tables(found, ACCOUNTS):
+        con.print()
+        con.print(table)

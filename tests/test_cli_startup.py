@@ -1,0 +1,110 @@
+"""Processes started together on one database all succeed: the tables are set up once per
+database version, under a lock, and read models are caught up by one process at a time.
+
+Real processes: tests/startup_race.py forks them from one launcher (imports paid once, all
+released by one pipe write), and the console script is started 8 times at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from adapters.app import build_ledger
+from adapters.schema import META, versions
+from domain.commands import Actor, parse_command
+from tests.conftest import PG, fresh_postgres_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def started_together(urls: list[str], workspaces: int, processes: int = 8) -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "tests.startup_race", str(processes), str(workspaces), *urls],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcomes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(outcomes) == processes * len(urls)
+    return outcomes
+
+
+def failed(outcomes: list[dict[str, Any]]) -> list[str]:
+    return [o["error"][-1500:] or f"exit {o['exit']}" for o in outcomes if o["exit"] != 0]
+
+
+def seed(url: str, workspaces: int) -> None:
+    """Events only: the read models of `url` are neither made nor projected yet."""
+    ledger = build_ledger(url)
+    try:
+        for n in range(workspaces):
+            ledger.handle(f"ws{n}", parse_command("add-payment-method", {"payment_method": "pm_card_visa"}),
+                          Actor(id="seed", role="admin"))
+    finally:
+        ledger.close()
+
+
+@pytest.fixture
+def pg_schemas() -> Iterator[Callable[[int], list[str]]]:
+    """pg_schemas(n) -> n URLs, each on a fresh PostgreSQL schema (dropped afterwards)."""
+    made: list[Iterator[str]] = []
+
+    def make(n: int) -> list[str]:
+        urls = []
+        for _ in range(n):
+            schema = fresh_postgres_schema()
+            urls.append(next(schema))
+            made.append(schema)
+        return urls
+
+    yield make
+    for schema in made:
+        next(schema, None)
+
+
+@pytest.mark.postgres
+def test_8_processes_started_at_once_on_a_fresh_postgres_schema_20_rounds_never_fail(
+        pg_schemas: Callable[[int], list[str]]) -> None:
+    urls = pg_schemas(20)
+    assert failed(started_together(urls, workspaces=0)) == []
+    schema = urls[0].split("schema=")[1]
+    with psycopg.connect(PG) as conn:
+        recorded = dict(conn.execute(f'SELECT key, value FROM "{schema}".{META}').fetchall())
+    assert recorded == versions()
+
+
+@pytest.mark.postgres
+def test_processes_started_at_once_on_unprojected_events_each_read_every_workspace(
+        pg_schemas: Callable[[int], list[str]]) -> None:
+    """They race to make the read-model tables and to project the same events from scratch."""
+    urls = pg_schemas(2)
+    for url in urls:
+        seed(url, 3)
+    assert failed(started_together(urls, workspaces=3)) == []
+
+
+def test_processes_started_at_once_on_a_fresh_sqlite_file_never_fail(tmp_path: Path) -> None:
+    fresh = [f"sqlite:///{tmp_path}/fresh{n}.db" for n in range(2)]
+    seeded = [f"sqlite:///{tmp_path}/seeded{n}.db" for n in range(2)]
+    for url in seeded:
+        seed(url, 3)
+    assert failed(started_together(fresh, workspaces=0)) == []
+    assert failed(started_together(seeded, workspaces=3)) == []
+
+
+@pytest.mark.postgres
+def test_the_console_script_started_8_times_at_once_on_a_fresh_schema(
+        pg_schemas: Callable[[int], list[str]]) -> None:
+    script = Path(sys.executable).with_name("subledger")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "adapters.cli"]
+    url = pg_schemas(1)[0]
+    running = [subprocess.Popen([*command, "--db", url, "--json", "workspaces"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    ended = [(p.wait(timeout=120), *p.communicate()) for p in running]
+    assert [(code, json.loads(out), err) for code, out, err in ended] == [(0, [], "")] * 8
+
