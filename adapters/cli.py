@@ -163,7 +163,7 @@ def _value(name: str, text: str | None) -> Any:
     if name in NULLABLE and text.lower() == NULL:
         return None
     if name in INT_FLAGS:
-        if not re.fullmatch(r"[+-]?\d{1,30}", text.strip()):
+        if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip()):
             raise Invalid(f"--{name.replace('_', '-')}: {text[:40]!r} is not a whole number")
         return int(text)
     return text
@@ -182,6 +182,12 @@ def _check_id(value: str | None, what: str) -> None:
         raise Invalid(f"{what} {value[:70]!r} is not valid: {ID_RULE}")
 
 
+def refusal_exit(code: str) -> int:
+    """Bad input (`invalid_request`, whether the command model or the ledger found it) exits 2;
+    any other refusal 1."""
+    return 2 if code == "invalid_request" else 1
+
+
 def emit(out: dict[str, Any]) -> None:
     """Print a command's outcome; a refusal exits 1."""
     if _opts().json:
@@ -195,7 +201,7 @@ def emit(out: dict[str, Any]) -> None:
                 con.print(f"recorded: {', '.join(out['events'])}", markup=False)
             typer.echo(f"error: {out['error']['message']} [{out['error']['code']}]", err=True)
     if not out["ok"]:
-        raise typer.Exit(1)
+        raise typer.Exit(refusal_exit(out["error"]["code"]))
 
 
 def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: str, role: str,
@@ -221,7 +227,7 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
                 result = ledger.handle(workspace, command, who, channel="cli", idempotency_key=idempotency_key,
                                        reason=reason)
         except LedgerError as e:
-            fail(e.code, e.message, 1)
+            fail(e.code, e.message, refusal_exit(e.code))
         if result.events or result.due_events:
             catch_up(ledger)
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
