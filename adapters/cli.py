@@ -230,8 +230,9 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
             fail(e.code, e.message, refusal_exit(e.code))
         if result.events or result.due_events:
             catch_up(ledger)
+        previewed = result.subscription if preview and result.ok else None
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
-                     result.due_events, result.replayed))
+                     result.due_events, result.replayed, previewed))
 
 
 # ------------------------------------------------------------------ domain commands

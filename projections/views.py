@@ -13,6 +13,7 @@ from domain.catalog import Catalog
 from domain.money import fmt
 from domain.subscription import Subscription
 from projections.store import iso
+from projections.upcoming_invoice import next_renewal
 
 
 def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
@@ -63,6 +64,29 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         "catalog_version": sub.catalog_version,
         "version": sub.version,
     }
+
+
+def outcome_view(sub: Subscription, catalog: Catalog) -> dict[str, Any]:
+    """What a previewed change would leave (R25): the `state` document of the workspace as it
+    would be (without `version`: nothing is recorded), its recurring add-ons, and the renewal
+    that would follow, priced on the forecast path the upcoming_invoice read model uses."""
+    state = plan_state(sub, catalog)
+    state.pop("version", None)
+    state["addons"] = [sub.storage_addon] if sub.storage_addon else []
+    forecast = next_renewal(sub, catalog)
+    renewal = None
+    if forecast is not None:
+        renewed, invoice = forecast
+        renewal = {
+            "at": iso(invoice.timestamp), "plan": renewed.plan, "tier": renewed.tier, "interval": renewed.interval,
+            "seats": renewed.seats if renewed.seats is not None else renewed.seat_limit(catalog),
+            "addons": [renewed.storage_addon] if renewed.storage_addon else [],
+            "subtotal": fmt(invoice.subtotal, invoice.currency),
+            "credit_applied": fmt(invoice.credit_applied, invoice.currency),
+            "amount_due": fmt(invoice.amount_due, invoice.currency), "currency": invoice.currency,
+        }
+    state["next_renewal"] = renewal
+    return state
 
 
 def invoice_view(event: Subscription.InvoiceIssued) -> dict[str, Any]:
