@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.catalog import Catalog
+from domain.entitlements import granted
 from domain.money import fmt
 from domain.subscription import Subscription
 from projections.store import iso
@@ -35,7 +36,6 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         }
     seat_limit = sub.seat_limit(catalog)
     storage_limit = sub.storage_limit(catalog)
-    plan = sub.plan_of(catalog)
     return {
         "workspace": sub.workspace_id,
         "plan": sub.plan,
@@ -58,7 +58,7 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         "storage_limit_gb": storage_limit,
         "storage_read_only": sub.storage_used > storage_limit,
         "storage_addon": sub.storage_addon,
-        "features": plan.features if plan and sub.subscribed else [],
+        "features": granted(sub, catalog),
         "contract": sub.contract,
         "payment_method": sub.default_payment_method,
         "catalog_version": sub.catalog_version,
