@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from adapters import entitlements_cli, payments_cli, project_cli, render
+from adapters import entitlements_cli, notices_cli, payments_cli, project_cli, render
 from adapters.app import build_ledger, catch_up, read_models
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
@@ -86,6 +86,7 @@ app.add_typer(payments_cli.payments_app, name="payments")
 app.command("invoices")(project_cli.invoices)
 app.command("audit")(project_cli.audit)
 entitlements_cli.mount(app)
+app.add_typer(notices_cli.notices_app, name="notices")
 
 
 @dataclass

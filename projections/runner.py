@@ -32,12 +32,14 @@ from projections.audit_trail import AuditTrail
 from projections.entitlements import Entitlements
 from projections.invoices import Invoices
 from projections.journal import Journal
+from projections.notices import Notices
 from projections.plan_state import PlanState
 from projections.readmodel import ReadModel
 from projections.store import ReadModelView, sqlalchemy_url, view_env
 from projections.upcoming_invoice import UpcomingInvoice
 
-ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journal, AuditTrail, Entitlements)
+ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journal, AuditTrail, Entitlements,
+                                      Notices)
 APP = Ledger.name
 
 
