@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters import payments_cli, project_cli, read_cli, render
+from adapters import entitlements_cli, notices_cli, payments_cli, project_cli, read_cli, render
 from adapters.app import build_ledger, catch_up, read_models, refresh
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
@@ -86,6 +86,8 @@ app.command("invoices")(project_cli.invoices)
 app.command("audit")(project_cli.audit)
 app.command("workspaces")(read_cli.workspaces)
 app.command("books")(read_cli.books)
+entitlements_cli.mount(app)
+app.add_typer(notices_cli.notices_app, name="notices")
 
 
 @dataclass
@@ -146,7 +148,7 @@ def _value(name: str, text: str | None) -> Any:
     if name in NULLABLE and text.lower() == NULL:
         return None
     if name in INT_FLAGS:
-        if not re.fullmatch(r"[+-]?\d{1,30}", text.strip()):
+        if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip()):
             raise Invalid(f"--{name.replace('_', '-')}: {text[:40]!r} is not a whole number")
         return int(text)
     return text
@@ -218,8 +220,9 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
             refuse(e)
         if result.events or result.due_events:
             catch_up(ledger)
+        previewed = result.subscription if preview and result.ok else None
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
-                     result.due_events, result.replayed))
+                     result.due_events, result.replayed, previewed))
 
 
 # ------------------------------------------------------------------ domain commands

@@ -90,6 +90,22 @@ def print_outcome(out: dict[str, Any], con: Console) -> None:
             con.print(text, markup=False)
     if out["state"]:
         con.print(f"  now: {state_line(out['state'])}", markup=False)
+    if out.get("outcome"):
+        con.print(f"  would be: {state_line(out['outcome'])}", markup=False)
+        con.print(f"  {renewal_line(out['outcome']['next_renewal'])}", markup=False)
+
+
+def renewal_line(renewal: dict[str, Any] | None) -> str:
+    """The renewal a previewed change leads to: when, on what, and what it will charge (R25)."""
+    if renewal is None:
+        return "next renewal: none (nothing will be billed at the period end)"
+    what = renewal["plan"] + (f" {renewal['tier']:,} ops" if renewal.get("tier") else "") \
+        + (f" ({renewal['interval']}ly)" if renewal.get("interval") else "")
+    if renewal.get("seats") is not None:
+        what += f", {renewal['seats']} seats"
+    if renewal.get("addons"):
+        what += f", add-ons {', '.join(renewal['addons'])}"
+    return f"next renewal: {renewal['at'][:10]} {what}: {renewal['amount_due']} {renewal['currency']} due"
 
 
 def invoices_text(data: dict[str, Any]) -> list[str]:

@@ -27,11 +27,12 @@ from domain.ledger import Ledger, TestClock
 from domain.subscription import Subscription
 from projections.plan_state import read_plan_state
 from projections.runner import Projections
-from projections.views import event_types, invoice_view, iso, plan_state
+from projections.views import event_types, invoice_view, iso, outcome_view, plan_state
 
 READ_ONLY = ("advance", "show", "preview")
 STEP_KEYS = {"at", "workspace", "actor", "do", "with", "expect", "idempotency_key", "channel", "reason", "note"}
-EXPECT_KEYS = {"ok", "error", "events", "events_include", "due_events", "due_events_include", "invoice", "state"}
+EXPECT_KEYS = {"ok", "error", "events", "events_include", "due_events", "due_events_include", "invoice", "state",
+               "outcome"}
 DEFAULT_ACTOR = {"id": "scenario-admin", "role": "admin"}
 DEFAULT_CHANNEL = "scenario"
 PEOPLE_ROLES = ("owner", "admin", "billing_admin", "member")
@@ -216,6 +217,8 @@ def _expect(expect: Any) -> dict[str, Any]:
         raise ScenarioInvalid("expect.invoice must be an object or null")
     if "state" in expect and not isinstance(expect["state"], dict):
         raise ScenarioInvalid("expect.state must be an object")
+    if "outcome" in expect and not (expect["outcome"] is None or isinstance(expect["outcome"], dict)):
+        raise ScenarioInvalid("expect.outcome must be an object or null")
     return expect
 
 
@@ -224,8 +227,9 @@ def _expect(expect: Any) -> dict[str, Any]:
 
 def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError | None,
             events: list[Subscription.Event], due_events: list[Subscription.Event],
-            replayed: bool = False) -> dict[str, Any]:
-    """One step's (or one CLI command's) report: what was asked, what was recorded, the state after."""
+            replayed: bool = False, previewed: Subscription | None = None) -> dict[str, Any]:
+    """One step's (or one CLI command's) report: what was asked, what was recorded, the state after,
+    and for an accepted preview the state the change would produce (`previewed`, R25)."""
     invoices = [e for e in [*due_events, *events] if isinstance(e, Subscription.InvoiceIssued)]
     sub = ledger.get(workspace) if workspace else None
     return {
@@ -238,6 +242,7 @@ def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError |
         "due_events": event_types(due_events),
         "invoice": invoice_view(invoices[-1]) if invoices else None,
         "state": plan_state(sub, ledger.catalog_for(sub)) if workspace else None,
+        "outcome": outcome_view(previewed, ledger.catalog_for(previewed)) if previewed is not None else None,
         "replayed": replayed,
     }
 
@@ -251,6 +256,7 @@ def run_step(ledger: Ledger, step: Step, projections: Projections | None = None)
     error: LedgerError | None = None
     events: list[Subscription.Event] = []
     replayed = False
+    previewed: Subscription | None = None
     if ws is not None and step.do not in ("advance", "show"):
         try:
             if step.do == "preview":
@@ -264,7 +270,9 @@ def run_step(ledger: Ledger, step: Step, projections: Projections | None = None)
         else:
             error, events, replayed = result.error, result.events, result.replayed
             due_events += result.due_events
-    out = {"step": step.number, **outcome(ledger, ws, step.do, error, events, due_events, replayed)}
+            if step.do == "preview" and result.ok:
+                previewed = result.subscription
+    out = {"step": step.number, **outcome(ledger, ws, step.do, error, events, due_events, replayed, previewed)}
     if projections is not None:
         projections.catch_up()
         with projections.engine.connect() as conn:
@@ -354,6 +362,13 @@ def check_expect(expect: dict[str, Any], out: dict[str, Any]) -> list[str]:
             failures += partial_mismatches(expect["invoice"], out["invoice"], "invoice")
     if "state" in expect:
         failures += partial_mismatches(expect["state"], out["state"], "state")
+    if "outcome" in expect:
+        if expect["outcome"] is None or out["outcome"] is None:
+            if expect["outcome"] != out["outcome"]:
+                failures.append(f"outcome: expected {json.dumps(expect['outcome'])}, "
+                                f"got {'an outcome' if out['outcome'] else 'none'}")
+        else:
+            failures += partial_mismatches(expect["outcome"], out["outcome"], "outcome")
     return failures
 
 

@@ -140,12 +140,37 @@ class Catalog(_Model):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"ids used twice: {', '.join(dupes)}")
+        ranks = [p.rank for p in self.plans]
+        shared = sorted({r for r in ranks if ranks.count(r) > 1})
+        if shared:
+            named = "; ".join(f"rank {r}: {', '.join(p.id for p in self.plans if p.rank == r)}" for r in shared)
+            raise ValueError(f"plan ranks must differ (a rank orders upgrades and downgrades): {named}")
         fallback = self.policy.trial_fallback
         if fallback and self.plan(fallback) is None:
             raise ValueError(f"policy.trial_fallback names unknown plan {fallback!r}")
         if self.policy.upgrade_credit == "unused_operations" and not any(p.tiers for p in self.plans):
             raise ValueError("policy.upgrade_credit = unused_operations needs plans with tiers")
         return self
+
+    @model_validator(mode="after")
+    def _whole_minor_units(self) -> Catalog:
+        """A price must be payable: no finer than the currency's minor unit (19.999 USD, 19.50 JPY)."""
+        places = minor_units(self.currency)
+        finer = [f"{where} = {price}" for where, price in self._prices() if price != round(price, places)]
+        if finer:
+            unit = "whole units" if places == 0 else f"at most {places} decimal place{'s' if places > 1 else ''}"
+            raise ValueError(f"{self.currency} prices take {unit}: {', '.join(finer)}")
+        return self
+
+    def _prices(self) -> list[tuple[str, Decimal]]:
+        found = []
+        for i, plan in enumerate(self.plans):
+            found += [(f"plans.{i}.prices.{k}", v) for k, v in plan.prices.items()]
+            found += [(f"plans.{i}.tiers.{j}.price", t.price) for j, t in enumerate(plan.tiers)]
+        for i, addon in enumerate(self.addons):
+            found += [(f"addons.{i}.prices.{k}", v) for k, v in addon.prices.items()]
+        found += [(f"credit_packs.{i}.price", c.price) for i, c in enumerate(self.credit_packs)]
+        return found
 
     @model_validator(mode="after")
     def _identity(self) -> Catalog:

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 from domain.catalog import ID_PATTERN, Interval
 from domain.errors import LedgerError
@@ -97,9 +97,17 @@ class SetMembers(Command):
     members: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 
 
+def ascii_number(value: Any) -> Any:
+    """A number written in text must use the ASCII digits: Python would read '３' or '٣' as 3."""
+    if isinstance(value, str) and not value.isascii():
+        raise ValueError(f"{value[:20]!r} is not a number: write it with the digits 0-9")
+    return value
+
+
 class ReportStorage(Command):
     name = "report-storage"
-    gb: Annotated[Decimal, Field(ge=0, le=10**8, allow_inf_nan=False, max_digits=20, decimal_places=6)]
+    gb: Annotated[Decimal, BeforeValidator(ascii_number),
+                  Field(ge=0, le=10**8, allow_inf_nan=False, max_digits=20, decimal_places=6)]
 
 
 class SetStorageAddon(Command):
@@ -203,7 +211,7 @@ def check_workspace_id(workspace_id: Any) -> str:
     return workspace_id
 
 
-RESERVED_WORKSPACE_IDS = frozenset({"verify", "status", "rebuild", "run", "check", "pending", "resolve", "confirm", "abandon"})
+RESERVED_WORKSPACE_IDS = frozenset({"verify", "status", "rebuild", "run", "check", "pending", "resolve", "confirm", "abandon", "ack"})
 """Sub-command words of the command line (`audit verify`, `project status`, ...): a workspace
 named so could not be told apart from the sub-command, so adapters refuse to register one."""
 

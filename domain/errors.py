@@ -7,6 +7,7 @@ CODES = {
     "already_on_plan": "R4",
     "seat_limit_exceeded": "R5",
     "storage_limit_exceeded": "R6",
+    "plan_locked": "R19",
     "payment_method_required": "R7",
     "open_invoice": "R8",
     "contact_sales": "R9",

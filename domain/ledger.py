@@ -322,7 +322,8 @@ class Ledger(Application[UUID]):
                 raise LedgerError("not_found", f"no workspace {workspace_id}")
             chosen = [i for i in sub.pending_charges if invoice_id in (None, i)]
             if not chosen:
-                raise LedgerError("invalid_request", f"no pending payment {invoice_id or ''} on {workspace_id}".strip())
+                raise LedgerError("invalid_request", f"no pending payment {invoice_id} on {workspace_id}" if invoice_id
+                                  else f"no pending payment on {workspace_id}")
             recorded = []
             try:
                 for found in chosen:

@@ -32,6 +32,8 @@ def parse_amount(text: object) -> Decimal:
         raise ValueError(f"write amounts as strings (\"{text}\"), never floats: a float cannot hold cents exactly")
     if not isinstance(text, (str, int, Decimal)):
         raise ValueError(f"not an amount: {text!r}")
+    if isinstance(text, str) and not text.isascii():
+        raise ValueError(f"not an amount: {text[:20]!r} (write it with the digits 0-9)")
     try:
         value = Decimal(text)
     except (InvalidOperation, TypeError):

@@ -27,8 +27,18 @@ def check_no_contract(sub: Subscription) -> None:
     if sub.contract:
         raise LedgerError(
             "contact_sales",
-            f"this workspace is on a {sub.contract} contract: contact sales to change plan, seats or add-ons",
+            f"this workspace is on {article(sub.contract)} {sub.contract} contract: "
+            "contact sales to change plan, seats or add-ons",
         )
+
+
+def article(word: str) -> str:
+    """'an enterprise', 'an education', but 'a university', 'a campus' (the contract kinds)."""
+    return "an" if word[:1].lower() in "aeio" else "a"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def check_no_open_invoice(sub: Subscription) -> None:
@@ -90,7 +100,8 @@ def check_members_fit(members: int, seat_limit: int | None, target: str) -> None
     if seat_limit is not None and members > seat_limit:
         raise LedgerError(
             "seat_limit_exceeded",
-            f"{members} active members exceed the {seat_limit} seats of {target}: remove members first",
+            f"{plural(members, 'active member')} exceed{'s' if members == 1 else ''} the "
+            f"{plural(seat_limit, 'seat')} of {target}: remove members first",
         )
 
 
@@ -103,10 +114,19 @@ def check_storage_fits(used: Decimal, limit: int, target: str) -> None:
         )
 
 
-def check_payment_method(sub: Subscription) -> None:
-    """R7: an upgrade to a paid plan needs a payment method on file."""
+DOING = {
+    "subscribe": "subscribing", "change-plan": "upgrading", "set-seats": "adding seats",
+    "set-storage-addon": "adding a storage add-on", "buy-ai-credits": "buying AI credits",
+    "buy-operations": "buying operations", "pay-invoice": "paying the invoice",
+}
+"""What a command that needs money is doing, for the message that asks for a payment method."""
+
+
+def check_payment_method(sub: Subscription, command: str = "change-plan") -> None:
+    """R7: an upgrade to a paid plan (any charge now) needs a payment method on file."""
     if not sub.payment_methods:
-        raise LedgerError("payment_method_required", "add a payment method before upgrading")
+        raise LedgerError("payment_method_required",
+                          f"add a payment method before {DOING.get(command, 'paying')}")
 
 
 def check_team_choice(current: Plan, target: Plan, keep_team: str | None) -> None:

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from sqlalchemy import MetaData, Table
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
@@ -102,6 +103,11 @@ class ReadModel(Projection[ReadModelView]):
     def define(cls, metadata: MetaData, tag: str) -> dict[str, Table]:
         """The read model's tables for `tag`, keyed by their public name."""
         raise NotImplementedError
+
+    @classmethod
+    def on_activate(cls, conn: Connection, tag: str) -> None:
+        """Called in the transaction that makes the `tag` tables live: re-point what else depends
+        on them (e.g. a view joining data kept outside the rebuildable tables)."""
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
         """The library's entry point (ProjectionRunner): one event, one transaction."""

@@ -78,6 +78,7 @@ def activate(engine: Engine, model: type[ReadModel], tag: str) -> str | None:
             stable = model.table_name(table, "")
             conn.execute(text(f'DROP VIEW IF EXISTS "{stable}"'))
             conn.execute(text(f'CREATE VIEW "{stable}" AS SELECT * FROM "{model.table_name(table, tag)}"'))
+        model.on_activate(conn, tag)
         conn.execute(delete(REGISTRY).where(REGISTRY.c.projection == model.family))
         conn.execute(insert(REGISTRY).values(projection=model.family, version=model.version, tag=tag,
                                              activated_at=datetime.now(timezone.utc)))

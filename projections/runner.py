@@ -29,14 +29,17 @@ from domain.ledger import Ledger
 from domain.subscription import workspace_uuid
 from projections import registry
 from projections.audit_trail import AuditTrail
+from projections.entitlements import Entitlements
 from projections.invoices import Invoices
 from projections.journal import Journal
+from projections.notices import Notices
 from projections.plan_state import PlanState
 from projections.readmodel import ReadModel
 from projections.store import ReadModelView, sqlalchemy_url, view_env
 from projections.upcoming_invoice import UpcomingInvoice
 
-ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journal, AuditTrail)
+ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journal, AuditTrail, Entitlements,
+                                      Notices)
 APP = Ledger.name
 
 

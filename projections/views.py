@@ -10,9 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 from domain.catalog import Catalog
+from domain.entitlements import granted
 from domain.money import fmt
 from domain.subscription import Subscription
 from projections.store import iso
+from projections.upcoming_invoice import next_renewal
 
 
 def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
@@ -34,7 +36,6 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         }
     seat_limit = sub.seat_limit(catalog)
     storage_limit = sub.storage_limit(catalog)
-    plan = sub.plan_of(catalog)
     return {
         "workspace": sub.workspace_id,
         "plan": sub.plan,
@@ -57,12 +58,35 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         "storage_limit_gb": storage_limit,
         "storage_read_only": sub.storage_used > storage_limit,
         "storage_addon": sub.storage_addon,
-        "features": plan.features if plan and sub.subscribed else [],
+        "features": granted(sub, catalog),
         "contract": sub.contract,
         "payment_method": sub.default_payment_method,
         "catalog_version": sub.catalog_version,
         "version": sub.version,
     }
+
+
+def outcome_view(sub: Subscription, catalog: Catalog) -> dict[str, Any]:
+    """What a previewed change would leave (R25): the `state` document of the workspace as it
+    would be (without `version`: nothing is recorded), its recurring add-ons, and the renewal
+    that would follow, priced on the forecast path the upcoming_invoice read model uses."""
+    state = plan_state(sub, catalog)
+    state.pop("version", None)
+    state["addons"] = [sub.storage_addon] if sub.storage_addon else []
+    forecast = next_renewal(sub, catalog)
+    renewal = None
+    if forecast is not None:
+        renewed, invoice = forecast
+        renewal = {
+            "at": iso(invoice.timestamp), "plan": renewed.plan, "tier": renewed.tier, "interval": renewed.interval,
+            "seats": renewed.seats if renewed.seats is not None else renewed.seat_limit(catalog),
+            "addons": [renewed.storage_addon] if renewed.storage_addon else [],
+            "subtotal": fmt(invoice.subtotal, invoice.currency),
+            "credit_applied": fmt(invoice.credit_applied, invoice.currency),
+            "amount_due": fmt(invoice.amount_due, invoice.currency), "currency": invoice.currency,
+        }
+    state["next_renewal"] = renewal
+    return state
 
 
 def invoice_view(event: Subscription.InvoiceIssued) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from domain.entitlements import entitlements
 from domain.money import ZERO
 from domain.subscription import Subscription
 from projections.journal import Journal, trial_balance, unbalanced_entries
+from projections.entitlements import read_entitlements
 from projections.plan_state import read_plan_state
 from projections.runner import ALL
 from projections.views import plan_state
@@ -28,7 +30,7 @@ def snapshot(engine: Engine) -> dict[str, list[dict[str, Any]]]:
 
 
 def check_against_ledger(ledger: Any, engine: Engine) -> None:
-    """plan_state equals the aggregate's own state; the journal balances and agrees with
+    """plan_state and entitlements equal the aggregate's own; the journal balances and agrees with
     the aggregate's open invoices and billing credit; one audit row per event."""
     with engine.connect() as conn:
         totals = trial_balance(conn)
@@ -38,6 +40,7 @@ def check_against_ledger(ledger: Any, engine: Engine) -> None:
         for ws in ledger.workspaces():
             sub = ledger.get(ws)
             assert read_plan_state(conn, ws) == plan_state(sub, ledger.catalog_for(sub)), ws
+            assert read_entitlements(conn, ws) == entitlements(sub, ledger.catalog_for(sub)).as_dict(), ws
             balances = trial_balance(conn, ws)
             open_due = sum((i["amount_due"] for i in sub.invoices.values() if i["status"] == "open"), ZERO)
             assert balances.get("receivable", ZERO) == open_due, (ws, balances, sub.invoices)

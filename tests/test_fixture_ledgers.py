@@ -30,6 +30,8 @@ from projections.views import plan_state
 FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST: dict[str, Any] = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
 NOT_STATE = ("invoices", "events")
+C818B20_READ_MODELS = ("plan_state", "upcoming_invoice", "invoices", "journal", "audit_trail")
+"""The read models c818b20 kept (later ones start empty and catch up on first use)."""
 WORKSPACES = [(name, ws) for name, fixture in MANIFEST.items() for ws in fixture["workspaces"]]
 
 
@@ -111,7 +113,8 @@ def test_the_stored_read_models_still_read_and_verify(open_fixture, name):
     fixture = MANIFEST[name]
     ledger = open_fixture(name)
     with read_models(ledger) as projections, projections.engine.connect() as conn:
-        assert {s["projection"]: s["lag"] for s in projections.status()} == {f: 0 for f in projections.models}
+        lags = {s["projection"]: s["lag"] for s in projections.status()}
+        assert {f: lags[f] for f in C818B20_READ_MODELS} == {f: 0 for f in C818B20_READ_MODELS}
         for ws, expected in fixture["workspaces"].items():
             state = expected_state(name, ws)
             assert shown(read_plan_state(conn, ws), state) == state

@@ -70,7 +70,7 @@ def price(sub: Subscription, ctx: Context, lines: list[pricing.Line], purpose: s
     balance = sub.billing_credit if use_credit else ZERO
     totals = pricing.totals(lines, balance, ctx.catalog.policy)
     if immediate and totals.amount_due > 0:
-        rules.check_payment_method(sub)
+        rules.check_payment_method(sub, ctx.cause)
     return Bill(sub.next_invoice_id(), lines, totals, purpose)
 
 
@@ -194,7 +194,7 @@ def pay_invoice(sub: Subscription, cmd: PayInvoice, ctx: Context) -> None:
     invoice_id = cmd.invoice or sub.open_invoice
     if invoice_id is None or sub.invoices.get(invoice_id, {}).get("status") != "open":
         raise LedgerError("invalid_request", f"no open invoice {cmd.invoice or ''}".strip())
-    rules.check_payment_method(sub)
+    rules.check_payment_method(sub, ctx.cause)
     collect(sub, ctx, invoice_id, "invoice_payment")
 
 
@@ -211,5 +211,6 @@ def remove_payment_method(sub: Subscription, cmd: RemovePaymentMethod, ctx: Cont
 def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
     """R9: a custom contract takes self-serve changes to sales; only admins set it (R2)."""
     if cmd.contract == sub.contract:
-        raise LedgerError("invalid_request", f"contract is already {cmd.contract}")
+        raise LedgerError("invalid_request", f"the contract is already {cmd.contract}" if cmd.contract
+                          else "the workspace has no contract to end")
     sub.trigger(ContractSet, ctx, contract=cmd.contract)

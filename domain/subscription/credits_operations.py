@@ -28,7 +28,7 @@ def buy_ai_credits(sub: Subscription, cmd: BuyAICredits, ctx: Context) -> Charge
     if pack is None:
         known = ", ".join(p.id for p in ctx.catalog.credit_packs) or "none"
         raise LedgerError("invalid_request", f"no AI credit pack {cmd.pack!r}; packs: {known}")
-    rules.check_payment_method(sub)
+    rules.check_payment_method(sub, ctx.cause)
     line = pricing.one_time_charge("ai_credit_pack", pack.name, pack.price, 1, ctx.catalog.currency, ctx.at)
     bill = billing.price(sub, ctx, [line], "ai_credit_pack", use_credit=False)
     sub.trigger(AICreditPackBought, ctx, pack=pack.id, credits=pack.credits, price=pack.price,
@@ -69,7 +69,7 @@ def buy_operations(sub: Subscription, cmd: BuyOperations, ctx: Context) -> Charg
     pack = ctx.catalog.policy.operations_pack
     if cmd.operations % pack:
         raise LedgerError("invalid_request", f"extra operations are sold in packs of {pack:,}")
-    rules.check_payment_method(sub)
+    rules.check_payment_method(sub, ctx.cause)
     line = pricing.operations_pack_charge(cmd.operations, pricing.Rate.of(tier), ctx.catalog.currency, ctx.at)
     bill = billing.price(sub, ctx, [line], "operations")
     sub.trigger(OperationsBought, ctx, operations=cmd.operations, price=line.amount, invoice_id=bill.invoice_id)

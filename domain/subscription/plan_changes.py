@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 def subscribe(sub: Subscription, cmd: Subscribe, ctx: Context) -> ChargeDue | None:
     """Start a trial, Free, or a paid plan anchored now (R15); never around an open invoice (R8, R20)."""
     if sub.subscribed:
-        raise LedgerError("invalid_request", f"already subscribed to {sub.plan}: use change-plan")
+        current = sub.plan_of(ctx.catalog)
+        raise LedgerError("invalid_request", f"already subscribed to {current.name if current else sub.plan}: "
+                          "use change-plan")
     rules.check_no_open_invoice(sub)
     plan = rules.resolve_plan(ctx.catalog, cmd.plan)
     tier = rules.resolve_tier(plan, cmd.tier, cmd.interval)
@@ -83,7 +85,7 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
             seats: int | None, keep_team: str | None) -> ChargeDue | None:
     """R7, R11, R13: prorated to the end of this cycle (credit for unused time, charge for the
     new plan), or a new cycle from now (R14, R15; 004's policy, R16)."""
-    rules.check_payment_method(sub)
+    rules.check_payment_method(sub, ctx.cause)
     rules.check_team_choice(current, target, keep_team)
     event = TrialConverted if current.kind == "trial" else (
         IntervalChanged if target.id == current.id else PlanUpgraded)
@@ -223,7 +225,7 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
     """A paid cycle starting now (R14, R15, 004): full charge for the new period, credit for
     what the old plan leaves unused (R13, or unused operations, R16), then the plan, the grants
     and the bill, in that order."""
-    rules.check_payment_method(sub)
+    rules.check_payment_method(sub, ctx.cause)
     catalog = ctx.catalog
     if plan.per_seat and seats is None:
         seats = max(sub.members, 1)

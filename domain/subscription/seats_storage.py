@@ -32,7 +32,7 @@ def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | Non
     rules.check_seats_for_plan(plan, cmd.seats)
     if cmd.seats == sub.seats:
         raise LedgerError("invalid_request", f"the workspace already has {cmd.seats} seats")
-    rules.check_members_fit(sub.members, cmd.seats, f"{cmd.seats} seats")
+    rules.check_members_fit(sub.members, cmd.seats, plan.name)
     period, policy, currency = sub.period(), ctx.catalog.policy, ctx.catalog.currency
     assert period is not None and sub.interval is not None
     unit = sub.prices.get("plan", plan.prices[sub.interval])
@@ -73,8 +73,11 @@ def set_storage_addon(sub: Subscription, cmd: SetStorageAddon, ctx: Context) -> 
         known = ", ".join(a.id for a in catalog.addons) or "none"
         raise LedgerError("invalid_request", f"no storage add-on {cmd.addon!r}; add-ons: {known}")
     if cmd.addon == sub.storage_addon:
-        raise LedgerError("invalid_request", f"storage add-on is already {cmd.addon}")
-    rules.check_storage_fits(sub.storage_used, catalog.storage_limit(plan, cmd.addon), "the new storage")
+        raise LedgerError("invalid_request", f"the storage add-on is already {cmd.addon}" if cmd.addon
+                          else "the workspace has no storage add-on to remove")
+    addon = catalog.addon(cmd.addon) if cmd.addon else None
+    rules.check_storage_fits(sub.storage_used, catalog.storage_limit(plan, cmd.addon),
+                             f"{plan.name} with {addon.name}" if addon else f"{plan.name} without a storage add-on")
     period = sub.period()
     assert period is not None
     lines = billing.credit_unused(sub, ctx, period, "addon")

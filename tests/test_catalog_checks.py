@@ -1,0 +1,74 @@
+"""Catalog loading and `subledger catalog check` refuse what cannot be billed as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.cli import app
+from domain.catalog import BUILT_IN, CatalogError, load_catalog, parse_catalog
+
+HEAD = 'id = "x"\nversion = "1"\nname = "X"\ncurrency = "{currency}"\n'
+PLAN = '[[plans]]\nid = "{id}"\nname = "{id}"\nrank = {rank}\nkind = "paid"\nstorage_gb = 1\nprices = {{ month = "{price}" }}\n'
+
+
+def catalog_text(currency: str = "USD", plans: tuple[tuple[str, int, str], ...] = (("a", 0, "19.00"),),
+                 extra: str = "") -> str:
+    return HEAD.format(currency=currency) + "".join(PLAN.format(id=i, rank=r, price=p) for i, r, p in plans) + extra
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, str]:
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["catalog", "check", str(path)])
+    return result.exit_code, result.stderr
+
+
+@pytest.mark.parametrize(("currency", "price", "unit"), [
+    ("USD", "19.999", "at most 2 decimal places"),
+    ("JPY", "19.50", "whole units"),
+    ("KWD", "1.2345", "at most 3 decimal places"),
+])
+def test_R13_a_price_finer_than_the_currency_minor_unit_is_refused(tmp_path: Path, currency: str, price: str,
+                                                                   unit: str) -> None:
+    """Every line is rounded to the minor unit (R13): a catalog price must already be payable."""
+    text = catalog_text(currency, (("a", 0, price),))
+    with pytest.raises(CatalogError, match=rf"{currency} prices take {unit}: plans\.0\.prices\.month = {price}"):
+        parse_catalog(text)
+    code, err = check(tmp_path, text)
+    assert code == 2 and f"plans.0.prices.month = {price}" in err
+
+
+def test_R13_tier_add_on_and_credit_pack_prices_are_checked_too(tmp_path: Path) -> None:
+    extra = ('[[addons]]\nid = "more"\nname = "More"\nstorage_gb = 10\nprices = { month = "4.005" }\n'
+             '[[credit_packs]]\nid = "ai"\nname = "AI"\ncredits = 100\nprice = "0.001"\n')
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(catalog_text(extra=extra))
+    assert "addons.0.prices.month = 4.005" in str(caught.value)
+    assert "credit_packs.0.price = 0.001" in str(caught.value)
+    tiers = ('[[plans]]\nid = "ops"\nname = "Ops"\nrank = 1\nkind = "paid"\nstorage_gb = 1\n'
+             '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = "1.0001"\n')
+    with pytest.raises(CatalogError, match=r"plans\.1\.tiers\.0\.price = 1\.0001"):
+        parse_catalog(catalog_text(extra=tiers))
+
+
+def test_R13_whole_prices_written_with_zero_decimals_stay_valid() -> None:
+    assert parse_catalog(catalog_text("JPY", (("a", 0, "1900.00"),))).plans[0].prices["month"] == 1900
+    assert parse_catalog(catalog_text("USD", (("a", 0, "19.9"),))).plans[0].prices["month"] == parse_catalog(
+        catalog_text("USD", (("a", 0, "19.90"),))).plans[0].prices["month"]
+
+
+def test_R16_R17_two_plans_with_one_rank_are_refused(tmp_path: Path) -> None:
+    """A plan's rank says which change is an upgrade and which a downgrade: it must be unique."""
+    text = catalog_text(plans=(("a", 0, "10.00"), ("b", 1, "20.00"), ("c", 1, "30.00")))
+    with pytest.raises(CatalogError, match=r"plan ranks must differ .*rank 1: b, c"):
+        parse_catalog(text)
+    code, err = check(tmp_path, text)
+    assert code == 2 and "rank 1: b, c" in err
+
+
+def test_the_built_in_catalogs_pass_the_new_checks() -> None:
+    for name in BUILT_IN:
+        assert load_catalog(name).id == name
