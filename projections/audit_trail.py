@@ -263,6 +263,18 @@ def _period_renewed(event: Subscription.PeriodRenewed, scene: Scene) -> str:
     return f"{scene.plan_name} renewed: {iso(event.period_start)} to {iso(event.period_end)}"
 
 
+@summary.register(Subscription.AICreditsGranted)
+def _ai_credits_granted(event: Subscription.AICreditsGranted, scene: Scene) -> str:
+    text = f"{event.credits:,} AI credits granted ({event.expired:,} left unspent expired)"
+    return text + (f", {event.debt_repaid:,} repaid first" if event.debt_repaid else "")
+
+
+@summary.register(Subscription.AICreditsProrated)
+def _ai_credits_prorated(event: Subscription.AICreditsProrated, scene: Scene) -> str:
+    return (f"AI credit grant re-valued with the time credited back: {event.formula}; "
+            f"{event.withdrawn:,} withdrawn, {event.debt:,} owed")
+
+
 @summary.register(Subscription.WorkspaceRegistered)
 def _workspace_registered(event: Subscription.WorkspaceRegistered, scene: Scene) -> str:
     return f"workspace {event.workspace_id} registered on catalog {event.catalog_id}"

@@ -110,9 +110,9 @@ PAYMENT_METHOD_COMMANDS = (AddPaymentMethod, RemovePaymentMethod)
 
 class Subscription(Aggregate):
     """A workspace's subscription. State is plain data so snapshots stay transcodable.
-    v2 state added pending charges and per-invoice charge attempts."""
+    v2 state added pending charges and per-invoice charge attempts; v3 the AI grant window."""
 
-    class_version = 2
+    class_version = 3
 
     # The facts it records, also reachable as Subscription.PlanUpgraded etc.
     Event = events.Event
@@ -138,6 +138,7 @@ class Subscription(Aggregate):
     StorageAddonChanged = events.StorageAddonChanged
     AICreditPackBought = events.AICreditPackBought
     AICreditsGranted = events.AICreditsGranted
+    AICreditsProrated = events.AICreditsProrated
     AICreditsConsumed = events.AICreditsConsumed
     OperationsUsed = events.OperationsUsed
     OperationsBought = events.OperationsBought
@@ -176,6 +177,10 @@ class Subscription(Aggregate):
         self.billing_credit: Decimal = ZERO
         self.ai_granted = 0
         self.ai_purchased = 0
+        self.ai_worth = 0
+        self.ai_rate = 0
+        self.ai_debt = 0
+        self.ai_grant_at: datetime | None = None
         self.ops_allotment = 0
         self.ops_extra = 0
         self.ops_carried = 0
@@ -199,6 +204,13 @@ class Subscription(Aggregate):
         state["pending_charges"] = {}
         for invoice in state["invoices"].values():
             invoice.setdefault("attempts", 0)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """v3: the grant window's worth and rate, AI credit debt and the next monthly grant (R23)."""
+        state["ai_worth"] = state["ai_rate"] = state["ai_granted"]
+        state["ai_debt"] = 0
+        state["ai_grant_at"] = None
 
     # ------------------------------------------------------------- state views
 

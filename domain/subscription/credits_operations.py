@@ -1,18 +1,29 @@
-"""AI credits and operations (R16, R18, R23, R27)."""
+"""AI credits and operations (R16, R18, R23, R27).
+
+Subscription AI credits (R23) are granted per grant window: the billing period, or each month
+of it (policy `ai_grant_cadence = "month"`, the default, so annual plans grant monthly as
+operations reset monthly). A window is worth what was paid for it: when a change credits back
+the unused time of the plan (a downgrade, a seat removal credited by policy, a new cycle), the
+rest of the window is re-valued at the new rate; the unspent grant goes back with it, and
+credits already spent beyond the window's new worth are a debt taken from the next grants.
+So a round trip (month -> year -> month on one day) is worth nothing: each cycle credited back
+in full takes its grant with it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from domain import pricing, rules
 from domain.catalog import Plan, Tier
 from domain.commands import BuyAICredits, BuyOperations, ConsumeAICredits, RecordUsage
 from domain.errors import LedgerError
-from domain.periods import add_months, period_containing
+from domain.periods import Period, add_months, period_containing
 from domain.subscription import billing
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import (
-    AICreditPackBought, AICreditsConsumed, AICreditsGranted, OperationsBought, OperationsReset, OperationsUsed,
+    AICreditPackBought, AICreditsConsumed, AICreditsGranted, AICreditsProrated, OperationsBought, OperationsReset,
+    OperationsUsed,
 )
 
 if TYPE_CHECKING:
@@ -108,12 +119,57 @@ def unreset_operations(sub: Subscription, ctx: Context) -> int:
 
 
 def grant_cycle(sub: Subscription, ctx: Context, plan: Plan, reset_operations: bool) -> None:
-    """A new cycle's grants: subscription AI credits replace what the last cycle left (R23);
-    on renewal the operations allotment resets and extra operations expire (R18)."""
+    """A new cycle's grants: on renewal the operations allotment resets and extra operations
+    expire (R18); a grant window opens (R23)."""
     tier = sub.tier_of(ctx.catalog)
     if tier and reset_operations:
         sub.trigger(OperationsReset, ctx, allotment=tier.monthly_operations, expired_extra=sub.ops_extra,
                     next_reset_at=add_months(ctx.at, 1) if sub.interval == "year" else None)
-    if plan.ai_credits_per_seat:
-        credits = plan.ai_credits_per_seat * (sub.seats or 1)
-        sub.trigger(AICreditsGranted, ctx, credits=credits, expired=sub.ai_granted)
+    grant_ai_credits(sub, ctx, plan)
+
+
+def grant_ai_credits(sub: Subscription, ctx: Context, plan: Plan) -> None:
+    """R23: a grant window opens at ctx.at with the plan's credits for the seats held; they
+    replace what the last window left, and repay any credit debt first. Inside an annual period
+    on the monthly cadence the next window opens a month on (anchored on the period's start)."""
+    credits = pricing.ai_grant_entitlement(plan, sub.seats)
+    if not credits:
+        return
+    repaid = min(sub.ai_debt, credits)
+    sub.trigger(AICreditsGranted, ctx, credits=credits - repaid, expired=sub.ai_granted, debt_repaid=repaid,
+                next_grant_at=_next_grant_at(sub, ctx))
+
+
+def _next_grant_at(sub: Subscription, ctx: Context) -> datetime | None:
+    if ctx.catalog.policy.ai_grant_cadence != "month" or sub.interval != "year" or sub.period_start is None:
+        return None
+    _, month = period_containing(sub.period_start, "month", ctx.at)
+    return month.end if sub.period_end and month.end < sub.period_end else None
+
+
+def grant_window(sub: Subscription, ctx: Context) -> Period | None:
+    """The grant window containing ctx.at: the period, or its month on the monthly cadence (R23)."""
+    period = sub.period()
+    if period is None or ctx.at < period.start:
+        return period
+    if ctx.catalog.policy.ai_grant_cadence == "month" and sub.interval == "year":
+        return period_containing(period.start, "month", ctx.at)[1]
+    return period
+
+
+def prorate_grant(sub: Subscription, ctx: Context, new_rate: int) -> None:
+    """R23: the rest of the grant window is now paid at `new_rate` credits a window (0 when a
+    new cycle ends it). A lower rate lowers the window's worth (pricing.prorated_grant_worth):
+    the unspent grant gives back the difference, and what was already spent beyond it is a
+    debt. A higher rate changes only future grants."""
+    if new_rate >= sub.ai_rate:
+        return
+    window = grant_window(sub, ctx)
+    if window is None:
+        return
+    worth, formula = pricing.prorated_grant_worth(sub.ai_worth, sub.ai_rate, new_rate, window, ctx.at,
+                                                  ctx.catalog.policy)
+    excess = sub.ai_worth - worth
+    withdrawn = min(sub.ai_granted, excess)
+    sub.trigger(AICreditsProrated, ctx, worth=worth, rate=new_rate, withdrawn=withdrawn, debt=excess - withdrawn,
+                formula=formula)

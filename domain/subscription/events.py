@@ -193,7 +193,8 @@ class SubscriptionCanceled(Event):
         sub.scheduled = None
         sub.period_end = None
         sub.ops_allotment = sub.ops_extra = sub.ops_carried = 0
-        sub.ai_granted = 0
+        sub.ai_granted = sub.ai_worth = sub.ai_rate = 0
+        sub.ai_grant_at = None
         sub.prices = {}
         sub.storage_addon = None
 
@@ -270,12 +271,47 @@ class AICreditPackBought(Event):
         sub.ai_purchased += self.credits
 
 class AICreditsGranted(Event):
+    """A grant window opens (R23): `credits` replace what the last window left (`expired`).
+    The window is worth `credits + debt_repaid`: credits spent beyond what earlier windows were
+    paid for are taken from it first. `next_grant_at`: the next monthly grant inside an
+    annual period (policy `ai_grant_cadence = "month"`), else None. v3 added both."""
+
+    class_version = 3
     credits: int
     expired: int
+    debt_repaid: int
+    next_grant_at: datetime | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["debt_repaid"] = 0
+        state["next_grant_at"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.ai_granted = self.credits
+        sub.ai_debt -= self.debt_repaid
+        sub.ai_worth = sub.ai_rate = self.credits + self.debt_repaid
+        sub.ai_grant_at = self.next_grant_at
+
+
+class AICreditsProrated(Event):
+    """The rest of a grant window is paid at a lower rate (its unused time credited back, R23):
+    the window is now worth `worth` credits, `rate` for a whole window from here on. What it no
+    longer covers is `withdrawn` from the unspent grant; credits already spent beyond it become
+    `debt`, taken from the next grants. `formula` shows the arithmetic."""
+
+    worth: int
+    rate: int
+    withdrawn: int
+    debt: int
+    formula: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ai_granted -= self.withdrawn
+        sub.ai_debt += self.debt
+        sub.ai_worth, sub.ai_rate = self.worth, self.rate
 
 class AICreditsConsumed(Event):
     credits: int

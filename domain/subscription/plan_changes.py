@@ -98,6 +98,7 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
     lines.append(pricing.prorated_charge(new_item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency, "plan_charge"))
     bill = billing.price(sub, ctx, lines, "upgrade")
     supersede_schedule(sub, ctx)
+    credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats))
     set_plan(sub, event, ctx, target, tier, interval, seats, None, unit_price=new_item.unit_price, keep_team=keep_team)
     return billing.issue(sub, ctx, bill, plan=target.id)
 
@@ -147,6 +148,7 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
         lines += billing.credit_unused(sub, ctx, period, "addon")  # a free plan drops the add-on too (R22)
     bill = billing.price(sub, ctx, lines, "downgrade")
     supersede_schedule(sub, ctx)
+    credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats) if new_item else 0)
     set_plan(sub, DowngradeApplied, ctx, target, tier, interval if new_item else None, seats, None,
              unit_price=new_item.unit_price if new_item else None, keep_team=keep_team)
     return billing.issue(sub, ctx, bill, plan=target.id)
@@ -214,8 +216,8 @@ def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: 
         new_cycle=new_cycle, period_start=start, period_end=end,
         ops_allotment=allotment, kept_team=keep_team, seats_paid=seats_paid,
     )
-    if not plan.ai_credits_per_seat and sub.ai_granted:
-        sub.trigger(AICreditsGranted, ctx, credits=0, expired=sub.ai_granted)
+    if not plan.ai_credits_per_seat and (sub.ai_granted or sub.ai_grant_at):
+        sub.trigger(AICreditsGranted, ctx, credits=0, expired=sub.ai_granted, debt_repaid=0, next_grant_at=None)
 
 
 def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
@@ -236,6 +238,7 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
         charges.append(pricing.full_charge(addon, new_period, catalog.currency, "addon_charge"))
     credits: list[pricing.Line] = []
     converted = 0
+    time_credited = False
     old_period = sub.period()
     if old_period and sub.prices:
         if catalog.policy.upgrade_credit == "unused_operations" and sub.tier_of(catalog) and purpose == "upgrade":
@@ -246,6 +249,7 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
             credits += [line] if line else []
         elif catalog.policy.upgrade_credit == "unused_time":
             credits += billing.credit_unused(sub, ctx, old_period, "plan")
+            time_credited = True
         if sub.storage_addon:
             credits += billing.credit_unused(sub, ctx, old_period, "addon")
     bill = billing.price(sub, ctx, credits + charges, purpose)
@@ -253,6 +257,8 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
     if converted and credits:
         sub.trigger(OperationsConvertedToCredit, ctx, operations=converted, amount=-credits[0].amount,
                     formula=credits[0].formula)
+    if time_credited:
+        credits_operations.prorate_grant(sub, ctx, 0)  # the old window ends with the time credited (R23)
     set_plan(sub, event_class, ctx, plan, tier, interval, seats, new_period, unit_price=item.unit_price,
              addon_price=addon.unit_price if addon else None, keep_team=keep_team)
     credits_operations.grant_cycle(sub, ctx, plan, reset_operations=False)

@@ -1,5 +1,5 @@
-"""What falls due: renewals, trial ends, scheduled changes, notices, operations resets
-(R14, R15, R17, R18, R22, R23).
+"""What falls due: renewals, trial ends, scheduled changes, notices, operations resets,
+monthly AI credit grants (R14, R15, R17, R18, R22, R23).
 
 Each item is recorded at its own due instant, in time order. A renewal's charge is requested,
 not collected: the scheduler stops at a pending charge, the application settles it, and the
@@ -56,6 +56,8 @@ def next_due(sub: Subscription) -> tuple[datetime, str] | None:
         candidates.append((sub.ops_carried_until, "carry_expiry"))
     if sub.ops_reset_at and sub.period_end and sub.ops_reset_at < sub.period_end:
         candidates.append((sub.ops_reset_at, "operations_reset"))
+    if sub.ai_grant_at and sub.period_end and sub.ai_grant_at < sub.period_end:
+        candidates.append((sub.ai_grant_at, "ai_grant"))
     if sub.subscribed and sub.period_end:
         candidates.append((sub.period_end, "period_end"))
     return min(candidates) if candidates else None
@@ -80,6 +82,13 @@ def due_operations_reset(sub: Subscription, ctx: Context) -> None:
     sub.trigger(OperationsReset, ctx, allotment=tier.monthly_operations if tier else 0,
                 expired_extra=sub.ops_extra,
                 next_reset_at=month.end if sub.period_end and month.end < sub.period_end else None)
+
+
+def due_ai_grant(sub: Subscription, ctx: Context) -> None:
+    """R23: on the monthly cadence an annual plan opens a grant window every month."""
+    plan = sub.plan_of(ctx.catalog)
+    assert plan is not None
+    credits_operations.grant_ai_credits(sub, ctx, plan)
 
 
 def due_period_end(sub: Subscription, ctx: Context) -> None:
@@ -136,5 +145,6 @@ DUE: dict[str, Callable[[Subscription, Context], None]] = {
     "notice": due_notice,
     "carry_expiry": due_carry_expiry,
     "operations_reset": due_operations_reset,
+    "ai_grant": due_ai_grant,
     "period_end": due_period_end,
 }

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from domain import pricing, rules
 from domain.commands import ReportStorage, SetMembers, SetSeats, SetStorageAddon
 from domain.errors import LedgerError
-from domain.subscription import billing
+from domain.subscription import billing, credits_operations
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import MembersChanged, SeatsChanged, StorageAddonChanged, StorageUsageReported
 
@@ -47,6 +47,8 @@ def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | Non
         credit = pricing.unused_time_credit(item, period, ctx.at, policy, currency, "seat_credit", sub.charged_net("plan"))
         lines += [credit] if credit else []
     bill = billing.price(sub, ctx, lines, "seats") if lines else None
+    if any(line.kind == "seat_credit" for line in lines):
+        credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(plan, cmd.seats))  # R23
     sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit)
     return billing.issue(sub, ctx, bill, plan=plan.id) if bill else None
 
