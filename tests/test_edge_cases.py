@@ -77,13 +77,14 @@ def test_R13_R21_consecutive_changes_in_one_period_never_credit_more_than_was_ch
 
 def test_R21_reduced_seats_are_not_credited_at_a_price_never_paid(book):
     """Team 5 seats, reduce to 3 (no credit, 5 stay paid for April), upgrade to Business for
-    3 seats 10 days in, back to Team 10 days later. Business was only ever bought for 3 seats,
-    so its unused time is 15.00 x 3 x 10/30 = 15.00, not 15.00 x 5 x 10/30 = 25.00."""
+    3 seats 10 days in, back to Team 10 days later. The upgrade credits the 3 seats it takes
+    along (8.00 x 3 x 20/30 = 16.00), not the 2 removed ones (issue 7); Business was only ever
+    bought for 3 seats, so its unused time is 15.00 x 3 x 10/30 = 15.00, not 25.00."""
     b = workspace_on(book, seats=5)
     assert b.do("ws", "set-seats", seats=3).ok
     b.at("2026-04-11T00:00:00")
     up = only_invoice(b.do("ws", "change-plan", plan="business"))
-    assert lines(up) == [("plan_credit", D("-26.67")), ("plan_charge", D("30.00"))]
+    assert lines(up) == [("plan_credit", D("-16.00")), ("plan_charge", D("30.00"))]
     b.at("2026-04-21T00:00:00")
     down = only_invoice(b.do("ws", "change-plan", plan="team"))
     assert lines(down) == [("plan_credit", D("-15.00")), ("plan_charge", D("8.00"))]

@@ -267,13 +267,14 @@ class Subscription(Aggregate):
             return self.seats or 0
         return max(self.seats or 0, self.seats_paid)
 
-    def current_item(self, catalog: Catalog) -> pricing.Priced | None:
+    def current_item(self, catalog: Catalog, seats: int | None = None) -> pricing.Priced | None:
         """The plan as paid for this period: the unit price recorded when it was bought, for
-        every seat paid this period (seats removed mid-period were still paid for, R21)."""
+        every seat paid this period (seats removed mid-period were still paid for, R21), or for
+        `seats` of them."""
         plan = self.plan_of(catalog)
         if plan is None or "plan" not in self.prices:
             return None
-        paid_seats = self.seats_held(catalog.policy) or None
+        paid_seats = (seats if seats is not None else self.seats_held(catalog.policy)) or None
         base = pricing.plan_item(plan, self.interval or "month", paid_seats, self.tier_of(catalog))
         return pricing.Priced("plan", base.description, self.prices["plan"], base.quantity) if base else None
 

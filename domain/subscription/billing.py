@@ -179,9 +179,11 @@ def _from_effect(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, 
     return cls, fields
 
 
-def credit_unused(sub: Subscription, ctx: Context, period: Period, item_key: str) -> list[pricing.Line]:
-    """Unused time of what was paid this period, as a credit line (R13, R21, R22)."""
-    item = sub.current_item(ctx.catalog) if item_key == "plan" else sub.current_addon(ctx.catalog)
+def credit_unused(sub: Subscription, ctx: Context, period: Period, item_key: str,
+                  seats: int | None = None) -> list[pricing.Line]:
+    """Unused time of what was paid this period, as a credit line (R13, R21, R22); for the plan,
+    of `seats` seats when given (seats_storage.seats_credited decides how many)."""
+    item = sub.current_item(ctx.catalog, seats) if item_key == "plan" else sub.current_addon(ctx.catalog)
     if item is None:
         return []
     line = pricing.unused_time_credit(item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency,

@@ -94,7 +94,7 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
     assert period is not None
     new_item = pricing.plan_item(target, interval, seats, tier)
     assert new_item is not None
-    lines = billing.credit_unused(sub, ctx, period, "plan")
+    lines = billing.credit_unused(sub, ctx, period, "plan", seats_storage.seats_credited(sub, ctx.catalog.policy, seats))
     lines.append(pricing.prorated_charge(new_item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency, "plan_charge"))
     bill = billing.price(sub, ctx, lines, "upgrade")
     supersede_schedule(sub, ctx)
@@ -140,7 +140,7 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
     if target.billable and interval != sub.interval:
         # another interval restarts the cycle now (R14); unused time becomes billing credit (R10)
         return start_paid(sub, DowngradeApplied, ctx, target, tier, interval, seats, "downgrade", keep_team=keep_team)
-    lines = billing.credit_unused(sub, ctx, period, "plan")
+    lines = billing.credit_unused(sub, ctx, period, "plan", seats_storage.seats_credited(sub, policy, seats))
     new_item = pricing.plan_item(target, interval, seats, tier)
     if new_item is not None:
         lines.append(pricing.prorated_charge(new_item, period, ctx.at, policy, catalog.currency, "plan_charge"))
@@ -248,7 +248,8 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
             line = pricing.operations_credit(pools, cap, catalog.currency, ctx.at)
             credits += [line] if line else []
         elif catalog.policy.upgrade_credit == "unused_time":
-            credits += billing.credit_unused(sub, ctx, old_period, "plan")
+            credits += billing.credit_unused(sub, ctx, old_period, "plan",
+                                             seats_storage.seats_credited(sub, catalog.policy, seats))
             time_credited = True
         if sub.storage_addon:
             credits += billing.credit_unused(sub, ctx, old_period, "addon")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from domain import pricing, rules
+from domain.catalog import Policy
 from domain.commands import ReportStorage, SetMembers, SetSeats, SetStorageAddon
 from domain.errors import LedgerError
 from domain.subscription import billing, credits_operations
@@ -18,6 +19,17 @@ if TYPE_CHECKING:
 def _require_subscription(sub: Subscription) -> None:
     if not sub.subscribed:
         raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+
+
+def seats_credited(sub: Subscription, policy: Policy, new_seats: int | None) -> int:
+    """R21: how many seats a plan change credits for unused time. Only what the policy keeps
+    paid: a seat removed without a credit stays paid until the period ends (it may be added
+    back for free), so it is credited only as far as it moves into the new plan, never turned
+    into billing credit by an upgrade or a downgrade."""
+    held = sub.seats_held(policy)
+    if policy.seat_removal_credit:
+        return held
+    return min(held, max(sub.seats or 0, new_seats or 0))
 
 
 def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | None:
