@@ -240,7 +240,10 @@ def _downgrade_scheduled(event: Subscription.DowngradeScheduled, scene: Scene) -
 
 @summary.register(Subscription.SeatsChanged)
 def _seats_changed(event: Subscription.SeatsChanged, scene: Scene) -> str:
-    return f"seats {event.previous} -> {event.seats}"
+    text = f"seats {event.previous} -> {event.seats}"
+    if event.scheduled_seats is not None and scene.sub.scheduled:
+        text += f"; the scheduled downgrade to {scene.sub.scheduled['plan']} starts with {event.scheduled_seats} seats"
+    return text
 
 
 @summary.register(Subscription.MembersChanged)

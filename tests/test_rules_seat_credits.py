@@ -61,3 +61,54 @@ def test_R21_seats_credited_on_removal_are_not_credited_again_by_a_plan_change(b
     assert lines(up) == [("plan_credit", D("-16.00")), ("plan_charge", D("30.00"))]
     assert (up.subtotal, up.credit_applied, up.amount_due) == (D("14.00"), D("14.00"), D("0.00"))
     assert b.sub("ws").billing_credit == D("304.00") - D("14.00")
+
+
+# ------------------------------------------------------------------ R5/R17/R21 a scheduled downgrade's seats
+
+
+def period_end_workspace(book, tmp_path, plan="business", seats=10):
+    """A per-seat catalog whose downgrades wait for the period end (R17)."""
+    b = book(catalog_variant(tmp_path, "workspace", "workspace-period-end", downgrade_timing='"period_end"'))
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    assert b.do("ws", "subscribe", plan=plan, seats=seats).ok
+    return b
+
+
+def test_R5_R17_R21_scheduled_downgrade_starts_with_the_seats_held_at_the_boundary(book, tmp_path):
+    """The audit's case: Business 10 seats, a downgrade to Team 10 seats scheduled; members grow
+    to 18 and set-seats 20 charges for 20. At the boundary Team starts with those 20 seats (before
+    the fix: 10, and the 10 seats just bought vanished)."""
+    b = period_end_workspace(book, tmp_path)
+    assert b.do("ws", "change-plan", plan="team", seats=10).ok
+    assert b.sub("ws").scheduled["seats"] == 10
+    b.at("2026-04-11T00:00:00")
+    assert b.do("ws", "set-members", members=18).ok
+    bought = b.do("ws", "set-seats", seats=20)
+    assert lines(only_invoice(bought)) == [("seat_charge", D("100.00"))]  # 15.00 x 10 x 20/30
+    (changed,) = [e for e in bought.events if type(e).__name__ == "SeatsChanged"]
+    assert changed.scheduled_seats == 20
+    assert b.sub("ws").scheduled["seats"] == 20
+    b.at("2026-05-01T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.plan, sub.seats, sub.members) == ("team", 20, 18)
+    renewal = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][-1]
+    assert lines(renewal) == [("plan_charge", D("160.00"))]
+
+
+def test_R17_R24_members_grown_after_scheduling_show_the_over_seat_warning_at_the_boundary(book, tmp_path):
+    """Without seats bought, the scheduled 10 seats stand: the 18 members raise the R24 warning."""
+    b = period_end_workspace(book, tmp_path)
+    assert b.do("ws", "change-plan", plan="team", seats=10).ok
+    assert b.do("ws", "set-members", members=18).ok
+    b.at("2026-05-01T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.plan, sub.seats) == ("team", 10)
+    assert sub.members > sub.seat_limit(b.ledger.catalog_for(sub))  # over_seat: R24
+
+
+def test_R17_R21_fewer_seats_chosen_after_scheduling_are_the_next_period_quantity(book, tmp_path):
+    b = period_end_workspace(book, tmp_path, seats=12)
+    assert b.do("ws", "change-plan", plan="team", seats=10).ok
+    assert b.do("ws", "set-seats", seats=6).ok
+    b.at("2026-05-01T00:00:00")
+    assert (b.sub("ws").plan, b.sub("ws").seats) == ("team", 6)

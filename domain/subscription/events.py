@@ -213,14 +213,25 @@ class PeriodRenewed(Event):
         sub.charged = {k: v for k, v in sub.charged.items() if k.endswith(self.period_end.isoformat())}
 
 class SeatsChanged(Event):
+    """`scheduled_seats`: the seats a scheduled per-seat downgrade now starts with (the last
+    seat count chosen, R17, R21), or None when none is scheduled. v3 added it."""
+
+    class_version = 3
     seats: int
     previous: int | None
     unit_price: Decimal | None
+    scheduled_seats: int | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["scheduled_seats"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.seats = self.seats
         sub.seats_paid = max(sub.seats_paid, self.seats)
+        if self.scheduled_seats is not None and sub.scheduled:
+            sub.scheduled["seats"] = self.scheduled_seats
 
 class MembersChanged(Event):
     class_version = 3

@@ -61,8 +61,22 @@ def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | Non
     bill = billing.price(sub, ctx, lines, "seats") if lines else None
     if any(line.kind == "seat_credit" for line in lines):
         credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(plan, cmd.seats))  # R23
-    sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit)
+    sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit,
+                scheduled_seats=scheduled_seats(sub, ctx, cmd.seats))
     return billing.issue(sub, ctx, bill, plan=plan.id) if bill else None
+
+
+def scheduled_seats(sub: Subscription, ctx: Context, seats: int) -> int | None:
+    """R17, R21: a per-seat downgrade scheduled for the period end starts with the seats held at
+    the boundary: a seat count chosen after scheduling it is the next period's quantity, so the
+    schedule follows it (within the target's max_seats). Members who joined without seats being
+    bought are not counted for them: the new plan shows the R24 over-seat warning instead."""
+    if not sub.scheduled or sub.scheduled["kind"] != "downgrade":
+        return None
+    target = ctx.catalog.plan(sub.scheduled["plan"] or "")
+    if target is None or not target.per_seat:
+        return None
+    return min(seats, target.max_seats)
 
 
 def set_members(sub: Subscription, cmd: SetMembers, ctx: Context) -> None:
