@@ -194,6 +194,13 @@ class Rate:
         return f"{self.price} / {self.operations:,} ops = {self.per_operation.normalize()}/op"
 
 
+def prorated_operations(operations: int, window: Period, at: datetime, policy: Policy) -> int:
+    """A tier's monthly operations for the rest of `window` (R11, R16): operations x remaining
+    fraction, rounded down to whole operations."""
+    f = remaining_fraction(window, at, policy)
+    return operations * f.num // f.den
+
+
 def operations_credit(pools: list[tuple[int, Rate]], cap: Decimal, currency: str, at: datetime) -> Line | None:
     """Unused operations, each pool at the rate it was paid at, capped at the new bill (R16, R27).
     Carried-over operations keep the rate of the plan they were bought on (R18)."""

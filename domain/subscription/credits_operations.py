@@ -108,6 +108,16 @@ def unused_operations(sub: Subscription, ctx: Context) -> list[tuple[int, pricin
     return pools
 
 
+def operations_for_the_rest(sub: Subscription, ctx: Context, tier: Tier) -> int:
+    """R11, R16: a tier upgrade that keeps the cycle raises the limit at once: the new tier's
+    monthly operations for the rest of this month (or monthly period), priced as its charge is.
+    What the old tier left was credited (unused operations or unused time)."""
+    period = sub.period()
+    assert period is not None
+    window = period_containing(period.start, "month", ctx.at)[1] if tier.interval == "year" else period
+    return pricing.prorated_operations(tier.monthly_operations, window, ctx.at, ctx.catalog.policy)
+
+
 def unreset_operations(sub: Subscription, ctx: Context) -> int:
     """What a paid annual tier still owes this period: the monthly allotments not yet reset.
     They are unused operations of the tier the price per operation is taken from (R16)."""

@@ -110,7 +110,7 @@ class PlanSet(Event):
             sub.prices.pop("plan", None)
         if self.ops_allotment is not None:
             sub.ops_allotment = self.ops_allotment
-            if self.interval == "year" and self.period_start and self.tier:
+            if self.new_cycle and self.interval == "year" and self.period_start and self.tier:
                 sub.ops_reset_at = add_months(self.period_start, 1)
         sub.status = "past_due" if sub.open_invoices() else "active"
 

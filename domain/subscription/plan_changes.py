@@ -92,14 +92,25 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
         return start_paid(sub, event, ctx, target, tier, interval, seats, "upgrade", keep_team=keep_team)
     period = sub.period()
     assert period is not None
+    policy, currency = ctx.catalog.policy, ctx.catalog.currency
     new_item = pricing.plan_item(target, interval, seats, tier)
     assert new_item is not None
-    lines = billing.credit_unused(sub, ctx, period, "plan", seats_storage.seats_credited(sub, ctx.catalog.policy, seats))
-    lines.append(pricing.prorated_charge(new_item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency, "plan_charge"))
-    bill = billing.price(sub, ctx, lines, "upgrade")
+    charge = pricing.prorated_charge(new_item, period, ctx.at, policy, currency, "plan_charge")
+    pools = credits_operations.unused_operations(sub, ctx) if policy.upgrade_credit == "unused_operations" else []
+    if pools:  # R16: the credit follows upgrade_credit whatever the cycle policy, capped at this bill
+        credit = pricing.operations_credit(pools, charge.amount, currency, ctx.at)
+        lines = [credit] if credit else []
+    else:
+        lines = billing.credit_unused(sub, ctx, period, "plan", seats_storage.seats_credited(sub, policy, seats))
+    bill = billing.price(sub, ctx, lines + [charge], "upgrade")
     supersede_schedule(sub, ctx)
+    if pools and lines:
+        sub.trigger(OperationsConvertedToCredit, ctx, operations=sum(n for n, _ in pools), amount=-lines[0].amount,
+                    formula=lines[0].formula)
     credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats))
-    set_plan(sub, event, ctx, target, tier, interval, seats, None, unit_price=new_item.unit_price, keep_team=keep_team)
+    allotment = credits_operations.operations_for_the_rest(sub, ctx, tier) if tier else None
+    set_plan(sub, event, ctx, target, tier, interval, seats, None, unit_price=new_item.unit_price, keep_team=keep_team,
+             allotment=allotment)
     return billing.issue(sub, ctx, bill, plan=target.id)
 
 
@@ -193,11 +204,12 @@ def supersede_schedule(sub: Subscription, ctx: Context) -> None:
 def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
              interval: str | None, seats: int | None, new_period: Period | None, *,
              unit_price: Decimal | None = None, addon_price: Decimal | None = None,
-             keep_team: str | None = None) -> None:
+             keep_team: str | None = None, allotment: int | None = None) -> None:
     """Put the workspace on `plan`; with `new_period` the billing cycle restarts there, without
     it a paid plan keeps the current cycle and a plan that bills nothing has none. A new plan
     price credits the old plan's seats and charges only these seats (R21); without one, seats
-    already paid this period stay paid."""
+    already paid this period stay paid. `allotment`: the operations left for the rest of this
+    cycle when the tier changes without a new one (R11, R16)."""
     if new_period is not None:
         start, end = new_period.start, new_period.end
     elif plan.billable:
@@ -205,9 +217,9 @@ def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: 
     else:
         start = end = None
     if tier is None:
-        allotment: int | None = 0
-    else:
-        allotment = tier.monthly_operations if new_period else None  # None: unchanged in this cycle
+        allotment = 0
+    elif allotment is None and new_period:
+        allotment = tier.monthly_operations  # else None: unchanged in this cycle
     new_cycle = new_period is not None or not plan.billable
     seats_paid = (seats or 0) if (new_cycle or unit_price is not None) else max(sub.seats_paid, seats or 0)
     sub.trigger(

@@ -1,0 +1,77 @@
+"""Operations catalogs (004) under other policies: upgrades that keep the cycle (R11, R16), tier
+changes in the audit trail, and what happens to usage beyond the allowance (R19)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import utc
+from tests.support import D, VISA, catalog_variant, lines, only_invoice, refused, types
+
+
+def ops_book(book, tmp_path, **policy):
+    if not policy:
+        return book("operations", "2026-04-01T00:00:00")
+    return book(catalog_variant(tmp_path, "operations", "operations-custom", **policy), "2026-04-01T00:00:00")
+
+
+def subscribed(b, plan="core", tier=150_000, interval="month"):
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", plan=plan, tier=tier, interval=interval).ok
+    return b
+
+
+# ------------------------------------------------------------------ R16/R11 upgrade_new_cycle = false
+
+
+def test_R16_R11_upgrade_keeping_the_cycle_credits_unused_operations_and_raises_limits_at_once(book, tmp_path):
+    """`upgrade_new_cycle = false`: Core 150,000 (113.85) with 50,000 used, Pro 150,000 (190.00)
+    ten days in. The credit follows `upgrade_credit` (100,000 unused x 113.85/150,000 = 75.90),
+    the charge is the rest of the period (190.00 x 20/30 = 126.67), and the new tier's operations
+    apply at once for the rest of the period (150,000 x 20/30 = 100,000); the cycle stays."""
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle="false"))
+    assert b.do("ws", "record-usage", operations=50_000).ok
+    b.at("2026-04-11T00:00:00")
+    result = b.do("ws", "change-plan", plan="pro", tier=150_000)
+    invoice = only_invoice(result)
+    assert lines(invoice) == [("operations_credit", D("-75.90")), ("plan_charge", D("126.67"))]
+    assert invoice.amount_due == D("50.77")
+    assert "OperationsConvertedToCredit" in types(result)
+    sub = b.sub("ws")
+    assert (sub.plan, sub.operations_remaining) == ("pro", 100_000)
+    assert (sub.period_start, sub.period_end) == (utc("2026-04-01T00:00:00"), utc("2026-05-01T00:00:00"))
+    b.at("2026-05-01T00:00:00")
+    renewal = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][-1]
+    assert lines(renewal) == [("plan_charge", D("190.00"))]
+    assert b.sub("ws").operations_remaining == 150_000
+
+
+def test_R16_R27_upgrade_keeping_the_cycle_caps_the_operations_credit_at_the_bill(book, tmp_path):
+    """Core 150,000 unused on day 29 -> Teams 10,000: the credit is capped at the 1.14 charged."""
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle="false"))
+    b.at("2026-04-30T00:00:00")
+    invoice = only_invoice(b.do("ws", "change-plan", plan="teams", tier=10_000))
+    assert lines(invoice) == [("operations_credit", D("-1.14")), ("plan_charge", D("1.14"))]
+    assert "capped" in invoice.lines[0]["formula"]
+
+
+def test_R16_R11_annual_tier_upgrade_keeping_the_cycle_keeps_the_monthly_resets(book, tmp_path):
+    """Core 120,000/year -> Core 240,000/year on Jul 16 without a new cycle: unused operations
+    (6,000 this month + 8 months not yet reset = 86,000 at 105.90/120,000) are credited against
+    the rest of the year (188.20 x 259/365); this month gets 20,000 x 16/31, and the resets go on monthly."""
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle="false"), tier=120_000, interval="year")
+    b.at("2026-07-16T00:00:00")
+    assert b.do("ws", "record-usage", operations=4_000).ok
+    invoice = only_invoice(b.do("ws", "change-plan", plan="core", tier=240_000, interval="year"))
+    assert lines(invoice) == [("operations_credit", D("-75.90")), ("plan_charge", D("133.54"))]
+    sub = b.sub("ws")
+    assert (sub.ops_allotment, sub.ops_reset_at) == (20_000 * 16 // 31, utc("2026-08-01T00:00:00"))
+    b.at("2026-08-01T00:00:00")
+    assert b.sub("ws").ops_allotment == 20_000
+
+
+def test_R16_built_in_operations_catalog_still_starts_a_new_cycle(book, tmp_path):
+    b = subscribed(ops_book(book, tmp_path))
+    b.at("2026-04-11T00:00:00")
+    assert b.do("ws", "change-plan", plan="pro", tier=150_000).ok
+    assert b.sub("ws").period_start == utc("2026-04-11T00:00:00")
