@@ -185,16 +185,28 @@ def summary(event: Subscription.Event, scene: Scene) -> str:
 
 @summary.register(Subscription.PlanSet)
 def _plan_set(event: Subscription.PlanSet, scene: Scene) -> str:
-    cur, name, from_name = scene.currency, scene.plan_name, scene.from_name
+    name, from_name = scene.plan_name, scene.from_name
     text = f"{from_name} -> {name}" if from_name and from_name != name else name
     if event.interval:
         text += f" ({event.interval}ly"
         text += f", {event.seats} seats)" if event.seats else ")"
+    return f"{type(event).__name__}: {text}{_billed_with(event, scene)}"
+
+
+@summary.register(Subscription.TierChanged)
+def _tier_changed(event: Subscription.TierChanged, scene: Scene) -> str:
+    tiers = f"{event.from_tier:,} -> {event.tier:,}" if event.from_tier and event.tier else f"{event.tier}"
+    return f"TierChanged: {scene.plan_name} {tiers} operations/{event.interval}{_billed_with(event, scene)}"
+
+
+def _billed_with(event: Subscription.PlanSet, scene: Scene) -> str:
+    """', charged X' (or what the plan change's invoice said), from the invoice the command issued."""
     bill = next((e for e in following(scene.source, event) if isinstance(e, Subscription.InvoiceIssued)), None)
-    if bill is not None:
-        text += f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
-            f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
-    return f"{type(event).__name__}: {text}"
+    if bill is None:
+        return ""
+    cur = scene.currency
+    return f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
+        f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
 
 
 @summary.register(Subscription.InvoiceIssued)

@@ -75,3 +75,39 @@ def test_R16_built_in_operations_catalog_still_starts_a_new_cycle(book, tmp_path
     b.at("2026-04-11T00:00:00")
     assert b.do("ws", "change-plan", plan="pro", tier=150_000).ok
     assert b.sub("ws").period_start == utc("2026-04-11T00:00:00")
+
+
+# ------------------------------------------------------------------ R16 tier changes in the audit trail
+
+
+def test_R16_tier_upgrade_on_the_same_interval_is_recorded_as_a_tier_change(book, tmp_path):
+    """Core 120,000/yr -> Core 240,000/yr is a TierChanged (from 120,000), not an IntervalChanged."""
+    b = subscribed(ops_book(book, tmp_path), tier=120_000, interval="year")
+    result = b.do("ws", "change-plan", plan="core", tier=240_000, interval="year")
+    assert "TierChanged" in types(result) and "IntervalChanged" not in types(result)
+    (changed,) = [e for e in result.events if type(e).__name__ == "TierChanged"]
+    assert (changed.from_tier, changed.tier, changed.interval) == (120_000, 240_000, "year")
+
+
+@pytest.mark.parametrize("new_cycle", ["true", "false"])
+def test_R16_tier_change_reads_right_in_the_audit_trail(book, db_url, tmp_path, new_cycle):
+    from adapters.settings import eventsourcing_env
+    from projections import audit_trail
+    from projections.runner import Projections
+
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle=new_cycle), tier=10_000)
+    assert b.do("ws", "change-plan", plan="core", tier=40_000).ok
+    assert b.do("ws", "change-plan", plan="core", tier=480_000, interval="year").ok
+    with Projections(eventsourcing_env(db_url), source=b.ledger) as p:
+        p.catch_up()
+        with p.engine.connect() as conn:
+            summaries = [r["summary"] for r in audit_trail.rows(conn, "ws") if r["event_type"] in (
+                "TierChanged", "IntervalChanged")]
+    assert summaries[0].startswith("TierChanged: Core 10,000 -> 40,000 operations/month, charged ")
+    assert summaries[1].startswith("IntervalChanged: Core (yearly)")
+
+
+def test_R16_same_monthly_operations_on_another_interval_is_an_interval_change(book, tmp_path):
+    """Core 10,000/month -> Core 120,000/year grants the same 10,000 a month: an IntervalChanged."""
+    b = subscribed(ops_book(book, tmp_path), tier=10_000)
+    assert "IntervalChanged" in types(b.do("ws", "change-plan", plan="core", tier=120_000, interval="year"))

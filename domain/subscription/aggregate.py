@@ -124,6 +124,7 @@ class Subscription(Aggregate):
     TrialExpired = events.TrialExpired
     PlanUpgraded = events.PlanUpgraded
     IntervalChanged = events.IntervalChanged
+    TierChanged = events.TierChanged
     DowngradeApplied = events.DowngradeApplied
     DowngradeScheduled = events.DowngradeScheduled
     DowngradeCancelled = events.DowngradeCancelled

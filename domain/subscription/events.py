@@ -134,6 +134,11 @@ class PlanUpgraded(PlanSet):
 class IntervalChanged(PlanSet):
     pass
 
+class TierChanged(PlanSet):
+    """A bigger operations tier of the same plan (R16), e.g. Core 120,000/yr -> 240,000/yr."""
+
+    from_tier: int | None
+
 class DowngradeApplied(PlanSet):
     pass
 

@@ -7,7 +7,7 @@ Each decision runs every check before its first fact and returns the money it ne
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain import pricing, rules
 from domain.catalog import Plan, Tier
@@ -20,7 +20,7 @@ from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import (
     AICreditsGranted, CancellationCancelled, CancellationScheduled, DowngradeApplied, DowngradeCancelled,
     DowngradeNoticeDue, DowngradeScheduled, IntervalChanged, OperationsCarriedOver, OperationsConvertedToCredit,
-    PlanSet, PlanUpgraded, Subscribed, SubscriptionCanceled, TrialConverted, TrialStarted,
+    PlanSet, PlanUpgraded, Subscribed, SubscriptionCanceled, TierChanged, TrialConverted, TrialStarted,
 )
 
 if TYPE_CHECKING:
@@ -85,11 +85,10 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
     new plan), or a new cycle from now (R14, R15; 004's policy, R16)."""
     rules.check_payment_method(sub)
     rules.check_team_choice(current, target, keep_team)
-    event = TrialConverted if current.kind == "trial" else (
-        IntervalChanged if target.id == current.id else PlanUpgraded)
+    event, extra = upgrade_event(sub, ctx, current, target, tier)
     new_cycle = not current.billable or ctx.catalog.policy.upgrade_new_cycle or interval != sub.interval
     if new_cycle:
-        return start_paid(sub, event, ctx, target, tier, interval, seats, "upgrade", keep_team=keep_team)
+        return start_paid(sub, event, ctx, target, tier, interval, seats, "upgrade", keep_team=keep_team, extra=extra)
     period = sub.period()
     assert period is not None
     policy, currency = ctx.catalog.policy, ctx.catalog.currency
@@ -110,8 +109,22 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
     credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats))
     allotment = credits_operations.operations_for_the_rest(sub, ctx, tier) if tier else None
     set_plan(sub, event, ctx, target, tier, interval, seats, None, unit_price=new_item.unit_price, keep_team=keep_team,
-             allotment=allotment)
+             allotment=allotment, **extra)
     return billing.issue(sub, ctx, bill, plan=target.id)
+
+
+def upgrade_event(sub: Subscription, ctx: Context, current: Plan, target: Plan,
+                  tier: Tier | None) -> tuple[type[PlanSet], dict[str, Any]]:
+    """What an upgrade is recorded as, so the audit trail reads right: a trial converted, another
+    plan, a bigger tier of the same plan (R16; with the tier it left), or another interval."""
+    if current.kind == "trial":
+        return TrialConverted, {}
+    if target.id != current.id:
+        return PlanUpgraded, {}
+    old_tier = sub.tier_of(ctx.catalog)
+    if tier and old_tier and tier.monthly_operations != old_tier.monthly_operations:
+        return TierChanged, {"from_tier": old_tier.operations}
+    return IntervalChanged, {}
 
 
 def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: Tier | None, interval: str,
@@ -204,7 +217,7 @@ def supersede_schedule(sub: Subscription, ctx: Context) -> None:
 def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
              interval: str | None, seats: int | None, new_period: Period | None, *,
              unit_price: Decimal | None = None, addon_price: Decimal | None = None,
-             keep_team: str | None = None, allotment: int | None = None) -> None:
+             keep_team: str | None = None, allotment: int | None = None, **extra: Any) -> None:
     """Put the workspace on `plan`; with `new_period` the billing cycle restarts there, without
     it a paid plan keeps the current cycle and a plan that bills nothing has none. A new plan
     price credits the old plan's seats and charges only these seats (R21); without one, seats
@@ -226,14 +239,15 @@ def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: 
         event_class, ctx, from_plan=sub.plan, plan=plan.id, tier=tier.operations if tier else None,
         interval=interval, seats=seats, unit_price=unit_price, addon_price=addon_price,
         new_cycle=new_cycle, period_start=start, period_end=end,
-        ops_allotment=allotment, kept_team=keep_team, seats_paid=seats_paid,
+        ops_allotment=allotment, kept_team=keep_team, seats_paid=seats_paid, **extra,
     )
     if not plan.ai_credits_per_seat and (sub.ai_granted or sub.ai_grant_at):
         sub.trigger(AICreditsGranted, ctx, credits=0, expired=sub.ai_granted, debt_repaid=0, next_grant_at=None)
 
 
 def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
-               interval: str, seats: int | None, purpose: str, keep_team: str | None = None) -> ChargeDue | None:
+               interval: str, seats: int | None, purpose: str, keep_team: str | None = None,
+               extra: dict[str, Any] | None = None) -> ChargeDue | None:
     """A paid cycle starting now (R14, R15, 004): full charge for the new period, credit for
     what the old plan leaves unused (R13, or unused operations, R16), then the plan, the grants
     and the bill, in that order."""
@@ -273,6 +287,6 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
     if time_credited:
         credits_operations.prorate_grant(sub, ctx, 0)  # the old window ends with the time credited (R23)
     set_plan(sub, event_class, ctx, plan, tier, interval, seats, new_period, unit_price=item.unit_price,
-             addon_price=addon.unit_price if addon else None, keep_team=keep_team)
+             addon_price=addon.unit_price if addon else None, keep_team=keep_team, **(extra or {}))
     credits_operations.grant_cycle(sub, ctx, plan, reset_operations=False)
     return billing.issue(sub, ctx, bill, plan=plan.id)
