@@ -45,6 +45,9 @@ class Policy(_Model):
     downgrade_notice_days: int = Field(7, ge=0, le=60)
     operations_pack: int = Field(10_000, gt=0)
     carry_over_days: dict[Interval, int] = Field(default_factory=lambda: {"month": 30, "year": 365})
+    overage: Literal["block", "bill", "allow"] = Field(
+        "block", description="operations beyond the allowance: refused, billed on the next invoice, or forgiven"
+    )
     ai_grant_cadence: Literal["month", "period"] = Field(
         "month", description="subscription AI credits are granted every month (annual plans too) or once a period (R23)"
     )

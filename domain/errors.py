@@ -19,6 +19,7 @@ CODES = {
     "no_scheduled_change": "R17",
     "idempotency_conflict": "",
     "insufficient_credits": "R23",
+    "operations_limit_exceeded": "R19",
     "concurrency_conflict": "",
     "not_found": "",
     "invalid_catalog": "",

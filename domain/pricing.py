@@ -201,6 +201,17 @@ def prorated_operations(operations: int, window: Period, at: datetime, policy: P
     return operations * f.num // f.den
 
 
+def operations_overage_charge(pools: list[tuple[int, Rate]], currency: str, at: datetime) -> Line:
+    """Operations used beyond the allowance (policy `overage = "bill"`), each at the price per
+    operation of the plan they were used on, as one line of the next invoice."""
+    used = sum(n for n, _ in pools)
+    exact = sum((rate.value(n) for n, rate in pools), ZERO)
+    amount = round_half_up(exact, currency)
+    parts = " + ".join(f"({rate}) x {n:,}" for n, rate in pools)
+    formula = f"{parts} = {exact:.6f} -> {fmt(amount, currency)}"
+    return Line("operations_overage", f"{used:,} operations beyond the allowance", amount, used, at, None, formula)
+
+
 def operations_credit(pools: list[tuple[int, Rate]], cap: Decimal, currency: str, at: datetime) -> Line | None:
     """Unused operations, each pool at the rate it was paid at, capped at the new bill (R16, R27).
     Carried-over operations keep the rate of the plan they were bought on (R18)."""

@@ -290,6 +290,12 @@ def _ai_credits_prorated(event: Subscription.AICreditsProrated, scene: Scene) ->
             f"{event.withdrawn:,} withdrawn, {event.debt:,} owed")
 
 
+@summary.register(Subscription.OperationsOverageBilled)
+def _overage_billed(event: Subscription.OperationsOverageBilled, scene: Scene) -> str:
+    return (f"{event.operations:,} operations beyond the allowance billed on {event.invoice_id}: "
+            f"{fmt(event.amount, scene.currency)}")
+
+
 @summary.register(Subscription.WorkspaceRegistered)
 def _workspace_registered(event: Subscription.WorkspaceRegistered, scene: Scene) -> str:
     return f"workspace {event.workspace_id} registered on catalog {event.catalog_id}"

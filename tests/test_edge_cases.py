@@ -9,7 +9,9 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import utc
-from tests.support import D, DECLINED, VISA, forms_on, lines, only_invoice, refused, types, workspace_on
+from tests.support import (
+    D, DECLINED, VISA, catalog_variant, forms_on, lines, only_invoice, refused, types, workspace_on,
+)
 
 
 def all_invoices(b, ws="ws"):
@@ -460,15 +462,17 @@ def test_R23_grants_follow_seats_and_plan_at_each_renewal(book):
 # ------------------------------------------------------------------ operations
 
 
-def ops_on(book, plan="core", tier=150000, interval="month", start="2026-04-01T00:00:00", ws="ws"):
-    b = book("operations", start)
+def ops_on(book, plan="core", tier=150000, interval="month", start="2026-04-01T00:00:00", ws="ws",
+           catalog="operations"):
+    b = book(catalog, start)
     assert b.do(ws, "add-payment-method", payment_method=VISA).ok
     assert b.do(ws, "subscribe", plan=plan, tier=tier, interval=interval).ok
     return b
 
 
-def test_usage_beyond_the_balance_is_recorded_as_overage_and_leaves_nothing_negative(book):
-    b = ops_on(book, tier=10000)
+def test_usage_beyond_the_balance_is_recorded_as_overage_and_leaves_nothing_negative(book, tmp_path):
+    """With `overage = "allow"` (the built-in catalog blocks, R19)."""
+    b = ops_on(book, tier=10000, catalog=catalog_variant(tmp_path, "operations", "ops-allow", overage='"allow"'))
     used = b.do("ws", "record-usage", operations=12000)
     assert used.ok and used.events[0].overage == 2000
     sub = b.sub("ws")

@@ -111,3 +111,70 @@ def test_R16_same_monthly_operations_on_another_interval_is_an_interval_change(b
     """Core 10,000/month -> Core 120,000/year grants the same 10,000 a month: an IntervalChanged."""
     b = subscribed(ops_book(book, tmp_path), tier=10_000)
     assert "IntervalChanged" in types(b.do("ws", "change-plan", plan="core", tier=120_000, interval="year"))
+
+
+# ------------------------------------------------------------------ R19 usage beyond the allowance
+
+
+def renewals(b, ws="ws"):
+    return [e for e in b.ledger.workspace_events(ws) if type(e).__name__ == "InvoiceIssued" and e.purpose == "renewal"]
+
+
+def test_R19_usage_beyond_the_allowance_is_refused_on_the_built_in_operations_catalog(book, tmp_path):
+    """The audit's case: record-usage 1,000,000 on a 10,000 tier was accepted, 0 left, nothing
+    billed. The built-in catalog blocks (`overage = "block"`): refused, recording nothing; usage
+    that fits still counts; extra operations are sold in packs instead."""
+    b = subscribed(ops_book(book, tmp_path), tier=10_000)
+    result = refused(b, "ws", "operations_limit_exceeded", "record-usage", operations=1_000_000)
+    assert "1,000,000 operations exceed the 10,000 left on Core" in result.error.message
+    assert b.do("ws", "record-usage", operations=10_000).ok
+    refused(b, "ws", "operations_limit_exceeded", "record-usage", operations=1)
+    assert b.do("ws", "buy-operations", operations=10_000).ok
+    assert b.do("ws", "record-usage", operations=10_000).ok
+    assert b.sub("ws").operations_remaining == 0
+    b.at("2026-05-01T00:00:00")
+    assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]
+
+
+def test_R19_members_are_blocked_too_and_a_block_records_nothing(book, tmp_path):
+    from tests.conftest import MEMBER
+
+    b = subscribed(ops_book(book, tmp_path), tier=10_000)
+    refused(b, "ws", "operations_limit_exceeded", "record-usage", actor=MEMBER, operations=10_001)
+
+
+def test_R19_billed_overage_is_its_own_line_on_the_next_invoice(book, tmp_path):
+    """`overage = "bill"`: 12,000 used on a 10,000 tier (10.59): the 2,000 beyond are billed on
+    May's renewal at 10.59/10,000 per operation = 2.12, as their own line."""
+    b = subscribed(ops_book(book, tmp_path, overage='"bill"'), tier=10_000)
+    used = b.do("ws", "record-usage", operations=12_000)
+    assert used.ok and (used.events[0].overage, used.events[0].billed_rate_price) == (2_000, D("10.59"))
+    b.at("2026-05-01T00:00:00")
+    renewal = renewals(b)[-1]
+    assert lines(renewal) == [("plan_charge", D("10.59")), ("operations_overage", D("2.12"))]
+    assert renewal.lines[1]["formula"] == "(10.59 / 10,000 ops = 0.001059/op) x 2,000 = 2.118000 -> 2.12"
+    assert renewal.amount_due == D("12.71")
+    b.at("2026-06-01T00:00:00")
+    assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]  # billed once
+
+
+def test_R19_billed_overage_goes_on_the_invoice_of_a_new_cycle_and_a_final_invoice(book, tmp_path):
+    """The next invoice may be an upgrade's (the cycle it closes) or, when the subscription ends,
+    a final invoice: overage is never forgiven under `bill`."""
+    b = subscribed(ops_book(book, tmp_path, overage='"bill"'), tier=10_000)
+    assert b.do("ws", "record-usage", operations=15_000).ok
+    up = only_invoice(b.do("ws", "change-plan", plan="core", tier=20_000))
+    assert lines(up) == [("plan_charge", D("18.82")), ("operations_overage", D("5.30"))]
+    assert b.do("ws", "record-usage", operations=21_000).ok
+    assert b.do("ws", "cancel").ok
+    b.at("2026-05-02T00:00:00")
+    final = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][-1]
+    assert (final.purpose, lines(final)) == ("final", [("operations_overage", D("0.94"))])
+    assert b.sub("ws").status == "canceled"
+
+
+def test_R19_allowed_overage_is_recorded_and_not_billed(book, tmp_path):
+    b = subscribed(ops_book(book, tmp_path, overage='"allow"'), tier=10_000)
+    assert b.do("ws", "record-usage", operations=1_000_000).ok
+    b.at("2026-05-01T00:00:00")
+    assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]

@@ -85,6 +85,13 @@ class Rate(TypedDict):
     operations: int
 
 
+class Overage(TypedDict):
+    """Operations used beyond the allowance at one plan's rate, not billed yet (policy `overage = "bill"`)."""
+
+    operations: int
+    rate: Rate
+
+
 Handler = Callable[["Subscription", Any, Context], ChargeDue | None]
 
 HANDLERS: dict[type[Command], Handler] = {
@@ -142,6 +149,7 @@ class Subscription(Aggregate):
     AICreditsProrated = events.AICreditsProrated
     AICreditsConsumed = events.AICreditsConsumed
     OperationsUsed = events.OperationsUsed
+    OperationsOverageBilled = events.OperationsOverageBilled
     OperationsBought = events.OperationsBought
     OperationsCarriedOver = events.OperationsCarriedOver
     OperationsConvertedToCredit = events.OperationsConvertedToCredit
@@ -188,6 +196,7 @@ class Subscription(Aggregate):
         self.ops_carried_until: datetime | None = None
         self.ops_carried_rate: Rate | None = None
         self.ops_reset_at: datetime | None = None
+        self.ops_overage: list[Overage] = []
         self.storage_used: Decimal = ZERO
         self.storage_addon: str | None = None
         self.payment_methods: list[str] = []
@@ -208,10 +217,12 @@ class Subscription(Aggregate):
 
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
-        """v3: the grant window's worth and rate, AI credit debt and the next monthly grant (R23)."""
+        """v3: the grant window's worth and rate, AI credit debt and the next monthly grant (R23);
+        operations overage not billed yet."""
         state["ai_worth"] = state["ai_rate"] = state["ai_granted"]
         state["ai_debt"] = 0
         state["ai_grant_at"] = None
+        state["ops_overage"] = []
 
     # ------------------------------------------------------------- state views
 

@@ -22,8 +22,8 @@ from domain.periods import Period, add_months, period_containing
 from domain.subscription import billing
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import (
-    AICreditPackBought, AICreditsConsumed, AICreditsGranted, AICreditsProrated, OperationsBought, OperationsReset,
-    OperationsUsed,
+    AICreditPackBought, AICreditsConsumed, AICreditsGranted, AICreditsProrated, OperationsBought,
+    OperationsOverageBilled, OperationsReset, OperationsUsed,
 )
 
 if TYPE_CHECKING:
@@ -58,16 +58,44 @@ def consume_ai_credits(sub: Subscription, cmd: ConsumeAICredits, ctx: Context) -
 
 
 def record_usage(sub: Subscription, cmd: RecordUsage, ctx: Context) -> None:
-    """Operations used, taken from carried-over, then the allotment, then extra packs (R18, R19)."""
-    require_tiered(sub, ctx)
+    """Operations used, taken from carried-over, then the allotment, then extra packs (R18, R19).
+    Beyond them the catalog's `overage` policy decides: `block` refuses the report (what was
+    already received still counts), `bill` records the overage to be charged on the next invoice
+    at the plan's price per operation, `allow` records it and charges nothing."""
+    tier = require_tiered(sub, ctx)
     left = cmd.operations
     parts = []
     for pool in (sub.ops_carried, sub.ops_allotment, sub.ops_extra):
         take = min(left, pool)
         parts.append(take)
         left -= take
+    policy = ctx.catalog.policy.overage
+    if left and policy == "block":
+        plan = sub.plan_of(ctx.catalog)
+        raise LedgerError("operations_limit_exceeded",
+                          f"{cmd.operations:,} operations exceed the {sub.operations_remaining:,} left on "
+                          f"{plan.name if plan else 'this plan'}: buy extra operations or upgrade")
+    rate = pricing.Rate.of(tier) if left and policy == "bill" else None
     sub.trigger(OperationsUsed, ctx, operations=cmd.operations, from_carried=parts[0],
-                from_allotment=parts[1], from_extra=parts[2], overage=left)
+                from_allotment=parts[1], from_extra=parts[2], overage=left,
+                billed_rate_price=rate.price if rate else None, billed_rate_operations=rate.operations if rate else None)
+
+
+def overage_lines(sub: Subscription, ctx: Context) -> list[pricing.Line]:
+    """R19, policy `overage = "bill"`: the operations used beyond the allowance and not billed
+    yet, as their own line of the next invoice (a renewal, a new cycle, a final invoice)."""
+    if not sub.ops_overage:
+        return []
+    pools = [(p["operations"], pricing.Rate(p["rate"]["price"], p["rate"]["operations"])) for p in sub.ops_overage]
+    return [pricing.operations_overage_charge(pools, ctx.catalog.currency, ctx.at)]
+
+
+def overage_billed(sub: Subscription, ctx: Context, bill: billing.Bill) -> None:
+    """Record that `bill` carries the overage line (before the invoice itself, as a purchase is)."""
+    for line in bill.lines:
+        if line.kind == "operations_overage":
+            sub.trigger(OperationsOverageBilled, ctx, operations=line.quantity, amount=line.amount,
+                        invoice_id=bill.invoice_id)
 
 
 def buy_operations(sub: Subscription, cmd: BuyOperations, ctx: Context) -> ChargeDue | None:

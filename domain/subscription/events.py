@@ -340,17 +340,48 @@ class AICreditsConsumed(Event):
         sub.ai_purchased -= self.from_purchased
 
 class OperationsUsed(Event):
+    """`overage`: operations beyond the allowance. With policy `overage = "bill"` they are billed
+    on the next invoice at `billed_rate_price / billed_rate_operations` (None: not billed).
+    v3 added the rate."""
+
+    class_version = 3
     operations: int
     from_carried: int
     from_allotment: int
     from_extra: int
     overage: int
+    billed_rate_price: Decimal | None
+    billed_rate_operations: int | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["billed_rate_price"] = None
+        state["billed_rate_operations"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.ops_carried -= self.from_carried
         sub.ops_allotment -= self.from_allotment
         sub.ops_extra -= self.from_extra
+        if self.overage and self.billed_rate_price is not None and self.billed_rate_operations:
+            rate = {"price": self.billed_rate_price, "operations": self.billed_rate_operations}
+            pool = next((p for p in sub.ops_overage if p["rate"] == rate), None)
+            if pool is None:
+                sub.ops_overage.append({"operations": self.overage, "rate": rate})
+            else:
+                pool["operations"] += self.overage
+
+
+class OperationsOverageBilled(Event):
+    """The operations used beyond the allowance are on invoice `invoice_id` (policy `overage = "bill"`)."""
+
+    operations: int
+    amount: Decimal
+    invoice_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_overage = []
 
 class OperationsBought(Event):
     operations: int

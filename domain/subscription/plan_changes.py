@@ -279,7 +279,9 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
             time_credited = True
         if sub.storage_addon:
             credits += billing.credit_unused(sub, ctx, old_period, "addon")
+    charges += credits_operations.overage_lines(sub, ctx)  # the closed cycle's overage (R19)
     bill = billing.price(sub, ctx, credits + charges, purpose)
+    credits_operations.overage_billed(sub, ctx, bill)
     supersede_schedule(sub, ctx)
     if converted and credits:
         sub.trigger(OperationsConvertedToCredit, ctx, operations=converted, amount=-credits[0].amount,

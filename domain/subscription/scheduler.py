@@ -101,6 +101,7 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
         return
     scheduled = sub.scheduled
     if scheduled and scheduled["kind"] == "cancel":
+        final_invoice(sub, ctx)
         sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
         return
     if scheduled and scheduled["kind"] == "downgrade":
@@ -135,10 +136,23 @@ def renew(sub: Subscription, ctx: Context) -> None:
     lines = [pricing.full_charge(item, nxt, catalog.currency, "plan_charge")]
     if addon:
         lines.append(pricing.full_charge(addon, nxt, catalog.currency, "addon_charge"))
+    lines += credits_operations.overage_lines(sub, ctx)
     sub.trigger(PeriodRenewed, ctx, period_start=nxt.start, period_end=nxt.end, seats=sub.seats,
                 unit_price=item.unit_price, addon_price=addon.unit_price if addon else None)
     credits_operations.grant_cycle(sub, ctx, plan, reset_operations=True)
-    billing.issue_and_collect(sub, ctx, billing.price(sub, ctx, lines, "renewal", immediate=False))
+    bill = billing.price(sub, ctx, lines, "renewal", immediate=False)
+    credits_operations.overage_billed(sub, ctx, bill)
+    billing.issue_and_collect(sub, ctx, bill)
+
+
+def final_invoice(sub: Subscription, ctx: Context) -> None:
+    """What is still owed when a subscription ends (operations billed as overage, R19) is
+    invoiced and collected at the end; nothing else is (R10: no refund, no new period)."""
+    lines = credits_operations.overage_lines(sub, ctx)
+    if lines:
+        bill = billing.price(sub, ctx, lines, "final", immediate=False)
+        credits_operations.overage_billed(sub, ctx, bill)
+        billing.issue_and_collect(sub, ctx, bill)
 
 
 DUE: dict[str, Callable[[Subscription, Context], None]] = {
