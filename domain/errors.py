@@ -14,6 +14,7 @@ CODES = {
     "payment_pending": "R12",
     "payment_action_required": "R12",
     "team_choice_required": "R18",
+    "trial_used": "R15",
     "unknown_plan": "",
     "invalid_request": "",
     "no_scheduled_change": "R17",

@@ -208,6 +208,7 @@ class Subscription(Aggregate):
         self.prices: dict[str, Decimal] = {}
         self.idempotency: dict[str, IdempotencyEntry] = {}
         self.kept_team: str | None = None
+        self.trial_used = False
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -218,11 +219,12 @@ class Subscription(Aggregate):
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         """v3: the grant window's worth and rate, AI credit debt and the next monthly grant (R23);
-        operations overage not billed yet."""
+        operations overage not billed yet; whether the workspace has had its trial (R15)."""
         state["ai_worth"] = state["ai_rate"] = state["ai_granted"]
         state["ai_debt"] = 0
         state["ai_grant_at"] = None
         state["ops_overage"] = []
+        state["trial_used"] = state["status"] == "trialing"  # an older snapshot cannot tell an earlier trial
 
     # ------------------------------------------------------------- state views
 

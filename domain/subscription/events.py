@@ -121,6 +121,7 @@ class TrialStarted(PlanSet):
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.status = "trialing"
+        sub.trial_used = True
 
 class TrialConverted(PlanSet):
     pass

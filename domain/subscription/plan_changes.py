@@ -36,6 +36,8 @@ def subscribe(sub: Subscription, cmd: Subscribe, ctx: Context) -> ChargeDue | No
     tier = rules.resolve_tier(plan, cmd.tier, cmd.interval)
     rules.check_seats_for_plan(plan, cmd.seats)
     if plan.kind == "trial":
+        if sub.trial_used:  # one trial per workspace, however it ended (R15)
+            raise LedgerError("trial_used", f"this workspace has had its {plan.name.lower()}: choose a plan to subscribe")
         end = plus_days(ctx.at, plan.trial_days or 0)
         set_plan(sub, TrialStarted, ctx, plan, None, None, None, Period(ctx.at, end))
         return None
