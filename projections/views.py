@@ -32,19 +32,20 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
             "seats": sub.scheduled.get("seats"),
             "effective_at": iso(sub.scheduled["effective_at"]),
         }
-    seat_limit = sub.seat_limit(catalog)
+    canceled = sub.status == "canceled"  # no plan, interval or seats any more: shown as such
+    seat_limit = None if canceled else sub.seat_limit(catalog)
     storage_limit = sub.storage_limit(catalog)
     plan = sub.plan_of(catalog)
     return {
         "workspace": sub.workspace_id,
-        "plan": sub.plan,
-        "tier": sub.tier,
-        "interval": sub.interval,
-        "seats": sub.seats if sub.seats is not None else seat_limit,
+        "plan": None if canceled else sub.plan,
+        "tier": None if canceled else sub.tier,
+        "interval": None if canceled else sub.interval,
+        "seats": None if canceled else (sub.seats if sub.seats is not None else seat_limit),
         "members": sub.members,
         "over_seat": seat_limit is not None and sub.members > seat_limit,
         "status": sub.status,
-        "period_start": iso(sub.period_start),
+        "period_start": None if canceled else iso(sub.period_start),
         "period_end": iso(sub.period_end),
         "scheduled_change": scheduled,
         "billing_credit": fmt(sub.billing_credit, catalog.currency),
