@@ -21,6 +21,7 @@ CODES = {
     "idempotency_conflict": "",
     "insufficient_credits": "R23",
     "operations_limit_exceeded": "R19",
+    "workspace_suspended": "R19",
     "concurrency_conflict": "",
     "not_found": "",
     "invalid_catalog": "",

@@ -224,7 +224,8 @@ def _payment_succeeded(event: Subscription.PaymentSucceeded, scene: Scene) -> st
 
 @summary.register(Subscription.PaymentFailed)
 def _payment_failed(event: Subscription.PaymentFailed, scene: Scene) -> str:
-    return f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} failed: {event.decline_code}"
+    text = f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} failed: {event.decline_code}"
+    return text + (f"; retry on {iso(event.retry_at)}" if event.retry_at else "")
 
 
 @summary.register(Subscription.ChargeDeclined)
@@ -294,6 +295,17 @@ def _ai_credits_prorated(event: Subscription.AICreditsProrated, scene: Scene) ->
 def _overage_billed(event: Subscription.OperationsOverageBilled, scene: Scene) -> str:
     return (f"{event.operations:,} operations beyond the allowance billed on {event.invoice_id}: "
             f"{fmt(event.amount, scene.currency)}")
+
+
+@summary.register(Subscription.WorkspaceSuspended)
+def _suspended(event: Subscription.WorkspaceSuspended, scene: Scene) -> str:
+    return f"suspended: the last retry of {event.invoice_id} failed; paid features locked until it is paid"
+
+
+@summary.register(Subscription.WorkspaceReactivated)
+def _reactivated(event: Subscription.WorkspaceReactivated, scene: Scene) -> str:
+    restart = f"; a new period starts {iso(event.restart_at)}" if event.restart_at else ""
+    return f"reactivated: every open invoice paid{restart}"
 
 
 @summary.register(Subscription.WorkspaceRegistered)

@@ -12,6 +12,7 @@ from typing import Any
 from domain.catalog import Catalog
 from domain.money import fmt
 from domain.subscription import Subscription
+from domain.subscription.billing_events import invoice_number
 from projections.store import iso
 
 
@@ -21,7 +22,7 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         return {"plan": None, "tier": None, "interval": None, "seats": None, "status": "none",
                 "period_start": None, "period_end": None, "scheduled_change": None,
                 "billing_credit": fmt(Decimal(0), catalog.currency), "ai_credits": 0,
-                "operations_remaining": 0, "open_invoice": None}
+                "operations_remaining": 0, "open_invoice": None, "open_invoices": []}
     scheduled = None
     if sub.scheduled:
         scheduled = {
@@ -54,11 +55,15 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         "ai_credits_purchased": sub.ai_purchased,
         "operations_remaining": sub.operations_remaining,
         "open_invoice": sub.open_invoice,
+        "open_invoices": [
+            {"id": i, "amount_due": fmt(sub.invoices[i]["amount_due"], catalog.currency),
+             "retry_at": iso(sub.invoices[i].get("retry_at"))}
+            for i in sorted(sub.open_invoices(), key=invoice_number)],
         "storage_used_gb": str(sub.storage_used),
         "storage_limit_gb": storage_limit,
         "storage_read_only": sub.storage_used > storage_limit,
         "storage_addon": sub.storage_addon,
-        "features": plan.features if plan and sub.subscribed else [],
+        "features": plan.features if plan and sub.subscribed and sub.status != "suspended" else [],
         "contract": sub.contract,
         "payment_method": sub.default_payment_method,
         "catalog_version": sub.catalog_version,

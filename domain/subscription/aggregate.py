@@ -57,6 +57,8 @@ class InvoiceState(TypedDict):
     amount_due: Decimal
     status: str  # "open" | "paid"
     attempts: int
+    failed_at: datetime | None  # first failed collection: anchors dunning
+    retry_at: datetime | None  # next automatic retry
 
 
 class PendingCharge(TypedDict):
@@ -70,6 +72,7 @@ class PendingCharge(TypedDict):
     plan: str | None
     effects: list[dict[str, Any]]
     action_required: bool
+    requested_at: datetime | None
     requested_by: dict[str, Any]
 
 
@@ -117,7 +120,8 @@ PAYMENT_METHOD_COMMANDS = (AddPaymentMethod, RemovePaymentMethod)
 
 class Subscription(Aggregate):
     """A workspace's subscription. State is plain data so snapshots stay transcodable.
-    v2 state added pending charges and per-invoice charge attempts; v3 the AI grant window."""
+    v2 state added pending charges and per-invoice charge attempts; v3 the AI grant window,
+    operations overage, the trial used and dunning."""
 
     class_version = 3
 
@@ -140,6 +144,8 @@ class Subscription(Aggregate):
     CancellationCancelled = events.CancellationCancelled
     SubscriptionCanceled = events.SubscriptionCanceled
     PeriodRenewed = events.PeriodRenewed
+    WorkspaceSuspended = events.WorkspaceSuspended
+    WorkspaceReactivated = events.WorkspaceReactivated
     SeatsChanged = events.SeatsChanged
     MembersChanged = events.MembersChanged
     StorageUsageReported = events.StorageUsageReported
@@ -219,12 +225,18 @@ class Subscription(Aggregate):
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         """v3: the grant window's worth and rate, AI credit debt and the next monthly grant (R23);
-        operations overage not billed yet; whether the workspace has had its trial (R15)."""
+        operations overage not billed yet; whether the workspace has had its trial (R15); each
+        invoice's dunning (first failure, next retry) and when a pending charge was requested."""
         state["ai_worth"] = state["ai_rate"] = state["ai_granted"]
         state["ai_debt"] = 0
         state["ai_grant_at"] = None
         state["ops_overage"] = []
         state["trial_used"] = state["status"] == "trialing"  # an older snapshot cannot tell an earlier trial
+        for invoice in state["invoices"].values():
+            invoice.setdefault("failed_at", None)
+            invoice.setdefault("retry_at", None)
+        for pending in state["pending_charges"].values():
+            pending.setdefault("requested_at", None)
 
     # ------------------------------------------------------------- state views
 

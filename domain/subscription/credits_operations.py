@@ -39,6 +39,7 @@ def buy_ai_credits(sub: Subscription, cmd: BuyAICredits, ctx: Context) -> Charge
     if pack is None:
         known = ", ".join(p.id for p in ctx.catalog.credit_packs) or "none"
         raise LedgerError("invalid_request", f"no AI credit pack {cmd.pack!r}; packs: {known}")
+    rules.check_not_suspended(sub, "buy AI credits")
     rules.check_payment_method(sub)
     line = pricing.one_time_charge("ai_credit_pack", pack.name, pack.price, 1, ctx.catalog.currency, ctx.at)
     bill = billing.price(sub, ctx, [line], "ai_credit_pack", use_credit=False)
@@ -49,6 +50,7 @@ def buy_ai_credits(sub: Subscription, cmd: BuyAICredits, ctx: Context) -> Charge
 
 def consume_ai_credits(sub: Subscription, cmd: ConsumeAICredits, ctx: Context) -> None:
     """R23: granted credits are spent before purchased ones; never more than the balance."""
+    rules.check_not_suspended(sub, "use AI credits")
     available = sub.ai_granted + sub.ai_purchased
     if cmd.credits > available:
         raise LedgerError("insufficient_credits", f"{cmd.credits} AI credits asked, {available} available")
@@ -63,6 +65,7 @@ def record_usage(sub: Subscription, cmd: RecordUsage, ctx: Context) -> None:
     already received still counts), `bill` records the overage to be charged on the next invoice
     at the plan's price per operation, `allow` records it and charges nothing."""
     tier = require_tiered(sub, ctx)
+    rules.check_not_suspended(sub, "run operations")
     left = cmd.operations
     parts = []
     for pool in (sub.ops_carried, sub.ops_allotment, sub.ops_extra):

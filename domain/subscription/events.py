@@ -204,6 +204,30 @@ class SubscriptionCanceled(Event):
         sub.prices = {}
         sub.storage_addon = None
 
+class WorkspaceSuspended(Event):
+    """Dunning's final action `suspend` (R8, R19): the last retry of `invoice_id` failed; paid
+    features are locked and nothing renews until every open invoice is paid."""
+
+    invoice_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.status = "suspended"
+
+
+class WorkspaceReactivated(Event):
+    """Every open invoice of a suspended workspace is paid: it is active again. `restart_at`: the
+    period ran out while suspended, so a new one is anchored there (the scheduler renews it)."""
+
+    restart_at: datetime | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.status = "active"
+        if self.restart_at is not None:
+            sub.anchor = sub.period_end = self.restart_at
+
+
 class PeriodRenewed(Event):
     period_start: datetime
     period_end: datetime

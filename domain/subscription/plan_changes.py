@@ -197,8 +197,8 @@ def cancel(sub: Subscription, cmd: Cancel, ctx: Context) -> None:
         raise LedgerError("invalid_request", "cancellation is already scheduled")
     period = sub.period()
     plan = sub.plan_of(ctx.catalog)
-    if period is None or plan is None or not plan.billable:
-        sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
+    if period is None or plan is None or not plan.billable or sub.status == "suspended":
+        sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)  # a suspended plan has nothing paid left to run
         return
     supersede_schedule(sub, ctx)
     sub.trigger(CancellationScheduled, ctx, effective_at=period.end)

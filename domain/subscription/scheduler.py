@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from domain import pricing
 from domain.periods import period_containing, period_number
-from domain.subscription import billing, credits_operations, plan_changes
+from domain.subscription import billing, credits_operations, dunning, plan_changes
 from domain.subscription.billing_events import PaymentSucceeded
 from domain.subscription.context import Context
 from domain.subscription.events import (
@@ -49,18 +49,32 @@ def process_due(sub: Subscription, ctx: Context, forecast: bool = False) -> None
 
 
 def next_due(sub: Subscription) -> tuple[datetime, str] | None:
+    """The earliest item due. A suspended workspace renews nothing and is granted nothing; only
+    a scheduled cancellation still applies at its period end (R8, R19)."""
     candidates = []
+    active = sub.status != "suspended"
     if sub.scheduled and not sub.scheduled["noticed"]:
         candidates.append((sub.scheduled["notice_at"], "notice"))
     if sub.ops_carried and sub.ops_carried_until:
         candidates.append((sub.ops_carried_until, "carry_expiry"))
-    if sub.ops_reset_at and sub.period_end and sub.ops_reset_at < sub.period_end:
+    if active and sub.ops_reset_at and sub.period_end and sub.ops_reset_at < sub.period_end:
         candidates.append((sub.ops_reset_at, "operations_reset"))
-    if sub.ai_grant_at and sub.period_end and sub.ai_grant_at < sub.period_end:
+    if active and sub.ai_grant_at and sub.period_end and sub.ai_grant_at < sub.period_end:
         candidates.append((sub.ai_grant_at, "ai_grant"))
-    if sub.subscribed and sub.period_end:
+    canceling = bool(sub.scheduled and sub.scheduled["kind"] == "cancel")
+    if sub.subscribed and sub.period_end and (active or canceling):
         candidates.append((sub.period_end, "period_end"))
+    retries = [i["retry_at"] for i in sub.invoices.values() if i["status"] == "open" and i["retry_at"]]
+    if retries:
+        candidates.append((min(retries), "dunning_retry"))
     return min(candidates) if candidates else None
+
+
+def due_dunning_retry(sub: Subscription, ctx: Context) -> None:
+    """R8: an open invoice is tried again with the default payment method on its retry day."""
+    invoice_id = min((i for i, inv in sub.invoices.items() if inv["status"] == "open" and inv["retry_at"]),
+                     key=lambda i: sub.invoices[i]["retry_at"])  # type: ignore[arg-type, return-value]
+    billing.collect(sub, ctx, invoice_id, dunning.RETRY)
 
 
 def due_notice(sub: Subscription, ctx: Context) -> None:
@@ -103,6 +117,9 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
     if scheduled and scheduled["kind"] == "cancel":
         final_invoice(sub, ctx)
         sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
+        return
+    if sub.open_invoice:  # never renew over an unpaid invoice (R8, R20): dunning's final action instead
+        dunning.final_action(sub, ctx.meta(), catalog.policy, sub.open_invoice)
         return
     if scheduled and scheduled["kind"] == "downgrade":
         target = catalog.plan(scheduled["plan"] or "")
@@ -160,5 +177,6 @@ DUE: dict[str, Callable[[Subscription, Context], None]] = {
     "carry_expiry": due_carry_expiry,
     "operations_reset": due_operations_reset,
     "ai_grant": due_ai_grant,
+    "dunning_retry": due_dunning_retry,
     "period_end": due_period_end,
 }
