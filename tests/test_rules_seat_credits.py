@@ -112,3 +112,17 @@ def test_R17_R21_fewer_seats_chosen_after_scheduling_are_the_next_period_quantit
     assert b.do("ws", "set-seats", seats=6).ok
     b.at("2026-05-01T00:00:00")
     assert (b.sub("ws").plan, b.sub("ws").seats) == ("team", 6)
+
+
+def test_R17_R24_forms_scheduled_downgrade_to_a_flat_plan_warns_at_the_boundary(book):
+    """Forms (flat plans): Team -> Pro (3 seats) scheduled with 3 members; 5 members at the
+    boundary: Pro applies with the R24 over-seat warning, nothing is bought."""
+    from tests.support import forms_on, state
+
+    b = forms_on(book, plan="team")
+    assert b.do("ws", "set-members", members=3).ok
+    assert b.do("ws", "change-plan", plan="pro").ok
+    assert b.do("ws", "set-members", members=5).ok
+    b.at("2026-05-01T00:00:00")
+    s = state(b, "ws")
+    assert (s["plan"], s["seats"], s["members"], s["over_seat"]) == ("pro", 3, 5, True)
