@@ -31,6 +31,7 @@ from domain.money import ZERO
 from domain.payments import ChargeResult
 from domain.periods import Period
 from domain.subscription import billing, billing_events, credits_operations, events, plan_changes, scheduler
+from domain.subscription import usage_events
 from domain.subscription import seats_storage
 from domain.subscription.context import ChargeDue, Context, Decision
 
@@ -150,17 +151,17 @@ class Subscription(Aggregate):
     MembersChanged = events.MembersChanged
     StorageUsageReported = events.StorageUsageReported
     StorageAddonChanged = events.StorageAddonChanged
-    AICreditPackBought = events.AICreditPackBought
-    AICreditsGranted = events.AICreditsGranted
-    AICreditsProrated = events.AICreditsProrated
-    AICreditsConsumed = events.AICreditsConsumed
-    OperationsUsed = events.OperationsUsed
-    OperationsOverageBilled = events.OperationsOverageBilled
-    OperationsBought = events.OperationsBought
-    OperationsCarriedOver = events.OperationsCarriedOver
-    OperationsConvertedToCredit = events.OperationsConvertedToCredit
-    OperationsReset = events.OperationsReset
-    OperationsExpired = events.OperationsExpired
+    AICreditPackBought = usage_events.AICreditPackBought
+    AICreditsGranted = usage_events.AICreditsGranted
+    AICreditsProrated = usage_events.AICreditsProrated
+    AICreditsConsumed = usage_events.AICreditsConsumed
+    OperationsUsed = usage_events.OperationsUsed
+    OperationsOverageBilled = usage_events.OperationsOverageBilled
+    OperationsBought = usage_events.OperationsBought
+    OperationsCarriedOver = usage_events.OperationsCarriedOver
+    OperationsConvertedToCredit = usage_events.OperationsConvertedToCredit
+    OperationsReset = usage_events.OperationsReset
+    OperationsExpired = usage_events.OperationsExpired
     InvoiceIssued = billing_events.InvoiceIssued
     BillingCreditIssued = billing_events.BillingCreditIssued
     BillingCreditApplied = billing_events.BillingCreditApplied

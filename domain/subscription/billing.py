@@ -19,7 +19,7 @@ from domain.errors import LedgerError
 from domain.money import ZERO
 from domain.payments import ChargeResult
 from domain.periods import Period
-from domain.subscription import billing_events, dunning, events
+from domain.subscription import billing_events, dunning, events, usage_events
 from domain.subscription.billing_events import (
     BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ContractSet, InvoiceIssued,
     PaymentActionRequired, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded, UpgradePaymentFailed,
@@ -171,7 +171,7 @@ def _as_effect(event: events.Event) -> dict[str, Any]:
 def _from_effect(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, Any]]:
     """A held fact back as its class and fields, upcast if its class moved on while it waited."""
     name = effect["type"]
-    cls = getattr(events, name, None) or getattr(billing_events, name)
+    cls = getattr(events, name, None) or getattr(usage_events, name, None) or getattr(billing_events, name)
     fields = dict(effect["fields"])
     version = effect["class_version"]
     while version < getattr(cls, "class_version", 1):

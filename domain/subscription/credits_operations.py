@@ -21,7 +21,7 @@ from domain.errors import LedgerError
 from domain.periods import Period, add_months, period_containing
 from domain.subscription import billing
 from domain.subscription.context import ChargeDue, Context
-from domain.subscription.events import (
+from domain.subscription.usage_events import (
     AICreditPackBought, AICreditsConsumed, AICreditsGranted, AICreditsProrated, OperationsBought,
     OperationsOverageBilled, OperationsReset, OperationsUsed,
 )

@@ -18,10 +18,11 @@ from domain.periods import Period, period_number, plus_days
 from domain.subscription import billing, credits_operations, seats_storage
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import (
-    AICreditsGranted, CancellationCancelled, CancellationScheduled, DowngradeApplied, DowngradeCancelled,
-    DowngradeNoticeDue, DowngradeScheduled, IntervalChanged, OperationsCarriedOver, OperationsConvertedToCredit,
-    PlanSet, PlanUpgraded, Subscribed, SubscriptionCanceled, TierChanged, TrialConverted, TrialStarted,
+    CancellationCancelled, CancellationScheduled, DowngradeApplied, DowngradeCancelled, DowngradeNoticeDue,
+    DowngradeScheduled, IntervalChanged, PlanSet, PlanUpgraded, Subscribed, SubscriptionCanceled, TierChanged,
+    TrialConverted, TrialStarted,
 )
+from domain.subscription.usage_events import AICreditsGranted, OperationsCarriedOver, OperationsConvertedToCredit
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription

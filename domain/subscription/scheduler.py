@@ -19,9 +19,9 @@ from domain.subscription import billing, credits_operations, dunning, plan_chang
 from domain.subscription.billing_events import PaymentSucceeded
 from domain.subscription.context import Context
 from domain.subscription.events import (
-    DowngradeApplied, DowngradeNoticeDue, OperationsExpired, OperationsReset, PeriodRenewed, SubscriptionCanceled,
-    TrialExpired,
+    DowngradeApplied, DowngradeNoticeDue, PeriodRenewed, SubscriptionCanceled, TrialExpired,
 )
+from domain.subscription.usage_events import OperationsExpired, OperationsReset
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
