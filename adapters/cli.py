@@ -68,7 +68,7 @@ COMMAND_HELP = {
     "buy-operations": "Buy extra operations in whole packs (operations catalogs).",
     "add-payment-method": "Add a payment method; the newest becomes the default.",
     "remove-payment-method": "Remove a payment method.",
-    "pay-invoice": "Pay the open (or the named) invoice with the default payment method (R8).",
+    "pay-invoice": "Pay every open invoice, oldest first (or the named one), with the default payment method (R8).",
     "set-contract": "Put the workspace on a custom contract (R9), or --contract none to end it.",
     "cancel": "Cancel the subscription at the end of the period.",
 }

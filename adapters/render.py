@@ -35,8 +35,9 @@ def state_line(state: dict[str, Any]) -> str:
     """The state a person checks after a change, on one line."""
     if state.get("status") == "none":
         return "no subscription"
-    parts = [f"{state['plan']}" + (f" {state['tier']:,} ops" if state.get("tier") else "")
-             + (f" ({state['interval']}ly)" if state.get("interval") else ""), state["status"]]
+    plan = f"{state['plan']}" + (f" {state['tier']:,} ops" if state.get("tier") else "") \
+        + (f" ({state['interval']}ly)" if state.get("interval") else "")
+    parts = [plan, state["status"]] if state.get("plan") else [state["status"]]
     if state.get("seats") is not None:
         parts.append(f"{state['seats']} seats, {state.get('members', 0)} members")
     if state.get("over_seat"):

@@ -45,6 +45,31 @@ class Policy(_Model):
     downgrade_notice_days: int = Field(7, ge=0, le=60)
     operations_pack: int = Field(10_000, gt=0)
     carry_over_days: dict[Interval, int] = Field(default_factory=lambda: {"month": 30, "year": 365})
+    overage: Literal["block", "bill", "allow"] = Field(
+        "block", description="operations beyond the allowance: refused, billed on the next invoice, or forgiven"
+    )
+    dunning_retry_days: list[int] = Field(
+        default_factory=lambda: [3, 5, 7], max_length=10,
+        description="days after an invoice's first failed payment on which it is retried (R8)",
+    )
+    dunning_final_action: Literal["suspend", "cancel"] = Field(
+        "suspend", description="after the last retry fails: lock paid features (R19) or end the subscription"
+    )
+    ai_grant_cadence: Literal["month", "period"] = Field(
+        "month", description="subscription AI credits are granted every month (annual plans too) or once a period (R23)"
+    )
+
+
+    @field_validator("dunning_retry_days")
+    @classmethod
+    def _retries_end_before_the_next_renewal(cls, days: list[int]) -> list[int]:
+        """Dunning ends before the shortest period (28 days) does, so no renewal meets an invoice
+        still being retried."""
+        if any(d < 1 or d > 27 for d in days):
+            raise ValueError("retry days must be 1 to 27 days after the failure")
+        if any(a >= b for a, b in zip(days, days[1:])):
+            raise ValueError("retry days must increase")
+        return days
 
 
 class Tier(_Model):

@@ -65,10 +65,9 @@ def granted(sub: Subscription | None, catalog: Catalog) -> list[str]:
     plan = sub.plan_of(catalog) if sub else None
     if sub is None or plan is None or not sub.subscribed:
         return []
-    if sub.status in LOCKED_STATUSES:
+    if sub.status in LOCKED_STATUSES:  # paid features locked (R19): the free plan's, at its limits
         free = _free_plan(catalog)
-        kept = {feature_name(f) for f in free.features} if free else set()
-        return [f for f in plan.features if feature_name(f) in kept]
+        return list(free.features) if free else []
     return list(plan.features)
 
 

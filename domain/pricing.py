@@ -146,6 +146,24 @@ def ai_credit_revenue(held: Decimal, used: int, purchased: int, currency: str) -
     return amount, f"{fmt(held, currency)} held x {used:,}/{purchased:,} credits = {exact:.6f} -> {fmt(amount, currency)}"
 
 
+def ai_grant_entitlement(plan: Plan, seats: int | None) -> int:
+    """Subscription AI credits a paid plan grants per grant window (R23): per seat, or per
+    workspace on a flat plan; a plan that bills nothing grants none."""
+    return plan.ai_credits_per_seat * (seats or 1) if plan.billable else 0
+
+
+def prorated_grant_worth(worth: int, rate: int, new_rate: int, window: Period, at: datetime,
+                         policy: Policy) -> tuple[int, str]:
+    """What a grant window is worth once the rest of it is paid at `new_rate` instead of `rate`
+    credits per window (R23): the rest of the window is taken off at the difference, rounded
+    up to whole credits so that a workspace never keeps a credit it did not pay for."""
+    f = remaining_fraction(window, at, policy)
+    cut = -(-(rate - new_rate) * f.num // f.den)
+    after = max(worth - cut, 0)
+    formula = f"{worth:,} - ({rate:,} - {new_rate:,}) x {f} = {worth:,} - {cut:,} -> {after:,} credits"
+    return after, formula
+
+
 def operations_pack_charge(operations: int, rate: Rate, currency: str, at: datetime) -> Line:
     """Extra operations at the plan's price per operation, computed exactly (price x n / ops)."""
     exact = rate.value(operations)
@@ -174,6 +192,24 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.price} / {self.operations:,} ops = {self.per_operation.normalize()}/op"
+
+
+def prorated_operations(operations: int, window: Period, at: datetime, policy: Policy) -> int:
+    """A tier's monthly operations for the rest of `window` (R11, R16): operations x remaining
+    fraction, rounded down to whole operations."""
+    f = remaining_fraction(window, at, policy)
+    return operations * f.num // f.den
+
+
+def operations_overage_charge(pools: list[tuple[int, Rate]], currency: str, at: datetime) -> Line:
+    """Operations used beyond the allowance (policy `overage = "bill"`), each at the price per
+    operation of the plan they were used on, as one line of the next invoice."""
+    used = sum(n for n, _ in pools)
+    exact = sum((rate.value(n) for n, rate in pools), ZERO)
+    amount = round_half_up(exact, currency)
+    parts = " + ".join(f"({rate}) x {n:,}" for n, rate in pools)
+    formula = f"{parts} = {exact:.6f} -> {fmt(amount, currency)}"
+    return Line("operations_overage", f"{used:,} operations beyond the allowance", amount, used, at, None, formula)
 
 
 def operations_credit(pools: list[tuple[int, Rate]], cap: Decimal, currency: str, at: datetime) -> Line | None:

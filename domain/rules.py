@@ -50,6 +50,13 @@ def check_no_open_invoice(sub: Subscription) -> None:
         )
 
 
+def check_not_suspended(sub: Subscription, what: str) -> None:
+    """R19: a workspace suspended by dunning has its paid features locked until it pays."""
+    if sub.status == "suspended":
+        raise LedgerError("workspace_suspended",
+                          f"the workspace is suspended for an unpaid invoice: pay it (pay-invoice) to {what} again")
+
+
 def check_no_pending_charge(sub: Subscription) -> None:
     """R12: while a charge awaits its outcome, nothing else that bills may be decided on top of it."""
     if sub.pending_charges:

@@ -185,16 +185,28 @@ def summary(event: Subscription.Event, scene: Scene) -> str:
 
 @summary.register(Subscription.PlanSet)
 def _plan_set(event: Subscription.PlanSet, scene: Scene) -> str:
-    cur, name, from_name = scene.currency, scene.plan_name, scene.from_name
+    name, from_name = scene.plan_name, scene.from_name
     text = f"{from_name} -> {name}" if from_name and from_name != name else name
     if event.interval:
         text += f" ({event.interval}ly"
         text += f", {event.seats} seats)" if event.seats else ")"
+    return f"{type(event).__name__}: {text}{_billed_with(event, scene)}"
+
+
+@summary.register(Subscription.TierChanged)
+def _tier_changed(event: Subscription.TierChanged, scene: Scene) -> str:
+    tiers = f"{event.from_tier:,} -> {event.tier:,}" if event.from_tier and event.tier else f"{event.tier}"
+    return f"TierChanged: {scene.plan_name} {tiers} operations/{event.interval}{_billed_with(event, scene)}"
+
+
+def _billed_with(event: Subscription.PlanSet, scene: Scene) -> str:
+    """', charged X' (or what the plan change's invoice said), from the invoice the command issued."""
     bill = next((e for e in following(scene.source, event) if isinstance(e, Subscription.InvoiceIssued)), None)
-    if bill is not None:
-        text += f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
-            f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
-    return f"{type(event).__name__}: {text}"
+    if bill is None:
+        return ""
+    cur = scene.currency
+    return f", charged {fmt(bill.amount_due, cur)}" if bill.amount_due > 0 else \
+        f", nothing due (subtotal {fmt(bill.subtotal, cur)})"
 
 
 @summary.register(Subscription.InvoiceIssued)
@@ -212,7 +224,8 @@ def _payment_succeeded(event: Subscription.PaymentSucceeded, scene: Scene) -> st
 
 @summary.register(Subscription.PaymentFailed)
 def _payment_failed(event: Subscription.PaymentFailed, scene: Scene) -> str:
-    return f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} failed: {event.decline_code}"
+    text = f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} failed: {event.decline_code}"
+    return text + (f"; retry on {iso(event.retry_at)}" if event.retry_at else "")
 
 
 @summary.register(Subscription.ChargeDeclined)
@@ -240,7 +253,10 @@ def _downgrade_scheduled(event: Subscription.DowngradeScheduled, scene: Scene) -
 
 @summary.register(Subscription.SeatsChanged)
 def _seats_changed(event: Subscription.SeatsChanged, scene: Scene) -> str:
-    return f"seats {event.previous} -> {event.seats}"
+    text = f"seats {event.previous} -> {event.seats}"
+    if event.scheduled_seats is not None and scene.sub.scheduled:
+        text += f"; the scheduled downgrade to {scene.sub.scheduled['plan']} starts with {event.scheduled_seats} seats"
+    return text
 
 
 @summary.register(Subscription.MembersChanged)
@@ -261,6 +277,35 @@ def _billing_credit_applied(event: Subscription.BillingCreditApplied, scene: Sce
 @summary.register(Subscription.PeriodRenewed)
 def _period_renewed(event: Subscription.PeriodRenewed, scene: Scene) -> str:
     return f"{scene.plan_name} renewed: {iso(event.period_start)} to {iso(event.period_end)}"
+
+
+@summary.register(Subscription.AICreditsGranted)
+def _ai_credits_granted(event: Subscription.AICreditsGranted, scene: Scene) -> str:
+    text = f"{event.credits:,} AI credits granted ({event.expired:,} left unspent expired)"
+    return text + (f", {event.debt_repaid:,} repaid first" if event.debt_repaid else "")
+
+
+@summary.register(Subscription.AICreditsProrated)
+def _ai_credits_prorated(event: Subscription.AICreditsProrated, scene: Scene) -> str:
+    return (f"AI credit grant re-valued with the time credited back: {event.formula}; "
+            f"{event.withdrawn:,} withdrawn, {event.debt:,} owed")
+
+
+@summary.register(Subscription.OperationsOverageBilled)
+def _overage_billed(event: Subscription.OperationsOverageBilled, scene: Scene) -> str:
+    return (f"{event.operations:,} operations beyond the allowance billed on {event.invoice_id}: "
+            f"{fmt(event.amount, scene.currency)}")
+
+
+@summary.register(Subscription.WorkspaceSuspended)
+def _suspended(event: Subscription.WorkspaceSuspended, scene: Scene) -> str:
+    return f"suspended: the last retry of {event.invoice_id} failed; paid features locked until it is paid"
+
+
+@summary.register(Subscription.WorkspaceReactivated)
+def _reactivated(event: Subscription.WorkspaceReactivated, scene: Scene) -> str:
+    restart = f"; a new period starts {iso(event.restart_at)}" if event.restart_at else ""
+    return f"reactivated: every open invoice paid{restart}"
 
 
 @summary.register(Subscription.WorkspaceRegistered)

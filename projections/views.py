@@ -13,6 +13,7 @@ from domain.catalog import Catalog
 from domain.entitlements import granted
 from domain.money import fmt
 from domain.subscription import Subscription
+from domain.subscription.billing_events import invoice_number
 from projections.store import iso
 from projections.upcoming_invoice import next_renewal
 
@@ -23,7 +24,7 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         return {"plan": None, "tier": None, "interval": None, "seats": None, "status": "none",
                 "period_start": None, "period_end": None, "scheduled_change": None,
                 "billing_credit": fmt(Decimal(0), catalog.currency), "ai_credits": 0,
-                "operations_remaining": 0, "open_invoice": None}
+                "operations_remaining": 0, "open_invoice": None, "open_invoices": []}
     scheduled = None
     if sub.scheduled:
         scheduled = {
@@ -34,18 +35,19 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
             "seats": sub.scheduled.get("seats"),
             "effective_at": iso(sub.scheduled["effective_at"]),
         }
-    seat_limit = sub.seat_limit(catalog)
+    canceled = sub.status == "canceled"  # no plan, interval or seats any more: shown as such
+    seat_limit = None if canceled else sub.seat_limit(catalog)
     storage_limit = sub.storage_limit(catalog)
     return {
         "workspace": sub.workspace_id,
-        "plan": sub.plan,
-        "tier": sub.tier,
-        "interval": sub.interval,
-        "seats": sub.seats if sub.seats is not None else seat_limit,
+        "plan": None if canceled else sub.plan,
+        "tier": None if canceled else sub.tier,
+        "interval": None if canceled else sub.interval,
+        "seats": None if canceled else (sub.seats if sub.seats is not None else seat_limit),
         "members": sub.members,
         "over_seat": seat_limit is not None and sub.members > seat_limit,
         "status": sub.status,
-        "period_start": iso(sub.period_start),
+        "period_start": None if canceled else iso(sub.period_start),
         "period_end": iso(sub.period_end),
         "scheduled_change": scheduled,
         "billing_credit": fmt(sub.billing_credit, catalog.currency),
@@ -54,6 +56,10 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
         "ai_credits_purchased": sub.ai_purchased,
         "operations_remaining": sub.operations_remaining,
         "open_invoice": sub.open_invoice,
+        "open_invoices": [
+            {"id": i, "amount_due": fmt(sub.invoices[i]["amount_due"], catalog.currency),
+             "retry_at": iso(sub.invoices[i].get("retry_at"))}
+            for i in sorted(sub.open_invoices(), key=invoice_number)],
         "storage_used_gb": str(sub.storage_used),
         "storage_limit_gb": storage_limit,
         "storage_read_only": sub.storage_used > storage_limit,

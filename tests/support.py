@@ -73,12 +73,16 @@ def workspace_on(book: Any, plan: str = "team", seats: int | None = 5, interval:
 
 
 def catalog_variant(tmp_path: Path, base: str, new_id: str, **policy: str) -> str:
-    """A copy of a built-in catalog under another id with policy lines replaced, as a TOML path."""
+    """A copy of a built-in catalog under another id with policy lines replaced (or added to its
+    [policy] block), as a TOML path."""
     text = resources.files("domain.catalogs").joinpath(f"{base}.toml").read_text("utf-8")
     text = text.replace(f'id = "{base}"', f'id = "{new_id}"', 1)
     for key, value in policy.items():
-        old = next(line for line in text.splitlines() if line.startswith(f"{key} ="))
-        text = text.replace(old, f"{key} = {value}", 1)
+        old = next((line for line in text.splitlines() if line.startswith(f"{key} =")), None)
+        if old is None:
+            text = text.replace("[policy]\n", f"[policy]\n{key} = {value}\n", 1)
+        else:
+            text = text.replace(old, f"{key} = {value}", 1)
     path = tmp_path / f"{new_id}.toml"
     path.write_text(text)
     return str(path)

@@ -24,20 +24,20 @@ def event_names(b, ws="ws"):
 
 def test_R10_downgrade_credit_is_billing_credit_never_cash_nor_ai_credits(book):
     """R10 (000): Business 10 seats -> Team 10 seats 10 days in: -100.00 + 53.33 = 46.67 of
-    billing credit; nothing is paid back and no AI credit appears."""
+    billing credit; nothing is paid back and no AI credit appears (the month's grant shrinks
+    with the time credited back, R23)."""
     b = workspace_on(book, plan="business", seats=10)
     charges = len(b.payments.charges())
     b.at("2026-04-11T00:00:00")
-    ai_before = (b.sub("ws").ai_granted, b.sub("ws").ai_purchased)
     result = b.do("ws", "change-plan", plan="team")
-    assert types(result) == ["DowngradeApplied", "InvoiceIssued", "BillingCreditIssued"]
+    assert types(result) == ["AICreditsProrated", "DowngradeApplied", "InvoiceIssued", "BillingCreditIssued"]
     invoice = only_invoice(result)
     assert lines(invoice) == [("plan_credit", D("-100.00")), ("plan_charge", D("53.33"))]
     assert (invoice.subtotal, invoice.credit_applied, invoice.amount_due) == (D("-46.67"), D("0"), D("0"))
     assert result.events[-1].amount == D("46.67")
     sub = b.sub("ws")
     assert sub.billing_credit == D("46.67")
-    assert (sub.ai_granted, sub.ai_purchased) == ai_before
+    assert (sub.ai_granted, sub.ai_purchased) == (3000 - 1334, 0)  # (3,000 - 1,000) x 20/30 taken back
     assert len(b.payments.charges()) == charges  # no refund, no charge
     assert "PaymentSucceeded" not in types(result)
 
@@ -132,9 +132,10 @@ def test_R21_seat_removal_credit_only_where_the_catalog_policy_says_so(book, tmp
     b.do("ws", "subscribe", plan="team", seats=10)
     b.at("2026-04-11T00:00:00")
     result = b.do("ws", "set-seats", seats=4)
-    assert types(result) == ["SeatsChanged", "InvoiceIssued", "BillingCreditIssued"]
+    assert types(result) == ["AICreditsProrated", "SeatsChanged", "InvoiceIssued", "BillingCreditIssued"]
     assert lines(only_invoice(result)) == [("seat_credit", D("-32.00"))]
     assert b.sub("ws").billing_credit == D("32.00")
+    assert b.sub("ws").ai_granted == 1000 - 400  # the credited seats' grant goes back with them (R23)
 
 
 def test_R21_R27_seats_credited_back_are_charged_again_when_re_added(book, tmp_path):
@@ -269,8 +270,8 @@ def test_R23_ai_credits_are_a_separate_balance_from_billing_credit(book):
     b.do("ws", "change-plan", plan="team", seats=2)
     sub = b.sub("ws")
     assert sub.billing_credit == D("9.33")
-    assert (sub.ai_granted, sub.ai_purchased) == (600, 0)
-    refused(b, "ws", "insufficient_credits", "consume-ai-credits", credits=601)
+    assert (sub.ai_granted, sub.ai_purchased) == (333, 0)  # 600 - (600 - 200) x 20/30, rounded up
+    refused(b, "ws", "insufficient_credits", "consume-ai-credits", credits=334)
 
 
 def test_R23_consuming_more_than_the_balance_is_refused(book):

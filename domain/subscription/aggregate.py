@@ -31,6 +31,7 @@ from domain.money import ZERO
 from domain.payments import ChargeResult
 from domain.periods import Period
 from domain.subscription import billing, billing_events, credits_operations, events, plan_changes, scheduler
+from domain.subscription import usage_events
 from domain.subscription import seats_storage
 from domain.subscription.context import ChargeDue, Context, Decision
 
@@ -57,6 +58,8 @@ class InvoiceState(TypedDict):
     amount_due: Decimal
     status: str  # "open" | "paid"
     attempts: int
+    failed_at: datetime | None  # first failed collection: anchors dunning
+    retry_at: datetime | None  # next automatic retry
 
 
 class PendingCharge(TypedDict):
@@ -70,6 +73,7 @@ class PendingCharge(TypedDict):
     plan: str | None
     effects: list[dict[str, Any]]
     action_required: bool
+    requested_at: datetime | None
     requested_by: dict[str, Any]
 
 
@@ -83,6 +87,13 @@ class IdempotencyEntry(TypedDict):
 class Rate(TypedDict):
     price: Decimal
     operations: int
+
+
+class Overage(TypedDict):
+    """Operations used beyond the allowance at one plan's rate, not billed yet (policy `overage = "bill"`)."""
+
+    operations: int
+    rate: Rate
 
 
 Handler = Callable[["Subscription", Any, Context], ChargeDue | None]
@@ -110,9 +121,10 @@ PAYMENT_METHOD_COMMANDS = (AddPaymentMethod, RemovePaymentMethod)
 
 class Subscription(Aggregate):
     """A workspace's subscription. State is plain data so snapshots stay transcodable.
-    v2 state added pending charges and per-invoice charge attempts."""
+    v2 state added pending charges and per-invoice charge attempts; v3 the AI grant window,
+    operations overage, the trial used and dunning."""
 
-    class_version = 2
+    class_version = 3
 
     # The facts it records, also reachable as Subscription.PlanUpgraded etc.
     Event = events.Event
@@ -124,6 +136,7 @@ class Subscription(Aggregate):
     TrialExpired = events.TrialExpired
     PlanUpgraded = events.PlanUpgraded
     IntervalChanged = events.IntervalChanged
+    TierChanged = events.TierChanged
     DowngradeApplied = events.DowngradeApplied
     DowngradeScheduled = events.DowngradeScheduled
     DowngradeCancelled = events.DowngradeCancelled
@@ -132,19 +145,23 @@ class Subscription(Aggregate):
     CancellationCancelled = events.CancellationCancelled
     SubscriptionCanceled = events.SubscriptionCanceled
     PeriodRenewed = events.PeriodRenewed
+    WorkspaceSuspended = events.WorkspaceSuspended
+    WorkspaceReactivated = events.WorkspaceReactivated
     SeatsChanged = events.SeatsChanged
     MembersChanged = events.MembersChanged
     StorageUsageReported = events.StorageUsageReported
     StorageAddonChanged = events.StorageAddonChanged
-    AICreditPackBought = events.AICreditPackBought
-    AICreditsGranted = events.AICreditsGranted
-    AICreditsConsumed = events.AICreditsConsumed
-    OperationsUsed = events.OperationsUsed
-    OperationsBought = events.OperationsBought
-    OperationsCarriedOver = events.OperationsCarriedOver
-    OperationsConvertedToCredit = events.OperationsConvertedToCredit
-    OperationsReset = events.OperationsReset
-    OperationsExpired = events.OperationsExpired
+    AICreditPackBought = usage_events.AICreditPackBought
+    AICreditsGranted = usage_events.AICreditsGranted
+    AICreditsProrated = usage_events.AICreditsProrated
+    AICreditsConsumed = usage_events.AICreditsConsumed
+    OperationsUsed = usage_events.OperationsUsed
+    OperationsOverageBilled = usage_events.OperationsOverageBilled
+    OperationsBought = usage_events.OperationsBought
+    OperationsCarriedOver = usage_events.OperationsCarriedOver
+    OperationsConvertedToCredit = usage_events.OperationsConvertedToCredit
+    OperationsReset = usage_events.OperationsReset
+    OperationsExpired = usage_events.OperationsExpired
     InvoiceIssued = billing_events.InvoiceIssued
     BillingCreditIssued = billing_events.BillingCreditIssued
     BillingCreditApplied = billing_events.BillingCreditApplied
@@ -176,12 +193,17 @@ class Subscription(Aggregate):
         self.billing_credit: Decimal = ZERO
         self.ai_granted = 0
         self.ai_purchased = 0
+        self.ai_worth = 0
+        self.ai_rate = 0
+        self.ai_debt = 0
+        self.ai_grant_at: datetime | None = None
         self.ops_allotment = 0
         self.ops_extra = 0
         self.ops_carried = 0
         self.ops_carried_until: datetime | None = None
         self.ops_carried_rate: Rate | None = None
         self.ops_reset_at: datetime | None = None
+        self.ops_overage: list[Overage] = []
         self.storage_used: Decimal = ZERO
         self.storage_addon: str | None = None
         self.payment_methods: list[str] = []
@@ -193,12 +215,29 @@ class Subscription(Aggregate):
         self.prices: dict[str, Decimal] = {}
         self.idempotency: dict[str, IdempotencyEntry] = {}
         self.kept_team: str | None = None
+        self.trial_used = False
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["pending_charges"] = {}
         for invoice in state["invoices"].values():
             invoice.setdefault("attempts", 0)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """v3: the grant window's worth and rate, AI credit debt and the next monthly grant (R23);
+        operations overage not billed yet; whether the workspace has had its trial (R15); each
+        invoice's dunning (first failure, next retry) and when a pending charge was requested."""
+        state["ai_worth"] = state["ai_rate"] = state["ai_granted"]
+        state["ai_debt"] = 0
+        state["ai_grant_at"] = None
+        state["ops_overage"] = []
+        state["trial_used"] = state["status"] == "trialing"  # an older snapshot cannot tell an earlier trial
+        for invoice in state["invoices"].values():
+            invoice.setdefault("failed_at", None)
+            invoice.setdefault("retry_at", None)
+        for pending in state["pending_charges"].values():
+            pending.setdefault("requested_at", None)
 
     # ------------------------------------------------------------- state views
 
@@ -255,13 +294,14 @@ class Subscription(Aggregate):
             return self.seats or 0
         return max(self.seats or 0, self.seats_paid)
 
-    def current_item(self, catalog: Catalog) -> pricing.Priced | None:
+    def current_item(self, catalog: Catalog, seats: int | None = None) -> pricing.Priced | None:
         """The plan as paid for this period: the unit price recorded when it was bought, for
-        every seat paid this period (seats removed mid-period were still paid for, R21)."""
+        every seat paid this period (seats removed mid-period were still paid for, R21), or for
+        `seats` of them."""
         plan = self.plan_of(catalog)
         if plan is None or "plan" not in self.prices:
             return None
-        paid_seats = self.seats_held(catalog.policy) or None
+        paid_seats = (seats if seats is not None else self.seats_held(catalog.policy)) or None
         base = pricing.plan_item(plan, self.interval or "month", paid_seats, self.tier_of(catalog))
         return pricing.Priced("plan", base.description, self.prices["plan"], base.quantity) if base else None
 

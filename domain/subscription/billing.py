@@ -19,11 +19,10 @@ from domain.errors import LedgerError
 from domain.money import ZERO
 from domain.payments import ChargeResult
 from domain.periods import Period
-from domain.subscription import billing_events, events
+from domain.subscription import billing_events, dunning, events, usage_events
 from domain.subscription.billing_events import (
     BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ContractSet, InvoiceIssued,
-    PaymentActionRequired, PaymentFailed, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded,
-    UpgradePaymentFailed,
+    PaymentActionRequired, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded, UpgradePaymentFailed,
 )
 from domain.subscription.context import ChargeDue, Context
 
@@ -107,8 +106,8 @@ def collect(sub: Subscription, ctx: Context, invoice_id: str, purpose: str) -> N
     invoice = sub.invoices[invoice_id]
     method = sub.default_payment_method
     if method is None:
-        sub.trigger(PaymentFailed, ctx, invoice_id=invoice_id, amount=invoice["amount_due"],
-                    decline_code="no_payment_method", message="no payment method on file")
+        dunning.record_failure(sub, ctx.meta(), ctx.catalog.policy, invoice_id, purpose, ctx.at, invoice["amount_due"],
+                               "no_payment_method", "no payment method on file")
         return
     attempt = invoice["attempts"] + 1
     sub.trigger(ChargeRequested, ctx, invoice_id=invoice_id, attempt=attempt,
@@ -141,11 +140,13 @@ def settle(sub: Subscription, invoice_id: str, result: ChargeResult, ctx: Contex
             sub.trigger_event(cls, **(fields | {"timestamp": ctx.at}))
         sub.trigger_event(PaymentSucceeded, **meta, invoice_id=invoice_id, amount=amount,
                           charge_id=result.charge_id, payment_method=pending["payment_method"])
+        dunning.after_payment(sub, meta, ctx.at)
         return None
     code = result.decline_code or result.outcome
     message = result.message or ("the payment was abandoned" if result.outcome == "canceled" else "card declined")
     if not pending["effects"]:
-        sub.trigger_event(PaymentFailed, **meta, invoice_id=invoice_id, amount=amount, decline_code=code, message=message)
+        dunning.record_failure(sub, meta, ctx.catalog.policy, invoice_id, pending["purpose"],
+                               pending.get("requested_at") or ctx.at, amount, code, message)
         return payment_failed(amount, message)
     fields = {"purpose": pending["purpose"], "amount": amount, "decline_code": code, "message": message,
               "invoice_id": invoice_id}
@@ -170,7 +171,7 @@ def _as_effect(event: events.Event) -> dict[str, Any]:
 def _from_effect(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, Any]]:
     """A held fact back as its class and fields, upcast if its class moved on while it waited."""
     name = effect["type"]
-    cls = getattr(events, name, None) or getattr(billing_events, name)
+    cls = getattr(events, name, None) or getattr(usage_events, name, None) or getattr(billing_events, name)
     fields = dict(effect["fields"])
     version = effect["class_version"]
     while version < getattr(cls, "class_version", 1):
@@ -179,9 +180,11 @@ def _from_effect(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, 
     return cls, fields
 
 
-def credit_unused(sub: Subscription, ctx: Context, period: Period, item_key: str) -> list[pricing.Line]:
-    """Unused time of what was paid this period, as a credit line (R13, R21, R22)."""
-    item = sub.current_item(ctx.catalog) if item_key == "plan" else sub.current_addon(ctx.catalog)
+def credit_unused(sub: Subscription, ctx: Context, period: Period, item_key: str,
+                  seats: int | None = None) -> list[pricing.Line]:
+    """Unused time of what was paid this period, as a credit line (R13, R21, R22); for the plan,
+    of `seats` seats when given (seats_storage.seats_credited decides how many)."""
+    item = sub.current_item(ctx.catalog, seats) if item_key == "plan" else sub.current_addon(ctx.catalog)
     if item is None:
         return []
     line = pricing.unused_time_credit(item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency,
@@ -190,12 +193,19 @@ def credit_unused(sub: Subscription, ctx: Context, period: Period, item_key: str
 
 
 def pay_invoice(sub: Subscription, cmd: PayInvoice, ctx: Context) -> None:
-    """Pay an open invoice with the default payment method (R8, R20)."""
-    invoice_id = cmd.invoice or sub.open_invoice
-    if invoice_id is None or sub.invoices.get(invoice_id, {}).get("status") != "open":
-        raise LedgerError("invalid_request", f"no open invoice {cmd.invoice or ''}".strip())
+    """Pay the named open invoice, or every open invoice, oldest first, with the default payment
+    method (R8, R20): one collection each, each settled on its own."""
+    if cmd.invoice is not None:
+        if sub.invoices.get(cmd.invoice, {}).get("status") != "open":
+            raise LedgerError("invalid_request", f"no open invoice {cmd.invoice}")
+        chosen = [cmd.invoice]
+    else:
+        chosen = sorted(sub.open_invoices(), key=billing_events.invoice_number)
+        if not chosen:
+            raise LedgerError("invalid_request", "no open invoice")
     rules.check_payment_method(sub, ctx.cause)
-    collect(sub, ctx, invoice_id, "invoice_payment")
+    for invoice_id in chosen:
+        collect(sub, ctx, invoice_id, "invoice_payment")
 
 
 def add_payment_method(sub: Subscription, cmd: AddPaymentMethod, ctx: Context) -> None:

@@ -9,6 +9,7 @@ Secure: still pending) records what the provider answered.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,8 @@ class InvoiceIssued(Event):
         super().apply(sub)
         sub.invoice_count = max(sub.invoice_count, invoice_number(self.invoice_id))
         status = "open" if self.amount_due > 0 else "paid"
-        sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": status, "attempts": 0}
+        sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": status, "attempts": 0,
+                                         "failed_at": None, "retry_at": None}
         for line in self.lines:
             item = line_item(line["kind"])
             if item and line["period_end"] is not None:
@@ -89,6 +91,7 @@ class ChargeRequested(Event):
             "invoice_id": self.invoice_id, "attempt": self.attempt, "charge_key": self.charge_key,
             "amount": self.amount, "currency": self.currency, "payment_method": self.payment_method,
             "purpose": self.purpose, "plan": self.plan, "effects": self.effects, "action_required": False,
+            "requested_at": self.timestamp,
             "requested_by": {
                 "actor_id": self.actor_id, "actor_role": self.actor_role, "channel": self.channel,
                 "reason": self.reason, "idempotency_key": self.idempotency_key, "args_hash": self.args_hash,
@@ -123,17 +126,29 @@ class PaymentSucceeded(Event):
 
 
 class PaymentFailed(Event):
-    """A charge for an issued invoice failed: the invoice stays open and blocks changes (R8)."""
+    """A charge for an issued invoice failed: the invoice stays open and blocks changes (R8).
+    `failed_at`: the invoice's first failure, which anchors its dunning; `retry_at`: its next
+    automatic retry, or None (domain/subscription/dunning.py). v3 added both."""
 
+    class_version = 3
     invoice_id: str
     amount: Decimal
     decline_code: str
     message: str
+    failed_at: datetime | None
+    retry_at: datetime | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["failed_at"] = None
+        state["retry_at"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.pending_charges.pop(self.invoice_id, None)
-        sub.invoices[self.invoice_id]["status"] = "open"
+        invoice = sub.invoices[self.invoice_id]
+        invoice["status"] = "open"
+        invoice["failed_at"], invoice["retry_at"] = self.failed_at, self.retry_at
         if sub.status in ("active", "trialing"):
             sub.status = "past_due"
 

@@ -1,5 +1,6 @@
-"""The facts of a subscription's plan and usage: past-tense events, and how each one changes
-the aggregate. Money facts (invoices, charges, payments) are in billing_events.py.
+"""The facts of a subscription's plan, seats and storage: past-tense events, and how each one
+changes the aggregate. AI credit and operations facts are in usage_events.py, money facts
+(invoices, charges, payments) in billing_events.py.
 
 Events are immutable and versioned (`class_version` with the library's upcasting); a
 correction is a new event, never an edit. The aggregate decides which facts to record;
@@ -110,7 +111,7 @@ class PlanSet(Event):
             sub.prices.pop("plan", None)
         if self.ops_allotment is not None:
             sub.ops_allotment = self.ops_allotment
-            if self.interval == "year" and self.period_start and self.tier:
+            if self.new_cycle and self.interval == "year" and self.period_start and self.tier:
                 sub.ops_reset_at = add_months(self.period_start, 1)
         sub.status = "past_due" if sub.open_invoices() else "active"
 
@@ -121,6 +122,7 @@ class TrialStarted(PlanSet):
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.status = "trialing"
+        sub.trial_used = True
 
 class TrialConverted(PlanSet):
     pass
@@ -133,6 +135,11 @@ class PlanUpgraded(PlanSet):
 
 class IntervalChanged(PlanSet):
     pass
+
+class TierChanged(PlanSet):
+    """A bigger operations tier of the same plan (R16), e.g. Core 120,000/yr -> 240,000/yr."""
+
+    from_tier: int | None
 
 class DowngradeApplied(PlanSet):
     pass
@@ -193,9 +200,34 @@ class SubscriptionCanceled(Event):
         sub.scheduled = None
         sub.period_end = None
         sub.ops_allotment = sub.ops_extra = sub.ops_carried = 0
-        sub.ai_granted = 0
+        sub.ai_granted = sub.ai_worth = sub.ai_rate = 0
+        sub.ai_grant_at = None
         sub.prices = {}
         sub.storage_addon = None
+
+class WorkspaceSuspended(Event):
+    """Dunning's final action `suspend` (R8, R19): the last retry of `invoice_id` failed; paid
+    features are locked and nothing renews until every open invoice is paid."""
+
+    invoice_id: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.status = "suspended"
+
+
+class WorkspaceReactivated(Event):
+    """Every open invoice of a suspended workspace is paid: it is active again. `restart_at`: the
+    period ran out while suspended, so a new one is anchored there (the scheduler renews it)."""
+
+    restart_at: datetime | None
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.status = "active"
+        if self.restart_at is not None:
+            sub.anchor = sub.period_end = self.restart_at
+
 
 class PeriodRenewed(Event):
     period_start: datetime
@@ -212,14 +244,25 @@ class PeriodRenewed(Event):
         sub.charged = {k: v for k, v in sub.charged.items() if k.endswith(self.period_end.isoformat())}
 
 class SeatsChanged(Event):
+    """`scheduled_seats`: the seats a scheduled per-seat downgrade now starts with (the last
+    seat count chosen, R17, R21), or None when none is scheduled. v3 added it."""
+
+    class_version = 3
     seats: int
     previous: int | None
     unit_price: Decimal | None
+    scheduled_seats: int | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["scheduled_seats"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.seats = self.seats
         sub.seats_paid = max(sub.seats_paid, self.seats)
+        if self.scheduled_seats is not None and sub.scheduled:
+            sub.scheduled["seats"] = self.scheduled_seats
 
 class MembersChanged(Event):
     class_version = 3
@@ -258,95 +301,3 @@ class StorageAddonChanged(Event):
             sub.prices.pop("addon", None)
         else:
             sub.prices["addon"] = self.unit_price
-
-class AICreditPackBought(Event):
-    pack: str
-    credits: int
-    price: Decimal
-    invoice_id: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ai_purchased += self.credits
-
-class AICreditsGranted(Event):
-    credits: int
-    expired: int
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ai_granted = self.credits
-
-class AICreditsConsumed(Event):
-    credits: int
-    from_granted: int
-    from_purchased: int
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ai_granted -= self.from_granted
-        sub.ai_purchased -= self.from_purchased
-
-class OperationsUsed(Event):
-    operations: int
-    from_carried: int
-    from_allotment: int
-    from_extra: int
-    overage: int
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ops_carried -= self.from_carried
-        sub.ops_allotment -= self.from_allotment
-        sub.ops_extra -= self.from_extra
-
-class OperationsBought(Event):
-    operations: int
-    price: Decimal
-    invoice_id: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ops_extra += self.operations
-
-class OperationsCarriedOver(Event):
-    """Unused operations moved into the new plan (R18), at the rate they were paid for."""
-
-    operations: int
-    until: datetime
-    rate_price: Decimal
-    rate_operations: int
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ops_carried, sub.ops_carried_until = self.operations, self.until
-        sub.ops_carried_rate = {"price": self.rate_price, "operations": self.rate_operations}
-
-class OperationsConvertedToCredit(Event):
-    operations: int
-    amount: Decimal
-    formula: str
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ops_carried = sub.ops_extra = 0
-        sub.ops_carried_until = None
-
-class OperationsReset(Event):
-    allotment: int
-    expired_extra: int
-    next_reset_at: datetime | None
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ops_allotment = self.allotment
-        sub.ops_extra -= self.expired_extra
-        sub.ops_reset_at = self.next_reset_at
-
-class OperationsExpired(Event):
-    operations: int
-
-    def apply(self, sub: Subscription) -> None:
-        super().apply(sub)
-        sub.ops_carried = 0
-        sub.ops_carried_until = None

@@ -7,7 +7,7 @@ Each decision runs every check before its first fact and returns the money it ne
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain import pricing, rules
 from domain.catalog import Plan, Tier
@@ -18,10 +18,11 @@ from domain.periods import Period, period_number, plus_days
 from domain.subscription import billing, credits_operations, seats_storage
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import (
-    AICreditsGranted, CancellationCancelled, CancellationScheduled, DowngradeApplied, DowngradeCancelled,
-    DowngradeNoticeDue, DowngradeScheduled, IntervalChanged, OperationsCarriedOver, OperationsConvertedToCredit,
-    PlanSet, PlanUpgraded, Subscribed, SubscriptionCanceled, TrialConverted, TrialStarted,
+    CancellationCancelled, CancellationScheduled, DowngradeApplied, DowngradeCancelled, DowngradeNoticeDue,
+    DowngradeScheduled, IntervalChanged, PlanSet, PlanUpgraded, Subscribed, SubscriptionCanceled, TierChanged,
+    TrialConverted, TrialStarted,
 )
+from domain.subscription.usage_events import AICreditsGranted, OperationsCarriedOver, OperationsConvertedToCredit
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -38,6 +39,8 @@ def subscribe(sub: Subscription, cmd: Subscribe, ctx: Context) -> ChargeDue | No
     tier = rules.resolve_tier(plan, cmd.tier, cmd.interval)
     rules.check_seats_for_plan(plan, cmd.seats)
     if plan.kind == "trial":
+        if sub.trial_used:  # one trial per workspace, however it ended (R15)
+            raise LedgerError("trial_used", f"this workspace has had its {plan.name.lower()}: choose a plan to subscribe")
         end = plus_days(ctx.at, plan.trial_days or 0)
         set_plan(sub, TrialStarted, ctx, plan, None, None, None, Period(ctx.at, end))
         return None
@@ -87,21 +90,46 @@ def upgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: 
     new plan), or a new cycle from now (R14, R15; 004's policy, R16)."""
     rules.check_payment_method(sub, ctx.cause)
     rules.check_team_choice(current, target, keep_team)
-    event = TrialConverted if current.kind == "trial" else (
-        IntervalChanged if target.id == current.id else PlanUpgraded)
+    event, extra = upgrade_event(sub, ctx, current, target, tier)
     new_cycle = not current.billable or ctx.catalog.policy.upgrade_new_cycle or interval != sub.interval
     if new_cycle:
-        return start_paid(sub, event, ctx, target, tier, interval, seats, "upgrade", keep_team=keep_team)
+        return start_paid(sub, event, ctx, target, tier, interval, seats, "upgrade", keep_team=keep_team, extra=extra)
     period = sub.period()
     assert period is not None
+    policy, currency = ctx.catalog.policy, ctx.catalog.currency
     new_item = pricing.plan_item(target, interval, seats, tier)
     assert new_item is not None
-    lines = billing.credit_unused(sub, ctx, period, "plan")
-    lines.append(pricing.prorated_charge(new_item, period, ctx.at, ctx.catalog.policy, ctx.catalog.currency, "plan_charge"))
-    bill = billing.price(sub, ctx, lines, "upgrade")
+    charge = pricing.prorated_charge(new_item, period, ctx.at, policy, currency, "plan_charge")
+    pools = credits_operations.unused_operations(sub, ctx) if policy.upgrade_credit == "unused_operations" else []
+    if pools:  # R16: the credit follows upgrade_credit whatever the cycle policy, capped at this bill
+        credit = pricing.operations_credit(pools, charge.amount, currency, ctx.at)
+        lines = [credit] if credit else []
+    else:
+        lines = billing.credit_unused(sub, ctx, period, "plan", seats_storage.seats_credited(sub, policy, seats))
+    bill = billing.price(sub, ctx, lines + [charge], "upgrade")
     supersede_schedule(sub, ctx)
-    set_plan(sub, event, ctx, target, tier, interval, seats, None, unit_price=new_item.unit_price, keep_team=keep_team)
+    if pools and lines:
+        sub.trigger(OperationsConvertedToCredit, ctx, operations=sum(n for n, _ in pools), amount=-lines[0].amount,
+                    formula=lines[0].formula)
+    credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats))
+    allotment = credits_operations.operations_for_the_rest(sub, ctx, tier) if tier else None
+    set_plan(sub, event, ctx, target, tier, interval, seats, None, unit_price=new_item.unit_price, keep_team=keep_team,
+             allotment=allotment, **extra)
     return billing.issue(sub, ctx, bill, plan=target.id)
+
+
+def upgrade_event(sub: Subscription, ctx: Context, current: Plan, target: Plan,
+                  tier: Tier | None) -> tuple[type[PlanSet], dict[str, Any]]:
+    """What an upgrade is recorded as, so the audit trail reads right: a trial converted, another
+    plan, a bigger tier of the same plan (R16; with the tier it left), or another interval."""
+    if current.kind == "trial":
+        return TrialConverted, {}
+    if target.id != current.id:
+        return PlanUpgraded, {}
+    old_tier = sub.tier_of(ctx.catalog)
+    if tier and old_tier and tier.monthly_operations != old_tier.monthly_operations:
+        return TierChanged, {"from_tier": old_tier.operations}
+    return IntervalChanged, {}
 
 
 def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier: Tier | None, interval: str,
@@ -141,7 +169,7 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
     if target.billable and interval != sub.interval:
         # another interval restarts the cycle now (R14); unused time becomes billing credit (R10)
         return start_paid(sub, DowngradeApplied, ctx, target, tier, interval, seats, "downgrade", keep_team=keep_team)
-    lines = billing.credit_unused(sub, ctx, period, "plan")
+    lines = billing.credit_unused(sub, ctx, period, "plan", seats_storage.seats_credited(sub, policy, seats))
     new_item = pricing.plan_item(target, interval, seats, tier)
     if new_item is not None:
         lines.append(pricing.prorated_charge(new_item, period, ctx.at, policy, catalog.currency, "plan_charge"))
@@ -149,6 +177,7 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
         lines += billing.credit_unused(sub, ctx, period, "addon")  # a free plan drops the add-on too (R22)
     bill = billing.price(sub, ctx, lines, "downgrade")
     supersede_schedule(sub, ctx)
+    credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats) if new_item else 0)
     set_plan(sub, DowngradeApplied, ctx, target, tier, interval if new_item else None, seats, None,
              unit_price=new_item.unit_price if new_item else None, keep_team=keep_team)
     return billing.issue(sub, ctx, bill, plan=target.id)
@@ -171,8 +200,8 @@ def cancel(sub: Subscription, cmd: Cancel, ctx: Context) -> None:
         raise LedgerError("invalid_request", "cancellation is already scheduled")
     period = sub.period()
     plan = sub.plan_of(ctx.catalog)
-    if period is None or plan is None or not plan.billable:
-        sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
+    if period is None or plan is None or not plan.billable or sub.status == "suspended":
+        sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)  # a suspended plan has nothing paid left to run
         return
     supersede_schedule(sub, ctx)
     sub.trigger(CancellationScheduled, ctx, effective_at=period.end)
@@ -193,11 +222,12 @@ def supersede_schedule(sub: Subscription, ctx: Context) -> None:
 def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
              interval: str | None, seats: int | None, new_period: Period | None, *,
              unit_price: Decimal | None = None, addon_price: Decimal | None = None,
-             keep_team: str | None = None) -> None:
+             keep_team: str | None = None, allotment: int | None = None, **extra: Any) -> None:
     """Put the workspace on `plan`; with `new_period` the billing cycle restarts there, without
     it a paid plan keeps the current cycle and a plan that bills nothing has none. A new plan
     price credits the old plan's seats and charges only these seats (R21); without one, seats
-    already paid this period stay paid."""
+    already paid this period stay paid. `allotment`: the operations left for the rest of this
+    cycle when the tier changes without a new one (R11, R16)."""
     if new_period is not None:
         start, end = new_period.start, new_period.end
     elif plan.billable:
@@ -205,23 +235,24 @@ def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: 
     else:
         start = end = None
     if tier is None:
-        allotment: int | None = 0
-    else:
-        allotment = tier.monthly_operations if new_period else None  # None: unchanged in this cycle
+        allotment = 0
+    elif allotment is None and new_period:
+        allotment = tier.monthly_operations  # else None: unchanged in this cycle
     new_cycle = new_period is not None or not plan.billable
     seats_paid = (seats or 0) if (new_cycle or unit_price is not None) else max(sub.seats_paid, seats or 0)
     sub.trigger(
         event_class, ctx, from_plan=sub.plan, plan=plan.id, tier=tier.operations if tier else None,
         interval=interval, seats=seats, unit_price=unit_price, addon_price=addon_price,
         new_cycle=new_cycle, period_start=start, period_end=end,
-        ops_allotment=allotment, kept_team=keep_team, seats_paid=seats_paid,
+        ops_allotment=allotment, kept_team=keep_team, seats_paid=seats_paid, **extra,
     )
-    if not plan.ai_credits_per_seat and sub.ai_granted:
-        sub.trigger(AICreditsGranted, ctx, credits=0, expired=sub.ai_granted)
+    if not plan.ai_credits_per_seat and (sub.ai_granted or sub.ai_grant_at):
+        sub.trigger(AICreditsGranted, ctx, credits=0, expired=sub.ai_granted, debt_repaid=0, next_grant_at=None)
 
 
 def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
-               interval: str, seats: int | None, purpose: str, keep_team: str | None = None) -> ChargeDue | None:
+               interval: str, seats: int | None, purpose: str, keep_team: str | None = None,
+               extra: dict[str, Any] | None = None) -> ChargeDue | None:
     """A paid cycle starting now (R14, R15, 004): full charge for the new period, credit for
     what the old plan leaves unused (R13, or unused operations, R16), then the plan, the grants
     and the bill, in that order."""
@@ -238,6 +269,7 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
         charges.append(pricing.full_charge(addon, new_period, catalog.currency, "addon_charge"))
     credits: list[pricing.Line] = []
     converted = 0
+    time_credited = False
     old_period = sub.period()
     if old_period and sub.prices:
         if catalog.policy.upgrade_credit == "unused_operations" and sub.tier_of(catalog) and purpose == "upgrade":
@@ -247,15 +279,21 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
             line = pricing.operations_credit(pools, cap, catalog.currency, ctx.at)
             credits += [line] if line else []
         elif catalog.policy.upgrade_credit == "unused_time":
-            credits += billing.credit_unused(sub, ctx, old_period, "plan")
+            credits += billing.credit_unused(sub, ctx, old_period, "plan",
+                                             seats_storage.seats_credited(sub, catalog.policy, seats))
+            time_credited = True
         if sub.storage_addon:
             credits += billing.credit_unused(sub, ctx, old_period, "addon")
+    charges += credits_operations.overage_lines(sub, ctx)  # the closed cycle's overage (R19)
     bill = billing.price(sub, ctx, credits + charges, purpose)
+    credits_operations.overage_billed(sub, ctx, bill)
     supersede_schedule(sub, ctx)
     if converted and credits:
         sub.trigger(OperationsConvertedToCredit, ctx, operations=converted, amount=-credits[0].amount,
                     formula=credits[0].formula)
+    if time_credited:
+        credits_operations.prorate_grant(sub, ctx, 0)  # the old window ends with the time credited (R23)
     set_plan(sub, event_class, ctx, plan, tier, interval, seats, new_period, unit_price=item.unit_price,
-             addon_price=addon.unit_price if addon else None, keep_team=keep_team)
+             addon_price=addon.unit_price if addon else None, keep_team=keep_team, **(extra or {}))
     credits_operations.grant_cycle(sub, ctx, plan, reset_operations=False)
     return billing.issue(sub, ctx, bill, plan=plan.id)

@@ -1,5 +1,5 @@
-"""What falls due: renewals, trial ends, scheduled changes, notices, operations resets
-(R14, R15, R17, R18, R22, R23).
+"""What falls due: renewals, trial ends, scheduled changes, notices, operations resets,
+monthly AI credit grants (R14, R15, R17, R18, R22, R23).
 
 Each item is recorded at its own due instant, in time order. A renewal's charge is requested,
 not collected: the scheduler stops at a pending charge, the application settles it, and the
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 from domain import pricing
 from domain.periods import period_containing, period_number
-from domain.subscription import billing, credits_operations, plan_changes
+from domain.subscription import billing, credits_operations, dunning, plan_changes
 from domain.subscription.billing_events import PaymentSucceeded
 from domain.subscription.context import Context
 from domain.subscription.events import (
-    DowngradeApplied, DowngradeNoticeDue, OperationsExpired, OperationsReset, PeriodRenewed, SubscriptionCanceled,
-    TrialExpired,
+    DowngradeApplied, DowngradeNoticeDue, PeriodRenewed, SubscriptionCanceled, TrialExpired,
 )
+from domain.subscription.usage_events import OperationsExpired, OperationsReset
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -49,16 +49,32 @@ def process_due(sub: Subscription, ctx: Context, forecast: bool = False) -> None
 
 
 def next_due(sub: Subscription) -> tuple[datetime, str] | None:
+    """The earliest item due. A suspended workspace renews nothing and is granted nothing; only
+    a scheduled cancellation still applies at its period end (R8, R19)."""
     candidates = []
+    active = sub.status != "suspended"
     if sub.scheduled and not sub.scheduled["noticed"]:
         candidates.append((sub.scheduled["notice_at"], "notice"))
     if sub.ops_carried and sub.ops_carried_until:
         candidates.append((sub.ops_carried_until, "carry_expiry"))
-    if sub.ops_reset_at and sub.period_end and sub.ops_reset_at < sub.period_end:
+    if active and sub.ops_reset_at and sub.period_end and sub.ops_reset_at < sub.period_end:
         candidates.append((sub.ops_reset_at, "operations_reset"))
-    if sub.subscribed and sub.period_end:
+    if active and sub.ai_grant_at and sub.period_end and sub.ai_grant_at < sub.period_end:
+        candidates.append((sub.ai_grant_at, "ai_grant"))
+    canceling = bool(sub.scheduled and sub.scheduled["kind"] == "cancel")
+    if sub.subscribed and sub.period_end and (active or canceling):
         candidates.append((sub.period_end, "period_end"))
+    retries = [i["retry_at"] for i in sub.invoices.values() if i["status"] == "open" and i["retry_at"]]
+    if retries:
+        candidates.append((min(retries), "dunning_retry"))
     return min(candidates) if candidates else None
+
+
+def due_dunning_retry(sub: Subscription, ctx: Context) -> None:
+    """R8: an open invoice is tried again with the default payment method on its retry day."""
+    invoice_id = min((i for i, inv in sub.invoices.items() if inv["status"] == "open" and inv["retry_at"]),
+                     key=lambda i: sub.invoices[i]["retry_at"])  # type: ignore[arg-type, return-value]
+    billing.collect(sub, ctx, invoice_id, dunning.RETRY)
 
 
 def due_notice(sub: Subscription, ctx: Context) -> None:
@@ -82,6 +98,13 @@ def due_operations_reset(sub: Subscription, ctx: Context) -> None:
                 next_reset_at=month.end if sub.period_end and month.end < sub.period_end else None)
 
 
+def due_ai_grant(sub: Subscription, ctx: Context) -> None:
+    """R23: on the monthly cadence an annual plan opens a grant window every month."""
+    plan = sub.plan_of(ctx.catalog)
+    assert plan is not None
+    credits_operations.grant_ai_credits(sub, ctx, plan)
+
+
 def due_period_end(sub: Subscription, ctx: Context) -> None:
     """The period's end: a trial falls back (R15), a cancellation or a scheduled downgrade
     applies (R17, R19), then the next period renews."""
@@ -92,7 +115,11 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
         return
     scheduled = sub.scheduled
     if scheduled and scheduled["kind"] == "cancel":
+        final_invoice(sub, ctx)
         sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
+        return
+    if sub.open_invoice:  # never renew over an unpaid invoice (R8, R20): dunning's final action instead
+        dunning.final_action(sub, ctx.meta(), catalog.policy, sub.open_invoice)
         return
     if scheduled and scheduled["kind"] == "downgrade":
         target = catalog.plan(scheduled["plan"] or "")
@@ -126,15 +153,30 @@ def renew(sub: Subscription, ctx: Context) -> None:
     lines = [pricing.full_charge(item, nxt, catalog.currency, "plan_charge")]
     if addon:
         lines.append(pricing.full_charge(addon, nxt, catalog.currency, "addon_charge"))
+    lines += credits_operations.overage_lines(sub, ctx)
     sub.trigger(PeriodRenewed, ctx, period_start=nxt.start, period_end=nxt.end, seats=sub.seats,
                 unit_price=item.unit_price, addon_price=addon.unit_price if addon else None)
     credits_operations.grant_cycle(sub, ctx, plan, reset_operations=True)
-    billing.issue_and_collect(sub, ctx, billing.price(sub, ctx, lines, "renewal", immediate=False))
+    bill = billing.price(sub, ctx, lines, "renewal", immediate=False)
+    credits_operations.overage_billed(sub, ctx, bill)
+    billing.issue_and_collect(sub, ctx, bill)
+
+
+def final_invoice(sub: Subscription, ctx: Context) -> None:
+    """What is still owed when a subscription ends (operations billed as overage, R19) is
+    invoiced and collected at the end; nothing else is (R10: no refund, no new period)."""
+    lines = credits_operations.overage_lines(sub, ctx)
+    if lines:
+        bill = billing.price(sub, ctx, lines, "final", immediate=False)
+        credits_operations.overage_billed(sub, ctx, bill)
+        billing.issue_and_collect(sub, ctx, bill)
 
 
 DUE: dict[str, Callable[[Subscription, Context], None]] = {
     "notice": due_notice,
     "carry_expiry": due_carry_expiry,
     "operations_reset": due_operations_reset,
+    "ai_grant": due_ai_grant,
+    "dunning_retry": due_dunning_retry,
     "period_end": due_period_end,
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from domain import pricing, rules
+from domain.catalog import Policy
 from domain.commands import ReportStorage, SetMembers, SetSeats, SetStorageAddon
 from domain.errors import LedgerError
-from domain.subscription import billing
+from domain.subscription import billing, credits_operations
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import MembersChanged, SeatsChanged, StorageAddonChanged, StorageUsageReported
 
@@ -18,6 +19,17 @@ if TYPE_CHECKING:
 def _require_subscription(sub: Subscription) -> None:
     if not sub.subscribed:
         raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+
+
+def seats_credited(sub: Subscription, policy: Policy, new_seats: int | None) -> int:
+    """R21: how many seats a plan change credits for unused time. Only what the policy keeps
+    paid: a seat removed without a credit stays paid until the period ends (it may be added
+    back for free), so it is credited only as far as it moves into the new plan, never turned
+    into billing credit by an upgrade or a downgrade."""
+    held = sub.seats_held(policy)
+    if policy.seat_removal_credit:
+        return held
+    return min(held, max(sub.seats or 0, new_seats or 0))
 
 
 def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | None:
@@ -47,8 +59,24 @@ def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | Non
         credit = pricing.unused_time_credit(item, period, ctx.at, policy, currency, "seat_credit", sub.charged_net("plan"))
         lines += [credit] if credit else []
     bill = billing.price(sub, ctx, lines, "seats") if lines else None
-    sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit)
+    if any(line.kind == "seat_credit" for line in lines):
+        credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(plan, cmd.seats))  # R23
+    sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit,
+                scheduled_seats=scheduled_seats(sub, ctx, cmd.seats))
     return billing.issue(sub, ctx, bill, plan=plan.id) if bill else None
+
+
+def scheduled_seats(sub: Subscription, ctx: Context, seats: int) -> int | None:
+    """R17, R21: a per-seat downgrade scheduled for the period end starts with the seats held at
+    the boundary: a seat count chosen after scheduling it is the next period's quantity, so the
+    schedule follows it (within the target's max_seats). Members who joined without seats being
+    bought are not counted for them: the new plan shows the R24 over-seat warning instead."""
+    if not sub.scheduled or sub.scheduled["kind"] != "downgrade":
+        return None
+    target = ctx.catalog.plan(sub.scheduled["plan"] or "")
+    if target is None or not target.per_seat:
+        return None
+    return min(seats, target.max_seats)
 
 
 def set_members(sub: Subscription, cmd: SetMembers, ctx: Context) -> None:

@@ -1,0 +1,192 @@
+"""Dunning (R8, R19, R20): a failed renewal is retried on the catalog's days, then the final action
+(suspend or cancel); a past-due workspace never renews over its open invoice; pay-invoice pays
+every open invoice, oldest first."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.catalog import CatalogError, parse_catalog
+from tests.conftest import utc
+from tests.support import D, DECLINED, VISA, catalog_variant, refused, state
+
+SUBSCRIBE = {"forms": {"plan": "pro"}, "workspace": {"plan": "team", "seats": 2},
+             "operations": {"plan": "core", "tier": 10_000}}
+PRICE = {"forms": D("19.00"), "workspace": D("16.00"), "operations": D("10.59")}
+
+
+def declined_at_renewal(book, catalog, base=None, ws="ws"):
+    """Subscribed on Apr 1 with a good card (on `catalog`, a built-in one or a variant of `base`),
+    then only a declined card on file."""
+    b = book(catalog, "2026-04-01T00:00:00")
+    assert b.do(ws, "add-payment-method", payment_method=VISA).ok
+    assert b.do(ws, "subscribe", **SUBSCRIBE[base or catalog]).ok
+    assert b.do(ws, "add-payment-method", payment_method=DECLINED).ok
+    return b
+
+
+def events(b, name, ws="ws"):
+    return [e for e in b.ledger.workspace_events(ws) if type(e).__name__ == name]
+
+
+@pytest.mark.parametrize("catalog", ["forms", "workspace", "operations"])
+def test_R8_failed_renewal_is_retried_on_the_catalog_days_then_suspended(book, catalog):
+    """Built-in policy: retries 3, 5 and 7 days after the failure, each a scheduler item asking
+    for the same invoice under a new attempt and key; after the last, the workspace is
+    suspended (paid features locked, R19) and June does not renew over May's invoice."""
+    b = declined_at_renewal(book, catalog)
+    b.at("2026-05-01T00:00:00")
+    (failed,) = events(b, "PaymentFailed")
+    invoice = failed.invoice_id
+    assert (failed.failed_at, failed.retry_at) == (utc("2026-05-01T00:00:00"), utc("2026-05-04T00:00:00"))
+    assert state(b, "ws")["status"] == "past_due"
+    b.at("2026-06-15T00:00:00")
+    retries = [e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]
+    assert [(e.timestamp, e.attempt, e.charge_key) for e in retries] == [
+        (utc(f"2026-05-0{day}T00:00:00"), n, f"ws:{invoice}:{n}") for day, n in ((4, 2), (6, 3), (8, 4))]
+    assert all((e.actor_role, e.channel) == ("system", "scheduler") for e in retries)
+    assert [e.retry_at for e in events(b, "PaymentFailed")] == [
+        utc("2026-05-04T00:00:00"), utc("2026-05-06T00:00:00"), utc("2026-05-08T00:00:00"), None]
+    (suspended,) = events(b, "WorkspaceSuspended")
+    assert suspended.invoice_id == invoice
+    s = state(b, "ws")
+    free = next((p for p in b.ledger.catalog_for(b.sub("ws")).plans if p.kind == "free"), None)
+    assert (s["status"], s["features"]) == ("suspended", free.features if free else [])  # paid ones locked (R19)
+    assert s["open_invoices"] == [{"id": invoice, "amount_due": str(PRICE[catalog]), "retry_at": None}]
+    assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal"]
+
+
+def test_R8_a_retry_that_succeeds_restores_active_and_renewals_go_on(book):
+    b = declined_at_renewal(book, "forms")
+    b.at("2026-05-02T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    b.at("2026-05-04T00:00:00")
+    assert (b.sub("ws").status, b.sub("ws").open_invoice) == ("active", None)
+    assert events(b, "PaymentSucceeded")[-1].timestamp == utc("2026-05-04T00:00:00")
+    b.at("2026-06-01T00:00:00")
+    assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal", "renewal"]
+
+
+def test_R8_the_customers_own_failed_payment_does_not_move_the_schedule(book):
+    b = declined_at_renewal(book, "forms")
+    b.at("2026-05-02T00:00:00")
+    assert b.do("ws", "pay-invoice").error.code == "payment_failed"
+    assert events(b, "PaymentFailed")[-1].retry_at == utc("2026-05-04T00:00:00")
+    b.at("2026-05-08T00:00:00")
+    assert b.sub("ws").status == "suspended"
+    assert len([e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]) == 3
+
+
+def test_R19_suspended_workspace_has_paid_features_locked_until_it_pays(book):
+    """Suspended: AI credits and operations are locked (workspace_suspended), plan changes wait
+    for the open invoice (R8); paying it before the period ends keeps the period."""
+    b = declined_at_renewal(book, "workspace")
+    b.at("2026-05-08T00:00:00")
+    assert b.sub("ws").status == "suspended"
+    refused(b, "ws", "workspace_suspended", "consume-ai-credits", credits=1)
+    refused(b, "ws", "workspace_suspended", "buy-ai-credits", pack="ai-1000")
+    refused(b, "ws", "open_invoice", "change-plan", plan="free")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    paid = b.do("ws", "pay-invoice")
+    assert paid.ok and [type(e).__name__ for e in paid.events][-2:] == ["PaymentSucceeded", "WorkspaceReactivated"]
+    (reactivated,) = events(b, "WorkspaceReactivated")
+    assert reactivated.restart_at is None
+    s = state(b, "ws")
+    assert (s["status"], s["period_end"], s["open_invoices"]) == ("active", "2026-06-01T00:00:00Z", [])
+    assert "ai_assistant" in s["features"]
+    assert b.do("ws", "consume-ai-credits", credits=1).ok
+
+
+def test_R19_suspended_operations_workspace_cannot_run_operations(book):
+    b = declined_at_renewal(book, "operations")
+    b.at("2026-05-08T00:00:00")
+    refused(b, "ws", "workspace_suspended", "record-usage", operations=1)
+
+
+def test_R8_paying_after_the_period_ran_out_restarts_the_subscription_at_the_payment(book):
+    b = declined_at_renewal(book, "workspace")
+    b.at("2026-07-10T00:00:00")
+    assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal"]
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice").ok
+    assert events(b, "WorkspaceReactivated")[0].restart_at == utc("2026-07-10T00:00:00")
+    b.at("2026-07-10T00:00:00")
+    s = state(b, "ws")
+    assert (s["status"], s["period_start"], s["period_end"]) == (
+        "active", "2026-07-10T00:00:00Z", "2026-08-10T00:00:00Z")
+    renewal = events(b, "InvoiceIssued")[-1]
+    assert (renewal.purpose, renewal.amount_due) == ("renewal", D("16.00"))
+    assert state(b, "ws")["ai_credits_granted"] == 200
+
+
+def test_R8_cancel_final_action_on_a_custom_catalog(book, tmp_path):
+    """`dunning_retry_days = [2, 4]`, `dunning_final_action = "cancel"`: two retries, then the
+    subscription ends; the open invoice still blocks a new subscription until it is paid (R20)."""
+    b = declined_at_renewal(book, catalog_variant(tmp_path, "workspace", "workspace-dunning-cancel",
+                                                  dunning_retry_days="[2, 4]", dunning_final_action='"cancel"'), "workspace")
+    b.at("2026-06-15T00:00:00")
+    assert [e.timestamp for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"] == [
+        utc("2026-05-03T00:00:00"), utc("2026-05-05T00:00:00")]
+    (canceled,) = events(b, "SubscriptionCanceled")
+    assert canceled.plan == "team"
+    assert (state(b, "ws")["status"], state(b, "ws")["plan"]) == ("canceled", None)
+    refused(b, "ws", "open_invoice", "subscribe", plan="team", seats=2)
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice").ok
+    assert b.sub("ws").status == "canceled"
+    assert b.do("ws", "subscribe", plan="team", seats=2).ok
+
+
+def test_R8_no_retry_days_applies_the_final_action_at_the_first_failure(book, tmp_path):
+    b = declined_at_renewal(book, catalog_variant(tmp_path, "forms", "forms-no-retries", dunning_retry_days="[]"), "forms")
+    b.at("2026-05-01T00:00:00")
+    assert b.sub("ws").status == "suspended"
+    assert [e.purpose for e in events(b, "ChargeRequested")][-1] == "renewal"
+
+
+def test_R8_cancel_while_suspended_ends_the_subscription_at_once(book):
+    b = declined_at_renewal(book, "forms")
+    b.at("2026-05-08T00:00:00")
+    assert [type(e).__name__ for e in b.do("ws", "cancel").events] == ["SubscriptionCanceled"]
+    assert b.sub("ws").open_invoice is not None
+
+
+def test_R8_pay_invoice_pays_every_open_invoice_oldest_first(book, tmp_path):
+    """Two open invoices (a declined renewal, then the final invoice of billed overage when the
+    scheduled cancellation applies): state lists both; pay-invoice without an id asks for each,
+    oldest first, one charge per invoice, each settled by the ledger."""
+    b = declined_at_renewal(book, catalog_variant(tmp_path, "operations", "ops-bill", overage='"bill"'), "operations")
+    b.at("2026-05-02T00:00:00")
+    assert b.do("ws", "record-usage", operations=20_000).ok
+    assert b.do("ws", "cancel").ok
+    b.at("2026-06-01T00:00:00")
+    s = state(b, "ws")
+    assert s["status"] == "canceled"
+    renewal, final = [e for e in events(b, "InvoiceIssued") if e.purpose in ("renewal", "final")]
+    assert [i["id"] for i in s["open_invoices"]] == [renewal.invoice_id, final.invoice_id]
+    assert s["open_invoice"] == renewal.invoice_id
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    paid = b.do("ws", "pay-invoice")
+    assert paid.ok
+    requested = [e for e in paid.events if type(e).__name__ == "ChargeRequested"]
+    assert [(e.invoice_id, e.amount) for e in requested] == [(renewal.invoice_id, D("10.59")),
+                                                           (final.invoice_id, D("10.59"))]
+    assert [type(e).__name__ for e in paid.events].count("PaymentSucceeded") == 2
+    assert state(b, "ws")["open_invoices"] == []
+
+
+def test_R8_pay_invoice_with_an_id_pays_only_that_one(book):
+    b = declined_at_renewal(book, "forms")
+    b.at("2026-05-01T00:00:00")
+    invoice = b.sub("ws").open_invoice
+    refused(b, "ws", "invalid_request", "pay-invoice", invoice="in_ws_0099")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice", invoice=invoice).ok
+
+
+@pytest.mark.parametrize(("days", "problem"), [("[3, 30]", "1 to 27"), ("[5, 3]", "increase"), ("[0]", "1 to 27")])
+def test_R8_retry_days_must_end_before_the_next_renewal(days, problem):
+    text = f'id = "c"\nversion = "1"\nname = "c"\ncurrency = "USD"\n[policy]\ndunning_retry_days = {days}\n' \
+           '[[plans]]\nid = "free"\nname = "Free"\nrank = 0\nkind = "free"\nstorage_gb = 1\n'
+    with pytest.raises(CatalogError, match=problem):
+        parse_catalog(text)

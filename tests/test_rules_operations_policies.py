@@ -1,0 +1,180 @@
+"""Operations catalogs (004) under other policies: upgrades that keep the cycle (R11, R16), tier
+changes in the audit trail, and what happens to usage beyond the allowance (R19)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import utc
+from tests.support import D, VISA, catalog_variant, lines, only_invoice, refused, types
+
+
+def ops_book(book, tmp_path, **policy):
+    if not policy:
+        return book("operations", "2026-04-01T00:00:00")
+    return book(catalog_variant(tmp_path, "operations", "operations-custom", **policy), "2026-04-01T00:00:00")
+
+
+def subscribed(b, plan="core", tier=150_000, interval="month"):
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", plan=plan, tier=tier, interval=interval).ok
+    return b
+
+
+# ------------------------------------------------------------------ R16/R11 upgrade_new_cycle = false
+
+
+def test_R16_R11_upgrade_keeping_the_cycle_credits_unused_operations_and_raises_limits_at_once(book, tmp_path):
+    """`upgrade_new_cycle = false`: Core 150,000 (113.85) with 50,000 used, Pro 150,000 (190.00)
+    ten days in. The credit follows `upgrade_credit` (100,000 unused x 113.85/150,000 = 75.90),
+    the charge is the rest of the period (190.00 x 20/30 = 126.67), and the new tier's operations
+    apply at once for the rest of the period (150,000 x 20/30 = 100,000); the cycle stays."""
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle="false"))
+    assert b.do("ws", "record-usage", operations=50_000).ok
+    b.at("2026-04-11T00:00:00")
+    result = b.do("ws", "change-plan", plan="pro", tier=150_000)
+    invoice = only_invoice(result)
+    assert lines(invoice) == [("operations_credit", D("-75.90")), ("plan_charge", D("126.67"))]
+    assert invoice.amount_due == D("50.77")
+    assert "OperationsConvertedToCredit" in types(result)
+    sub = b.sub("ws")
+    assert (sub.plan, sub.operations_remaining) == ("pro", 100_000)
+    assert (sub.period_start, sub.period_end) == (utc("2026-04-01T00:00:00"), utc("2026-05-01T00:00:00"))
+    b.at("2026-05-01T00:00:00")
+    renewal = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][-1]
+    assert lines(renewal) == [("plan_charge", D("190.00"))]
+    assert b.sub("ws").operations_remaining == 150_000
+
+
+def test_R16_R27_upgrade_keeping_the_cycle_caps_the_operations_credit_at_the_bill(book, tmp_path):
+    """Core 150,000 unused on day 29 -> Teams 10,000: the credit is capped at the 1.14 charged."""
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle="false"))
+    b.at("2026-04-30T00:00:00")
+    invoice = only_invoice(b.do("ws", "change-plan", plan="teams", tier=10_000))
+    assert lines(invoice) == [("operations_credit", D("-1.14")), ("plan_charge", D("1.14"))]
+    assert "capped" in invoice.lines[0]["formula"]
+
+
+def test_R16_R11_annual_tier_upgrade_keeping_the_cycle_keeps_the_monthly_resets(book, tmp_path):
+    """Core 120,000/year -> Core 240,000/year on Jul 16 without a new cycle: unused operations
+    (6,000 this month + 8 months not yet reset = 86,000 at 105.90/120,000) are credited against
+    the rest of the year (188.20 x 259/365); this month gets 20,000 x 16/31, and the resets go on monthly."""
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle="false"), tier=120_000, interval="year")
+    b.at("2026-07-16T00:00:00")
+    assert b.do("ws", "record-usage", operations=4_000).ok
+    invoice = only_invoice(b.do("ws", "change-plan", plan="core", tier=240_000, interval="year"))
+    assert lines(invoice) == [("operations_credit", D("-75.90")), ("plan_charge", D("133.54"))]
+    sub = b.sub("ws")
+    assert (sub.ops_allotment, sub.ops_reset_at) == (20_000 * 16 // 31, utc("2026-08-01T00:00:00"))
+    b.at("2026-08-01T00:00:00")
+    assert b.sub("ws").ops_allotment == 20_000
+
+
+def test_R16_built_in_operations_catalog_still_starts_a_new_cycle(book, tmp_path):
+    b = subscribed(ops_book(book, tmp_path))
+    b.at("2026-04-11T00:00:00")
+    assert b.do("ws", "change-plan", plan="pro", tier=150_000).ok
+    assert b.sub("ws").period_start == utc("2026-04-11T00:00:00")
+
+
+# ------------------------------------------------------------------ R16 tier changes in the audit trail
+
+
+def test_R16_tier_upgrade_on_the_same_interval_is_recorded_as_a_tier_change(book, tmp_path):
+    """Core 120,000/yr -> Core 240,000/yr is a TierChanged (from 120,000), not an IntervalChanged."""
+    b = subscribed(ops_book(book, tmp_path), tier=120_000, interval="year")
+    result = b.do("ws", "change-plan", plan="core", tier=240_000, interval="year")
+    assert "TierChanged" in types(result) and "IntervalChanged" not in types(result)
+    (changed,) = [e for e in result.events if type(e).__name__ == "TierChanged"]
+    assert (changed.from_tier, changed.tier, changed.interval) == (120_000, 240_000, "year")
+
+
+@pytest.mark.parametrize("new_cycle", ["true", "false"])
+def test_R16_tier_change_reads_right_in_the_audit_trail(book, db_url, tmp_path, new_cycle):
+    from adapters.settings import eventsourcing_env
+    from projections import audit_trail
+    from projections.runner import Projections
+
+    b = subscribed(ops_book(book, tmp_path, upgrade_new_cycle=new_cycle), tier=10_000)
+    assert b.do("ws", "change-plan", plan="core", tier=40_000).ok
+    assert b.do("ws", "change-plan", plan="core", tier=480_000, interval="year").ok
+    with Projections(eventsourcing_env(db_url), source=b.ledger) as p:
+        p.catch_up()
+        with p.engine.connect() as conn:
+            summaries = [r["summary"] for r in audit_trail.rows(conn, "ws") if r["event_type"] in (
+                "TierChanged", "IntervalChanged")]
+    assert summaries[0].startswith("TierChanged: Core 10,000 -> 40,000 operations/month, charged ")
+    assert summaries[1].startswith("IntervalChanged: Core (yearly)")
+
+
+def test_R16_same_monthly_operations_on_another_interval_is_an_interval_change(book, tmp_path):
+    """Core 10,000/month -> Core 120,000/year grants the same 10,000 a month: an IntervalChanged."""
+    b = subscribed(ops_book(book, tmp_path), tier=10_000)
+    assert "IntervalChanged" in types(b.do("ws", "change-plan", plan="core", tier=120_000, interval="year"))
+
+
+# ------------------------------------------------------------------ R19 usage beyond the allowance
+
+
+def renewals(b, ws="ws"):
+    return [e for e in b.ledger.workspace_events(ws) if type(e).__name__ == "InvoiceIssued" and e.purpose == "renewal"]
+
+
+def test_R19_usage_beyond_the_allowance_is_refused_on_the_built_in_operations_catalog(book, tmp_path):
+    """The audit's case: record-usage 1,000,000 on a 10,000 tier was accepted, 0 left, nothing
+    billed. The built-in catalog blocks (`overage = "block"`): refused, recording nothing; usage
+    that fits still counts; extra operations are sold in packs instead."""
+    b = subscribed(ops_book(book, tmp_path), tier=10_000)
+    result = refused(b, "ws", "operations_limit_exceeded", "record-usage", operations=1_000_000)
+    assert "1,000,000 operations exceed the 10,000 left on Core" in result.error.message
+    assert b.do("ws", "record-usage", operations=10_000).ok
+    refused(b, "ws", "operations_limit_exceeded", "record-usage", operations=1)
+    assert b.do("ws", "buy-operations", operations=10_000).ok
+    assert b.do("ws", "record-usage", operations=10_000).ok
+    assert b.sub("ws").operations_remaining == 0
+    b.at("2026-05-01T00:00:00")
+    assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]
+
+
+def test_R19_members_are_blocked_too_and_a_block_records_nothing(book, tmp_path):
+    from tests.conftest import MEMBER
+
+    b = subscribed(ops_book(book, tmp_path), tier=10_000)
+    refused(b, "ws", "operations_limit_exceeded", "record-usage", actor=MEMBER, operations=10_001)
+
+
+def test_R19_billed_overage_is_its_own_line_on_the_next_invoice(book, tmp_path):
+    """`overage = "bill"`: 12,000 used on a 10,000 tier (10.59): the 2,000 beyond are billed on
+    May's renewal at 10.59/10,000 per operation = 2.12, as their own line."""
+    b = subscribed(ops_book(book, tmp_path, overage='"bill"'), tier=10_000)
+    used = b.do("ws", "record-usage", operations=12_000)
+    assert used.ok and (used.events[0].overage, used.events[0].billed_rate_price) == (2_000, D("10.59"))
+    b.at("2026-05-01T00:00:00")
+    renewal = renewals(b)[-1]
+    assert lines(renewal) == [("plan_charge", D("10.59")), ("operations_overage", D("2.12"))]
+    assert renewal.lines[1]["formula"] == "(10.59 / 10,000 ops = 0.001059/op) x 2,000 = 2.118000 -> 2.12"
+    assert renewal.amount_due == D("12.71")
+    b.at("2026-06-01T00:00:00")
+    assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]  # billed once
+
+
+def test_R19_billed_overage_goes_on_the_invoice_of_a_new_cycle_and_a_final_invoice(book, tmp_path):
+    """The next invoice may be an upgrade's (the cycle it closes) or, when the subscription ends,
+    a final invoice: overage is never forgiven under `bill`."""
+    b = subscribed(ops_book(book, tmp_path, overage='"bill"'), tier=10_000)
+    assert b.do("ws", "record-usage", operations=15_000).ok
+    up = only_invoice(b.do("ws", "change-plan", plan="core", tier=20_000))
+    assert lines(up) == [("plan_charge", D("18.82")), ("operations_overage", D("5.30"))]
+    assert b.do("ws", "record-usage", operations=21_000).ok
+    assert b.do("ws", "cancel").ok
+    b.at("2026-05-02T00:00:00")
+    final = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][-1]
+    assert (final.purpose, lines(final)) == ("final", [("operations_overage", D("0.94"))])
+    assert b.sub("ws").status == "canceled"
+
+
+def test_R19_allowed_overage_is_recorded_and_not_billed(book, tmp_path):
+    b = subscribed(ops_book(book, tmp_path, overage='"allow"'), tier=10_000)
+    assert b.do("ws", "record-usage", operations=1_000_000).ok
+    b.at("2026-05-01T00:00:00")
+    assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]
