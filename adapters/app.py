@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from adapters.chained_store import CREATE_LOCK
 from adapters.payments import TestPaymentGateway
 from adapters.settings import database_url, eventsourcing_env
 from domain.catalog import builtin_catalogs, load_catalog
@@ -25,7 +26,9 @@ def ensure_schema(env: dict[str, str]) -> None:
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
         user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
     ) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+        with conn.transaction():  # in turn: two processes creating one schema collide on pg_namespace
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
 
 
 def payment_gateway(db_url: str) -> PaymentGateway:
