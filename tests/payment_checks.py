@@ -92,5 +92,17 @@ def _later_requests(charges: dict[str, dict[str, Any]]) -> set[str]:
     return {inv for inv, n in seen.items() if n > 1}
 
 
+def key_problems(ledger: Any) -> list[str]:
+    """One idempotency key, one command: every fact recorded under a key has one command id."""
+    problems = []
+    for ws in ledger.workspaces():
+        commands: dict[str, set[str | None]] = defaultdict(set)
+        for event in ledger.workspace_events(ws):
+            if getattr(event, "idempotency_key", None):
+                commands[event.idempotency_key].add(event.command_id)
+        problems += [f"{ws}: key {key} recorded {len(ids)} commands" for key, ids in commands.items() if len(ids) > 1]
+    return problems
+
+
 def pending_count(ledger: Any) -> int:
     return sum(len(sub.pending_charges) for ws in ledger.workspaces() if (sub := ledger.get(ws)))

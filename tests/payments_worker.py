@@ -58,27 +58,37 @@ class PausingGateway:
         self.inner.close()
 
 
+def random_command(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+    ws = rng.choice(WORKSPACES)
+    name, args = rng.choice([
+        ("change-plan", {"plan": "business"}),
+        ("change-plan", {"plan": "team"}),
+        ("set-seats", {"seats": rng.randint(2, 9)}),
+        ("set-seats", {"seats": rng.randint(2, 9)}),
+        ("buy-ai-credits", {"pack": "ai-1000"}),
+    ])
+    if rng.random() < 0.03:
+        name, args = "add-payment-method", {"payment_method": "pm_card_chargeDeclined"}
+    elif rng.random() < 0.1:
+        name, args = "add-payment-method", {"payment_method": "pm_card_visa"}
+    return ws, name, args
+
+
 def stream(index: int, count: int) -> list[tuple[str, str, dict[str, Any], str]]:
-    """(workspace, command, args, idempotency key) for each of the worker's commands."""
+    """(workspace, command, args, idempotency key) for each of the worker's commands. Some keys
+    are shared by every worker (`s0`..`s9`, each always with the same command), so that
+    processes race on one key: one of them records it, the others get it replayed."""
     rng = random.Random(1000 + index)
     out: list[tuple[str, str, dict[str, Any], str]] = []
     for i in range(count):
-        if out and rng.random() < 0.1:
-            ws, name, args, key = rng.choice(out)  # the same key and arguments again
+        roll = rng.random()
+        if out and roll < 0.1:
+            out.append(rng.choice(out))  # the same key and arguments again
+        elif roll < 0.2:
+            shared = rng.randrange(10)
+            out.append((*random_command(random.Random(shared)), f"s{shared}"))
         else:
-            ws, key = rng.choice(WORKSPACES), f"w{index}-{i}"
-            name, args = rng.choice([
-                ("change-plan", {"plan": "business"}),
-                ("change-plan", {"plan": "team"}),
-                ("set-seats", {"seats": rng.randint(2, 9)}),
-                ("set-seats", {"seats": rng.randint(2, 9)}),
-                ("buy-ai-credits", {"pack": "ai-1000"}),
-            ])
-            if rng.random() < 0.03:
-                name, args = "add-payment-method", {"payment_method": "pm_card_chargeDeclined"}
-            elif rng.random() < 0.1:
-                name, args = "add-payment-method", {"payment_method": "pm_card_visa"}
-        out.append((ws, name, args, key))
+            out.append((*random_command(rng), f"w{index}-{i}"))
     return out
 
 
