@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -32,6 +32,8 @@ from replay.verify_chain import ChainReport, Link, Stored, link, link_all, walk
 
 UPGRADE_LOCK_TIMEOUT_S = 600
 """How long a process starting during another's first upgrade waits for it (PostgreSQL)."""
+CREATE_LOCK = 0x7375626C65646765
+"""pg_advisory_lock key ("subledge") that processes creating the event tables take in turn."""
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -228,7 +230,25 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     # ------------------------------------------------------------ first upgrade
 
     def create_table(self) -> None:
-        super().create_table()
+        """Processes opening the same database at once take turns, under a session advisory lock:
+        the library replaces its insert function on every start, and two concurrent `CREATE OR
+        REPLACE FUNCTION` fail with "tuple concurrently updated"; on a new schema two `CREATE
+        TYPE` or `CREATE TABLE` collide on pg_type, so the snapshots table is made here too."""
+        with self.datastore.get_connection() as conn:
+            with conn.transaction():
+                conn.execute(SQL("SET LOCAL lock_timeout = '{}s'").format(UPGRADE_LOCK_TIMEOUT_S))
+                conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_LOCK,))
+            try:
+                super().create_table()
+                if self.events_table_name.endswith("_events"):  # the library names them alike
+                    snapshots = self.events_table_name.removesuffix("_events") + "_snapshots"
+                    PostgresAggregateRecorder(self.datastore, events_table_name=snapshots).create_table()
+                self._first_upgrade()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_LOCK,))
+                conn.commit()
+
+    def _first_upgrade(self) -> None:
         if self.chain_meta() is not None:
             return
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:

@@ -22,13 +22,14 @@ import typer
 
 from adapters import entitlements_cli, notices_cli, payments_cli, project_cli, read_cli, render
 from adapters.app import build_ledger, catch_up, read_models, refresh
+from adapters.instants import parse_instant
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
 from domain.catalog import CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, ID_RULE, Command, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
-from domain.ledger import Ledger
+from domain.ledger import Clock, Ledger, SystemClock, TestClock
 from projections.plan_state import read_plan_state
 from projections.views import event_types, iso
 
@@ -125,12 +126,25 @@ def _opts() -> Options:
     return _OPTIONS[0]
 
 
+def cli_clock() -> Clock:
+    """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
+    a test ledger (a scenario's or the demo's) from the command line. It can never backdate a real
+    ledger: one kept on the system clock refuses test-clock writers (clock_conflict)."""
+    pinned = os.environ.get("SUBLEDGER_TEST_CLOCK")
+    if not pinned:
+        return SystemClock()
+    try:
+        return TestClock(parse_instant(pinned))
+    except ValueError as e:
+        fail("invalid_request", f"SUBLEDGER_TEST_CLOCK {e}")
+
+
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     """The ledger of --db; a database that cannot be used exits 3 (adapters/cli_output.py)."""
     opts = _opts()
     try:
-        ledger = build_ledger(opts.db, catalog=opts.catalog)
+        ledger = build_ledger(opts.db, catalog=opts.catalog, clock=cli_clock())
     except CatalogError as e:
         fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}")
     except ValueError as e:

@@ -315,7 +315,8 @@ class Ledger(Application[UUID]):
 
     def abandon_payment(self, workspace_id: str, invoice_id: str | None = None) -> list[Subscription.Event]:
         """Give up a charge awaiting the customer (3-D Secure): the provider cancels it, or says
-        it completed first; either way the outcome is recorded."""
+        it completed first; either way the outcome is recorded. A provider that does not answer
+        is a refusal (`payment_pending`): the charge stays pending."""
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
             if sub is None:
@@ -331,6 +332,9 @@ class Ledger(Application[UUID]):
                     recorded += self._record_outcome(sub, found, result)
             except IntegrityError:
                 continue
+            except GatewayUnavailable:
+                raise LedgerError("payment_pending", f"the payment provider did not answer: the payment on "
+                                  f"{workspace_id} is still pending, abandon it again later") from None
             return recorded
         raise LedgerError("concurrency_conflict", f"could not record the payment outcome on {workspace_id}")
 

@@ -101,3 +101,13 @@ def test_R3_scenarios_record_channel_scenario(tmp_path):
         assert "scenario" in channels and "api" not in channels
     finally:
         ledger.close()
+
+
+def test_clock_conflict_a_pinned_cli_clock_cannot_backdate_a_real_ledger(tmp_path, monkeypatch):
+    """SUBLEDGER_TEST_CLOCK serves test ledgers from the command line; a real one refuses it."""
+    url = f"sqlite:///{tmp_path}/real.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", url, "add-payment-method", "ws", "--payment-method", VISA]).exit_code == 0
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2020-01-01T00:00:00Z")
+    backdated = runner.invoke(app, ["--db", url, "--json", "subscribe", "ws", "--plan", "pro"])
+    assert backdated.exit_code == 1 and '"clock_conflict"' in backdated.output
