@@ -102,6 +102,31 @@ def runs(events: Iterable[Any]) -> list[Run]:
     return out
 
 
+def first_runs(history: list[Run]) -> dict[str, int]:
+    """Each command id's first run: where the command was decided."""
+    first: dict[str, int] = {}
+    for run in history:
+        if run.command_id is not None:
+            first.setdefault(run.command_id, run.index)
+    return first
+
+
+def deciding_run(invoice: Any, produced_in: int, first: dict[str, int]) -> int:
+    """The run that decided an invoice: its command's first run (an invoice a charge held is
+    recorded later, when the charge succeeds), else the run that recorded it."""
+    return first.get(invoice.command_id, produced_in) if invoice.command_id else produced_in
+
+
+def deciding_runs(history: list[Run]) -> dict[int, list[Subscription.InvoiceIssued]]:
+    """Recorded invoices by the run that decided them."""
+    first = first_runs(history)
+    out: dict[int, list[Subscription.InvoiceIssued]] = {}
+    for run in history:
+        for invoice in run.invoices():
+            out.setdefault(deciding_run(invoice, run.index, first), []).append(invoice)
+    return out
+
+
 # ------------------------------------------------------------------ catalogs
 
 

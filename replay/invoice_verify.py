@@ -18,7 +18,7 @@ from typing import Any
 
 from domain.ledger import Ledger
 from domain.subscription import Subscription
-from replay.history import Catalogs, Outcomes, Run, runs
+from replay.history import Catalogs, Outcomes, Run, deciding_runs, runs
 from replay.redecide import Replayer
 
 LINE_FIELDS = ("kind", "description", "amount", "quantity", "period_start", "period_end", "formula")
@@ -37,20 +37,6 @@ class Finding:
     def as_dict(self) -> dict[str, Any]:
         return {"workspace": self.workspace, "invoice_id": self.invoice_id,
                 "decided_by_versions": list(self.versions), "problems": self.problems}
-
-
-def deciding_runs(history: list[Run]) -> dict[int, list[Subscription.InvoiceIssued]]:
-    """Recorded invoices by the run that decided them: their command's first run (an invoice a
-    charge held is recorded later, when the charge succeeds), else the run that holds them."""
-    first: dict[str, int] = {}
-    out: dict[int, list[Subscription.InvoiceIssued]] = {}
-    for run in history:
-        if run.command_id is not None:
-            first.setdefault(run.command_id, run.index)
-        for invoice in run.invoices():
-            index = first.get(invoice.command_id, run.index) if invoice.command_id else run.index
-            out.setdefault(index, []).append(invoice)
-    return out
 
 
 def compare(recorded: Any, recomputed: Any) -> list[dict[str, Any]]:
