@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -179,12 +180,12 @@ def what_if_text(report: dict[str, Any]) -> list[str]:
         for i in (i for i in ws["invoices"] if i["status"] != "same"):
             a = i["amount_due"]
             name = i["invoice_id"] or f"(new as {i['what_if_invoice_id']})"
-            out.append(f"  {name} {i['purpose']} {i['issued_at']}: {i['status']}, due {a['recorded']} -> "
-                       f"{a['what_if']} ({a['delta']})")
+            out.append(f"  {name} {i['purpose']} {i['issued_at']}: {i['status']}, due {_v(a['recorded'])} -> "
+                       f"{_v(a['what_if'])} ({a['delta']})")
             out += [f"    line {line['n']} {line['kind']}: {_v(line['recorded'])} -> {_v(line['what_if'])}"
                     + (f"  [{line['what_if_formula']}]" if line["what_if_formula"] else "") for line in i["lines"]]
             credit = i["credit_issued"]
-            if credit["delta"] != "0.00":
+            if Decimal(credit["delta"]):
                 out.append(f"    billing credit issued {_v(credit['recorded'])} -> {_v(credit['what_if'])}")
         out += [f"  refused now: {r['command']} at {r['at']}: {r['message']} [{r['code']}]" for r in ws["refused"]]
     out += [f"skipped {s['workspace']}: {s['reason']}" for s in report["skipped"]]
