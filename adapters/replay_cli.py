@@ -28,8 +28,8 @@ from replay.explain import explain as explain_invoice
 from replay.invoice_verify import verify_invoices
 from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
 
-replay_app = typer.Typer(help="Replay the events: explain a charge, as-of, what-if, verify invoices, rebuild read models.",
-                         no_args_is_help=True)
+replay_app = typer.Typer(help="Replay the events: explain a charge, as-of, what-if, verify invoices, "
+                         "rebuild read models (docs/replay.md).", no_args_is_help=True)
 Format = Annotated[str, typer.Option("--format", help="text or json.")]
 Instant = Annotated[str | None, typer.Option(help="ISO-8601 instant (UTC unless an offset is given).",
                                              show_default=False)]
@@ -113,7 +113,8 @@ def as_of(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_de
         for inv in doc["open_invoices"]:
             con.print(f"  open invoice {inv['invoice_id']}: {inv['amount_due']} due", markup=False)
         for charge in doc["pending_charges"]:
-            con.print(f"  pending charge {charge['invoice_id']}: {charge['amount']} ({charge['waiting_for']})", markup=False)
+            con.print(f"  pending charge {charge['invoice_id']}: {charge['amount']} ({charge['waiting_for']})",
+                      markup=False)
         if doc["upcoming_renewal"]:
             up = doc["upcoming_renewal"]
             con.print(f"  renewal forecast then: {up['amount_due']} {up['currency']} on {up['due_at']}", markup=False)
@@ -133,7 +134,8 @@ def what_if(workspace: Annotated[str | None, typer.Argument(help="Workspace id (
             end: Annotated[str | None, typer.Option("--to", help="Leave out what was recorded from this instant on.")]
             = None,
             fmt: Annotated[str, typer.Option("--format", help="text, json or csv.")] = "text",
-            csv_file: Annotated[Path | None, typer.Option("--csv", help="Also write the invoice CSV here.")] = None) -> None:
+            csv_file: Annotated[Path | None, typer.Option("--csv", help="Also write the invoice CSV here.")] = None,
+            ) -> None:
     """Re-price the recorded history under another catalog or policy, writing nothing: what would
     differ, invoice by invoice, per workspace and in total."""
     fmt = _format(fmt, ("text", "json", "csv"))

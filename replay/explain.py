@@ -119,13 +119,14 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
         })
     first = events[0]
     return {
-        "invoice_id": invoice.invoice_id, "workspace": ws, "purpose": invoice.purpose, "issued_at": iso(invoice.timestamp),
-        "currency": cur,
+        "invoice_id": invoice.invoice_id, "workspace": ws, "purpose": invoice.purpose,
+        "issued_at": iso(invoice.timestamp), "currency": cur,
         "command": {"id": invoice.command_id, "name": invoice.cause, "at": iso(first.timestamp),
                     "actor": {"id": invoice.actor_id, "role": invoice.actor_role}, "channel": invoice.channel,
                     "reason": invoice.reason, "idempotency_key": invoice.idempotency_key},
         "catalog": {"version": invoice.catalog_version, "content_hash": invoice.catalog_hash or catalog.content_hash,
-                    "hash_recorded": invoice.catalog_hash is not None, "prices": prices_used(catalog, events, ledger, ws)},
+                    "hash_recorded": invoice.catalog_hash is not None,
+                    "prices": prices_used(catalog, events, ledger, ws)},
         "events": [event_row(ledger, ws, e, catalog) for e in events],
         "lines": lines,
         "totals": totals(invoice, events),
@@ -204,7 +205,8 @@ def facts(events: list[Any], invoice: S.InvoiceIssued, cur: str) -> list[str]:
                        f"{e.operations + tier:,} operations in the first cycle; the carried ones last until "
                        f"{iso(e.until)} (R18)")
         elif isinstance(e, S.PaymentSucceeded) and e.invoice_id == invoice.invoice_id:
-            out.append(f"paid {fmt(e.amount, cur)} on {iso(e.timestamp)}" + (f" (charge {e.charge_id})" if e.charge_id else ""))
+            charge = f" (charge {e.charge_id})" if e.charge_id else ""
+            out.append(f"paid {fmt(e.amount, cur)} on {iso(e.timestamp)}{charge}")
         elif isinstance(e, (S.PaymentFailed, S.ChargeDeclined)) and e.invoice_id == invoice.invoice_id:
             out.append(f"payment of {fmt(e.amount, cur)} failed on {iso(e.timestamp)}: {e.decline_code}")
     return out

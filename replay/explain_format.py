@@ -57,6 +57,7 @@ def markdown(doc: dict[str, Any]) -> str:
         out += [""] + [f"- {_cell(f)}" for f in doc["facts"]]
     first, last = doc["events"][0]["id"], doc["events"][-1]["id"]
     out += ["", f"<sub>{cmd['name']} by {cmd['actor']['id']} ({cmd['actor']['role']}) via {cmd['channel']} at "
-                f"{cmd['at']}; command `{cmd['id'] or 'recorded before command ids'}`; catalog {cat['version']} (`{cat['content_hash'][:19]}...`); "
+                f"{cmd['at']}; command `{cmd['id'] or 'recorded before command ids'}`; "
+                f"catalog {cat['version']} (`{cat['content_hash'][:19]}...`); "
                 f"events {first} to {last}</sub>"]
     return "\n".join(out)

@@ -26,7 +26,6 @@ from domain.payments import ChargeResult
 from domain.subscription import Subscription
 from domain.subscription.scheduler import DUE
 from projections.commands_trail import same_command
-from projections.readmodel import event_ref
 
 OUTCOMES = (Subscription.PaymentSucceeded, Subscription.PaymentFailed, Subscription.ChargeDeclined)
 """Facts that end a charge (UpgradePaymentFailed is a ChargeDeclined)."""
@@ -71,9 +70,6 @@ class Run:
 
     def invoices(self) -> list[Subscription.InvoiceIssued]:
         return [e for e in self.events if isinstance(e, Subscription.InvoiceIssued)]
-
-    def refs(self, workspace: str) -> list[str]:
-        return [event_ref(workspace, e.originator_version) for e in self.events]
 
 
 def runs(events: Iterable[Any]) -> list[Run]:

@@ -58,7 +58,8 @@ def parse_policy(pairs: Iterable[str]) -> dict[str, Any]:
     known = set(Policy.model_fields)
     unknown = sorted(set(out) - known)
     if unknown:
-        raise LedgerError("invalid_request", f"--policy: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise LedgerError("invalid_request",
+                          f"--policy: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return out
 
 

@@ -15,7 +15,8 @@ from domain.errors import LedgerError
 from tests.conftest import Book
 
 CARDS = st.sampled_from(["pm_card_visa", "pm_card_visa", "pm_card_chargeDeclined"])
-PLANS = {"forms": ["free", "pro", "team"], "workspace": ["free", "team", "business"], "operations": ["core", "pro", "teams"]}
+PLANS = {"forms": ["free", "pro", "team"], "workspace": ["free", "team", "business"],
+         "operations": ["core", "pro", "teams"]}
 WORKSPACES = ("w1", "w2")
 
 

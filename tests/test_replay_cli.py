@@ -11,7 +11,6 @@ from importlib import resources
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from typer.testing import CliRunner
 
 from adapters.cli import app
@@ -92,8 +91,8 @@ def test_verify_passes_on_what_was_recorded(ledger_url):
     assert (doc["ok"], doc["invoices"], doc["differences"]) == (True, 3, [])
 
 
-def live_table(url: str, family: str) -> str:
-    with StoredEvents(url).engine.connect() as conn:
+def live_table(stored: StoredEvents, family: str) -> str:
+    with stored.engine.connect() as conn:
         return f"rm_{family}_{registry.active(conn)[family].tag}"
 
 
@@ -101,7 +100,7 @@ def test_rebuild_verify_finds_a_live_row_that_drifted_and_swaps_in_the_events_tr
     assert replay(ledger_url, "rebuild", "--verify").exit_code == 0
     stored = StoredEvents(ledger_url)
     try:
-        stored.sql(f'UPDATE "{live_table(ledger_url, "plan_state")}" SET members = 9 WHERE workspace = \'acme\'')
+        stored.sql(f'UPDATE "{live_table(stored, "plan_state")}" SET members = 9 WHERE workspace = \'acme\'')
         out = replay(ledger_url, "rebuild", "--verify", "--projection", "plan_state", "--format", "json")
         assert out.exit_code == 1
         report = json.loads(out.output)

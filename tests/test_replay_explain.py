@@ -89,7 +89,8 @@ def test_a_renewal_and_unknown_invoices_and_lines(book):
     b = forms_on(book, "pro")
     b.at("2026-05-01T00:00:00")
     doc = explain(b.ledger, "in_ws_0002")
-    assert (doc["purpose"], doc["command"]["name"], seen(doc)) == ("renewal", "period_end", [("plan_charge", "19.00", ["R26"])])
+    assert (doc["purpose"], doc["command"]["name"]) == ("renewal", "period_end")
+    assert seen(doc) == [("plan_charge", "19.00", ["R26"])]
     assert doc["events"][0]["actor"] == "scheduler"
     with pytest.raises(LedgerError) as missing:
         explain(b.ledger, "in_ws_0099")
