@@ -46,15 +46,19 @@ class Policy(_Model):
     operations_pack: int = Field(10_000, gt=0)
     carry_over_days: dict[Interval, int] = Field(default_factory=lambda: {"month": 30, "year": 365})
     overage: Literal["block", "bill", "allow"] = Field(
-        "block", description="operations beyond the allowance: refused, billed on the next invoice, or forgiven"
+        "allow", description="operations beyond the allowance: refused, billed on the next invoice, or forgiven"
     )
     dunning_retry_days: list[int] = Field(
-        default_factory=lambda: [3, 5, 7], max_length=10,
+        default_factory=list, max_length=10,
         description="days after an invoice's first failed payment on which it is retried (R8)",
     )
-    dunning_final_action: Literal["suspend", "cancel"] = Field(
-        "suspend", description="after the last retry fails: lock paid features (R19) or end the subscription"
+    dunning_final_action: Literal["suspend", "cancel", "none"] = Field(
+        "none", description="after the last retry fails: lock paid features (R19), end the subscription, or "
+        "nothing (renewals go on while the invoice stays open, as catalogs written before dunning did)"
     )
+    """The defaults of policies added after catalogs were first published reproduce what those
+    catalogs meant then, so a published catalog keeps deciding as it did (replay verify); the
+    built-in catalogs set every one of them explicitly."""
     ai_grant_cadence: Literal["month", "period"] = Field(
         "month", description="subscription AI credits are granted every month (annual plans too) or once a period (R23)"
     )

@@ -111,11 +111,15 @@ class Projections:
 
     # ------------------------------------------------------------ rebuild
 
-    def rebuild(self, families: Iterable[str] | None = None, *, force: bool = False) -> dict[str, str]:
+    def rebuild(self, families: Iterable[str] | None = None, *, force: bool = False,
+                progress: Callable[[str, int], None] | None = None,
+                before_swap: Callable[[str, ReadModel, ReadModel | None], None] | None = None) -> dict[str, str]:
         """Replay every event into fresh tables of each read model's current version, then
         swap the stable views to them and drop the old tables. Returns family -> new tag.
         Refused (event_chain_broken) when the stored events fail their chain, unless `force`:
-        a rebuild would rewrite the read models, the audit trail too, from altered events."""
+        a rebuild would rewrite the read models, the audit trail too, from altered events.
+        `progress(family, position)` follows the replay; `before_swap(family, fresh, live)` sees
+        both table sets while the live one is still live (replay/rebuild.py compares them)."""
         if not force:
             self.check_events()
         done = {}
@@ -125,7 +129,10 @@ class Projections:
                 current = registry.active(conn).get(family)
             tag = registry.next_tag(model, current)
             fresh = self._attach(model, tag, create=True)  # an interrupted rebuild's tables resume where they stopped
-            catch_up(self.source, [fresh], self.batch)
+            catch_up(self.source, [fresh], self.batch,
+                     progress=(lambda position, f=family: progress(f, position)) if progress else None)
+            if before_swap is not None:
+                before_swap(family, fresh, self.running.get(family))
             old = self.running.pop(family, None)
             if old is not None:
                 old.view.close()
@@ -188,14 +195,16 @@ class Projections:
         return runners
 
 
-def catch_up(source: Ledger, projections: list[ReadModel], batch: int) -> dict[str, int]:
-    """Pull notifications after each projection's position, decode each batch once, and
-    give every projection the part it has not seen, one transaction per projection."""
+def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
+             progress: Callable[[int], None] | None = None, stop: int | None = None) -> dict[str, int]:
+    """Pull notifications after each projection's position (up to `stop`, if given), decode each
+    batch once, and give every projection the part it has not seen, one transaction per
+    projection. `progress` is told the position reached after each batch."""
     taken = {p.family: 0 for p in projections}
     while True:
         positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
         start = min(positions.values(), default=0)
-        notifications = source.recorder.select_notifications(start=start + 1, limit=batch)
+        notifications = source.recorder.select_notifications(start=start + 1, limit=batch, stop=stop)
         if not notifications:
             return taken
         items = [(source.mapper.to_domain_event(n), Tracking(APP, n.id)) for n in notifications]
@@ -203,6 +212,8 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int) -> dict[s
             todo = [(e, t) for e, t in items if t.notification_id > positions[p.family]]
             if todo:
                 taken[p.family] += p.process_batch(todo)
+        if progress is not None:
+            progress(notifications[-1].id)
         if len(notifications) < batch:
             return taken
 

@@ -91,7 +91,7 @@ def test_a_later_catalog_edit_never_changes_what_history_charged(db_url, tmp_pat
     assert invoice.lines[0]["amount"] == Decimal("-12.67")
     assert result.events[0].catalog_version == "forms@2026-12-01"
     first = later.ledger.workspace_events("ws")[2]
-    assert first.catalog_version == "forms@2026-11-01"
+    assert first.catalog_version == "forms@2026-11-23"
     later.close()
 
 

@@ -121,7 +121,7 @@ def test_R3_every_recorded_change_carries_actor_role_time_and_channel(book):
         assert (event.actor_id, event.actor_role, event.channel) == ("carol", "billing_admin", "web")
         assert event.timestamp == utc("2026-04-11T09:30:00")
         assert event.reason == "more forms"
-        assert event.catalog_version == "forms@2026-11-01"
+        assert event.catalog_version == "forms@2026-11-23"
 
 
 def test_R3_scheduler_changes_are_recorded_as_the_system_at_their_due_instant(book):

@@ -64,6 +64,8 @@ def record_failure(sub: Subscription, meta: dict[str, Any], policy: Policy, invo
 
 def final_action(sub: Subscription, meta: dict[str, Any], policy: Policy, invoice_id: str) -> None:
     """After the last failed retry (or at a period end that finds an invoice still open)."""
+    if policy.dunning_final_action == "none":
+        return
     if policy.dunning_final_action == "cancel":
         sub.trigger_event(SubscriptionCanceled, **meta, plan=sub.plan)
     elif sub.status != "suspended":

@@ -118,7 +118,8 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
         final_invoice(sub, ctx)
         sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
         return
-    if sub.open_invoice:  # never renew over an unpaid invoice (R8, R20): dunning's final action instead
+    if sub.open_invoice and catalog.policy.dunning_final_action != "none":
+        # never renew over an unpaid invoice (R8, R20): dunning's final action instead
         dunning.final_action(sub, ctx.meta(), catalog.policy, sub.open_invoice)
         return
     if scheduled and scheduled["kind"] == "downgrade":

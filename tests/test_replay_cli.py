@@ -1,0 +1,132 @@
+"""`subledger replay ...` in process: explain, as-of, what-if, verify and rebuild, their
+formats and exit codes (0 done, 1 a difference or a refusal, 2 invalid input)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.cli import app
+from adapters.settings import eventsourcing_env
+from projections import registry
+from projections.runner import Projections
+from tests.support import forms_on
+from tests.test_tamper_evidence import StoredEvents
+
+
+@pytest.fixture
+def ledger_url(book: Any, db_url: str) -> str:
+    """acme: Pro from Apr 1, Team from Apr 11 (R13), renewed May 1; read models current."""
+    b = forms_on(book, "pro", ws="acme")
+    b.at("2026-04-11T00:00:00").do("acme", "change-plan", plan="team")
+    b.do("acme", "set-members", members=2)
+    b.at("2026-05-02T00:00:00")
+    with Projections(eventsourcing_env(db_url), source=b.ledger) as p:
+        p.catch_up()
+    return db_url
+
+
+def replay(url: str, *args: str, json_output: bool = False) -> Any:
+    result = CliRunner().invoke(app, ["--db", url, *(["--json"] if json_output else []), "replay", *args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_explain_prints_text_markdown_and_json(ledger_url):
+    out = replay(ledger_url, "explain", "in_acme_0002")
+    assert out.exit_code == 0
+    assert "Unused time on Pro (monthly) = 19.00 x 1 x 20/30 days = 12.666667 -> 12.67 (credit, R13)" in out.output
+    md = replay(ledger_url, "explain", "in_acme_0002", "--format", "md").output
+    assert md.startswith("**Invoice `in_acme_0002`**") and "| | **Due** | **20.00** | | |" in md
+    doc = json.loads(replay(ledger_url, "explain", "in_acme_0002", "--line", "2", "--format", "json").output)
+    assert [(line["n"], line["amount"]) for line in doc["lines"]] == [(2, "32.67")]
+    assert replay(ledger_url, "explain", "in_acme_0099").exit_code == 1
+    assert replay(ledger_url, "explain", "in_acme_0002", "--format", "pdf").exit_code == 2
+
+
+def test_as_of_by_instant_version_and_what_was_recorded(ledger_url):
+    doc = json.loads(replay(ledger_url, "as-of", "acme", "--at", "2026-04-10T00:00:00Z", json_output=True).output)
+    assert (doc["state"]["plan"], doc["upcoming_renewal"]["amount_due"]) == ("pro", "19.00")
+    text_out = replay(ledger_url, "as-of", "acme", "--at", "2026-04-20").output
+    assert "team (monthly)" in text_out and "renewal forecast then: 49.00 USD on 2026-05-01T00:00:00Z" in text_out
+    first = json.loads(replay(ledger_url, "as-of", "acme", "--version", "2", "--format", "json").output)
+    assert first["version"] == 2 and first["state"]["plan"] is None
+    assert replay(ledger_url, "as-of", "acme").exit_code == 2
+    assert replay(ledger_url, "as-of", "acme", "--at", "yesterday").exit_code == 2
+    assert replay(ledger_url, "as-of", "nobody", "--version", "1").exit_code == 1
+
+
+def test_what_if_reports_invoice_by_invoice_and_writes_a_csv(ledger_url, tmp_path):
+    path = tmp_path / "team59.toml"
+    forms = resources.files("domain.catalogs").joinpath("forms.toml").read_text("utf-8")
+    path.write_text(forms.replace('month = "49.00"', 'month = "59.00"').replace('version = "2026-11-23"',
+                                                                                'version = "2027-01-01"'))
+    out = replay(ledger_url, "what-if", "--all", "--catalog", str(path), "--csv", str(tmp_path / "diff.csv"))
+    assert out.exit_code == 0, out.output
+    assert "in_acme_0002 upgrade 2026-04-11T00:00:00Z: changed, due 20.00 -> 26.66 (6.66)" in out.output
+    assert "total: 2 of 3 invoices would differ; due 88.00 -> 104.66 (16.66)" in out.output
+    rows = list(csv.DictReader((tmp_path / "diff.csv").open()))
+    assert [r["amount_due_delta"] for r in rows] == ["0.00", "6.66", "10.00"]
+    same = replay(ledger_url, "what-if", "acme", "--catalog", "forms", "--format", "csv").output
+    assert [r["status"] for r in csv.DictReader(io.StringIO(same))] == ["same"] * 3
+    doc = json.loads(replay(ledger_url, "what-if", "acme", "--policy", "proration=second", "--format", "json").output)
+    assert doc["summary"]["differences"] == 0
+    assert replay(ledger_url, "what-if", "acme").exit_code == 2
+    assert replay(ledger_url, "what-if", "acme", "--policy", "rounding=up").exit_code == 2
+    assert replay(ledger_url, "what-if", "acme", "--all", "--catalog", "forms").exit_code == 2
+    assert replay(ledger_url, "what-if", "acme", "--catalog", "nope.toml").exit_code == 2
+
+
+def test_verify_passes_on_what_was_recorded(ledger_url):
+    out = replay(ledger_url, "verify")
+    assert out.exit_code == 0 and "3 invoices of 1 workspaces recomputed, all as recorded" in out.output
+    doc = json.loads(replay(ledger_url, "verify", "--workspace", "acme", "--format", "json").output)
+    assert (doc["ok"], doc["invoices"], doc["differences"]) == (True, 3, [])
+
+
+def live_table(stored: StoredEvents, family: str) -> str:
+    with stored.engine.connect() as conn:
+        return f"rm_{family}_{registry.active(conn)[family].tag}"
+
+
+def test_rebuild_verify_finds_a_live_row_that_drifted_and_swaps_in_the_events_truth(ledger_url):
+    assert replay(ledger_url, "rebuild", "--verify").exit_code == 0
+    stored = StoredEvents(ledger_url)
+    try:
+        stored.sql(f'UPDATE "{live_table(stored, "plan_state")}" SET members = 9 WHERE workspace = \'acme\'')
+        out = replay(ledger_url, "rebuild", "--verify", "--projection", "plan_state", "--format", "json")
+        assert out.exit_code == 1
+        report = json.loads(out.output)
+        assert list(report["rebuilt"]) == ["plan_state"]
+        table = report["verify"]["plan_state"]["tables"]["plan_state"]
+        assert (table["changed"], table["only_live"], table["only_rebuilt"]) == (1, 0, 0)
+        assert table["examples"][0]["key"] == ["acme"] and table["examples"][0]["columns"]["members"] == [9, 2]
+        again = replay(ledger_url, "rebuild", "--verify", "--projection", "plan_state")
+        assert again.exit_code == 0 and "identical to the live tables" in again.output
+        assert replay(ledger_url, "rebuild", "--projection", "nope").exit_code == 2
+    finally:
+        stored.engine.dispose()
+
+
+def test_rebuild_refuses_a_broken_event_chain_unless_forced(ledger_url):
+    stored = StoredEvents(ledger_url)
+    try:
+        version = stored.version_of("acme", "PaymentSucceeded")
+        stored.edit("acme", version, lambda doc: doc["amount"].update(_data_="1.90"))
+        refused = replay(ledger_url, "rebuild", "--verify")
+        assert refused.exit_code == 1 and "event_chain_broken" in refused.output
+        forced = replay(ledger_url, "rebuild", "--verify", "--force", "--format", "json")
+        assert forced.exit_code == 1  # rebuilt from the altered payment: the journal now differs
+        report = json.loads(forced.output)
+        assert not report["verify"]["journal"]["ok"] and report["verify"]["plan_state"]["ok"]
+        assert Decimal(report["verify"]["journal"]["tables"]["journal"]["examples"][0]["columns"]["amount"][1]) \
+            in (Decimal("1.90"), Decimal("-1.90"))
+    finally:
+        stored.engine.dispose()

@@ -1,0 +1,100 @@
+"""`replay explain`: the seed worked examples, line by line, from the events alone (R13, R16, R18)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domain.catalog import load_catalog
+from domain.errors import LedgerError
+from projections.store import dumps
+from replay import explain_format
+from replay.explain import explain
+from tests.support import forms_on, only_invoice
+
+
+def seen(doc):
+    return [(line["kind"], line["amount"], line["rules"]) for line in doc["lines"]]
+
+
+def test_R13_explains_pro_to_team_ten_days_in_as_credit_charge_and_due(book):
+    b = forms_on(book, "pro")
+    b.at("2026-04-11T00:00:00")
+    upgrade = b.do("ws", "change-plan", plan="team")
+    invoice = only_invoice(upgrade)
+    doc = explain(b.ledger, invoice.invoice_id)
+    assert seen(doc) == [("plan_credit", "-12.67", ["R13"]), ("plan_charge", "32.67", ["R11", "R13"])]
+    credit, charge = doc["lines"]
+    assert credit["derivation"] == ("Unused time on Pro (monthly) = 19.00 x 1 x 20/30 days = 12.666667 -> 12.67 "
+                                    "(credit, R13)")
+    assert charge["derivation"] == ("Team (monthly), remaining time = 49.00 x 1 x 20/30 days = 32.666667 -> 32.67 "
+                                    "(R11, R13)")
+    assert doc["totals"]["derivation"][:3] == ["subtotal -12.67 + 32.67 = 20.00",
+                                               "credit applied 0.00 (R27: never above the bill)", "due 20.00"]
+    forms = load_catalog("forms")
+    assert doc["catalog"]["version"] == "forms@2026-11-23" and doc["catalog"]["content_hash"] == forms.content_hash
+    assert {"item": "Pro per month", "price": "19.00"} in doc["catalog"]["prices"]
+    assert {"item": "Team per month", "price": "49.00"} in doc["catalog"]["prices"]
+    assert doc["command"] | {"at": None} == {"id": upgrade.command_id, "name": "change-plan", "at": None,
+                                             "actor": {"id": "alice", "role": "admin"}, "channel": "api",
+                                             "reason": None, "idempotency_key": None}
+    assert [e["type"] for e in doc["events"]] == ["ChargeRequested", "PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
+    assert {e["command_id"] for e in doc["events"]} == {upgrade.command_id}
+    assert credit["events"] == [f"ws:{invoice.originator_version - 1}", f"ws:{invoice.originator_version}"]
+
+
+def test_R16_explains_the_unused_operations_credit_at_the_old_price_per_operation(book):
+    b = book("operations", "2026-03-01T00:00:00")
+    b.do("ops", "add-payment-method", payment_method="pm_card_visa")
+    b.do("ops", "subscribe", plan="core", tier=150_000, interval="month")
+    b.do("ops", "buy-operations", operations=10_000)
+    invoice = only_invoice(b.do("ops", "change-plan", plan="pro", tier=150_000))
+    doc = explain(b.ledger, invoice.invoice_id)
+    assert seen(doc) == [("operations_credit", "-121.44", ["R16", "R27"]), ("plan_charge", "190.00", ["R11", "R16"])]
+    assert doc["lines"][0]["formula"] == "(113.85 / 150,000 ops = 0.000759/op) x 160,000 unused = 121.440000 -> 121.44"
+    assert doc["totals"]["amount_due"] == "68.56"
+    assert any(f.startswith("160,000 unused operations became a credit of 121.44") for f in doc["facts"])
+    assert {"item": "Core 150,000 operations per month", "price": "113.85"} in doc["catalog"]["prices"]
+
+
+def test_R18_explains_carried_operations_ten_thousand_plus_forty_thousand(book):
+    b = book("operations", "2026-03-01T00:00:00")
+    b.do("ops", "add-payment-method", payment_method="pm_card_visa")
+    b.do("ops", "subscribe", plan="pro", tier=150_000, interval="month")
+    b.do("ops", "record-usage", operations=140_000)
+    invoice = only_invoice(b.do("ops", "change-plan", plan="pro", tier=40_000))
+    doc = explain(b.ledger, invoice.invoice_id)
+    assert seen(doc) == [("plan_charge", "62.00", ["R18"])]
+    carried = [f for f in doc["facts"] if f.startswith("operations:")]
+    assert carried == ["operations: 10,000 carried over + 40,000 of the new tier = 50,000 operations in the first "
+                       "cycle; the carried ones last until 2026-03-31T00:00:00Z (R18)"]
+
+
+def test_one_line_json_and_markdown_for_a_support_reply(book):
+    b = forms_on(book, "pro")
+    b.at("2026-04-11T00:00:00")
+    invoice_id = only_invoice(b.do("ws", "change-plan", plan="team")).invoice_id
+    doc = explain(b.ledger, invoice_id, line=2)
+    assert [line["n"] for line in doc["lines"]] == [2]
+    assert json.loads(dumps(doc))["lines"][0]["amount"] == "32.67"
+    md = explain_format.markdown(explain(b.ledger, invoice_id))
+    assert "| 1 | Unused time on Pro (monthly) | -12.67 | 19.00 x 1 x 20/30 days = 12.666667 -> 12.67 | R13 |" in md
+    assert "| | **Due** | **20.00** | | |" in md
+    text = explain_format.text(explain(b.ledger, invoice_id))
+    assert "Unused time on Pro (monthly) = 19.00 x 1 x 20/30 days = 12.666667 -> 12.67 (credit, R13)" in text
+
+
+def test_a_renewal_and_unknown_invoices_and_lines(book):
+    b = forms_on(book, "pro")
+    b.at("2026-05-01T00:00:00")
+    doc = explain(b.ledger, "in_ws_0002")
+    assert (doc["purpose"], doc["command"]["name"]) == ("renewal", "period_end")
+    assert seen(doc) == [("plan_charge", "19.00", ["R26"])]
+    assert doc["events"][0]["actor"] == "scheduler"
+    with pytest.raises(LedgerError) as missing:
+        explain(b.ledger, "in_ws_0099")
+    assert missing.value.code == "not_found"
+    with pytest.raises(LedgerError) as bad_line:
+        explain(b.ledger, "in_ws_0002", line=3)
+    assert bad_line.value.code == "invalid_request"

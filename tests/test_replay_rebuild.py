@@ -1,0 +1,35 @@
+"""`replay rebuild`: progress reported up to the head, and a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+from adapters.replay_cli import progress_bar
+from adapters.settings import eventsourcing_env
+from projections.runner import Projections
+from replay.rebuild import rebuild
+from tests.support import forms_on
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rebuild_reports_progress_to_the_head_and_verifies_every_read_model(book, db_url, monkeypatch):
+    b = forms_on(book, "pro")
+    b.at("2026-04-11T00:00:00").do("ws", "change-plan", plan="team")
+    b.at("2026-06-02T00:00:00")
+    with Projections(eventsourcing_env(db_url), source=b.ledger, batch=4) as p:
+        p.catch_up()
+        seen: dict[str, list[int]] = {}
+        report = rebuild(p, verify=True, progress=lambda family, at: seen.setdefault(family, []).append(at))
+        head = p.head()
+        assert report["ok"] and set(report["verify"]) == set(p.models)
+        assert all(at == sorted(at) and at[-1] == head for at in seen.values()) and len(seen["plan_state"]) > 2
+        screen = Terminal()
+        monkeypatch.setattr(sys, "stderr", screen)
+        with progress_bar(head, ["journal"]) as advance:
+            rebuild(p, ["journal"], progress=advance)
+        assert "journal" in screen.getvalue() and "events/s" in screen.getvalue()
