@@ -72,7 +72,9 @@ KINDS: list[Kind] = [
     Kind("downgrade_notice", Subscription.DowngradeNoticeDue, about=the_downgrade),
     Kind("trial_ending", Subscription.TrialStarted, due=before_trial_end, about=the_trial),
     Kind("trial_ended", Subscription.TrialExpired),
-    Kind("payment_failed", Subscription.PaymentFailed),
+    Kind("payment_failed", Subscription.PaymentFailed),  # each dunning retry that fails too (R8)
+    Kind("workspace_suspended", Subscription.WorkspaceSuspended),  # dunning's last step (R8, R19)
+    Kind("workspace_reactivated", Subscription.WorkspaceReactivated),
 ]
 
 
@@ -103,7 +105,7 @@ OUTBOX = "rm_notice_outbox"
 
 class Notices(ReadModel):
     family = "notices"
-    version = 1
+    version = 2
     tables = ("notices",)
 
     @classmethod

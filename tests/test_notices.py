@@ -75,7 +75,7 @@ def test_R17_an_acknowledgement_survives_a_rebuild_of_the_read_models(book: Any)
     assert kinds(due(other, "other")) == ["payment_failed"]
     with outbox(b) as p:
         tags = p.rebuild()
-        assert tags["notices"] == "v1_2"
+        assert tags["notices"] == f"v{notices.Notices.version}_2"
         with p.engine.connect() as conn:
             assert notices.find(conn, notice["notice_id"])["delivered_at"] == "2026-04-24T00:00:00Z"
             assert pending(conn, other.clock.now(), "ws") == []
@@ -173,3 +173,19 @@ def test_R17_the_cli_drains_the_outbox_exactly_once(tmp_path: Path) -> None:
     assert run("project", "rebuild").exit_code == 0
     assert json.loads(run("--json", "notices", "pending").stdout)["pending"] == []
     assert "already acknowledged" in run("notices", "ack", notice["notice_id"]).stdout
+
+
+def test_R8_R19_dunning_suspension_and_reactivation_are_noticed(book: Any) -> None:
+    """Each failed retry is a payment_failed notice; the last step and the way back are noticed too."""
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=DECLINED)
+    b.at("2026-05-20T00:00:00")
+    assert b.sub("ws").status == "suspended"
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    assert b.do("ws", "pay-invoice").ok
+    with read_models(b.ledger) as projections:
+        projections.catch_up()
+        with projections.engine.connect() as conn:
+            found = [n["kind"] for n in pending(conn, b.clock.now(), "ws")]
+    assert found.count("payment_failed") == 4
+    assert found[-2:] == ["workspace_suspended", "workspace_reactivated"]
