@@ -8,8 +8,8 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, ClassVar, Protocol
+from datetime import datetime
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, EventSourcedLog
@@ -18,54 +18,14 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_workspace_id
+from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
 from domain.errors import LedgerError
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, NoPayments, PaymentGateway
 from domain.subscription import Context, Subscription, workspace_uuid
-from domain.subscription.billing import action_required, charge_declined, payment_failed
+from domain.subscription.billing import recorded_outcome
 
 MAX_ATTEMPTS = 5
 MAX_DUE_ROUNDS = 1000
-
-
-class Clock(Protocol):
-    kind: str
-    """"system" or "test": a ledger database is written by one kind only (LedgerCreated)."""
-
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    """Production time: the system's UTC clock. It cannot be set, so nothing is backdated."""
-
-    kind = "system"
-
-    def now(self) -> datetime:
-        return datetime.now(timezone.utc)
-
-
-class TestClock:
-    """Simulated time for tests, scenarios and the demo. It only moves forward."""
-
-    __test__ = False
-    kind = "test"
-
-    def __init__(self, start: datetime) -> None:
-        self._now = _utc(start)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def move_to(self, at: datetime) -> None:
-        at = _utc(at)
-        if at < self._now:
-            raise LedgerError("invalid_request", f"the test clock never goes back: {at.isoformat()} < {self._now.isoformat()}")
-        self._now = at
-
-
-def _utc(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise LedgerError("invalid_request", f"instant {at.isoformat()} needs a timezone (e.g. Z)")
-    return at.astimezone(timezone.utc)
 
 
 class WorkspaceListed(DomainEvent):
@@ -453,23 +413,3 @@ class Ledger(Application[UUID]):
         for e in logged:
             if isinstance(e, CatalogPublished):
                 self._published_hashes()[e.catalog_id, e.version] = e.content_hash
-
-
-def recorded_outcome(events: list[Any]) -> LedgerError | None:
-    """The error a command's recorded facts amount to: a declined charge, a failed payment, or a
-    charge still pending (awaiting the customer, or the provider's answer)."""
-    requested = [e for e in events if isinstance(e, Subscription.ChargeRequested)]
-    for event in events:
-        if isinstance(event, Subscription.ChargeDeclined):
-            return charge_declined(event.amount, event.decline_code)
-        if isinstance(event, Subscription.PaymentFailed):
-            return payment_failed(event.amount, event.message)
-    settled = {e.invoice_id for e in events if isinstance(e, (Subscription.PaymentSucceeded, Subscription.PaymentFailed,
-                                                              Subscription.ChargeDeclined))}
-    waiting = [e for e in requested if e.invoice_id not in settled]
-    if not waiting:
-        return None
-    if any(isinstance(e, Subscription.PaymentActionRequired) for e in events):
-        return action_required(waiting[0].amount)
-    return LedgerError("payment_pending", f"the payment of {waiting[0].amount} for invoice {waiting[0].invoice_id} "
-                       "is pending: the provider has not answered yet (payments resolve asks again)")

@@ -22,7 +22,8 @@ from domain.periods import Period
 from domain.subscription import billing_events, dunning, events, usage_events
 from domain.subscription.billing_events import (
     BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ContractSet, InvoiceIssued,
-    PaymentActionRequired, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded, UpgradePaymentFailed,
+    PaymentActionRequired, PaymentFailed, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded,
+    UpgradePaymentFailed,
 )
 from domain.subscription.context import ChargeDue, Context
 
@@ -224,3 +225,23 @@ def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
         raise LedgerError("invalid_request", f"the contract is already {cmd.contract}" if cmd.contract
                           else "the workspace has no contract to end")
     sub.trigger(ContractSet, ctx, contract=cmd.contract)
+
+
+def recorded_outcome(events: list[Any]) -> LedgerError | None:
+    """The error a command's recorded facts amount to: a declined charge, a failed payment, or a
+    charge still pending (awaiting the customer, or the provider's answer)."""
+    requested = [e for e in events if isinstance(e, ChargeRequested)]
+    for event in events:
+        if isinstance(event, ChargeDeclined):
+            return charge_declined(event.amount, event.decline_code)
+        if isinstance(event, PaymentFailed):
+            return payment_failed(event.amount, event.message)
+    settled = {e.invoice_id for e in events if isinstance(e, (PaymentSucceeded, PaymentFailed,
+                                                              ChargeDeclined))}
+    waiting = [e for e in requested if e.invoice_id not in settled]
+    if not waiting:
+        return None
+    if any(isinstance(e, PaymentActionRequired) for e in events):
+        return action_required(waiting[0].amount)
+    return LedgerError("payment_pending", f"the payment of {waiting[0].amount} for invoice {waiting[0].invoice_id} "
+                       "is pending: the provider has not answered yet (payments resolve asks again)")
