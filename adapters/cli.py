@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from adapters import payments_cli, project_cli, render
+from adapters import feed_cli, payments_cli, project_cli, render
 from adapters.app import build_ledger, catch_up, read_models
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
@@ -83,6 +83,7 @@ app.add_typer(scenario_app, name="scenario")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(project_cli.project_app, name="project")
 app.add_typer(payments_cli.payments_app, name="payments")
+app.add_typer(feed_cli.feed_app, name="feed")
 app.command("invoices")(project_cli.invoices)
 app.command("audit")(project_cli.audit)
 
