@@ -33,6 +33,7 @@ from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
+from sqlalchemy.exc import DBAPIError
 
 from domain.ledger import Ledger
 from domain.subscription import Subscription, workspace_uuid
@@ -106,7 +107,10 @@ def tracking_recorder(env: Mapping[str, str], stream: str) -> SQLAlchemyTracking
     factory = InfrastructureFactory[SQLAlchemyTrackingRecorder].construct(Environment(name, view_env(env, name)))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This declarative base already contains a class")
-        return factory.tracking_recorder(SQLAlchemyTrackingRecorder)
+        try:
+            return factory.tracking_recorder(SQLAlchemyTrackingRecorder)
+        except DBAPIError:  # another publisher created the table between our check and create
+            return factory.tracking_recorder(SQLAlchemyTrackingRecorder)
 
 
 class Publisher:
@@ -196,9 +200,11 @@ class Publisher:
         return state.last_seq, int(msg_id)
 
     async def resync(self) -> None:
-        """Resume after max(tracked, last in stream), and record the stream's lead if it has one."""
-        self.last_seq, in_stream = await self.stream_tail()
+        """Resume after max(tracked, last in stream), and record the stream's lead if it has one.
+        The tracked position is read first: a racing publisher records only what the stream
+        already holds, so the position read cannot be ahead of the stream's tail read after it."""
         tracked = self.tracked()
+        self.last_seq, in_stream = await self.stream_tail()
         self.position = max(tracked, in_stream)
         if in_stream > tracked:
             self.record(in_stream)
@@ -279,6 +285,7 @@ class Publisher:
     async def follow(self, stop: asyncio.Event, poll: float = 0.5) -> None:  # ok-float: seconds
         """Keep publishing until `stop` is set; a failure (NATS or the database away) is logged,
         then retried after a resync."""
+        self.log(f"following: publishing to {self.stream} after {self.position}")
         dirty = False
         while not stop.is_set():
             try:
