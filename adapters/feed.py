@@ -219,32 +219,52 @@ class Publisher:
     # ------------------------------------------------------------ publishing
 
     async def publish_pending(self) -> int:
-        """Publish every event recorded after the position; returns how many were published."""
+        """Publish every event recorded after the position; returns how many were published.
+        The next batch is read and encoded while JetStream stores and acknowledges this one."""
         published = 0
-        while True:
-            notifications = self.source.recorder.select_notifications(start=self.position + 1, limit=self.batch)
-            if not notifications:
-                return published
-            published += await self.publish_batch(notifications)
-            if len(notifications) < self.batch:
-                return published
+        outgoing = self.read(self.position)
+        while outgoing:
+            sent = await self.send(outgoing)
+            ahead = self.read(outgoing[-1][0]) if len(outgoing) == self.batch else []
+            added = await self.settle(outgoing, *sent)
+            if added is None:  # another publisher moved the stream: read on from the new position
+                ahead = self.read(self.position)
+            published += added or 0
+            outgoing = ahead
+        return published
 
-    async def publish_batch(self, notifications: Sequence[Notification]) -> int:
-        """Publish a batch pipelined, each message guarded by the sequence it must follow; on
-        all acks record the position. On any failure, resync from the stream and raise
-        (FeedError), except when another publisher moved the stream: then just resync."""
-        outgoing = [self.encode(n) for n in notifications]
-        acks = await asyncio.gather(*(
-            self.js.publish(subject, payload, headers=self.headers(nid, self.last_seq + k))
-            for k, (nid, subject, payload) in enumerate(outgoing)), return_exceptions=True)
-        failed = next((a for a in acks if isinstance(a, BaseException)), None)
-        contiguous = failed is None and all(a.seq == self.last_seq + k + 1 for k, a in enumerate(acks))
-        if not contiguous:
+    def read(self, after: int) -> list[tuple[int, str, bytes]]:
+        """The next batch of stored events after `after`, encoded."""
+        return [self.encode(n) for n in self.source.recorder.select_notifications(start=after + 1, limit=self.batch)]
+
+    async def send(self, outgoing: Sequence[tuple[int, str, bytes]]) -> tuple[list[asyncio.Future[Any]], Exception | None]:
+        """Send a batch without waiting (in order, on one connection), each message guarded by
+        the stream sequence it must follow. Returns the acks to come, and why sending stopped."""
+        futures = []
+        for k, (nid, subject, payload) in enumerate(outgoing):
+            try:
+                futures.append(await self.js.publish_async(subject, payload,
+                                                           headers=self.headers(nid, self.last_seq + k)))
+            except Exception as e:  # noqa: BLE001 (connection lost: settle what was sent)
+                return futures, e
+        return futures, None
+
+    async def settle(self, outgoing: Sequence[tuple[int, str, bytes]], futures: list[asyncio.Future[Any]],
+                     failed: Exception | None) -> int | None:
+        """Wait for a batch's acks, then record the position; returns how many messages the
+        stream added. On any failure, resync from the stream and raise FeedError, except when
+        another publisher moved the stream: then resync and return None."""
+        try:
+            acks = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), self.timeout)
+        except asyncio.TimeoutError as e:
+            acks, failed = [], failed or e
+        failed = failed or next((a for a in acks if isinstance(a, BaseException)), None)
+        if failed is not None or not all(a.seq == self.last_seq + k + 1 for k, a in enumerate(acks)):
             before = self.position
             await self.resync()
             if isinstance(failed, APIError) and failed.err_code == WRONG_LAST_SEQUENCE:
                 self.log(f"another publisher moved the stream: resuming after {self.position}")
-                return 0
+                return None
             if failed is None:
                 raise FeedError(f"stream {self.stream} acknowledged out of sequence after {before}")
             raise FeedError(f"publishing to {self.stream} failed after {self.position}: {failed!r}") from failed

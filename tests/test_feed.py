@@ -230,21 +230,21 @@ class Died(BaseException):
 def publish_dying(db_url: str, feed: dict[str, str], batch: int, *, record: bool = True,
                   fail_at: int | None = None) -> dict[str, Any]:
     """Publish in process with a fault: dying instead of recording the position (`record=False`),
-    or the `fail_at`-th publish of the run failing (NATS away mid-batch)."""
+    or the `fail_at`-th message of the run lost on its way to the stream."""
 
     async def run() -> dict[str, Any]:
         async with Publisher(eventsourcing_env(db_url), stream=feed["stream"], subject_prefix=feed["prefix"],
-                             batch=batch) as p:
+                             batch=batch, timeout=1.0) as p:  # a lost message's ack never comes
             if not record:
                 p.record = lambda _: (_ for _ in ()).throw(Died())  # type: ignore[method-assign]
-            real, calls = p.js.publish, []
+            real, calls = p.js.publish_async, []
 
-            async def publish(*args: Any, **kwargs: Any) -> Any:
+            async def publish_async(subject: str, *args: Any, **kwargs: Any) -> Any:
                 calls.append(1)
-                if len(calls) == fail_at:
-                    raise nats.errors.ConnectionClosedError
-                return await real(*args, **kwargs)
-            p.js.publish = publish
+                if len(calls) == fail_at:  # lost on the way: no stream takes this subject
+                    subject = f"{feed['prefix']}_lost"
+                return await real(subject, *args, **kwargs)
+            p.js.publish_async = publish_async
             with pytest.raises((Died, FeedError)):
                 await p.publish_pending()
             return p.status()
@@ -268,8 +268,8 @@ def test_a_publisher_dying_between_the_ack_and_recording_its_position_repeats_no
 
 
 def test_a_publish_failing_mid_batch_leaves_the_stream_a_gapless_prefix(tmp_path: Path, feed: dict[str, str]) -> None:
-    """Messages 8-10 of the batch are sent after 7 failed: each must follow the sequence before
-    it, so the stream refuses them rather than hold 8 without 7."""
+    """Message 7 of a batch is lost, 8-10 arrive: each must follow the sequence before it, so
+    the stream refuses them rather than hold 8 without 7; the next run publishes 7 onwards."""
     db_url = f"sqlite:///{tmp_path}/ledger.db"
     b = Book(db_url, "forms", "2026-04-01T00:00:00")
     try:
