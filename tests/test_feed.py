@@ -49,12 +49,16 @@ def nats_available() -> bool:
 
 
 @pytest.fixture
-def feed() -> Iterator[dict[str, str]]:
-    """A stream name and subject prefix of this test's own; the stream is deleted afterwards."""
+def nats_server() -> None:
     if not nats_available():
         if os.environ.get("CI") == "true":
             pytest.fail("NATS at 127.0.0.1:4222 is unreachable, and CI=true requires it")
         pytest.skip("NATS unreachable")
+
+
+@pytest.fixture
+def feed(nats_server: None) -> Iterator[dict[str, str]]:
+    """A stream name and subject prefix of this test's own; the stream is deleted afterwards."""
     tag = uuid.uuid4().hex[:10]
     made = {"stream": f"TEST_FEED_{tag}", "prefix": f"test.{tag}"}
     yield made
@@ -350,3 +354,11 @@ def test_a_consumer_in_another_process_builds_plans_and_payments_from_the_stream
         assert plans_read_model(plans) == ledger_view(b)
     finally:
         b.close()
+
+
+@pytest.mark.postgres
+def test_the_feed_benchmark_runs_and_reports_a_ratio(nats_server: None, pg_url: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "feed.py"), "300", "--db", pg_url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "feed publish" in done.stdout and "ratio" in done.stdout
