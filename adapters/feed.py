@@ -140,6 +140,8 @@ class Publisher:
         """The notification id of the last event known to be in the stream."""
         self.published = 0
         """Messages this publisher added to the stream (JetStream's duplicates not counted)."""
+        self.recording: asyncio.Future[None] | None = None
+        """The position being recorded (in a thread) while the next batch is sent."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -156,6 +158,8 @@ class Publisher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.recording is not None and not self.recording.done():
+            await asyncio.wait([self.recording])
         if self.nc is not None:
             await self.nc.close()
         self.close()
@@ -203,12 +207,19 @@ class Publisher:
         """Resume after max(tracked, last in stream), and record the stream's lead if it has one.
         The tracked position is read first: a racing publisher records only what the stream
         already holds, so the position read cannot be ahead of the stream's tail read after it."""
+        await self.recorded()
         tracked = self.tracked()
         self.last_seq, in_stream = await self.stream_tail()
         self.position = max(tracked, in_stream)
         if in_stream > tracked:
             self.record(in_stream)
             self.log(f"stream {self.stream} was ahead of the tracked position {tracked}: resuming after {in_stream}")
+
+    async def recorded(self) -> None:
+        """Wait until the position last acknowledged is recorded."""
+        if self.recording is not None:
+            recording, self.recording = self.recording, None
+            await recording
 
     def record(self, notification_id: int) -> None:
         try:
@@ -231,6 +242,7 @@ class Publisher:
                 ahead = self.read(self.position)
             published += added or 0
             outgoing = ahead
+        await self.recorded()
         return published
 
     def read(self, after: int) -> list[tuple[int, str, bytes]]:
@@ -270,7 +282,8 @@ class Publisher:
             raise FeedError(f"publishing to {self.stream} failed after {self.position}: {failed!r}") from failed
         self.last_seq = acks[-1].seq
         self.position = outgoing[-1][0]
-        self.record(self.position)
+        await self.recorded()  # positions are recorded in order, each only after its acks
+        self.recording = asyncio.ensure_future(asyncio.to_thread(self.record, self.position))
         added = sum(1 for a in acks if not a.duplicate)
         self.published += added
         return added
