@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any
 
 import nats
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 PLAN_SET = {"Subscribed", "TrialStarted", "TrialConverted", "TrialExpired", "PlanUpgraded", "IntervalChanged",
@@ -113,7 +112,7 @@ async def consume(args: argparse.Namespace, stop: asyncio.Event) -> int:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(args.batch, timeout=1)
-            except NatsTimeout:
+            except asyncio.TimeoutError:  # nats-py raises its own subclass, or asyncio's itself
                 if args.until_caught_up:
                     consumer = await sub.consumer_info()
                     if consumer.num_pending == 0 and consumer.num_ack_pending == 0:
