@@ -146,20 +146,29 @@ class Publisher:
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Publisher:
-        try:
-            self.nc = await nats.connect(self.nats_url, connect_timeout=5, max_reconnect_attempts=-1,
-                                         allow_reconnect=True)
+        async def reported(e: Exception) -> None:
+            self.log(f"NATS: {e!r}")
+
+        try:  # once connected, reconnect for ever; the first connection gets a time limit
+            self.nc = await asyncio.wait_for(nats.connect(
+                self.nats_url, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=1,
+                error_cb=reported), self.timeout)
         except Exception as e:  # noqa: BLE001 (nats-py raises several kinds)
             self.close()
             raise FeedError(f"NATS at {self.nats_url} is unreachable: {e!r}") from e
         self.js = self.nc.jetstream(timeout=self.timeout)
-        await self.ensure_stream()
-        await self.resync()
+        try:
+            await self.ensure_stream()
+            await self.resync()
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.recording is not None and not self.recording.done():
-            await asyncio.wait([self.recording])
+        recording, self.recording = self.recording, None
+        if recording is not None:  # let a position being recorded finish (its error was the caller's already)
+            await asyncio.gather(recording, return_exceptions=True)
         if self.nc is not None:
             await self.nc.close()
         self.close()

@@ -27,8 +27,10 @@ from typing import Any
 import nats
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner
 
 from adapters.app import read_models
+from adapters.cli import app
 from adapters.feed import FeedError, Publisher, tracking_recorder
 from adapters.settings import eventsourcing_env
 from projections.invoices import invoices_of
@@ -363,3 +365,27 @@ def test_the_feed_benchmark_runs_and_reports_a_ratio(nats_server: None, pg_url: 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "feed publish" in done.stdout and "ratio" in done.stdout
+
+
+def test_the_cli_refuses_a_bad_stream_name_and_a_stream_that_is_not_the_feeds(
+        tmp_path: Path, feed: dict[str, str]) -> None:
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    runner = CliRunner()
+    bad = runner.invoke(app, ["feed", "publish", "--db", db, "--stream", "bad.name"])
+    assert bad.exit_code == 2 and "stream name 'bad.name'" in bad.output
+    mine = runner.invoke(app, ["feed", "publish", "--db", db, "--stream", feed["stream"],
+                               "--subject-prefix", feed["prefix"]])
+    assert mine.exit_code == 0, mine.output
+    assert json.loads(mine.stdout)["lag"] == 0
+    other = runner.invoke(app, ["feed", "publish", "--db", db, "--stream", feed["stream"],
+                                "--subject-prefix", f"{feed['prefix']}_other"])
+    assert other.exit_code == 1 and "exists without the subjects" in other.output
+
+
+def test_nats_unreachable_is_a_clear_error(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with Publisher(eventsourcing_env(f"sqlite:///{tmp_path}/ledger.db"), nats_url="nats://127.0.0.1:1",
+                             timeout=1.0):
+            pass
+    with pytest.raises(FeedError, match="NATS at nats://127.0.0.1:1 is unreachable"):
+        asyncio.run(run())
