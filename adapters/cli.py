@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters import entitlements_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli
+from adapters import entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli
 from adapters.app import build_ledger, catch_up, read_models, refresh
 from adapters.instants import parse_instant
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
@@ -84,6 +84,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(project_cli.project_app, name="project")
 app.add_typer(payments_cli.payments_app, name="payments")
 app.add_typer(replay_cli.replay_app, name="replay")
+app.add_typer(feed_cli.feed_app, name="feed")
 app.command("invoices")(project_cli.invoices)
 app.command("audit")(project_cli.audit)
 app.command("workspaces")(read_cli.workspaces)
