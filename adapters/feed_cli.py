@@ -35,8 +35,8 @@ feed_app = typer.Typer(help="Publish every stored event to NATS JetStream, exact
 
 def _publisher(db: str | None, stream: str | None, prefix: str | None, nats_url: str, batch: int = 500,
                duplicate_window: float = 120.0) -> Publisher:  # ok-float: seconds
-    from adapters.app import ensure_schema
     from adapters.feed import FeedError, Publisher
+    from adapters.schema import prepare
     from adapters.settings import database_url, eventsourcing_env
 
     try:
@@ -44,7 +44,7 @@ def _publisher(db: str | None, stream: str | None, prefix: str | None, nats_url:
     except ValueError as e:
         typer.echo(f"error: --db: {e} [invalid_request]", err=True)
         raise typer.Exit(2) from None
-    ensure_schema(env)
+    prepare(env)  # the event store set up once per version; the feed creates its own tracking table
     try:
         return Publisher(env, stream=stream, subject_prefix=prefix, nats_url=nats_url, batch=batch,
                          duplicate_window=duplicate_window, log=_log)
