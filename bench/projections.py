@@ -10,6 +10,8 @@ each workspace subscribes, then renews monthly, and is saved in one transaction.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import time
 import uuid
@@ -68,10 +70,10 @@ def project(url: str) -> tuple[float, int]:
     return time.perf_counter() - start, 0
 
 
-def copy_same_rows(schema: str) -> tuple[float, int]:
+def copy_same_rows(pg: str, schema: str) -> tuple[float, int]:
     """COPY every row the read models hold into empty same-shaped tables, one transaction."""
     tables = [name for model in ALL for name in (model.table_name(t, f"v{model.version}") for t in model.tables)]
-    with psycopg.connect(PG, autocommit=True) as conn:
+    with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         data = {t: conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall() for t in tables}
         for t in tables:
@@ -88,17 +90,24 @@ def copy_same_rows(schema: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    target = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    parser = argparse.ArgumentParser(description="Read-model catch-up as a ratio of raw COPY of the same rows.")
+    parser.add_argument("events", nargs="?", type=int, default=100_000)
+    parser.add_argument("--db", default=None, help="PostgreSQL URL (default: $SUBLEDGER_DB if PostgreSQL, else "
+                        "the local server's test database); the benchmark uses a schema of its own")
+    args = parser.parse_args()
+    env_db = os.environ.get("SUBLEDGER_DB", "")
+    pg = (args.db or (env_db if env_db.startswith("postgres") else PG)).split("?")[0]
+    target = args.events
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    url = f"{PG}?schema={schema}"
+    url = f"{pg}?schema={schema}"
     try:
         t0 = time.perf_counter()
         events = generate(url, target)
         print(f"generated {events} events in {time.perf_counter() - t0:.1f}s")
         projected, _ = project(url)
-        copied, rows = copy_same_rows(schema)
+        copied, rows = copy_same_rows(pg, schema)
     finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
+        with psycopg.connect(pg, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     print(f"catch-up of {events} events into {len(ALL)} read models ({rows} rows): {projected:.1f}s")
     print(f"projected       {events / projected:10.0f} events/s  ratio {copied / projected:.3f}")
