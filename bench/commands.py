@@ -12,7 +12,6 @@ the local server's `test` database; the benchmark works in a schema of its own, 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # bench/projections.py would shadow the `projections` package when this runs as a script.
+import benchlib  # noqa: E402 (stdlib only: imported while bench/ is still on sys.path)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import psycopg  # noqa: E402
@@ -73,9 +73,7 @@ def main() -> None:
     parser.add_argument("n", nargs="?", type=int, default=500)
     parser.add_argument("--db", default=None, help="PostgreSQL URL (default: $SUBLEDGER_DB or the local test db)")
     args = parser.parse_args()
-    env_db = os.environ.get("SUBLEDGER_DB", "")
-    pg = (args.db or (env_db if env_db.startswith("postgres") else "postgresql://postgres@127.0.0.1:5432/test"))
-    pg = pg.split("?")[0]
+    pg = benchlib.postgres_base(args.db)
     n = args.n
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg, autocommit=True) as conn:

@@ -20,49 +20,21 @@ import os
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 # bench/projections.py would shadow the `projections` package when this runs as a script.
+import benchlib  # noqa: E402 (stdlib only: imported while bench/ is still on sys.path)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import nats  # noqa: E402
 import psycopg  # noqa: E402
 from nats.js.api import StreamConfig  # noqa: E402
 
-from adapters.app import build_ledger  # noqa: E402
 from adapters.feed import NATS_URL, Publisher  # noqa: E402
 from adapters.settings import eventsourcing_env  # noqa: E402
-from domain.commands import Actor, parse_command  # noqa: E402
-from domain.ledger import TestClock  # noqa: E402
-from domain.payments import ChargeResult  # noqa: E402
 
-ADMIN = Actor(id="bench", role="admin")
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
-
-
-def generate(url: str, target: int) -> int:
-    """Record about `target` events (each workspace subscribes, then renews monthly for two
-    years, saved in one transaction); returns the head of the notification log."""
-    clock = TestClock(START)
-    ledger = build_ledger(url, catalog="workspace", clock=clock)
-    end = START + timedelta(days=365 * 2)
-    i = 0
-    while (ledger.recorder.max_notification_id() or 0) < target:
-        sub = ledger._new(f"ws{i}", ADMIN, "api")  # noqa: SLF001 (bench: bypass per-command transactions)
-        i += 1
-        for name, args in (("add-payment-method", {"payment_method": "pm_card_visa"}),
-                           ("subscribe", {"plan": "team", "interval": "month", "seats": 3})):
-            ctx = ledger._context(sub, ADMIN, "api", name, None, None, None, None)  # noqa: SLF001
-            sub.record(sub.decide(parse_command(name, args), ctx), ctx)
-            for invoice_id in list(sub.pending_charges):
-                sub.settle(invoice_id, ChargeResult("succeeded", charge_id="ch_bench"), ctx)
-        ctx = ledger._context(sub, ADMIN, "api", "advance", None, None, None, None)  # noqa: SLF001
-        sub.process_due(ctx.system(end, "advance"), forecast=True)
-        ledger._save(sub, list(sub.pending_events))  # noqa: SLF001
-    head = ledger.recorder.max_notification_id() or 0
-    ledger.close()
-    return head
+STEPS = (("add-payment-method", {"payment_method": "pm_card_visa"}),
+         ("subscribe", {"plan": "team", "interval": "month", "seats": 3}))
 
 
 def raw_read(publisher: Publisher, batch: int) -> float:
@@ -124,16 +96,14 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="PostgreSQL URL (default: $SUBLEDGER_DB or the local test db)")
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    env_db = os.environ.get("SUBLEDGER_DB", "")
-    pg = (args.db or (env_db if env_db.startswith("postgres") else "postgresql://postgres@127.0.0.1:5432/test"))
-    pg = pg.split("?")[0]
+    pg = benchlib.postgres_base(args.db)
     tag = uuid.uuid4().hex[:8]
     schema = f"bench_{tag}"
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"({os.cpu_count()} cores)")
     try:
         t0 = time.perf_counter()
-        events = generate(f"{pg}?schema={schema}", args.events)
+        events = benchlib.generate(f"{pg}?schema={schema}", args.events, STEPS)
         print(f"generated {events} events in {time.perf_counter() - t0:.1f}s")
         timings = asyncio.run(run(f"{pg}?schema={schema}", args.batch, tag))
     finally:

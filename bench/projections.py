@@ -11,54 +11,24 @@ each workspace subscribes, then renews monthly, and is saved in one transaction.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 # This file's name would shadow the `projections` package when run as a script.
+import benchlib  # noqa: E402 (stdlib only: imported while bench/ is still on sys.path)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from adapters.app import build_ledger
 from adapters.settings import eventsourcing_env
-from domain.payments import ChargeResult
-from domain.commands import Actor, parse_command
-from domain.ledger import TestClock
 from projections.runner import ALL, Projections
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-ADMIN = Actor(id="bench", role="admin")
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
-
-
-def generate(url: str, target: int) -> int:
-    """Record about `target` events; returns the head of the notification log."""
-    clock = TestClock(START)
-    ledger = build_ledger(url, catalog="workspace", clock=clock)
-    end = START + timedelta(days=365 * 2)
-    i = 0
-    while (ledger.recorder.max_notification_id() or 0) < target:
-        ws = f"ws{i}"
-        i += 1
-        sub = ledger._new(ws, ADMIN, "api")  # noqa: SLF001 (bench: bypass per-command transactions)
-        for name, args in (("add-payment-method", {"payment_method": "pm_card_visa"}),
-                           ("subscribe", {"plan": "team", "interval": "month", "seats": 3}),
-                           ("set-storage-addon", {"addon": "storage-100gb"})):
-            ctx = ledger._context(sub, ADMIN, "api", name, None, None, None, None)  # noqa: SLF001
-            sub.record(sub.decide(parse_command(name, args), ctx), ctx)
-            for invoice_id in list(sub.pending_charges):
-                sub.settle(invoice_id, ChargeResult("succeeded", charge_id="ch_bench"), ctx)
-        ctx = ledger._context(sub, ADMIN, "api", "advance", None, None, None, None)  # noqa: SLF001
-        sub.process_due(ctx.system(end, "advance"), forecast=True)
-        ledger._save(sub, list(sub.pending_events))  # noqa: SLF001
-    head = ledger.recorder.max_notification_id() or 0
-    ledger.close()
-    return head
+STEPS = (("add-payment-method", {"payment_method": "pm_card_visa"}),
+         ("subscribe", {"plan": "team", "interval": "month", "seats": 3}),
+         ("set-storage-addon", {"addon": "storage-100gb"}))
 
 
 def project(url: str) -> tuple[float, int]:
@@ -95,14 +65,13 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="PostgreSQL URL (default: $SUBLEDGER_DB if PostgreSQL, else "
                         "the local server's test database); the benchmark uses a schema of its own")
     args = parser.parse_args()
-    env_db = os.environ.get("SUBLEDGER_DB", "")
-    pg = (args.db or (env_db if env_db.startswith("postgres") else PG)).split("?")[0]
+    pg = benchlib.postgres_base(args.db)
     target = args.events
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     url = f"{pg}?schema={schema}"
     try:
         t0 = time.perf_counter()
-        events = generate(url, target)
+        events = benchlib.generate(url, target, STEPS)
         print(f"generated {events} events in {time.perf_counter() - t0:.1f}s")
         projected, _ = project(url)
         copied, rows = copy_same_rows(pg, schema)

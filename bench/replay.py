@@ -13,7 +13,6 @@ transaction per workspace); the read models are built once, then rebuilt and com
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 # bench/projections.py would shadow the `projections` package when this runs as a script.
 HERE = Path(__file__).resolve().parent
+import benchlib  # noqa: E402 (stdlib only: imported while bench/ is still on sys.path)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import psycopg  # noqa: E402
@@ -32,17 +32,11 @@ from adapters.settings import eventsourcing_env  # noqa: E402
 from projections.runner import Projections  # noqa: E402
 from replay.rebuild import rebuild  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 PAGE = 500
-
-
-def generator() -> object:
-    """bench/projections.py's event generator, loaded from its file (its name shadows a package)."""
-    spec = importlib.util.spec_from_file_location("bench_projections", HERE / "projections.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate
+STEPS = (("add-payment-method", {"payment_method": "pm_card_visa"}),
+         ("subscribe", {"plan": "team", "interval": "month", "seats": 3}),
+         ("set-storage-addon", {"addon": "storage-100gb"}))
+"""The events bench/projections.py makes."""
 
 
 def raw_read(url: str) -> tuple[float, int]:
@@ -74,7 +68,7 @@ def main() -> None:
     parser.add_argument("n", nargs="?", type=int, default=100_000)
     parser.add_argument("--db", default=None, help="Database URL (default: $SUBLEDGER_DB or the local test db)")
     args = parser.parse_args()
-    base = args.db or os.environ.get("SUBLEDGER_DB") or PG
+    base = args.db or os.environ.get("SUBLEDGER_DB") or benchlib.postgres_base(None)
     workdir = tempfile.TemporaryDirectory()
     if base.startswith("postgres"):
         pg = base.split("?")[0]
@@ -85,7 +79,7 @@ def main() -> None:
         url = f"sqlite:///{workdir.name}/replay-bench.db"
     try:
         began = time.perf_counter()
-        events = generator()(url, args.n)  # type: ignore[operator]
+        events = benchlib.generate(url, args.n, STEPS)
         print(f"generated {events} events in {time.perf_counter() - began:.1f}s ({url.split('?')[0].split(':')[0]})")
         read, notifications = raw_read(url)
         rebuilt, same = rebuild_verify(url)
