@@ -20,16 +20,16 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters import entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli
-from adapters.app import build_ledger, catch_up, read_models, refresh
-from adapters.instants import parse_instant
+from adapters import (entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli,
+                      serve_cli)
+from adapters.app import build_ledger, catch_up, configured_clock, read_models, refresh
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
 from domain.catalog import CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, ID_RULE, Command, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
-from domain.ledger import Clock, Ledger, SystemClock, TestClock
+from domain.ledger import Clock, Ledger
 from projections.plan_state import read_plan_state
 from projections.views import event_types, iso
 
@@ -91,6 +91,8 @@ app.command("workspaces")(read_cli.workspaces)
 app.command("books")(read_cli.books)
 entitlements_cli.mount(app)
 app.add_typer(notices_cli.notices_app, name="notices")
+app.add_typer(serve_cli.tokens_app, name="tokens")
+app.command("serve")(serve_cli.serve)
 
 
 @dataclass
@@ -129,16 +131,11 @@ def _opts() -> Options:
 
 
 def cli_clock() -> Clock:
-    """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
-    a test ledger (a scenario's or the demo's) from the command line. It can never backdate a real
-    ledger: one kept on the system clock refuses test-clock writers (clock_conflict)."""
-    pinned = os.environ.get("SUBLEDGER_TEST_CLOCK")
-    if not pinned:
-        return SystemClock()
+    """The clock adapters/app.py `configured_clock` chooses; a bad SUBLEDGER_TEST_CLOCK exits 2."""
     try:
-        return TestClock(parse_instant(pinned))
-    except ValueError as e:
-        fail("invalid_request", f"SUBLEDGER_TEST_CLOCK {e}")
+        return configured_clock()
+    except LedgerError as e:
+        fail(e.code, e.message)
 
 
 @contextmanager

@@ -29,10 +29,14 @@ CODES = {
     "catalog_conflict": "",
     "clock_conflict": "",
     "event_chain_broken": "",
+    "unauthenticated": "",
+    "forbidden": "R1",
+    "quote_stale": "R25",
     "unavailable": "",
     "internal_error": "",
 }
-"""`unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
+"""`unauthenticated` (no or unknown API token) and `forbidden` (a token acting outside its role or
+workspace) come from the HTTP adapter. `unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
 (adapters report it; the domain never does). `internal_error`: a bug, reported without a traceback."""
 
 

@@ -1,0 +1,56 @@
+"""The FastAPI application of `subledger serve`: one Ledger per process, shared by requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+
+from adapters.app import build_ledger
+from adapters.http import problems
+from adapters.settings import database_url
+from adapters.tokens import TokenStore
+from domain.clock import Clock
+from domain.ledger import Ledger
+from domain.payments import PaymentGateway
+
+
+def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: Clock | None = None,
+               payments: PaymentGateway | None = None) -> FastAPI:
+    """The API on the ledger of `db` (default $SUBLEDGER_DB, else ./subledger.db)."""
+    url = database_url(db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.ledger.close()
+        app.state.tokens.close()
+
+    app = FastAPI(title="subledger", version="1", lifespan=lifespan,
+                  description="An event-sourced subscription ledger: commands, previews and quotes, reads.")
+    app.state.db = url
+    app.state.ledger = build_ledger(url, catalog=catalog, clock=clock, payments=payments)
+    app.state.tokens = TokenStore(url)
+    problems.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    return app
+
+
+def ledger_of(request: Request) -> Ledger:
+    return request.app.state.ledger
+
+
+def app_from_env() -> FastAPI:
+    """The app `subledger serve` runs in each worker: the database from $SUBLEDGER_DB, the catalog
+    from $SUBLEDGER_CATALOG, the clock as the command line chooses it."""
+    import os
+
+    from adapters.app import configured_clock
+    return create_app(catalog=os.environ.get("SUBLEDGER_CATALOG", "forms"), clock=configured_clock())
