@@ -288,7 +288,7 @@ class Ledger(Application[UUID]):
             recorded = []
             try:
                 for found in chosen:
-                    result = self.payments.cancel(sub.pending_charges[found]["charge_key"])
+                    result = self._cancel(sub.pending_charges[found])
                     recorded += self._record_outcome(sub, found, result)
             except IntegrityError:
                 continue
@@ -331,7 +331,8 @@ class Ledger(Application[UUID]):
                 continue
         return None
 
-    def _settle(self, sub: Subscription, *, command_id: str | None = None, blocking_due: bool = False) -> list[Any]:
+    def _settle(self, sub: Subscription, *, command_id: str | None = None, blocking_due: bool = False,
+                invoice_ids: set[str] | None = None, channel: str = "scheduler") -> list[Any]:
         """Ask the gateway, by each pending charge's key, for its outcome and record it. The key
         makes asking again safe: a second process, a retry or a recovery after a crash gets the
         same outcome and never a second charge. A charge awaiting the customer is abandoned
@@ -340,23 +341,71 @@ class Ledger(Application[UUID]):
         for invoice_id, pending in list(sub.pending_charges.items()):
             if command_id and pending["requested_by"]["command_id"] != command_id:
                 continue
+            if invoice_ids is not None and invoice_id not in invoice_ids:
+                continue
             try:
-                result = self.payments.charge(ChargeRequest(
+                request = ChargeRequest(
                     idempotency_key=pending["charge_key"], workspace_id=sub.workspace_id,
                     payment_method=pending["payment_method"], amount=pending["amount"],
-                    currency=pending["currency"], description=f"{pending['purpose']} {invoice_id}"))
+                    currency=pending["currency"], description=f"{pending['purpose']} {invoice_id}")
+                recorded += self._submit(sub, invoice_id, request)
+                result = self._charge(request, sub.pending_charges[invoice_id])
                 due_at = sub.next_due_at()
                 if not result.final and blocking_due and due_at is not None and due_at <= self.clock.now():
-                    result = self.payments.cancel(pending["charge_key"])
+                    result = self._cancel(pending)
             except GatewayUnavailable:
                 return recorded  # the outcome is unknown: it stays pending, and is asked again later
             if not result.final and pending["action_required"]:
                 continue
-            recorded += self._record_outcome(sub, invoice_id, result)
+            recorded += self._record_outcome(sub, invoice_id, result, channel)
         return recorded
 
-    def _record_outcome(self, sub: Subscription, invoice_id: str, result: ChargeResult) -> list[Any]:
-        sub.settle(invoice_id, result, self._context(sub, SYSTEM, "scheduler", "payment", None, None, None, None))
+    def _submit(self, sub: Subscription, invoice_id: str, request: ChargeRequest) -> list[Any]:
+        """A two-step gateway (domain/payments.py, SubmittingGateway) creates its charge object
+        first; its reference is saved before the charge is confirmed, so a retry or a recovery
+        confirms or reads that one and never creates a second."""
+        submit = getattr(self.payments, "submit", None)
+        if submit is None or sub.pending_charges[invoice_id].get("provider_reference"):
+            return []
+        reference = submit(request)
+        if reference is None:
+            return []
+        sub.record_submission(invoice_id, reference, self._context(sub, SYSTEM, "scheduler", "payment", None, None,
+                                                                   None, None))
+        events = list(sub.pending_events)
+        self._save(sub, events)
+        return events
+
+    def _charge(self, request: ChargeRequest, pending: Any) -> ChargeResult:
+        if hasattr(self.payments, "submit"):
+            return self.payments.charge(request, pending.get("provider_reference"))  # type: ignore[call-arg]
+        return self.payments.charge(request)
+
+    def _cancel(self, pending: Any) -> ChargeResult:
+        if hasattr(self.payments, "submit"):
+            return self.payments.cancel(pending["charge_key"], pending.get("provider_reference"))  # type: ignore[call-arg]
+        return self.payments.cancel(pending["charge_key"])
+
+    def settle_reported(self, workspace_id: str, reference: str) -> list[Subscription.Event]:
+        """The provider reports news of the charge object `reference` (a webhook): ask the gateway
+        for its outcome and record it on channel `billing_provider`. A reference no pending charge
+        was submitted as (unknown, or its outcome already recorded) records nothing."""
+        for _ in range(MAX_ATTEMPTS):
+            sub = self.get(workspace_id)
+            if sub is None:
+                return []
+            found = {i for i, p in sub.pending_charges.items() if p.get("provider_reference") == reference}
+            if not found:
+                return []
+            try:
+                return self._settle(sub, invoice_ids=found, channel="billing_provider")
+            except IntegrityError:
+                continue
+        raise LedgerError("concurrency_conflict", f"could not record the payment outcome on {workspace_id}")
+
+    def _record_outcome(self, sub: Subscription, invoice_id: str, result: ChargeResult,
+                        channel: str = "scheduler") -> list[Any]:
+        sub.settle(invoice_id, result, self._context(sub, SYSTEM, channel, "payment", None, None, None, None))
         events = list(sub.pending_events)
         self._save(sub, events)
         return events

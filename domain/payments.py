@@ -6,6 +6,11 @@ pending charge whose key is never reused for anything else; the application then
 is: the same key with the same request returns the first outcome and never charges twice;
 the same key with another amount, currency or payment method raises IdempotencyMismatch.
 So a retry, a second process or a recovery after a crash may always ask again with the key.
+
+A provider that does not honour the key (localstripe) is safe through the two-step
+`SubmittingGateway`: `submit` creates the provider's charge object without moving money, the
+ledger records its reference (ChargeSubmitted), and only then `charge(request, reference)`
+confirms that object; asking again reads it by its reference and never makes another.
 """
 
 from __future__ import annotations
@@ -62,6 +67,21 @@ class PaymentGateway(Protocol):
         """Abandon a charge still awaiting the customer's action. Returns the final outcome:
         `canceled`, or `succeeded`/`declined` if it completed first; an unknown key is `canceled`
         (nothing can be collected under it any more)."""
+
+
+class SubmittingGateway(PaymentGateway, Protocol):
+    """A gateway whose charge is two steps: create, then confirm (Stripe's PaymentIntents)."""
+
+    def submit(self, request: ChargeRequest) -> str | None:
+        """Create the provider's unconfirmed charge object for `request` and return its reference,
+        or None when none was made (the card was refused before: `charge(request)` says so)."""
+
+    def charge(self, request: ChargeRequest, reference: str | None = None) -> ChargeResult:  # type: ignore[override]
+        """Confirm the object `reference` names (once) or read its outcome; without a reference,
+        create and confirm in one step, trusting the provider's idempotency key."""
+
+    def cancel(self, idempotency_key: str, reference: str | None = None) -> ChargeResult:  # type: ignore[override]
+        """Cancel the object `reference` names (found by key without one), unless it completed."""
 
 
 class NoPayments:

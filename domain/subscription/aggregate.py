@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from eventsourcing.domain import Aggregate
 
@@ -75,6 +75,7 @@ class PendingCharge(TypedDict):
     action_required: bool
     requested_at: datetime | None
     requested_by: dict[str, Any]
+    provider_reference: NotRequired[str | None]  # ChargeSubmitted; absent in older snapshots
 
 
 class IdempotencyEntry(TypedDict):
@@ -166,6 +167,7 @@ class Subscription(Aggregate):
     BillingCreditIssued = billing_events.BillingCreditIssued
     BillingCreditApplied = billing_events.BillingCreditApplied
     ChargeRequested = billing_events.ChargeRequested
+    ChargeSubmitted = billing_events.ChargeSubmitted
     PaymentActionRequired = billing_events.PaymentActionRequired
     PaymentSucceeded = billing_events.PaymentSucceeded
     PaymentFailed = billing_events.PaymentFailed
@@ -355,6 +357,10 @@ class Subscription(Aggregate):
     def settle(self, invoice_id: str, result: ChargeResult, ctx: Context) -> LedgerError | None:
         """Record what the provider answered for a pending charge (R11, R12, R8)."""
         return billing.settle(self, invoice_id, result, ctx)
+
+    def record_submission(self, invoice_id: str, reference: str, ctx: Context) -> None:
+        """The provider's reference of a pending charge, recorded before it is confirmed."""
+        billing.record_submission(self, invoice_id, reference, ctx)
 
     def process_due(self, ctx: Context, forecast: bool = False) -> None:
         """Record what fell due up to ctx.at; see domain/subscription/scheduler.py."""

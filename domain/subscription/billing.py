@@ -21,7 +21,7 @@ from domain.payments import ChargeResult
 from domain.periods import Period
 from domain.subscription import billing_events, dunning, events, usage_events
 from domain.subscription.billing_events import (
-    BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ContractSet, InvoiceIssued,
+    BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ChargeSubmitted, ContractSet, InvoiceIssued,
     PaymentActionRequired, PaymentFailed, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded,
     UpgradePaymentFailed,
 )
@@ -158,10 +158,20 @@ def settle(sub: Subscription, invoice_id: str, result: ChargeResult, ctx: Contex
     return charge_declined(amount, code)
 
 
+def record_submission(sub: Subscription, invoice_id: str, reference: str, ctx: Context) -> None:
+    """The provider's reference of a pending charge, before it is confirmed (ChargeSubmitted)."""
+    sub.trigger_event(ChargeSubmitted, **_settlement_meta(sub.pending_charges[invoice_id], ctx),
+                      invoice_id=invoice_id, provider_reference=reference)
+
+
 def _settlement_meta(pending: PendingCharge, ctx: Context) -> dict[str, Any]:
     """An outcome is recorded as part of the command that asked for the money (same command id,
-    actor and channel), whoever records it and whenever."""
-    return ctx.meta() | pending["requested_by"] | {"cause": "payment"}
+    actor and channel), whoever records it and whenever; one the provider reported by webhook
+    keeps the channel it came through, `billing_provider` (R3)."""
+    meta = ctx.meta() | pending["requested_by"] | {"cause": "payment"}
+    if ctx.channel == "billing_provider":
+        meta["channel"] = ctx.channel
+    return meta
 
 
 def _as_effect(event: events.Event) -> dict[str, Any]:

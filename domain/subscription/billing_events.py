@@ -1,7 +1,8 @@
 """The money facts: invoices, billing credit, charges and their outcomes, payment methods.
 
 A charge is two facts apart (docs/payments.md): `ChargeRequested` records the decision,
-the invoice id and the key the money will move under, before any provider is called; then
+the invoice id and the key the money will move under, before any provider is called (a
+provider that creates its charge object first has its reference recorded, `ChargeSubmitted`); then
 `PaymentSucceeded` (after the change it paid for, R11), `ChargeDeclined` (nothing changed,
 R12), `PaymentFailed` (an open invoice stays open, R8) or `PaymentActionRequired` (3-D
 Secure: still pending) records what the provider answered.
@@ -91,13 +92,26 @@ class ChargeRequested(Event):
             "invoice_id": self.invoice_id, "attempt": self.attempt, "charge_key": self.charge_key,
             "amount": self.amount, "currency": self.currency, "payment_method": self.payment_method,
             "purpose": self.purpose, "plan": self.plan, "effects": self.effects, "action_required": False,
-            "requested_at": self.timestamp,
+            "requested_at": self.timestamp, "provider_reference": None,
             "requested_by": {
                 "actor_id": self.actor_id, "actor_role": self.actor_role, "channel": self.channel,
                 "reason": self.reason, "idempotency_key": self.idempotency_key, "args_hash": self.args_hash,
                 "command_id": self.command_id,
             },
         }
+
+
+class ChargeSubmitted(Event):
+    """The provider holds an unconfirmed charge object for a pending charge (Stripe: a
+    PaymentIntent, not yet confirmed, so no money has moved), recorded before it is confirmed:
+    a retry or a recovery confirms or reads this one by its reference and never makes another."""
+
+    invoice_id: str
+    provider_reference: str
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.pending_charges[self.invoice_id]["provider_reference"] = self.provider_reference
 
 
 class PaymentActionRequired(Event):
