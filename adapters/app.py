@@ -30,7 +30,10 @@ def payment_gateway(db_url: str) -> PaymentGateway:
     kind = os.environ.get("SUBLEDGER_PAYMENTS", "test")
     if kind == "test":
         return TestPaymentGateway(db_url)
-    raise LedgerError("invalid_request", f"SUBLEDGER_PAYMENTS={kind!r} is not available: use 'test'")
+    if kind == "stripe":
+        from adapters.stripe_gateway import StripeGateway
+        return StripeGateway.from_env(db_url)
+    raise LedgerError("invalid_request", f"SUBLEDGER_PAYMENTS={kind!r} is not available: use 'test' or 'stripe'")
 
 
 def configured_clock() -> Clock:

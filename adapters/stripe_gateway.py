@@ -1,0 +1,241 @@
+"""The Stripe payment gateway (`SUBLEDGER_PAYMENTS=stripe`): PaymentIntents, in two steps.
+
+`submit` creates the PaymentIntent unconfirmed (no money moves) and the ledger records its id
+(ChargeSubmitted) before `charge` confirms it; a retry or `payments resolve` reads or confirms
+that PaymentIntent by id and never creates a second one. The idempotency key is still sent, for
+Stripe, but localstripe ignores it, so nothing relies on it. A process that dies between
+creating and recording leaves an unconfirmed PaymentIntent that moves no money.
+
+One Stripe customer per workspace, and one attached PaymentMethod per (workspace, ledger token),
+both remembered in side tables of the ledger's database. docs/payments.md ("Stripe") has the
+token to card mapping and the quirks of localstripe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import stripe
+from sqlalchemy import Column, MetaData, String, Table, select
+from sqlalchemy.exc import OperationalError
+
+from adapters.side_tables import SideTables, insert_if_absent
+from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, IdempotencyMismatch
+
+T = TypeVar("T")
+
+CARDS = {
+    "pm_card_visa": "4242424242424242",
+    "pm_card_chargeDeclined": "4000000000000341",  # attaches, then every charge is declined
+    "pm_card_chargeDeclinedInsufficientFunds": "4000000000009995",  # declined when attached
+    "pm_card_authenticationRequired": "4000002760003184",  # 3-D Secure: requires_action
+}
+"""The ledger's test tokens as Stripe test card numbers; any other `pm_card_*` token is a Visa
+that succeeds (as in the test gateway), any other token a real Stripe PaymentMethod id."""
+ZERO_DECIMAL = frozenset({"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+                          "XAF", "XOF", "XPF"})
+CANCELABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"})
+
+metadata = MetaData()
+customers_table = Table(
+    "stripe_customers", metadata,
+    Column("workspace_id", String(255), primary_key=True),
+    Column("customer_id", String(255), nullable=False),
+)
+methods_table = Table(
+    "stripe_payment_methods", metadata,
+    Column("workspace_id", String(255), primary_key=True),
+    Column("token", String(255), primary_key=True),
+    Column("payment_method_id", String(255), nullable=False),
+)
+
+
+def minor_units(amount: Decimal, currency: str) -> int:
+    """Stripe's integer amount: cents, or units for a zero-decimal currency; never rounded."""
+    units = amount if currency.upper() in ZERO_DECIMAL else amount * 100
+    if not amount.is_finite() or amount <= 0 or units != units.to_integral_value():
+        raise ValueError(f"{amount} {currency} is not a positive whole number of the currency's minor units")
+    return int(units)
+
+
+def from_minor_units(units: int, currency: str) -> Decimal:
+    return Decimal(units) if currency.upper() in ZERO_DECIMAL else (Decimal(units) / 100).quantize(Decimal("0.01"))
+
+
+def invoice_of(idempotency_key: str) -> str:
+    """The invoice id in a charge key `<workspace>:<invoice id>:<attempt>`."""
+    parts = idempotency_key.split(":")
+    return parts[-2] if len(parts) >= 3 else ""
+
+
+def result_of(intent: Any) -> ChargeResult:
+    """A PaymentIntent's state as the port's outcome; `processing` is not an outcome yet."""
+    status = intent["status"]
+    charge = intent.get("latest_charge")
+    charge_id = charge if isinstance(charge, str) or charge is None else charge["id"]
+    error = intent.get("last_payment_error")
+    if status == "succeeded":
+        return ChargeResult("succeeded", charge_id=charge_id)
+    if status == "requires_action":
+        return ChargeResult("action_required", message="The customer must complete 3-D Secure authentication.")
+    if status == "canceled":
+        return ChargeResult("canceled")
+    if status == "requires_payment_method" and error:
+        code = error.get("decline_code") or error.get("code") or "card_declined"
+        return ChargeResult("declined", charge_id=charge_id, decline_code=code, message=error.get("message") or "")
+    raise GatewayUnavailable(f"PaymentIntent {intent['id']} is {status}: no outcome yet")
+
+
+class StripeGateway:
+    """A SubmittingGateway on Stripe (or localstripe at `api_base`); the ledger's database keeps
+    its customers and payment methods."""
+
+    def __init__(self, db_url: str, api_key: str, api_base: str | None = None) -> None:
+        self.tables = SideTables(db_url, metadata)
+        addresses = {"api": api_base.rstrip("/")} if api_base else {}
+        self.client = stripe.StripeClient(api_key, base_addresses=addresses)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, db_url: str) -> StripeGateway:
+        from domain.errors import LedgerError
+        key = os.environ.get("STRIPE_API_KEY")
+        if not key:
+            raise LedgerError("invalid_request", "SUBLEDGER_PAYMENTS=stripe needs STRIPE_API_KEY")
+        return cls(db_url, key, os.environ.get("STRIPE_API_BASE") or None)
+
+    # ---------------------------------------------------------------- the port
+
+    def submit(self, request: ChargeRequest) -> str | None:
+        method = self._payment_method(request)
+        if isinstance(method, ChargeResult):
+            return None
+        return self._create(request, method)["id"]
+
+    def charge(self, request: ChargeRequest, reference: str | None = None) -> ChargeResult:
+        amount = minor_units(request.amount, request.currency)
+        if reference is None:
+            method = self._payment_method(request)
+            if isinstance(method, ChargeResult):
+                return method
+            reference = self._create(request, method)["id"]
+        intent = self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+        self._check_same(request, intent, amount)
+        if intent["status"] == "requires_confirmation":
+            try:
+                intent = self._intent(lambda: self.client.v1.payment_intents.confirm(reference))
+            except stripe.CardError:
+                intent = self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+        return result_of(intent)
+
+    def cancel(self, idempotency_key: str, reference: str | None = None) -> ChargeResult:
+        """Cancel unless it completed first; a key with no PaymentIntent is `canceled`."""
+        if reference is None:
+            found = [pi for pi in self.payment_intents() if pi["metadata"].get("charge_key") == idempotency_key]
+            if not found:
+                return ChargeResult("canceled")
+            reference = found[0]["id"]
+        intent = self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+        if intent["status"] in CANCELABLE and not intent.get("last_payment_error"):
+            intent = self._intent(lambda: self.client.v1.payment_intents.cancel(reference))
+        return result_of(intent)
+
+    # ------------------------------------------------------------ for reading
+
+    def retrieve(self, reference: str) -> Any:
+        return self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+
+    def payment_intents(self) -> Iterator[Any]:
+        """Every PaymentIntent this ledger made. localstripe rejects `customer=` and has no
+        search, so all are listed and those without the ledger's metadata skipped."""
+        page = self._call(lambda: self.client.v1.payment_intents.list({"limit": 100}))
+        for found in page.auto_paging_iter():
+            intent = found.to_dict()
+            if (intent.get("metadata") or {}).get("charge_key"):
+                yield intent
+
+    def close(self) -> None:
+        self.tables.close()
+
+    # -------------------------------------------------------------- internals
+
+    def _create(self, request: ChargeRequest, method: str) -> Any:
+        params = {
+            "amount": minor_units(request.amount, request.currency), "currency": request.currency.lower(),
+            "customer": self._customer(request.workspace_id), "payment_method": method,
+            "payment_method_types": ["card"],
+            "metadata": {"workspace": request.workspace_id, "invoice_id": invoice_of(request.idempotency_key),
+                         "charge_key": request.idempotency_key, "payment_method": request.payment_method,
+                         "description": request.description},  # localstripe refuses `description`
+        }
+        return self._intent(lambda: self.client.v1.payment_intents.create(
+            params, {"idempotency_key": request.idempotency_key}))  # type: ignore[arg-type]
+
+    def _check_same(self, request: ChargeRequest, intent: Any, amount: int) -> None:
+        asked = {"amount": amount, "currency": request.currency.lower(), "payment_method": request.payment_method}
+        held = {"amount": intent["amount"], "currency": intent["currency"],
+                "payment_method": intent["metadata"].get("payment_method")}
+        differences = [f"{name} {held[name]} (now {asked[name]})" for name in asked if held[name] != asked[name]]
+        if differences or intent["metadata"].get("charge_key") != request.idempotency_key:
+            raise IdempotencyMismatch(f"PaymentIntent {intent['id']} for {request.idempotency_key!r} was made with "
+                                      f"{', '.join(differences) or 'another key'}")
+
+    def _customer(self, workspace_id: str) -> str:
+        row = self._db(lambda conn: conn.execute(select(customers_table.c.customer_id).where(
+            customers_table.c.workspace_id == workspace_id)).scalar())
+        if row:
+            return row
+        made = self._call(lambda: self.client.v1.customers.create(
+            {"metadata": {"workspace": workspace_id}}, {"idempotency_key": f"customer:{workspace_id}"}))
+
+        def keep(conn: Any) -> str:
+            conn.execute(insert_if_absent(conn, customers_table, {"workspace_id": workspace_id,
+                                                                  "customer_id": made["id"]}))
+            return conn.execute(select(customers_table.c.customer_id).where(
+                customers_table.c.workspace_id == workspace_id)).scalar_one()
+        return self._db(keep)
+
+    def _payment_method(self, request: ChargeRequest) -> str | ChargeResult:
+        """The attached PaymentMethod for the request's token, or the decline attaching it gave."""
+        ws, token = request.workspace_id, request.payment_method
+        row = self._db(lambda conn: conn.execute(select(methods_table.c.payment_method_id).where(
+            methods_table.c.workspace_id == ws, methods_table.c.token == token)).scalar())
+        if row:
+            return row
+        customer = self._customer(ws)
+        number = CARDS.get(token) or (CARDS["pm_card_visa"] if token.startswith("pm_card_") else None)
+        if number is None:
+            method_id = token
+        else:
+            card = {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"}
+            method_id = self._call(lambda: self.client.v1.payment_methods.create({"type": "card", "card": card}))["id"]
+        try:
+            self._call(lambda: self.client.v1.payment_methods.attach(method_id, {"customer": customer}))
+        except stripe.CardError as e:
+            return ChargeResult("declined", decline_code=e.code or "card_declined", message=e.user_message or "")
+        self._db(lambda conn: conn.execute(insert_if_absent(conn, methods_table, {
+            "workspace_id": ws, "token": token, "payment_method_id": method_id})))
+        return self._db(lambda conn: conn.execute(select(methods_table.c.payment_method_id).where(
+            methods_table.c.workspace_id == ws, methods_table.c.token == token)).scalar_one())
+
+    def _intent(self, work: Callable[[], Any]) -> dict[str, Any]:
+        """A PaymentIntent as a plain dict (stripe-python 16's objects are not dicts)."""
+        return self._call(work).to_dict()
+
+    @staticmethod
+    def _call(work: Callable[[], T]) -> T:
+        """Stripe's answer; no answer (network, rate limit, 5xx) is GatewayUnavailable."""
+        try:
+            return work()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as e:
+            raise GatewayUnavailable(f"Stripe did not answer: {e.user_message or e}") from e
+        except stripe.APIError as e:
+            raise GatewayUnavailable(f"Stripe failed: {e.user_message or e}") from e
+
+    def _db(self, work: Callable[[Any], T]) -> T:
+        try:
+            return self.tables.run(work)
+        except OperationalError as error:
+            raise GatewayUnavailable(f"the ledger's database is unreachable: {error.orig}") from error

@@ -1,0 +1,146 @@
+"""The Stripe gateway through Ledger.handle, against localstripe (tests/stripe_fixtures.py).
+
+localstripe ignores Idempotency-Key, so these tests pin the two steps: the PaymentIntent's id
+is recorded (ChargeSubmitted) before it is confirmed, and a retry or a recovery uses that one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.app import build_ledger
+from adapters.stripe_gateway import StripeGateway
+from domain.commands import parse_command
+from domain.ledger import Ledger, TestClock
+from domain.payments import ChargeRequest, IdempotencyMismatch
+from tests.conftest import ADMIN, utc
+from tests.stripe_fixtures import API_KEY, LocalStripe, localstripe, stripe_gateway  # noqa: F401
+
+THREE_DS = "pm_card_authenticationRequired"
+
+
+@pytest.fixture
+def ledger(stripe_gateway: StripeGateway, tmp_path: Path) -> Iterator[Ledger]:
+    made = build_ledger(f"sqlite:///{tmp_path}/ledger.db", catalog="forms",
+                        clock=TestClock(utc("2026-04-11T00:00:00")), payments=stripe_gateway)
+    yield made
+    made.close()
+
+
+def do(ledger: Ledger, command: str, ws: str = "ws", **args: Any) -> Any:
+    return ledger.handle(ws, parse_command(command, args), ADMIN)
+
+
+def types(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def intents(gateway: StripeGateway, ws: str = "ws") -> list[Any]:
+    """This ledger's PaymentIntents for `ws` (one localstripe serves the whole session)."""
+    customer = gateway._customer(ws)
+    return [pi for pi in gateway.payment_intents() if pi["customer"] == customer]
+
+
+def reference(ledger: Ledger, ws: str = "ws") -> str:
+    return [e for e in ledger.workspace_events(ws) if type(e).__name__ == "ChargeSubmitted"][-1].provider_reference
+
+
+def test_a_charge_succeeds_and_its_payment_intent_id_is_recorded_before_it_is_confirmed(
+        ledger: Ledger, stripe_gateway: StripeGateway) -> None:
+    do(ledger, "add-payment-method", payment_method="pm_card_visa")
+    result = do(ledger, "subscribe", plan="pro")
+    assert result.ok, result.error
+    assert types(result.events)[:2] == ["ChargeRequested", "ChargeSubmitted"]
+    assert types(result.events)[-1] == "PaymentSucceeded"
+    [intent] = intents(stripe_gateway)
+    assert intent["id"] == reference(ledger)
+    assert (intent["status"], intent["amount"], intent["currency"]) == ("succeeded", 1900, "usd")
+    assert result.events[-1].charge_id == intent["latest_charge"]["id"]
+    assert ledger.get("ws").plan == "pro"
+
+
+def test_R12_a_declined_charge_leaves_the_plan_unchanged(ledger: Ledger, stripe_gateway: StripeGateway) -> None:
+    do(ledger, "add-payment-method", payment_method="pm_card_visa")
+    assert do(ledger, "subscribe", plan="pro").ok
+    do(ledger, "add-payment-method", payment_method="pm_card_chargeDeclined")
+    result = do(ledger, "change-plan", plan="team")
+    assert result.error.code == "payment_failed"
+    assert "UpgradePaymentFailed" in types(result.events)
+    assert ledger.get("ws").plan == "pro"
+    assert [pi["status"] for pi in intents(stripe_gateway)] == ["succeeded", "requires_payment_method"]
+
+
+def test_R12_a_card_declined_when_attached_makes_no_payment_intent(ledger: Ledger,
+                                                                    stripe_gateway: StripeGateway) -> None:
+    """localstripe declines 4000000000009995 (pm_card_chargeDeclinedInsufficientFunds) at attach."""
+    do(ledger, "add-payment-method", payment_method="pm_card_chargeDeclinedInsufficientFunds")
+    result = do(ledger, "subscribe", plan="pro")
+    assert result.error.code == "payment_failed"
+    assert "ChargeSubmitted" not in types(result.events)
+    assert intents(stripe_gateway) == []
+
+
+def test_requires_action_is_payment_action_required_and_abandoning_cancels_the_payment_intent(
+        ledger: Ledger, stripe_gateway: StripeGateway) -> None:
+    do(ledger, "add-payment-method", payment_method=THREE_DS)
+    result = do(ledger, "subscribe", plan="pro")
+    assert result.error.code == "payment_action_required"
+    assert [pi["status"] for pi in intents(stripe_gateway)] == ["requires_action"]
+    ledger.abandon_payment("ws")
+    assert [pi["status"] for pi in intents(stripe_gateway)] == ["canceled"]
+    assert ledger.get("ws").pending_charges == {}
+
+
+class DiesAfterSubmit(StripeGateway):
+    """The process dies after the PaymentIntent's id is recorded, before it is confirmed."""
+
+    dead = True
+
+    def charge(self, request: ChargeRequest, reference: str | None = None) -> Any:
+        if self.dead:
+            raise KeyboardInterrupt("killed")
+        return super().charge(request, reference)
+
+
+def test_a_crash_after_submit_then_resolve_charges_once(localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    gateway = DiesAfterSubmit(url, API_KEY, localstripe.url)
+    ledger = build_ledger(url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")), payments=gateway)
+    try:
+        do(ledger, "add-payment-method", payment_method="pm_card_visa")
+        with pytest.raises(KeyboardInterrupt):
+            do(ledger, "subscribe", plan="pro")
+        assert [pi["status"] for pi in intents(gateway)] == ["requires_confirmation"]
+        gateway.dead = False
+        ledger.resolve_payments("ws")
+        ledger.resolve_payments("ws")
+        assert [pi["status"] for pi in intents(gateway)] == ["succeeded"]
+        assert types(ledger.workspace_events("ws")).count("PaymentSucceeded") == 1
+        assert ledger.get("ws").plan == "pro"
+    finally:
+        ledger.close()
+
+
+def test_asking_again_never_creates_a_second_payment_intent(ledger: Ledger, stripe_gateway: StripeGateway) -> None:
+    """localstripe ignores Idempotency-Key: the recorded id is what keeps a retry to one charge."""
+    do(ledger, "add-payment-method", payment_method="pm_card_visa")
+    assert do(ledger, "subscribe", plan="pro").ok
+    pending = {"charge_key": "ws:in_ws_0001:1", "amount": Decimal("19.00")}
+    request = ChargeRequest(pending["charge_key"], "ws", "pm_card_visa", pending["amount"], "USD", "subscribe")
+    again = stripe_gateway.charge(request, reference(ledger))
+    assert again.ok and len(intents(stripe_gateway)) == 1
+    with pytest.raises(IdempotencyMismatch):
+        stripe_gateway.charge(ChargeRequest(request.idempotency_key, "ws", "pm_card_visa", Decimal("20.00"), "USD",
+                                            "subscribe"), reference(ledger))
+
+
+def test_localstripe_ignores_the_idempotency_key_so_one_step_charges_would_double(
+        stripe_gateway: StripeGateway) -> None:
+    """Why the two steps: the same key twice makes two PaymentIntents on localstripe."""
+    request = ChargeRequest("dup:in_dup_0001:1", "dup", "pm_card_visa", Decimal("5.00"), "EUR", "test")
+    assert stripe_gateway.charge(request).ok and stripe_gateway.charge(request).ok
+    assert len(intents(stripe_gateway, "dup")) == 2
