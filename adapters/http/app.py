@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 
 from adapters.app import build_ledger
 from adapters.http import problems
+from adapters.http.stripe_webhook import SeenEvents, webhook_router
 from adapters.settings import database_url
 from adapters.tokens import TokenStore
 from domain.clock import Clock
@@ -27,13 +28,16 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
         yield
         app.state.ledger.close()
         app.state.tokens.close()
+        app.state.stripe_events.close()
 
     app = FastAPI(title="subledger", version="1", lifespan=lifespan,
                   description="An event-sourced subscription ledger: commands, previews and quotes, reads.")
     app.state.db = url
     app.state.ledger = build_ledger(url, catalog=catalog, clock=clock, payments=payments)
     app.state.tokens = TokenStore(url)
+    app.state.stripe_events = SeenEvents(url)
     problems.install(app)
+    app.include_router(webhook_router())
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -1,0 +1,133 @@
+"""`POST /stripe/webhook`: signed and recent or refused (400, nothing recorded); deduplicated by
+event id; an outcome comes from the gateway, so repeated and out-of-order events record nothing new."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+import uvicorn
+from fastapi.testclient import TestClient
+
+from adapters.http.app import create_app
+from adapters.stripe_gateway import StripeGateway
+from domain.commands import parse_command
+from domain.ledger import TestClock
+from tests.conftest import ADMIN, utc
+from tests.stripe_fixtures import (  # noqa: F401
+    API_KEY, WEBHOOK_SECRET, LocalStripe, free_port, localstripe, stripe_env, stripe_gateway,
+)
+
+
+def signed(event: dict[str, Any], at: float | None = None, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
+    payload = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(payload, secret, int(at or time.time()))
+    return {"content": payload, "headers": {"Stripe-Signature": header, "Content-Type": "application/json"}}
+
+
+def event(kind: str, obj: dict[str, Any], event_id: str = "evt_1") -> dict[str, Any]:
+    return {"id": event_id, "object": "event", "type": kind, "data": {"object": obj}}
+
+
+@pytest.fixture
+def api(stripe_env: LocalStripe, stripe_gateway: StripeGateway, tmp_path: Path) -> Iterator[TestClient]:  # noqa: F811
+    app = create_app(f"sqlite:///{tmp_path}/ledger.db", clock=TestClock(utc("2026-04-11T00:00:00")),
+                     payments=stripe_gateway)
+    with TestClient(app) as client:
+        yield client
+
+
+def do(client: TestClient, command: str, ws: str = "ws", **args: Any) -> Any:
+    return client.app.state.ledger.handle(ws, parse_command(command, args), ADMIN)  # type: ignore[attr-defined]
+
+
+def recorded(client: TestClient, ws: str = "ws") -> list[str]:
+    return [type(e).__name__ for e in client.app.state.ledger.workspace_events(ws)]  # type: ignore[attr-defined]
+
+
+def seen(client: TestClient) -> list[str]:
+    from adapters.http.stripe_webhook import events_table
+    return client.app.state.stripe_events.tables.run(  # type: ignore[attr-defined]
+        lambda conn: [r.event_id for r in conn.execute(events_table.select())])
+
+
+@pytest.mark.parametrize("problem", ["forged", "stale", "future", "unsigned"])
+def test_a_forged_stale_future_or_unsigned_webhook_is_refused_with_400_and_nothing_recorded(
+        api: TestClient, problem: str) -> None:
+    now = time.time()
+    body = {"forged": signed(event("invoice.paid", {}), secret="whsec_someone_else"),
+            "stale": signed(event("invoice.paid", {}), at=now - 330),
+            "future": signed(event("invoice.paid", {}), at=now + 330),
+            "unsigned": {"content": json.dumps(event("invoice.paid", {}))}}[problem]
+    response = api.post("/stripe/webhook", **body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert seen(api) == []
+
+
+def test_a_signature_a_little_in_the_future_is_accepted_and_an_unknown_type_acknowledged(api: TestClient) -> None:
+    response = api.post("/stripe/webhook", **signed(event("balance.available", {}), at=time.time() + 200))
+    assert (response.status_code, response.json()["outcome"]) == (200, "ignored")
+
+
+def test_a_repeated_event_is_answered_once_as_a_duplicate(api: TestClient) -> None:
+    first = api.post("/stripe/webhook", **signed(event("customer.subscription.updated", {"id": "sub_1"})))
+    again = api.post("/stripe/webhook", **signed(event("customer.subscription.updated", {"id": "sub_1"})))
+    assert first.json()["outcome"] == "not_mirrored"
+    assert again.json() | {"first": None} == {"received": True, "event": "evt_1", "outcome": "duplicate",
+                                              "first": None}
+    assert seen(api) == ["evt_1"]
+
+
+def test_an_outcome_already_recorded_or_out_of_order_records_nothing_new(api: TestClient,
+                                                                       stripe_gateway: StripeGateway) -> None:
+    do(api, "add-payment-method", payment_method="pm_card_visa")
+    assert do(api, "subscribe", plan="pro").ok
+    before = recorded(api)
+    [intent] = [pi for pi in stripe_gateway.payment_intents() if pi["customer"] == stripe_gateway._customer("ws")]
+    late_failure = api.post("/stripe/webhook", **signed(event("payment_intent.payment_failed", intent, "evt_a")))
+    success = api.post("/stripe/webhook", **signed(event("payment_intent.succeeded", intent, "evt_b")))
+    unknown = api.post("/stripe/webhook", **signed(event("payment_intent.succeeded", intent | {"id": "pi_nope"},
+                                                          "evt_c")))
+    assert [r.json()["outcome"] for r in (late_failure, success, unknown)] == ["nothing_pending"] * 3
+    assert recorded(api) == before
+
+
+@pytest.fixture
+def served(stripe_env: LocalStripe, stripe_gateway: StripeGateway, tmp_path: Path) -> Iterator[Any]:  # noqa: F811
+    """`subledger serve`'s app on a free port, localstripe's webhooks pointed at it."""
+    app = create_app(f"sqlite:///{tmp_path}/ledger.db", clock=TestClock(utc("2026-04-11T00:00:00")),
+                     payments=stripe_gateway)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    stripe_env.register_webhook("subledger-tests", f"http://127.0.0.1:{port}/stripe/webhook")
+    yield app
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_3ds_charge_completed_by_the_customer_is_recorded_from_localstripes_webhook(
+        served: Any, stripe_env: LocalStripe, stripe_gateway: StripeGateway) -> None:  # noqa: F811
+    ledger = served.state.ledger
+    ledger.handle("hook", parse_command("add-payment-method", {"payment_method": "pm_card_authenticationRequired"}),
+                  ADMIN)
+    assert ledger.handle("hook", parse_command("subscribe", {"plan": "pro"}), ADMIN).error.code == \
+        "payment_action_required"
+    reference = ledger.get("hook").pending_charges["in_hook_0001"]["provider_reference"]
+    stripe_env.authenticate(stripe_gateway.retrieve(reference))
+    deadline = time.monotonic() + 20
+    while ledger.get("hook").pending_charges and time.monotonic() < deadline:
+        time.sleep(0.1)
+    paid = [e for e in ledger.workspace_events("hook") if type(e).__name__ == "PaymentSucceeded"]
+    assert [(e.invoice_id, e.channel) for e in paid] == [("in_hook_0001", "billing_provider")]
+    assert ledger.get("hook").plan == "pro"
