@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from adapters import (entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli,
-                      serve_cli)
+                      serve_cli, stripe_cli)
 from adapters.app import build_ledger, catch_up, configured_clock, read_models, refresh
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
@@ -83,6 +83,7 @@ app.add_typer(scenario_app, name="scenario")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(project_cli.project_app, name="project")
 app.add_typer(payments_cli.payments_app, name="payments")
+app.add_typer(stripe_cli.stripe_app, name="stripe")
 app.add_typer(replay_cli.replay_app, name="replay")
 app.add_typer(feed_cli.feed_app, name="feed")
 app.command("invoices")(project_cli.invoices)

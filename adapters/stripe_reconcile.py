@@ -1,0 +1,108 @@
+"""Ledger against Stripe: every payment recorded, every PaymentIntent that moved money.
+
+The ledger's side is its recorded facts (those the invoices read model is built from): the
+PaymentSucceeded of each invoice, the PaymentIntent ids recorded by ChargeSubmitted and the
+charges still pending. Stripe's side is the PaymentIntents of this ledger's customers (localstripe
+rejects `PaymentIntent.list(customer=...)` and has no search: all are listed and filtered by
+the customers the ledger made). A difference is anything that is not one succeeded
+PaymentIntent per paid invoice, of the same amount and currency, and nothing else that moved
+money. An unrecorded PaymentIntent that was never confirmed (a crash between creating it and
+recording its id) moved no money: it is listed as an orphan, not a difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from adapters.stripe_gateway import StripeGateway, customers_table, from_minor_units
+from domain.ledger import Ledger
+
+FINAL_AT_STRIPE = {"succeeded", "canceled"}
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str  # missing_at_stripe, missing_in_ledger, amount_mismatch, double_charge, unsettled
+    workspace: str
+    invoice_id: str
+    detail: str
+    payment_intent: str | None = None
+
+
+@dataclass
+class Report:
+    differences: list[Difference] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    payments: int = 0
+    payment_intents: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": not self.differences, "differences": [asdict(d) for d in self.differences],
+                "orphans": self.orphans, "checked": {"payments": self.payments,
+                                                     "payment_intents": self.payment_intents}}
+
+
+def reconcile(ledger: Ledger, gateway: StripeGateway, workspace: str | None = None) -> Report:
+    customers = dict(gateway.tables.run(lambda conn: [tuple(r) for r in conn.execute(
+        select(customers_table.c.customer_id, customers_table.c.workspace_id))]))
+    workspaces = [workspace] if workspace else ledger.workspaces()
+    intents = [pi for pi in gateway.payment_intents()
+               if pi["customer"] in customers and customers[pi["customer"]] in workspaces]
+    report = Report(payment_intents=len(intents))
+    for ws in workspaces:
+        mine = [pi for pi in intents if customers[pi["customer"]] == ws]
+        _workspace(ledger, ws, mine, report)
+    return report
+
+
+def _workspace(ledger: Ledger, ws: str, intents: list[dict[str, Any]], report: Report) -> None:
+    facts = ledger.workspace_events(ws)
+    paid = {e.invoice_id: e for e in facts if type(e).__name__ == "PaymentSucceeded"}
+    currency = {e.invoice_id: e.currency for e in facts if type(e).__name__ in ("InvoiceIssued", "ChargeRequested")}
+    submitted = {e.provider_reference: e.invoice_id for e in facts if type(e).__name__ == "ChargeSubmitted"}
+    sub = ledger.get(ws)
+    pending = {p.get("provider_reference"): i for i, p in (sub.pending_charges.items() if sub else [])}
+    report.payments += len(paid)
+    by_id = {pi["id"]: pi for pi in intents}
+    succeeded: dict[str, list[dict[str, Any]]] = {}
+    for pi in intents:
+        if pi["status"] == "succeeded":
+            succeeded.setdefault(pi["metadata"].get("invoice_id", ""), []).append(pi)
+        elif pi["id"] not in submitted:
+            report.orphans.append(pi["id"])
+
+    def differ(kind: str, invoice_id: str, detail: str, intent: str | None = None) -> None:
+        report.differences.append(Difference(kind, ws, invoice_id, detail, intent))
+
+    for invoice_id, payment in paid.items():
+        found = succeeded.get(invoice_id, [])
+        if not found:
+            differ("missing_at_stripe", invoice_id, f"the ledger recorded a payment of {payment.amount} "
+                   f"{currency.get(invoice_id, '')}; Stripe has no succeeded PaymentIntent for it")
+            continue
+        cur = currency.get(invoice_id, "")
+        for pi in found:
+            amount = from_minor_units(pi["amount"], pi["currency"])
+            if amount != Decimal(payment.amount) or pi["currency"] != cur.lower():
+                differ("amount_mismatch", invoice_id, f"the ledger recorded {payment.amount} {cur}, Stripe "
+                       f"collected {amount} {pi['currency'].upper()}", pi["id"])
+    for invoice_id, found in succeeded.items():
+        if len(found) > 1:
+            differ("double_charge", invoice_id, f"{len(found)} succeeded PaymentIntents for one invoice",
+                   ", ".join(pi["id"] for pi in found))
+        if invoice_id not in paid:
+            for pi in found:
+                waiting = " (pending in the ledger: `payments resolve` records it)" if pi["id"] in pending else ""
+                differ("missing_in_ledger", invoice_id, f"Stripe collected {from_minor_units(pi['amount'], pi['currency'])}"
+                       f" {pi['currency'].upper()}; the ledger recorded no payment{waiting}", pi["id"])
+    for reference, invoice_id in submitted.items():
+        if reference not in by_id:
+            differ("missing_at_stripe", invoice_id, "the ledger recorded this PaymentIntent; Stripe does not have it",
+                   reference)
+        elif reference in pending and by_id[reference]["status"] in FINAL_AT_STRIPE - {"succeeded"}:
+            differ("unsettled", invoice_id, f"pending in the ledger, {by_id[reference]['status']} at Stripe: "
+                   "`payments resolve` records it", reference)

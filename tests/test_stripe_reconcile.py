@@ -1,0 +1,64 @@
+"""`subledger stripe reconcile`: no difference after real charges; every injected one listed, exit 1."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.cli import app
+from adapters.stripe_gateway import StripeGateway
+from domain.payments import ChargeRequest
+from tests.stripe_fixtures import API_KEY, LocalStripe, localstripe, stripe_env  # noqa: F401
+
+CLOCK = "2026-04-11T00:00:00Z"
+
+
+@pytest.fixture(autouse=True)
+def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///:memory:")
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", CLOCK)
+
+
+def cli(db: str, *args: str) -> Any:
+    result = CliRunner().invoke(app, ["--db", db, "--catalog", "forms", *args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+@pytest.fixture
+def db(stripe_env: LocalStripe, tmp_path: Path) -> str:  # noqa: F811
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    for ws, method in (("rec1", "pm_card_visa"), ("rec2", "pm_card_chargeDeclined")):
+        assert cli(url, "add-payment-method", ws, "--payment-method", method).exit_code == 0
+        cli(url, "subscribe", ws, "--plan", "pro")
+    return url
+
+
+def test_reconcile_finds_no_difference_after_a_payment_and_a_decline(db: str) -> None:
+    result = cli(db, "stripe", "reconcile", "--json")
+    report = json.loads(result.stdout)
+    assert (result.exit_code, report["differences"]) == (0, [])
+    assert report["checked"] == {"payments": 1, "payment_intents": 2}
+
+
+def test_reconcile_lists_money_stripe_moved_that_the_ledger_never_recorded_and_exits_1(
+        db: str, localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+    gateway = StripeGateway(db, API_KEY, localstripe.url)
+    stray = gateway.charge(ChargeRequest("rec1:in_rec1_0099:1", "rec1", "pm_card_visa", Decimal("7.00"), "USD", "x"))
+    gateway.close()
+    assert stray.ok
+    result = cli(db, "stripe", "reconcile", "--workspace", "rec1")
+    assert result.exit_code == 1
+    assert "rec1 in_rec1_0099: missing_in_ledger: Stripe collected 7.00 USD" in result.stdout
+    assert "1 difference(s)" in result.stdout
+
+
+def test_reconcile_needs_the_stripe_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBLEDGER_PAYMENTS", "test")
+    result = cli(f"sqlite:///{tmp_path}/t.db", "stripe", "reconcile")
+    assert result.exit_code == 2 and "SUBLEDGER_PAYMENTS=stripe" in result.stderr
