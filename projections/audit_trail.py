@@ -241,6 +241,11 @@ def _charge_requested(event: Subscription.ChargeRequested, scene: Scene) -> str:
             f"(attempt {event.attempt}, key {event.charge_key}): {what}")
 
 
+@summary.register(Subscription.ChargeSubmitted)
+def _charge_submitted(event: Subscription.ChargeSubmitted, scene: Scene) -> str:
+    return f"charge on {event.invoice_id} submitted to the provider as {event.provider_reference}, not yet confirmed"
+
+
 @summary.register(Subscription.PaymentActionRequired)
 def _payment_action_required(event: Subscription.PaymentActionRequired, scene: Scene) -> str:
     return f"payment on {event.invoice_id} waits for the customer's authentication (3-D Secure)"
