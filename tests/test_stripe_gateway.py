@@ -144,3 +144,17 @@ def test_localstripe_ignores_the_idempotency_key_so_one_step_charges_would_doubl
     request = ChargeRequest("dup:in_dup_0001:1", "dup", "pm_card_visa", Decimal("5.00"), "EUR", "test")
     assert stripe_gateway.charge(request).ok and stripe_gateway.charge(request).ok
     assert len(intents(stripe_gateway, "dup")) == 2
+
+
+@pytest.mark.postgres
+def test_on_postgres_the_gateway_keeps_its_customers_in_the_ledgers_schema_and_charges_once(
+        localstripe: LocalStripe, pg_url: str) -> None:  # noqa: F811
+    gateway = StripeGateway(pg_url, API_KEY, localstripe.url)
+    ledger = build_ledger(pg_url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")), payments=gateway)
+    try:
+        do(ledger, "add-payment-method", payment_method="pm_card_visa")
+        assert do(ledger, "subscribe", plan="pro").ok
+        assert ledger.resolve_payments() == {}
+        assert [(pi["id"], pi["status"]) for pi in intents(gateway)] == [(reference(ledger), "succeeded")]
+    finally:
+        ledger.close()

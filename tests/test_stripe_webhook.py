@@ -131,3 +131,24 @@ def test_a_3ds_charge_completed_by_the_customer_is_recorded_from_localstripes_we
     paid = [e for e in ledger.workspace_events("hook") if type(e).__name__ == "PaymentSucceeded"]
     assert [(e.invoice_id, e.channel) for e in paid] == [("in_hook_0001", "billing_provider")]
     assert ledger.get("hook").plan == "pro"
+
+
+@pytest.mark.parametrize(("kind", "completed", "fact"), [("invoice.paid", True, "PaymentSucceeded"),
+                                                         ("payment_intent.payment_failed", False, "ChargeDeclined")])
+def test_a_webhook_records_the_outcome_the_gateway_reports_on_channel_billing_provider(
+        api: TestClient, stripe_env: LocalStripe, stripe_gateway: StripeGateway,  # noqa: F811
+        kind: str, completed: bool, fact: str) -> None:
+    do(api, "add-payment-method", payment_method="pm_card_authenticationRequired")
+    assert do(api, "subscribe", plan="pro").error.code == "payment_action_required"
+    reference = api.app.state.ledger.get("ws").pending_charges["in_ws_0001"]["provider_reference"]  # type: ignore
+    waiting = api.post("/stripe/webhook", **signed(event("payment_intent.requires_action", {
+        "id": reference, "metadata": {"workspace": "ws"}}, "evt_wait")))
+    assert waiting.json()["outcome"] == "still_pending"
+    stripe_env.authenticate(stripe_gateway.retrieve(reference), success=completed)
+    obj = {"id": "in_stripe_1", "payment_intent": reference} if kind.startswith("invoice.") else \
+        {"id": reference, "metadata": {"workspace": "ws"}}
+    response = api.post("/stripe/webhook", **signed(event(kind, obj, "evt_done")))
+    assert response.json()["outcome"].startswith("recorded: ") and response.json()["outcome"].endswith(fact)
+    [outcome] = [e for e in api.app.state.ledger.workspace_events("ws") if type(e).__name__ == fact]  # type: ignore
+    assert (outcome.channel, outcome.actor_id) == ("billing_provider", ADMIN.id)
+    assert seen(api) == ["evt_done"]

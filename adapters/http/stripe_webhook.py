@@ -118,7 +118,8 @@ def handle_event(ledger: Ledger, seen: SeenEvents, event: dict[str, Any], event_
         outcome = dispatch(ledger, kind, (event.get("data") or {}).get("object") or {})
     except LedgerError as e:  # not remembered: Stripe delivers it again
         return problems.problem_of(e)
-    seen.remember(event_id, kind, outcome)
+    if outcome != "still_pending":  # kept pending (awaiting the customer, or no answer): ask again when redelivered
+        seen.remember(event_id, kind, outcome)
     return JSONResponse({"received": True, "event": event_id, "outcome": outcome})
 
 
@@ -147,6 +148,9 @@ def settle(ledger: Ledger, kind: str, workspace: str | None, reference: str | No
         log.info("Stripe %s for %s names no workspace of this ledger: acknowledged", kind, reference)
         return "unknown_charge"
     recorded = ledger.settle_reported(workspace, reference)
+    sub = ledger.get(workspace)
+    if not recorded and sub and any(p.get("provider_reference") == reference for p in sub.pending_charges.values()):
+        return "still_pending"
     if not recorded:
         log.info("Stripe %s for %s: no charge pending under it (unknown, or its outcome is recorded)", kind, reference)
         return "nothing_pending"
