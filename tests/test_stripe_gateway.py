@@ -95,26 +95,34 @@ def test_requires_action_is_payment_action_required_and_abandoning_cancels_the_p
     assert ledger.get("ws").pending_charges == {}
 
 
-class DiesAfterSubmit(StripeGateway):
-    """The process dies after the PaymentIntent's id is recorded, before it is confirmed."""
+class Dies(StripeGateway):
+    """The process dies after the PaymentIntent's id is recorded: before confirming it, or
+    after confirming it and before the outcome is recorded."""
 
     dead = True
+    confirmed_first = False
 
     def charge(self, request: ChargeRequest, reference: str | None = None) -> Any:
+        if self.dead and not self.confirmed_first:
+            raise KeyboardInterrupt("killed")
+        result = super().charge(request, reference)
         if self.dead:
             raise KeyboardInterrupt("killed")
-        return super().charge(request, reference)
+        return result
 
 
-def test_a_crash_after_submit_then_resolve_charges_once(localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("confirmed_first", [False, True], ids=["before_confirm", "after_confirm"])
+def test_a_crash_after_submit_then_resolve_charges_once(localstripe: LocalStripe, tmp_path: Path,  # noqa: F811
+                                                        confirmed_first: bool) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
-    gateway = DiesAfterSubmit(url, API_KEY, localstripe.url)
+    gateway = Dies(url, API_KEY, localstripe.url)
+    gateway.confirmed_first = confirmed_first
     ledger = build_ledger(url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")), payments=gateway)
     try:
         do(ledger, "add-payment-method", payment_method="pm_card_visa")
         with pytest.raises(KeyboardInterrupt):
             do(ledger, "subscribe", plan="pro")
-        assert [pi["status"] for pi in intents(gateway)] == ["requires_confirmation"]
+        assert [pi["status"] for pi in intents(gateway)] == ["succeeded" if confirmed_first else "requires_confirmation"]
         gateway.dead = False
         ledger.resolve_payments("ws")
         ledger.resolve_payments("ws")
