@@ -1,7 +1,13 @@
 """The Stripe gateway through Ledger.handle, against localstripe (tests/stripe_fixtures.py).
 
 localstripe ignores Idempotency-Key, so these tests pin the two steps: the PaymentIntent's id
-is recorded (ChargeSubmitted) before it is confirmed, and a retry or a recovery uses that one."""
+is recorded (ChargeSubmitted) before it is confirmed, and a retry or a recovery uses that one.
+
+What localstripe lacks, and where that path is covered instead: PaymentIntent search and
+`list(customer=...)` (the gateway lists all and filters: tests/test_stripe_reconcile.py); a card
+declined `insufficient_funds` on a PaymentIntent (localstripe declines 9995 at attach, as
+`card_declined`: the decline code path is the test gateway's, tests/test_test_gateway.py);
+asynchronous `processing` card payments (no outcome yet, like an unreachable provider, below)."""
 
 from __future__ import annotations
 
@@ -165,4 +171,23 @@ def test_on_postgres_the_gateway_keeps_its_customers_in_the_ledgers_schema_and_c
         assert ledger.resolve_payments() == {}
         assert [(pi["id"], pi["status"]) for pi in intents(gateway)] == [(reference(ledger), "succeeded")]
     finally:
+        ledger.close()
+
+
+def test_an_unreachable_stripe_leaves_the_charge_pending_and_resolve_later_charges_once(
+        localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+    from tests.stripe_fixtures import free_port
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    down = StripeGateway(url, API_KEY, f"http://127.0.0.1:{free_port()}")
+    ledger = build_ledger(url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")), payments=down)
+    try:
+        do(ledger, "add-payment-method", payment_method="pm_card_visa")
+        assert do(ledger, "subscribe", plan="pro").error.code == "payment_pending"
+        assert list(ledger.get("ws").pending_charges) == ["in_ws_0001"]
+        ledger.payments = up = StripeGateway(url, API_KEY, localstripe.url)
+        ledger.resolve_payments("ws")
+        assert [pi["status"] for pi in intents(up)] == ["succeeded"]
+        assert ledger.get("ws").plan == "pro"
+    finally:
+        down.close()
         ledger.close()
