@@ -126,7 +126,7 @@ class StripeGateway:
         if intent["status"] == "requires_confirmation":
             try:
                 intent = self._intent(lambda: self.client.v1.payment_intents.confirm(reference))
-            except stripe.CardError:
+            except (stripe.CardError, stripe.InvalidRequestError):  # declined, or another process confirmed it first
                 intent = self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
         return result_of(intent)
 

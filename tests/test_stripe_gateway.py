@@ -191,3 +191,39 @@ def test_an_unreachable_stripe_leaves_the_charge_pending_and_resolve_later_charg
     finally:
         down.close()
         ledger.close()
+
+
+class Down(StripeGateway):
+    def submit(self, request: ChargeRequest) -> Any:
+        from domain.payments import GatewayUnavailable
+        raise GatewayUnavailable("Stripe did not answer")
+
+
+@pytest.mark.postgres
+def test_four_processes_settling_one_charge_confirm_one_payment_intent(localstripe: LocalStripe,  # noqa: F811
+                                                                       pg_url: str) -> None:
+    """Racing submits may each create a PaymentIntent; one id is recorded, only that one is
+    confirmed, the others stay unconfirmed (no money): one payment, recorded once."""
+    import multiprocessing
+
+    from tests.stripe_worker import resolve
+    ledger = build_ledger(pg_url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")),
+                          payments=Down(pg_url, API_KEY, localstripe.url))
+    try:
+        do(ledger, "add-payment-method", payment_method="pm_card_visa")
+        assert do(ledger, "subscribe", plan="pro").error.code == "payment_pending"
+        spawn = multiprocessing.get_context("spawn")
+        start, results = spawn.Barrier(4), spawn.Queue()
+        workers = [spawn.Process(target=resolve, args=(pg_url, localstripe.url, start, results)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert [w.exitcode for w in workers] == [0] * 4
+        paid = [e for e in ledger.workspace_events("ws") if type(e).__name__ == "PaymentSucceeded"]
+        made = intents(ledger.payments)  # type: ignore[arg-type]
+        assert [pi["id"] for pi in made if pi["status"] == "succeeded"] == [reference(ledger)]
+        assert {pi["status"] for pi in made} <= {"succeeded", "requires_confirmation"}
+        assert len(paid) == 1 and paid[0].amount == Decimal("19.00")
+    finally:
+        ledger.close()
