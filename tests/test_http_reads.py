@@ -238,3 +238,11 @@ def test_an_operator_makes_lists_and_revokes_tokens_shown_once(fresh: Any) -> No
     assert c.delete(f"/v1/tokens/{token_id}", headers=operator).status_code == 404
     bad = c.post("/v1/tokens", headers=operator, json={"role": "member"})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
+
+
+def test_replay_refusals_name_the_query_fields_not_cli_flags(api: Any) -> None:
+    c, support = api
+    line = c.get("/v1/invoices/in_acme_0002/explain", headers=support, params={"line": 9}).json()
+    assert line["detail"].startswith("line: in_acme_0002 has lines 1 to 2")
+    policy = c.post("/v1/workspaces/acme/what-if", headers=support, json={"policy": {"nope": 1}}).json()
+    assert policy["code"] == "invalid_request" and policy["detail"].startswith("policy: unknown key(s) nope")

@@ -26,8 +26,9 @@ from domain.errors import LedgerError
 
 REPLAY_ROLES = ("support", "admin", "billing_admin")
 WHAT_IF_ROLES = ("support",)
-WorkspacePath = Annotated[str, Path(description="Workspace id.", max_length=200)]
-InvoicePath = Annotated[str, Path(description="Invoice id, e.g. in_acme_0002.", max_length=300)]
+WorkspacePath = Annotated[str, Path(description="Workspace id.", max_length=200, examples=["acme"])]
+InvoicePath = Annotated[str, Path(description="Invoice id, e.g. in_acme_0002.", max_length=300,
+                                  examples=["in_acme_0002"])]
 
 
 def may_replay(caller: Principal, workspace: str) -> bool:

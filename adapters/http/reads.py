@@ -31,7 +31,8 @@ from projections.upcoming_invoice import upcoming_of
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 InstantQuery = Annotated[str | None, Query(max_length=64, description="ISO-8601 instant (UTC unless an offset is "
-                                                                      "given), e.g. 2026-04-01T00:00:00Z.")]
+                                                                      "given), e.g. 2026-04-01T00:00:00Z.",
+                                             examples=["2026-04-15T00:00:00Z"])]
 
 
 def jsonable(value: Any) -> Any:

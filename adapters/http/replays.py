@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -25,6 +27,18 @@ from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
 router = APIRouter(prefix="/v1", tags=["replay"])
 
 
+@contextmanager
+def named_as_queries() -> Iterator[None]:
+    """Replay's refusals name command-line flags (`--line: ...`); over HTTP they are query fields."""
+    try:
+        yield
+    except LedgerError as e:
+        if not e.message.startswith("--"):
+            raise
+        flag, sep, rest = e.message[2:].partition(":")
+        raise LedgerError(e.code, flag.replace("-", "_") + sep + rest) from None
+
+
 def known(ledger: Ledger, workspace: str) -> None:
     if workspace not in ledger.workspaces():
         raise LedgerError("not_found", f"{workspace}: no such workspace")
@@ -39,7 +53,8 @@ def explain(invoice_id: str, workspace: ExplainableInvoice, ledger: Events,
     """Why an invoice says what it says: each line's recorded arithmetic, the events and command
     that produced it, the catalog version, hash and prices, and the rule ids."""
     known(ledger, workspace)
-    doc = explain_invoice(ledger, invoice_id, line)
+    with named_as_queries():
+        doc = explain_invoice(ledger, invoice_id, line)
     if doc["workspace"] != workspace:
         raise LedgerError("not_found", f"no invoice {invoice_id[:100]}")
     if format == "md":
@@ -57,9 +72,10 @@ def as_of(workspace: ReplayableWorkspace, ledger: Events, at: InstantQuery = Non
     `recorded_before` keeps only what the ledger had recorded by then."""
     if (at is None) == (version is None):
         raise LedgerError("invalid_request", "give one of at or version")
-    found = find_as_of(ledger, workspace, at=instant(at, "at"), version=version,
-                       recorded_before=instant(recorded_before, "recorded_before"))
-    return jsonable(document(ledger, found))
+    with named_as_queries():
+        found = find_as_of(ledger, workspace, at=instant(at, "at"), version=version,
+                           recorded_before=instant(recorded_before, "recorded_before"))
+        return jsonable(document(ledger, found))
 
 
 class WhatIf(BaseModel):
@@ -90,10 +106,11 @@ def what_if(workspace: WhatIfWorkspace, body: WhatIf, ledger: Events,
         if other is None:
             raise LedgerError("invalid_request", f"catalog: unknown catalog {body.catalog!r}; known: "
                               f"{', '.join(sorted(ledger.catalogs))}")
-    policy = parse_policy(f"{key}={json.dumps(value)}" for key, value in body.policy.items())
-    pricing = Pricing(other, policy, instant(body.start, "from"), instant(body.end, "to"))
-    known(ledger, workspace)
-    report = reprice(ledger, pricing, [workspace])
+    with named_as_queries():
+        policy = parse_policy(f"{key}={json.dumps(value)}" for key, value in body.policy.items())
+        pricing = Pricing(other, policy, instant(body.start, "from"), instant(body.end, "to"))
+        known(ledger, workspace)
+        report = reprice(ledger, pricing, [workspace])
     if format == "csv":
         out = io.StringIO()
         write_csv(out, report)
