@@ -246,3 +246,17 @@ def test_replay_refusals_name_the_query_fields_not_cli_flags(api: Any) -> None:
     assert line["detail"].startswith("line: in_acme_0002 has lines 1 to 2")
     policy = c.post("/v1/workspaces/acme/what-if", headers=support, json={"policy": {"nope": 1}}).json()
     assert policy["code"] == "invalid_request" and policy["detail"].startswith("policy: unknown key(s) nope")
+
+
+def test_reads_on_either_database_see_a_write_at_its_position(book: Any, db_url: str) -> None:
+    b = book("forms", "2026-04-01T00:00:00")
+    b.do("acme", "add-payment-method", payment_method="pm_card_visa")
+    assert b.do("acme", "subscribe", plan="pro", interval="month").ok
+    position = b.ledger.recorder.max_notification_id()
+    for c in client(db_url):
+        support = bearer(tokens(c)["support"])
+        got = c.get("/v1/workspaces/acme", headers=support, params={"min_position": position})
+        assert got.json()["plan"] == "pro"
+        exported = c.get("/v1/workspaces/acme/audit", headers=support, params={"format": "jsonl"}).text.splitlines()
+        assert json.loads(exported[-1])["position"] == position
+        assert c.get("/readyz").json()["head"] == position
