@@ -34,7 +34,7 @@ KINDS: list[tuple[str, str, str]] = [  # (methods, path pattern, kind): the firs
     ("POST|PUT|PATCH|DELETE", WS + r"/.+", "change"),  # the commands, previews and quotes
     ("GET", r"/v1/invoices/\{invoice_id\}", "invoice"),
     ("GET", r"/v1/invoices/\{invoice_id\}/explain", "explain"),
-    ("GET|POST|DELETE", r"/v1/tokens(/\{token_id\})?", "tokens"),
+    ("GET|POST|PUT|PATCH|DELETE", r"/v1/(tokens|webhooks)(/.*)?", "operator"),  # tokens, outbound webhooks
     ("GET", r"/console/.*\{workspace\}.*", "console_read"),
     ("GET|POST", r"/console(/.*)?", "console"),
 ]
@@ -59,7 +59,7 @@ EXPECT: dict[str, dict[tuple[str, str], str]] = {
                      {"admin": HIDDEN, "billing_admin": HIDDEN, "member": HIDDEN, **READ_ALL}),
     "explain": table({"admin": OK, "billing_admin": OK, "support": OK},
                      {"admin": HIDDEN, "billing_admin": HIDDEN, "member": HIDDEN, "support": OK}),
-    "tokens": table({"operator": OK}, {"operator": OK}),
+    "operator": table({"operator": OK}, {"operator": OK}),
     "console_read": table({"admin": OK, "billing_admin": OK, "member": OK, **READ_ALL}, READ_ALL),
     "console": table({r: OK for r in ROLES}, {r: OK for r in ROLES}),
 }
@@ -120,7 +120,7 @@ def request_for(method: str, path: str, kind: str, side: str) -> dict[str, Any]:
     if kind == "ledger" and "trial-balance" not in path:
         out["params"]["limit"] = 1
     if method in ("POST", "PUT", "PATCH"):
-        out["json"] = {"what_if": {"policy": {"proration": "second"}}, "tokens": {"role": "support"}}.get(kind, {})
+        out["json"] = {"what_if": {"policy": {"proration": "second"}}, "operator": {"role": "support"}}.get(kind, {})
     return out
 
 
@@ -150,4 +150,4 @@ def test_every_route_by_every_role_on_own_and_other_workspaces(api: Any) -> None
                 if ledger.recorder.max_notification_id() != before:
                     failures.append(f"{method} {request['url']} as {caller} ({side}): refused, yet recorded events")
     assert failures == []
-    assert covered >= {"read", "ledger", "replay", "what_if", "invoice", "explain", "tokens"}
+    assert covered >= {"read", "ledger", "replay", "what_if", "invoice", "explain", "operator"}
