@@ -3,8 +3,9 @@ through Ledger.handle on a test clock), an app on it, and tokens of every role."
 
 from __future__ import annotations
 
-import shutil
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ ROLES = ("admin", "billing_admin", "member", "support", "service", "operator")
 OWN, OTHER = "acme", "beta"
 
 
-def demo_db(folder: Path) -> str:
-    """A SQLite file holding the demo story (made once per folder)."""
-    path = folder / "demo.db"
+def demo_db(factory: Any) -> str:
+    """A SQLite file holding the demo story, made once per test session (`factory`: pytest's
+    tmp_path_factory); tests that write work on a copy_db of it."""
+    path = factory.getbasetemp() / "http_demo.db"
     if not path.exists():
         outputs, code = run_scenario(demo_file(), f"sqlite:///{path}")
         assert code == 0, [o["expect_failures"] for o in outputs if o["expect_failures"]]
@@ -31,9 +33,11 @@ def demo_db(folder: Path) -> str:
 
 
 def copy_db(url: str, folder: Path) -> str:
-    source = Path(url.removeprefix("sqlite:///"))
+    """A copy of a SQLite ledger (through SQLite's backup, so a write-ahead log is included)."""
     target = folder / "copy.db"
-    shutil.copy(source, target)
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as source, \
+            closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
     return f"sqlite:///{target}"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,8 +88,7 @@ def public(method: str, path: str) -> bool:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    folder: Path = tmp_path_factory.mktemp("authz")
-    for c in client(copy_db(demo_db(folder), folder)):
+    for c in client(copy_db(demo_db(tmp_path_factory), tmp_path_factory.mktemp("authz"))):
         yield c, tokens(c)
 
 

@@ -29,7 +29,7 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return demo_db(tmp_path_factory.mktemp("demo"))
+    return demo_db(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_a_read_with_min_position_sees_the_write_inline(fresh: Any) -> None:
 def test_a_read_behind_min_position_is_refused_after_the_bounded_wait(fresh: Any) -> None:
     c, support = fresh
     side = c.app.state.read_side  # type: ignore[attr-defined]
-    side.follower, side.wait = True, 0.2
+    side.follower, side.wait = True, 0.2  # ok-float: seconds
     position = write(c, 2)
     behind = c.get("/v1/workspaces/beta", headers=support, params={"min_position": position})
     assert behind.status_code == 503 and behind.json()["code"] == "read_models_behind"
@@ -187,9 +187,9 @@ def test_a_read_behind_min_position_is_refused_after_the_bounded_wait(fresh: Any
 def test_a_read_waits_for_the_follower_to_reach_min_position(fresh: Any) -> None:
     c, support = fresh
     side = c.app.state.read_side  # type: ignore[attr-defined]
-    side.follower, side.wait = True, 30.0
+    side.follower, side.wait = True, 30.0  # ok-float: seconds
     position = write(c, 3)
-    follower = threading.Timer(0.3, side.projections.catch_up)
+    follower = threading.Timer(0.3, side.projections.catch_up)  # ok-float: seconds
     follower.start()
     got = c.get("/v1/workspaces/beta/audit", headers=support, params={"min_position": position, "limit": 100})
     follower.join()
@@ -199,7 +199,7 @@ def test_a_read_waits_for_the_follower_to_reach_min_position(fresh: Any) -> None
 def test_event_reads_wait_only_for_the_event_store(fresh: Any) -> None:
     c, support = fresh
     side = c.app.state.read_side  # type: ignore[attr-defined]
-    side.follower, side.wait = True, 0.2
+    side.follower, side.wait = True, 0.2  # ok-float: seconds
     position = write(c, 2)
     got = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position})
     assert got.status_code == 200

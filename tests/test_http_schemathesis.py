@@ -21,8 +21,7 @@ EXAMPLES = int(os.environ.get("SUBLEDGER_SCHEMATHESIS_EXAMPLES", "5"))
 
 @pytest.fixture(scope="module")
 def secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, str]]]:
-    folder = tmp_path_factory.mktemp("schemathesis")
-    for c in client(copy_db(demo_db(folder), folder)):
+    for c in client(copy_db(demo_db(tmp_path_factory), tmp_path_factory.mktemp("schemathesis"))):
         yield c, tokens(c)
 
 
