@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -12,16 +11,14 @@ from adapters import render
 from adapters.app import read_models_of
 from adapters.cli_output import OUTPUT, JsonFlag, fail, print_json, use_json
 from adapters.instants import parse_instant
+from adapters.read_docs import SIGNS, trial_balance_document
 from adapters.settings import DEFAULT_DB
 from domain.commands import check_new_workspace_id
-from domain.money import fmt
-from projections.journal import ACCOUNTS, trial_balances
+from projections.journal import ACCOUNTS
 from projections.plan_state import read_plan_state, read_plan_states
-from projections.views import iso
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
-SIGNS = "debits are positive, credits negative; every entry balances, so each currency's total is zero"
 
 
 def workspaces(db: DB = None, json_output: JsonFlag = False) -> None:
@@ -57,18 +54,14 @@ def books(
     with read_models_of(db) as projections, projections.engine.connect() as conn:
         if workspace is not None and read_plan_state(conn, workspace) is None:
             fail("not_found", f"{workspace}: no such workspace")
-        balances = trial_balances(conn, workspace, instant)
-    found = {"workspace": workspace, "at": iso(instant), "signs": SIGNS, "currencies": {
-        currency: {"accounts": {a: fmt(v, currency) for a, v in sorted(accounts.items())},
-                   "total": fmt(sum(accounts.values(), Decimal(0)), currency)}
-        for currency, accounts in sorted(balances.items())}}
+        found = trial_balance_document(conn, workspace, instant)
     if OUTPUT.json:
         print_json(found)
         return
     con = render.console()
     con.print(f"Trial balance of {workspace or 'all workspaces'} as of {found['at'] or 'now'}", markup=False)
     con.print(f"Signs: {SIGNS}.", markup=False)
-    if not balances:
+    if not found["currencies"]:
         con.print("no postings yet", markup=False)
     for table in render.books_tables(found, ACCOUNTS):
         con.print()

@@ -9,7 +9,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 
 from adapters.app import build_ledger
-from adapters.http import problems
+from adapters.http import problems, read_side, reads, replays, tokens_api
+from adapters.http.read_side import ReadSide
 from adapters.http.stripe_webhook import SeenEvents, webhook_router
 from adapters.settings import database_url
 from adapters.tokens import TokenStore
@@ -26,6 +27,7 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.read_side.close()
         app.state.ledger.close()
         app.state.tokens.close()
         app.state.stripe_events.close()
@@ -35,9 +37,11 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     app.state.db = url
     app.state.ledger = build_ledger(url, catalog=catalog, clock=clock, payments=payments)
     app.state.tokens = TokenStore(url)
+    app.state.read_side = ReadSide(app.state.ledger)
     app.state.stripe_events = SeenEvents(url)
     problems.install(app)
-    app.include_router(webhook_router())
+    for router in (read_side.router, reads.router, replays.router, tokens_api.router, webhook_router()):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

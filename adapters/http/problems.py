@@ -27,6 +27,7 @@ STATUS = {
     "payment_failed": 402, "payment_action_required": 402, "payment_method_required": 402,
     "plan_locked": 423,
     "unavailable": 503, "event_chain_broken": 503,
+    "read_models_behind": 503,
     "internal_error": 500,
 }
 """Every other code is a rule refusal: 422."""
