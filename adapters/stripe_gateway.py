@@ -147,14 +147,26 @@ class StripeGateway:
     def retrieve(self, reference: str) -> Any:
         return self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
 
-    def payment_intents(self) -> Iterator[Any]:
-        """Every PaymentIntent this ledger made. localstripe rejects `customer=` and has no
-        search, so all are listed and those without the ledger's metadata skipped."""
-        page = self._call(lambda: self.client.v1.payment_intents.list({"limit": 100}))
-        for found in page.auto_paging_iter():
-            intent = found.to_dict()
-            if (intent.get("metadata") or {}).get("charge_key"):
-                yield intent
+    def payment_intents(self, customers: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The PaymentIntents this ledger made (of `customers` only, when given), listed per
+        customer; localstripe rejects `customer=` (and has no search), so there every
+        PaymentIntent is listed and filtered."""
+        every = {"limit": 100}
+        if customers is None:
+            pages = [self._call(lambda: self.client.v1.payment_intents.list(every))]  # type: ignore[arg-type]
+        else:
+            try:
+                pages = [self._call(lambda c=c: self.client.v1.payment_intents.list(  # type: ignore[misc]
+                    {"limit": 100, "customer": c})) for c in customers]
+            except stripe.InvalidRequestError:
+                pages = [self._call(lambda: self.client.v1.payment_intents.list(every))]  # type: ignore[arg-type]
+        wanted = None if customers is None else set(customers)
+        for page in pages:
+            for found in page.auto_paging_iter():
+                intent = found.to_dict()
+                if (intent.get("metadata") or {}).get("charge_key") and (wanted is None
+                                                                         or intent.get("customer") in wanted):
+                    yield intent
 
     def close(self) -> None:
         self.tables.close()

@@ -2,9 +2,8 @@
 
 The ledger's side is its recorded facts (those the invoices read model is built from): the
 PaymentSucceeded of each invoice, the PaymentIntent ids recorded by ChargeSubmitted and the
-charges still pending. Stripe's side is the PaymentIntents of this ledger's customers (localstripe
-rejects `PaymentIntent.list(customer=...)` and has no search: all are listed and filtered by
-the customers the ledger made). A difference is anything that is not one succeeded
+charges still pending. Stripe's side is the PaymentIntents of the customers this ledger made,
+listed per customer (on localstripe, which rejects `customer=`, all listed and filtered). A difference is anything that is not one succeeded
 PaymentIntent per paid invoice, of the same amount and currency, and nothing else that moved
 money. An unrecorded PaymentIntent that was never confirmed (a crash between creating it and
 recording its id) moved no money: it is listed as an orphan, not a difference.
@@ -50,8 +49,7 @@ def reconcile(ledger: Ledger, gateway: StripeGateway, workspace: str | None = No
     customers = dict(gateway.tables.run(lambda conn: [tuple(r) for r in conn.execute(
         select(customers_table.c.customer_id, customers_table.c.workspace_id))]))
     workspaces = [workspace] if workspace else ledger.workspaces()
-    intents = [pi for pi in gateway.payment_intents()
-               if pi["customer"] in customers and customers[pi["customer"]] in workspaces]
+    intents = list(gateway.payment_intents([c for c, ws in customers.items() if ws in workspaces]))
     report = Report(payment_intents=len(intents))
     for ws in workspaces:
         mine = [pi for pi in intents if customers[pi["customer"]] == ws]

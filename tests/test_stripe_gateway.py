@@ -47,8 +47,7 @@ def types(events: list[Any]) -> list[str]:
 
 def intents(gateway: StripeGateway, ws: str = "ws") -> list[Any]:
     """This ledger's PaymentIntents for `ws` (one localstripe serves the whole session)."""
-    customer = gateway._customer(ws)
-    return [pi for pi in gateway.payment_intents() if pi["customer"] == customer]
+    return list(gateway.payment_intents([gateway._customer(ws)]))
 
 
 def reference(ledger: Ledger, ws: str = "ws") -> str:

@@ -90,7 +90,7 @@ def test_an_outcome_already_recorded_or_out_of_order_records_nothing_new(api: Te
     do(api, "add-payment-method", payment_method="pm_card_visa")
     assert do(api, "subscribe", plan="pro").ok
     before = recorded(api)
-    [intent] = [pi for pi in stripe_gateway.payment_intents() if pi["customer"] == stripe_gateway._customer("ws")]
+    [intent] = stripe_gateway.payment_intents([stripe_gateway._customer("ws")])
     late_failure = api.post("/stripe/webhook", **signed(event("payment_intent.payment_failed", intent, "evt_a")))
     success = api.post("/stripe/webhook", **signed(event("payment_intent.succeeded", intent, "evt_b")))
     unknown = api.post("/stripe/webhook", **signed(event("payment_intent.succeeded", intent | {"id": "pi_nope"},
