@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
+from adapters import console
 from adapters.app import build_ledger
 from adapters.http import problems
 from adapters.settings import database_url
@@ -34,6 +35,7 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     app.state.ledger = build_ledger(url, catalog=catalog, clock=clock, payments=payments)
     app.state.tokens = TokenStore(url)
     problems.install(app)
+    app.include_router(console.router, prefix="/console")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
