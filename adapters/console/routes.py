@@ -59,7 +59,7 @@ def search(request: Request, q: str = "") -> Response:
     def build(caller: Principal) -> dict[str, Any]:
         with reading(request) as conn:
             results = reads.search(conn, caller, q)
-        return {"q": q, "results": results, "searched": bool(q) or True}
+        return {"q": q, "results": results}
     return page(request, "search.html", build)
 
 
