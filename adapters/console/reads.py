@@ -94,6 +94,8 @@ def timeline(conn: Connection, workspace: str, kind: str | None, since: datetime
         before, after = json.loads(row["before"]), json.loads(row["after"])
         changes = [{"field": k, "before": shown(before.get(k)), "after": shown(after.get(k))}
                    for k in sorted(after) if k not in HIDDEN_FIELDS]
+        if row["version"] == 1:
+            changes = []  # the registration: every field starts, the summary says so
         impact = row["money_impact"]
         out.append({**audit_trail.exported(row), "changes": changes,
                     "money": fmt(impact, row["currency"]) if impact is not None else None,
