@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
+from adapters import console
 from adapters.app import build_ledger
 from adapters.http import problems, read_side, reads, replays, tokens_api
 from adapters.http.read_side import ReadSide
@@ -42,6 +43,7 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     problems.install(app)
     for router in (read_side.router, reads.router, replays.router, tokens_api.router, webhook_router()):
         app.include_router(router)
+    app.include_router(console.router, prefix="/console")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
