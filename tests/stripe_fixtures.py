@@ -11,13 +11,16 @@ import socket
 import subprocess
 import sys
 import time
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from adapters.stripe_gateway import StripeGateway
 
@@ -90,3 +93,19 @@ def stripe_gateway(localstripe: LocalStripe, tmp_path: Path) -> Iterator[StripeG
     gateway = StripeGateway(f"sqlite:///{tmp_path}/ledger.db", API_KEY, localstripe.url)
     yield gateway
     gateway.close()
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app over real HTTP on a free 127.0.0.1 port (as `subledger serve` runs it): its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -4,7 +4,6 @@ event id; an outcome comes from the gateway, so repeated and out-of-order events
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 import stripe
-import uvicorn
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
@@ -21,7 +19,7 @@ from domain.commands import parse_command
 from domain.ledger import TestClock
 from tests.conftest import ADMIN, utc
 from tests.stripe_fixtures import (  # noqa: F401
-    API_KEY, WEBHOOK_SECRET, LocalStripe, free_port, localstripe, stripe_env, stripe_gateway,
+    WEBHOOK_SECRET, LocalStripe, localstripe, serving, stripe_env, stripe_gateway,
 )
 
 
@@ -104,16 +102,9 @@ def served(stripe_env: LocalStripe, stripe_gateway: StripeGateway, tmp_path: Pat
     """`subledger serve`'s app on a free port, localstripe's webhooks pointed at it."""
     app = create_app(f"sqlite:///{tmp_path}/ledger.db", clock=TestClock(utc("2026-04-11T00:00:00")),
                      payments=stripe_gateway)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    stripe_env.register_webhook("subledger-tests", f"http://127.0.0.1:{port}/stripe/webhook")
-    yield app
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        stripe_env.register_webhook("subledger-tests", f"{url}/stripe/webhook")
+        yield app
 
 
 def test_a_3ds_charge_completed_by_the_customer_is_recorded_from_localstripes_webhook(
