@@ -121,7 +121,7 @@ class StripeGateway:
             if isinstance(method, ChargeResult):
                 return method
             reference = self._create(request, method)["id"]
-        intent = self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+        intent = self.retrieve(reference)
         self._check_same(request, intent, amount)
         if intent["status"] == "requires_confirmation":
             try:
@@ -137,15 +137,22 @@ class StripeGateway:
             if not found:
                 return ChargeResult("canceled")
             reference = found[0]["id"]
-        intent = self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+        intent = self.retrieve(reference)
         if intent["status"] in CANCELABLE and not intent.get("last_payment_error"):
             intent = self._intent(lambda: self.client.v1.payment_intents.cancel(reference))
         return result_of(intent)
 
     # ------------------------------------------------------------ for reading
 
-    def retrieve(self, reference: str) -> Any:
-        return self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+    def retrieve(self, reference: str) -> dict[str, Any]:
+        """The PaymentIntent `reference` names. One the ledger recorded and Stripe does not know
+        leaves its charge pending (GatewayUnavailable) for `stripe reconcile` to show."""
+        try:
+            return self._intent(lambda: self.client.v1.payment_intents.retrieve(reference))
+        except stripe.InvalidRequestError as e:
+            if e.http_status != 404:
+                raise
+            raise GatewayUnavailable(f"Stripe does not know PaymentIntent {reference}") from e
 
     def payment_intents(self, customers: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """The PaymentIntents this ledger made (of `customers` only, when given), listed per

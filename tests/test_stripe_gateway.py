@@ -226,3 +226,25 @@ def test_four_processes_settling_one_charge_confirm_one_payment_intent(localstri
         assert len(paid) == 1 and paid[0].amount == Decimal("19.00")
     finally:
         ledger.close()
+
+
+class Forgetful(StripeGateway):
+    """Stripe lost the PaymentIntent the ledger recorded (as when localstripe restarts from scratch)."""
+
+    def submit(self, request: ChargeRequest) -> Any:
+        return "pi_unknown_at_stripe"
+
+
+def test_a_recorded_payment_intent_stripe_does_not_know_leaves_the_charge_pending_and_reconcile_says_so(
+        localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+    from adapters.stripe_reconcile import reconcile
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    gateway = Forgetful(url, API_KEY, localstripe.url)
+    ledger = build_ledger(url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")), payments=gateway)
+    try:
+        do(ledger, "add-payment-method", payment_method="pm_card_visa")
+        assert do(ledger, "subscribe", plan="pro").error.code == "payment_pending"
+        [difference] = reconcile(ledger, gateway).differences
+        assert (difference.kind, difference.payment_intent) == ("missing_at_stripe", "pi_unknown_at_stripe")
+    finally:
+        ledger.close()
