@@ -31,6 +31,7 @@ from adapters.side_tables import SideTables, insert_if_absent
 from adapters.http import problems
 from domain.errors import LedgerError
 from domain.ledger import Ledger
+from domain.payments import GatewayUnavailable
 from projections.store import UtcDateTime
 from projections.views import event_types
 
@@ -117,6 +118,8 @@ def handle_event(ledger: Ledger, seen: SeenEvents, event: dict[str, Any], event_
         outcome = dispatch(ledger, kind, (event.get("data") or {}).get("object") or {})
     except LedgerError as e:  # not remembered: Stripe delivers it again
         return problems.problem_of(e)
+    except GatewayUnavailable as e:
+        return problems.problem("unavailable", f"Stripe did not answer about {event_id}: {e}")
     if outcome != "still_pending":  # kept pending (awaiting the customer, or no answer): ask again when redelivered
         seen.remember(event_id, kind, outcome)
     return JSONResponse({"received": True, "event": event_id, "outcome": outcome})
