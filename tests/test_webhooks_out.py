@@ -29,7 +29,7 @@ from adapters.cli import app
 from adapters.schema import prepare
 from adapters.settings import eventsourcing_env
 from adapters.webhooks import WebhookStore, message_id
-from adapters.webhooks_dispatch import Dispatcher, RetryPolicy
+from adapters.webhooks_dispatch import Dispatcher, RetryPolicy, dispatcher_lock
 from tests.conftest import Book
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,6 +292,14 @@ def test_a_killed_dispatcher_is_followed_by_one_that_delivers_the_rest_with_the_
         if g["payload"]["version"] not in versions:
             versions.append(g["payload"]["version"])
     assert first_seen == expected
+
+
+def test_one_dispatcher_sends_at_a_time_a_second_one_waits_for_the_lock(db_url: str) -> None:
+    env = prepare(eventsourcing_env(db_url))
+    with dispatcher_lock(env, wait=0):
+        result = cli(db_url, "webhooks", "deliver", "--once", "--lock-wait", "0.3")
+    assert result.exit_code == 3 and "another webhook dispatcher" in result.stderr
+    assert cli(db_url, "webhooks", "deliver", "--once", "--lock-wait", "0").exit_code == 0
 
 
 # ------------------------------------------------------------------ filters and input
