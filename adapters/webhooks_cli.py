@@ -115,6 +115,8 @@ def deliver(
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to connect, send and answer, each.")] = 10.0,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Queues (endpoint x workspace) sent at once.")] = 4,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between rounds (--loop).")] = 0.5,
+    keep_delivered: Annotated[float, typer.Option(min=0.0, help="Days delivered messages are kept before "
+                                                  "they are deleted.")] = 7.0,
     lock_wait: Annotated[float | None, typer.Option(min=0.0, help="Seconds to wait while another dispatcher runs "
                                                    "(default: 30 with --once, for ever with --loop).",
                                                    show_default=False)] = None,
@@ -134,7 +136,8 @@ def deliver(
             signal.signal(sig, lambda *_: stop.set())
     with dispatcher_lock(env, wait=lock_wait if lock_wait is not None else None if loop else 30.0,
                          on_wait=lambda: _log("another dispatcher is running: waiting for its lock")), \
-            Dispatcher(env, policy, concurrency=concurrency, log=_log) as dispatcher:
+            Dispatcher(env, policy, concurrency=concurrency, log=_log,
+                       keep_delivered=timedelta(days=keep_delivered)) as dispatcher:
         if loop:
             dispatcher.run(stop, poll)
         result: dict[str, Any] = dispatcher.status() if loop else dispatcher.run_once()

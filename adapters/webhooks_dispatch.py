@@ -66,8 +66,13 @@ class Dispatcher:
 
     def __init__(self, env: Mapping[str, str], policy: RetryPolicy = RetryPolicy(), *,
                  clock: Callable[[], datetime] = utcnow, concurrency: int = 4, batch: int = 100,
-                 log: Callable[[str], None] = lambda _: None, transport: httpx.BaseTransport | None = None) -> None:
+                 log: Callable[[str], None] = lambda _: None, transport: httpx.BaseTransport | None = None,
+                 keep_delivered: timedelta = timedelta(days=7)) -> None:
+        """`keep_delivered`: how long delivered messages stay in the table (for `webhooks list`
+        and inspection) before each round's clean-up deletes them."""
         self.env = dict(env)
+        self.keep_delivered = keep_delivered
+        self.pruned_at: datetime | None = None
         self.policy, self.clock, self.log = policy, clock, log
         self.concurrency, self.batch = concurrency, batch
         self.source = Ledger(self.env)
@@ -97,6 +102,7 @@ class Dispatcher:
         self.counts["queued"] += self.builder.catch_up()
         while self.deliver_due():
             pass
+        self.prune()
         return self.status()
 
     def run(self, stop: threading.Event, poll: float = 0.5) -> None:  # ok-float: seconds
@@ -107,6 +113,8 @@ class Dispatcher:
                 self.counts["queued"] += self.builder.catch_up()
                 if self.deliver_due():
                     continue
+                if self.pruned_at is None or self.clock() - self.pruned_at > timedelta(minutes=1):
+                    self.prune()
             except Exception as e:  # noqa: BLE001 (database away: wait and retry)
                 self.log(f"dispatch round failed, retrying: {e!r}")
             stop.wait(poll)
@@ -186,6 +194,14 @@ class Dispatcher:
         with self._counts_lock:
             self.counts[{DELIVERED: "delivered", DEAD: "dead", PENDING: "failed"}[status]] += 1
         return status
+
+    def prune(self) -> int:
+        """Delete messages delivered longer than `keep_delivered` ago; returns how many."""
+        self.pruned_at = now = self.clock()
+        m = self.store.messages
+        with self.view.transaction(commit=True) as session:
+            return int(session.execute(m.delete().where(
+                m.c.status == DELIVERED, m.c.finished_at <= now - self.keep_delivered)).rowcount)
 
     def status(self) -> dict[str, Any]:
         m = self.store.messages

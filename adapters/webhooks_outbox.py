@@ -18,6 +18,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
+from sqlalchemy.orm import Session
 
 from adapters.feed import message
 from adapters.webhooks import APP, NAME, PENDING, WebhookStore, WebhookView, matches, message_id
@@ -47,6 +48,7 @@ class OutboxBuilder(Projection[WebhookView]):
 
     def catch_up(self, batch: int = 500) -> int:
         """Queue everything recorded after the position; returns how many messages were queued."""
+        self.skip_unwanted()
         queued = 0
         while True:
             notifications = self.source.recorder.select_notifications(start=self.position() + 1, limit=batch)
@@ -56,6 +58,24 @@ class OutboxBuilder(Projection[WebhookView]):
             queued += self.process_batch(items)
             if len(notifications) < batch:
                 return queued
+
+    def skip_unwanted(self) -> None:
+        """Move the position, without reading, past events no endpoint can want: those up to the
+        oldest live endpoint's `since`, or up to the head when there is no endpoint (an endpoint
+        added later starts after the head it reads under the same lock). A first run on a long
+        history, or a ledger nobody subscribes to, then reads nothing."""
+        def floor(session: Session) -> int:
+            endpoints = self.store.live_endpoints(session)
+            return min(e["since"] for e in endpoints) if endpoints else self.head()
+
+        with self.view.transaction(commit=False) as session:  # the usual case, without the write lock
+            if floor(session) <= self.position():
+                return
+        with self.view.transaction(commit=True) as session:
+            position = self.view.lock_position(session, APP) or 0
+            skip_to = floor(session)
+            if skip_to > position:
+                self.view._insert_tracking(session, Tracking(APP, skip_to))  # noqa: SLF001 (same transaction)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
         self.process_batch([(domain_event, tracking)])

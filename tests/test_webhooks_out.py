@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,9 @@ def test_every_workspace_event_is_delivered_signed_once_in_order_per_workspace(
     assert upgrade["channel"] and upgrade["command_id"] and upgrade["timestamp"].endswith("Z")
     assert upgrade["fields"]["plan"] == "team"
     assert drain(db_url)["this_run"]["delivered"] == 0  # delivered once: nothing is sent again
+    with Dispatcher(prepare(eventsourcing_env(db_url)), FAST, keep_delivered=timedelta(0)) as d:
+        assert d.run_once()["messages"] == {"pending": 0, "delivered": 0, "dead": 0}  # delivered ones pruned
+    assert len(receiver.delivered("all")) == len(got)
 
 
 def test_a_failing_workspace_waits_behind_its_failed_event_while_others_proceed(
