@@ -345,3 +345,38 @@ def test_an_unknown_event_type_is_refused(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/ledger.db"
     result = cli(db, "webhooks", "add", "http://127.0.0.1:9/hook", "--events", "PlanUpgraded,PlanExploded")
     assert result.exit_code == 2 and "PlanExploded" in result.stderr
+
+
+# ------------------------------------------------------------------ over HTTP
+
+
+def test_only_an_operator_token_manages_webhook_endpoints_over_http(tmp_path: Path, receiver: Receiver) -> None:
+    from fastapi.testclient import TestClient
+
+    from adapters.http import webhooks_routes
+    from adapters.http.app import create_app
+    from adapters.tokens import TokenStore
+
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    api = create_app(db)
+    api.include_router(webhooks_routes.router)
+    tokens = TokenStore(db)
+    operator = {"Authorization": f"Bearer {tokens.create('operator')[1]}"}
+    service = {"Authorization": f"Bearer {tokens.create('service')[1]}"}
+    tokens.close()
+    with TestClient(api) as client:
+        assert client.get("/v1/webhooks", headers=service).status_code == 403
+        assert client.get("/v1/webhooks").status_code == 401
+        refused = client.post("/v1/webhooks", headers=operator, json={"url": "ftp://127.0.0.1/x", "events": ["*"]})
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
+        added = client.post("/v1/webhooks", headers=operator,
+                            json={"url": receiver.url("hook"), "events": ["Subscribed"]})
+        assert added.status_code == 201 and added.json()["secret"].startswith("whsec_")
+        listed = client.get("/v1/webhooks", headers=operator).json()["endpoints"]
+        assert [(e["id"], e["events"]) for e in listed] == [(added.json()["id"], ["Subscribed"])]
+        assert "secret" not in listed[0]
+        assert client.get("/v1/webhooks/dead", headers=operator).json() == {"dead": []}
+        assert client.post("/v1/webhooks/dead/msg_x_1/retry", headers=operator).status_code == 404
+        assert client.delete(f"/v1/webhooks/{added.json()['id']}", headers=operator).status_code == 204
+        assert client.get("/v1/webhooks", headers=operator).json() == {"endpoints": []}
+    api.state.webhooks.close()
