@@ -208,7 +208,7 @@ class WebhookStore:
         query = select(self.endpoints).where(self.endpoints.c.removed_at.is_(None))
         return [dict(r) for r in session.execute(query).mappings()]
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_endpoints(self) -> list[dict[str, Any]]:
         """Live endpoints with their message counts by status (never the secret)."""
         counts = (select(self.messages.c.endpoint_id, self.messages.c.status, func.count())
                   .group_by(self.messages.c.endpoint_id, self.messages.c.status))
@@ -229,7 +229,7 @@ class WebhookStore:
             self.view.lock_position(session, APP)
             done = session.execute(update(self.endpoints).where(
                 self.endpoints.c.id == endpoint_id, self.endpoints.c.removed_at.is_(None)).values(removed_at=at))
-            if done.rowcount != 1:
+            if done.rowcount != 1:  # type: ignore[attr-defined]
                 raise LedgerError("not_found", f"no webhook endpoint {endpoint_id[:40]!r}")
             session.execute(self.messages.delete().where(self.messages.c.endpoint_id == endpoint_id,
                                                          self.messages.c.status != DELIVERED))
@@ -254,5 +254,5 @@ class WebhookStore:
                 done = session.execute(update(self.messages).where(
                     self.messages.c.msg_id == msg_id, self.messages.c.status == DEAD).values(
                     status=PENDING, attempts=0, created_at=at, next_attempt_at=at, finished_at=None))
-                if done.rowcount != 1:
+                if done.rowcount != 1:  # type: ignore[attr-defined]
                     raise LedgerError("not_found", f"no dead letter {msg_id[:80]!r}")

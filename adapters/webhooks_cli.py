@@ -76,7 +76,7 @@ def list_endpoints(json_output: JsonFlag = False) -> None:
     from adapters.webhooks import WebhookStore
     use_json(json_output)
     with WebhookStore(_env()) as store:
-        rows = [{**r, "created_at": _iso(r["created_at"])} for r in store.list()]
+        rows = [{**r, "created_at": _iso(r["created_at"])} for r in store.list_endpoints()]
     if OUTPUT.json:
         print_json({"ok": True, "endpoints": rows})
         return

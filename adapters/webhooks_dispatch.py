@@ -200,13 +200,15 @@ class Dispatcher:
         self.pruned_at = now = self.clock()
         m = self.store.messages
         with self.view.transaction(commit=True) as session:
-            return int(session.execute(m.delete().where(
-                m.c.status == DELIVERED, m.c.finished_at <= now - self.keep_delivered)).rowcount)
+            done = session.execute(m.delete().where(m.c.status == DELIVERED,
+                                                    m.c.finished_at <= now - self.keep_delivered))
+            return int(done.rowcount)  # type: ignore[attr-defined]
 
     def status(self) -> dict[str, Any]:
         m = self.store.messages
         with self.view.transaction(commit=False) as session:
-            by_status = dict(session.execute(select(m.c.status, func.count()).group_by(m.c.status)).all())
+            by_status: dict[str, int] = {status: n for status, n in
+                                         session.execute(select(m.c.status, func.count()).group_by(m.c.status))}
         return {"position": self.builder.position(), "head": self.builder.head(), "this_run": dict(self.counts),
                 "messages": {s: by_status.get(s, 0) for s in (PENDING, DELIVERED, DEAD)}}
 

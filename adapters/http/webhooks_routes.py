@@ -49,7 +49,7 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("", dependencies=[Depends(operator)])
 def list_endpoints(webhooks: Store) -> dict[str, Any]:
     """Live endpoints with their messages by status (never the secret)."""
-    return {"endpoints": [shown(r) for r in webhooks.list()]}
+    return {"endpoints": [shown(r) for r in webhooks.list_endpoints()]}
 
 
 @router.post("", status_code=201, dependencies=[Depends(operator)])
