@@ -282,7 +282,8 @@ def test_a_killed_dispatcher_is_followed_by_one_that_delivers_the_rest_with_the_
             dispatcher.wait(30)
             release.set()
         receiver.answer = lambda path, payload: 200
-        drain(db)
+        restarted = cli(db, "webhooks", "deliver", "--once", "--lock-wait", "10", "--json")  # the lock died with it
+        assert restarted.exit_code == 0 and json.loads(restarted.stdout)["messages"]["pending"] == 0
         expected = {ws: list(range(1, b.sub(ws).version + 1)) for ws in workspaces}
     finally:
         b.close()
