@@ -153,14 +153,19 @@ class Dispatcher:
                  .order_by(m.c.notification_id).limit(self.batch))
         with self.view.transaction(commit=False) as session:
             rows = [dict(r) for r in session.execute(query).mappings()]
-        tried = 0
+        tried, unrecorded = 0, []
         for row in rows:
             if row["next_attempt_at"] > self.clock():
                 break
             outcome = self.send(endpoint, row)
             tried += 1
-            if self.record(row, outcome) == PENDING:  # failed, to be retried: the queue waits behind it
-                break
+            unrecorded.append((row, outcome))
+            if not outcome.ok:
+                status = self.record(unrecorded)[-1]
+                unrecorded = []
+                if status == PENDING:  # to be retried: the queue waits behind it
+                    return tried
+        self.record(unrecorded)
         return tried
 
     def send(self, endpoint: Mapping[str, Any], row: Mapping[str, Any]) -> Outcome:
@@ -172,28 +177,35 @@ class Dispatcher:
             return Outcome(False, None, f"{type(e).__name__}: {e}"[:300])
         return Outcome(200 <= status < 300, status, None if 200 <= status < 300 else f"HTTP {status}")
 
-    def record(self, row: Mapping[str, Any], outcome: Outcome) -> str:
-        """Write an attempt's outcome; returns the message's new status."""
+    def record(self, outcomes: list[tuple[Mapping[str, Any], Outcome]]) -> list[str]:
+        """Write attempts' outcomes in one transaction; returns the messages' new statuses.
+        A queue's successes are written together, after the batch or before its first failure:
+        a crash in between only means those are sent again, with the same webhook-id."""
+        if not outcomes:
+            return []
         now = self.clock()
+        statuses, m = [], self.store.messages
+        with self.view.transaction(commit=True) as session:
+            for row, outcome in outcomes:
+                status, values = self.after_attempt(row, outcome, now)
+                session.execute(update(m).where(m.c.msg_id == row["msg_id"], m.c.status == PENDING).values(**values))
+                statuses.append(status)
+        with self._counts_lock:
+            for status in statuses:
+                self.counts[{DELIVERED: "delivered", DEAD: "dead", PENDING: "failed"}[status]] += 1
+        return statuses
+
+    def after_attempt(self, row: Mapping[str, Any], outcome: Outcome, now: datetime) -> tuple[str, dict[str, Any]]:
+        """A message's status and columns after one attempt."""
         attempts = row["attempts"] + 1
         values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": outcome.status,
                                   "last_error": outcome.error}
         if outcome.ok:
-            status = DELIVERED
-            values.update(status=status, finished_at=now)
-        elif attempts >= self.policy.max_attempts or now - row["created_at"] >= self.policy.max_age:
-            status = DEAD
-            values.update(status=status, finished_at=now)
+            return DELIVERED, {**values, "status": DELIVERED, "finished_at": now}
+        if attempts >= self.policy.max_attempts or now - row["created_at"] >= self.policy.max_age:
             self.log(f"dead letter {row['msg_id']} after {attempts} attempts: {outcome.error}")
-        else:
-            status = PENDING
-            values.update(next_attempt_at=now + self.policy.delay(attempts))
-        m = self.store.messages
-        with self.view.transaction(commit=True) as session:
-            session.execute(update(m).where(m.c.msg_id == row["msg_id"], m.c.status == PENDING).values(**values))
-        with self._counts_lock:
-            self.counts[{DELIVERED: "delivered", DEAD: "dead", PENDING: "failed"}[status]] += 1
-        return status
+            return DEAD, {**values, "status": DEAD, "finished_at": now}
+        return PENDING, {**values, "next_attempt_at": now + self.policy.delay(attempts)}
 
     def prune(self) -> int:
         """Delete messages delivered longer than `keep_delivered` ago; returns how many."""
