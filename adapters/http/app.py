@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 
 from adapters import console
 from adapters.app import build_ledger
-from adapters.http import problems, read_side, reads, replays, tokens_api
+from adapters.http import problems, read_side, reads, replays, tokens_api, webhooks_routes
 from adapters.http.read_side import ReadSide
 from adapters.settings import database_url
 from adapters.tokens import TokenStore
@@ -38,7 +38,7 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     app.state.tokens = TokenStore(url)
     app.state.read_side = ReadSide(app.state.ledger)
     problems.install(app)
-    for router in (read_side.router, reads.router, replays.router, tokens_api.router):
+    for router in (read_side.router, reads.router, replays.router, tokens_api.router, webhooks_routes.router):
         app.include_router(router)
     app.include_router(console.router, prefix="/console")
 
