@@ -41,10 +41,13 @@ class Pin:
 
 
 def invoice_terms(events: list[Any]) -> list[dict[str, Any]]:
-    """The invoices among `events` as plain JSON values (invoice ids left out: the number is
-    the workspace's next one whenever it is issued): what a quote compares."""
-    return [_plain({"purpose": e.purpose, "lines": e.lines, "subtotal": e.subtotal, "credit_applied": e.credit_applied,
-                    "amount_due": e.amount_due, "currency": e.currency})
+    """The invoices among `events` as plain JSON values: what a quote compares. Left out are the
+    invoice id (the workspace's next number whenever it is issued) and each line's period start,
+    which is the instant the change applies, so the commit's; the amounts, quantities, formulas
+    and period ends must be the quoted ones."""
+    return [_plain({"purpose": e.purpose, "subtotal": e.subtotal, "credit_applied": e.credit_applied,
+                    "amount_due": e.amount_due, "currency": e.currency,
+                    "lines": [{k: v for k, v in line.items() if k != "period_start"} for line in e.lines]})
             for e in events if isinstance(e, Subscription.InvoiceIssued)]
 
 

@@ -35,7 +35,7 @@ quotes_table = Table(
     Column("args_hash", String(64), nullable=False),
     Column("quoted_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
-    Column("catalog_hash", String(64), nullable=False),
+    Column("catalog_hash", String(100), nullable=False),
     Column("workspace_version", Integer, nullable=False),
     Column("terms", Text, nullable=False),
 )
