@@ -274,6 +274,14 @@ def test_support_may_preview_but_never_commit_and_members_do_neither(api: Api) -
     assert api.do("change-plan", {"plan": "team"}, role="support").status_code == 403
 
 
+def test_a_preview_retried_with_its_key_replays_the_same_quote(api: Api) -> None:
+    api.on_pro()
+    first = api.preview("change-plan", {"plan": "team"}, key="p1")
+    again = api.preview("change-plan", {"plan": "team"}, key="p1")
+    assert again.json()["quote"] == first.json()["quote"] and again.headers["Idempotent-Replayed"] == "true"
+    assert api.preview("change-plan", {"plan": "team", "seats": 2}, key="p1").status_code == 409
+
+
 def test_a_refused_preview_is_problem_json(api: Api) -> None:
     api.on_pro()
     r = api.preview("change-plan", {"plan": "pro"})
