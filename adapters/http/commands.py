@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, create_model
 
 from adapters.feed import message
 from adapters.http import idempotency
-from adapters.http.auth import Caller
+from adapters.http.auth import Caller, require_change
 from adapters.http.problems import MEDIA_TYPE, problem_of
 from adapters.http.quotes import PATTERN as QUOTE_PATTERN
 from adapters.http.test_clock import Following
@@ -208,12 +208,6 @@ def preview_actor(caller: Principal, workspace: str) -> Actor:
     raise LedgerError("forbidden", f"a {caller.role} token may not preview changes to workspace {workspace}")
 
 
-def change_actor(caller: Principal, workspace: str) -> Actor:
-    if not caller.changes(workspace):
-        raise LedgerError("forbidden", f"a {caller.role} token may not change workspace {workspace}")
-    return Actor(id=caller.token_id, role=caller.role)  # type: ignore[arg-type]
-
-
 # ------------------------------------------------------------------ routes
 
 
@@ -244,7 +238,7 @@ def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
             body: body_type = body_default,  # type: ignore[valid-type]
             quote: Annotated[str | None, Query(pattern=QUOTE_PATTERN, description="Same as the body's quote.")] = None,
             idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        actor = change_actor(caller, workspace)
+        actor = require_change(caller, workspace)
         check_new_workspace_id(workspace)
         sent = body if body is not None else model()
         if quote is not None and sent.quote not in (None, quote):
