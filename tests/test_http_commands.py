@@ -318,6 +318,26 @@ def test_there_is_no_test_clock_on_the_system_clock(tmp_path: Path) -> None:
         api.close()
 
 
+def test_the_seed_003_story_over_http(api: Api) -> None:
+    """Subscribe Pro, upgrade to Team mid-cycle with a quote (20.00), schedule a downgrade, keep
+    the current plan, the renewal fails, a change is refused (R8), the invoice is paid, the
+    change is allowed."""
+    api.on_pro().advance("2026-04-11T00:00:00Z")
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    assert api.do("change-plan", {"plan": "team", "quote": quote}).json()["invoices"][0]["amount_due"] == "20.00"
+    scheduled = api.do("change-plan", {"plan": "pro"}).json()["state"]["scheduled_change"]
+    assert scheduled["kind"] == "downgrade" and scheduled["effective_at"] == "2026-05-01T00:00:00Z"
+    assert api.do("cancel-change").json()["state"]["scheduled_change"] is None
+    api.do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})
+    api.advance("2026-05-01T00:00:00Z")
+    refused = api.do("change-plan", {"plan": "pro"})
+    assert (refused.status_code, refused.json()["code"], refused.json()["rule"]) == (409, "open_invoice", "R8")
+    api.do("add-payment-method", {"payment_method": "pm_card_visa"})
+    assert api.do("pay-invoice").json()["state"]["open_invoice"] is None
+    allowed = api.do("change-plan", {"plan": "pro"})
+    assert allowed.status_code == 200 and allowed.json()["state"]["scheduled_change"]["plan"] == "pro"
+
+
 # ------------------------------------------------------------------ a real server
 
 
