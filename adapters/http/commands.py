@@ -123,7 +123,8 @@ class PreviewOut(BaseModel):
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": "a refusal: nothing recorded"}
+    schema = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    return {s: {"model": Problem, "content": {MEDIA_TYPE: schema}, "description": "a refusal (problem+json)"}
             for s in statuses}
 
 
