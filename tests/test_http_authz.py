@@ -32,7 +32,10 @@ KINDS: list[tuple[str, str, str]] = [  # (methods, path pattern, kind): the firs
     ("GET", WS + r"/as-of", "replay"),
     ("POST", WS + r"/what-if", "what_if"),
     ("GET", WS + r"(/.+)?", "read"),
-    ("POST|PUT|PATCH|DELETE", WS + r"/.+", "change"),  # the commands, previews and quotes
+    ("POST", WS + r"/preview/.+", "preview"),
+    ("POST|PUT|PATCH|DELETE", WS + r"/.+", "change"),  # the commands
+    ("GET", r"/v1/test-clock", "clock"),
+    ("POST", r"/v1/test-clock/advance", "clock_advance"),
     ("GET", r"/v1/invoices/\{invoice_id\}", "invoice"),
     ("GET", r"/v1/invoices/\{invoice_id\}/explain", "explain"),
     ("GET|POST|PUT|PATCH|DELETE", r"/v1/(tokens|webhooks)(/.*)?", "operator"),  # tokens, outbound webhooks
@@ -56,6 +59,9 @@ EXPECT: dict[str, dict[tuple[str, str], str]] = {
     "replay": table({"admin": OK, "billing_admin": OK, "support": OK}, {"support": OK}),
     "what_if": table({"support": OK}, {"support": OK}),
     "change": table({"admin": OK, "billing_admin": OK}, {}),
+    "preview": table({"admin": OK, "billing_admin": OK, "support": OK}, {"support": OK}),
+    "clock": table({r: OK for r in ROLES}, {r: OK for r in ROLES}),
+    "clock_advance": table({"operator": OK}, {"operator": OK}),
     "invoice": table({"admin": OK, "billing_admin": OK, "member": OK, **READ_ALL},
                      {"admin": HIDDEN, "billing_admin": HIDDEN, "member": HIDDEN, **READ_ALL}),
     "explain": table({"admin": OK, "billing_admin": OK, "support": OK},

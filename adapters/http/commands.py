@@ -8,11 +8,12 @@ admins, billing admins and support (who may preview, never commit) get the previ
 Every POST takes `Idempotency-Key` (adapters/http/idempotency.py). docs/http.md has the contract.
 """
 
+import inspect
 import json
 from decimal import Decimal
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 
@@ -200,6 +201,15 @@ def preview_document(request: Request, name: str, command: Command, result: Resu
 # ------------------------------------------------------------------ who
 
 
+def change_access(caller: Caller, workspace: Annotated[str, Path()]) -> Actor:
+    """A dependency, so that 401/403 come before the body is validated (and say nothing of it)."""
+    return require_change(caller, workspace)
+
+
+def preview_access(caller: Caller, workspace: Annotated[str, Path()]) -> Actor:
+    return preview_actor(caller, workspace)
+
+
 def preview_actor(caller: Principal, workspace: str) -> Actor:
     """Admins preview as themselves; support previews what a billing admin's command would do."""
     if caller.changes(workspace):
@@ -223,23 +233,29 @@ def request_model(cls: type[Command]) -> type[Command]:
     )
 
 
-def _body(model: type[BaseModel]) -> tuple[Any, Any]:
-    """The body parameter's type and default: commands without required fields may be sent
-    without a body."""
+def _body(model: type[BaseModel]) -> tuple[Any, bool]:
+    """The body parameter's type, and whether it is required: commands without required fields
+    may be sent without a body."""
     if any(f.is_required() for f in model.model_fields.values()):
-        return Annotated[model, Body()], ...
-    return Annotated[model | None, Body()], None
+        return Annotated[model, Body()], True
+    return Annotated[model | None, Body()], False
+
+
+def _require_body(run: Callable[..., JSONResponse]) -> None:
+    """Drop the body's default from the signature FastAPI reads (its parameters are keyword-only)."""
+    signature = inspect.signature(run)
+    run.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
+        p.replace(default=inspect.Parameter.empty) if p.name == "body" else p for p in signature.parameters.values()])
 
 
 def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
     model = request_model(cls)
-    body_type, body_default = _body(model)
+    body_type, body_required = _body(model)
 
-    def run(request: Request, caller: Caller, workspace: WorkspacePath,
-            body: body_type = body_default,  # type: ignore[valid-type]
+    def run(request: Request, *, caller: Caller, actor: Annotated[Actor, Depends(change_access)],
+            workspace: WorkspacePath, body: body_type = None,  # type: ignore[valid-type]
             quote: Annotated[str | None, Query(pattern=QUOTE_PATTERN, description="Same as the body's quote.")] = None,
             idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        actor = require_change(caller, workspace)
         check_new_workspace_id(workspace)
         sent = body if body is not None else model()
         if quote is not None and sent.quote not in (None, quote):
@@ -262,6 +278,8 @@ def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
             response = problem_of(e, request)
         return idempotency.remember(request, caller, idempotency_key, described, response)
 
+    if body_required:
+        _require_body(run)
     run.__name__ = "command_" + name.replace("-", "_")
     run.__doc__ = (f"{SUMMARY.get(name, name)}. Admin or billing_admin token of the workspace. Refusals are "
                    "problem+json and record nothing (a declined payment records the invoice and the failure: 402).")
@@ -269,12 +287,11 @@ def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
 
 
 def preview_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
-    body_type, body_default = _body(cls)
+    body_type, body_required = _body(cls)
 
-    def run(request: Request, caller: Caller, workspace: WorkspacePath,
-            body: body_type = body_default,  # type: ignore[valid-type]
+    def run(request: Request, *, caller: Caller, actor: Annotated[Actor, Depends(preview_access)],
+            workspace: WorkspacePath, body: body_type = None,  # type: ignore[valid-type]
             idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        actor = preview_actor(caller, workspace)
         check_new_workspace_id(workspace)
         command = body if body is not None else cls()
         described = {"path": request.url.path, "body": command.model_dump(mode="json")}
@@ -291,6 +308,8 @@ def preview_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
             response = problem_of(e, request)
         return idempotency.remember(request, caller, idempotency_key, described, response)
 
+    if body_required:
+        _require_body(run)
     run.__name__ = "preview_" + name.replace("-", "_")
     run.__doc__ = (f"Preview {name} (R25): the lines, amount due, resulting state and next renewal, and a quote "
                    "to commit exactly these lines. Admin, billing_admin (own workspace) or support token; records "

@@ -20,6 +20,7 @@ from adapters.http.auth import Caller, require_role
 from adapters.http.problems import problem_of
 from adapters.instants import parse_instant
 from adapters.side_tables import SideTables, insert_if_absent
+from adapters.tokens import Principal
 from domain.clock import TestClock
 from domain.errors import LedgerError
 from projections.store import UtcDateTime, iso
@@ -79,6 +80,12 @@ class Advance(BaseModel):
 router = APIRouter(prefix="/v1/test-clock", tags=["test clock"])
 
 
+def operator(caller: Caller) -> Principal:
+    """A dependency, so that 401/403 come before the body is validated."""
+    require_role(caller, "operator")
+    return caller
+
+
 @router.get("", summary="The test clock's instant")
 def now(request: Request, caller: Caller) -> dict[str, Any]:
     """The instant this test ledger's server runs at."""
@@ -88,12 +95,11 @@ def now(request: Request, caller: Caller) -> dict[str, Any]:
 
 
 @router.post("/advance", summary="Move the test clock forward and record what fell due")
-def advance(request: Request, caller: Caller, body: Annotated[Advance, Body()],
+def advance(request: Request, caller: Annotated[Principal, Depends(operator)], body: Annotated[Advance, Body()],
             idempotency_key: Annotated[str | None, Header(min_length=1, max_length=idempotency.MAX_KEY)] = None,
             ) -> JSONResponse:
     """Operator token only. Refuses moving backwards (409 `clock_conflict`); then every
     workspace's renewals, trial ends, scheduled changes and notices due by then are recorded."""
-    require_role(caller, "operator")
     described = {"path": request.url.path, "body": body.model_dump(mode="json")}
     replay = idempotency.replay_or_conflict(request, caller, idempotency_key, described)
     if replay is not None:
