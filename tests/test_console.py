@@ -119,6 +119,22 @@ def test_workspace_roles_read_only_their_own_workspace_and_operators_nothing(app
     assert operator.get("/console/workspaces/acme").status_code == 403
 
 
+def test_explain_as_of_and_what_if_pages_are_for_whom_the_api_gives_them(app: Any) -> None:
+    """docs/http.md's matrix: explain and as-of for support and the workspace's admins, what-if
+    for support; a member or service token reads the workspace but gets 403 there, and no link."""
+    pages = {"explain": "/console/workspaces/acme/invoices/in_acme_0002",
+             "as_of": "/console/workspaces/acme/as-of?at=2026-04-05T00:00", "what_if": "/console/workspaces/acme/what-if"}
+    allowed = {"admin": {"explain", "as_of"}, "billing_admin": {"explain", "as_of"}, "member": set(),
+               "service": set(), "support": {"explain", "as_of", "what_if"}}
+    for role, may in allowed.items():
+        client = client_as(app, role, "acme" if role in ("admin", "billing_admin", "member") else None)
+        for name, page in pages.items():
+            assert client.get(page).status_code == (200 if name in may else 403), (role, name)
+        workspace = client.get("/console/workspaces/acme").text
+        assert ("/console/workspaces/acme/invoices/" in workspace) == ("explain" in may), role
+        assert ("/console/workspaces/acme/what-if" in workspace) == ("what_if" in may), role
+
+
 def test_the_upgrade_invoice_shows_each_line_with_its_arithmetic_rules_and_the_markdown_reply(app: Any) -> None:
     page = client_as(app, "support").get("/console/workspaces/acme/invoices/in_acme_0002")
     assert page.status_code == 200

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from adapters.http.access import replayable_workspace, what_if_workspace
 from adapters.http.auth import require_read
 from adapters.tokens import READ_ALL_ROLES, WORKSPACE_ROLES, Principal
 from domain.commands import check_workspace_id
@@ -40,6 +41,17 @@ def readable(caller: Principal, workspace: str) -> str:
     check_workspace_id(workspace)
     require_read(caller, workspace)
     return workspace
+
+
+def replayable(caller: Principal, workspace: str) -> str:
+    """Explain and as-of, for whom the API gives them (adapters/http/access.py): support, and
+    the workspace's admins."""
+    return replayable_workspace(readable(caller, workspace), caller)
+
+
+def what_if_able(caller: Principal, workspace: str) -> str:
+    """What-if, for whom the API gives it: support only."""
+    return what_if_workspace(readable(caller, workspace), caller)
 
 
 def search(conn: Connection, caller: Principal, query: str) -> list[dict[str, Any]]:
