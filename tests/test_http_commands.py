@@ -136,6 +136,17 @@ def test_refusals_are_problem_json_with_their_status_and_record_nothing(api: Api
     assert api.head() == head
 
 
+def test_a_body_sent_as_a_form_is_400_asking_for_json_and_records_nothing(api: Api) -> None:
+    """`curl -d` sends application/x-www-form-urlencoded: the refusal says what to send."""
+    api.on_pro()
+    head = api.head()
+    r = api.client.post("/v1/workspaces/acme/change-plan", content=b'{"plan": "team"}', headers={
+        "Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "application/x-www-form-urlencoded"})
+    assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (400, PROBLEM, "invalid_request")
+    assert "Content-Type: application/json" in r.json()["detail"]
+    assert api.head() == head
+
+
 def test_R12_a_declined_upgrade_is_402_and_records_only_the_request_and_the_failure(api: Api) -> None:
     api.on_pro()
     api.do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})
