@@ -147,6 +147,19 @@ def test_a_body_sent_as_a_form_is_400_asking_for_json_and_records_nothing(api: A
     assert api.head() == head
 
 
+def test_a_body_over_1_mib_is_413_and_records_nothing(api: Api) -> None:
+    api.on_pro()
+    head = api.head()
+    big = b'{"plan": "team", "reason": "' + b"a" * (1 << 20) + b'"}'
+    headers = {"Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "application/json",
+               "Idempotency-Key": "big"}
+    for content in (big, iter([big[:4096], big[4096:]])):  # declared, then chunked without a length
+        r = api.client.post("/v1/workspaces/acme/change-plan", content=content, headers=headers)
+        assert (r.status_code, r.headers["content-type"]) == (413, PROBLEM)
+    assert api.head() == head
+    assert api.do("change-plan", {"plan": "team"}, key="big").status_code == 200
+
+
 def test_R12_a_declined_upgrade_is_402_and_records_only_the_request_and_the_failure(api: Api) -> None:
     api.on_pro()
     api.do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from adapters import console
 from adapters.app import build_ledger
 from adapters.http import commands, problems, read_side, reads, replays, test_clock, tokens_api, webhooks_routes
+from adapters.http.body_limit import BodyLimit
 from adapters.http.idempotency import IdempotencyStore
 from adapters.http.quotes import QuoteStore
 from adapters.http.read_side import ReadSide
@@ -49,6 +50,7 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     app.state.test_clock = ClockStore(url, ledger_clock) if isinstance(ledger_clock, TestClock) else None
     app.state.read_side = ReadSide(app.state.ledger)
     problems.install(app)
+    app.add_middleware(BodyLimit)
     for router in (read_side.router, reads.router, replays.router, tokens_api.router, webhooks_routes.router,
                    commands.router):
         app.include_router(router)
