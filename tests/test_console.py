@@ -94,6 +94,9 @@ def test_sign_in_refuses_unknown_tokens_and_operator_tokens_and_goes_back_only_t
     _, token = app.state.tokens.create("service")
     assert sign_in(client, token, "https://evil.example/").headers["location"] == "/console/"
     assert sign_in(client, token, "//evil.example/console/").headers["location"] == "/console/"
+    for elsewhere in ("/console/../v1/workspaces", "/console/%2e%2e/v1", "/console//evil.example", "/console/%09/x"):
+        assert sign_in(client, token, elsewhere).headers["location"] == "/console/", elsewhere
+    assert sign_in(client, token, "/console/workspaces/acme?kind=x").headers["location"] == "/console/workspaces/acme?kind=x"
 
 
 def test_support_and_service_read_every_workspace(app: Any) -> None:
