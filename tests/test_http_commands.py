@@ -21,7 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
+from adapters.payments import TestPaymentGateway
 from domain.clock import SystemClock, TestClock
+from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 4, 1, tzinfo=timezone.utc)
@@ -31,8 +33,8 @@ PROBLEM = "application/problem+json"
 class Api:
     """A TestClient on a fresh ledger on a test clock, with tokens of every role it needs."""
 
-    def __init__(self, db: str, clock: Any = None) -> None:
-        self.app = create_app(db, clock=clock or TestClock(START))
+    def __init__(self, db: str, clock: Any = None, payments: Any = None) -> None:
+        self.app = create_app(db, clock=clock or TestClock(START), payments=payments)
         self.client = TestClient(self.app).__enter__()
         tokens = self.app.state.tokens
         self.tokens = {role: tokens.create(role, "acme" if role in ("admin", "billing_admin", "member") else None)[1]
@@ -231,6 +233,39 @@ def test_concurrent_requests_with_one_key_record_once(api: Api) -> None:
     events = api.ledger.workspace_events("acme")
     assert sum(type(e).__name__ == "PlanUpgraded" for e in events) == 1
     assert sum(type(e).__name__ == "PaymentSucceeded" for e in events) == 2  # subscribe + the upgrade
+
+
+class ProviderDown(TestPaymentGateway):
+    """The test gateway, silent while `down` (the outcome unknown, the charge left pending)."""
+
+    down = False
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        if self.down:
+            raise GatewayUnavailable("the provider did not answer")
+        return super().charge(request)
+
+
+def test_a_pending_payment_is_not_stored_so_the_same_key_later_tells_the_outcome_and_charges_once(
+        tmp_path: Path) -> None:
+    """A stored 409 payment_pending would answer for ever after the charge went through, and a
+    client giving up on its key would pay again under a new one."""
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    gateway = ProviderDown(db)
+    api = Api(db, payments=gateway).on_pro()
+    try:
+        gateway.down = True
+        pending = api.do("change-plan", {"plan": "team"}, key="up-1")
+        assert (pending.status_code, pending.json()["code"]) == (409, "payment_pending")
+        gateway.down = False
+        settled = api.do("change-plan", {"plan": "team"}, key="up-1")
+        assert settled.status_code == 200 and settled.headers["Idempotent-Replayed"] == "true"
+        assert settled.json()["state"]["plan"] == "team"
+        assert api.do("change-plan", {"plan": "team"}, key="up-1").json() == settled.json()
+        assert [c["outcome"] for c in gateway.charges("acme") if "upgrade" in c["description"]] == ["succeeded"]
+    finally:
+        api.close()
+        gateway.close()
 
 
 # ------------------------------------------------------------------ previews and quotes

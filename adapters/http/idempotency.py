@@ -2,7 +2,8 @@
 same key with the same request replays the stored response (status and body, marked
 `Idempotent-Replayed: true`); with another request it is refused 409 `idempotency_conflict`
 naming what differs; a request refused as bad input (400), unauthenticated or forbidden, or
-that failed inside the server, stores nothing, so it can be retried with the same key.
+that failed inside the server, stores nothing, so it can be retried with the same key; nor does
+a payment whose outcome is not known yet (NOT_STORED_CODES).
 
 The table here only replays responses. Exactly-once recording is the domain's: the command
 goes to `Ledger.handle` with an idempotency key derived from this one (`domain_key`), so two
@@ -29,8 +30,11 @@ HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 MAX_KEY = 255
 NOT_STORED = frozenset({400, 401, 403, 404, 500, 503})
-NOT_STORED_CODES = frozenset({"concurrency_conflict", "idempotency_conflict"})
-"""Transient or caller-side outcomes: the same key may be tried again."""
+NOT_STORED_CODES = frozenset({"concurrency_conflict", "idempotency_conflict", "payment_pending",
+                              "payment_action_required"})
+"""Transient or caller-side outcomes: the same key may be tried again. A payment still pending
+(or awaiting the customer) is asked again: the ledger replays the command under its key with
+the outcome recorded since, and never charges twice."""
 
 metadata = MetaData()
 responses_table = Table(
