@@ -39,6 +39,8 @@ KINDS: list[tuple[str, str, str]] = [  # (methods, path pattern, kind): the firs
     ("GET", r"/v1/invoices/\{invoice_id\}", "invoice"),
     ("GET", r"/v1/invoices/\{invoice_id\}/explain", "explain"),
     ("GET|POST|PUT|PATCH|DELETE", r"/v1/(tokens|webhooks)(/.*)?", "operator"),  # tokens, outbound webhooks
+    ("GET", r"/console/workspaces/\{workspace\}/(invoices/.+|as-of)", "console_replay"),  # explain, as-of
+    ("GET", r"/console/workspaces/\{workspace\}/what-if", "console_what_if"),
     ("GET", r"/console/.*\{workspace\}.*", "console_read"),
     ("GET", r"/console/", "console_search"),
 ]
@@ -67,6 +69,8 @@ EXPECT: dict[str, dict[tuple[str, str], str]] = {
     "explain": table({"admin": OK, "billing_admin": OK, "support": OK},
                      {"admin": HIDDEN, "billing_admin": HIDDEN, "member": HIDDEN, "support": OK}),
     "operator": table({"operator": OK}, {"operator": OK}),
+    "console_replay": table({"admin": OK, "billing_admin": OK, "support": OK}, {"support": OK}),
+    "console_what_if": table({"support": OK}, {"support": OK}),
     "console_read": table({"admin": OK, "billing_admin": OK, "member": OK, **READ_ALL}, READ_ALL),
     "console_search": table({r: OK for r in ROLES if r != "operator"}, {r: OK for r in ROLES if r != "operator"}),
 }
@@ -121,7 +125,7 @@ def request_for(method: str, path: str, kind: str, side: str) -> dict[str, Any]:
               "command": "change-plan"}
     url = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values.get(m.group(1), "x"), path)
     out: dict[str, Any] = {"method": method, "url": url, "params": {}, "headers": {"Idempotency-Key": "authz"}}
-    if kind == "replay":
+    if kind in ("replay", "console_replay"):
         out["params"]["at"] = "2026-05-01T00:00:00Z"
     if kind == "ledger" and "trial-balance" not in path:
         out["params"]["limit"] = 1
@@ -156,4 +160,5 @@ def test_every_route_by_every_role_on_own_and_other_workspaces(api: Any) -> None
                 if ledger.recorder.max_notification_id() != before:
                     failures.append(f"{method} {request['url']} as {caller} ({side}): refused, yet recorded events")
     assert failures == []
-    assert covered >= {"read", "ledger", "replay", "what_if", "invoice", "explain", "operator"}
+    assert covered >= {"read", "ledger", "replay", "what_if", "invoice", "explain", "operator", "console_replay",
+                       "console_what_if"}
