@@ -347,4 +347,4 @@ def test_the_audit_csv_export_cannot_run_a_formula_typed_as_a_reason(book: Any, 
     assert out.exit_code == 0, out.output
     assert "'=HYPERLINK(" in out.output and ',=HYPERLINK(' not in out.output
     jsonl = CliRunner().invoke(project_cli, ["audit", "acme", "--db", db_url, "--format", "jsonl"])
-    assert '"reason": "=HYPERLINK(' in jsonl.output  # the JSON export keeps what was typed
+    assert '"reason":"=HYPERLINK(' in jsonl.output  # the JSON export keeps what was typed
