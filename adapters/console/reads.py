@@ -58,7 +58,7 @@ def search(conn: Connection, caller: Principal, query: str) -> list[dict[str, An
     """Workspaces whose id starts with `query` (all of them when empty) that the caller reads,
     with plan, status, open invoices, amount due and billing credit."""
     if caller.role not in READ_ALL_ROLES | WORKSPACE_ROLES:
-        raise LedgerError("forbidden", f"a {caller.role} token reads no workspace")
+        raise LedgerError("forbidden", f"a token with role {caller.role} reads no workspace")
     query = query.strip()[:64]
     table = PlanState.stable()["plan_state"]
     statement = select(table.c.state).order_by(table.c.workspace).limit(SEARCH_LIMIT)

@@ -40,16 +40,16 @@ Caller = Annotated[Principal, Depends(principal)]
 
 def require_read(caller: Principal, workspace_id: str) -> None:
     if not caller.reads(workspace_id):
-        raise LedgerError("forbidden", f"a {caller.role} token may not read workspace {workspace_id}")
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not read workspace {workspace_id}")
 
 
 def require_change(caller: Principal, workspace_id: str) -> Actor:
     """The actor a change is recorded under: the token's id and role (R2 is then the domain's)."""
     if not caller.changes(workspace_id):
-        raise LedgerError("forbidden", f"a {caller.role} token may not change workspace {workspace_id}")
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not change workspace {workspace_id}")
     return Actor(id=caller.token_id, role=caller.role)  # type: ignore[arg-type]
 
 
 def require_role(caller: Principal, *roles: str) -> None:
     if caller.role not in roles:
-        raise LedgerError("forbidden", f"a {caller.role} token may not do this: it needs {' or '.join(roles)}")
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not do this: it needs {' or '.join(roles)}")

@@ -216,7 +216,7 @@ def preview_actor(caller: Principal, workspace: str) -> Actor:
         return Actor(id=caller.token_id, role=caller.role)  # type: ignore[arg-type]
     if caller.role in PREVIEW_ROLES:
         return Actor(id=caller.token_id, role="billing_admin")
-    raise LedgerError("forbidden", f"a {caller.role} token may not preview changes to workspace {workspace}")
+    raise LedgerError("forbidden", f"a token with role {caller.role} may not preview changes to workspace {workspace}")
 
 
 # ------------------------------------------------------------------ routes
