@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from adapters import (entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli,
-                      serve_cli, stripe_cli)
+                      serve_cli, stripe_cli, webhooks_cli)
 from adapters.app import build_ledger, catch_up, configured_clock, read_models, refresh
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
@@ -94,6 +94,7 @@ entitlements_cli.mount(app)
 app.add_typer(notices_cli.notices_app, name="notices")
 app.add_typer(serve_cli.tokens_app, name="tokens")
 app.command("serve")(serve_cli.serve)
+app.add_typer(webhooks_cli.webhooks_app, name="webhooks")
 
 
 @dataclass

@@ -75,9 +75,9 @@ class TokenStore:
         if role not in ROLES:
             raise LedgerError("invalid_request", f"unknown role {role[:40]!r}: use one of {', '.join(ROLES)}")
         if role in WORKSPACE_ROLES and workspace_id is None:
-            raise LedgerError("invalid_request", f"a {role} token belongs to one workspace: give --workspace")
+            raise LedgerError("invalid_request", f"a token with role {role} belongs to one workspace: give --workspace")
         if role not in WORKSPACE_ROLES and workspace_id is not None:
-            raise LedgerError("invalid_request", f"a {role} token is not bound to a workspace: drop --workspace")
+            raise LedgerError("invalid_request", f"a token with role {role} is not bound to a workspace: drop --workspace")
         if workspace_id is not None:
             check_workspace_id(workspace_id)
         if label is not None and len(label) > 200:

@@ -351,8 +351,20 @@ def jsonl_lines(found: Iterator[dict[str, Any]]) -> Iterator[str]:
         yield dumps(exported(row)) + "\n"
 
 
+FREE_TEXT = ("reason", "summary")
+"""Cells a person typed (or that quote what they typed): opened in a spreadsheet, one starting
+with =, +, -, @ or a tab would run as a formula, so it is written with a leading apostrophe."""
+
+
+def spreadsheet_safe(text: Any) -> Any:
+    if isinstance(text, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
 def csv_lines(found: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """The CSV export: the header, then a row at a time; before/after as their stored JSON."""
+    """The CSV export: the header, then a row at a time; before/after as their stored JSON, and
+    free text made safe to open in a spreadsheet (the JSON Lines export keeps it verbatim)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*CONTENT, "prev_hash", "hash"])
     writer.writeheader()
@@ -362,6 +374,8 @@ def csv_lines(found: Iterator[dict[str, Any]]) -> Iterator[str]:
         buffer.truncate()
         doc = exported(row)
         doc["before"], doc["after"] = row["before"], row["after"]
+        for name in FREE_TEXT:
+            doc[name] = spreadsheet_safe(doc[name])
         writer.writerow(doc)
         yield buffer.getvalue()
 

@@ -94,6 +94,9 @@ def test_sign_in_refuses_unknown_tokens_and_operator_tokens_and_goes_back_only_t
     _, token = app.state.tokens.create("service")
     assert sign_in(client, token, "https://evil.example/").headers["location"] == "/console/"
     assert sign_in(client, token, "//evil.example/console/").headers["location"] == "/console/"
+    for elsewhere in ("/console/../v1/workspaces", "/console/%2e%2e/v1", "/console//evil.example", "/console/%09/x"):
+        assert sign_in(client, token, elsewhere).headers["location"] == "/console/", elsewhere
+    assert sign_in(client, token, "/console/workspaces/acme?kind=x").headers["location"] == "/console/workspaces/acme?kind=x"
 
 
 def test_support_and_service_read_every_workspace(app: Any) -> None:
@@ -117,6 +120,22 @@ def test_workspace_roles_read_only_their_own_workspace_and_operators_nothing(app
     operator = client_as(app, "operator")
     assert operator.get("/console/").status_code == 403
     assert operator.get("/console/workspaces/acme").status_code == 403
+
+
+def test_explain_as_of_and_what_if_pages_are_for_whom_the_api_gives_them(app: Any) -> None:
+    """docs/http.md's matrix: explain and as-of for support and the workspace's admins, what-if
+    for support; a member or service token reads the workspace but gets 403 there, and no link."""
+    pages = {"explain": "/console/workspaces/acme/invoices/in_acme_0002",
+             "as_of": "/console/workspaces/acme/as-of?at=2026-04-05T00:00", "what_if": "/console/workspaces/acme/what-if"}
+    allowed = {"admin": {"explain", "as_of"}, "billing_admin": {"explain", "as_of"}, "member": set(),
+               "service": set(), "support": {"explain", "as_of", "what_if"}}
+    for role, may in allowed.items():
+        client = client_as(app, role, "acme" if role in ("admin", "billing_admin", "member") else None)
+        for name, page in pages.items():
+            assert client.get(page).status_code == (200 if name in may else 403), (role, name)
+        workspace = client.get("/console/workspaces/acme").text
+        assert ("/console/workspaces/acme/invoices/" in workspace) == ("explain" in may), role
+        assert ("/console/workspaces/acme/what-if" in workspace) == ("what_if" in may), role
 
 
 def test_the_upgrade_invoice_shows_each_line_with_its_arithmetic_rules_and_the_markdown_reply(app: Any) -> None:
@@ -228,12 +247,25 @@ def recorded(app: Any) -> tuple[Any, ...]:
 
 
 def test_a_support_token_cannot_change_anything_through_the_console_or_the_api(app: Any) -> None:
-    """Every write route of the app, whoever added it: a support token (as a bearer header or
-    the console's cookie) is refused 403 wherever a token is asked for, and nothing is recorded.
+    """Every write route of the app, whoever added it: a support token is refused wherever a
+    token is asked for (403 as a bearer header, 401 as the console's cookie), and nothing is recorded.
     The console's own routes are GETs but for signing in and out."""
     console_writes = {r.path for r in write_routes(app) if r.path.startswith("/console")}
     assert console_writes == SESSION_ROUTES
     assert_support_changes_nothing(app)
+
+
+def test_the_console_cookie_of_an_admin_reads_the_api_but_writes_nothing(app: Any) -> None:
+    """A signed-in admin's cookie would otherwise let any page the browser opens post commands."""
+    _, token = app.state.tokens.create("admin", "acme")
+    client = TestClient(app, cookies={COOKIE: token})
+    before = recorded(app)
+    assert client.get("/v1/workspaces/acme").status_code == 200
+    for path in ("/v1/workspaces/acme/cancel", "/v1/workspaces/acme/cancel-change", "/v1/workspaces/acme/pay-invoice"):
+        refused = client.post(path)
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated", path
+    assert recorded(app) == before
+    assert client.post("/v1/workspaces/acme/cancel", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_the_write_route_check_covers_api_routes_added_beside_the_console(app: Any) -> None:
@@ -263,8 +295,11 @@ def assert_support_changes_nothing(app: Any) -> int:
                     headers = {"Idempotency-Key": f"console-support-{tried}", **auth.get("headers", {})}
                     answer = client.request(method, path, json=body, headers=headers, follow_redirects=False)
                     tried += 1
-                    if guarded(route) and not SUPPORT_QUESTIONS.search(route.path):
-                        assert answer.status_code == 403, (method, path, answer.status_code, answer.text[:300])
+                    if SUPPORT_QUESTIONS.search(route.path):
+                        assert answer.status_code != 500, (method, path, answer.text[:300])  # may answer: records nothing
+                    elif guarded(route):
+                        refused = 403 if "headers" in auth else 401  # the cookie is no credential for writes
+                        assert answer.status_code == refused, (method, path, answer.status_code, answer.text[:300])
                     elif route.path not in SESSION_ROUTES:
                         assert answer.status_code >= 400, (method, path, answer.status_code)
                     assert recorded(app) == before, (method, path)

@@ -26,7 +26,8 @@ from projections.journal import trial_balance
 from projections.plan_state import PlanState
 from projections.runner import ALL, Projections
 from projections.upcoming_invoice import upcoming_of
-from tests.conftest import PG, Book
+from domain.commands import parse_command
+from tests.conftest import ADMIN, PG, Book
 from tests.readmodels import check_against_ledger, event_counts, snapshot
 
 
@@ -335,3 +336,15 @@ def test_a_commands_events_are_found_alike_in_the_batch_or_in_the_store(book):
     assert preceding(b.ledger, invoice, earlier) == from_store
     partial = {v: e for v, e in earlier.items() if v == invoice.originator_version - 1}
     assert preceding(b.ledger, invoice, partial) == from_store
+
+
+def test_the_audit_csv_export_cannot_run_a_formula_typed_as_a_reason(book: Any, db_url: str) -> None:
+    b = book("forms", "2026-04-01T00:00:00")
+    b.do("acme", "add-payment-method", payment_method="pm_card_visa")
+    b.ledger.handle("acme", parse_command("subscribe", {"plan": "pro"}), ADMIN,
+                    reason='=HYPERLINK("http://evil.example","refund")')
+    out = CliRunner().invoke(project_cli, ["audit", "acme", "--db", db_url, "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert "'=HYPERLINK(" in out.output and ',=HYPERLINK(' not in out.output
+    jsonl = CliRunner().invoke(project_cli, ["audit", "acme", "--db", db_url, "--format", "jsonl"])
+    assert '"reason":"=HYPERLINK(' in jsonl.output  # the JSON export keeps what was typed

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from adapters.http.access import replayable_workspace, what_if_workspace
 from adapters.http.auth import require_read
 from adapters.tokens import READ_ALL_ROLES, WORKSPACE_ROLES, Principal
 from domain.commands import check_workspace_id
@@ -42,11 +43,22 @@ def readable(caller: Principal, workspace: str) -> str:
     return workspace
 
 
+def replayable(caller: Principal, workspace: str) -> str:
+    """Explain and as-of, for whom the API gives them (adapters/http/access.py): support, and
+    the workspace's admins."""
+    return replayable_workspace(readable(caller, workspace), caller)
+
+
+def what_if_able(caller: Principal, workspace: str) -> str:
+    """What-if, for whom the API gives it: support only."""
+    return what_if_workspace(readable(caller, workspace), caller)
+
+
 def search(conn: Connection, caller: Principal, query: str) -> list[dict[str, Any]]:
     """Workspaces whose id starts with `query` (all of them when empty) that the caller reads,
     with plan, status, open invoices, amount due and billing credit."""
     if caller.role not in READ_ALL_ROLES | WORKSPACE_ROLES:
-        raise LedgerError("forbidden", f"a {caller.role} token reads no workspace")
+        raise LedgerError("forbidden", f"a token with role {caller.role} reads no workspace")
     query = query.strip()[:64]
     table = PlanState.stable()["plan_state"]
     statement = select(table.c.state).order_by(table.c.workspace).limit(SEARCH_LIMIT)

@@ -74,7 +74,7 @@ def workspace(request: Request, workspace: str, kind: str = "", since: str = "",
 @router.get("/workspaces/{workspace}/invoices/{invoice_id}", name="console_invoice")
 def invoice(request: Request, workspace: str, invoice_id: str) -> Response:
     def build(caller: Principal) -> dict[str, Any]:
-        ws = reads.readable(caller, workspace)
+        ws = reads.replayable(caller, workspace)
         with reading(request) as conn:
             return reads.invoice_page(ledger_of(request), conn, ws, invoice_id)
     return page(request, "invoice.html", build)
@@ -83,7 +83,7 @@ def invoice(request: Request, workspace: str, invoice_id: str) -> Response:
 @router.get("/workspaces/{workspace}/as-of", name="console_as_of")
 def as_of(request: Request, workspace: str, at: str = "") -> Response:
     def build(caller: Principal) -> dict[str, Any]:
-        ws = reads.readable(caller, workspace)
+        ws = reads.replayable(caller, workspace)
         with reading(request) as conn:
             state = reads.state_of(conn, ws)
         found = reads.as_of_page(ledger_of(request), ws, instant(at, "at"))
@@ -94,7 +94,7 @@ def as_of(request: Request, workspace: str, at: str = "") -> Response:
 @router.get("/workspaces/{workspace}/what-if", name="console_what_if")
 def what_if(request: Request, workspace: str, catalog: str = "", start: str = "", end: str = "") -> Response:
     def build(caller: Principal) -> dict[str, Any]:
-        ws = reads.readable(caller, workspace)
+        ws = reads.what_if_able(caller, workspace)
         with reading(request) as conn:
             state = reads.state_of(conn, ws)
         fields = policy_fields()

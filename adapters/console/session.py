@@ -4,7 +4,7 @@ they are the console's only POSTs (SESSION_ROUTES)."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -20,8 +20,11 @@ COOKIE_HOURS = 12
 
 
 def safe_next(target: str | None) -> str | None:
-    """Only a console page is a place to go back to (no open redirect)."""
-    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+    """Only a console page is a place to go back to (no open redirect, no `..` out of /console,
+    no control characters a browser would drop)."""
+    path = unquote(target or "")
+    if (path.startswith("/console/") and "\\" not in path and "//" not in path and "/../" not in path + "/"
+            and path.isprintable()):
         return target
     return None
 

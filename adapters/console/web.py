@@ -14,14 +14,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Connection
 
+from adapters.http.access import WHAT_IF_ROLES, may_replay
+from adapters.http.auth import COOKIE
 from adapters.http.problems import status_of
 from adapters.tokens import Principal, TokenStore
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 
 HERE = Path(__file__).parent
-COOKIE = "subledger_token"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals.update(may_replay=may_replay, may_what_if=lambda caller: caller.role in WHAT_IF_ROLES)
+"""Links to explain, as-of and what-if are shown only to whom the API gives them."""
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",

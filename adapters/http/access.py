@@ -42,7 +42,7 @@ def readable_workspace(workspace: WorkspacePath, caller: Caller) -> str:
 
 def replayable_workspace(workspace: WorkspacePath, caller: Caller) -> str:
     if not may_replay(caller, workspace):
-        raise LedgerError("forbidden", f"a {caller.role} token may not replay workspace {workspace}: explain and "
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not replay workspace {workspace}: explain and "
                           "as-of are for support and the workspace's admins")
     return check_workspace_id(workspace)
 
@@ -80,7 +80,7 @@ def workspace_of_invoice(invoice_id: str) -> str | None:
 
 def _invoice(invoice_id: str, caller: Principal) -> str:
     if caller.role not in WORKSPACE_ROLES | READ_ALL_ROLES:
-        raise LedgerError("forbidden", f"a {caller.role} token reads no invoices")
+        raise LedgerError("forbidden", f"a token with role {caller.role} reads no invoices")
     workspace = workspace_of_invoice(invoice_id)
     if workspace is None or not caller.reads(workspace):
         raise LedgerError("not_found", f"no invoice {invoice_id[:100]}")
@@ -95,7 +95,7 @@ def readable_invoice(invoice_id: InvoicePath, caller: Caller) -> str:
 def explainable_invoice(invoice_id: InvoicePath, caller: Caller) -> str:
     workspace = _invoice(invoice_id, caller)
     if not may_replay(caller, workspace):
-        raise LedgerError("forbidden", f"a {caller.role} token may not explain invoices: explain is for support "
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not explain invoices: explain is for support "
                           "and the workspace's admins")
     return workspace
 

@@ -11,6 +11,8 @@ from adapters.tokens import Principal, TokenStore
 from domain.commands import Actor
 from domain.errors import LedgerError
 
+COOKIE = "subledger_token"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 bearer = HTTPBearer(auto_error=False, description="An API token from `subledger tokens create`.")
 
 
@@ -20,8 +22,11 @@ def tokens(request: Request) -> TokenStore:
 
 def principal(request: Request,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    """The token's principal, or 401 `unauthenticated`. The console passes its token in a cookie."""
-    token = credentials.credentials if credentials else request.cookies.get("subledger_token")
+    """The token's principal, or 401 `unauthenticated`. The console's cookie is a credential for
+    reads only: a write needs the bearer header, which no other site can make a browser send
+    (no cross-site request forgery through a signed-in console)."""
+    cookie = request.cookies.get(COOKIE) if request.method in SAFE_METHODS else None
+    token = credentials.credentials if credentials else cookie
     if not token:
         raise LedgerError("unauthenticated", "send an API token: Authorization: Bearer <token>")
     found = tokens(request).authenticate(token)
@@ -35,16 +40,16 @@ Caller = Annotated[Principal, Depends(principal)]
 
 def require_read(caller: Principal, workspace_id: str) -> None:
     if not caller.reads(workspace_id):
-        raise LedgerError("forbidden", f"a {caller.role} token may not read workspace {workspace_id}")
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not read workspace {workspace_id}")
 
 
 def require_change(caller: Principal, workspace_id: str) -> Actor:
     """The actor a change is recorded under: the token's id and role (R2 is then the domain's)."""
     if not caller.changes(workspace_id):
-        raise LedgerError("forbidden", f"a {caller.role} token may not change workspace {workspace_id}")
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not change workspace {workspace_id}")
     return Actor(id=caller.token_id, role=caller.role)  # type: ignore[arg-type]
 
 
 def require_role(caller: Principal, *roles: str) -> None:
     if caller.role not in roles:
-        raise LedgerError("forbidden", f"a {caller.role} token may not do this: it needs {' or '.join(roles)}")
+        raise LedgerError("forbidden", f"a token with role {caller.role} may not do this: it needs {' or '.join(roles)}")

@@ -55,6 +55,13 @@ def problem_of(error: LedgerError, request: Request | None = None, **extra: Any)
     return problem(error.code, error.message, instance=request.url.path if request else None, **extra)
 
 
+def not_json(request: Request, error: RequestValidationError) -> bool:
+    """A body refused because it was not sent as JSON (curl -d sends a form by default)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body_refused = any(tuple(err.get("loc", ()))[:1] == ("body",) for err in error.errors())
+    return body_refused and not (media == "application/json" or media.endswith("+json"))
+
+
 def install(app: FastAPI) -> None:
     """Every error the app can raise leaves as problem+json, never a traceback."""
 
@@ -68,7 +75,10 @@ def install(app: FastAPI) -> None:
         for err in error.errors():
             where = ".".join(str(p) for p in err.get("loc", ())) or "request"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        return problem("invalid_request", "; ".join(parts)[:2000] or "invalid request", instance=request.url.path)
+        detail = "; ".join(parts)[:2000] or "invalid request"
+        if not_json(request, error):
+            detail = "the body must be JSON, sent with Content-Type: application/json; " + detail
+        return problem("invalid_request", detail, instance=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
