@@ -1,9 +1,7 @@
-"""The seed 003 story charged through localstripe on PostgreSQL, its webhooks delivered over
-HTTP to the app of `subledger serve`; `stripe reconcile` then finds no difference.
-
-The commands go through Ledger.handle (the HTTP command routes are another part's): what this
-pins is the money. A renewal declined at Stripe is recorded when the ledger asks (advance), so
-the webhook that reports it later records nothing more."""
+"""The seed 003 story over real HTTP (httpx to the app of `subledger serve`) on PostgreSQL,
+charged through localstripe, whose webhooks are delivered over HTTP to the same app; `stripe
+reconcile` then finds no difference. A renewal declined at Stripe is recorded when the ledger
+asks (the test clock's advance), so the webhook that reports it later records nothing more."""
 
 from __future__ import annotations
 
@@ -11,15 +9,15 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.http.app import create_app
 from adapters.http.stripe_webhook import events_table
 from adapters.stripe_gateway import StripeGateway
 from adapters.stripe_reconcile import reconcile
-from domain.commands import parse_command
 from domain.ledger import TestClock
-from tests.conftest import ADMIN, utc
+from tests.conftest import utc
 from tests.stripe_fixtures import API_KEY, LocalStripe, localstripe, serving, stripe_env  # noqa: F401
 
 
@@ -29,37 +27,41 @@ def webhook_outcomes(app: Any, kind: str) -> list[str]:
 
 
 @pytest.mark.postgres
-def test_the_seed_003_story_on_stripe_leaves_no_difference_to_reconcile(stripe_env: LocalStripe,  # noqa: F811
-                                                                         pg_url: str) -> None:
-    clock = TestClock(utc("2026-04-01T00:00:00"))
+def test_the_seed_003_story_over_http_on_stripe_leaves_no_difference_to_reconcile(  # noqa: F811
+        stripe_env: LocalStripe, pg_url: str) -> None:
     gateway = StripeGateway(pg_url, API_KEY, stripe_env.url)
-    app = create_app(pg_url, catalog="forms", clock=clock, payments=gateway)
+    app = create_app(pg_url, catalog="forms", clock=TestClock(utc("2026-04-01T00:00:00")), payments=gateway)
     with serving(app) as url:
         stripe_env.register_webhook("story", f"{url}/stripe/webhook")
-        ledger = app.state.ledger
+        admin = app.state.tokens.create("admin", "story")[1]
+        operator = app.state.tokens.create("operator", None)[1]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=30) as http:
 
-        def do(command: str, **args: Any) -> Any:
-            return ledger.handle("story", parse_command(command, args), ADMIN)
+            def do(command: str, body: dict[str, Any] | None = None) -> Any:
+                return http.post(f"/v1/workspaces/story/{command}", json=body or {})
 
-        assert do("add-payment-method", payment_method="pm_card_visa").ok
-        assert do("subscribe", plan="pro").ok
-        clock.move_to(utc("2026-04-11T00:00:00"))
-        upgrade = do("change-plan", plan="team")
-        assert upgrade.ok and upgrade.invoices()[0].amount_due == Decimal("20.00")
-        assert do("change-plan", plan="pro").ok  # a downgrade, scheduled (R17)
-        assert do("cancel-change").ok  # keep the current plan
-        assert do("add-payment-method", payment_method="pm_card_chargeDeclined").ok
-        clock.move_to(utc("2026-05-01T00:00:00"))
-        ledger.advance()
-        sub = ledger.get("story")
-        assert (sub.status, sub.plan, len(sub.open_invoices())) == ("past_due", "team", 1)
-        assert do("change-plan", plan="pro").error.code == "open_invoice"  # R8
-        deadline = time.monotonic() + 20
-        while not webhook_outcomes(app, "payment_intent.payment_failed") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert webhook_outcomes(app, "payment_intent.payment_failed") == ["nothing_pending"]
-        assert do("add-payment-method", payment_method="pm_card_visa").ok
-        assert do("pay-invoice").ok
-        assert do("change-plan", plan="pro").ok
-        report = reconcile(ledger, gateway)
+            def advance(to: str) -> None:
+                assert http.post("/v1/test-clock/advance", json={"to": to},
+                                 headers={"Authorization": f"Bearer {operator}"}).status_code == 200
+
+            assert do("add-payment-method", {"payment_method": "pm_card_visa"}).status_code == 200
+            assert do("subscribe", {"plan": "pro"}).status_code == 200
+            advance("2026-04-11T00:00:00Z")
+            quote = http.post("/v1/workspaces/story/preview/change-plan", json={"plan": "team"}).json()["quote"]["id"]
+            upgrade = do("change-plan", {"plan": "team", "quote": quote})
+            assert upgrade.json()["invoices"][0]["amount_due"] == "20.00"
+            assert do("change-plan", {"plan": "pro"}).json()["state"]["scheduled_change"]["kind"] == "downgrade"
+            assert do("cancel-change").json()["state"]["scheduled_change"] is None
+            do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})
+            advance("2026-05-01T00:00:00Z")
+            refused = do("change-plan", {"plan": "pro"})
+            assert (refused.status_code, refused.json()["code"]) == (409, "open_invoice")  # R8
+            deadline = time.monotonic() + 20
+            while not webhook_outcomes(app, "payment_intent.payment_failed") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert webhook_outcomes(app, "payment_intent.payment_failed") == ["nothing_pending"]
+            do("add-payment-method", {"payment_method": "pm_card_visa"})
+            assert do("pay-invoice").json()["state"]["open_invoice"] is None
+            assert do("change-plan", {"plan": "pro"}).status_code == 200
+        report = reconcile(app.state.ledger, gateway)
     assert report.differences == [] and report.payments == 3
