@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, select, text, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, insert, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -159,6 +159,29 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write a batch's rows in the session's transaction: COPY on PostgreSQL (an order of
+    magnitude fewer round trips and parses than row inserts), a multi-row INSERT elsewhere.
+    Each value goes through its column's type first, as an INSERT would bind it."""
+    if not rows:
+        return
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        session.execute(insert(table), list(rows))
+        return
+    from psycopg import sql as psycopg_sql  # PostgreSQL only
+
+    columns = list(table.columns)
+    binds = [(c.name, c.type.process_bind_param if isinstance(c.type, TypeDecorator) else None) for c in columns]
+    statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
+        psycopg_sql.Identifier(table.name), psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(c.name) for c in columns))
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for r in rows:
+            copy.write_row([bind(r.get(name), dialect) if bind else r.get(name) for name, bind in binds])
 
 
 class ReadModelView(SQLAlchemyTrackingRecorder):
