@@ -223,7 +223,7 @@ def project_together(projections: Sequence[ReadModel], fold: Fold,
             last = batch[-1][1]
             for p in active:
                 p.finish(session)
-                p.view._insert_tracking(session, last)  # noqa: SLF001 (same transaction)
+                p.view.record_position(session, last)
     except BaseException:
         fold.forget()
         for p in projections:

@@ -203,8 +203,8 @@ class Projections:
         return runners
 
 
-BATCH_SECONDS = 1.0  # ok-float: seconds
-"""A batch grows (up to MAX_BATCH events) while it takes less than this, and shrinks when longer:
+BATCH_SECONDS = 2.0  # ok-float: seconds
+"""A batch grows (up to MAX_BATCH events) while it takes less than this (seconds), and shrinks when longer:
 few transactions when catching up a long log, short ones (and short write locks) when busy."""
 MAX_BATCH = 5000
 

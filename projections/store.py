@@ -175,13 +175,27 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     from psycopg import sql as psycopg_sql  # PostgreSQL only
 
     columns = list(table.columns)
-    binds = [(c.name, c.type.process_bind_param if isinstance(c.type, TypeDecorator) else None) for c in columns]
+    binds = [(c.name, _copy_bind(c.type, dialect)) for c in columns]
     statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
         psycopg_sql.Identifier(table.name), psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(c.name) for c in columns))
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for r in rows:
             copy.write_row([bind(r.get(name), dialect) if bind else r.get(name) for name, bind in binds])
+
+
+def _copy_bind(kind: Any, dialect: Dialect) -> Any:
+    """How a value of a column of type `kind` is bound for COPY: as its type binds it, with the
+    common case (an exact Decimal, an aware datetime) passed straight through."""
+    if not isinstance(kind, TypeDecorator):
+        return None
+    bind = kind.process_bind_param
+
+    def fast(value: Any, dialect: Dialect) -> Any:
+        if value is None or type(value) is Decimal or (type(value) is datetime and value.tzinfo is timezone.utc):
+            return value
+        return bind(value, dialect)
+    return fast
 
 
 class ReadModelView(SQLAlchemyTrackingRecorder):
@@ -218,6 +232,18 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
         elif dialect == "sqlite":
             session.execute(update(table).where(where).values(notification_id=table.c.notification_id))
         return session.execute(select(table.c.notification_id).where(where)).scalar_one_or_none()
+
+    def record_position(self, session: Session, tracking: Any) -> None:
+        """Record `tracking` as the position, in the batch's transaction, under the lock
+        `lock_position` took (so the committed position is below it): one statement, where the
+        library's `_insert_tracking` reads and writes through the ORM."""
+        table = self.tracking_table
+        moved = session.execute(update(table).where(
+            table.c.application_name == tracking.application_name, table.c.notification_id < tracking.notification_id,
+        ).values(notification_id=tracking.notification_id))
+        if not moved.rowcount:  # type: ignore[attr-defined]
+            session.execute(insert(table).values(application_name=tracking.application_name,
+                                                 notification_id=tracking.notification_id))
 
     def close(self) -> None:
         engine = self.datastore.engine
