@@ -78,6 +78,8 @@ class Fold:
         if found is not None and found[0] == sub.version:
             return found[1]
         doc = plan_state(sub, self.catalog(sub))
+        if len(self.states) > 2 * self.keep:  # rendered for aggregates the fold no longer holds
+            self.states = {k: v for k, v in self.states.items() if k in self.subs}
         self.states[sub.id] = (sub.version, doc)
         return doc
 
