@@ -1,16 +1,21 @@
-"""Read-model catch-up on PostgreSQL: events projected per second into all five read models
-(tracked, exactly-once, batches of 500), beside raw psycopg COPY of the same rows into
-same-shaped tables in the same run. Prints both and their ratio.
+"""Read models on PostgreSQL: catch-up and rebuild, in events/s, beside raw psycopg COPY of the
+same rows into same-shaped tables in the same run (the ratio is what to compare across machines),
+with the process's peak memory after each phase (flat: it does not grow with the log).
 
-    .venv/bin/python bench/projections.py [EVENTS]      # default 100000
+    .venv/bin/python bench/projections.py [--events 100000] [--db URL]
 
-Events are made quickly by running the aggregate directly (no per-command transaction):
-each workspace subscribes, then renews monthly, and is saved in one transaction.
+Events are made quickly in a child process by running the aggregate directly (no per-command
+transaction): each workspace subscribes, then renews monthly for two years, saved in one
+transaction. Catch-up projects them into fresh read models (every one, tracked, exactly-once);
+rebuild replays them all into fresh tables and swaps them in.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import time
 import uuid
@@ -18,70 +23,118 @@ from pathlib import Path
 
 # This file's name would shadow the `projections` package when run as a script.
 import benchlib  # noqa: E402 (stdlib only: imported while bench/ is still on sys.path)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from adapters.settings import eventsourcing_env
-from projections.runner import ALL, Projections
+from adapters.settings import eventsourcing_env  # noqa: E402
+from projections import registry  # noqa: E402
+from projections.runner import ALL, Projections  # noqa: E402
 
 STEPS = (("add-payment-method", {"payment_method": "pm_card_visa"}),
          ("subscribe", {"plan": "team", "interval": "month", "seats": 3}),
          ("set-storage-addon", {"addon": "storage-100gb"}))
 
 
-def project(url: str) -> tuple[float, int]:
-    env = eventsourcing_env(url)
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def generate(url: str, target: int) -> int:
+    """benchlib.generate in a child process, so this one's peak memory is the read models' alone."""
+    code = ("import sys, json; sys.path.append(sys.argv[1]); import benchlib; "
+            "print(benchlib.generate(sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])))")
+    done = subprocess.run([sys.executable, "-c", code, str(HERE), url, str(target), json.dumps(STEPS)],
+                          cwd=HERE.parent, capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1])
+
+
+def catch_up(url: str) -> float:
     start = time.perf_counter()
-    with Projections(env) as p:
+    with Projections(eventsourcing_env(url)) as p:
         p.catch_up()
         assert all(s["lag"] == 0 for s in p.status())
-    return time.perf_counter() - start, 0
+    return time.perf_counter() - start
+
+
+def rebuild(url: str, head: int) -> tuple[float, list[float]]:
+    """Every read model replayed into fresh tables and swapped in; the resident memory sampled
+    at each tenth of the log."""
+    samples: list[float] = []
+
+    def progress(family: str, position: int) -> None:
+        if family == ALL[0].family and position * 10 >= head * (len(samples) + 1):
+            samples.append(current_mib())
+
+    start = time.perf_counter()
+    with Projections(eventsourcing_env(url)) as p:
+        p.rebuild(progress=progress)
+    return time.perf_counter() - start, samples
 
 
 def copy_same_rows(pg: str, schema: str) -> tuple[float, int]:
-    """COPY every row the read models hold into empty same-shaped tables, one transaction."""
-    tables = [name for model in ALL for name in (model.table_name(t, f"v{model.version}") for t in model.tables)]
+    """COPY every row the live read models hold into empty same-shaped tables, table by table
+    (the rows fetched first: only the COPY is timed)."""
     with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        data = {t: conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall() for t in tables}
+        tags = {r[0]: r[1] for r in conn.execute(sql.SQL("SELECT projection, tag FROM {}").format(
+            sql.Identifier(registry.REGISTRY.name)))}
+        tables = [model.table_name(t, tags[model.family]) for model in ALL for t in model.tables]
+        elapsed, rows = 0.0, 0
         for t in tables:
+            records = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall()
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
                 sql.Identifier(f"copy_{t}"), sql.Identifier(t)))
-        rows = sum(len(v) for v in data.values())
-        start = time.perf_counter()
-        with conn.transaction():
-            for t, records in data.items():
-                with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(f"copy_{t}"))) as copy:
-                    for record in records:
-                        copy.write_row(record)
-        return time.perf_counter() - start, rows
+            start = time.perf_counter()
+            with conn.transaction(), conn.cursor().copy(
+                    sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(f"copy_{t}"))) as copy:
+                for record in records:
+                    copy.write_row(record)
+            elapsed += time.perf_counter() - start
+            rows += len(records)
+            del records
+        return elapsed, rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Read-model catch-up as a ratio of raw COPY of the same rows.")
-    parser.add_argument("events", nargs="?", type=int, default=100_000)
+    parser = argparse.ArgumentParser(description="Read-model catch-up and rebuild as a ratio of raw COPY of the same rows.")
+    parser.add_argument("size", nargs="?", type=int, default=None, help="events (same as --events)")
+    parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--db", default=None, help="PostgreSQL URL (default: $SUBLEDGER_DB if PostgreSQL, else "
                         "the local server's test database); the benchmark uses a schema of its own")
     args = parser.parse_args()
     pg = benchlib.postgres_base(args.db)
-    target = args.events
+    target = args.size or args.events
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     url = f"{pg}?schema={schema}"
     try:
         t0 = time.perf_counter()
-        events = benchlib.generate(url, target, STEPS)
+        events = generate(url, target)
         print(f"generated {events} events in {time.perf_counter() - t0:.1f}s")
-        projected, _ = project(url)
+        base = peak_mib()
+        caught = catch_up(url)
+        after_catch_up = peak_mib()
+        rebuilt, samples = rebuild(url, events)
+        after_rebuild = peak_mib()
         copied, rows = copy_same_rows(pg, schema)
     finally:
         with psycopg.connect(pg, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    print(f"catch-up of {events} events into {len(ALL)} read models ({rows} rows): {projected:.1f}s")
-    print(f"projected       {events / projected:10.0f} events/s  ratio {copied / projected:.3f}")
-    print(f"raw psycopg COPY of the same rows: {events / copied:10.0f} events/s  ratio 1.000"
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    print(f"{len(ALL)} read models, {rows} rows for {events} events")
+    print(f"catch-up  {caught:7.1f}s {events / caught:10.0f} events/s  ratio {copied / caught:.3f}")
+    print(f"rebuild   {rebuilt:7.1f}s {events / rebuilt:10.0f} events/s  ratio {copied / rebuilt:.3f}")
+    print(f"raw psycopg COPY of the same rows: {copied:.1f}s {events / copied:10.0f} events/s  ratio 1.000"
           f"  ({rows / copied:.0f} rows/s)")
+    print(f"peak memory (getrusage maxrss): {base:.0f} MiB at start, {after_catch_up:.0f} MiB after catch-up, "
+          f"{after_rebuild:.0f} MiB after rebuild")
+    print("resident memory at each tenth of the rebuild (MiB): " + " ".join(f"{m:.0f}" for m in samples))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from functools import singledispatch
 from typing import IO, Any
 
 from eventsourcing.persistence import Tracking
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -30,8 +31,7 @@ from domain.money import fmt
 from domain.subscription import Subscription
 from projections.commands_trail import following
 from projections.readmodel import ReadModel
-from projections.store import Amount, UtcDateTime, canonical_amount, dumps, iso
-from projections.views import plan_state
+from projections.store import Amount, UtcDateTime, canonical_amount, dumps, insert_rows, iso
 
 CONTENT = ("position", "workspace", "version", "occurred_at", "actor_id", "actor_role", "channel", "cause",
            "reason", "idempotency_key", "event_type", "summary", "before", "after", "money_impact", "currency",
@@ -68,41 +68,55 @@ class AuditTrail(ReadModel):
             Column("hash", String(64), nullable=False),
         )}
 
+    KEEP = 5000
+    """Workspaces whose chain head stays cached between batches (while no other process projects)."""
+
     def begin(self, session: Session) -> None:
-        self.heads: dict[str, str] = {}
+        if not hasattr(self, "heads"):
+            self.heads: OrderedDict[str, str] = OrderedDict()
         self.buffer: list[dict[str, Any]] = []
 
     def finish(self, session: Session) -> None:
-        if self.buffer:
-            session.execute(insert(self.view.t["audit_trail"]), self.buffer)
+        insert_rows(session, self.view.t["audit_trail"], self.buffer)
+        while len(self.heads) > self.KEEP:
+            self.heads.popitem(last=False)
+
+    def abort(self) -> None:
+        self.heads = OrderedDict()
+
+    def note(self, before: Subscription | None, event: Subscription.Event) -> Any:
+        """The state document before the event, and the plan's name then."""
+        if before is None:
+            return {}, None
+        from_plan = before.plan_of(self.fold.catalog(before))
+        return self.fold.state(before), from_plan.name if from_plan else None
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        before_sub = self.fold.before(event)
-        catalog = self.fold.catalog(before_sub) if before_sub else None
-        before = plan_state(before_sub, catalog) if before_sub and catalog else {}
-        from_plan = before_sub.plan_of(catalog) if before_sub and catalog else None
-        sub = self.fold.apply(event, before_sub)
+        (before, from_name), sub = self.current.note, self.current.sub
         catalog = self.fold.catalog(sub)
-        after = plan_state(sub, catalog)
+        after = self.fold.state(sub)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         table = self.view.t["audit_trail"]
         ws = sub.workspace_id
         prev = self.heads.get(ws)
-        if prev is None:
+        if prev is None and event.originator_version > 1:
             prev = session.execute(select(table.c.hash).where(table.c.workspace == ws)
-                                   .order_by(table.c.position.desc()).limit(1)).scalar_one_or_none() or ""
+                                   .order_by(table.c.position.desc()).limit(1)).scalar_one_or_none()
+        prev = prev or ""
         row = {
             "position": tracking.notification_id, "workspace": ws, "version": event.originator_version,
             "occurred_at": event.timestamp, "actor_id": event.actor_id, "actor_role": event.actor_role,
             "channel": event.channel, "cause": event.cause, "reason": event.reason,
             "idempotency_key": event.idempotency_key, "event_type": type(event).__name__,
-            "summary": summary(event, Scene(sub, catalog, from_plan.name if from_plan else None, self.fold.source)),
+            "summary": summary(event, Scene(sub, catalog, from_name, self.fold.source,
+                                                self.fold.seen.get(event.originator_id))),
             "before": dumps({k: before.get(k) for k in changed}), "after": dumps({k: after.get(k) for k in changed}),
             "money_impact": money_impact(event), "currency": catalog.currency,
             "catalog_version": event.catalog_version, "prev_hash": prev,
         }
         row["hash"] = chain_hash(prev, row)
         self.heads[ws] = row["hash"]
+        self.heads.move_to_end(ws)
         self.buffer.append(row)
 
 
@@ -165,6 +179,8 @@ class Scene:
     catalog: Catalog
     from_name: str | None
     source: Any
+    seen: Mapping[int, Any] | None = None
+    """The workspace's events of the batch being projected, by version (see commands_trail.py)."""
 
     @property
     def currency(self) -> str:
@@ -202,7 +218,7 @@ def _tier_changed(event: Subscription.TierChanged, scene: Scene) -> str:
 
 def _billed_with(event: Subscription.PlanSet, scene: Scene) -> str:
     """', charged X' (or what the plan change's invoice said), from the invoice the command issued."""
-    bill = next((e for e in following(scene.source, event) if isinstance(e, Subscription.InvoiceIssued)), None)
+    bill = next((e for e in following(scene.source, event, scene.seen) if isinstance(e, Subscription.InvoiceIssued)), None)
     if bill is None:
         return ""
     cur = scene.currency

@@ -49,11 +49,15 @@ def preceding(source: Any, event: Subscription.Event, seen: Mapping[int, Any] | 
     return group[::-1]
 
 
-def following(source: Any, event: Subscription.Event) -> list[Subscription.Event]:
-    """The events the same command recorded after `event`, oldest first."""
+def following(source: Any, event: Subscription.Event, seen: Mapping[int, Any] | None = None) -> list[Subscription.Event]:
+    """The events the same command recorded after `event`, oldest first. `seen` (version -> event)
+    spares a read of the event store when the whole window is in it."""
     v = event.originator_version
+    window = [(seen or {}).get(w) for w in range(v + 1, v + REACH + 1)]
+    stored = window if all(e is not None for e in window) else \
+        source.events.get(event.originator_id, gt=v, lte=v + REACH)
     group: list[Subscription.Event] = []
-    for e in source.events.get(event.originator_id, gt=v, lte=v + REACH):
+    for e in stored:
         same = same_command(e, event)
         if same is None:
             break

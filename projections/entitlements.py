@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.entitlements import entitlements
 from projections.readmodel import LatestPerWorkspace
-from projections.store import UtcDateTime, dumps
+from projections.store import UtcDateTime, dumps, insert_rows
 
 
 class Entitlements(LatestPerWorkspace):
@@ -64,7 +64,7 @@ class Entitlements(LatestPerWorkspace):
                 "ai_credits": ent.usage["ai_credits"], "position": tracking.notification_id,
                 "updated_at": event.timestamp,
             })
-        session.execute(insert(table), rows)
+        insert_rows(session, table, rows)
 
 
 def read_entitlements(conn: Connection, workspace: str) -> dict[str, Any] | None:

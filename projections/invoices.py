@@ -9,14 +9,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.subscription import Subscription
 from projections.commands_trail import preceding
 from projections.readmodel import ReadModel, event_ref
-from projections.store import Amount, UtcDateTime, document, dumps, line_columns, line_row
+from projections.store import Amount, UtcDateTime, document, dumps, insert_rows, line_columns, line_row
 
 
 class Invoices(ReadModel):
@@ -80,17 +80,18 @@ class Invoices(ReadModel):
 
     def finish(self, session: Session) -> None:
         for name, rows in self.buffer.items():
-            if rows:
-                session.execute(insert(self.view.t[name]), rows)
-                rows.clear()
+            insert_rows(session, self.view.t[name], rows)
+            rows.clear()
         self.pending.clear()
 
+    def note(self, before: Subscription | None, event: Subscription.Event) -> Any:
+        """The charges pending before this event: a declined purchase's invoice is only held there.
+        (The aggregate's own mapping, which the fold then moves on in place.)"""
+        return before.pending_charges if before else {}
+
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        before = self.fold.before(event)
-        self.held = before.pending_charges if before else {}
-        """The charges pending before this event: a declined purchase's invoice is only held there."""
-        sub = self.fold.apply(event, before)
-        self.record(event, session, sub, tracking)
+        self.held = self.current.note
+        self.record(event, session, self.current.sub, tracking)
 
     @singledispatchmethod
     def record(self, event: Subscription.Event, session: Session, sub: Subscription, tracking: Tracking) -> None:

@@ -16,6 +16,7 @@ balance. Accounts (normal balance in brackets):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from functools import singledispatch
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,7 @@ from domain.pricing import ai_credit_revenue
 from domain.subscription import Subscription
 from domain.subscription.billing_events import line_item
 from projections.readmodel import ReadModel, event_ref
-from projections.store import Amount, UtcDateTime
+from projections.store import Amount, UtcDateTime, insert_rows
 
 Posting = tuple[str, Decimal, str]
 ACCOUNTS = {
@@ -70,28 +71,47 @@ class Journal(ReadModel):
             Column("memo", Text, nullable=False),
         )}
 
+    KEEP = 5000
+    """Workspaces whose balances stay cached between batches (while no other process projects)."""
+
     def begin(self, session: Session) -> None:
-        self.balances: dict[tuple[str, str], Decimal] = {}
+        if not hasattr(self, "balances"):
+            self.balances: OrderedDict[str, dict[str, Decimal]] = OrderedDict()
         self.buffer: list[dict[str, Any]] = []
 
     def finish(self, session: Session) -> None:
-        if self.buffer:
-            session.execute(insert(self.view.t["journal"]), self.buffer)
+        insert_rows(session, self.view.t["journal"], self.buffer)
+        while len(self.balances) > self.KEEP:
+            self.balances.popitem(last=False)
+
+    def abort(self) -> None:
+        self.balances = OrderedDict()
+
+    def note(self, before: Subscription | None, event: Subscription.Event) -> Any:
+        return before.ai_purchased if before else 0
+
+    def accounts(self, session: Session, ws: str, event: Subscription.Event) -> dict[str, Decimal]:
+        """The workspace's signed balance per account so far (its first event has none)."""
+        found = self.balances.get(ws)
+        if found is None:
+            found = {}
+            if event.originator_version > 1:
+                table = self.view.t["journal"]
+                for account, amount in session.execute(select(table.c.account, table.c.amount)
+                                                       .where(table.c.workspace == ws)):
+                    found[account] = found.get(account, ZERO) + amount
+            self.balances[ws] = found
+        self.balances.move_to_end(ws)
+        return found
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        before = self.fold.before(event)
-        purchased_before = before.ai_purchased if before else 0
-        sub = self.fold.apply(event, before)
+        purchased_before, sub = self.current.note, self.current.sub
         catalog = self.fold.catalog(sub)
-        table = self.view.t["journal"]
         ws = sub.workspace_id
+        held = self.accounts(session, ws, event)
 
         def balance(account: str) -> Decimal:
-            if (ws, account) not in self.balances:
-                rows = session.execute(select(table.c.amount).where(
-                    table.c.workspace == ws, table.c.account == account)).scalars()
-                self.balances[ws, account] = sum(rows, ZERO)
-            return self.balances[ws, account]
+            return held.get(account, ZERO)
 
         entry = postings(event, Books(sub, catalog, purchased_before, balance))
         if not entry:
@@ -99,7 +119,7 @@ class Journal(ReadModel):
         assert sum((p[1] for p in entry), ZERO) == 0, f"unbalanced entry for {type(event).__name__}: {entry}"
         invoice_id = getattr(event, "invoice_id", None)
         for n, (account, amount, memo) in enumerate(entry, 1):
-            self.balances[ws, account] = balance(account) + amount
+            held[account] = balance(account) + amount
             self.buffer.append({
                 "position": tracking.notification_id, "line_no": n, "workspace": ws, "occurred_at": event.timestamp,
                 "event_type": type(event).__name__, "event_id": event_ref(sub, event.originator_version),

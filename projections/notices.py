@@ -27,7 +27,7 @@ from domain.catalog import Catalog
 from domain.periods import plus_days
 from domain.subscription import Subscription
 from projections.readmodel import ReadModel, event_ref
-from projections.store import UtcDateTime, document, dumps
+from projections.store import UtcDateTime, document, dumps, insert_rows
 
 Due = Callable[[Any, Subscription, Catalog], datetime]
 Watch = Callable[[Subscription | None], Any]
@@ -132,24 +132,39 @@ class Notices(ReadModel):
             f'n.withdrawn_at, d.delivered_at, n.event_id, n.detail, n.position '
             f'FROM "{cls.table_name("notices", tag)}" n LEFT JOIN "{DELIVERIES.name}" d ON d.notice_id = n.notice_id'))
 
+    def begin(self, session: Session) -> None:
+        self.buffer: list[dict[str, Any]] = []
+
+    def finish(self, session: Session) -> None:
+        insert_rows(session, self.view.t["notices"], self.buffer)
+
+    def note(self, before: Subscription | None, event: Subscription.Event) -> Any:
+        return {kind.name: kind.about(before) for kind in KINDS if kind.about is not None}
+
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        before = self.fold.before(event)
-        watched = {kind.name: kind.about(before) for kind in KINDS if kind.about is not None}
-        sub = self.fold.apply(event, before)  # the fold moves `before` forward in place
-        table = self.view.t["notices"]
+        watched, sub = self.current.note, self.current.sub
         for kind in KINDS:
             was = watched.get(kind.name)
             if was is not None and kind.about is not None and kind.about(sub) != was:
-                session.execute(update(table).where(and_(
-                    table.c.workspace == sub.workspace_id, table.c.kind == kind.name, table.c.withdrawn_at.is_(None),
-                )).values(withdrawn_at=event.timestamp))
+                self.withdraw(session, sub.workspace_id, kind.name, event.timestamp)
             if type(event) is kind.on:
                 ref = event_ref(sub, event.originator_version)
-                session.execute(insert(table).values(
+                self.buffer.append(dict(
                     notice_id=f"{ref}:{kind.name}", workspace=sub.workspace_id, kind=kind.name,
                     due_at=kind.due(event, sub, self.fold.catalog(sub)), created_at=event.timestamp,
                     withdrawn_at=None, event_id=ref, detail=dumps(detail(event)), position=tracking.notification_id,
                 ))
+
+    def withdraw(self, session: Session, workspace: str, kind: str, at: datetime) -> None:
+        """Withdraw the workspace's notices of `kind` not withdrawn yet: those written before this
+        batch, and those of this batch still in the buffer."""
+        table = self.view.t["notices"]
+        session.execute(update(table).where(and_(
+            table.c.workspace == workspace, table.c.kind == kind, table.c.withdrawn_at.is_(None),
+        )).values(withdrawn_at=at))
+        for row in self.buffer:
+            if row["workspace"] == workspace and row["kind"] == kind and row["withdrawn_at"] is None:
+                row["withdrawn_at"] = at
 
 
 def _outbox() -> Table:

@@ -12,14 +12,14 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from sqlalchemy import (
-    Boolean, Column, Integer, MetaData, String, Table, Text, delete, insert, select,
+    Boolean, Column, Integer, MetaData, String, Table, Text, delete, select,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.subscription import Subscription
 from projections.readmodel import LatestPerWorkspace
-from projections.store import Amount, UtcDateTime, dumps
+from projections.store import Amount, UtcDateTime, dumps, insert_rows
 from projections.views import plan_state
 
 
@@ -71,12 +71,13 @@ class PlanState(LatestPerWorkspace):
             return
         table = self.view.t["plan_state"]
         session.execute(delete(table).where(table.c.workspace.in_(list(self.latest))))
-        session.execute(insert(table), [row(sub, self.fold.catalog(sub), tracking, event)
-                                        for sub, tracking, event in self.latest.values()])
+        insert_rows(session, table, [row(sub, self.fold.catalog(sub), tracking, event, self.fold.state(sub))
+                                     for sub, tracking, event in self.latest.values()])
 
 
-def row(sub: Subscription, catalog: Any, tracking: Tracking, event: Subscription.Event) -> dict[str, Any]:
-    state = plan_state(sub, catalog)
+def row(sub: Subscription, catalog: Any, tracking: Tracking, event: Subscription.Event,
+        state: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = state if state is not None else plan_state(sub, catalog)
     scheduled = sub.scheduled
     return {
         "workspace": sub.workspace_id,

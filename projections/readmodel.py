@@ -8,7 +8,9 @@ that was already projected (by a crashed run or another process) is skipped.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -25,21 +27,27 @@ from projections.store import ReadModelView
 
 class Fold:
     """Each workspace's Subscription as of the event being projected, folded forward with
-    the aggregate's own `apply` (so a read model never re-implements a state rule).
+    the aggregate's own `apply` (so a read model never re-implements a state rule), once per
+    event for every read model projecting it together (`project_together`).
 
-    A cache miss (a restart, another process having moved on) loads the aggregate at the
-    version just before the event from the ledger's repository."""
+    A cache miss (a restart, another process having moved on, a workspace evicted to keep
+    memory flat) loads the aggregate at the version just before the event from the ledger's
+    repository. `state` renders the plan-state document once per workspace version."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: Any, keep: int = 2000) -> None:
         self.source = source
-        self.subs: dict[UUID, Subscription] = {}
+        self.keep = keep
+        self.subs: OrderedDict[UUID, Subscription] = OrderedDict()
+        self.states: dict[UUID, tuple[int, dict[str, Any]]] = {}
         self.seen: dict[UUID, dict[int, Subscription.Event]] = {}
         """This batch's events by workspace and version, so a read model rarely reads the store."""
+        self.catalogs: dict[str, Catalog] = {}
 
     def before(self, event: Subscription.Event) -> Subscription | None:
         want = event.originator_version - 1
         sub = self.subs.get(event.originator_id)
         if sub is not None and sub.version == want:
+            self.subs.move_to_end(event.originator_id)
             return sub
         if want < 1:
             return None
@@ -49,20 +57,58 @@ class Fold:
         after = event.mutate(sub)
         assert isinstance(after, Subscription)
         self.subs[event.originator_id] = after
-        self.seen.setdefault(event.originator_id, {})[event.originator_version] = event
+        self.subs.move_to_end(event.originator_id)
+        while len(self.subs) > self.keep:
+            gone, _ = self.subs.popitem(last=False)
+            self.states.pop(gone, None)
         return after
 
     def catalog(self, sub: Subscription) -> Catalog:
-        return self.source.catalog_for(sub)
+        """The workspace's catalog, looked up (and checked against the ledger) once per batch."""
+        found = self.catalogs.get(sub.catalog_id)
+        if found is None:
+            found = self.catalogs[sub.catalog_id] = self.source.catalog_for(sub)
+        return found
+
+    def state(self, sub: Subscription) -> dict[str, Any]:
+        """The `state` document (projections/views.py) of `sub`, rendered once per version."""
+        from projections.views import plan_state  # views imports the read models
+
+        found = self.states.get(sub.id)
+        if found is not None and found[0] == sub.version:
+            return found[1]
+        doc = plan_state(sub, self.catalog(sub))
+        if len(self.states) > 2 * self.keep:  # rendered for aggregates the fold no longer holds
+            self.states = {k: v for k, v in self.states.items() if k in self.subs}
+        self.states[sub.id] = (sub.version, doc)
+        return doc
+
+    def index(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
+        self.seen, self.catalogs = {}, {}
+        for event, _ in batch:
+            if isinstance(event, Subscription.Event):
+                self.seen.setdefault(event.originator_id, {})[event.originator_version] = event
 
     def forget(self) -> None:
         self.subs.clear()
+        self.states.clear()
         self.seen.clear()
+        self.catalogs.clear()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a read model's `project` reads besides the event: the aggregate just after it (the
+    fold's, moved on in place by later events) and what its `note` kept of the state before."""
+
+    sub: Subscription
+    note: Any = None
 
 
 class ReadModel(Projection[ReadModelView]):
     """One read model. Subclasses set `family` and `version`, define their tables with
-    `define`, and write one event's effect with `project`.
+    `define`, keep what they need of the state before an event with `note`, and write one
+    event's effect with `project` (reading `self.current`).
 
     The library's `name` (environment prefix and tracking table) is set per bound table
     set, e.g. `rm_plan_state_v1`, so a rebuild into new tables gets a new tracking table."""
@@ -77,6 +123,10 @@ class ReadModel(Projection[ReadModelView]):
     def __init__(self, view: ReadModelView, source: Any = None) -> None:
         super().__init__(view)
         self.fold = Fold(source or type(self).source)
+        self.current = Step(None)  # type: ignore[arg-type]
+        self.committed: int | None = None
+        """The position this instance last committed: caches kept across batches are valid
+        only while the position found under the lock is still this one."""
 
     @classmethod
     def bound(cls, tag: str, source: Any = None) -> tuple[type[ReadModel], type[ReadModelView]]:
@@ -116,24 +166,11 @@ class ReadModel(Projection[ReadModelView]):
     def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> int:
         """Project events in notification order and record the last position, atomically.
         Returns how many events were new."""
-        try:
-            with self.view.transaction(commit=True) as session:
-                position = self.view.lock_position(session, self.application_name)
-                todo = [(e, t) for e, t in batch if position is None or t.notification_id > position]
-                if not todo:
-                    return 0
-                self.fold.seen.clear()
-                self.begin(session)
-                for event, tracking in todo:
-                    if isinstance(event, Subscription.Event):
-                        self.project(session, event, tracking)
-                self.finish(session)
-                self.view._insert_tracking(session, todo[-1][1])  # noqa: SLF001 (same transaction)
-        except BaseException:
-            self.fold.forget()
-            self.abort()
-            raise
-        return len(todo)
+        return project_together([self], self.fold, batch)[self.family]
+
+    def note(self, before: Subscription | None, event: Subscription.Event) -> Any:
+        """What `project` will need of the state before `event` (the fold then moves it on)."""
+        return None
 
     def begin(self, session: Session) -> None:
         """Called at the start of a batch's transaction (drop per-batch caches here)."""
@@ -149,6 +186,57 @@ class ReadModel(Projection[ReadModelView]):
         raise NotImplementedError
 
 
+def project_together(projections: Sequence[ReadModel], fold: Fold,
+                     batch: Sequence[tuple[Any, Tracking]]) -> dict[str, int]:
+    """Project a batch into several read models of one database in one transaction: each event
+    is folded once and given to every read model whose position is before it, and each read
+    model's tracking position is recorded with its rows (the positions are read under each
+    read model's write lock, so a batch already projected elsewhere is skipped).
+    Returns how many events each read model took."""
+    taken = {p.family: 0 for p in projections}
+    if not batch or not projections:
+        return taken
+    try:
+        with projections[0].view.transaction(commit=True) as session:
+            positions = {}
+            for p in projections:
+                position = p.view.lock_position(session, p.application_name)
+                if position != p.committed:
+                    p.abort()
+                positions[p.family] = position or 0
+            active = [p for p in projections if batch[-1][1].notification_id > positions[p.family]]
+            if not active:
+                return taken
+            fold.index(batch)
+            for p in active:
+                p.begin(session)
+            for event, tracking in batch:
+                takers = [p for p in active if tracking.notification_id > positions[p.family]]
+                for p in takers:
+                    taken[p.family] += 1
+                if not takers or not isinstance(event, Subscription.Event):
+                    continue
+                before = fold.before(event)
+                notes = [p.note(before, event) for p in takers]
+                sub = fold.apply(event, before)
+                for p, note in zip(takers, notes):
+                    p.current = Step(sub, note)
+                    p.project(session, event, tracking)
+            last = batch[-1][1]
+            for p in active:
+                p.finish(session)
+                p.view.record_position(session, last)
+    except BaseException:
+        fold.forget()
+        for p in projections:
+            p.committed = None
+            p.abort()
+        raise
+    for p in active:
+        p.committed = last.notification_id
+    return taken
+
+
 class LatestPerWorkspace(ReadModel):
     """A read model of one current row set per workspace: within a batch only each workspace's
     latest state matters, so `finish` writes `self.latest` once per workspace."""
@@ -157,7 +245,7 @@ class LatestPerWorkspace(ReadModel):
         self.latest: dict[str, tuple[Subscription, Tracking, Subscription.Event]] = {}
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        sub = self.fold.apply(event, self.fold.before(event))
+        sub = self.current.sub
         self.latest[sub.workspace_id] = (sub, tracking, event)
 
 

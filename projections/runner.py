@@ -34,7 +34,7 @@ from projections.invoices import Invoices
 from projections.journal import Journal
 from projections.notices import Notices
 from projections.plan_state import PlanState
-from projections.readmodel import ReadModel
+from projections.readmodel import Fold, ReadModel, project_together
 from projections.store import ReadModelView, sqlalchemy_url, view_env
 from projections.upcoming_invoice import UpcomingInvoice
 
@@ -57,6 +57,8 @@ class Projections:
         self.models = {m.family: m for m in models}
         self.batch = batch
         self.running: dict[str, ReadModel] = {}
+        self.fold = Fold(self.source)
+        """One fold for every read model of this database: each event is folded once."""
         registry.ensure_registry(self.engine)
         with self.engine.connect() as conn:
             live = registry.active(conn)
@@ -80,7 +82,9 @@ class Projections:
         if create:
             env[env.create_keys("CREATE_TABLE")[0]] = "y"
         view = InfrastructureFactory[ReadModelView].construct(env).tracking_recorder(view_class)
-        return projection(view)
+        attached = projection(view)
+        attached.fold = self.fold
+        return attached
 
     def close(self) -> None:
         for projection in self.running.values():
@@ -107,7 +111,7 @@ class Projections:
     def catch_up(self, families: Iterable[str] | None = None) -> dict[str, int]:
         """Project everything recorded so far; returns how many events each read model took."""
         chosen = [self.running[f] for f in (families or self.running)]
-        return catch_up(self.source, chosen, self.batch)
+        return catch_up(self.source, chosen, self.batch, fold=self.fold)
 
     # ------------------------------------------------------------ rebuild
 
@@ -122,23 +126,27 @@ class Projections:
         both table sets while the live one is still live (replay/rebuild.py compares them)."""
         if not force:
             self.check_events()
-        done = {}
-        for family in list(families or self.models):
+        chosen = list(families or self.models)
+        fresh: dict[str, ReadModel] = {}
+        for family in chosen:
             model = self.models[family]
             with self.engine.connect() as conn:
                 current = registry.active(conn).get(family)
-            tag = registry.next_tag(model, current)
-            fresh = self._attach(model, tag, create=True)  # an interrupted rebuild's tables resume where they stopped
-            catch_up(self.source, [fresh], self.batch,
-                     progress=(lambda position, f=family: progress(f, position)) if progress else None)
+            # an interrupted rebuild's tables resume where they stopped
+            fresh[family] = self._attach(model, registry.next_tag(model, current), create=True)
+        catch_up(self.source, list(fresh.values()), self.batch, fold=self.fold,
+                 progress=(lambda position: [progress(f, position) for f in chosen]) if progress else None)
+        done = {}
+        for family, new in fresh.items():
             if before_swap is not None:
-                before_swap(family, fresh, self.running.get(family))
+                before_swap(family, new, self.running.get(family))
             old = self.running.pop(family, None)
             if old is not None:
                 old.view.close()
-            registry.activate(self.engine, model, tag)
-            catch_up(self.source, [fresh], self.batch)  # what arrived during the swap
-            self.running[family] = fresh
+            tag = type(new).tag
+            registry.activate(self.engine, self.models[family], tag)
+            catch_up(self.source, [new], self.batch, fold=self.fold)  # what arrived during the swap
+            self.running[family] = new
             done[family] = tag
         return done
 
@@ -195,27 +203,42 @@ class Projections:
         return runners
 
 
+BATCH_SECONDS = 2.0  # ok-float: seconds
+"""A batch grows (up to MAX_BATCH events) while it takes less than this (seconds), and shrinks when longer:
+few transactions when catching up a long log, short ones (and short write locks) when busy."""
+MAX_BATCH = 5000
+
+
 def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
-             progress: Callable[[int], None] | None = None, stop: int | None = None) -> dict[str, int]:
-    """Pull notifications after each projection's position (up to `stop`, if given), decode each
-    batch once, and give every projection the part it has not seen, one transaction per
-    projection. `progress` is told the position reached after each batch."""
+             progress: Callable[[int], None] | None = None, stop: int | None = None,
+             fold: Fold | None = None) -> dict[str, int]:
+    """Pull notifications after the projections' positions (up to `stop`, if given), decode each
+    batch once, fold each event once, and give every projection the part it has not seen, all in
+    one transaction recording each projection's position (projections/readmodel.py
+    `project_together`). `progress` is told the position reached after each batch."""
     taken = {p.family: 0 for p in projections}
+    if not projections:
+        return taken
+    fold = fold or Fold(source)
+    positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
+    size = batch
     while True:
-        positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
-        start = min(positions.values(), default=0)
-        notifications = source.recorder.select_notifications(start=start + 1, limit=batch, stop=stop)
+        started = time.perf_counter()
+        start = min(positions.values())
+        notifications = source.recorder.select_notifications(start=start + 1, limit=size, stop=stop)
         if not notifications:
             return taken
         items = [(source.mapper.to_domain_event(n), Tracking(APP, n.id)) for n in notifications]
-        for p in projections:
-            todo = [(e, t) for e, t in items if t.notification_id > positions[p.family]]
-            if todo:
-                taken[p.family] += p.process_batch(todo)
+        for family, n in project_together(projections, fold, items).items():
+            taken[family] += n
+        for family in positions:
+            positions[family] = max(positions[family], notifications[-1].id)
         if progress is not None:
             progress(notifications[-1].id)
-        if len(notifications) < batch:
+        if len(notifications) < size:
             return taken
+        elapsed = time.perf_counter() - started
+        size = max(batch, min(MAX_BATCH, int(size * min(2.0, BATCH_SECONDS / max(elapsed, 1e-3)))))
 
 
 def stop_runners(runners: list[ProjectionRunner[Any, Any]]) -> list[BaseException]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, select, text, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, insert, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -161,6 +161,43 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write a batch's rows in the session's transaction: COPY on PostgreSQL (an order of
+    magnitude fewer round trips and parses than row inserts), a multi-row INSERT elsewhere.
+    Each value goes through its column's type first, as an INSERT would bind it."""
+    if not rows:
+        return
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        session.execute(insert(table), list(rows))
+        return
+    from psycopg import sql as psycopg_sql  # PostgreSQL only
+
+    columns = list(table.columns)
+    binds = [(c.name, _copy_bind(c.type, dialect)) for c in columns]
+    statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
+        psycopg_sql.Identifier(table.name), psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(c.name) for c in columns))
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for r in rows:
+            copy.write_row([bind(r.get(name), dialect) if bind else r.get(name) for name, bind in binds])
+
+
+def _copy_bind(kind: Any, dialect: Dialect) -> Any:
+    """How a value of a column of type `kind` is bound for COPY: as its type binds it, with the
+    common case (an exact Decimal, an aware datetime) passed straight through."""
+    if not isinstance(kind, TypeDecorator):
+        return None
+    bind = kind.process_bind_param
+
+    def fast(value: Any, dialect: Dialect) -> Any:
+        if value is None or type(value) is Decimal or (type(value) is datetime and value.tzinfo is timezone.utc):
+            return value
+        return bind(value, dialect)
+    return fast
+
+
 class ReadModelView(SQLAlchemyTrackingRecorder):
     """A projection's materialised view: its tables plus the library's tracking table.
 
@@ -195,6 +232,18 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
         elif dialect == "sqlite":
             session.execute(update(table).where(where).values(notification_id=table.c.notification_id))
         return session.execute(select(table.c.notification_id).where(where)).scalar_one_or_none()
+
+    def record_position(self, session: Session, tracking: Any) -> None:
+        """Record `tracking` as the position, in the batch's transaction, under the lock
+        `lock_position` took (so the committed position is below it): one statement, where the
+        library's `_insert_tracking` reads and writes through the ORM."""
+        table = self.tracking_table
+        moved = session.execute(update(table).where(
+            table.c.application_name == tracking.application_name, table.c.notification_id < tracking.notification_id,
+        ).values(notification_id=tracking.notification_id))
+        if not moved.rowcount:  # type: ignore[attr-defined]
+            session.execute(insert(table).values(application_name=tracking.application_name,
+                                                 notification_id=tracking.notification_id))
 
     def close(self) -> None:
         engine = self.datastore.engine

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from domain.commands import SYSTEM
 from domain.errors import LedgerError
 from domain.subscription import Context, Subscription
 from projections.readmodel import LatestPerWorkspace
-from projections.store import Amount, UtcDateTime, document, line_columns, line_row
+from projections.store import Amount, UtcDateTime, document, insert_rows, line_columns, line_row
 
 
 class UpcomingInvoice(LatestPerWorkspace):
@@ -75,10 +75,8 @@ class UpcomingInvoice(LatestPerWorkspace):
                 "amount_due": invoice.amount_due, "position": tracking.notification_id, "updated_at": event.timestamp,
             })
             items += [line_row(line, workspace=ws, line_no=n) for n, line in enumerate(invoice.lines, 1)]
-        if heads:
-            session.execute(insert(head), heads)
-        if items:
-            session.execute(insert(lines), items)
+        insert_rows(session, head, heads)
+        insert_rows(session, lines, items)
 
 
 def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Subscription.InvoiceIssued] | None:

@@ -74,6 +74,25 @@ def as_of(ledger: Ledger, workspace: str, *, at: datetime | None = None, version
     return AsOf(workspace, sub, kept)
 
 
+def invoices_then(sub: Subscription, events: list[Any]) -> dict[str, dict[str, Any]]:
+    """Every invoice issued by then, in issue order: the open ones as the aggregate holds them, the
+    paid ones (which the aggregate no longer keeps) from their facts: amount due, last attempt."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if isinstance(e, Subscription.InvoiceIssued):
+            out[e.invoice_id] = {"amount_due": e.amount_due, "status": "open" if e.amount_due > 0 else "paid",
+                                 "attempts": 0}
+        elif isinstance(e, Subscription.ChargeRequested) and e.invoice_id in out:
+            out[e.invoice_id]["attempts"] = e.attempt
+        elif isinstance(e, Subscription.PaymentSucceeded):
+            out[e.invoice_id]["status"] = "paid"
+        elif isinstance(e, Subscription.PaymentFailed):
+            out[e.invoice_id]["status"] = "open"
+    for invoice_id, held in sub.invoices.items():
+        out[invoice_id] = dict(held)
+    return out
+
+
 def document(ledger: Ledger, found: AsOf) -> dict[str, Any]:
     """Everything a person asks of a past state: plan, seats, members, credits and balances,
     scheduled change, open invoices, pending charges, and the renewal as forecast then."""
@@ -85,7 +104,7 @@ def document(ledger: Ledger, found: AsOf) -> dict[str, Any]:
     catalog = Catalogs(ledger).of(last)
     cur = catalog.currency
     invoices = [{"invoice_id": i, "amount_due": fmt(inv["amount_due"], cur), "status": inv["status"],
-                 "attempts": inv["attempts"]} for i, inv in sub.invoices.items()]
+                 "attempts": inv["attempts"]} for i, inv in invoices_then(sub, found.events).items()]
     forecast = next_renewal(sub, catalog)
     upcoming = None
     if forecast is not None:

@@ -56,7 +56,7 @@ class Scheduled(TypedDict, total=False):
 
 class InvoiceState(TypedDict):
     amount_due: Decimal
-    status: str  # "open" | "paid"
+    status: str  # "open" (a paid invoice is not kept)
     attempts: int
     failed_at: datetime | None  # first failed collection: anchors dunning
     retry_at: datetime | None  # next automatic retry
@@ -123,9 +123,14 @@ PAYMENT_METHOD_COMMANDS = (AddPaymentMethod, RemovePaymentMethod)
 class Subscription(Aggregate):
     """A workspace's subscription. State is plain data so snapshots stay transcodable.
     v2 state added pending charges and per-invoice charge attempts; v3 the AI grant window,
-    operations overage, the trial used and dunning."""
+    operations overage, the trial used and dunning; v4 keeps only open invoices.
 
-    class_version = 3
+    State is bounded by what decisions need, not by history: `invoices` holds the open invoices
+    (a paid one leaves it; its history is in the events, the invoices read model and
+    replay/as_of.py), `charged` this period's charges, so a workspace with years of invoices
+    loads (and snapshots) as fast as a new one."""
+
+    class_version = 4
 
     # The facts it records, also reachable as Subscription.PlanUpgraded etc.
     Event = events.Event
@@ -210,6 +215,7 @@ class Subscription(Aggregate):
         self.storage_addon: str | None = None
         self.payment_methods: list[str] = []
         self.invoices: dict[str, InvoiceState] = {}
+        """The open invoices (a paid one leaves: state stays bounded as history grows)."""
         self.invoice_count = 0
         self.pending_charges: dict[str, PendingCharge] = {}
         self.contract: str | None = None
@@ -240,6 +246,11 @@ class Subscription(Aggregate):
             invoice.setdefault("retry_at", None)
         for pending in state["pending_charges"].values():
             pending.setdefault("requested_at", None)
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        """v4: paid invoices are no longer kept in the state."""
+        state["invoices"] = {i: inv for i, inv in state["invoices"].items() if inv["status"] != "paid"}
 
     # ------------------------------------------------------------- state views
 

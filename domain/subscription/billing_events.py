@@ -39,9 +39,9 @@ class InvoiceIssued(Event):
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.invoice_count = max(sub.invoice_count, invoice_number(self.invoice_id))
-        status = "open" if self.amount_due > 0 else "paid"
-        sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": status, "attempts": 0,
-                                         "failed_at": None, "retry_at": None}
+        if self.amount_due > 0:  # an invoice settled when issued is paid: not kept (Subscription.invoices)
+            sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": "open", "attempts": 0,
+                                             "failed_at": None, "retry_at": None}
         for line in self.lines:
             item = line_item(line["kind"])
             if item and line["period_end"] is not None:
@@ -134,7 +134,7 @@ class PaymentSucceeded(Event):
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.pending_charges.pop(self.invoice_id, None)
-        sub.invoices[self.invoice_id]["status"] = "paid"
+        del sub.invoices[self.invoice_id]  # paid: not kept (Subscription.invoices)
         if sub.status == "past_due" and not sub.open_invoices():
             sub.status = "active"
 
