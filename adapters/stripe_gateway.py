@@ -71,11 +71,16 @@ def invoice_of(idempotency_key: str) -> str:
     return parts[-2] if len(parts) >= 3 else ""
 
 
+def charge_id_of(intent: Any) -> str | None:
+    """The id of a PaymentIntent's latest charge (localstripe expands it to the object)."""
+    charge = intent.get("latest_charge")
+    return charge if isinstance(charge, str) or charge is None else charge["id"]
+
+
 def result_of(intent: Any) -> ChargeResult:
     """A PaymentIntent's state as the port's outcome; `processing` is not an outcome yet."""
     status = intent["status"]
-    charge = intent.get("latest_charge")
-    charge_id = charge if isinstance(charge, str) or charge is None else charge["id"]
+    charge_id = charge_id_of(intent)
     error = intent.get("last_payment_error")
     if status == "succeeded":
         return ChargeResult("succeeded", charge_id=charge_id)

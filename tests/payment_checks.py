@@ -1,5 +1,6 @@
 """"Money moves exactly once", checked against the gateway's own rows: shared by the
-concurrency test (real processes) and the seeded simulation.
+concurrency test (real processes), the seeded simulation and the HTTP test on localstripe
+(whose PaymentIntents `stripe_rows` turns into such rows).
 
 Each check returns the problems it found as sentences, so that a failing run can print all
 of them (with its seed) at once.
@@ -82,6 +83,28 @@ def money_problems(ledger: Any, rows: list[dict[str, Any]], *, settled: bool = T
             if settled or not awaiting_customer:
                 problems.append(f"{ws}: {pending['charge_key']} still pending (gateway: {row and row['outcome']})")
     return problems
+
+
+STRIPE_OUTCOMES = {"succeeded": "succeeded", "requires_action": "action_required", "canceled": "canceled"}
+
+
+def stripe_rows(intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PaymentIntents (StripeGateway.payment_intents) as the test gateway's rows, for
+    money_problems. An unconfirmed PaymentIntent of a key that has another one moved no money
+    (an orphan of a crash or a race, docs/payments.md) and is left out, so each key's row is
+    its succeeded PaymentIntent if any; every succeeded one is kept, so a double charge shows."""
+    from adapters.stripe_gateway import charge_id_of, from_minor_units
+
+    def row(pi: dict[str, Any]) -> dict[str, Any]:
+        declined = pi["status"] == "requires_payment_method" and pi.get("last_payment_error")
+        return {"idempotency_key": pi["metadata"]["charge_key"], "workspace_id": pi["metadata"]["workspace"],
+                "amount": from_minor_units(pi["amount"], pi["currency"]), "charge_id": charge_id_of(pi),
+                "outcome": "declined" if declined else STRIPE_OUTCOMES.get(pi["status"], pi["status"])}
+
+    rows = [row(pi) for pi in intents]
+    keys = Counter(r["idempotency_key"] for r in rows)
+    kept = [r for r in rows if r["outcome"] != "requires_confirmation" or keys[r["idempotency_key"]] == 1]
+    return sorted(kept, key=lambda r: r["outcome"] == "succeeded")
 
 
 def _later_requests(charges: dict[str, dict[str, Any]]) -> set[str]:
