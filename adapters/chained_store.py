@@ -28,6 +28,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from adapters import due_index
 from replay.verify_chain import ChainReport, Link, Stored, link, link_all, walk
 
 UPGRADE_LOCK_TIMEOUT_S = 600
@@ -95,9 +96,14 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
     def meta_table(self) -> str:
         return f"{self.events_table_name}_chain_meta"
 
+    @property
+    def due_table(self) -> str:
+        return f"{self.events_table_name}_due"
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
+            *due_index.sqlite_statements(self.due_table),
             f"CREATE TABLE IF NOT EXISTS {self.chain_table} (originator_id TEXT, originator_version INTEGER, "
             "notification_id INTEGER NOT NULL, digest TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, "
             "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID",
@@ -110,7 +116,35 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         assert ids is not None
         prev_of = {oid: self._hash_at(c, oid, first - 1) for oid, first in _firsts(stored_events).items()}
         self._write(c, _links(stored_events, ids, prev_of))
+        self._write_due(c, kwargs.get("due"))
         return ids
+
+    def _write_due(self, c: SQLiteCursor, due: due_index.Due | None) -> None:
+        if due:
+            c.executemany(due_index.sqlite_upsert(self.due_table),
+                          [(oid.hex, *rest) for oid, *rest in due_index.rows(due)])
+
+    # ------------------------------------------------------------ due index
+
+    def record_due(self, due: due_index.Due) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self._write_due(c, due)
+
+    def due_workspaces(self, now: datetime) -> list[str]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT workspace_id FROM {self.due_table} WHERE due_us <= ? ORDER BY due_us",
+                      (due_index.micros(now),))
+            return [r[0] for r in c.fetchall()]
+
+    def due_index_complete(self) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT 1 FROM {self.meta_table} WHERE name=?", (due_index.MARKER,))
+            return c.fetchone() is not None
+
+    def mark_due_index_complete(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"INSERT OR IGNORE INTO {self.meta_table} VALUES (?, ?)",
+                      (due_index.MARKER, _since(0, None)))
 
     def _hash_at(self, c: SQLiteCursor, oid: UUID, version: int) -> str:
         if version < 1:
@@ -195,7 +229,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self.chain_ident = SQL("{}.{}").format(schema, Identifier(self.chain_table))
         self.meta_ident = SQL("{}.{}").format(schema, Identifier(self.meta_table))
         self.events_ident = SQL("{}.{}").format(schema, Identifier(events_table_name))
+        self.due_ident = SQL("{}.{}").format(schema, Identifier(f"{events_table_name}_due"))
         id_type = Identifier(datastore.originator_id_type)
+        self.sql_create_statements += due_index.postgres_statements(self.due_ident, f"{events_table_name}_due", id_type)
+        self.upsert_due = due_index.postgres_upsert(self.due_ident, id_type)
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {} (originator_id {} NOT NULL, originator_version bigint NOT NULL, "
                 "notification_id bigint NOT NULL, digest text NOT NULL, prev_hash text NOT NULL, hash text NOT NULL, "
@@ -219,7 +256,35 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_prev, (list(wanted), list(wanted.values())))
             prev_of = {_uuid(r["originator_id"]): r["hash"] for r in curs.fetchall()}
         self._write(curs, _links(stored_events, ids, prev_of))
+        self._write_due(curs, kwargs.get("due"))
         return ids
+
+    def _write_due(self, curs: Cursor[DictRow], due: due_index.Due | None) -> None:
+        """After the table lock: writers meet on the due rows in commit order, never deadlocking."""
+        if due:
+            curs.execute(self.upsert_due, [list(col) for col in zip(*due_index.rows(due), strict=True)])
+
+    # ------------------------------------------------------------ due index
+
+    def record_due(self, due: due_index.Due) -> None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._write_due(curs, due)
+
+    def due_workspaces(self, now: datetime) -> list[str]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT workspace_id FROM {} WHERE due_us <= %s ORDER BY due_us").format(self.due_ident),
+                         (due_index.micros(now),))
+            return [r["workspace_id"] for r in curs.fetchall()]
+
+    def due_index_complete(self) -> bool:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT 1 FROM {} WHERE name = %s").format(self.meta_ident), (due_index.MARKER,))
+            return curs.fetchone() is not None
+
+    def mark_due_index_complete(self) -> None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self.meta_ident),
+                         (due_index.MARKER, _since(0, None)))
 
     def _write(self, curs: Cursor[DictRow], links: list[Link]) -> None:
         if links:

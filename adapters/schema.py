@@ -33,7 +33,7 @@ from domain.errors import LedgerError
 from domain.ledger import Ledger
 from projections.runner import ALL, Projections
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bump when the event store's own tables change; read-model versions are part of `version()`."""
 META = "subledger_meta"
 SET_UP_WAIT = 120.0  # ok-float: seconds a process waits for another one's set-up
