@@ -16,22 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters import entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli
-from adapters.app import build_ledger, catch_up, read_models, refresh
+from adapters import entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, replay_cli
 from adapters.instants import parse_instant
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
-from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
-from domain.catalog import CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, ID_RULE, Command, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
-from domain.ledger import Clock, Ledger, SystemClock, TestClock
-from projections.plan_state import read_plan_state
-from projections.views import event_types, iso
+
+if TYPE_CHECKING:
+    from domain.ledger import Clock, Ledger
 
 DEFAULT_ACTOR = "cli-admin"
 NULL = "none"
@@ -132,6 +129,7 @@ def cli_clock() -> Clock:
     """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
     a test ledger (a scenario's or the demo's) from the command line. It can never backdate a real
     ledger: one kept on the system clock refuses test-clock writers (clock_conflict)."""
+    from domain.ledger import SystemClock, TestClock
     pinned = os.environ.get("SUBLEDGER_TEST_CLOCK")
     if not pinned:
         return SystemClock()
@@ -144,6 +142,8 @@ def cli_clock() -> Clock:
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     """The ledger of --db; a database that cannot be used exits 3 (adapters/cli_output.py)."""
+    from domain.catalog import CatalogError
+    from adapters.app import build_ledger
     opts = _opts()
     try:
         ledger = build_ledger(opts.db, catalog=opts.catalog, clock=cli_clock())
@@ -199,6 +199,8 @@ def emit(out: dict[str, Any]) -> None:
     if OUTPUT.json:
         typer.echo(json.dumps(out))
     else:
+        from adapters import render
+
         con = render.console()
         if out["ok"]:
             render.print_outcome(out, con)
@@ -212,6 +214,8 @@ def emit(out: dict[str, Any]) -> None:
 
 def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: str, role: str,
                 idempotency_key: str | None, reason: str | None, preview: bool = False) -> None:
+    from adapters.scenario import PEOPLE_ROLES, outcome
+    from adapters.app import catch_up
     check_workspace(workspace)
     try:
         _check_id(idempotency_key, "--idempotency-key")
@@ -307,6 +311,9 @@ app.command("preview", help="Show what COMMAND would record and invoice now (R25
 @app.command()
 def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
     """Show a workspace's plan, period, credits, balances and open invoice (the plan_state read model)."""
+    from adapters.app import read_models, refresh
+    from projections.plan_state import read_plan_state
+
     use_json(json_output)
     check_workspace(workspace)
     with open_ledger() as ledger, read_models(ledger) as projections:
@@ -318,12 +325,16 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
     if OUTPUT.json:
         typer.echo(json.dumps(state))
         return
+    from adapters import render
+
     render.console().print(render.state_table(state))
 
 
 @app.command()
 def advance(json_output: JsonFlag = False) -> None:
     """Record every renewal, trial end, scheduled change and notice due by now (system clock)."""
+    from adapters.app import catch_up
+    from projections.views import event_types, iso
     use_json(json_output)
     with open_ledger() as ledger:
         try:
@@ -351,6 +362,7 @@ def scenario_run(
     db: Annotated[str | None, typer.Option(help="Database URL (default: a fresh throwaway SQLite).")] = None,
 ) -> None:
     """Run a scenario: one JSON line per step; exit 0 if every expect holds, 1 if one fails, 2 if invalid."""
+    from adapters.scenario import run_scenario
     _, code = run_scenario(file, db or _opts().db, on_step=lambda out: typer.echo(json.dumps(out)))
     raise typer.Exit(code)
 
@@ -359,6 +371,7 @@ def scenario_run(
 def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (or a built-in name).")],
                   json_output: JsonFlag = False) -> None:
     """Validate a catalog file and summarise it."""
+    from domain.catalog import CatalogError, load_catalog
     use_json(json_output)
     try:
         catalog = load_catalog(file)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from psycopg.sql import SQL, Composed, Identifier
+if TYPE_CHECKING:
+    from psycopg.sql import Composed, Identifier
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MARKER = "due_index"
@@ -45,6 +46,8 @@ def sqlite_upsert(table: str) -> str:
 
 
 def postgres_statements(table: Composed, name: str, id_type: Identifier) -> list[Composed]:
+    from psycopg.sql import SQL, Identifier
+
     return [SQL("CREATE TABLE IF NOT EXISTS {} (originator_id {} PRIMARY KEY, workspace_id text NOT NULL, "
                 "version bigint NOT NULL, due_us bigint)").format(table, id_type),
             SQL("CREATE INDEX IF NOT EXISTS {} ON {} (due_us) WHERE due_us IS NOT NULL").format(
@@ -52,6 +55,8 @@ def postgres_statements(table: Composed, name: str, id_type: Identifier) -> list
 
 
 def postgres_upsert(table: Composed, id_type: Identifier) -> Composed:
+    from psycopg.sql import SQL
+
     return SQL("INSERT INTO {} AS d SELECT * FROM unnest(%s::{}[], %s::text[], %s::bigint[], %s::bigint[]) "
                "ON CONFLICT (originator_id) DO UPDATE SET workspace_id = EXCLUDED.workspace_id, "
                "version = EXCLUDED.version, due_us = EXCLUDED.due_us WHERE d.version < EXCLUDED.version").format(

@@ -8,16 +8,9 @@ from typing import Annotated
 
 import typer
 
-from adapters import render
-from adapters.app import read_models_of
 from adapters.cli_output import OUTPUT, JsonFlag, fail, print_json, use_json
 from adapters.instants import parse_instant
 from adapters.settings import DEFAULT_DB
-from domain.commands import check_new_workspace_id
-from domain.money import fmt
-from projections.journal import ACCOUNTS, trial_balances
-from projections.plan_state import read_plan_state, read_plan_states
-from projections.views import iso
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
@@ -26,6 +19,9 @@ SIGNS = "debits are positive, credits negative; every entry balances, so each cu
 
 def workspaces(db: DB = None, json_output: JsonFlag = False) -> None:
     """Every workspace: plan, status, seats, period end, credit and open invoice (the plan_state read model)."""
+    from adapters.app import read_models_of
+    from projections.plan_state import read_plan_states
+    from adapters import render
     use_json(json_output)
     with read_models_of(db) as projections, projections.engine.connect() as conn:
         states = read_plan_states(conn)
@@ -47,6 +43,13 @@ def books(
 ) -> None:
     """The journal's trial balance per currency: each account's balance (debits positive, credits
     negative) and what it holds; each total is zero."""
+    from projections.journal import ACCOUNTS, trial_balances
+    from domain.commands import check_new_workspace_id
+    from domain.money import fmt
+    from projections.views import iso
+    from adapters.app import read_models_of
+    from projections.plan_state import read_plan_state
+    from adapters import render
     use_json(json_output)
     if workspace is not None:
         check_new_workspace_id(workspace)

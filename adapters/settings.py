@@ -14,7 +14,7 @@ CIPHER_KEY_VAR = "SUBLEDGER_CIPHER_KEY"
 """A base64 AES key (16, 24 or 32 bytes): when set, stored events are encrypted (AES-GCM)."""
 CHAINED_RECORDERS = {
     "eventsourcing.sqlite": "adapters.chained_store:ChainedSQLiteRecorder",
-    "eventsourcing.postgres": "adapters.chained_store:ChainedPostgresRecorder",
+    "eventsourcing.postgres": "adapters.chained_postgres:ChainedPostgresRecorder",
 }
 """The event recorders that link every stored event into a hash chain (docs/audit.md)."""
 SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -26,13 +26,20 @@ MAX_BATCH = 64
 
 @dataclass(eq=False)
 class _Pending:
-    collected: ProcessingEvent[Any]
+    objs: tuple[Any, ...]
+    kwargs: dict[str, Any]
     ids: frozenset[Any]
+    collected: ProcessingEvent[Any] | None = None
+    """Its events, once taken from the aggregates for a shared transaction."""
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     done: bool = False
     error: BaseException | None = None
     recordings: list[Any] = field(default_factory=list)
+
+
+def _ids(objs: tuple[Any, ...]) -> frozenset[Any]:
+    return frozenset(getattr(obj, "originator_id", None) or obj.id for obj in objs if obj is not None)
 
 
 class GroupCommit:
@@ -49,9 +56,7 @@ class GroupCommit:
         """Transactions committed with more than one save in them (for tests and benchmarks)."""
 
     def save(self, *objs: Any, **kwargs: dict[Any, Any]) -> list[Any]:
-        collected: ProcessingEvent[Any] = ProcessingEvent()
-        collected.collect_events(*objs, **kwargs)
-        me = _Pending(collected, frozenset(e.originator_id for e in collected.events))
+        me = _Pending(objs, kwargs, _ids(objs))
         with self._lock:
             self._queue.append(me)
             me.lead = not self._leading
@@ -64,8 +69,9 @@ class GroupCommit:
                 self._lead()
         if me.error is not None:
             raise me.error
-        self.app._take_snapshots(collected)  # noqa: SLF001 (as Application.save does after recording)
-        self.app._notify(me.recordings)  # noqa: SLF001
+        if me.collected is not None:  # shared, or tried again alone: finish as Application.save does
+            self.app._take_snapshots(me.collected)  # noqa: SLF001
+            self.app._notify(me.recordings)  # noqa: SLF001
         return me.recordings
 
     def _lead(self) -> None:
@@ -95,22 +101,29 @@ class GroupCommit:
             return batch
 
     def _commit(self, batch: list[_Pending]) -> None:
-        if len(batch) > 1:
+        if len(batch) == 1:  # alone: exactly Application.save
+            p = batch[0]
             try:
-                recordings = self._record([p.collected for p in batch])
-            except Exception:  # noqa: BLE001 (each save is tried again alone, and sees its own error)
-                pass
-            else:
-                self.transactions += 1
-                for p in batch:
-                    p.recordings = [r for r in recordings if r.domain_event.originator_id in p.ids]
-                self._finish(batch)
-                return
-        for p in batch:
-            try:
-                p.recordings = self._record([p.collected])
+                p.recordings = self.app.save(*p.objs, **p.kwargs)
             except BaseException as e:  # noqa: BLE001 (handed to its caller)
                 p.error = e
+            self._finish(batch)
+            return
+        for p in batch:
+            p.collected = ProcessingEvent()
+            p.collected.collect_events(*p.objs, **p.kwargs)
+        try:
+            recordings = self._record([p.collected for p in batch if p.collected is not None])
+        except Exception:  # noqa: BLE001 (each save is tried again alone, and sees its own error)
+            for p in batch:
+                try:
+                    p.recordings = self._record([p.collected]) if p.collected is not None else []
+                except BaseException as e:  # noqa: BLE001 (handed to its caller)
+                    p.error = e
+        else:
+            self.transactions += 1
+            for p in batch:
+                p.recordings = [r for r in recordings if r.domain_event.originator_id in p.ids]
         self._finish(batch)
 
     def _finish(self, batch: list[_Pending]) -> None:
