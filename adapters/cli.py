@@ -331,19 +331,42 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
 
 
 @app.command()
-def advance(json_output: JsonFlag = False) -> None:
-    """Record every renewal, trial end, scheduled change and notice due by now (system clock)."""
+def advance(json_output: JsonFlag = False,
+            loop: Annotated[bool, typer.Option("--loop", help="Keep advancing, every --interval seconds, until "
+                                               "SIGTERM or SIGINT: the production scheduler.")] = False,
+            interval: Annotated[float, typer.Option(help="Seconds between rounds with --loop.", min=0.1)] = 60.0,
+            ) -> None:
+    """Record every renewal, trial end, scheduled change and notice due by now (system clock).
+    Only workspaces with something due are loaded (the due index)."""
+    import signal
+    import threading
+
+    use_json(json_output)
+    stop = threading.Event()
+    if loop:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    with open_ledger() as ledger:
+        while True:
+            try:
+                _advance_round(ledger)
+            except LedgerError as e:
+                if not loop:
+                    refuse(e)
+                typer.echo(json.dumps({"ok": False, "error": e.as_dict()}) if OUTPUT.json
+                           else f"error: {e.message} [{e.code}]", err=True)
+            if not loop or stop.wait(interval):
+                break
+
+
+def _advance_round(ledger: Ledger) -> None:
     from adapters.app import catch_up
     from projections.views import event_types, iso
-    use_json(json_output)
-    with open_ledger() as ledger:
-        try:
-            done = ledger.advance()
-        except LedgerError as e:
-            refuse(e)
-        if done:
-            catch_up(ledger)
-        at = iso(ledger.clock.now())
+
+    done = ledger.advance()
+    if done:
+        catch_up(ledger)
+    at = iso(ledger.clock.now())
     if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))
         return
