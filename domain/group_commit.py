@@ -76,9 +76,16 @@ class GroupCommit:
 
     def _lead(self) -> None:
         """Commit one batch, then hand the lead on (or give it up when nobody waits)."""
+        batch = self._take()
         try:
-            self._commit(self._take())
+            self._commit(batch)
+        except BaseException as e:  # an interrupt: nobody in the batch may wait for ever
+            for p in batch:
+                if not p.done and p.error is None:
+                    p.error = e
+            raise
         finally:
+            self._finish(batch)
             with self._lock:
                 waiting = [p for p in self._queue if not p.done]
                 if waiting:
@@ -107,7 +114,6 @@ class GroupCommit:
                 p.recordings = self.app.save(*p.objs, **p.kwargs)
             except BaseException as e:  # noqa: BLE001 (handed to its caller)
                 p.error = e
-            self._finish(batch)
             return
         for p in batch:
             p.collected = ProcessingEvent()
@@ -124,7 +130,6 @@ class GroupCommit:
             self.transactions += 1
             for p in batch:
                 p.recordings = [r for r in recordings if r.domain_event.originator_id in p.ids]
-        self._finish(batch)
 
     def _finish(self, batch: list[_Pending]) -> None:
         for p in batch:
