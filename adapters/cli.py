@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters import entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, replay_cli
-from adapters.instants import parse_instant
+from adapters import (entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, replay_cli,
+                      serve_cli, webhooks_cli)
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
 from adapters.settings import DEFAULT_DB
 from domain.commands import COMMANDS, ID, ID_RULE, Command, check_new_workspace_id, parse_actor, parse_command
@@ -88,6 +88,9 @@ app.command("workspaces")(read_cli.workspaces)
 app.command("books")(read_cli.books)
 entitlements_cli.mount(app)
 app.add_typer(notices_cli.notices_app, name="notices")
+app.add_typer(serve_cli.tokens_app, name="tokens")
+app.command("serve")(serve_cli.serve)
+app.add_typer(webhooks_cli.webhooks_app, name="webhooks")
 
 
 @dataclass
@@ -126,17 +129,13 @@ def _opts() -> Options:
 
 
 def cli_clock() -> Clock:
-    """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
-    a test ledger (a scenario's or the demo's) from the command line. It can never backdate a real
-    ledger: one kept on the system clock refuses test-clock writers (clock_conflict)."""
-    from domain.ledger import SystemClock, TestClock
-    pinned = os.environ.get("SUBLEDGER_TEST_CLOCK")
-    if not pinned:
-        return SystemClock()
+    """The clock adapters/app.py `configured_clock` chooses; a bad SUBLEDGER_TEST_CLOCK exits 2."""
+    from adapters.app import configured_clock
+
     try:
-        return TestClock(parse_instant(pinned))
-    except ValueError as e:
-        fail("invalid_request", f"SUBLEDGER_TEST_CLOCK {e}")
+        return configured_clock()
+    except LedgerError as e:
+        fail(e.code, e.message)
 
 
 @contextmanager

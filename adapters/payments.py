@@ -10,21 +10,17 @@ tokens and their outcomes.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import (Column, Connection, Engine, MetaData, String, Table, Text, create_engine, select,
-                        text, update)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateTable
+from sqlalchemy import Column, Connection, MetaData, String, Table, Text, select, update
+from sqlalchemy.exc import OperationalError
 
-from adapters.settings import eventsourcing_env
+from adapters.side_tables import SideTables, insert_if_absent
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, IdempotencyMismatch
-from projections.store import Amount, UtcDateTime, sqlalchemy_url
+from projections.store import Amount, UtcDateTime
 
 T = TypeVar("T")
 
@@ -39,7 +35,6 @@ MESSAGES = {
     "action_required": "The customer must complete 3-D Secure authentication.",
 }
 STORED_PLACES = Decimal("0.000001")
-CREATE_LOCK = 0x7465737467617465  # pg_advisory_xact_lock key: "testgate"
 
 metadata = MetaData()
 charges_table = Table(
@@ -85,11 +80,7 @@ class TestPaymentGateway:
     __test__ = False
 
     def __init__(self, db_url: str) -> None:
-        env = eventsourcing_env(db_url)
-        self.url = sqlalchemy_url(env)
-        self.schema = env.get("POSTGRES_SCHEMA")
-        self._engine: Engine | None = None
-        self._lock = threading.Lock()
+        self.tables = SideTables(db_url, metadata)
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         amount = request.amount
@@ -158,53 +149,17 @@ class TestPaymentGateway:
                     if row["outcome"] == "succeeded" and currency in (None, row["currency"])), Decimal(0))
 
     def close(self) -> None:
-        with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        self.tables.close()
 
     def _run(self, work: Callable[[Connection], T]) -> T:
         try:
-            with self._connect().begin() as conn:
-                return work(conn)
+            return self.tables.run(work)
         except OperationalError as error:
             raise GatewayUnavailable(f"the test gateway's database is unreachable: {error.orig}") from error
 
-    def _connect(self) -> Engine:
-        with self._lock:
-            if self._engine is None:
-                sqlite_db = self.url.startswith("sqlite")
-                engine = create_engine(self.url, pool_pre_ping=not sqlite_db,
-                                       connect_args={"timeout": 10} if sqlite_db else {"connect_timeout": 5})
-                try:
-                    self._create_table(engine)
-                except Exception:
-                    engine.dispose()
-                    raise
-                self._engine = engine
-            return self._engine
-
-    def _create_table(self, engine: Engine) -> None:
-        """Idempotent and safe when processes start together: PostgreSQL's IF NOT EXISTS can
-        still collide on pg_type, so creators take an advisory lock and retry a lost race."""
-        for attempt in range(3):
-            try:
-                with engine.begin() as conn:
-                    if engine.dialect.name == "postgresql":
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK})
-                        if self.schema and self.schema != "public":
-                            schema = conn.dialect.identifier_preparer.quote(self.schema)
-                            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
-                    conn.execute(CreateTable(charges_table, if_not_exists=True))
-                return
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:
-                    raise
-
     @staticmethod
     def _insert_if_absent(conn: Connection, row: dict[str, Any]) -> Any:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        return dialect.insert(charges_table).values(**row).on_conflict_do_nothing()
+        return insert_if_absent(conn, charges_table, row)
 
     @staticmethod
     def _pending(idempotency_key: str) -> Any:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -14,7 +13,6 @@ from adapters.settings import DEFAULT_DB
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
-SIGNS = "debits are positive, credits negative; every entry balances, so each currency's total is zero"
 
 
 def workspaces(db: DB = None, json_output: JsonFlag = False) -> None:
@@ -43,10 +41,9 @@ def books(
 ) -> None:
     """The journal's trial balance per currency: each account's balance (debits positive, credits
     negative) and what it holds; each total is zero."""
-    from projections.journal import ACCOUNTS, trial_balances
+    from projections.journal import ACCOUNTS
+    from adapters.read_docs import SIGNS, trial_balance_document
     from domain.commands import check_new_workspace_id
-    from domain.money import fmt
-    from projections.views import iso
     from adapters.app import read_models_of
     from projections.plan_state import read_plan_state
     from adapters import render
@@ -60,18 +57,14 @@ def books(
     with read_models_of(db) as projections, projections.engine.connect() as conn:
         if workspace is not None and read_plan_state(conn, workspace) is None:
             fail("not_found", f"{workspace}: no such workspace")
-        balances = trial_balances(conn, workspace, instant)
-    found = {"workspace": workspace, "at": iso(instant), "signs": SIGNS, "currencies": {
-        currency: {"accounts": {a: fmt(v, currency) for a, v in sorted(accounts.items())},
-                   "total": fmt(sum(accounts.values(), Decimal(0)), currency)}
-        for currency, accounts in sorted(balances.items())}}
+        found = trial_balance_document(conn, workspace, instant)
     if OUTPUT.json:
         print_json(found)
         return
     con = render.console()
     con.print(f"Trial balance of {workspace or 'all workspaces'} as of {found['at'] or 'now'}", markup=False)
     con.print(f"Signs: {SIGNS}.", markup=False)
-    if not balances:
+    if not found["currencies"]:
         con.print("no postings yet", markup=False)
     for table in render.books_tables(found, ACCOUNTS):
         con.print()

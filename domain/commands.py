@@ -212,7 +212,8 @@ def check_workspace_id(workspace_id: Any) -> str:
 
 
 RESERVED_WORKSPACE_IDS = frozenset({"verify", "status", "rebuild", "run", "check", "pending", "resolve", "confirm", "abandon", "ack",
-                                    "explain", "what-if", "as-of", "publish"})
+                                    "explain", "what-if", "as-of", "publish", "create", "list", "revoke",
+                                    "add", "remove", "deliver", "dead", "retry"})
 """Sub-command words of the command line (`audit verify`, `project status`, ...): a workspace
 named so could not be told apart from the sub-command, so adapters refuse to register one."""
 

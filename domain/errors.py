@@ -29,11 +29,17 @@ CODES = {
     "catalog_conflict": "",
     "clock_conflict": "",
     "event_chain_broken": "",
+    "unauthenticated": "",
+    "forbidden": "R1",
+    "quote_stale": "R25",
     "unavailable": "",
+    "read_models_behind": "",
     "internal_error": "",
 }
-"""`unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
-(adapters report it; the domain never does). `internal_error`: a bug, reported without a traceback."""
+"""`unauthenticated` (no or unknown API token) and `forbidden` (a token acting outside its role or
+workspace) come from the HTTP adapter. `unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
+(adapters report it; the domain never does). `read_models_behind`: the HTTP API's read models have not
+reached a read's `min_position` in time (retry). `internal_error`: a bug, reported without a traceback."""
 
 
 class LedgerError(Exception):

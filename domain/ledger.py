@@ -7,6 +7,7 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,12 +23,14 @@ from domain.commands import SYSTEM, Actor, Command, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
 from domain.errors import LedgerError
 from domain.group_commit import GroupCommit
+from domain.quotes import Pin
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, NoPayments, PaymentGateway
 from domain.subscription import Context, Subscription, workspace_uuid
 from domain.subscription.billing import recorded_outcome
 
 MAX_ATTEMPTS = 5
 MAX_DUE_ROUNDS = 1000
+MAX_POSITIONS = 10_000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
 """Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
 
@@ -90,6 +93,8 @@ class Result:
     subscription: Subscription | None = None
     replayed: bool = False
     command_id: str | None = None
+    version: int = 0
+    """A preview's: the workspace's recorded version it was decided on (0: not registered yet)."""
 
     @property
     def ok(self) -> bool:
@@ -126,6 +131,8 @@ class Ledger(Application[UUID]):
             self.events, workspace_uuid("__ledger__"), LedgerCreated
         )
         self._published: dict[tuple[str, str], str] | None = None
+        self._positions: dict[tuple[UUID, int], int] = {}
+        self._positions_lock = threading.Lock()
         self._clock_recorded = False
         grouped = str(self.env.get(GROUP_COMMIT) or "y").lower() not in ("n", "no", "0", "false", "off")
         self.committer = GroupCommit(self) if grouped else None
@@ -194,10 +201,11 @@ class Ledger(Application[UUID]):
     # --------------------------------------------------------------- writing
 
     def handle(self, workspace_id: str, command: Command, actor: Actor, *, channel: str = "api",
-               idempotency_key: str | None = None, reason: str | None = None) -> Result:
+               idempotency_key: str | None = None, reason: str | None = None, pin: Pin | None = None) -> Result:
         """Decide and record one command on the named workspace alone (R1), then move its money.
         Refusals record nothing; pending charges are settled and due items recorded first. The
-        command id minted here is kept across retries and carried by every fact the command records."""
+        command id minted here is kept across retries and carried by every fact the command records.
+        With a quote's `pin`, the command is refused `quote_stale` unless it records the quoted lines."""
         check_workspace_id(workspace_id)
         if idempotency_key is not None:
             check_workspace_id(idempotency_key)
@@ -207,6 +215,7 @@ class Ledger(Application[UUID]):
         due: list[Subscription.Event] = []
         for _ in range(MAX_ATTEMPTS):
             loaded = self.get(workspace_id)
+            loaded_version = loaded.version if loaded else 0
             try:
                 due += self._catch_up(loaded) if loaded else []
             except IntegrityError:
@@ -224,6 +233,8 @@ class Ledger(Application[UUID]):
             ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, args_hash, command_id)
             try:
                 decision = sub.decide(command, ctx)
+                if pin is not None:
+                    pin.check(loaded_version, ctx.catalog, decision.effects)
             except LedgerError as e:
                 return Result(workspace_id, e, [], due, sub)
             first = sub.version + 1
@@ -252,20 +263,22 @@ class Ledger(Application[UUID]):
         """Decide the command on a copy with the clock pinned, every charge assumed paid, and
         save nothing (R25): the same decision as `handle`, so applying it yields these lines."""
         check_workspace_id(workspace_id)
-        sub = self.get(workspace_id) or self._new(workspace_id, actor, channel)
+        loaded = self.get(workspace_id)
+        sub = loaded or self._new(workspace_id, actor, channel)
         ctx = self._context(sub, actor, channel, command.name, None, None, command.args_hash(), None)
         sub.process_due(ctx, forecast=True)
         due = list(sub.pending_events)
         try:
             decision = sub.decide(command, ctx)
         except LedgerError as e:
-            return Result(workspace_id, e, [], due, sub)
+            return Result(workspace_id, e, [], due, sub, version=loaded.version if loaded else 0)
         outcome = decision.outcome
         if decision.charge:
             outcome.trigger(Subscription.PaymentSucceeded, ctx, invoice_id=decision.charge.invoice_id,
                             amount=decision.charge.amount, charge_id=None, payment_method=decision.charge.payment_method)
         events = decision.effects + list(outcome.collect_events())
-        return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, outcome)
+        return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, outcome,
+                      version=loaded.version if loaded else 0)
 
     def advance_workspace(self, workspace_id: str) -> list[Subscription.Event]:
         """Settle what is pending and record what fell due for one workspace up to now."""
@@ -400,6 +413,28 @@ class Ledger(Application[UUID]):
         events = list(sub.pending_events)
         self._save(sub, events)
         return events
+
+    # --------------------------------------------------------------- positions
+
+    def _notify(self, recordings: list[Any]) -> None:
+        """Remember where this process's saves landed in the notification log (position_of)."""
+        with self._positions_lock:
+            for r in recordings:
+                self._positions[(r.domain_event.originator_id, r.domain_event.originator_version)] = r.notification.id
+            while len(self._positions) > MAX_POSITIONS:
+                del self._positions[next(iter(self._positions))]
+
+    def positions(self, events: list[Any]) -> list[int | None]:
+        """Each event's notification id, where this process saved it (else None)."""
+        return [self._positions.get((e.originator_id, e.originator_version)) for e in events]
+
+    def position_of(self, events: list[Any]) -> int:
+        """The notification id of the last of `events` (what a reader passes as min_position); for
+        events this process did not save (a replay), the log's head, which is at or after them."""
+        known = self.positions(events)
+        if events and all(known):
+            return max(known)  # type: ignore[type-var]
+        return self.recorder.max_notification_id() or 0
 
     # --------------------------------------------------------------- helpers
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -339,22 +340,39 @@ def exported(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def jsonl_lines(found: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """The JSON Lines export, a line at a time (the HTTP API streams it)."""
+    for row in found:
+        yield dumps(exported(row)) + "\n"
+
+
+def csv_lines(found: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """The CSV export: the header, then a row at a time; before/after as their stored JSON."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*CONTENT, "prev_hash", "hash"])
+    writer.writeheader()
+    yield buffer.getvalue()
+    for row in found:
+        buffer.seek(0)
+        buffer.truncate()
+        doc = exported(row)
+        doc["before"], doc["after"] = row["before"], row["after"]
+        writer.writerow(doc)
+        yield buffer.getvalue()
+
+
 def write_jsonl(out: IO[str], found: Iterator[dict[str, Any]]) -> int:
     n = 0
-    for row in found:
-        out.write(dumps(exported(row)) + "\n")
+    for line in jsonl_lines(found):
+        out.write(line)
         n += 1
     return n
 
 
 def write_csv(out: IO[str], found: Iterator[dict[str, Any]]) -> int:
-    writer = csv.DictWriter(out, fieldnames=[*CONTENT, "prev_hash", "hash"])
-    writer.writeheader()
-    n = 0
-    for row in found:
-        doc = exported(row)
-        doc["before"], doc["after"] = row["before"], row["after"]
-        writer.writerow(doc)
+    n = -1  # the header is not a row
+    for chunk in csv_lines(found):
+        out.write(chunk)
         n += 1
     return n
 

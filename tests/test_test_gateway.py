@@ -125,7 +125,7 @@ def test_the_documented_sql_counts_real_charges_exactly(gateway: TestPaymentGate
     gateway.charge(request_for("b", amount="0.20"))
     gateway.charge(request_for("c", "pm_card_chargeDeclined", amount="5.00"))
     gateway.charge(request_for("d", "pm_card_authenticationRequired", amount="7.00"))
-    engine = create_engine(gateway.url)
+    engine = create_engine(gateway.tables.url)
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":

@@ -1,0 +1,50 @@
+"""Bearer tokens on every request (adapters/tokens.py); refusals are 401 and 403 and record nothing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from adapters.tokens import Principal, TokenStore
+from domain.commands import Actor
+from domain.errors import LedgerError
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `subledger tokens create`.")
+
+
+def tokens(request: Request) -> TokenStore:
+    return request.app.state.tokens
+
+
+def principal(request: Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """The token's principal, or 401 `unauthenticated`. The console passes its token in a cookie."""
+    token = credentials.credentials if credentials else request.cookies.get("subledger_token")
+    if not token:
+        raise LedgerError("unauthenticated", "send an API token: Authorization: Bearer <token>")
+    found = tokens(request).authenticate(token)
+    if found is None:
+        raise LedgerError("unauthenticated", "the API token is unknown or revoked")
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def require_read(caller: Principal, workspace_id: str) -> None:
+    if not caller.reads(workspace_id):
+        raise LedgerError("forbidden", f"a {caller.role} token may not read workspace {workspace_id}")
+
+
+def require_change(caller: Principal, workspace_id: str) -> Actor:
+    """The actor a change is recorded under: the token's id and role (R2 is then the domain's)."""
+    if not caller.changes(workspace_id):
+        raise LedgerError("forbidden", f"a {caller.role} token may not change workspace {workspace_id}")
+    return Actor(id=caller.token_id, role=caller.role)  # type: ignore[arg-type]
+
+
+def require_role(caller: Principal, *roles: str) -> None:
+    if caller.role not in roles:
+        raise LedgerError("forbidden", f"a {caller.role} token may not do this: it needs {' or '.join(roles)}")

@@ -1,0 +1,84 @@
+"""Errors as `application/problem+json` (RFC 9457), each carrying the ledger's stable code.
+
+One table maps codes to HTTP statuses: bad input 400, no token 401, wrong role or workspace
+403, unknown thing 404, a state that must change first 409, a failed payment 402, a locked
+plan 423, any other rule refusal 422, the database down 503."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import LedgerError
+
+MEDIA_TYPE = "application/problem+json"
+STATUS = {
+    "invalid_request": 400, "invalid_catalog": 400, "catalog_conflict": 400, "unknown_plan": 400,
+    "unauthenticated": 401,
+    "forbidden": 403, "not_authorized": 403,
+    "not_found": 404,
+    "open_invoice": 409, "payment_pending": 409, "idempotency_conflict": 409, "concurrency_conflict": 409,
+    "quote_stale": 409, "clock_conflict": 409,
+    "payment_failed": 402, "payment_action_required": 402, "payment_method_required": 402,
+    "plan_locked": 423,
+    "unavailable": 503, "event_chain_broken": 503,
+    "read_models_behind": 503,
+    "internal_error": 500,
+}
+"""Every other code is a rule refusal: 422."""
+log = logging.getLogger("subledger.http")
+
+
+def status_of(code: str) -> int:
+    return STATUS.get(code, 422)
+
+
+def problem(code: str, message: str, *, status: int | None = None, instance: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    error = LedgerError(code, message)
+    body: dict[str, Any] = {"type": f"urn:subledger:error:{code}", "title": code.replace("_", " "),
+                            "status": status or status_of(code), "detail": message, "code": code}
+    if error.rule:
+        body["rule"] = error.rule
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=body["status"], media_type=MEDIA_TYPE, headers=headers)
+
+
+def problem_of(error: LedgerError, request: Request | None = None, **extra: Any) -> JSONResponse:
+    return problem(error.code, error.message, instance=request.url.path if request else None, **extra)
+
+
+def install(app: FastAPI) -> None:
+    """Every error the app can raise leaves as problem+json, never a traceback."""
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, error: LedgerError) -> JSONResponse:
+        return problem_of(error, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_input(request: Request, error: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in error.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return problem("invalid_request", "; ".join(parts)[:2000] or "invalid request", instance=request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}.get(error.status_code, "invalid_request")
+        detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+        return problem(code, detail, status=error.status_code, instance=request.url.path,
+                       headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        log.exception("internal error on %s", request.url.path)
+        return problem("internal_error", "the ledger failed to answer: this is a bug, and it is logged",
+                       instance=request.url.path)

@@ -1,0 +1,54 @@
+"""Token management over HTTP, for operator tokens only: create (the secret is shown once),
+list, revoke. The same store as `subledger tokens` (adapters/tokens.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.http.auth import Caller, require_role, tokens
+from adapters.http.pages import PageQuery, paginate
+from adapters.http.reads import jsonable
+from adapters.tokens import Principal, TokenStore
+
+
+def operator(caller: Caller) -> Principal:
+    require_role(caller, "operator")
+    return caller
+
+
+Operator = Annotated[Principal, Depends(operator)]
+Store = Annotated[TokenStore, Depends(tokens)]
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["admin", "billing_admin", "member", "support", "service", "operator"]
+    workspace: str | None = Field(None, max_length=200, description="The workspace of an admin, billing_admin or "
+                                  "member token; none for the others.")
+    label: str | None = Field(None, max_length=200, description="A note on whose token this is.")
+
+
+@router.post("", status_code=201)
+def create_token(caller: Operator, body: NewToken, store: Store) -> dict[str, Any]:
+    """A new token. `token` is the secret: it is shown in this response only (its hash is kept)."""
+    principal, token = store.create(body.role, body.workspace, body.label)
+    return {"object": "token", "id": principal.token_id, "token": token, "role": principal.role,
+            "workspace": principal.workspace_id, "label": body.label}
+
+
+@router.get("")
+def list_tokens(caller: Operator, store: Store, chosen: PageQuery) -> dict[str, Any]:
+    """Every token, oldest first, with its role, workspace and revocation; never the secrets."""
+    rows = [{"object": "token", **row} for row in store.list()]
+    return jsonable(paginate(rows, lambda r: r["id"], chosen))
+
+
+@router.delete("/{token_id}")
+def revoke_token(caller: Operator, token_id: Annotated[str, Path(max_length=100)], store: Store) -> dict[str, Any]:
+    """Revoke a live token: it is refused (401) from now on. 404 if there is no live token of that id."""
+    store.revoke(token_id)
+    return {"object": "token", "id": token_id, "revoked": True}

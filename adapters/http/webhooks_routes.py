@@ -1,0 +1,82 @@
+"""Webhook endpoints over HTTP, for operator tokens: the same operations as `subledger webhooks`
+(add, list, remove, dead letters, retry); delivery stays with `subledger webhooks deliver`.
+
+Mounted by `create_app` with `app.include_router(webhooks_routes.router)`; the store is made on
+first use and shares the app's database."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from adapters.http.auth import Caller, require_role
+from adapters.webhooks import WebhookStore
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+_made = threading.Lock()
+
+
+class NewEndpoint(BaseModel):
+    url: str = Field(max_length=2000, description="Where to POST: an http:// or https:// URL.")
+    events: list[str] = Field(min_length=1, max_length=100,
+                              description='Event types (e.g. "PlanUpgraded"), or ["*"] for all.')
+    workspace: str | None = Field(default=None, description="Only this workspace's events.")
+
+
+def store(request: Request) -> WebhookStore:
+    state = request.app.state
+    with _made:
+        if getattr(state, "webhooks", None) is None:
+            from adapters.settings import eventsourcing_env
+            state.webhooks = WebhookStore(eventsourcing_env(state.db))
+    return state.webhooks  # type: ignore[no-any-return]
+
+
+Store = Annotated[WebhookStore, Depends(store)]
+
+
+def operator(caller: Caller) -> None:
+    require_role(caller, "operator")
+
+
+def shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+@router.get("", dependencies=[Depends(operator)])
+def list_endpoints(webhooks: Store) -> dict[str, Any]:
+    """Live endpoints with their messages by status (never the secret)."""
+    return {"endpoints": [shown(r) for r in webhooks.list_endpoints()]}
+
+
+@router.post("", status_code=201, dependencies=[Depends(operator)])
+def add_endpoint(body: NewEndpoint, request: Request, webhooks: Store) -> dict[str, Any]:
+    """Add an endpoint for the events recorded from now on; the signing secret is shown once."""
+    ledger = request.app.state.ledger
+    row = webhooks.add(body.url, ",".join(body.events), body.workspace,
+                       head=lambda: ledger.recorder.max_notification_id() or 0)
+    return {"id": row["id"], "secret": row["secret"], "url": row["url"], "events": row["events"].split(","),
+            "workspace": row["workspace"], "since": row["since"]}
+
+
+@router.delete("/{endpoint_id}", status_code=204, dependencies=[Depends(operator)])
+def remove_endpoint(endpoint_id: str, webhooks: Store) -> Response:
+    """Stop an endpoint; its pending and dead messages are dropped."""
+    webhooks.remove(endpoint_id)
+    return Response(status_code=204)
+
+
+@router.get("/dead", dependencies=[Depends(operator)])
+def dead_letters(webhooks: Store) -> dict[str, Any]:
+    """Messages that failed too often or for too long."""
+    return {"dead": [shown(r) for r in webhooks.dead()]}
+
+
+@router.post("/dead/{msg_id}/retry", dependencies=[Depends(operator)])
+def retry_dead_letter(msg_id: str, webhooks: Store) -> dict[str, Any]:
+    """Queue a dead letter again: the dispatcher's next round sends it."""
+    webhooks.retry([msg_id])
+    return {"queued": msg_id}

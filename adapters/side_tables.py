@@ -1,0 +1,81 @@
+"""Tables kept beside the events, in the ledger's own database (same SQLite file, same
+PostgreSQL schema): the test gateway's charges, API tokens, HTTP idempotency records, webhook
+subscriptions. One engine per store, made on first use, its tables created once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, MetaData, create_engine, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.schema import CreateTable
+
+from adapters.settings import eventsourcing_env
+from projections.store import sqlalchemy_url
+
+T = TypeVar("T")
+CREATE_LOCK = 0x7465737467617465  # pg_advisory_xact_lock key: "testgate"
+
+
+class SideTables:
+    """The tables of `metadata` in the database of `db_url`. `run(work)` is one transaction;
+    an unreachable database raises sqlalchemy's OperationalError for the caller to name."""
+
+    def __init__(self, db_url: str, metadata: MetaData) -> None:
+        env = eventsourcing_env(db_url)
+        self.url = sqlalchemy_url(env)
+        self.schema = env.get("POSTGRES_SCHEMA")
+        self.metadata = metadata
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        with self.engine().begin() as conn:
+            return work(conn)
+
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                sqlite_db = self.url.startswith("sqlite")
+                engine = create_engine(self.url, pool_pre_ping=not sqlite_db, pool_size=2, max_overflow=6,
+                                       connect_args={"timeout": 10} if sqlite_db else {"connect_timeout": 5})
+                try:
+                    self._create_tables(engine)
+                except Exception:
+                    engine.dispose()
+                    raise
+                self._engine = engine
+            return self._engine
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def _create_tables(self, engine: Engine) -> None:
+        """Idempotent and safe when processes start together: PostgreSQL's IF NOT EXISTS can
+        still collide on pg_type, so creators take an advisory lock and retry a lost race."""
+        for attempt in range(3):
+            try:
+                with engine.begin() as conn:
+                    if engine.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK})
+                        if self.schema and self.schema != "public":
+                            schema = conn.dialect.identifier_preparer.quote(self.schema)
+                            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    for table in self.metadata.sorted_tables:
+                        conn.execute(CreateTable(table, if_not_exists=True))
+                return
+            except (IntegrityError, ProgrammingError):
+                if attempt == 2:
+                    raise
+
+
+def insert_if_absent(conn: Connection, table: Any, row: dict[str, Any]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING in the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).values(**row).on_conflict_do_nothing()

@@ -1,0 +1,281 @@
+"""The support console in-process (no browser): who may sign in and read what, and that a
+support token changes nothing through any write route of the app, the console's or the API's.
+The browser walk-through is tests/test_console_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import APIRouter, routing
+from fastapi.testclient import TestClient
+
+from adapters.console.session import SESSION_ROUTES
+from adapters.console.web import COOKIE
+from adapters.demo import demo_file
+from adapters.http.app import create_app
+from adapters.http.auth import Caller, principal, require_change
+from adapters.scenario import run_scenario
+from domain.commands import COMMANDS, parse_command
+from domain.ledger import TestClock
+from tests.conftest import fresh_postgres_schema, utc
+
+DEMO_END = utc("2026-06-10T00:00:00")
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+SUPPORT_QUESTIONS = re.compile(r"/(what-if|preview(/[^/]+)?)$")
+"""POSTs that ask and record nothing, which support may ask (docs/http.md): they need not be refused."""
+EXTRA_BODIES = {"subscribe": {"plan": "team"}, "change-plan": {"plan": "team"}, "set-seats": {"seats": 5},
+                "set-members": {"members": 2}, "report-storage": {"gb": "1"}, "set-storage-addon": {"addon": None},
+                "buy-ai-credits": {"pack": "ai-1000"}, "consume-ai-credits": {"credits": 1},
+                "record-usage": {"operations": 1}, "buy-operations": {"operations": 10000},
+                "add-payment-method": {"payment_method": "pm_card_visa"},
+                "remove-payment-method": {"payment_method": "pm_card_visa"}, "pay-invoice": {},
+                "set-contract": {"contract": "enterprise"}}
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'demo.db'}"
+    outputs, code = run_scenario(demo_file(), url)
+    assert code == 0, [o["expect_failures"] for o in outputs if o["expect_failures"]]
+    return url
+
+
+@pytest.fixture
+def app(demo_db: str) -> Iterator[Any]:
+    made = create_app(demo_db, clock=TestClock(DEMO_END))
+    with TestClient(made):  # runs the lifespan, so the console's read models are closed after
+        yield made
+
+
+def client_as(app: Any, role: str | None, workspace: str | None = None) -> TestClient:
+    client = TestClient(app)
+    if role is not None:
+        _, token = app.state.tokens.create(role, workspace)
+        client.cookies.set(COOKIE, token)
+    return client
+
+
+def sign_in(client: TestClient, token: str, next_page: str = "") -> Any:
+    body = f"token={token}" + (f"&next={next_page}" if next_page else "")
+    return client.post("/console/login", content=body, follow_redirects=False,
+                       headers={"content-type": "application/x-www-form-urlencoded"})
+
+
+def text_of(page: str) -> str:
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_sign_in_keeps_the_token_in_an_http_only_strict_cookie_and_sign_out_clears_it(app: Any) -> None:
+    _, token = app.state.tokens.create("support")
+    client = TestClient(app)
+    assert client.get("/console/workspaces/acme", follow_redirects=False).headers["location"] == \
+        "/console/login?next=/console/workspaces/acme"
+    signed = sign_in(client, token, "/console/workspaces/acme")
+    assert signed.status_code == 303 and signed.headers["location"] == "/console/workspaces/acme"
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}={token};") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert client.get("/console/workspaces/acme").status_code == 200
+    out = client.post("/console/logout", follow_redirects=False)
+    assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
+    assert client.get("/console/", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_refuses_unknown_tokens_and_operator_tokens_and_goes_back_only_to_console_pages(app: Any) -> None:
+    client = TestClient(app)
+    refused = sign_in(client, "sl_not-a-token")
+    assert refused.status_code == 401 and "set-cookie" not in refused.headers
+    _, operator = app.state.tokens.create("operator")
+    assert sign_in(client, operator).status_code == 403
+    _, token = app.state.tokens.create("service")
+    assert sign_in(client, token, "https://evil.example/").headers["location"] == "/console/"
+    assert sign_in(client, token, "//evil.example/console/").headers["location"] == "/console/"
+
+
+def test_support_and_service_read_every_workspace(app: Any) -> None:
+    for role in ("support", "service"):
+        client = client_as(app, role)
+        found = text_of(client.get("/console/").text)
+        assert all(ws in found for ws in ("acme", "beta", "studio", "flowops"))
+        for ws in ("acme", "beta"):
+            assert client.get(f"/console/workspaces/{ws}").status_code == 200
+
+
+def test_workspace_roles_read_only_their_own_workspace_and_operators_nothing(app: Any) -> None:
+    for role in ("admin", "billing_admin", "member"):
+        client = client_as(app, role, "acme")
+        found = text_of(client.get("/console/").text)
+        assert "acme" in found and "beta" not in found
+        assert client.get("/console/workspaces/acme").status_code == 200
+        for page in ("/console/workspaces/beta", "/console/workspaces/beta/invoices/in_beta_0001",
+                     "/console/workspaces/beta/as-of?at=2026-05-01T00:00", "/console/workspaces/beta/what-if"):
+            assert client.get(page).status_code == 403, (role, page)
+    operator = client_as(app, "operator")
+    assert operator.get("/console/").status_code == 403
+    assert operator.get("/console/workspaces/acme").status_code == 403
+
+
+def test_the_upgrade_invoice_shows_each_line_with_its_arithmetic_rules_and_the_markdown_reply(app: Any) -> None:
+    page = client_as(app, "support").get("/console/workspaces/acme/invoices/in_acme_0002")
+    assert page.status_code == 200
+    found = text_of(page.text)
+    assert "-12.67 19.00 x 1 x 20/30 days = 12.666667 -> 12.67 R13" in found
+    assert "32.67 49.00 x 1 x 20/30 days = 32.666667 -> 32.67 R11, R13" in found
+    assert "Subtotal 20.00 -12.67 + 32.67 = 20.00" in found and "Due 20.00 USD" in found
+    assert "forms@2026-11-23" in found and "Pro per month: 19.00" in found and "Team per month: 49.00" in found
+    assert "| **Due** | **20.00** |" in page.text
+
+
+def test_as_of_before_the_upgrade_shows_pro_and_after_it_team(app: Any) -> None:
+    client = client_as(app, "support")
+    before = text_of(client.get("/console/workspaces/acme/as-of?at=2026-04-05T00:00").text)
+    after = text_of(client.get("/console/workspaces/acme/as-of?at=2026-04-15T00:00").text)
+    assert "Plan Pro (monthly)" in before and "Plan Team (monthly)" in after
+
+
+def test_what_if_compares_invoice_by_invoice_and_takes_only_built_in_catalogs(app: Any) -> None:
+    client = client_as(app, "support")
+    found = text_of(client.get("/console/workspaces/acme/what-if?upgrade_new_cycle=true").text)
+    assert "in_acme_0002 2026-04-11 upgrade changed 20.00 36.33 16.33" in found
+    assert client.get("/console/workspaces/acme/what-if?catalog=/etc/passwd").status_code == 400
+    assert client.get("/console/workspaces/acme/what-if?proration=hourly").status_code == 400
+
+
+def test_the_workspace_page_shows_the_timeline_chain_status_and_balances(app: Any) -> None:
+    client = client_as(app, "support")
+    page = client.get("/console/workspaces/studio")
+    found = text_of(page.text)
+    assert "Intact:" in found and "audit rows agree" in found
+    assert "sam (owner)" in found and "plan : trial → team" in found
+    assert page.text.count("<svg") == 2
+    only = text_of(client.get("/console/workspaces/studio?kind=InvoiceIssued").text)
+    rows = only.split("Before → after Money")[-1]
+    assert "SeatsChanged" not in rows and "InvoiceIssued" in rows
+
+
+@pytest.mark.postgres
+def test_every_page_reads_the_same_on_postgresql(tmp_path: Any) -> None:
+    demo = json.loads(demo_file().read_text())
+    demo["workspaces"] = {"acme": demo["workspaces"]["acme"]}
+    demo["steps"] = [step for step in demo["steps"] if step.get("workspace") == "acme"]
+    (tmp_path / "acme.json").write_text(json.dumps(demo))  # the seed 003 story alone: lean on PostgreSQL
+    for url in fresh_postgres_schema():
+        outputs, code = run_scenario(tmp_path / "acme.json", url)
+        assert code == 0, [o["expect_failures"] for o in outputs if o["expect_failures"]]
+        made = create_app(url, clock=TestClock(DEMO_END))
+        with TestClient(made) as client:
+            _, token = made.state.tokens.create("support")
+            client.cookies.set(COOKIE, token)
+            assert [r for r in text_of(client.get("/console/?q=a_").text).split() if r == "acme"] == []
+            assert "acme" in text_of(client.get("/console/?q=ac").text)
+            for page in ("/console/workspaces/acme", "/console/workspaces/acme/as-of?at=2026-04-05T00:00",
+                         "/console/workspaces/acme/what-if?upgrade_new_cycle=true"):
+                assert client.get(page).status_code == 200, page
+            found = text_of(client.get("/console/workspaces/acme/invoices/in_acme_0002").text)
+            assert "Subtotal 20.00 -12.67 + 32.67 = 20.00" in found
+
+
+def write_routes(app: Any) -> list[Any]:
+    """Every route of the app that takes a write method, through included routers (FastAPI 0.16x
+    keeps those lazily: iter_route_contexts flattens them; older versions list them flat)."""
+    flatten = getattr(routing, "iter_route_contexts", None)
+    found = flatten(app.routes) if flatten else app.routes
+    return [r for r in found if (r.methods or set()) & WRITE_METHODS and getattr(r, "dependant", None) is not None]
+
+
+def guarded(route: Any) -> bool:
+    """Whether the route authenticates its caller with the API token (adapters/http/auth.py)."""
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is principal:
+            return True
+        pending.extend(dependant.dependencies)
+    return False
+
+
+def demo_bodies() -> dict[str, dict[str, Any]]:
+    bodies = dict(EXTRA_BODIES)
+    for step in json.loads(demo_file().read_text())["steps"]:
+        if step["do"] in COMMANDS:
+            bodies[step["do"]] = step.get("with", {})
+    for name, body in bodies.items():
+        parse_command(name, body)  # a valid body, so only the token can be why it is refused
+    return bodies
+
+
+def requests_for(route: Any, bodies: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The route's path filled in (every command for a {command} parameter) and a valid body."""
+    names = re.findall(r"{(\w+)(?::\w+)?}", route.path)
+    commands = list(COMMANDS) if "command" in names else [None]
+    for command in commands:
+        path = route.path
+        for name in names:
+            value = {"workspace": "acme", "command": command, "invoice_id": "in_acme_0002",
+                     "invoice": "in_acme_0002"}.get(name) or "x"
+            path = re.sub(r"{%s(?::\w+)?}" % name, str(value), path)
+        yield path, bodies.get(command or route.path.rsplit("/", 1)[-1], {})
+
+
+def recorded(app: Any) -> tuple[Any, ...]:
+    ledger = app.state.ledger
+    return (ledger.recorder.max_notification_id(), tuple(e.originator_version for ws in ledger.workspaces()
+                                                         for e in ledger.workspace_events(ws)[-1:]))
+
+
+def test_a_support_token_cannot_change_anything_through_the_console_or_the_api(app: Any) -> None:
+    """Every write route of the app, whoever added it: a support token (as a bearer header or
+    the console's cookie) is refused 403 wherever a token is asked for, and nothing is recorded.
+    The console's own routes are GETs but for signing in and out."""
+    console_writes = {r.path for r in write_routes(app) if r.path.startswith("/console")}
+    assert console_writes == SESSION_ROUTES
+    assert_support_changes_nothing(app)
+
+
+def test_the_write_route_check_covers_api_routes_added_beside_the_console(app: Any) -> None:
+    """The check above finds a token-guarded command route however it is mounted."""
+    api = APIRouter()
+
+    @api.post("/v1/workspaces/{workspace}/{command}")
+    def command(workspace: str, command: str, body: dict[str, Any], caller: Caller) -> dict[str, str]:
+        require_change(caller, workspace)
+        raise AssertionError("a support token got past require_change")
+
+    app.include_router(api)
+    tried = assert_support_changes_nothing(app)
+    assert tried >= 2 * (len(SESSION_ROUTES) + len(COMMANDS))
+
+
+def assert_support_changes_nothing(app: Any) -> int:
+    _, token = app.state.tokens.create("support")
+    bodies = demo_bodies()
+    before = recorded(app)
+    tried = 0
+    for route in write_routes(app):
+        for path, body in requests_for(route, bodies):
+            for method in sorted(route.methods & WRITE_METHODS):
+                for auth in ({"headers": {"Authorization": f"Bearer {token}"}}, {"cookies": {COOKIE: token}}):
+                    client = TestClient(app, cookies=auth.get("cookies"))
+                    headers = {"Idempotency-Key": f"console-support-{tried}", **auth.get("headers", {})}
+                    answer = client.request(method, path, json=body, headers=headers, follow_redirects=False)
+                    tried += 1
+                    if SUPPORT_QUESTIONS.search(route.path):
+                        assert answer.status_code != 500, (method, path, answer.text[:300])  # may answer: records nothing
+                    elif guarded(route):
+                        assert answer.status_code == 403, (method, path, answer.status_code, answer.text[:300])
+                    elif route.path not in SESSION_ROUTES:
+                        assert answer.status_code >= 400, (method, path, answer.status_code)
+                    assert recorded(app) == before, (method, path)
+    return tried
+
+
+def test_every_route_name_is_unique_so_console_links_reach_console_pages(app: Any) -> None:
+    """`url_for` takes the first route of a name: an API route named like a console page would
+    turn the console's links into API calls."""
+    flatten = getattr(routing, "iter_route_contexts", None)
+    names = [r.name for r in (flatten(app.routes) if flatten else app.routes) if getattr(r, "name", None)]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})

@@ -1,0 +1,378 @@
+"""The HTTP write API (adapters/http/commands.py): commands, refusals, Idempotency-Key, previews
+with quotes, and the test clock; in process (FastAPI's TestClient) and once through a real
+`subledger serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from adapters.http.app import create_app
+from domain.clock import SystemClock, TestClock
+
+ROOT = Path(__file__).resolve().parent.parent
+START = datetime(2026, 4, 1, tzinfo=timezone.utc)
+PROBLEM = "application/problem+json"
+
+
+class Api:
+    """A TestClient on a fresh ledger on a test clock, with tokens of every role it needs."""
+
+    def __init__(self, db: str, clock: Any = None) -> None:
+        self.app = create_app(db, clock=clock or TestClock(START))
+        self.client = TestClient(self.app).__enter__()
+        tokens = self.app.state.tokens
+        self.tokens = {role: tokens.create(role, "acme" if role in ("admin", "billing_admin", "member") else None)[1]
+                       for role in ("admin", "billing_admin", "member", "support", "operator")}
+        self.tokens["other_admin"] = tokens.create("admin", "other")[1]
+
+    @property
+    def ledger(self) -> Any:
+        return self.app.state.ledger
+
+    def post(self, path: str, body: Any = None, *, role: str = "admin", key: str | None = None,
+             **params: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return self.client.post(path, json=body, headers=headers, params=params)
+
+    def do(self, command: str, body: Any = None, workspace: str = "acme", **kw: Any) -> httpx.Response:
+        return self.post(f"/v1/workspaces/{workspace}/{command}", body, **kw)
+
+    def preview(self, command: str, body: Any = None, workspace: str = "acme", **kw: Any) -> httpx.Response:
+        return self.post(f"/v1/workspaces/{workspace}/preview/{command}", body, **kw)
+
+    def advance(self, to: str, role: str = "operator") -> httpx.Response:
+        return self.post("/v1/test-clock/advance", {"to": to}, role=role)
+
+    def head(self) -> int:
+        return self.ledger.recorder.max_notification_id() or 0
+
+    def on_pro(self) -> Api:
+        assert self.do("add-payment-method", {"payment_method": "pm_card_visa"}).status_code == 200
+        assert self.do("subscribe", {"plan": "pro", "interval": "month"}).status_code == 200
+        return self
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    made = Api(f"sqlite:///{tmp_path}/ledger.db")
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def api_on_both(db_url: str) -> Iterator[Api]:
+    made = Api(db_url)
+    yield made
+    made.close()
+
+
+# ------------------------------------------------------------------ commands
+
+
+def test_a_command_records_through_channel_api_and_returns_its_position_and_command_id(api_on_both: Api) -> None:
+    api = api_on_both
+    api.do("add-payment-method", {"payment_method": "pm_card_visa"})
+    r = api.do("subscribe", {"plan": "pro", "reason": "signed up on the web"})
+    assert r.status_code == 200
+    out = r.json()
+    assert out["position"] == api.head()
+    types = [e["type"] for e in out["events"]]
+    assert "InvoiceIssued" in types and types[-1] == "PaymentSucceeded"
+    assert out["events"][-1]["notification_id"] == out["position"]
+    assert {e["command_id"] for e in out["events"]} == {out["command_id"]}
+    assert {e["channel"] for e in out["events"]} == {"api"}
+    assert out["events"][0]["actor"]["role"] == "admin"
+    assert out["events"][0]["fields"]["reason"] == "signed up on the web"
+    assert out["invoices"][0]["amount_due"] == "19.00"
+    assert out["state"]["plan"] == "pro"
+
+
+def test_R2_only_the_workspace_admins_change_it(api: Api) -> None:
+    for role, status in (("member", 403), ("support", 403), ("operator", 403), ("other_admin", 403), ("", 401)):
+        r = api.do("add-payment-method", {"payment_method": "pm_card_visa"}, role=role)
+        assert (r.status_code, r.headers["content-type"]) == (status, PROBLEM), role
+    assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}, role="billing_admin").status_code == 200
+
+
+def test_a_reserved_workspace_id_is_bad_input(api: Api) -> None:
+    token = api.app.state.tokens.create("admin", "verify")[1]
+    r = api.client.post("/v1/workspaces/verify/set-members", json={"members": 1},
+                        headers={"Authorization": f"Bearer {token}"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"plan": "pro"}, 422, "already_on_plan"),
+    ({"plan": "nope"}, 400, "unknown_plan"),
+    ({"plan": "Bad Plan!"}, 400, "invalid_request"),
+    ({"plan": "team", "seats": 0}, 400, "invalid_request"),
+    ({"plan": "team", "colour": "red"}, 400, "invalid_request"),
+])
+def test_refusals_are_problem_json_with_their_status_and_record_nothing(api: Api, body: Any, status: int,
+                                                                         code: str) -> None:
+    api.on_pro()
+    head = api.head()
+    r = api.do("change-plan", body)
+    assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (status, PROBLEM, code)
+    assert api.head() == head
+
+
+def test_R12_a_declined_upgrade_is_402_and_records_only_the_request_and_the_failure(api: Api) -> None:
+    api.on_pro()
+    api.do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})
+    r = api.do("change-plan", {"plan": "team"})
+    assert (r.status_code, r.json()["code"]) == (402, "payment_failed")
+    assert r.json()["position"] == api.head()
+    assert [e["type"] for e in r.json()["events"]] == ["ChargeRequested", "UpgradePaymentFailed"]
+    assert r.json()["state"]["plan"] == "pro"
+
+
+def test_R8_an_open_invoice_is_409(api: Api) -> None:
+    api.on_pro()
+    api.do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})
+    api.advance("2026-05-01T00:00:00Z")
+    r = api.do("change-plan", {"plan": "team"})
+    assert (r.status_code, r.json()["code"]) == (409, "open_invoice")
+
+
+# ------------------------------------------------------------------ idempotency
+
+
+def test_the_same_key_and_body_replays_the_stored_response(api: Api) -> None:
+    api.on_pro()
+    first = api.do("change-plan", {"plan": "team"}, key="upgrade-1")
+    head = api.head()
+    again = api.do("change-plan", {"plan": "team"}, key="upgrade-1")
+    assert (again.status_code, again.json()) == (first.status_code, first.json())
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert api.head() == head
+
+
+def test_the_same_key_with_another_body_is_409_naming_the_difference(api: Api) -> None:
+    api.on_pro()
+    api.do("change-plan", {"plan": "team"}, key="k1")
+    head = api.head()
+    r = api.do("change-plan", {"plan": "pro"}, key="k1")
+    assert (r.status_code, r.json()["code"]) == (409, "idempotency_conflict")
+    assert "body.plan" in r.json()["detail"]
+    r = api.do("set-seats", {"seats": 2}, key="k1")
+    assert r.status_code == 409 and "path" in r.json()["detail"]
+    assert api.head() == head
+
+
+def test_bad_input_stores_nothing_under_the_key(api: Api) -> None:
+    api.on_pro()
+    assert api.do("change-plan", {"plan": 7}, key="k2").status_code == 400
+    assert api.do("change-plan", {"plan": "team"}, key="k2").status_code == 200
+
+
+def test_a_key_is_at_most_255_characters(api: Api) -> None:
+    assert api.do("set-members", {"members": 1}, key="x" * 256).status_code == 400
+    assert api.do("set-members", {"members": 1}, key="x" * 255).status_code == 200
+
+
+def test_concurrent_requests_with_one_key_record_once(api: Api) -> None:
+    api.on_pro()
+    results: list[httpx.Response] = []
+
+    def upgrade() -> None:
+        results.append(api.do("change-plan", {"plan": "team"}, key="race"))
+
+    threads = [threading.Thread(target=upgrade) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [200] * 4
+    assert len({r.json()["command_id"] for r in results}) == 1
+    events = api.ledger.workspace_events("acme")
+    assert sum(type(e).__name__ == "PlanUpgraded" for e in events) == 1
+    assert sum(type(e).__name__ == "PaymentSucceeded" for e in events) == 2  # subscribe + the upgrade
+
+
+# ------------------------------------------------------------------ previews and quotes
+
+
+def test_R13_R25_the_quote_commits_exactly_the_previewed_20_00(api_on_both: Api) -> None:
+    api = api_on_both.on_pro()
+    assert api.advance("2026-04-11T00:00:00Z").status_code == 200
+    head = api.head()
+    preview = api.preview("change-plan", {"plan": "team"}).json()
+    assert api.head() == head
+    assert preview["amount_due"] == "20.00"
+    assert [(line["kind"], line["amount"]) for line in preview["invoices"][0]["lines"]] == [
+        ("plan_credit", "-12.67"), ("plan_charge", "32.67")]
+    assert preview["outcome"]["plan"] == "team" and preview["outcome"]["next_renewal"]["amount_due"] == "49.00"
+    api.advance("2026-04-11T00:10:00Z")  # later, the same day: the same lines
+    r = api.do("change-plan", {"plan": "team"}, quote=preview["quote"]["id"])
+    assert r.status_code == 200
+    def terms(invoices: list[dict[str, Any]]) -> list[Any]:
+        return [(i["amount_due"], [(x["kind"], x["amount"], x["formula"], x["period"]["end"]) for x in i["lines"]])
+                for i in invoices]
+
+    assert terms(r.json()["invoices"]) == terms(preview["invoices"])
+
+
+def test_R25_a_quote_is_stale_once_the_workspace_changed(api: Api) -> None:
+    api.on_pro().advance("2026-04-11T00:00:00Z")
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    api.do("set-members", {"members": 2})
+    head = api.head()
+    r = api.do("change-plan", {"plan": "team", "quote": quote})
+    assert (r.status_code, r.json()["code"]) == (409, "quote_stale")
+    assert api.head() == head and api.ledger.get("acme").plan == "pro"
+
+
+def test_R25_a_quote_is_stale_when_time_changed_the_proration(api: Api) -> None:
+    api.on_pro().advance("2026-04-11T23:50:00Z")
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    api.advance("2026-04-12T00:10:00Z")  # a day less to prorate
+    head = api.head()
+    r = api.do("change-plan", {"plan": "team"}, quote=quote)
+    assert (r.status_code, r.json()["code"]) == (409, "quote_stale")
+    assert api.head() == head
+
+
+def test_a_quote_commits_only_its_own_command_and_expires(tmp_path: Path) -> None:
+    from datetime import timedelta
+    api = Api(f"sqlite:///{tmp_path}/l.db")
+    api.app.state.quotes.ttl = timedelta(minutes=30)
+    try:
+        api.on_pro()
+        quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+        assert api.do("change-plan", {"plan": "team", "seats": 3}, quote=quote).json()["code"] == "invalid_request"
+        assert api.do("change-plan", {"plan": "team"}, quote="qt_" + "0" * 24).status_code == 404
+        api.advance("2026-04-01T00:31:00Z")
+        assert api.do("change-plan", {"plan": "team"}, quote=quote).json()["code"] == "quote_stale"
+    finally:
+        api.close()
+
+
+def test_support_may_preview_but_never_commit_and_members_do_neither(api: Api) -> None:
+    api.on_pro()
+    assert api.preview("change-plan", {"plan": "team"}, role="support").status_code == 200
+    assert api.preview("change-plan", {"plan": "team"}, role="member").status_code == 403
+    assert api.do("change-plan", {"plan": "team"}, role="support").status_code == 403
+
+
+def test_a_preview_retried_with_its_key_replays_the_same_quote(api: Api) -> None:
+    api.on_pro()
+    first = api.preview("change-plan", {"plan": "team"}, key="p1")
+    again = api.preview("change-plan", {"plan": "team"}, key="p1")
+    assert again.json()["quote"] == first.json()["quote"] and again.headers["Idempotent-Replayed"] == "true"
+    assert api.preview("change-plan", {"plan": "team", "seats": 2}, key="p1").status_code == 409
+
+
+def test_a_refused_preview_is_problem_json(api: Api) -> None:
+    api.on_pro()
+    r = api.preview("change-plan", {"plan": "pro"})
+    assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (422, PROBLEM, "already_on_plan")
+
+
+def test_openapi_shows_the_domain_command_models(api: Api) -> None:
+    spec = api.app.openapi()
+    body = spec["paths"]["/v1/workspaces/{workspace}/change-plan"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("/ChangePlanRequest")
+    assert set(spec["components"]["schemas"]["ChangePlanRequest"]["properties"]) >= {"plan", "tier", "reason", "quote"}
+    preview = spec["paths"]["/v1/workspaces/{workspace}/preview/change-plan"]["post"]["requestBody"]
+    assert preview["content"]["application/json"]["schema"]["$ref"].endswith("/ChangePlan")
+
+
+# ------------------------------------------------------------------ test clock
+
+
+def test_the_test_clock_moves_forward_and_records_what_fell_due(api: Api) -> None:
+    api.on_pro()
+    r = api.advance("2026-05-01T00:00:00Z")
+    assert r.status_code == 200 and "InvoiceIssued" in r.json()["due"]["acme"]
+    assert r.json()["position"] == api.head()
+    assert api.advance("2026-04-15T00:00:00Z").json()["code"] == "clock_conflict"
+    assert api.advance("2026-06-01T00:00:00Z", role="admin").status_code == 403
+    assert api.advance("yesterday").status_code == 400
+
+
+def test_there_is_no_test_clock_on_the_system_clock(tmp_path: Path) -> None:
+    api = Api(f"sqlite:///{tmp_path}/l.db", clock=SystemClock())
+    try:
+        assert api.advance("2030-01-01T00:00:00Z").status_code == 404
+    finally:
+        api.close()
+
+
+def test_the_seed_003_story_over_http(api: Api) -> None:
+    """Subscribe Pro, upgrade to Team mid-cycle with a quote (20.00), schedule a downgrade, keep
+    the current plan, the renewal fails, a change is refused (R8), the invoice is paid, the
+    change is allowed."""
+    api.on_pro().advance("2026-04-11T00:00:00Z")
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    assert api.do("change-plan", {"plan": "team", "quote": quote}).json()["invoices"][0]["amount_due"] == "20.00"
+    scheduled = api.do("change-plan", {"plan": "pro"}).json()["state"]["scheduled_change"]
+    assert scheduled["kind"] == "downgrade" and scheduled["effective_at"] == "2026-05-01T00:00:00Z"
+    assert api.do("cancel-change").json()["state"]["scheduled_change"] is None
+    api.do("add-payment-method", {"payment_method": "pm_card_chargeDeclined"})
+    api.advance("2026-05-01T00:00:00Z")
+    refused = api.do("change-plan", {"plan": "pro"})
+    assert (refused.status_code, refused.json()["code"], refused.json()["rule"]) == (409, "open_invoice", "R8")
+    api.do("add-payment-method", {"payment_method": "pm_card_visa"})
+    assert api.do("pay-invoice").json()["state"]["open_invoice"] is None
+    allowed = api.do("change-plan", {"plan": "pro"})
+    assert allowed.status_code == 200 and allowed.json()["state"]["scheduled_change"]["plan"] == "pro"
+
+
+# ------------------------------------------------------------------ a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_subledger_serve_takes_a_command_over_real_http(tmp_path: Path) -> None:
+    env = {**os.environ, "SUBLEDGER_DB": f"sqlite:///{tmp_path}/ledger.db", "SUBLEDGER_TEST_CLOCK": "2026-04-01T00:00:00Z",
+           "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "adapters.cli"]
+    made = subprocess.run([*cli, "tokens", "create", "--role", "admin", "--workspace", "acme", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["token"]
+    port = free_port()
+    server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+                          timeout=10) as http:
+            for _ in range(200):
+                try:
+                    http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                    time.sleep(0.1)
+            assert http.post("/v1/workspaces/acme/add-payment-method", json={"payment_method": "pm_card_visa"},
+                             headers={"Idempotency-Key": "pm-1"}).status_code == 200
+            r = http.post("/v1/workspaces/acme/subscribe", json={"plan": "pro"})
+            assert r.status_code == 200 and r.json()["invoices"][0]["amount_due"] == "19.00"
+            assert r.json()["position"] >= 1 and r.json()["state"]["plan"] == "pro"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

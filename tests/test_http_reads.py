@@ -1,0 +1,262 @@
+"""The HTTP reads answer what the command-line reads print (same ledger: the demo story),
+page with cursors, export the audit trail as streamed CSV and JSON Lines, honour min_position
+(read-your-writes) and report projection lag on /readyz."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from adapters.cli import app as cli_app
+from domain.commands import Actor, parse_command
+from tests.http_support import NOW, bearer, client, copy_db, demo_db, tokens, walk
+
+WORKSPACES = ("acme", "beta", "studio", "flowops")
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///:memory:")  # the CLI exports its --db here
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", NOW)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return demo_db(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def api(demo: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    for c in client(demo):
+        yield c, bearer(tokens(c)["support"])
+
+
+def cli(db: str, *args: str) -> Any:
+    result = CliRunner().invoke(cli_app, ["--db", db, *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def cli_json(db: str, *args: str) -> Any:
+    return json.loads(cli(db, *args))
+
+
+def test_workspace_reads_answer_what_the_cli_prints(demo: str, api: Any) -> None:
+    c, support = api
+    assert walk(c, "/v1/workspaces", support, "workspace") == cli_json(demo, "workspaces", "--json")
+    for ws in WORKSPACES:
+        assert c.get(f"/v1/workspaces/{ws}", headers=support).json() == cli_json(demo, "show", ws, "--json")
+        printed = cli_json(demo, "invoices", ws, "--json")
+        assert walk(c, f"/v1/workspaces/{ws}/invoices", support, "invoice_id") == printed["invoices"]
+        assert c.get(f"/v1/workspaces/{ws}/upcoming-invoice", headers=support).json() == \
+            {"workspace": ws, "upcoming": printed["upcoming"]}
+        entitlements = cli_json(demo, "entitlements", ws, "--json")
+        entitlements.pop("ok")
+        assert c.get(f"/v1/workspaces/{ws}/entitlements", headers=support).json() == entitlements
+    assert c.get("/v1/journal/trial-balance", headers=support).json() == cli_json(demo, "books", "--json")
+    assert c.get("/v1/journal/trial-balance", headers=support, params={"workspace": "acme", "at": "2026-04-30"}).json() \
+        == cli_json(demo, "books", "--workspace", "acme", "--at", "2026-04-30", "--json")
+
+
+def test_invoice_by_id_is_the_invoice_with_its_lines(demo: str, api: Any) -> None:
+    c, support = api
+    (upgrade,) = [i for i in cli_json(demo, "invoices", "acme", "--json")["invoices"] if i["invoice_id"] == "in_acme_0002"]
+    got = c.get("/v1/invoices/in_acme_0002", headers=support).json()
+    assert got == upgrade and got["amount_due"] == "20.00"
+    assert [line["amount"] for line in got["lines"]] == ["-12.67", "32.67"]
+    assert c.get("/v1/invoices/in_acme_0999", headers=support).status_code == 404
+
+
+def test_replays_answer_what_replay_prints(demo: str, api: Any) -> None:
+    c, support = api
+    explained = c.get("/v1/invoices/in_acme_0002/explain", headers=support)
+    assert explained.json() == cli_json(demo, "replay", "explain", "in_acme_0002", "--format", "json")
+    markdown = c.get("/v1/invoices/in_acme_0002/explain", headers=support, params={"format": "md"})
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    assert markdown.text == cli(demo, "replay", "explain", "in_acme_0002", "--format", "md")[:-1]
+    as_of = c.get("/v1/workspaces/acme/as-of", headers=support, params={"at": "2026-04-15T00:00:00Z"}).json()
+    assert as_of == cli_json(demo, "replay", "as-of", "acme", "--at", "2026-04-15T00:00:00Z", "--format", "json")
+    assert as_of["state"]["plan"] == "team"
+    what_if = c.post("/v1/workspaces/acme/what-if", headers=support, json={"policy": {"proration": "second"}})
+    assert what_if.json() == cli_json(demo, "replay", "what-if", "acme", "--policy", "proration=second",
+                                      "--format", "json")
+    csv_report = c.post("/v1/workspaces/acme/what-if", headers=support, params={"format": "csv"},
+                        json={"catalog": "forms"})
+    assert csv_report.headers["content-type"].startswith("text/csv")
+    assert csv_report.text.splitlines()[0].startswith("workspace,invoice_id")
+
+
+def test_a_what_if_names_a_catalog_the_ledger_knows_never_a_file(api: Any) -> None:
+    c, support = api
+    refused = c.post("/v1/workspaces/acme/what-if", headers=support, json={"catalog": "/etc/passwd"})
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
+    assert c.post("/v1/workspaces/acme/what-if", headers=support, json={}).status_code == 400
+
+
+def test_audit_exports_are_the_cli_exports_streamed(demo: str, api: Any) -> None:
+    c, support = api
+    for fmt, media in (("csv", "text/csv"), ("jsonl", "application/x-ndjson")):
+        got = c.get("/v1/workspaces/acme/audit", headers=support, params={"format": fmt})
+        assert got.headers["content-type"].startswith(media)
+        assert got.headers["content-disposition"] == f'attachment; filename="audit-acme.{fmt}"'
+        assert got.text.replace("\r\n", "\n") == cli(demo, "audit", "acme", "--format", fmt).replace("\r\n", "\n")
+    rows = [json.loads(line) for line in cli(demo, "audit", "acme", "--format", "jsonl").splitlines()]
+    assert walk(c, "/v1/workspaces/acme/audit", support, "position", limit=5) == rows
+
+
+def test_audit_time_filters_keep_since_inclusive_until_exclusive(demo: str, api: Any) -> None:
+    c, support = api
+    window = {"since": "2026-04-11T00:00:00Z", "until": "2026-05-01T00:00:00Z"}
+    rows = walk(c, "/v1/workspaces/acme/audit", support, "position", limit=100, **window)
+    assert rows and all(window["since"] <= r["occurred_at"] < window["until"] for r in rows)
+    assert rows == [json.loads(line) for line in cli(demo, "audit", "acme", "--since", window["since"], "--until",
+                                                    window["until"], "--format", "jsonl").splitlines()]
+    bad = c.get("/v1/workspaces/acme/audit", headers=support, params={"since": "yesterday"})
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_pages_follow_their_cursors_to_the_end_once(api: Any) -> None:
+    c, support = api
+    every = c.get("/v1/workspaces/acme/invoices", headers=support, params={"limit": 100}).json()
+    assert every["has_more"] is False and len(every["data"]) >= 3
+    ids = [i["invoice_id"] for i in every["data"]]
+    assert [i["invoice_id"] for i in walk(c, "/v1/workspaces/acme/invoices", support, "invoice_id", limit=1)] == ids
+    first = c.get("/v1/workspaces/acme/invoices", headers=support).json()
+    assert len(first["data"]) == min(10, len(ids))
+    after_last = c.get("/v1/workspaces/acme/invoices", headers=support, params={"starting_after": ids[-1]}).json()
+    assert after_last == {"object": "list", "data": [], "has_more": False}
+    for bad in ({"limit": 0}, {"limit": 101}, {"starting_after": "in_nope_0001"}):
+        refused = c.get("/v1/workspaces/acme/invoices", headers=support, params=bad)
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
+
+
+def test_unknown_workspaces_and_invoices_are_404(api: Any) -> None:
+    c, support = api
+    for path in ("/v1/workspaces/nobody", "/v1/workspaces/nobody/invoices", "/v1/workspaces/nobody/audit",
+                 "/v1/workspaces/nobody/as-of?at=2026-05-01", "/v1/invoices/in_nobody_0001",
+                 "/v1/invoices/in_nobody_0001/explain", "/v1/invoices/not-an-invoice-id"):
+        got = c.get(path, headers=support)
+        assert (got.status_code, got.json()["code"]) == (404, "not_found"), path
+
+
+# ------------------------------------------------------------------ read-your-writes and readiness
+
+
+@pytest.fixture
+def fresh(demo: str, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """An app on a copy of the demo ledger, its read models caught up."""
+    for c in client(copy_db(demo, tmp_path)):
+        c.app.state.read_side.catch_up()  # type: ignore[attr-defined]
+        yield c, bearer(tokens(c)["support"])
+
+
+def write(c: TestClient, members: int) -> int:
+    """Record a change the way a command does; its notification position."""
+    ledger = c.app.state.ledger  # type: ignore[attr-defined]
+    assert ledger.handle("beta", parse_command("set-members", {"members": members}), Actor(id="al", role="admin")).ok
+    return ledger.recorder.max_notification_id()
+
+
+def test_a_read_with_min_position_sees_the_write_inline(fresh: Any) -> None:
+    c, support = fresh
+    position = write(c, 2)
+    got = c.get("/v1/workspaces/beta", headers=support, params={"min_position": position})
+    assert got.status_code == 200 and got.json()["members"] == 2
+
+
+def test_a_read_behind_min_position_is_refused_after_the_bounded_wait(fresh: Any) -> None:
+    c, support = fresh
+    side = c.app.state.read_side  # type: ignore[attr-defined]
+    side.follower, side.wait = True, 0.2  # ok-float: seconds
+    position = write(c, 2)
+    behind = c.get("/v1/workspaces/beta", headers=support, params={"min_position": position})
+    assert behind.status_code == 503 and behind.json()["code"] == "read_models_behind"
+    assert behind.headers["content-type"] == "application/problem+json"
+    assert c.get("/v1/workspaces/beta", headers=support).json()["members"] != 2  # read as it stands
+    side.projections.catch_up()  # the follower's work
+    assert c.get("/v1/workspaces/beta", headers=support, params={"min_position": position}).json()["members"] == 2
+
+
+def test_a_read_waits_for_the_follower_to_reach_min_position(fresh: Any) -> None:
+    c, support = fresh
+    side = c.app.state.read_side  # type: ignore[attr-defined]
+    side.follower, side.wait = True, 30.0  # ok-float: seconds
+    position = write(c, 3)
+    follower = threading.Timer(0.3, side.projections.catch_up)  # ok-float: seconds
+    follower.start()
+    got = c.get("/v1/workspaces/beta/audit", headers=support, params={"min_position": position, "limit": 100})
+    follower.join()
+    assert got.status_code == 200 and got.json()["data"][-1]["position"] == position
+
+
+def test_event_reads_wait_only_for_the_event_store(fresh: Any) -> None:
+    c, support = fresh
+    side = c.app.state.read_side  # type: ignore[attr-defined]
+    side.follower, side.wait = True, 0.2  # ok-float: seconds
+    position = write(c, 2)
+    got = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position})
+    assert got.status_code == 200
+    ahead = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position + 5})
+    assert ahead.status_code == 503 and ahead.json()["code"] == "read_models_behind"
+
+
+def test_readyz_reports_each_read_models_lag_and_503_when_far_behind(fresh: Any) -> None:
+    c, _ = fresh
+    side = c.app.state.read_side  # type: ignore[attr-defined]
+    ready = c.get("/readyz").json()
+    assert ready["status"] == "ready" and set(ready["read_models"]) >= {"plan_state", "invoices", "audit_trail"}
+    assert all(m["lag"] == 0 and m["position"] == ready["head"] for m in ready["read_models"].values())
+    side.follower, side.far_behind = True, 0
+    position = write(c, 2)
+    behind = c.get("/readyz")
+    assert behind.status_code == 503 and behind.headers["content-type"] == "application/problem+json"
+    assert behind.json()["head"] == position
+    assert all(m["lag"] > 0 for m in behind.json()["read_models"].values())
+    side.projections.catch_up()
+    assert c.get("/readyz").status_code == 200
+    assert c.get("/healthz").json() == {"status": "ok"}
+
+
+def test_an_operator_makes_lists_and_revokes_tokens_shown_once(fresh: Any) -> None:
+    c, _ = fresh
+    operator = bearer(tokens(c)["operator"])
+    made = c.post("/v1/tokens", headers=operator, json={"role": "member", "workspace": "beta", "label": "bob"})
+    assert made.status_code == 201 and made.json()["token"].startswith("sl_")
+    secret, token_id = made.json()["token"], made.json()["id"]
+    assert c.get("/v1/workspaces/beta", headers=bearer(secret)).status_code == 200
+    listed = walk(c, "/v1/tokens", operator, "id", limit=3)
+    assert token_id in [t["id"] for t in listed] and secret not in json.dumps(listed)
+    assert c.delete(f"/v1/tokens/{token_id}", headers=operator).json()["revoked"] is True
+    assert c.get("/v1/workspaces/beta", headers=bearer(secret)).status_code == 401
+    assert c.delete(f"/v1/tokens/{token_id}", headers=operator).status_code == 404
+    bad = c.post("/v1/tokens", headers=operator, json={"role": "member"})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
+
+
+def test_replay_refusals_name_the_query_fields_not_cli_flags(api: Any) -> None:
+    c, support = api
+    line = c.get("/v1/invoices/in_acme_0002/explain", headers=support, params={"line": 9}).json()
+    assert line["detail"].startswith("line: in_acme_0002 has lines 1 to 2")
+    policy = c.post("/v1/workspaces/acme/what-if", headers=support, json={"policy": {"nope": 1}}).json()
+    assert policy["code"] == "invalid_request" and policy["detail"].startswith("policy: unknown key(s) nope")
+
+
+def test_reads_on_either_database_see_a_write_at_its_position(book: Any, db_url: str) -> None:
+    b = book("forms", "2026-04-01T00:00:00")
+    b.do("acme", "add-payment-method", payment_method="pm_card_visa")
+    assert b.do("acme", "subscribe", plan="pro", interval="month").ok
+    position = b.ledger.recorder.max_notification_id()
+    for c in client(db_url):
+        support = bearer(tokens(c)["support"])
+        got = c.get("/v1/workspaces/acme", headers=support, params={"min_position": position})
+        assert got.json()["plan"] == "pro"
+        exported = c.get("/v1/workspaces/acme/audit", headers=support, params={"format": "jsonl"}).text.splitlines()
+        assert json.loads(exported[-1])["position"] == position
+        assert c.get("/readyz").json()["head"] == position
