@@ -16,22 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters import (entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, render, replay_cli,
+from adapters import (entitlements_cli, feed_cli, notices_cli, payments_cli, project_cli, read_cli, replay_cli,
                       serve_cli, stripe_cli, webhooks_cli)
-from adapters.app import build_ledger, catch_up, configured_clock, read_models, refresh
 from adapters.cli_output import EPILOG, OUTPUT, Guarded, JsonFlag, exit_code, fail, refuse, use_json
-from adapters.scenario import PEOPLE_ROLES, outcome, run_scenario
 from adapters.settings import DEFAULT_DB
-from domain.catalog import CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, ID_RULE, Command, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
-from domain.ledger import Clock, Ledger
-from projections.plan_state import read_plan_state
-from projections.views import event_types, iso
+
+if TYPE_CHECKING:
+    from domain.ledger import Clock, Ledger
 
 DEFAULT_ACTOR = "cli-admin"
 NULL = "none"
@@ -134,6 +131,8 @@ def _opts() -> Options:
 
 def cli_clock() -> Clock:
     """The clock adapters/app.py `configured_clock` chooses; a bad SUBLEDGER_TEST_CLOCK exits 2."""
+    from adapters.app import configured_clock
+
     try:
         return configured_clock()
     except LedgerError as e:
@@ -143,6 +142,8 @@ def cli_clock() -> Clock:
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     """The ledger of --db; a database that cannot be used exits 3 (adapters/cli_output.py)."""
+    from domain.catalog import CatalogError
+    from adapters.app import build_ledger
     opts = _opts()
     try:
         ledger = build_ledger(opts.db, catalog=opts.catalog, clock=cli_clock())
@@ -198,6 +199,8 @@ def emit(out: dict[str, Any]) -> None:
     if OUTPUT.json:
         typer.echo(json.dumps(out))
     else:
+        from adapters import render
+
         con = render.console()
         if out["ok"]:
             render.print_outcome(out, con)
@@ -211,6 +214,8 @@ def emit(out: dict[str, Any]) -> None:
 
 def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: str, role: str,
                 idempotency_key: str | None, reason: str | None, preview: bool = False) -> None:
+    from adapters.scenario import PEOPLE_ROLES, outcome
+    from adapters.app import catch_up
     check_workspace(workspace)
     try:
         _check_id(idempotency_key, "--idempotency-key")
@@ -306,6 +311,9 @@ app.command("preview", help="Show what COMMAND would record and invoice now (R25
 @app.command()
 def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
     """Show a workspace's plan, period, credits, balances and open invoice (the plan_state read model)."""
+    from adapters.app import read_models, refresh
+    from projections.plan_state import read_plan_state
+
     use_json(json_output)
     check_workspace(workspace)
     with open_ledger() as ledger, read_models(ledger) as projections:
@@ -317,21 +325,48 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
     if OUTPUT.json:
         typer.echo(json.dumps(state))
         return
+    from adapters import render
+
     render.console().print(render.state_table(state))
 
 
 @app.command()
-def advance(json_output: JsonFlag = False) -> None:
-    """Record every renewal, trial end, scheduled change and notice due by now (system clock)."""
+def advance(json_output: JsonFlag = False,
+            loop: Annotated[bool, typer.Option("--loop", help="Keep advancing, every --interval seconds, until "
+                                               "SIGTERM or SIGINT: the production scheduler.")] = False,
+            interval: Annotated[float, typer.Option(help="Seconds between rounds with --loop.", min=0.1)] = 60.0,
+            ) -> None:
+    """Record every renewal, trial end, scheduled change and notice due by now (system clock).
+    Only workspaces with something due are loaded (the due index)."""
+    import signal
+    import threading
+
     use_json(json_output)
+    stop = threading.Event()
+    if loop:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
     with open_ledger() as ledger:
-        try:
-            done = ledger.advance()
-        except LedgerError as e:
-            refuse(e)
-        if done:
-            catch_up(ledger)
-        at = iso(ledger.clock.now())
+        while True:
+            try:
+                _advance_round(ledger)
+            except LedgerError as e:
+                if not loop:
+                    refuse(e)
+                typer.echo(json.dumps({"ok": False, "error": e.as_dict()}) if OUTPUT.json
+                           else f"error: {e.message} [{e.code}]", err=True)
+            if not loop or stop.wait(interval):
+                break
+
+
+def _advance_round(ledger: Ledger) -> None:
+    from adapters.app import catch_up
+    from projections.views import event_types, iso
+
+    done = ledger.advance()
+    if done:
+        catch_up(ledger)
+    at = iso(ledger.clock.now())
     if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))
         return
@@ -350,6 +385,7 @@ def scenario_run(
     db: Annotated[str | None, typer.Option(help="Database URL (default: a fresh throwaway SQLite).")] = None,
 ) -> None:
     """Run a scenario: one JSON line per step; exit 0 if every expect holds, 1 if one fails, 2 if invalid."""
+    from adapters.scenario import run_scenario
     _, code = run_scenario(file, db or _opts().db, on_step=lambda out: typer.echo(json.dumps(out)))
     raise typer.Exit(code)
 
@@ -358,6 +394,7 @@ def scenario_run(
 def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (or a built-in name).")],
                   json_output: JsonFlag = False) -> None:
     """Validate a catalog file and summarise it."""
+    from domain.catalog import CatalogError, load_catalog
     use_json(json_output)
     try:
         catalog = load_catalog(file)

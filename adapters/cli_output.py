@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
@@ -26,7 +27,6 @@ try:  # typer vendors click since 0.2x; before, its errors were click's
 except ImportError:  # pragma: no cover
     from click import ClickException as UsageProblem  # type: ignore[assignment]
 
-from adapters import failures, schema
 from domain.errors import LedgerError
 
 OK, REFUSED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
@@ -80,7 +80,9 @@ class Guarded(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         if ctx.parent is None:
             OUTPUT.json = False
-            schema.forget()
+            prepared = sys.modules.get("adapters.schema")  # imported by the commands that open a database
+            if prepared is not None:
+                prepared.forget()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, UsageProblem):
@@ -88,6 +90,8 @@ class Guarded(TyperGroup):
         except LedgerError as e:
             refuse(e)
         except Exception as e:  # noqa: BLE001 - every failure gets a code and a sentence
+            from adapters import failures, schema
+
             explained = failures.explain(e, schema.last_env())
             if explained is not None:
                 refuse(explained)

@@ -14,11 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.app import read_models
 from adapters.cli_output import OUTPUT, fail, use_json
-from domain import entitlements as rules
 from domain.errors import LedgerError
-from projections.entitlements import read_entitlements
 
 Workspace = Annotated[str, typer.Argument(help="Workspace id.", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -40,6 +37,8 @@ def _workspace(cli: Any, workspace: str) -> None:
 
 def entitlements(workspace: Workspace, json_output: JsonFlag = False) -> None:
     """Features, limits, usage, read-only storage and webhooks of a workspace (the entitlements read model)."""
+    from projections.entitlements import read_entitlements
+    from adapters.app import read_models
     cli = _cli()
     use_json(json_output)
     _workspace(cli, workspace)
@@ -65,6 +64,7 @@ def entitlements(workspace: Workspace, json_output: JsonFlag = False) -> None:
 
 def _now(cli: Any, workspace: str) -> rules.Entitlements:
     """The workspace's entitlements at the ledger's now, read from its events; nothing recorded."""
+    from domain import entitlements as rules
     with cli.open_ledger() as ledger:
         sub = ledger.get(workspace)
         if sub is None:
@@ -88,6 +88,7 @@ def check_upload(workspace: Workspace,
                  gb: Annotated[str, typer.Option(help="Size of the upload in GB (e.g. 2.5).", show_default=False)],
                  json_output: JsonFlag = False) -> None:
     """May WORKSPACE upload GB more now? ok, or storage_limit_exceeded (R19: over the limit is read-only)."""
+    from domain import entitlements as rules
     cli = _cli()
     use_json(json_output)
     _workspace(cli, workspace)
@@ -106,6 +107,7 @@ def check_feature(workspace: Workspace,
                   feature: Annotated[str, typer.Argument(help="Feature name (e.g. webhooks).", show_default=False)],
                   json_output: JsonFlag = False) -> None:
     """May WORKSPACE use FEATURE now? ok, or plan_locked (R19)."""
+    from domain import entitlements as rules
     cli = _cli()
     use_json(json_output)
     _workspace(cli, workspace)

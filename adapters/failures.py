@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from collections.abc import Iterator, Mapping
 
-import psycopg
 from eventsourcing.persistence import PersistenceError
-from psycopg_pool import PoolTimeout
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from domain.errors import LedgerError
 
@@ -89,6 +87,17 @@ def where(env: Mapping[str, str] | None) -> str:
     return f"SQLite file {re.sub(r'^file:|[?].*$', '', name)!r}"
 
 
+class _NotLoaded(Exception):
+    """Stands for an error class whose module this process never imported: nothing is one."""
+
+
+def _loaded(module: str, name: str) -> type[BaseException]:
+    """An error class, without importing its driver: an error of a driver never imported
+    cannot have been raised (the CLI imports psycopg and SQLAlchemy only when it needs them)."""
+    found = sys.modules.get(module)
+    return getattr(found, name) if found is not None else _NotLoaded
+
+
 def explain(error: BaseException, env: Mapping[str, str] | None = None) -> LedgerError | None:
     """`unavailable` with a sentence naming the database and the problem, or None when the
     error is not about the infrastructure at all."""
@@ -98,7 +107,8 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
             detail = _first_line(cause)
             redundant = not detail or detail.lower() in found.lower()
             return LedgerError("unavailable", f"{where(env)}: {found}" + ("" if redundant else f" ({detail})"))
-    if isinstance(error, (PersistenceError, SQLAlchemyError, psycopg.Error, sqlite3.Error)):
+    if isinstance(error, (PersistenceError, _loaded("sqlalchemy.exc", "SQLAlchemyError"), _loaded("psycopg", "Error"),
+                          sqlite3.Error)):
         return LedgerError("unavailable", f"{where(env)}: database error: {_first_line(error) or type(error).__name__}")
     if isinstance(error, OSError) and error.errno is not None:
         named = f": {error.filename}" if error.filename else ""
@@ -107,15 +117,15 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
 
 
 def _reason(error: BaseException) -> str | None:
-    if isinstance(error, PoolTimeout):
+    if isinstance(error, _loaded("psycopg_pool", "PoolTimeout")):
         return "no connection could be made within the connect timeout"
-    if isinstance(error, psycopg.Error):
+    if isinstance(error, _loaded("psycopg", "Error")):
         if error.sqlstate in SQLSTATE:
             return SQLSTATE[error.sqlstate]
         return _match(PG_TEXT, str(error))
     if isinstance(error, sqlite3.Error):
         return _match(SQLITE_TEXT, str(error))
-    if isinstance(error, (PersistenceError, DBAPIError)):
+    if isinstance(error, (PersistenceError, _loaded("sqlalchemy.exc", "DBAPIError"))):
         return _match(PG_TEXT + SQLITE_TEXT, str(error))
     return None
 

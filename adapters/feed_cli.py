@@ -8,7 +8,6 @@ cannot go on (NATS unreachable, a stream that is not the feed's), 2 invalid inpu
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -58,6 +57,7 @@ def _log(line: str) -> None:
 
 
 def _run(publisher: Publisher, work: Any) -> dict[str, Any]:
+    import asyncio
     from adapters.feed import FeedError
 
     async def main() -> dict[str, Any]:
@@ -82,6 +82,7 @@ def publish(
 ) -> None:
     """Publish the events recorded after the feed's position (then keep following with --follow),
     and print the feed's status as JSON."""
+    import asyncio
 
     async def work(p: Publisher) -> dict[str, Any]:
         if follow:

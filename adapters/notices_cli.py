@@ -13,10 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.app import read_models
 from adapters.cli_output import OUTPUT, fail, use_json
-from projections import notices
-from projections.store import iso
 
 notices_app = typer.Typer(help="The notices outbox: what a mailer sends, exactly once.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -32,6 +29,9 @@ def _cli() -> Any:
 def pending(workspace: Annotated[str | None, typer.Argument(help="Only this workspace.", show_default=False)] = None,
             json_output: JsonFlag = False) -> None:
     """Notices due by now, not yet delivered: send each, then `notices ack ID`."""
+    from projections.store import iso
+    from projections import notices
+    from adapters.app import read_models
     cli = _cli()
     use_json(json_output)
     if workspace is not None:
@@ -58,6 +58,9 @@ def pending(workspace: Annotated[str | None, typer.Argument(help="Only this work
 def ack(notice_id: Annotated[str, typer.Argument(help="The notice id `notices pending` printed.", show_default=False)],
         json_output: JsonFlag = False) -> None:
     """Record a notice delivered. Again: nothing changes (it says when it was). Unknown: not_found."""
+    from projections.store import iso
+    from projections import notices
+    from adapters.app import read_models
     cli = _cli()
     use_json(json_output)
     if not NOTICE_ID.fullmatch(notice_id):

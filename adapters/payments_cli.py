@@ -12,10 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.app import catch_up
 from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
-from adapters.payments import TestPaymentGateway
-from projections.views import event_types
 
 payments_app = typer.Typer(help="Pending charges: list, resolve after a crash, confirm or abandon 3-D Secure.",
                            no_args_is_help=True)
@@ -54,6 +51,7 @@ def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
 @payments_app.command("resolve")
 def resolve(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     """Ask the gateway for every pending charge's outcome and record it (after a crash)."""
+    from adapters.app import catch_up
     use_json(json_output)
     with _open_ledger() as ledger:
         done = ledger.resolve_payments(workspace)
@@ -66,6 +64,8 @@ def resolve(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
 def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], invoice: Invoice = None,
             json_output: JsonFlag = False) -> None:
     """Test gateway only: the customer completes 3-D Secure; the change then applies."""
+    from adapters.payments import TestPaymentGateway
+    from adapters.app import catch_up
     use_json(json_output)
     with _open_ledger() as ledger:
         if not isinstance(ledger.payments, TestPaymentGateway):
@@ -86,6 +86,7 @@ def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
 def abandon(workspace: Annotated[str, typer.Argument(help="Workspace id.")], invoice: Invoice = None,
             json_output: JsonFlag = False) -> None:
     """Give up a charge awaiting the customer: cancelled at the gateway, the change dropped (R12)."""
+    from adapters.app import catch_up
     use_json(json_output)
     with _open_ledger() as ledger:
         events = ledger.abandon_payment(workspace, invoice)
@@ -94,6 +95,7 @@ def abandon(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
 
 
 def _report(done: dict[str, list[Any]]) -> None:
+    from projections.views import event_types
     if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "recorded": {ws: event_types(ev) for ws, ev in done.items()}}))
         return

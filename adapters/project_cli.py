@@ -23,21 +23,10 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters import render
-from adapters.app import refresh
 from adapters.cli_output import OUTPUT, Guarded, JsonFlag, fail, use_json
 from adapters.instants import parse_instant
-from adapters.schema import prepare, schema_lock
 from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
 from domain.errors import LedgerError
-from domain.commands import check_new_workspace_id
-from projections import audit_trail
-from projections.invoices import invoices_of
-from projections.plan_state import read_plan_state
-from projections.runner import Projections, follow
-from projections.store import dumps
-from projections.upcoming_invoice import upcoming_of
-from replay.verify import verify
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
@@ -50,6 +39,7 @@ app.add_typer(project_app, name="project")
 
 
 def _env(db: str | None) -> dict[str, str]:
+    from adapters.schema import prepare
     try:
         env = eventsourcing_env(database_url(db))
     except ValueError as e:
@@ -59,6 +49,8 @@ def _env(db: str | None) -> dict[str, str]:
 
 @contextmanager
 def _projections(db: str | None, catch_up: bool = True, force: bool = False) -> Iterator[Projections]:
+    from projections.runner import Projections
+    from adapters.app import refresh
     with Projections(_env(db), force=force) as projections:  # refused when the event chain is broken
         if catch_up:
             refresh(projections)
@@ -66,10 +58,12 @@ def _projections(db: str | None, catch_up: bool = True, force: bool = False) -> 
 
 
 def _echo(data: Any) -> None:
+    from projections.store import dumps
     typer.echo(json.dumps(json.loads(dumps(data)), indent=2))
 
 
 def _status(projections: Projections) -> None:
+    from adapters import render
     status = projections.status()
     if OUTPUT.json:
         _echo(status)
@@ -88,6 +82,7 @@ def _instant(text: str | None, flag: str) -> datetime | None:
 
 def _existing(conn: Any, workspace: str) -> None:
     """A workspace the ledger knows (`not_found`, exit 1, like `show`)."""
+    from projections.plan_state import read_plan_state
     if read_plan_state(conn, workspace) is None:
         fail("not_found", f"{workspace}: no such workspace")
 
@@ -104,6 +99,7 @@ def project(
     json_output: JsonFlag = False,
 ) -> None:
     """Without a subcommand: catch every read model up to the head of the log (inline mode)."""
+    from projections.runner import follow
     use_json(json_output)
     ctx.obj = {"db": db}
     if ctx.invoked_subcommand is not None:
@@ -140,6 +136,8 @@ def rebuild(ctx: typer.Context, db: DB = None,
     """Replay every event into fresh versioned tables, then swap the stable views to them. Refused
     (exit 1) when the stored events fail their hash chain, unless --force. A second rebuild started
     meanwhile waits for the first (one set-up lock per database)."""
+    from projections.runner import Projections
+    from adapters.schema import schema_lock
     use_json(json_output)
     env = _env(db or ctx.obj["db"])
     with schema_lock(env, on_wait=_waiting), Projections(env, force=force) as projections:
@@ -156,6 +154,10 @@ def invoices(workspace: Annotated[str, typer.Argument(help="Workspace id.", show
              json_output: JsonFlag = False) -> None:
     """A workspace's invoices, each line with its arithmetic, their payments and failures, and the
     upcoming renewal invoice."""
+    from domain.commands import check_new_workspace_id
+    from projections.invoices import invoices_of
+    from adapters import render
+    from projections.upcoming_invoice import upcoming_of
     use_json(json_output)
     check_new_workspace_id(workspace)
     with _projections(db) as projections, projections.engine.connect() as conn:
@@ -185,6 +187,10 @@ def audit(
     stored events against their hash chain, snapshots against the events, and the audit trail
     against both (docs/audit.md). A failed verification names the first bad workspace and
     version and exits 1."""
+    from projections import audit_trail
+    from domain.commands import check_new_workspace_id
+    from adapters import render
+    from replay.verify import verify
     use_json(json_output)
     fmt = fmt or ("jsonl" if OUTPUT.json else "text")
     if fmt not in ("text", "csv", "jsonl"):

@@ -7,15 +7,9 @@ from typing import Annotated
 
 import typer
 
-from adapters import render
-from adapters.app import read_models_of
 from adapters.cli_output import OUTPUT, JsonFlag, fail, print_json, use_json
 from adapters.instants import parse_instant
-from adapters.read_docs import SIGNS, trial_balance_document
 from adapters.settings import DEFAULT_DB
-from domain.commands import check_new_workspace_id
-from projections.journal import ACCOUNTS
-from projections.plan_state import read_plan_state, read_plan_states
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
@@ -23,6 +17,9 @@ DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLE
 
 def workspaces(db: DB = None, json_output: JsonFlag = False) -> None:
     """Every workspace: plan, status, seats, period end, credit and open invoice (the plan_state read model)."""
+    from adapters.app import read_models_of
+    from projections.plan_state import read_plan_states
+    from adapters import render
     use_json(json_output)
     with read_models_of(db) as projections, projections.engine.connect() as conn:
         states = read_plan_states(conn)
@@ -44,6 +41,12 @@ def books(
 ) -> None:
     """The journal's trial balance per currency: each account's balance (debits positive, credits
     negative) and what it holds; each total is zero."""
+    from projections.journal import ACCOUNTS
+    from adapters.read_docs import SIGNS, trial_balance_document
+    from domain.commands import check_new_workspace_id
+    from adapters.app import read_models_of
+    from projections.plan_state import read_plan_state
+    from adapters import render
     use_json(json_output)
     if workspace is not None:
         check_new_workspace_id(workspace)

@@ -19,16 +19,7 @@ import typer
 
 from adapters.cli_output import OUTPUT, fail
 
-from adapters import render
-from adapters.app import read_models
-from domain.catalog import CatalogError, load_catalog
 from domain.errors import LedgerError
-from projections.store import dumps
-from replay import explain_format, rebuild as rebuilding
-from replay.as_of import as_of as find_as_of, document
-from replay.explain import explain as explain_invoice
-from replay.invoice_verify import verify_invoices
-from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
 
 replay_app = typer.Typer(help="Replay the events: explain a charge, as-of, what-if, verify invoices, "
                          "rebuild read models (docs/replay.md).", no_args_is_help=True)
@@ -65,6 +56,7 @@ def _instant(text: str | None, flag: str) -> datetime | None:
 
 
 def _echo_json(data: Any) -> None:
+    from projections.store import dumps
     typer.echo(json.dumps(json.loads(dumps(data)), indent=2))
 
 
@@ -74,6 +66,8 @@ def explain(invoice_id: Annotated[str, typer.Argument(help="Invoice id, e.g. in_
             fmt: Annotated[str, typer.Option("--format", help="text, json or md (a support reply).")] = "text") -> None:
     """Why an invoice says what it says: each line's recorded arithmetic, the events and command
     that produced it, the catalog version, hash and prices, and the rule ids."""
+    from replay import explain_format
+    from replay.explain import explain as explain_invoice
     fmt = _format(fmt, ("text", "json", "md"))
     with _cli().open_ledger() as ledger:
         try:
@@ -93,6 +87,8 @@ def as_of(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_de
           recorded_before: Instant = None, fmt: Format = "text") -> None:
     """The workspace's full state at --at or --version, from its events only; --recorded-before
     keeps only what the ledger had recorded by then."""
+    from replay.as_of import document, as_of as find_as_of
+    from adapters import render
     fmt = _format(fmt, ("text", "json"))
     if (at is None) == (version is None):
         _fail("invalid_request", "give one of --at or --version")
@@ -140,6 +136,8 @@ def what_if(workspace: Annotated[str | None, typer.Argument(help="Workspace id (
             ) -> None:
     """Re-price the recorded history under another catalog or policy, writing nothing: what would
     differ, invoice by invoice, per workspace and in total."""
+    from domain.catalog import CatalogError, load_catalog
+    from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
     fmt = _format(fmt, ("text", "json", "csv"))
     if (workspace is None) == (not all_):
         _fail("invalid_request", "give a WORKSPACE or --all")
@@ -204,6 +202,7 @@ def verify(workspace: Annotated[str | None, typer.Option(help="Only this workspa
            fmt: Format = "text") -> None:
     """Recompute every issued invoice from its events with the engine as it is now; exit 1,
     naming each invoice, on any difference."""
+    from replay.invoice_verify import verify_invoices
     fmt = _format(fmt, ("text", "json"))
     with _cli().open_ledger() as ledger:
         try:
@@ -233,6 +232,8 @@ def rebuild(projection: Annotated[list[str] | None, typer.Option("--projection",
             fmt: Format = "text") -> None:
     """Replay the events into fresh read-model tables and swap them in, with a progress bar on a
     terminal; --verify reports every difference from the live tables (exit 1)."""
+    from adapters.app import read_models
+    from replay import rebuild as rebuilding
     fmt = _format(fmt, ("text", "json"))
     with _cli().open_ledger() as ledger:
         try:

@@ -22,10 +22,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
 
 from adapters import failures
 from adapters.settings import READ_ONLY
@@ -33,7 +31,10 @@ from domain.errors import LedgerError
 from domain.ledger import Ledger
 from projections.runner import ALL, Projections
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    import psycopg
+
+SCHEMA_VERSION = 2
 """Bump when the event store's own tables change; read-model versions are part of `version()`."""
 META = "subledger_meta"
 SET_UP_WAIT = 120.0  # ok-float: seconds a process waits for another one's set-up
@@ -99,6 +100,7 @@ def _create(env: Mapping[str, str], parts: list[str]) -> None:
 
 
 def connect(env: Mapping[str, str]) -> psycopg.Connection[Any]:
+    import psycopg
     return psycopg.connect(
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
         user=env["POSTGRES_USER"], password=env.get("POSTGRES_PASSWORD") or None,
@@ -107,6 +109,8 @@ def connect(env: Mapping[str, str]) -> psycopg.Connection[Any]:
 
 
 def _prepare_postgres(env: Mapping[str, str], parts: list[str]) -> None:
+    import psycopg
+    from psycopg import sql
     schema = env["POSTGRES_SCHEMA"]
     with connect(env) as conn:
         if not _pg_missing(conn, schema, parts):
@@ -134,6 +138,7 @@ def _prepare_postgres(env: Mapping[str, str], parts: list[str]) -> None:
 
 def _pg_missing(conn: psycopg.Connection[Any], schema: str, parts: list[str]) -> list[str]:
     """The parts whose recorded version is not this code's."""
+    from psycopg import sql
     if conn.execute("SELECT to_regclass(%s)", [f"{schema}.{META}"]).fetchone() == (None,):
         return parts
     found = dict(conn.execute(sql.SQL("SELECT key, value FROM {}").format(sql.Identifier(schema, META))).fetchall())
@@ -148,6 +153,8 @@ def _lock_key(schema: str) -> int:
 def _advisory_lock(conn: psycopg.Connection[Any], schema: str, wait: float | None,  # ok-float: seconds
                    on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """A session-level advisory lock: released at the end, or when the process dies."""
+    import psycopg
+    from psycopg import sql
     key = _lock_key(schema)
     if not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:  # type: ignore[index]
         if on_wait:

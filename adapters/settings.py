@@ -14,10 +14,15 @@ CIPHER_KEY_VAR = "SUBLEDGER_CIPHER_KEY"
 """A base64 AES key (16, 24 or 32 bytes): when set, stored events are encrypted (AES-GCM)."""
 CHAINED_RECORDERS = {
     "eventsourcing.sqlite": "adapters.chained_store:ChainedSQLiteRecorder",
-    "eventsourcing.postgres": "adapters.chained_store:ChainedPostgresRecorder",
+    "eventsourcing.postgres": "adapters.chained_postgres:ChainedPostgresRecorder",
 }
 """The event recorders that link every stored event into a hash chain (docs/audit.md)."""
 SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+AGGREGATE_CACHE = "SUBLEDGER_AGGREGATE_CACHE"
+"""How many workspaces each process keeps loaded (default 1000; 0: none). A cached workspace is
+brought up to date from the store before every use (the library's fast-forward), so several
+processes may write the same database."""
+DEFAULT_AGGREGATE_CACHE = 1000
 READ_ONLY = "SUBLEDGER_READ_ONLY"
 """Set in the environment of a SQLite file this process may not write (the file, or the folder
 its journal would go in): it is opened read-only."""
@@ -75,8 +80,20 @@ def eventsourcing_env(url: str) -> dict[str, str]:
     the cipher when $SUBLEDGER_CIPHER_KEY is set."""
     env = store_env(url)
     env["APPLICATION_RECORDER_TOPIC"] = CHAINED_RECORDERS[env["PERSISTENCE_MODULE"]]
+    env.update(cache_env(os.environ.get(AGGREGATE_CACHE)))
     env.update(cipher_env(os.environ.get(CIPHER_KEY_VAR)))
     return env
+
+
+def cache_env(size: str | None) -> dict[str, str]:
+    """The library's aggregate cache, fast-forwarded from the store on every load."""
+    try:
+        maxsize = DEFAULT_AGGREGATE_CACHE if size in (None, "") else int(size)
+    except ValueError:
+        raise ValueError(f"${AGGREGATE_CACHE} must be a whole number of workspaces (0: no cache)") from None
+    if maxsize <= 0:
+        return {}
+    return {"AGGREGATE_CACHE_MAXSIZE": str(maxsize), "AGGREGATE_CACHE_FASTFORWARD": "y"}
 
 
 def cipher_env(key: str | None) -> dict[str, str]:

@@ -8,6 +8,7 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
 from domain.errors import LedgerError
+from domain.group_commit import GroupCommit
 from domain.quotes import Pin
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, NoPayments, PaymentGateway
 from domain.subscription import Context, Subscription, workspace_uuid
@@ -29,6 +31,25 @@ from domain.subscription.billing import recorded_outcome
 MAX_ATTEMPTS = 5
 MAX_DUE_ROUNDS = 1000
 MAX_POSITIONS = 10_000
+GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
+"""Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
+
+
+def project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's projector without its per-event protocol check: every stored event of
+    this ledger is one of its own classes, each with `mutate`."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+def due_instant(sub: Subscription) -> datetime | None:
+    """When `advance` has something to do for this workspace: its next due item, or at once
+    while a charge's outcome is still to be asked for."""
+    due = sub.next_due_at()
+    if sub.pending_charges and (due is None or sub.modified_on < due):
+        return sub.modified_on
+    return due
 
 
 class WorkspaceListed(DomainEvent):
@@ -88,6 +109,7 @@ class Ledger(Application[UUID]):
 
     name = "subledger"
     snapshotting_intervals: ClassVar[dict[type, int]] = {Subscription: 50}
+    snapshotting_projectors: ClassVar[dict[type, Any]] = {Subscription: project}
 
     def __init__(self, env: Any = None, *, catalogs: dict[str, Catalog] | None = None,
                  default_catalog: str = "forms", clock: Clock | None = None,
@@ -112,6 +134,9 @@ class Ledger(Application[UUID]):
         self._positions: dict[tuple[UUID, int], int] = {}
         self._positions_lock = threading.Lock()
         self._clock_recorded = False
+        grouped = str(self.env.get(GROUP_COMMIT) or "y").lower() not in ("n", "no", "0", "false", "off")
+        self.committer = GroupCommit(self) if grouped else None
+        self.due_index = callable(getattr(self.recorder, "due_workspaces", None))
 
     def close(self) -> None:
         super().close()
@@ -125,13 +150,14 @@ class Ledger(Application[UUID]):
         """The workspace now, or as it was at `at` (replaying its events up to that instant)."""
         check_workspace_id(workspace_id)
         try:
-            sub = self.repository.get(workspace_uuid(workspace_id))
+            sub = self.repository.get(workspace_uuid(workspace_id), projector_func=project)
         except AggregateNotFoundError:
             return None
         if at is None or sub.modified_on <= at:
             return sub
         version = max((e.originator_version for e in self.workspace_events(workspace_id) if e.timestamp <= at), default=0)
-        return self.repository.get(workspace_uuid(workspace_id), version=version) if version else None
+        return self.repository.get(workspace_uuid(workspace_id), version=version, projector_func=project) \
+            if version else None
 
     def workspace_events(self, workspace_id: str, gt: int | None = None, lte: int | None = None) -> list[Any]:
         return list(self.events.get(workspace_uuid(workspace_id), gt=gt, lte=lte))
@@ -268,13 +294,27 @@ class Ledger(Application[UUID]):
         raise LedgerError("concurrency_conflict", f"could not advance {workspace_id}")
 
     def advance(self) -> dict[str, list[Subscription.Event]]:
-        """Record what fell due, for every workspace, up to the clock's now."""
+        """Record what fell due, for every workspace, up to the clock's now: with the due index
+        (adapters/due_index.py), only the workspaces it lists as due."""
         done = {}
-        for workspace_id in self.workspaces():
+        for workspace_id in self.due_workspaces():
             events = self.advance_workspace(workspace_id)
             if events:
                 done[workspace_id] = events
         return done
+
+    def due_workspaces(self) -> list[str]:
+        """The workspaces with something due by now. A ledger recorded before the due index
+        existed is indexed first, once (each workspace loaded); without an index: all of them."""
+        if not self.due_index:
+            return self.workspaces()
+        if not self.recorder.due_index_complete():
+            for workspace_id in self.workspaces():
+                sub = self.get(workspace_id)
+                if sub is not None:
+                    self.recorder.record_due({sub.id: (workspace_id, sub.version, due_instant(sub))})
+            self.recorder.mark_due_index_complete()
+        return self.recorder.due_workspaces(self.clock.now())
 
     def resolve_payments(self, workspace_id: str | None = None) -> dict[str, list[Subscription.Event]]:
         """After a crash between a charge and its record: ask the gateway (by key) for every
@@ -464,6 +504,16 @@ class Ledger(Application[UUID]):
             catalog_id=catalog.id, **ctx.meta(),
         )
 
+    def _forget(self, sub: Subscription) -> None:
+        """After a failed save the cached aggregate may be ahead of the store: the retry
+        reloads from the store."""
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(sub.id, evict=True)
+            except KeyError:
+                pass
+
     def check_clock(self) -> None:
         """Refuse to write with a test clock into a ledger kept on the system clock, or the
         other way round (clock_conflict); a new ledger records its kind with its first write."""
@@ -488,10 +538,15 @@ class Ledger(Application[UUID]):
                 logged.append(self.ledger_log.trigger_event(clock=self.clock.kind))
         if any(isinstance(e, Subscription.WorkspaceRegistered) for e in events):
             logged.append(self.index.trigger_event(workspace_id=sub.workspace_id))
+        due = {sub.id: (sub.workspace_id, sub.version, due_instant(sub))} if self.due_index else {}
         try:
-            self.save(sub, *logged)
-        except IntegrityError:
+            if self.committer is not None:
+                self.committer.save(sub, *logged, **({"due": due} if due else {}))
+            else:
+                self.save(sub, *logged, **({"due": due} if due else {}))
+        except BaseException:
             self._published = None
+            self._forget(sub)
             raise
         self._clock_recorded = True
         for e in logged:

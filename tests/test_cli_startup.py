@@ -8,6 +8,7 @@ released by one pipe write), and the console script is started 8 times at once.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -108,3 +109,27 @@ def test_the_console_script_started_8_times_at_once_on_a_fresh_schema(
     ended = [(p.wait(timeout=120), *p.communicate()) for p in running]
     assert [(code, json.loads(out), err) for code, out, err in ended] == [(0, [], "")] * 8
 
+
+
+HEAVY = ("sqlalchemy", "psycopg", "eventsourcing.postgres", "rich", "adapters.app", "projections.runner", "asyncio")
+LOADED = ("import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy!r} if m in sys.modules))); "
+          "from adapters.cli import main; sys.argv = ['subledger', *{args!r}]; main()")
+
+
+def loaded_modules(*args: str) -> list[str]:
+    """The heavy modules a CLI run imported (bench/cli.py measures the time; this, what)."""
+    done = subprocess.run([sys.executable, "-c", LOADED.format(heavy=HEAVY, args=args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SUBLEDGER_TEST_CLOCK": "2026-01-01T00:00:00Z"})
+    return json.loads(done.stdout.splitlines()[-1].replace("'", '"'))
+
+
+def test_help_imports_no_database_driver_no_read_model_and_no_rich_table() -> None:
+    assert loaded_modules("--help") == ["rich"]  # typer renders help with rich: nothing else
+
+
+def test_show_on_sqlite_as_json_imports_neither_psycopg_nor_rich(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    seed(url, 1)
+    loaded = loaded_modules("--db", url, "--json", "show", "ws0")
+    assert "psycopg" not in loaded and "eventsourcing.postgres" not in loaded and "rich" not in loaded

@@ -1,0 +1,109 @@
+"""The due index (adapters/due_index.py): `advance` loads only the workspaces with something
+due, a ledger recorded before the index still advances, and `advance --loop` is a scheduler
+that stops cleanly on a signal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Book, utc
+
+ROOT = Path(__file__).resolve().parent.parent
+FAR = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def book(db_url: str) -> Iterator[Book]:
+    """Two workspaces on a monthly plan (a renewal due on 1 February), three with nothing due."""
+    b = Book(db_url, "workspace", "2026-01-01T00:00:00")
+    for ws in ("paid1", "paid2", "idle1", "idle2", "idle3"):
+        assert b.do(ws, "add-payment-method", payment_method="pm_card_visa").ok
+    for ws in ("paid1", "paid2"):
+        assert b.do(ws, "subscribe", plan="team", interval="month", seats=2).ok
+    yield b
+    b.ledger.close()
+
+
+def counting_loads(book: Book) -> Counter[str]:
+    loads: Counter[str] = Counter()
+    get = book.ledger.get
+
+    def counted(workspace_id: str, at: Any = None) -> Any:
+        loads[workspace_id] += 1
+        return get(workspace_id, at)
+
+    book.ledger.get = counted  # type: ignore[method-assign]
+    return loads
+
+
+def forget_the_index(book: Book) -> None:
+    """As a ledger recorded before the index existed: no rows, not marked complete."""
+    recorder = book.ledger.recorder
+    statements = [f"DELETE FROM {recorder.events_table_name}_due",
+                  f"DELETE FROM {recorder.events_table_name}_chain_meta WHERE name = 'due_index'"]
+    if hasattr(recorder.datastore, "schema"):
+        with recorder.datastore.get_connection() as conn:
+            conn.execute(f'SET search_path TO "{recorder.datastore.schema}"')
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+    else:
+        with recorder.datastore.transaction(commit=True) as c:
+            for statement in statements:
+                c.execute(statement)
+
+
+def test_the_due_index_lists_only_workspaces_with_something_due(book: Book) -> None:
+    assert sorted(book.ledger.recorder.due_workspaces(FAR)) == ["paid1", "paid2"]
+    assert book.ledger.recorder.due_workspaces(utc("2026-01-31T00:00:00")) == []
+
+
+def test_advance_loads_only_the_workspaces_with_something_due(book: Book) -> None:
+    book.ledger.advance()  # the index is complete: nothing is backfilled
+    loads = counting_loads(book)
+    book.clock.move_to(utc("2026-01-15T00:00:00"))
+    assert book.ledger.advance() == {}
+    assert loads == Counter()
+    book.clock.move_to(utc("2026-02-01T00:00:01"))
+    done = book.ledger.advance()
+    assert sorted(done) == ["paid1", "paid2"]
+    assert set(loads) == {"paid1", "paid2"}
+    assert book.ledger.recorder.due_workspaces(utc("2026-02-01T00:00:01")) == []  # the next renewal: March
+
+
+def test_a_ledger_recorded_before_the_due_index_still_advances(book: Book) -> None:
+    forget_the_index(book)
+    assert book.ledger.recorder.due_workspaces(FAR) == []
+    book.clock.move_to(utc("2026-02-01T00:00:01"))
+    assert sorted(book.ledger.advance()) == ["paid1", "paid2"]  # indexed first, then advanced
+    assert book.ledger.recorder.due_index_complete()
+    assert sorted(book.ledger.recorder.due_workspaces(FAR)) == ["paid1", "paid2"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_advance_loop_runs_rounds_until_a_signal_then_exits_0(tmp_path: Path, sig: int) -> None:
+    script = Path(sys.executable).with_name("subledger")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "adapters.cli"]
+    proc = subprocess.Popen([*command, "--db", f"sqlite:///{tmp_path}/l.db", "--json", "advance", "--loop",
+                             "--interval", "0.2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(60, proc.kill)
+    timer.start()
+    try:
+        rounds = [json.loads(proc.stdout.readline()) for _ in range(2)]  # type: ignore[union-attr]
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        timer.cancel()
+    assert [r["ok"] for r in rounds] == [True, True] and rounds[0]["due"] == {}
+    assert (proc.returncode, err) == (0, "")
