@@ -6,6 +6,7 @@ sets the variables `SUBLEDGER_PAYMENTS=stripe` reads."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import stripe
 import uvicorn
 
 from adapters.stripe_gateway import StripeGateway
@@ -27,6 +29,13 @@ from adapters.stripe_gateway import StripeGateway
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk_test_subledger"
 WEBHOOK_SECRET = "whsec_subledger_test"
+
+
+def signed(event: dict[str, Any], at: float | None = None, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
+    """httpx arguments of a delivery of `event` as Stripe signs it (at `at`, default now)."""
+    payload = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(payload, secret, int(at or time.time()))
+    return {"content": payload, "headers": {"Stripe-Signature": header, "Content-Type": "application/json"}}
 
 
 def free_port() -> int:

@@ -29,87 +29,23 @@ from adapters.app import build_ledger
 from adapters.stripe_gateway import StripeGateway, charge_id_of, customers_table
 from domain.subscription import Subscription
 from tests.payment_checks import key_problems, money_problems, pending_count, stripe_rows
-from tests.stripe_fixtures import API_KEY, LocalStripe, free_port, localstripe, stripe_env  # noqa: F401
+from tests.serve_process import ROOT, Server, cli, make_tokens
+from tests.stripe_fixtures import API_KEY, LocalStripe, localstripe, stripe_env  # noqa: F401
 
 pytestmark = pytest.mark.postgres
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKSPACES = ("da", "db", "dc")
 CLIENTS = 4
 COMMANDS = 10
 KILL_SEED = int(os.environ.get("HTTP_KILL_SEED", "4242"))
 
 
-def subledger(url: str, *args: str) -> list[str]:
-    """The command line on the ledger of `url` (new workspaces on the workspace catalog)."""
-    exe = Path(sys.executable).parent / "subledger"
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "adapters.cli"]
-    return [*command, "--db", url, "--catalog", "workspace", *args]
-
-
-def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """A CLI run; the Stripe variables come from `stripe_env` through the environment."""
-    return subprocess.run(subledger(url, *args), cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
-class Server:
-    """`subledger serve --workers 2` in a process group of its own, so that all of it can be killed."""
-
-    def __init__(self, url: str, log: Path) -> None:
-        self.url, self.log, self.port = url, log, free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(subledger(self.url, "serve", "--port", str(self.port), "--workers", "2"),
-                                         cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "subledger serve did not answer within 90 s"
-            time.sleep(0.1)
-
-    def workers(self) -> list[int]:
-        """The worker processes uvicorn spawned."""
-        assert self.proc is not None
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return [int(pid) for pid in children
-                if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
-
-    def kill(self) -> None:
-        """SIGKILL the whole server: the supervisor and its workers."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
 def served(stripe_env: LocalStripe, pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:  # noqa: F811
     """The server on a fresh schema, and an admin token per workspace, each workspace on team
     with 3 seats and a good card (set up over HTTP, so through Stripe)."""
-    making = {ws: subprocess.Popen(subledger(pg_url, "tokens", "create", "--role", "admin", "--workspace", ws,
-                                             "--json"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True) for ws in WORKSPACES}
-    tokens = {}
-    for ws, made in making.items():
-        out, err = made.communicate(timeout=120)
-        assert made.returncode == 0, err
-        tokens[ws] = json.loads(out)["token"]
-    server = Server(pg_url, tmp_path / "serve.log")
+    tokens = make_tokens(pg_url, {ws: ("admin", ws) for ws in WORKSPACES})
+    server = Server(pg_url, tmp_path / "serve.log", "--workers", "2")
     server.start()
     try:
         with httpx.Client(base_url=server.base, timeout=60) as http:

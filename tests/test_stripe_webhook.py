@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import stripe
 from fastapi.testclient import TestClient
 
 from adapters.http.app import create_app
@@ -19,14 +18,8 @@ from domain.commands import parse_command
 from domain.ledger import TestClock
 from tests.conftest import ADMIN, utc
 from tests.stripe_fixtures import (  # noqa: F401
-    WEBHOOK_SECRET, LocalStripe, localstripe, serving, stripe_env, stripe_gateway,
+    LocalStripe, localstripe, serving, signed, stripe_env, stripe_gateway,
 )
-
-
-def signed(event: dict[str, Any], at: float | None = None, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
-    payload = json.dumps(event)
-    header = stripe.WebhookSignature.generate_signature_header(payload, secret, int(at or time.time()))
-    return {"content": payload, "headers": {"Stripe-Signature": header, "Content-Type": "application/json"}}
 
 
 def event(kind: str, obj: dict[str, Any], event_id: str = "evt_1") -> dict[str, Any]:
