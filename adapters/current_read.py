@@ -52,20 +52,19 @@ def plan_state(env: Mapping[str, str], workspace: str) -> Current | None:
     if module == "eventsourcing.sqlite":
         import sqlite3
 
-        with closing(sqlite_connect(env)) as conn:
-            try:
+        try:
+            with closing(sqlite_connect(env)) as conn:
                 return _read(lambda sql, args: conn.execute(sql, args).fetchall(), "?", "", env, workspace)
-            except sqlite3.Error:
-                return None
+        except sqlite3.Error:  # the full path says what is wrong
+            return None
     import psycopg
 
-    with connect(env) as pg:
-        try:
+    try:
+        with connect(env) as pg:
             return _read(lambda sql, args: pg.execute(sql, args).fetchall(), "%s", f'"{env["POSTGRES_SCHEMA"]}".',
                          env, workspace)
-        except psycopg.Error:
-            return None
-
+    except psycopg.Error:
+        return None
 
 def _read(query: Query, mark: str, schema: str, env: Mapping[str, str], workspace: str) -> Current | None:
     """`mark`: the driver's parameter marker; `schema`: the qualifier of every table name."""
