@@ -13,8 +13,7 @@ from adapters.snapshots import prune_snapshots
 from adapters.settings import READ_ONLY, database_url, eventsourcing_env
 from domain.catalog import builtin_catalogs, load_catalog
 from domain.errors import LedgerError
-from adapters.instants import parse_instant
-from domain.ledger import Clock, Ledger, SystemClock, TestClock
+from domain.ledger import Clock, Ledger, SystemClock
 from domain.payments import PaymentGateway
 from projections.runner import Projections
 
@@ -35,19 +34,6 @@ def payment_gateway(db_url: str) -> PaymentGateway:
         from adapters.stripe_gateway import StripeGateway
         return StripeGateway.from_env(db_url)
     raise LedgerError("invalid_request", f"SUBLEDGER_PAYMENTS={kind!r} is not available: use 'test' or 'stripe'")
-
-
-def configured_clock() -> Clock:
-    """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
-    a test ledger (a scenario's or the demo's) from the command line or the HTTP API. It can never
-    backdate a real ledger: one kept on the system clock refuses test-clock writers (clock_conflict)."""
-    pinned = os.environ.get("SUBLEDGER_TEST_CLOCK")
-    if not pinned:
-        return SystemClock()
-    try:
-        return TestClock(parse_instant(pinned))
-    except ValueError as e:
-        raise LedgerError("invalid_request", f"SUBLEDGER_TEST_CLOCK {e}") from None
 
 
 def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock: Clock | None = None,

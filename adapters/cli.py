@@ -130,8 +130,8 @@ def _opts() -> Options:
 
 
 def cli_clock() -> Clock:
-    """The clock adapters/app.py `configured_clock` chooses; a bad SUBLEDGER_TEST_CLOCK exits 2."""
-    from adapters.app import configured_clock
+    """The clock adapters/instants.py `configured_clock` chooses; a bad SUBLEDGER_TEST_CLOCK exits 2."""
+    from adapters.instants import configured_clock
 
     try:
         return configured_clock()
@@ -142,19 +142,26 @@ def cli_clock() -> Clock:
 @contextmanager
 def open_ledger() -> Iterator[Ledger]:
     """The ledger of --db; a database that cannot be used exits 3 (adapters/cli_output.py)."""
-    from domain.catalog import CatalogError
     from adapters.app import build_ledger
     opts = _opts()
-    try:
+    with _bad_options():
         ledger = build_ledger(opts.db, catalog=opts.catalog, clock=cli_clock())
-    except CatalogError as e:
-        fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}")
-    except ValueError as e:
-        fail("invalid_request", f"--db: {e}")
     try:
         yield ledger
     finally:
         ledger.close()
+
+
+@contextmanager
+def _bad_options() -> Iterator[None]:
+    """A bad --catalog or --db exits 2."""
+    from domain.catalog import CatalogError
+    try:
+        yield
+    except CatalogError as e:
+        fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}")
+    except ValueError as e:
+        fail("invalid_request", f"--db: {e}")
 
 
 def _value(name: str, text: str | None) -> Any:
@@ -311,15 +318,9 @@ app.command("preview", help="Show what COMMAND would record and invoice now (R25
 @app.command()
 def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_output: JsonFlag = False) -> None:
     """Show a workspace's plan, period, credits, balances and open invoice (the plan_state read model)."""
-    from adapters.app import read_models, refresh
-    from projections.plan_state import read_plan_state
-
     use_json(json_output)
     check_workspace(workspace)
-    with open_ledger() as ledger, read_models(ledger) as projections:
-        refresh(projections)
-        with projections.engine.connect() as conn:
-            state = read_plan_state(conn, workspace)
+    state = _plan_state(workspace)
     if state is None:
         fail("not_found", f"{workspace}: no such workspace")
     if OUTPUT.json:
@@ -328,6 +329,30 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
     from adapters import render
 
     render.console().print(render.state_table(state))
+
+
+def _plan_state(workspace: str) -> dict[str, Any] | None:
+    """The workspace's plan_state document once the read models are caught up: read at once when
+    they already are (adapters/current_read.py), else through the ledger and its projections."""
+    from adapters import current_read
+    from adapters.settings import database_url, eventsourcing_env
+    from domain.catalog import load_catalog
+
+    opts = _opts()
+    with _bad_options():  # what open_ledger refuses before it opens anything
+        cli_clock()
+        load_catalog(opts.catalog)
+        env = eventsourcing_env(database_url(opts.db))
+    found = current_read.plan_state(env, workspace)
+    if found is not None:
+        return found.state
+    from adapters.app import read_models, refresh
+    from projections.plan_state import read_plan_state
+
+    with open_ledger() as ledger, read_models(ledger) as projections:
+        refresh(projections)
+        with projections.engine.connect() as conn:
+            return read_plan_state(conn, workspace)
 
 
 @app.command()

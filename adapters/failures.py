@@ -13,8 +13,6 @@ import sqlite3
 import sys
 from collections.abc import Iterator, Mapping
 
-from eventsourcing.persistence import PersistenceError
-
 from domain.errors import LedgerError
 
 SQLSTATE = {
@@ -92,8 +90,8 @@ class _NotLoaded(Exception):
 
 
 def _loaded(module: str, name: str) -> type[BaseException]:
-    """An error class, without importing its driver: an error of a driver never imported
-    cannot have been raised (the CLI imports psycopg and SQLAlchemy only when it needs them)."""
+    """An error class, without importing its driver: an error of a driver never imported cannot
+    have been raised (the CLI imports psycopg, SQLAlchemy and eventsourcing only when it needs them)."""
     found = sys.modules.get(module)
     return getattr(found, name) if found is not None else _NotLoaded
 
@@ -107,8 +105,8 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
             detail = _first_line(cause)
             redundant = not detail or detail.lower() in found.lower()
             return LedgerError("unavailable", f"{where(env)}: {found}" + ("" if redundant else f" ({detail})"))
-    if isinstance(error, (PersistenceError, _loaded("sqlalchemy.exc", "SQLAlchemyError"), _loaded("psycopg", "Error"),
-                          sqlite3.Error)):
+    if isinstance(error, (_loaded("eventsourcing.persistence", "PersistenceError"),
+                          _loaded("sqlalchemy.exc", "SQLAlchemyError"), _loaded("psycopg", "Error"), sqlite3.Error)):
         return LedgerError("unavailable", f"{where(env)}: database error: {_first_line(error) or type(error).__name__}")
     if isinstance(error, OSError) and error.errno is not None:
         named = f": {error.filename}" if error.filename else ""
@@ -125,7 +123,8 @@ def _reason(error: BaseException) -> str | None:
         return _match(PG_TEXT, str(error))
     if isinstance(error, sqlite3.Error):
         return _match(SQLITE_TEXT, str(error))
-    if isinstance(error, (PersistenceError, _loaded("sqlalchemy.exc", "DBAPIError"))):
+    if isinstance(error, (_loaded("eventsourcing.persistence", "PersistenceError"),
+                          _loaded("sqlalchemy.exc", "DBAPIError"))):
         return _match(PG_TEXT + SQLITE_TEXT, str(error))
     return None
 

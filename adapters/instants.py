@@ -1,9 +1,14 @@
-"""Instants typed by people (flags, scenario files): ISO-8601, UTC when no offset is given, and
-within the years the ledger computes periods in (a year-9999 instant has no next year)."""
+"""Instants typed by people (flags, scenario files, $SUBLEDGER_TEST_CLOCK): ISO-8601, UTC when no
+offset is given, and within the years the ledger computes periods in (a year-9999 instant has no
+next year)."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
+
+from domain.clock import Clock, SystemClock, TestClock
+from domain.errors import LedgerError
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
@@ -22,3 +27,16 @@ def parse_instant(text: object) -> datetime:
     if not EARLIEST <= at < LATEST:
         raise ValueError(f"{text[:40]!r} is out of range: instants run from 1970 up to 9000")
     return at.astimezone(timezone.utc)
+
+
+def configured_clock() -> Clock:
+    """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
+    a test ledger (a scenario's or the demo's) from the command line or the HTTP API. It can never
+    backdate a real ledger: one kept on the system clock refuses test-clock writers (clock_conflict)."""
+    pinned = os.environ.get("SUBLEDGER_TEST_CLOCK")
+    if not pinned:
+        return SystemClock()
+    try:
+        return TestClock(parse_instant(pinned))
+    except ValueError as e:
+        raise LedgerError("invalid_request", f"SUBLEDGER_TEST_CLOCK {e}") from None

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 from adapters import failures
 from adapters.settings import READ_ONLY
 from domain.errors import LedgerError
-from domain.ledger import Ledger
-from projections.runner import ALL, Projections
+from projections.families import VERSIONS
 
 if TYPE_CHECKING:
     import psycopg
@@ -47,7 +46,7 @@ _last_env: dict[str, str] = {}
 def versions() -> dict[str, str]:
     """The version each part of the schema must have, by its key in subledger_meta."""
     return {"event_store": f"subledger-{SCHEMA_VERSION} eventsourcing-{metadata.version('eventsourcing')}",
-            "read_models": " ".join(f"{m.family}-v{m.version}" for m in ALL)}
+            "read_models": " ".join(f"{family}-v{version}" for family, version in VERSIONS.items())}
 
 
 def last_env() -> dict[str, str]:
@@ -86,6 +85,9 @@ def prepare(env: Mapping[str, str], *, read_models: bool = False) -> dict[str, s
 
 def _create(env: Mapping[str, str], parts: list[str]) -> None:
     """Let the library and the read models create their tables (all "if missing")."""
+    from domain.ledger import Ledger
+    from projections.runner import Projections
+
     full = {**env, "CREATE_TABLE": "y"}
     ledger = Ledger(full)
     try:
@@ -182,18 +184,18 @@ def _prepare_sqlite(env: Mapping[str, str], parts: list[str]) -> None:
         if not missing:
             return
         _create(env, missing)
-        with _sqlite_connect(env) as conn:
+        with sqlite_connect(env) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.executemany(f"INSERT OR REPLACE INTO {META} VALUES (?, ?)", [(p, versions()[p]) for p in missing])
         conn.close()
 
 
-def _sqlite_connect(env: Mapping[str, str]) -> sqlite3.Connection:
+def sqlite_connect(env: Mapping[str, str]) -> sqlite3.Connection:
     return sqlite3.connect(env["SQLITE_DBNAME"], uri=True, timeout=float(env.get("SQLITE_LOCK_TIMEOUT") or 10))
 
 
 def _sqlite_missing(env: Mapping[str, str], parts: list[str]) -> list[str]:
-    conn = _sqlite_connect(env)
+    conn = sqlite_connect(env)
     try:
         found = dict(conn.execute(f"SELECT key, value FROM {META}").fetchall())
     except sqlite3.OperationalError as e:

@@ -15,11 +15,12 @@ from datetime import datetime, timezone
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
+from projections.families import REGISTRY as REGISTRY_TABLE, tracking_table
 from projections.readmodel import ReadModel
 from projections.store import UtcDateTime
 
 REGISTRY = Table(
-    "rm_registry", MetaData(),
+    REGISTRY_TABLE, MetaData(),
     Column("projection", String(64), primary_key=True),
     Column("version", Integer, nullable=False),
     Column("tag", String(32), nullable=False),
@@ -61,7 +62,7 @@ def next_tag(model: type[ReadModel], current: Active | None) -> str:
 
 
 def physical_tables(model: type[ReadModel], tag: str) -> list[str]:
-    return [model.table_name(t, tag) for t in model.tables] + [f"rm_{model.family}_{tag}_tracking"]
+    return [model.table_name(t, tag) for t in model.tables] + [tracking_table(model.family, tag)]
 
 
 def drop_tables(conn: Connection, model: type[ReadModel], tag: str) -> None:

@@ -111,17 +111,32 @@ def test_the_console_script_started_8_times_at_once_on_a_fresh_schema(
 
 
 
-HEAVY = ("sqlalchemy", "psycopg", "eventsourcing.postgres", "rich", "adapters.app", "projections.runner", "asyncio")
+HEAVY = ("sqlalchemy", "psycopg", "eventsourcing.postgres", "rich", "adapters.app", "projections.runner", "asyncio",
+         "eventsourcing", "eventsourcing_sqlalchemy", "sqlalchemy_utils", "sqlalchemy.dialects.oracle",
+         "sqlalchemy.dialects.mssql")
+CATCH_UP = ("adapters.app", "eventsourcing", "eventsourcing_sqlalchemy", "projections.runner", "sqlalchemy",
+            "sqlalchemy.dialects.mssql", "sqlalchemy.dialects.oracle", "sqlalchemy_utils")
+"""What catching up loads, and a `show` on read models already caught up does not (adapters/current_read.py)."""
 LOADED = ("import atexit, sys; atexit.register(lambda: print(sorted(m for m in {heavy!r} if m in sys.modules))); "
           "from adapters.cli import main; sys.argv = ['subledger', *{args!r}]; main()")
 
 
-def loaded_modules(*args: str) -> list[str]:
-    """The heavy modules a CLI run imported (bench/cli.py measures the time; this, what)."""
+def run_cli(*args: str) -> tuple[list[str], str]:
+    """The heavy modules a CLI run imported (bench/cli.py measures the time; this, what), and its output."""
     done = subprocess.run([sys.executable, "-c", LOADED.format(heavy=HEAVY, args=args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "SUBLEDGER_TEST_CLOCK": "2026-01-01T00:00:00Z"})
-    return json.loads(done.stdout.splitlines()[-1].replace("'", '"'))
+    *output, loaded = done.stdout.splitlines()
+    return json.loads(loaded.replace("'", '"')), "\n".join(output)
+
+
+def loaded_modules(*args: str) -> list[str]:
+    return run_cli(*args)[0]
+
+
+def shown(url: str, workspace: str) -> tuple[list[str], dict[str, Any]]:
+    loaded, output = run_cli("--db", url, "--json", "show", workspace)
+    return loaded, json.loads(output)
 
 
 def test_help_imports_no_database_driver_no_read_model_and_no_rich_table() -> None:
@@ -133,3 +148,31 @@ def test_show_on_sqlite_as_json_imports_neither_psycopg_nor_rich(tmp_path: Path)
     seed(url, 1)
     loaded = loaded_modules("--db", url, "--json", "show", "ws0")
     assert "psycopg" not in loaded and "eventsourcing.postgres" not in loaded and "rich" not in loaded
+
+
+def test_show_on_caught_up_read_models_reads_the_row_without_the_projection_machinery(tmp_path: Path) -> None:
+    """The first show projects the seeded events; the next one finds nothing to project and reads at
+    once; an event recorded since sends show back to catching up, which projects it."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    seed(url, 1)
+    first, state = shown(url, "ws0")
+    assert set(CATCH_UP) <= set(first)
+    second, again = shown(url, "ws0")
+    assert not set(CATCH_UP) & set(second) and again == state
+    ledger = build_ledger(url)
+    try:
+        ledger.handle("ws0", parse_command("set-members", {"members": 3}), Actor(id="seed", role="admin"))
+    finally:
+        ledger.close()
+    third, moved = shown(url, "ws0")
+    assert "eventsourcing_sqlalchemy" in third and (state["members"], moved["members"]) == (0, 3)
+    assert shown(url, "nobody")[0] == second  # an unknown workspace, read at once too
+
+
+@pytest.mark.postgres
+def test_show_on_caught_up_postgres_read_models_imports_only_the_driver(pg_schemas: Callable[[int], list[str]]) -> None:
+    url = pg_schemas(1)[0]
+    seed(url, 1)
+    state = shown(url, "ws0")[1]
+    loaded, again = shown(url, "ws0")
+    assert not set(CATCH_UP) & set(loaded) and "psycopg" in loaded and again == state

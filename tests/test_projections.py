@@ -22,6 +22,7 @@ from adapters.settings import eventsourcing_env
 from domain.errors import LedgerError
 from projections import audit_trail
 from projections.invoices import invoices_of
+from projections.families import VERSIONS
 from projections.journal import trial_balance
 from projections.plan_state import PlanState
 from projections.runner import ALL, Projections
@@ -49,6 +50,11 @@ def history(book: Any, b: Book | None = None) -> Book:
     b.do("bolt", "add-payment-method", payment_method="pm_card_chargeDeclined")
     b.at("2027-04-02T00:00:00")  # bolt's annual renewal is declined: the invoice stays open
     return b
+
+
+def test_the_versions_start_up_checks_are_the_read_models_own() -> None:
+    """adapters/schema.py and adapters/current_read.py check databases against projections/families.py."""
+    assert list(VERSIONS.items()) == [(model.family, model.version) for model in ALL]
 
 
 def test_inline_read_models_follow_the_ledger(book: Any, db_url: str) -> None:

@@ -78,5 +78,5 @@ def app_from_env() -> FastAPI:
     from $SUBLEDGER_CATALOG, the clock as the command line chooses it."""
     import os
 
-    from adapters.app import configured_clock
+    from adapters.instants import configured_clock
     return create_app(catalog=os.environ.get("SUBLEDGER_CATALOG", "forms"), clock=configured_clock())
