@@ -310,7 +310,8 @@ def test_random_histories_equal_a_rebuild_and_the_aggregate(db_url: str, catalog
             counts = event_counts(b.ledger)
             live = snapshot(p.engine)
             assert len(live["audit_trail"]) == counts["events"]
-            assert len(live["invoices"]) == counts["invoices"]
+            assert len(live["invoices"]) == counts["invoices"] + counts["void"]
+            assert len([i for i in live["invoices"] if i["status"] == "void"]) == counts["void"]
             p.rebuild()
             assert snapshot(p.engine) == live
             with p.engine.connect() as conn:
@@ -339,8 +340,12 @@ def test_R12_a_declined_upgrade_shows_a_void_invoice_in_the_invoices_read_model(
     assert [(x["kind"], x["amount"]) for x in upgrade["lines"]] == [("plan_credit", "-12.67"), ("plan_charge", "32.67")]
     assert [(x["outcome"], x["amount"], x["decline_code"]) for x in upgrade["payments"]] == \
         [("declined", "20.00", "card_declined")]
+    kinds = [type(e).__name__ for e in b.ledger.workspace_events("ws")]
+    assert [kinds[int(ref.split(":")[1]) - 1] for ref in upgrade["source_event_ids"]] == \
+        ["ChargeRequested", "UpgradePaymentFailed"]
     text = CliRunner().invoke(cli_app, ["--db", db_url, "invoices", "ws"]).stdout
-    assert "status void, issued 2026-04-11" in text and "payment declined" in text
+    assert "status void (its charge was declined: nothing bought, nothing owed, R12), issued 2026-04-11" in text
+    assert "payment declined at 2026-04-11T00:00:00Z: 20.00 card_declined" in text
     with projections_for(b, db_url) as p, p.engine.connect() as conn:
         check_against_ledger(b.ledger, p.engine)
         assert trial_balance(conn, "ws") == {"receivable": 0, "cash": Decimal("19.00"), "revenue": Decimal("-19.00")}
