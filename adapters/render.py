@@ -118,7 +118,8 @@ def invoices_text(data: dict[str, Any]) -> list[str]:
     for invoice in data["invoices"]:
         out += invoice_lines({**invoice, "id": invoice["invoice_id"]}, due="amount due")
         paid = f", paid {invoice['amount_paid']} at {invoice['paid_at']}" if invoice.get("paid_at") else ""
-        out.append(f"    status {invoice['status']}, issued {invoice['issued_at']}{paid}")
+        void = " (its charge was declined: nothing bought, nothing owed, R12)" if invoice["status"] == "void" else ""
+        out.append(f"    status {invoice['status']}{void}, issued {invoice['issued_at']}{paid}")
         for payment in invoice["payments"]:
             how = (f"charge {payment['charge_id']} ({payment['payment_method']})" if payment["outcome"] == "succeeded"
                    else f"{payment['decline_code']}: {payment['message']}")

@@ -64,3 +64,26 @@ def following(source: Any, event: Subscription.Event, seen: Mapping[int, Any] | 
         if same:
             group.append(e)
     return group
+
+
+def charge_request(source: Any, event: Any, seen: Mapping[int, Any] | None = None) -> Any:
+    """The `ChargeRequested` of `event.invoice_id` recorded before `event` (its outcome), or None.
+    Read from the events, not the aggregate: the outcome empties the pending charge. `seen` as in
+    `preceding`; past it the store is read back a page at a time (a charge awaiting 3-D Secure
+    may lie far behind its outcome)."""
+    invoice_id = getattr(event, "invoice_id", None)
+    if not invoice_id:
+        return None
+    seen, version = seen or {}, event.originator_version - 1
+    while version > 0 and version in seen:
+        found = seen[version]
+        if isinstance(found, Subscription.ChargeRequested) and found.invoice_id == invoice_id:
+            return found
+        version -= 1
+    while version > 0:
+        page = list(source.events.get(event.originator_id, lte=version, desc=True, limit=REACH))
+        for found in page:
+            if isinstance(found, Subscription.ChargeRequested) and found.invoice_id == invoice_id:
+                return found
+        version = page[-1].originator_version - 1 if page else 0
+    return None

@@ -14,14 +14,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from domain.subscription import Subscription
-from projections.commands_trail import preceding
+from projections.commands_trail import charge_request, preceding
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime, document, dumps, insert_rows, line_columns, line_row
 
 
 class Invoices(ReadModel):
     family = "invoices"
-    version = 2
+    version = 3
     tables = ("invoices", "invoice_lines", "invoice_payments")
 
     @classmethod
@@ -84,13 +84,7 @@ class Invoices(ReadModel):
             rows.clear()
         self.pending.clear()
 
-    def note(self, before: Subscription | None, event: Subscription.Event) -> Any:
-        """The charges pending before this event: a declined purchase's invoice is only held there.
-        (The aggregate's own mapping, which the fold then moves on in place.)"""
-        return before.pending_charges if before else {}
-
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        self.held = self.current.note
         self.record(event, session, self.current.sub, tracking)
 
     @singledispatchmethod
@@ -110,18 +104,20 @@ class Invoices(ReadModel):
     @record.register(Subscription.ChargeDeclined)
     def _declined(self, event: Subscription.ChargeDeclined, session: Session, sub: Subscription,
                   tracking: Tracking) -> None:
-        """A declined purchase never issued its invoice: it is shown void, with the lines it held (R12)."""
-        held = self.held.get(event.invoice_id or "")
-        issued = next((e for e in held["effects"] if e["type"] == "InvoiceIssued"), None) if held else None
+        """A declined purchase never issued its invoice: it is shown void, with the lines, amount and
+        request time its charge request held (R12)."""
+        held = charge_request(self.fold.source, event, self.fold.seen.get(event.originator_id))
+        issued = next((e for e in held.effects if e["type"] == "InvoiceIssued"), None) if held else None
         if issued is None:
             return
         ws = sub.workspace_id
         event_id = event_ref(ws, event.originator_version)
         invoice = SimpleNamespace(**issued["fields"])
-        self._add_invoice(invoice, ws, event_id, dumps([event_id]), tracking, status="void")
+        source_ids = dumps([event_ref(ws, held.originator_version), event_id])
+        self._add_invoice(invoice, ws, event_id, source_ids, tracking, status="void")
         self.pending[invoice.invoice_id].update(failures=1, last_failure_code=event.decline_code,
                                                 last_failure_at=event.timestamp)
-        self._payment(event, sub, tracking, outcome="declined", charge_id=None, payment_method=held["payment_method"],
+        self._payment(event, sub, tracking, outcome="declined", charge_id=None, payment_method=held.payment_method,
                       decline_code=event.decline_code, message=event.message)
 
     def _add_invoice(self, event: Any, ws: str, event_id: str, source_ids: str, tracking: Tracking,

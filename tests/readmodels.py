@@ -50,10 +50,12 @@ def check_against_ledger(ledger: Any, engine: Engine) -> None:
 
 
 def event_counts(ledger: Any) -> dict[str, int]:
-    """How many Subscription events, and invoices, the ledger recorded."""
-    n_events = n_invoices = 0
+    """How many Subscription events, and invoices, the ledger recorded: issued, and void (a declined
+    purchase's, R12)."""
+    n_events = n_invoices = n_void = 0
     for ws in ledger.workspaces():
         for e in ledger.workspace_events(ws):
             n_events += 1
             n_invoices += isinstance(e, Subscription.InvoiceIssued)
-    return {"events": n_events, "invoices": n_invoices}
+            n_void += isinstance(e, Subscription.ChargeDeclined) and bool(e.invoice_id)
+    return {"events": n_events, "invoices": n_invoices, "void": n_void}

@@ -6,6 +6,7 @@ state, the journal balances, and tampering with the audit trail is caught.
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
+from adapters.cli import app as cli_app
 from adapters.project_cli import app as project_cli
 from adapters.settings import eventsourcing_env
 from domain.errors import LedgerError
@@ -314,7 +316,8 @@ def test_random_histories_equal_a_rebuild_and_the_aggregate(db_url: str, catalog
             counts = event_counts(b.ledger)
             live = snapshot(p.engine)
             assert len(live["audit_trail"]) == counts["events"]
-            assert len(live["invoices"]) == counts["invoices"]
+            assert len(live["invoices"]) == counts["invoices"] + counts["void"]
+            assert len([i for i in live["invoices"] if i["status"] == "void"]) == counts["void"]
             p.rebuild()
             assert snapshot(p.engine) == live
             with p.engine.connect() as conn:
@@ -323,6 +326,59 @@ def test_random_histories_equal_a_rebuild_and_the_aggregate(db_url: str, catalog
         b.close()
         drop()
 
+
+
+def test_R12_a_declined_upgrade_shows_a_void_invoice_in_the_invoices_read_model(book: Any, db_url: str) -> None:
+    """The declined upgrade's invoice is listed void with the lines it would have billed, nothing
+    paid; the books never saw it."""
+    b = book("forms")
+    b.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    b.do("ws", "subscribe", plan="pro", interval="month")
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "add-payment-method", payment_method="pm_card_chargeDeclined")
+    assert b.do("ws", "change-plan", plan="team").error.code == "payment_failed"
+    shown = CliRunner().invoke(cli_app, ["--db", db_url, "invoices", "ws", "--json"])
+    assert shown.exit_code == 0, shown.output
+    subscription, upgrade = json.loads(shown.stdout)["invoices"]
+    assert subscription["status"] == "paid"
+    assert (upgrade["purpose"], upgrade["status"], upgrade["amount_due"], upgrade["amount_paid"], upgrade["paid_at"]) \
+        == ("upgrade", "void", "20.00", "0.00", None)
+    assert [(x["kind"], x["amount"]) for x in upgrade["lines"]] == [("plan_credit", "-12.67"), ("plan_charge", "32.67")]
+    assert [(x["outcome"], x["amount"], x["decline_code"]) for x in upgrade["payments"]] == \
+        [("declined", "20.00", "card_declined")]
+    kinds = [type(e).__name__ for e in b.ledger.workspace_events("ws")]
+    assert [kinds[int(ref.split(":")[1]) - 1] for ref in upgrade["source_event_ids"]] == \
+        ["ChargeRequested", "UpgradePaymentFailed"]
+    text = CliRunner().invoke(cli_app, ["--db", db_url, "invoices", "ws"]).stdout
+    assert "status void (its charge was declined: nothing bought, nothing owed, R12), issued 2026-04-11" in text
+    assert "payment declined at 2026-04-11T00:00:00Z: 20.00 card_declined" in text
+    with projections_for(b, db_url) as p, p.engine.connect() as conn:
+        check_against_ledger(b.ledger, p.engine)
+        assert trial_balance(conn, "ws") == {"receivable": 0, "cash": Decimal("19.00"), "revenue": Decimal("-19.00")}
+
+
+def test_R12_an_abandoned_3d_secure_upgrade_is_void_whether_its_request_was_projected_before_or_not(
+        book: Any, db_url: str) -> None:
+    """The request and the abandonment projected in separate batches, or together by a rebuild,
+    give the same void invoice."""
+    b = book("forms")
+    b.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    b.do("ws", "subscribe", plan="pro", interval="month")
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired")
+    with projections_for(b, db_url) as p:
+        assert b.do("ws", "change-plan", plan="team").error.code == "payment_action_required"
+        p.catch_up()
+        p.fold.forget()  # as after a restart
+        b.ledger.abandon_payment("ws")
+        p.catch_up()
+        with p.engine.connect() as conn:
+            upgrade = invoices_of(conn, "ws")[-1]
+        assert (upgrade["status"], upgrade["amount_due"], upgrade["failures"], upgrade["last_failure_code"]) == \
+            ("void", "20.00", 1, "canceled")
+        before = snapshot(p.engine)
+        p.rebuild(["invoices"])
+        assert snapshot(p.engine) == before
 
 
 def test_a_commands_events_are_found_alike_in_the_batch_or_in_the_store(book):
