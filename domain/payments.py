@@ -7,7 +7,7 @@ is: the same key with the same request returns the first outcome and never charg
 the same key with another amount, currency or payment method raises IdempotencyMismatch.
 So a retry, a second process or a recovery after a crash may always ask again with the key.
 
-A provider that does not honour the key (localstripe) is safe through the two-step
+A provider that does not honour the key (a local test stand-in may not) is safe through the two-step
 `SubmittingGateway`: `submit` creates the provider's charge object without moving money, the
 ledger records its reference (ChargeSubmitted), and only then `charge(request, reference)`
 confirms that object; asking again reads it by its reference and never makes another.
