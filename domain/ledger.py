@@ -7,7 +7,6 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,14 +22,14 @@ from domain.commands import SYSTEM, Actor, Command, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
 from domain.errors import LedgerError
 from domain.group_commit import GroupCommit
+from domain.payments import NoPayments, PaymentGateway
+from domain.positions import Positions
 from domain.quotes import Pin
-from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, NoPayments, PaymentGateway
+from domain.settlement import MAX_ATTEMPTS, Settlement
 from domain.subscription import Context, Subscription, workspace_uuid
 from domain.subscription.billing import recorded_outcome
 
-MAX_ATTEMPTS = 5
 MAX_DUE_ROUNDS = 1000
-MAX_POSITIONS = 10_000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
 """Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
 
@@ -104,8 +103,9 @@ class Result:
         return [e for e in self.events if isinstance(e, Subscription.InvoiceIssued)]
 
 
-class Ledger(Application[UUID]):
-    """Handle, preview, advance and settle payments. Snapshots every 50 events keep loads short."""
+class Ledger(Settlement, Positions, Application[UUID]):
+    """Handle, preview, advance and settle payments (domain/settlement.py). Snapshots every 50
+    events keep loads short."""
 
     name = "subledger"
     snapshotting_intervals: ClassVar[dict[type, int]] = {Subscription: 50}
@@ -131,8 +131,7 @@ class Ledger(Application[UUID]):
             self.events, workspace_uuid("__ledger__"), LedgerCreated
         )
         self._published: dict[tuple[str, str], str] | None = None
-        self._positions: dict[tuple[UUID, int], int] = {}
-        self._positions_lock = threading.Lock()
+        self._init_positions()
         self._clock_recorded = False
         grouped = str(self.env.get(GROUP_COMMIT) or "y").lower() not in ("n", "no", "0", "false", "off")
         self.committer = GroupCommit(self) if grouped else None
@@ -326,32 +325,7 @@ class Ledger(Application[UUID]):
                 found[ws] = events
         return found
 
-    def abandon_payment(self, workspace_id: str, invoice_id: str | None = None) -> list[Subscription.Event]:
-        """Give up a charge awaiting the customer (3-D Secure): the provider cancels it, or says
-        it completed first; either way the outcome is recorded. A provider that does not answer
-        is a refusal (`payment_pending`): the charge stays pending."""
-        for _ in range(MAX_ATTEMPTS):
-            sub = self.get(workspace_id)
-            if sub is None:
-                raise LedgerError("not_found", f"no workspace {workspace_id}")
-            chosen = [i for i in sub.pending_charges if invoice_id in (None, i)]
-            if not chosen:
-                raise LedgerError("invalid_request", f"no pending payment {invoice_id} on {workspace_id}" if invoice_id
-                                  else f"no pending payment on {workspace_id}")
-            recorded = []
-            try:
-                for found in chosen:
-                    result = self._cancel(sub.pending_charges[found])
-                    recorded += self._record_outcome(sub, found, result)
-            except IntegrityError:
-                continue
-            except GatewayUnavailable:
-                raise LedgerError("payment_pending", f"the payment provider did not answer: the payment on "
-                                  f"{workspace_id} is still pending, abandon it again later") from None
-            return recorded
-        raise LedgerError("concurrency_conflict", f"could not record the payment outcome on {workspace_id}")
-
-    # ------------------------------------------------------------- money
+    # ------------------------------------------------------------- catching up
 
     def _catch_up(self, sub: Subscription) -> list[Subscription.Event]:
         """Settle pending charges and record what fell due, in turns, until neither moves; each
@@ -366,124 +340,6 @@ class Ledger(Application[UUID]):
             self._save(sub, events)
             recorded += events
         raise LedgerError("concurrency_conflict", "too many rounds of due items and payments: is the clock sane?")
-
-    def _settle_command(self, sub: Subscription, command_id: str) -> tuple[Subscription, list[Any]] | None:
-        """Move the money a command just recorded a pending charge for, and record the outcome:
-        the aggregate after it and the facts recorded, or None when another writer interleaved."""
-        try:
-            return sub, self._settle(sub, command_id=command_id)
-        except IntegrityError:
-            pass
-        for _ in range(MAX_ATTEMPTS):
-            reloaded = self.get(sub.workspace_id)
-            assert reloaded is not None
-            try:
-                self._settle(reloaded, command_id=command_id)
-                return None
-            except IntegrityError:
-                continue
-        return None
-
-    def _settle(self, sub: Subscription, *, command_id: str | None = None, blocking_due: bool = False,
-                invoice_ids: set[str] | None = None, channel: str = "scheduler") -> list[Any]:
-        """Ask the gateway, by each pending charge's key, for its outcome and record it. The key
-        makes asking again safe: a second process, a retry or a recovery after a crash gets the
-        same outcome and never a second charge. A charge awaiting the customer is abandoned
-        (`blocking_due`) when an item fell due behind it, so renewals never wait on it."""
-        recorded: list[Any] = []
-        for invoice_id, pending in list(sub.pending_charges.items()):
-            if command_id and pending["requested_by"]["command_id"] != command_id:
-                continue
-            if invoice_ids is not None and invoice_id not in invoice_ids:
-                continue
-            try:
-                request = ChargeRequest(
-                    idempotency_key=pending["charge_key"], workspace_id=sub.workspace_id,
-                    payment_method=pending["payment_method"], amount=pending["amount"],
-                    currency=pending["currency"], description=f"{pending['purpose']} {invoice_id}")
-                recorded += self._submit(sub, invoice_id, request)
-                result = self._charge(request, sub.pending_charges[invoice_id])
-                due_at = sub.next_due_at()
-                if not result.final and blocking_due and due_at is not None and due_at <= self.clock.now():
-                    result = self._cancel(pending)
-            except GatewayUnavailable:
-                return recorded  # the outcome is unknown: it stays pending, and is asked again later
-            if not result.final and pending["action_required"]:
-                continue
-            recorded += self._record_outcome(sub, invoice_id, result, channel)
-        return recorded
-
-    def _submit(self, sub: Subscription, invoice_id: str, request: ChargeRequest) -> list[Any]:
-        """A two-step gateway (domain/payments.py, SubmittingGateway) creates its charge object
-        first; its reference is saved before the charge is confirmed, so a retry or a recovery
-        confirms or reads that one and never creates a second."""
-        submit = getattr(self.payments, "submit", None)
-        if submit is None or sub.pending_charges[invoice_id].get("provider_reference"):
-            return []
-        reference = submit(request)
-        if reference is None:
-            return []
-        sub.record_submission(invoice_id, reference, self._context(sub, SYSTEM, "scheduler", "payment", None, None,
-                                                                   None, None))
-        events = list(sub.pending_events)
-        self._save(sub, events)
-        return events
-
-    def _charge(self, request: ChargeRequest, pending: Any) -> ChargeResult:
-        if hasattr(self.payments, "submit"):
-            return self.payments.charge(request, pending.get("provider_reference"))  # type: ignore[call-arg]
-        return self.payments.charge(request)
-
-    def _cancel(self, pending: Any) -> ChargeResult:
-        if hasattr(self.payments, "submit"):
-            return self.payments.cancel(pending["charge_key"], pending.get("provider_reference"))  # type: ignore[call-arg]
-        return self.payments.cancel(pending["charge_key"])
-
-    def settle_reported(self, workspace_id: str, reference: str) -> list[Subscription.Event]:
-        """The provider reports news of the charge object `reference` (a webhook): ask the gateway
-        for its outcome and record it on channel `billing_provider`. A reference no pending charge
-        was submitted as (unknown, or its outcome already recorded) records nothing."""
-        for _ in range(MAX_ATTEMPTS):
-            sub = self.get(workspace_id)
-            if sub is None:
-                return []
-            found = {i for i, p in sub.pending_charges.items() if p.get("provider_reference") == reference}
-            if not found:
-                return []
-            try:
-                return self._settle(sub, invoice_ids=found, channel="billing_provider")
-            except IntegrityError:
-                continue
-        raise LedgerError("concurrency_conflict", f"could not record the payment outcome on {workspace_id}")
-
-    def _record_outcome(self, sub: Subscription, invoice_id: str, result: ChargeResult,
-                        channel: str = "scheduler") -> list[Any]:
-        sub.settle(invoice_id, result, self._context(sub, SYSTEM, channel, "payment", None, None, None, None))
-        events = list(sub.pending_events)
-        self._save(sub, events)
-        return events
-
-    # --------------------------------------------------------------- positions
-
-    def _notify(self, recordings: list[Any]) -> None:
-        """Remember where this process's saves landed in the notification log (position_of)."""
-        with self._positions_lock:
-            for r in recordings:
-                self._positions[(r.domain_event.originator_id, r.domain_event.originator_version)] = r.notification.id
-            while len(self._positions) > MAX_POSITIONS:
-                del self._positions[next(iter(self._positions))]
-
-    def positions(self, events: list[Any]) -> list[int | None]:
-        """Each event's notification id, where this process saved it (else None)."""
-        return [self._positions.get((e.originator_id, e.originator_version)) for e in events]
-
-    def position_of(self, events: list[Any]) -> int:
-        """The notification id of the last of `events` (what a reader passes as min_position); for
-        events this process did not save (a replay), the log's head, which is at or after them."""
-        known = self.positions(events)
-        if events and all(known):
-            return max(known)  # type: ignore[type-var]
-        return self.recorder.max_notification_id() or 0
 
     # --------------------------------------------------------------- helpers
 
