@@ -317,9 +317,11 @@ class Ledger(Settlement, Positions, Application[UUID]):
 
     def resolve_payments(self, workspace_id: str | None = None) -> dict[str, list[Subscription.Event]]:
         """After a crash between a charge and its record: ask the gateway (by key) for every
-        pending charge's outcome and record it (`subledger payments resolve`)."""
+        pending charge's outcome and record it (`subledger payments resolve`). Without a
+        workspace, the due index lists the ones to visit: a pending charge makes its workspace
+        due at once (`due_instant`), so none is missed and idle workspaces are not loaded."""
         found = {}
-        for ws in [workspace_id] if workspace_id else self.workspaces():
+        for ws in [workspace_id] if workspace_id else self.due_workspaces():
             events = self.advance_workspace(ws)
             if events:
                 found[ws] = events

@@ -170,6 +170,45 @@ def test_R11_the_next_command_records_a_charge_left_pending_by_a_crash(book):
     assert b.sub("ws").plan == "team" and recorded_payments(b) == D("39.00")
 
 
+
+def visits(ledger: Ledger) -> list[str]:
+    """The workspaces `ledger` loads to settle or advance, from now on."""
+    seen: list[str] = []
+    advance = ledger.advance_workspace
+
+    def spy(workspace_id: str) -> Any:
+        seen.append(workspace_id)
+        return advance(workspace_id)
+
+    ledger.advance_workspace = spy  # type: ignore[method-assign]
+    return seen
+
+
+def test_R11_resolving_all_payments_finds_a_crash_left_charge_through_the_due_index(book):
+    """Idle workspaces (nothing pending, nothing due) are not loaded: the due index lists the
+    workspace whose charge is pending as due at once."""
+    b = forms_on(book)
+    for idle in ("idle1", "idle2"):
+        assert b.do(idle, "add-payment-method", payment_method=VISA).ok
+        assert b.do(idle, "subscribe", plan="pro").ok
+    upgrade_then_die_after_charging(b)
+    seen = visits(b.ledger)
+    resolved = b.ledger.resolve_payments()
+    assert seen == ["ws"]
+    assert types_of(resolved["ws"]) == ["PlanUpgraded", "InvoiceIssued", "PaymentSucceeded"]
+    assert b.sub("ws").plan == "team" and recorded_payments(b) == D("39.00") and len(succeeded(b)) == 2
+
+
+def test_R11_without_a_due_index_resolving_all_payments_visits_every_workspace(book):
+    b = forms_on(book)
+    assert b.do("idle", "add-payment-method", payment_method=VISA).ok
+    upgrade_then_die_after_charging(b)
+    b.ledger.due_index = False
+    seen = visits(b.ledger)
+    resolved = b.ledger.resolve_payments()
+    assert sorted(seen) == ["idle", "ws"] and list(resolved) == ["ws"]
+    assert b.sub("ws").plan == "team" and len(succeeded(b)) == 2
+
 def test_R1_two_writers_on_one_workspace_never_double_charge(book):
     """Process A upgrades while process B buys a pack: the decision that loses the race is
     decided again before any money moves, so each charge has its own invoice and key."""
