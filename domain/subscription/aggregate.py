@@ -98,6 +98,20 @@ class Overage(TypedDict):
 
 
 Handler = Callable[["Subscription", Any, Context], ChargeDue | None]
+IMMUTABLE = (str, int, float, bool, type(None), Decimal, datetime, uuid.UUID)
+
+
+def copied(value: Any) -> Any:
+    """A deep copy of plain state (dicts and lists of immutable values), made without the
+    generic machinery of copy.deepcopy; anything else is left to it."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in IMMUTABLE else copied(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in IMMUTABLE else copied(v) for v in value]
+    if kind in IMMUTABLE or isinstance(value, IMMUTABLE):
+        return value
+    return copy.deepcopy(value)
 
 HANDLERS: dict[type[Command], Handler] = {
     Subscribe: plan_changes.subscribe,
@@ -251,6 +265,13 @@ class Subscription(Aggregate):
     def upcast_v3_v4(state: dict[str, Any]) -> None:
         """v4: paid invoices are no longer kept in the state."""
         state["invoices"] = {i: inv for i, inv in state["invoices"].items() if inv["status"] != "paid"}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Subscription:
+        """Every command copies the workspace twice (the aggregate cache hands out a copy, and
+        a decision is made on one): state is plain data, so a structural copy does."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update({k: v if type(v) in IMMUTABLE else copied(v) for k, v in self.__dict__.items()})
+        return clone
 
     # ------------------------------------------------------------- state views
 
