@@ -4,6 +4,8 @@ in a module of its own so that a SQLite ledger never imports psycopg."""
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,15 @@ from psycopg.sql import SQL, Identifier
 from adapters import due_index
 from adapters.chained_store import CREATE_LOCK, UPGRADE_LOCK_TIMEOUT_S, _bytes, _firsts, _links, _since, _uuid, batches
 from replay.verify_chain import ChainReport, Link, Stored, link_all, walk
+
+
+MAX_LAST_LINKS = 10_000
+"""How many streams' last links a process remembers (to chain the next event without a read)."""
+
+
+def _columns(links: list[Link]) -> list[list[Any]]:
+    return [list(col) for col in zip(*[(lk.originator_id, lk.version, lk.notification_id, lk.digest, lk.prev_hash,
+                                         lk.hash) for lk in links], strict=True)]
 
 
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
@@ -49,24 +60,66 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self.insert_links = SQL(
             "INSERT INTO {} SELECT * FROM unnest(%s::{}[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], "
             "%s::text[])").format(self.chain_ident, id_type)
+        self.insert_links_and_due = SQL("WITH links AS ({}) {}").format(self.insert_links, self.upsert_due)
+        self._last_links: OrderedDict[UUID, tuple[int, str]] = OrderedDict()
+        self._last_links_lock = threading.Lock()
+        self._made = threading.local()
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        self._made.links = []
+        ids = super().insert_events(stored_events, **kwargs)
+        self._remember(self._made.links)
+        return ids
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                                        **kwargs: Any) -> Sequence[int] | None:
+        """One more statement after the events insert: the links (and the due rows) together. The
+        previous link of a stream is read from the table unless this process wrote it."""
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         assert ids is not None
-        wanted = {oid: first - 1 for oid, first in _firsts(stored_events).items() if first > 1}
-        prev_of: dict[UUID, str] = {}
+        prev_of, wanted = self._known_prev(_firsts(stored_events))
         if wanted:
             curs.execute(self.select_prev, (list(wanted), list(wanted.values())))
-            prev_of = {_uuid(r["originator_id"]): r["hash"] for r in curs.fetchall()}
-        self._write(curs, _links(stored_events, ids, prev_of))
-        self._write_due(curs, kwargs.get("due"))
+            prev_of.update({_uuid(r["originator_id"]): r["hash"] for r in curs.fetchall()})
+        links = _links(stored_events, ids, prev_of)
+        due = kwargs.get("due")
+        if due:
+            curs.execute(self.insert_links_and_due, [*_columns(links), *due_index.columns(due)])
+        else:
+            self._write(curs, links)
+        self._made.links = links
         return ids
+
+    def _known_prev(self, firsts: dict[UUID, int]) -> tuple[dict[UUID, str], dict[UUID, int]]:
+        """The hashes of the links before `firsts` this process wrote, and the versions it did not.
+        A committed link never changes, and a stale entry names an older version than the one
+        wanted (another process wrote since), so it is read from the table instead."""
+        known: dict[UUID, str] = {}
+        wanted: dict[UUID, int] = {}
+        with self._last_links_lock:
+            for oid, first in firsts.items():
+                if first <= 1:
+                    continue
+                last = self._last_links.get(oid)
+                if last is not None and last[0] == first - 1:
+                    known[oid] = last[1]
+                else:
+                    wanted[oid] = first - 1
+        return known, wanted
+
+    def _remember(self, links: list[Link]) -> None:
+        """After the commit: the last link of each stream written."""
+        with self._last_links_lock:
+            for lk in links:
+                self._last_links[lk.originator_id] = (lk.version, lk.hash)
+                self._last_links.move_to_end(lk.originator_id)
+            while len(self._last_links) > MAX_LAST_LINKS:
+                self._last_links.popitem(last=False)
 
     def _write_due(self, curs: Cursor[DictRow], due: due_index.Due | None) -> None:
         """After the table lock: writers meet on the due rows in commit order, never deadlocking."""
         if due:
-            curs.execute(self.upsert_due, [list(col) for col in zip(*due_index.rows(due), strict=True)])
+            curs.execute(self.upsert_due, due_index.columns(due))
 
     # ------------------------------------------------------------ due index
 
@@ -92,9 +145,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     def _write(self, curs: Cursor[DictRow], links: list[Link]) -> None:
         if links:
-            columns = list(zip(*[(lk.originator_id, lk.version, lk.notification_id, lk.digest, lk.prev_hash, lk.hash)
-                                 for lk in links], strict=True))
-            curs.execute(self.insert_links, [list(col) for col in columns])
+            curs.execute(self.insert_links, _columns(links))
 
     # ------------------------------------------------------------ first upgrade
 

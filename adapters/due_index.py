@@ -33,6 +33,11 @@ def rows(due: Due) -> list[tuple[UUID, str, int, int | None]]:
             for oid, (ws, version, at) in due.items()]
 
 
+def columns(due: Due) -> list[list[Any]]:
+    """The rows as columns, for an `unnest` of arrays (PostgreSQL)."""
+    return [list(col) for col in zip(*rows(due), strict=True)]
+
+
 def sqlite_statements(table: str) -> list[str]:
     return [f"CREATE TABLE IF NOT EXISTS {table} (originator_id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, "
             "version INTEGER NOT NULL, due_us INTEGER)",

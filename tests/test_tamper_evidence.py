@@ -327,3 +327,16 @@ def test_a_cipher_key_that_is_not_an_aes_key_is_refused() -> None:
     assert cipher_env(None) == {}
     with pytest.raises(ValueError, match="SUBLEDGER_CIPHER_KEY"):
         cipher_env("not a key")
+
+
+def test_two_processes_writing_one_workspace_in_turn_keep_its_chain_whole(book: Any, db_url: str) -> None:
+    """A writer chains its next event from the last link it wrote itself only when nobody wrote
+    after it; otherwise it reads the link before from the store."""
+    first, second = book("workspace"), book("workspace")
+    assert first.do("ws", "add-payment-method", payment_method=VISA).ok
+    for members in range(1, 7):
+        writer = first if members % 3 else second
+        assert writer.do("ws", "set-members", members=members).ok
+    assert first.do("other", "set-members", members=1).ok and second.do("other", "set-members", members=2).ok
+    report = first.ledger.recorder.verify_chain()
+    assert report.ok, report.breaks
