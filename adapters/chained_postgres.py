@@ -15,7 +15,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
 from adapters import due_index
 from adapters.chained_store import CREATE_LOCK, UPGRADE_LOCK_TIMEOUT_S, _bytes, _firsts, _links, _since, _uuid, batches
@@ -61,9 +61,26 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "INSERT INTO {} SELECT * FROM unnest(%s::{}[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], "
             "%s::text[])").format(self.chain_ident, id_type)
         self.insert_links_and_due = SQL("WITH links AS ({}) {}").format(self.insert_links, self.upsert_due)
+        self._render_once()
         self._last_links: OrderedDict[UUID, tuple[int, str]] = OrderedDict()
         self._last_links_lock = threading.Lock()
         self._made = threading.local()
+
+    def _render_once(self) -> None:
+        """The statements of every save as bytes, rendered here once: psycopg renders a composed
+        statement on every execute. Identifiers here are ASCII (settings.SCHEMA), so rendering
+        them without a connection is exact."""
+        self.lock_table_statements = [q.as_bytes(None) if isinstance(q, Composable) else q
+                                      for q in self.lock_table_statements]
+        self.insert_events_statement = self.insert_events_statement.as_bytes(None)
+        self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(None)
+        self.insert_links_and_due = self.insert_links_and_due.as_bytes(None)
+        self.insert_links = self.insert_links.as_bytes(None)
+        self.upsert_due = self.upsert_due.as_bytes(None)
+        self.select_prev = self.select_prev.as_bytes(None)
+
+    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(self.notify_statement)
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         self._made.links = []
