@@ -29,6 +29,7 @@ from domain.ledger import Ledger
 from domain.subscription import workspace_uuid
 from projections import registry
 from projections.audit_trail import AuditTrail
+from projections.decoding import Decoder, select_rows
 from projections.entitlements import Entitlements
 from projections.invoices import Invoices
 from projections.journal import Journal
@@ -213,29 +214,30 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
              progress: Callable[[int], None] | None = None, stop: int | None = None,
              fold: Fold | None = None) -> dict[str, int]:
     """Pull notifications after the projections' positions (up to `stop`, if given), decode each
-    batch once, fold each event once, and give every projection the part it has not seen, all in
+    batch once (projections/decoding.py), fold each event once, and give every projection the part it has not seen, all in
     one transaction recording each projection's position (projections/readmodel.py
     `project_together`). `progress` is told the position reached after each batch."""
     taken = {p.family: 0 for p in projections}
     if not projections:
         return taken
     fold = fold or Fold(source)
+    decoder = Decoder(source.mapper)
     positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
     size = batch
     while True:
         started = time.perf_counter()
         start = min(positions.values())
-        notifications = source.recorder.select_notifications(start=start + 1, limit=size, stop=stop)
-        if not notifications:
+        rows = select_rows(source.recorder, start + 1, size, stop)
+        if not rows:
             return taken
-        items = [(source.mapper.to_domain_event(n), Tracking(APP, n.id)) for n in notifications]
+        items = [(event, Tracking(APP, row[0])) for event, row in zip(decoder.decode_all(rows), rows)]
         for family, n in project_together(projections, fold, items).items():
             taken[family] += n
         for family in positions:
-            positions[family] = max(positions[family], notifications[-1].id)
+            positions[family] = max(positions[family], rows[-1][0])
         if progress is not None:
-            progress(notifications[-1].id)
-        if len(notifications) < size:
+            progress(rows[-1][0])
+        if len(rows) < size:
             return taken
         elapsed = time.perf_counter() - started
         size = max(batch, min(MAX_BATCH, int(size * min(2.0, BATCH_SECONDS / max(elapsed, 1e-3)))))
