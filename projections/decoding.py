@@ -95,7 +95,14 @@ class Decoder:
         """JSONTranscoder._decode_obj applied to every object, innermost first."""
         if type(value) is dict:
             for k, v in value.items():
-                if type(v) is dict or type(v) is list:
+                kind = type(v)
+                if kind is dict:
+                    data = v.get("_data_")
+                    if len(v) == 2 and type(data) is str and "_type_" in v:  # an instant, amount or id
+                        value[k] = self.names[v["_type_"]].decode(data)
+                    else:
+                        value[k] = self._walk(v)
+                elif kind is list:
                     value[k] = self._walk(v)
             if len(value) == 2 and "_type_" in value and "_data_" in value:
                 return self.names[value["_type_"]].decode(value["_data_"])

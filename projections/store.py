@@ -120,8 +120,12 @@ def line_columns() -> list[Column[Any]]:
     ]
 
 
+_LINE = itemgetter(*LINE_FIELDS)
+
+
 def line_row(line: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
-    return {**keys, **{name: line[name] for name in LINE_FIELDS}}
+    keys.update(zip(LINE_FIELDS, _LINE(line)))
+    return keys
 
 
 def canonical_amount(value: Decimal | None) -> str | None:
