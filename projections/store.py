@@ -144,7 +144,7 @@ def iso(at: datetime | None) -> str | None:
     """An instant as the JSON contract shows it: ISO-8601 in UTC with `Z`."""
     if not at:
         return None
-    if at.tzinfo is timezone.utc:
+    if type(at) is datetime and at.tzinfo is timezone.utc:
         found = _ISO.get(at)
         if found is None:
             if len(_ISO) > 4096:
