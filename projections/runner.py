@@ -122,21 +122,41 @@ class Projections:
         """Replay every event into fresh tables of each read model's current version, then
         swap the stable views to them and drop the old tables. Returns family -> new tag.
         Refused (event_chain_broken) when the stored events fail their chain, unless `force`:
-        a rebuild would rewrite the read models, the audit trail too, from altered events.
+        a rebuild would rewrite the read models, the audit trail too, from altered events. (On
+        PostgreSQL the chain is checked while the replay runs; a broken one stops it before any
+        swap and its fresh tables are dropped, as if it had been refused before it began.)
         `progress(family, position)` follows the replay; `before_swap(family, fresh, live)` sees
         both table sets while the live one is still live (replay/rebuild.py compares them)."""
+        checking = None
         if not force:
-            self.check_events()
+            if self.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+                checking = Background(self.check_events)
+            else:
+                self.check_events()
         chosen = list(families or self.models)
         fresh: dict[str, ReadModel] = {}
-        for family in chosen:
-            model = self.models[family]
-            with self.engine.connect() as conn:
-                current = registry.active(conn).get(family)
-            # an interrupted rebuild's tables resume where they stopped
-            fresh[family] = self._attach(model, registry.next_tag(model, current), create=True)
-        catch_up(self.source, list(fresh.values()), self.batch, fold=self.fold,
-                 progress=(lambda position: [progress(f, position) for f in chosen]) if progress else None)
+
+        def step(position: int) -> None:
+            if checking is not None:
+                checking.raise_if_failed()
+            if progress is not None:
+                for f in chosen:
+                    progress(f, position)
+        try:
+            for family in chosen:
+                model = self.models[family]
+                with self.engine.connect() as conn:
+                    current = registry.active(conn).get(family)
+                # an interrupted rebuild's tables resume where they stopped
+                fresh[family] = self._attach(model, registry.next_tag(model, current), create=True)
+            catch_up(self.source, list(fresh.values()), self.batch, fold=self.fold, progress=step)
+            if checking is not None:
+                checking.result()
+        except BaseException:
+            if checking is not None and checking.failed():
+                self._discard(fresh)  # as if refused before it began: nothing replayed from altered events is kept
+                checking.result()
+            raise
         done = {}
         for family, new in fresh.items():
             if before_swap is not None:
@@ -150,6 +170,13 @@ class Projections:
             self.running[family] = new
             done[family] = tag
         return done
+
+    def _discard(self, fresh: Mapping[str, ReadModel]) -> None:
+        self.fold.forget()
+        for family, new in fresh.items():
+            new.view.close()
+            with self.engine.begin() as conn:
+                registry.drop_tables(conn, self.models[family], type(new).tag)
 
     def check_events(self) -> None:
         """Raise event_chain_broken if the source's store keeps a chain (adapters/chained_store.py)
@@ -202,6 +229,35 @@ class Projections:
             runner.__enter__()
             runners.append(runner)
         return runners
+
+
+class Background:
+    """`check()` run in a thread (on PostgreSQL a rebuild checks the event chain while it replays:
+    the check is mostly the server reading the log, the replay mostly this process projecting)."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(check,), name="check-events", daemon=True)
+        self.thread.start()
+
+    def _run(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except BaseException as e:  # noqa: BLE001 (handed to the rebuilding thread)
+            self.error = e
+
+    def failed(self) -> bool:
+        self.thread.join()
+        return self.error is not None
+
+    def raise_if_failed(self) -> None:
+        if not self.thread.is_alive() and self.error is not None:
+            raise self.error
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 BATCH_SECONDS = 2.0  # ok-float: seconds
