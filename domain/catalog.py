@@ -14,7 +14,7 @@ import tomllib
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
@@ -214,10 +214,22 @@ class Catalog(_Model):
         return self._content_hash
 
     def plan(self, plan_id: str) -> Plan | None:
-        return next((p for p in self.plans if p.id == plan_id), None)
+        index = _lookups(self)
+        key = ("plan", plan_id)
+        try:
+            return index[key]  # type: ignore[no-any-return]
+        except KeyError:
+            found = index[key] = next((p for p in self.plans if p.id == plan_id), None)
+            return found
 
     def addon(self, addon_id: str) -> AddOn | None:
-        return next((a for a in self.addons if a.id == addon_id), None)
+        index = _lookups(self)
+        key = ("addon", addon_id)
+        try:
+            return index[key]  # type: ignore[no-any-return]
+        except KeyError:
+            found = index[key] = next((a for a in self.addons if a.id == addon_id), None)
+            return found
 
     def credit_pack(self, pack_id: str) -> CreditPack | None:
         return next((c for c in self.credit_packs if c.id == pack_id), None)
@@ -226,6 +238,20 @@ class Catalog(_Model):
         """GB a plan allows with a storage add-on (R6, R19, R22)."""
         addon = self.addon(addon_id) if addon_id else None
         return (plan.storage_gb if plan else 0) + (addon.storage_gb if addon else 0)
+
+
+_LOOKUPS: dict[int, tuple[Catalog, dict[tuple[str, str], Any]]] = {}
+"""Plans and add-ons already looked up by id, per catalog (state views look them up for every
+event): kept outside the model, whose equality compares its private attributes too."""
+
+
+def _lookups(catalog: Catalog) -> dict[tuple[str, str], Any]:
+    found = _LOOKUPS.get(id(catalog))
+    if found is None or found[0] is not catalog:
+        if len(_LOOKUPS) >= 64:
+            _LOOKUPS.clear()
+        found = _LOOKUPS[id(catalog)] = (catalog, {})
+    return found[1]
 
 
 class CatalogError(ValueError):

@@ -21,9 +21,16 @@ def minor_units(currency: str) -> int:
         raise ValueError(f"unsupported currency {currency!r}") from None
 
 
+QUANTUM = {currency: Decimal(1).scaleb(-places) for currency, places in MINOR_UNITS.items()}
+"""Each currency's minor unit as a Decimal (0.01 for USD)."""
+
+
 def round_half_up(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's minor unit, half away from zero (so -12.665 -> -12.67)."""
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+    quantum = QUANTUM.get(currency)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-minor_units(currency))
+    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def parse_amount(text: object) -> Decimal:

@@ -85,7 +85,8 @@ class Invoices(ReadModel):
         self.pending.clear()
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
-        self.record(event, session, self.current.sub, tracking)
+        # the dispatcher itself: `self.record` rebuilds a bound wrapper at every access
+        _RECORD.dispatch(type(event))(self, event, session, self.current.sub, tracking)
 
     @singledispatchmethod
     def record(self, event: Subscription.Event, session: Session, sub: Subscription, tracking: Tracking) -> None:
@@ -177,6 +178,9 @@ class Invoices(ReadModel):
         found = session.execute(select(inv.c.amount_paid, inv.c.failures)
                                 .where(inv.c.invoice_id == invoice_id)).mappings().one()
         session.execute(update(inv).where(inv.c.invoice_id == invoice_id).values(**change(dict(found))))
+
+
+_RECORD = Invoices.__dict__["record"].dispatcher
 
 
 def invoices_of(conn: Connection, workspace: str) -> list[dict[str, Any]]:

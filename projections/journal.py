@@ -113,7 +113,10 @@ class Journal(ReadModel):
         def balance(account: str) -> Decimal:
             return held.get(account, ZERO)
 
-        entry = postings(event, Books(sub, catalog, purchased_before, balance))
+        rule = postings.dispatch(type(event))
+        if rule is _NO_POSTINGS:
+            return
+        entry = rule(event, Books(sub, catalog, purchased_before, balance))
         if not entry:
             return
         assert sum((p[1] for p in entry), ZERO) == 0, f"unbalanced entry for {type(event).__name__}: {entry}"
@@ -127,7 +130,7 @@ class Journal(ReadModel):
                 "memo": memo})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Books:
     """What a posting rule reads besides its event: the aggregate after the event, its catalog,
     the purchased AI credits held before it, and the workspace's signed balance per account so far."""
@@ -144,6 +147,9 @@ def postings(event: Subscription.Event, books: Books) -> list[Posting]:
     registered for it (`@postings.register(Subscription.X)`, inherited by its subclasses);
     any other event posts nothing."""
     return []
+
+
+_NO_POSTINGS = postings.dispatch(object)
 
 
 @postings.register(Subscription.InvoiceIssued)

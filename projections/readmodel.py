@@ -8,10 +8,10 @@ that was already projected (by a crashed run or another process) is skipped.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -96,10 +96,10 @@ class Fold:
         self.catalogs.clear()
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """What a read model's `project` reads besides the event: the aggregate just after it (the
-    fold's, moved on in place by later events) and what its `note` kept of the state before."""
+    fold's, moved on in place by later events) and what its `note` kept of the state before.
+    (A tuple: one is made per event and read model.)"""
 
     sub: Subscription
     note: Any = None
@@ -210,14 +210,20 @@ def project_together(projections: Sequence[ReadModel], fold: Fold,
             fold.index(batch)
             for p in active:
                 p.begin(session)
+            ids = [tracking.notification_id for _, tracking in batch]
+            for p in active:
+                taken[p.family] = len(ids) - bisect_right(ids, positions[p.family])
+            everyone = max(positions[p.family] for p in active)
+            """Past this position every active read model takes every event (the usual case)."""
             for event, tracking in batch:
-                takers = [p for p in active if tracking.notification_id > positions[p.family]]
-                for p in takers:
-                    taken[p.family] += 1
-                if not takers or not isinstance(event, Subscription.Event):
+                if not isinstance(event, Subscription.Event):
+                    continue
+                position = tracking.notification_id
+                takers = active if position > everyone else [p for p in active if position > positions[p.family]]
+                if not takers:
                     continue
                 before = fold.before(event)
-                notes = [p.note(before, event) for p in takers]
+                notes = [p.note(before, event) if type(p).note is not _NO_NOTE else None for p in takers]
                 sub = fold.apply(event, before)
                 for p, note in zip(takers, notes):
                     p.current = Step(sub, note)
@@ -235,6 +241,9 @@ def project_together(projections: Sequence[ReadModel], fold: Fold,
     for p in active:
         p.committed = last.notification_id
     return taken
+
+
+_NO_NOTE = ReadModel.note
 
 
 class LatestPerWorkspace(ReadModel):

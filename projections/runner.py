@@ -29,6 +29,7 @@ from domain.ledger import Ledger
 from domain.subscription import workspace_uuid
 from projections import registry
 from projections.audit_trail import AuditTrail
+from projections.decoding import Decoder, select_rows
 from projections.entitlements import Entitlements
 from projections.invoices import Invoices
 from projections.journal import Journal
@@ -121,21 +122,41 @@ class Projections:
         """Replay every event into fresh tables of each read model's current version, then
         swap the stable views to them and drop the old tables. Returns family -> new tag.
         Refused (event_chain_broken) when the stored events fail their chain, unless `force`:
-        a rebuild would rewrite the read models, the audit trail too, from altered events.
+        a rebuild would rewrite the read models, the audit trail too, from altered events. (On
+        PostgreSQL the chain is checked while the replay runs; a broken one stops it before any
+        swap and its fresh tables are dropped, as if it had been refused before it began.)
         `progress(family, position)` follows the replay; `before_swap(family, fresh, live)` sees
         both table sets while the live one is still live (replay/rebuild.py compares them)."""
+        checking = None
         if not force:
-            self.check_events()
+            if self.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+                checking = Background(self.check_events)
+            else:
+                self.check_events()
         chosen = list(families or self.models)
         fresh: dict[str, ReadModel] = {}
-        for family in chosen:
-            model = self.models[family]
-            with self.engine.connect() as conn:
-                current = registry.active(conn).get(family)
-            # an interrupted rebuild's tables resume where they stopped
-            fresh[family] = self._attach(model, registry.next_tag(model, current), create=True)
-        catch_up(self.source, list(fresh.values()), self.batch, fold=self.fold,
-                 progress=(lambda position: [progress(f, position) for f in chosen]) if progress else None)
+
+        def step(position: int) -> None:
+            if checking is not None:
+                checking.raise_if_failed()
+            if progress is not None:
+                for f in chosen:
+                    progress(f, position)
+        try:
+            for family in chosen:
+                model = self.models[family]
+                with self.engine.connect() as conn:
+                    current = registry.active(conn).get(family)
+                # an interrupted rebuild's tables resume where they stopped
+                fresh[family] = self._attach(model, registry.next_tag(model, current), create=True)
+            catch_up(self.source, list(fresh.values()), self.batch, fold=self.fold, progress=step)
+            if checking is not None:
+                checking.result()
+        except BaseException:
+            if checking is not None and checking.failed():
+                self._discard(fresh)  # as if refused before it began: nothing replayed from altered events is kept
+                checking.result()
+            raise
         done = {}
         for family, new in fresh.items():
             if before_swap is not None:
@@ -149,6 +170,13 @@ class Projections:
             self.running[family] = new
             done[family] = tag
         return done
+
+    def _discard(self, fresh: Mapping[str, ReadModel]) -> None:
+        self.fold.forget()
+        for family, new in fresh.items():
+            new.view.close()
+            with self.engine.begin() as conn:
+                registry.drop_tables(conn, self.models[family], type(new).tag)
 
     def check_events(self) -> None:
         """Raise event_chain_broken if the source's store keeps a chain (adapters/chained_store.py)
@@ -203,6 +231,35 @@ class Projections:
         return runners
 
 
+class Background:
+    """`check()` run in a thread (on PostgreSQL a rebuild checks the event chain while it replays:
+    the check is mostly the server reading the log, the replay mostly this process projecting)."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(check,), name="check-events", daemon=True)
+        self.thread.start()
+
+    def _run(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except BaseException as e:  # noqa: BLE001 (handed to the rebuilding thread)
+            self.error = e
+
+    def failed(self) -> bool:
+        self.thread.join()
+        return self.error is not None
+
+    def raise_if_failed(self) -> None:
+        if not self.thread.is_alive() and self.error is not None:
+            raise self.error
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 BATCH_SECONDS = 2.0  # ok-float: seconds
 """A batch grows (up to MAX_BATCH events) while it takes less than this (seconds), and shrinks when longer:
 few transactions when catching up a long log, short ones (and short write locks) when busy."""
@@ -213,29 +270,30 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
              progress: Callable[[int], None] | None = None, stop: int | None = None,
              fold: Fold | None = None) -> dict[str, int]:
     """Pull notifications after the projections' positions (up to `stop`, if given), decode each
-    batch once, fold each event once, and give every projection the part it has not seen, all in
+    batch once (projections/decoding.py), fold each event once, and give every projection the part it has not seen, all in
     one transaction recording each projection's position (projections/readmodel.py
     `project_together`). `progress` is told the position reached after each batch."""
     taken = {p.family: 0 for p in projections}
     if not projections:
         return taken
     fold = fold or Fold(source)
+    decoder = Decoder(source.mapper)
     positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
     size = batch
     while True:
         started = time.perf_counter()
         start = min(positions.values())
-        notifications = source.recorder.select_notifications(start=start + 1, limit=size, stop=stop)
-        if not notifications:
+        rows = select_rows(source.recorder, start + 1, size, stop)
+        if not rows:
             return taken
-        items = [(source.mapper.to_domain_event(n), Tracking(APP, n.id)) for n in notifications]
+        items = [(event, Tracking(APP, row[0])) for event, row in zip(decoder.decode_all(rows), rows)]
         for family, n in project_together(projections, fold, items).items():
             taken[family] += n
         for family in positions:
-            positions[family] = max(positions[family], notifications[-1].id)
+            positions[family] = max(positions[family], rows[-1][0])
         if progress is not None:
-            progress(notifications[-1].id)
-        if len(notifications) < size:
+            progress(rows[-1][0])
+        if len(rows) < size:
             return taken
         elapsed = time.perf_counter() - started
         size = max(batch, min(MAX_BATCH, int(size * min(2.0, BATCH_SECONDS / max(elapsed, 1e-3)))))
