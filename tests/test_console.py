@@ -149,16 +149,22 @@ def test_the_upgrade_invoice_shows_each_line_with_its_arithmetic_rules_and_the_m
     assert "| **Due** | **20.00** |" in page.text
 
 
-def test_R12_the_declined_upgrade_is_listed_void_with_its_lines_and_no_explain_link(app: Any) -> None:
-    """Nothing was issued, so there is nothing to explain: the void invoice is listed, not linked."""
+def test_R12_the_declined_upgrade_is_listed_void_and_its_page_explains_its_lines_and_the_decline(app: Any) -> None:
+    """Never issued, but support is asked about it: its page shows the lines its charge request
+    held, with their arithmetic, and says it is void because the card was declined."""
     client = client_as(app, "support")
     void = next(i for i in client.get("/v1/workspaces/beta/invoices").json()["data"] if i["status"] == "void")
-    page = client.get("/console/workspaces/beta").text
-    found = text_of(page)
+    found = text_of(client.get("/console/workspaces/beta").text)
     assert f"{void['invoice_id']} upgrade void issued 2026-04-21" in found
     assert f"declined {void['amount_due']} (card_declined)" in found
     assert [line["kind"] for line in void["lines"]] == ["plan_credit", "plan_charge"] and void["amount_paid"] == "0.00"
-    assert f"/invoices/{void['invoice_id']}" not in page
+    page = client.get(f"/console/workspaces/beta/invoices/{void['invoice_id']}")
+    assert page.status_code == 200
+    shown = text_of(page.text)
+    assert "requested 2026-04-21" in shown and "void" in shown
+    assert "declined on 2026-04-21" in shown and "card_declined" in shown and "nothing is owed (R12)" in shown
+    assert f"Would have been due (void: not owed, R12) {void['amount_due']}" in shown
+    assert all(line["formula"] in shown for line in void["lines"])
 
 
 def test_as_of_before_the_upgrade_shows_pro_and_after_it_team(app: Any) -> None:

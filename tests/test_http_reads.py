@@ -137,6 +137,21 @@ def test_pages_follow_their_cursors_to_the_end_once(api: Any) -> None:
         assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
 
 
+def test_R12_a_declined_purchase_s_void_invoice_is_explained_as_replay_prints_it(demo: str, api: Any) -> None:
+    """The void invoice answers 200, not 404: its lines from the charge request, void by the decline."""
+    c, support = api
+    void = next(i for i in cli_json(demo, "invoices", "beta", "--json")["invoices"] if i["status"] == "void")
+    explained = c.get(f"/v1/invoices/{void['invoice_id']}/explain", headers=support)
+    assert explained.status_code == 200
+    doc = explained.json()
+    assert doc == cli_json(demo, "replay", "explain", void["invoice_id"], "--format", "json")
+    assert [line["amount"] for line in doc["lines"]] == [line["amount"] for line in void["lines"]]
+    assert doc["void"]["decline_code"] == "card_declined" and "nothing is owed (R12)" in doc["void"]["reason"]
+    markdown = c.get(f"/v1/invoices/{void['invoice_id']}/explain", headers=support, params={"format": "md"}).text
+    assert f"**void**, requested {void['issued_at']}" in markdown
+    assert f"| | Would have been due | {void['amount_due']} | not owed: void | R12 |" in markdown
+
+
 def test_unknown_workspaces_and_invoices_are_404(api: Any) -> None:
     c, support = api
     for path in ("/v1/workspaces/nobody", "/v1/workspaces/nobody/invoices", "/v1/workspaces/nobody/audit",
