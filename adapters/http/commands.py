@@ -270,7 +270,8 @@ def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
         ledger = ledger_of(request)
         try:
             pin = request.app.state.quotes.pin(quote_id, workspace, command, ledger.clock.now()) if quote_id else None
-            key = idempotency.domain_key(idempotency.scope_of(caller), idempotency_key) if idempotency_key else None
+            key = idempotency.ledger_key(ledger, workspace, idempotency.scope_of(caller), idempotency_key) \
+                if idempotency_key else None
             result = ledger.handle(workspace, command, actor, channel="api", idempotency_key=key, reason=sent.reason,
                                    pin=pin)
             response = command_response(request, name, result)
