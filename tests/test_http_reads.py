@@ -218,8 +218,21 @@ def test_event_reads_wait_only_for_the_event_store(fresh: Any) -> None:
     position = write(c, 2)
     got = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position})
     assert got.status_code == 200
-    ahead = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position + 5})
-    assert ahead.status_code == 503 and ahead.json()["code"] == "read_models_behind"
+
+
+def test_a_min_position_beyond_the_head_is_refused_at_once_naming_the_head(fresh: Any) -> None:
+    """No write returned it, so no wait would reach it: 400, not 503 after the read wait."""
+    c, support = fresh
+    side = c.app.state.read_side  # type: ignore[attr-defined]
+    side.wait = 3600.0  # ok-float: seconds; the refusal must not wait
+    head = write(c, 2)
+    for path in ("/v1/workspaces/beta", "/v1/workspaces/beta/as-of?version=1"):
+        ahead = c.get(path, headers=support, params={"min_position": head + 5})
+        assert (ahead.status_code, ahead.json()["code"]) == (400, "position_ahead"), path
+        assert ahead.headers["content-type"] == "application/problem+json"
+        assert ahead.json()["detail"] == (f"min_position {head + 5} is beyond the ledger's head, position {head}: no "
+                                          "write has been recorded there; pass the position a write returned")
+    assert c.get("/v1/workspaces/beta", headers=support, params={"min_position": head}).status_code == 200
 
 
 def test_readyz_reports_each_read_models_lag_and_503_when_far_behind(fresh: Any) -> None:
