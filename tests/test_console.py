@@ -60,8 +60,16 @@ def client_as(app: Any, role: str | None, workspace: str | None = None) -> TestC
     return client
 
 
-def sign_in(client: TestClient, token: str, next_page: str = "") -> Any:
-    body = f"token={token}" + (f"&next={next_page}" if next_page else "")
+def sign_in_form(client: TestClient) -> str:
+    """Open the sign-in page, as a browser does first: its hidden CSRF field's value."""
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/login").text)
+    assert found
+    return found.group(1)
+
+
+def sign_in(client: TestClient, token: str, next_page: str = "", csrf: str | None = None) -> Any:
+    check = sign_in_form(client) if csrf is None else csrf
+    body = f"token={token}&csrf={check}" + (f"&next={next_page}" if next_page else "")
     return client.post("/console/login", content=body, follow_redirects=False,
                        headers={"content-type": "application/x-www-form-urlencoded"})
 
@@ -97,6 +105,24 @@ def test_sign_in_refuses_unknown_tokens_and_operator_tokens_and_goes_back_only_t
     for elsewhere in ("/console/../v1/workspaces", "/console/%2e%2e/v1", "/console//evil.example", "/console/%09/x"):
         assert sign_in(client, token, elsewhere).headers["location"] == "/console/", elsewhere
     assert sign_in(client, token, "/console/workspaces/acme?kind=x").headers["location"] == "/console/workspaces/acme?kind=x"
+
+
+def test_a_sign_in_posted_from_another_site_is_refused_403_and_signs_nobody_in(app: Any) -> None:
+    """Login CSRF: another site's form can post its own token, but cannot send this site's
+    SameSite=Strict sign-in cookie nor know the value the sign-in page put in its hidden field."""
+    _, attackers = app.state.tokens.create("support")
+    outside = TestClient(app)  # the victim's browser, never on the sign-in page
+    refused = sign_in(outside, attackers, csrf="forged")
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    assert "did not come from this console's sign-in page" in text_of(refused.text)
+    assert outside.get("/console/", follow_redirects=False).status_code == 303  # still signed out
+    browser = TestClient(app)
+    form = browser.get("/console/login")
+    check = form.cookies["subledger_sign_in"]
+    assert f'name="csrf" value="{check}"' in form.text
+    assert "HttpOnly" in form.headers["set-cookie"] and "SameSite=strict" in form.headers["set-cookie"]
+    assert sign_in(browser, attackers, csrf=check[:-1] + ("A" if check[-1] != "A" else "B")).status_code == 403
+    assert sign_in(browser, attackers, csrf=check).status_code == 303
 
 
 def test_support_and_service_read_every_workspace(app: Any) -> None:
