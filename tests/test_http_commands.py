@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from adapters.http.app import create_app
 from adapters.http.idempotency import responses_table
@@ -224,6 +224,7 @@ def test_a_key_is_forgotten_24_hours_after_its_use_and_its_reuse_is_a_new_reques
     api = api_on_both
     api.on_pro()
     old = api.do("set-members", {"members": 2}, key="old")
+    assert api.do("set-members", {"members": 1}, key="never-again").status_code == 200
     api.advance("2026-04-01T12:00:00Z")
     recent = api.do("set-members", {"members": 3}, key="recent")
     api.advance("2026-04-02T00:00:01Z")
@@ -235,8 +236,9 @@ def test_a_key_is_forgotten_24_hours_after_its_use_and_its_reuse_is_a_new_reques
     assert again.headers["Idempotent-Replayed"] == "true" and again.json() == recent.json()
     assert api.do("set-members", {"members": 5}, key="old").status_code == 409  # the new use is kept 24 h
     stored = api.app.state.idempotency.tables.run(
-        lambda conn: conn.execute(select(func.count()).select_from(responses_table)).scalar_one())
-    assert stored == 2  # "recent", and the new use of "old"; the first use of "old" is purged
+        lambda conn: conn.execute(select(responses_table.c.key_hash, responses_table.c.created_at)).all())
+    assert sorted(at.isoformat() for _, at in stored) == ["2026-04-01T12:00:00+00:00", "2026-04-02T00:00:01+00:00"]
+    assert len(stored) == 2  # "recent" and the new use of "old": "never-again" and the first "old" are purged
 
 
 def test_concurrent_requests_with_one_key_record_once(api: Api) -> None:

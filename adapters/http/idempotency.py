@@ -6,7 +6,7 @@ that failed inside the server, stores nothing, so it can be retried with the sam
 a payment whose outcome is not known yet (NOT_STORED_CODES).
 
 The table here only replays responses. Exactly-once recording is the domain's: the command
-goes to `Ledger.handle` with an idempotency key derived from this one (`ledger_key`), so two
+goes to `Ledger.handle` with an idempotency key derived from this one (`handle_once`), so two
 concurrent requests with one key record once, whichever stores its response first.
 
 As at Stripe, a key is kept 24 hours (RETENTION, on the injected clock): after that it is
@@ -20,18 +20,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from adapters.side_tables import SideTables, insert_if_absent, purge_oldest
+from adapters.side_tables import SideTables, purge_oldest
 from adapters.tokens import Principal
 from domain.clock import Clock, SystemClock
 from domain.errors import LedgerError
-from domain.ledger import Ledger
+from domain.ledger import Ledger, Result
 from projections.store import UtcDateTime, dumps
 
 HEADER = "Idempotency-Key"
@@ -76,21 +78,30 @@ def domain_key(scope: str, key: str, generation: int = 0) -> str:
     return "http." + hashlib.sha256(f"{scope}\n{key}{again}".encode()).hexdigest()[:48]
 
 
-def ledger_key(ledger: Ledger, workspace: str, scope: str, key: str) -> str:
-    """The ledger's key for this use of an HTTP key: the first generation the workspace has not
-    recorded, or recorded less than RETENTION ago (the same request: the ledger replays it).
-    Found from the recorded events alone, so concurrent requests with one key agree on it."""
-    sub = ledger.get(workspace)
-    cutoff = ledger.clock.now() - RETENTION
+def handle_once(ledger: Ledger, workspace: str, scope: str, key: str, handle: Callable[[str], Result]) -> Result:
+    """`handle(ledger key)` under the first generation of the HTTP key that the ledger has not
+    recorded, or recorded less than RETENTION ago (then the ledger replays it). Found from the
+    recorded events, so concurrent requests with one key agree on it; a new key costs nothing
+    more, only a key the ledger knew (then forgot) is handled again under the next generation."""
     for generation in itertools.count():
         candidate = domain_key(scope, key, generation)
-        entry = sub.idempotency.get(candidate) if sub is not None else None
-        if entry is None:
-            return candidate
-        first = ledger.workspace_events(workspace, gt=entry["first"] - 1, lte=entry["first"])
-        if not first or first[0].timestamp >= cutoff:
-            return candidate
+        result = handle(candidate)
+        if not _forgotten(ledger, workspace, candidate, result):
+            return result
     raise AssertionError("unreachable")
+
+
+def _forgotten(ledger: Ledger, workspace: str, candidate: str, result: Result) -> bool:
+    """Whether the ledger answered from a use of `candidate` older than RETENTION: a replay, or
+    a conflict with other arguments."""
+    cutoff = ledger.clock.now() - RETENTION
+    if result.replayed:
+        return bool(result.events) and result.events[0].timestamp < cutoff
+    if result.error is None or result.error.code != "idempotency_conflict" or result.subscription is None:
+        return False
+    entry = result.subscription.idempotency.get(candidate)
+    first = ledger.workspace_events(workspace, gt=entry["first"] - 1, lte=entry["first"]) if entry else []
+    return bool(first) and first[0].timestamp < cutoff
 
 
 def _key_hash(key: str) -> str:
@@ -121,8 +132,8 @@ class IdempotencyStore:
         return self.tables.run(lambda conn: (lambda r: dict(r) if r else None)(conn.execute(query).mappings().first()))
 
     def store(self, scope: str, key: str, request: dict[str, Any], response: JSONResponse) -> None:
-        """Store the response (unless the key's is stored already), after purging a few rows
-        older than RETENTION, this key's among them."""
+        """Store the response, unless the key's is stored already and not older than RETENTION
+        (an older one is replaced), after purging a few rows older than RETENTION."""
         now = self.clock.now()
         t = responses_table
         row = dict(scope=scope, key_hash=_key_hash(key), request=dumps(request), status=response.status_code,
@@ -131,9 +142,9 @@ class IdempotencyStore:
 
         def purge_and_insert(conn: Any) -> None:
             purge_oldest(conn, t, t.c.created_at, now - RETENTION)
-            conn.execute(delete(t).where(t.c.scope == scope, t.c.key_hash == row["key_hash"],
-                                         t.c.created_at < now - RETENTION))
-            conn.execute(insert_if_absent(conn, t, row))
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(t).values(**row).on_conflict_do_update(
+                index_elements=[t.c.scope, t.c.key_hash], set_=row, where=t.c.created_at < now - RETENTION))
 
         self.tables.run(purge_and_insert)
 
