@@ -1,23 +1,28 @@
 """Tables kept beside the events, in the ledger's own database (same SQLite file, same
 PostgreSQL schema): the test gateway's charges, API tokens, HTTP idempotency records, webhook
-subscriptions. One engine per store, made on first use, its tables created once."""
+subscriptions. One engine per store, made on first use, its tables (and their indexes) created
+once."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, delete, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, ProgrammingError
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from adapters.settings import eventsourcing_env
 from projections.store import sqlalchemy_url
 
 T = TypeVar("T")
 CREATE_LOCK = 0x7465737467617465  # pg_advisory_xact_lock key: "testgate"
+PURGE_BATCH = 20
+"""Rows one insert purges at most: more than one, so a backlog (a server stopped for a day)
+drains while the table takes new rows, and few enough to keep the insert quick."""
 
 
 class SideTables:
@@ -69,10 +74,24 @@ class SideTables:
                             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
                     for table in self.metadata.sorted_tables:
                         conn.execute(CreateTable(table, if_not_exists=True))
+                        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+                            conn.execute(CreateIndex(index, if_not_exists=True))
                 return
             except (IntegrityError, ProgrammingError):
                 if attempt == 2:
                     raise
+
+
+def purge_oldest(conn: Connection, table: Any, column: Any, before: datetime, limit: int = PURGE_BATCH) -> None:
+    """Delete up to `limit` rows whose `column` (indexed) is before `before`, oldest first: a
+    bounded DELETE run in the transaction of an insert, so the table is purged at the rate it
+    grows without a job of its own. On PostgreSQL rows another purge holds are skipped, so two
+    purges never wait on each other."""
+    key = tuple_(*table.primary_key.columns)
+    oldest = select(*table.primary_key.columns).where(column < before).order_by(column).limit(limit)
+    if conn.dialect.name == "postgresql":
+        oldest = oldest.with_for_update(skip_locked=True)
+    conn.execute(delete(table).where(key.in_(oldest)))
 
 
 def insert_if_absent(conn: Connection, table: Any, row: dict[str, Any]) -> Any:

@@ -34,12 +34,14 @@ CODES = {
     "quote_stale": "R25",
     "unavailable": "",
     "read_models_behind": "",
+    "position_ahead": "",
     "internal_error": "",
 }
 """`unauthenticated` (no or unknown API token) and `forbidden` (a token acting outside its role or
 workspace) come from the HTTP adapter. `unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
 (adapters report it; the domain never does). `read_models_behind`: the HTTP API's read models have not
-reached a read's `min_position` in time (retry). `internal_error`: a bug, reported without a traceback."""
+reached a read's `min_position` in time (retry); `position_ahead`: the `min_position` is beyond the
+ledger's last recorded position (no write returned it). `internal_error`: a bug, reported without a traceback."""
 
 
 class LedgerError(Exception):

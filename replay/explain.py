@@ -6,10 +6,15 @@ the derivation shown is that record. Around it, explain gathers what a person as
 the facts the same command recorded (ids, versions, actor, channel, command id), the catalog
 version and content hash the decision used and its prices, and the billing rules (R1..R27,
 RULES below) that the line's kind and the decision's path apply.
+
+A declined purchase's invoice was never issued: its InvoiceIssued, and the facts it billed,
+were held by the purchase's ChargeRequested and dropped when the charge was declined (R12).
+It is explained from that request, and says it is void and why (the decline).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +23,7 @@ from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
 from domain.subscription import Subscription, workspace_uuid
+from domain.subscription.billing import held_fact
 from projections.audit_trail import Scene, summary
 from projections.commands_trail import following, preceding
 from projections.readmodel import event_ref
@@ -73,22 +79,57 @@ def rules_for(kind: str, plan_fact: Any) -> tuple[str, ...]:
     return next((RULES[k] for k in keys if k in RULES), ())
 
 
-def find_invoice(ledger: Ledger, invoice_id: str) -> tuple[str, S.InvoiceIssued]:
-    """The workspace and InvoiceIssued fact of `in_<workspace>_<NNNN>`, or not_found."""
+@dataclass(frozen=True)
+class Subject:
+    """The invoice to explain: `invoice` is its InvoiceIssued, recorded, or held by `request` (a
+    purchase's ChargeRequested) and void because `declined` (the charge's ChargeDeclined); then
+    `held` are the facts the request held, the invoice among them."""
+
+    workspace: str
+    invoice: Any
+    request: S.ChargeRequested | None = None
+    declined: S.ChargeDeclined | None = None
+    held: tuple[Any, ...] = ()
+
+
+def held_facts(request: S.ChargeRequested) -> tuple[Any, ...]:
+    """The facts a purchase's charge request held, as the events they would have been (stamped
+    with the request's version: the request is the event that holds them)."""
+    out = []
+    for effect in request.effects:
+        cls, fields = held_fact(effect)
+        out.append(cls(originator_id=request.originator_id, originator_version=request.originator_version, **fields))
+    return tuple(out)
+
+
+def find_invoice(ledger: Ledger, invoice_id: str) -> Subject:
+    """The invoice `in_<workspace>_<NNNN>`: issued, or void (held by a declined purchase), or not_found."""
     guess = invoice_id[3:].rsplit("_", 1)[0] if invoice_id.startswith("in_") else None
     listed = ledger.workspaces()
     for ws in ([guess] if guess in listed else []) + [w for w in listed if w != guess]:
+        request = None
         for event in ledger.workspace_events(ws):
             if isinstance(event, S.InvoiceIssued) and event.invoice_id == invoice_id:
-                return ws, event
+                return Subject(ws, event)
+            if isinstance(event, S.ChargeRequested) and holds_invoice(event, invoice_id):
+                request = event
+            elif isinstance(event, S.ChargeDeclined) and event.invoice_id == invoice_id and request is not None:
+                held = held_facts(request)
+                invoice = next(e for e in held if isinstance(e, S.InvoiceIssued) and e.invoice_id == invoice_id)
+                return Subject(ws, invoice, request, event, held)
         if ws == guess and invoice_id.startswith("in_"):
             break
     raise LedgerError("not_found", f"no invoice {invoice_id}")
 
 
-def command_events(ledger: Ledger, workspace: str, invoice: S.InvoiceIssued) -> list[Any]:
-    """Every fact the command that issued the invoice recorded (its payment included); for facts
-    recorded before command ids, its neighbours of the same instant, cause and actor."""
+def holds_invoice(request: S.ChargeRequested, invoice_id: str) -> bool:
+    return any(e["type"] == "InvoiceIssued" and e["fields"]["invoice_id"] == invoice_id for e in request.effects)
+
+
+def command_events(ledger: Ledger, workspace: str, invoice: Any) -> list[Any]:
+    """Every fact the command that issued (or requested) the invoice recorded (its payment
+    included); for facts recorded before command ids, its neighbours of the same instant, cause
+    and actor."""
     if invoice.command_id:
         return ledger.command_events(workspace, invoice.command_id)
     return [*preceding(ledger, invoice), invoice, *following(ledger, invoice)]
@@ -96,13 +137,15 @@ def command_events(ledger: Ledger, workspace: str, invoice: S.InvoiceIssued) -> 
 
 def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[str, Any]:
     """The explanation document (the json format; text and markdown render it)."""
-    ws, invoice = find_invoice(ledger, invoice_id)
-    events = command_events(ledger, ws, invoice)
+    subject = find_invoice(ledger, invoice_id)
+    ws, invoice = subject.workspace, subject.invoice
+    events = command_events(ledger, ws, subject.request or invoice)
+    decided = [*subject.held, subject.declined] if subject.declined else events
     catalog = Catalogs(ledger).of(invoice)
     cur = invoice.currency
-    plan_fact = max((e for e in events if isinstance(e, (S.PlanSet, S.PeriodRenewed))
-                     and e.originator_version < invoice.originator_version),
-                    key=lambda e: e.originator_version, default=None)
+    at = next((n for n, e in enumerate(decided) if isinstance(e, S.InvoiceIssued) and e.invoice_id == invoice_id),
+              len(decided))
+    plan_fact = next((e for e in reversed(decided[:at]) if isinstance(e, (S.PlanSet, S.PeriodRenewed))), None)
     if line is not None and not 1 <= line <= len(invoice.lines):
         raise LedgerError("invalid_request", f"--line: {invoice_id} has lines 1 to {len(invoice.lines)}")
     lines = []
@@ -111,30 +154,44 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
             continue
         rules = rules_for(item["kind"], plan_fact)
         sources = next((types for prefix, types in SOURCES.items() if item["kind"].startswith(prefix)), ())
-        produced = [e for e in events if isinstance(e, sources)] + [invoice]
+        produced = [e for e in decided if isinstance(e, sources)] + [invoice, *filter(None, [subject.declined])]
         sign = "credit, " if item["amount"] < 0 else ""
         lines.append({
             "n": n, "kind": item["kind"], "description": item["description"], "amount": fmt(item["amount"], cur),
             "quantity": item["quantity"], "period": {"start": iso(item["period_start"]), "end": iso(item["period_end"])},
             "formula": item["formula"], "rules": list(rules),
-            "events": [event_ref(ws, e.originator_version) for e in produced],
+            "events": list(dict.fromkeys(event_ref(ws, e.originator_version) for e in produced)),
             "derivation": f"{item['description']} = {item['formula']} ({sign}{', '.join(rules) or 'R26'})",
         })
     first = events[0]
     return {
         "invoice_id": invoice.invoice_id, "workspace": ws, "purpose": invoice.purpose,
-        "issued_at": iso(invoice.timestamp), "currency": cur,
+        "issued_at": iso(invoice.timestamp), "currency": cur, "void": void(subject),
         "command": {"id": invoice.command_id, "name": invoice.cause, "at": iso(first.timestamp),
                     "actor": {"id": invoice.actor_id, "role": invoice.actor_role}, "channel": invoice.channel,
                     "reason": invoice.reason, "idempotency_key": invoice.idempotency_key},
         "catalog": {"version": invoice.catalog_version, "content_hash": invoice.catalog_hash or catalog.content_hash,
                     "hash_recorded": invoice.catalog_hash is not None,
-                    "prices": prices_used(catalog, events, ledger, ws)},
+                    "prices": prices_used(catalog, decided, ledger, ws)},
         "events": [event_row(ledger, ws, e, catalog) for e in events],
         "lines": lines,
-        "totals": totals(invoice, events),
-        "facts": facts(events, invoice, cur),
+        "totals": totals(invoice, decided, void=subject.declined is not None),
+        "facts": facts(decided, invoice, cur),
     }
+
+
+def void(subject: Subject) -> dict[str, Any] | None:
+    """Why a declined purchase's invoice is void (R12); None for an issued invoice."""
+    declined = subject.declined
+    if declined is None:
+        return None
+    cur = subject.invoice.currency
+    return {"declined_by": event_ref(subject.workspace, declined.originator_version),
+            "requested_by": event_ref(subject.workspace, subject.request.originator_version),
+            "at": iso(declined.timestamp), "decline_code": declined.decline_code, "message": declined.message,
+            "reason": f"void: the charge of {fmt(declined.amount, cur)} for this {subject.invoice.purpose} was "
+                      f"declined on {iso(declined.timestamp)} ({declined.decline_code}: {declined.message}), so the "
+                      f"invoice was never issued: nothing was bought and nothing is owed (R12)"}
 
 
 def event_row(ledger: Ledger, ws: str, event: Any, catalog: Catalog) -> dict[str, Any]:
@@ -181,7 +238,7 @@ def prices_used(catalog: Catalog, events: list[Any], ledger: Ledger, ws: str) ->
     return list({(p["item"], p["price"]): p for p in out}.values())
 
 
-def totals(invoice: S.InvoiceIssued, events: list[Any]) -> dict[str, Any]:
+def totals(invoice: S.InvoiceIssued, events: list[Any], void: bool = False) -> dict[str, Any]:
     cur = invoice.currency
     issued = sum((e.amount for e in events if isinstance(e, S.BillingCreditIssued)
                   and e.invoice_id == invoice.invoice_id), Decimal(0))
@@ -191,6 +248,8 @@ def totals(invoice: S.InvoiceIssued, events: list[Any]) -> dict[str, Any]:
              f"due {fmt(invoice.amount_due, cur)}"]
     if issued:
         steps.append(f"billing credit issued {fmt(issued, cur)}: kept as account balance, never cash (R10, R27)")
+    if void:
+        steps.append(f"owed {fmt(Decimal(0), cur)}: void, its charge was declined (R12)")
     return {"subtotal": fmt(invoice.subtotal, cur), "credit_applied": fmt(invoice.credit_applied, cur),
             "amount_due": fmt(invoice.amount_due, cur), "credit_issued": fmt(issued, cur), "derivation": steps}
 

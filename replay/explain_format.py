@@ -8,9 +8,11 @@ from typing import Any
 
 
 def text(doc: dict[str, Any]) -> str:
-    cmd, cat = doc["command"], doc["catalog"]
+    cmd, cat, void = doc["command"], doc["catalog"], doc["void"]
     out = [f"Invoice {doc['invoice_id']} ({doc['purpose']}) for workspace {doc['workspace']}, "
-           f"issued {doc['issued_at']}, in {doc['currency']}",
+           + (f"VOID, requested {doc['issued_at']}" if void else f"issued {doc['issued_at']}")
+           + f", in {doc['currency']}",
+           *([void["reason"]] if void else []),
            f"Recorded by {cmd['name']}, command {cmd['id'] or '(recorded before command ids)'}, by "
            f"{cmd['actor']['id']} ({cmd['actor']['role']}) via {cmd['channel']} at {cmd['at']}"
            + (f", reason: {cmd['reason']}" if cmd["reason"] else ""),
@@ -41,16 +43,19 @@ def _cell(value: Any) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     """A block support pastes into a reply: the lines with their arithmetic, the totals, and
     where it all comes from in small print."""
-    t, cmd, cat = doc["totals"], doc["command"], doc["catalog"]
+    t, cmd, cat, void = doc["totals"], doc["command"], doc["catalog"], doc["void"]
     out = [f"**Invoice `{doc['invoice_id']}`**: {doc['purpose']} for workspace `{doc['workspace']}`, "
-           f"issued {doc['issued_at']} ({doc['currency']})", "",
+           + (f"**void**, requested {doc['issued_at']}" if void else f"issued {doc['issued_at']}")
+           + f" ({doc['currency']})", "",
+           *([f"_{void['reason'][:1].upper()}{void['reason'][1:]}._", ""] if void else []),
            "| # | Line | Amount | How it was calculated | Rules |", "|--:|------|-------:|------|------|"]
     for line in doc["lines"]:
         out.append(f"| {line['n']} | {_cell(line['description'])} | {line['amount']} | {_cell(line['formula'])} | "
                    f"{', '.join(line['rules'])} |")
     out.append(f"| | **Subtotal** | **{t['subtotal']}** | {' + '.join(line['amount'] for line in doc['lines'])} | |")
     out.append(f"| | Credit applied | {t['credit_applied']} | never more than the bill | R27 |")
-    out.append(f"| | **Due** | **{t['amount_due']}** | | |")
+    out.append(f"| | Would have been due | {t['amount_due']} | not owed: void | R12 |" if void
+               else f"| | **Due** | **{t['amount_due']}** | | |")
     if Decimal(t["credit_issued"]):
         out.append(f"| | Billing credit issued | {t['credit_issued']} | kept as account balance, never cash | R10, R27 |")
     if doc["facts"]:

@@ -60,8 +60,16 @@ def client_as(app: Any, role: str | None, workspace: str | None = None) -> TestC
     return client
 
 
-def sign_in(client: TestClient, token: str, next_page: str = "") -> Any:
-    body = f"token={token}" + (f"&next={next_page}" if next_page else "")
+def sign_in_form(client: TestClient) -> str:
+    """Open the sign-in page, as a browser does first: its hidden CSRF field's value."""
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/login").text)
+    assert found
+    return found.group(1)
+
+
+def sign_in(client: TestClient, token: str, next_page: str = "", csrf: str | None = None) -> Any:
+    check = sign_in_form(client) if csrf is None else csrf
+    body = f"token={token}&csrf={check}" + (f"&next={next_page}" if next_page else "")
     return client.post("/console/login", content=body, follow_redirects=False,
                        headers={"content-type": "application/x-www-form-urlencoded"})
 
@@ -97,6 +105,24 @@ def test_sign_in_refuses_unknown_tokens_and_operator_tokens_and_goes_back_only_t
     for elsewhere in ("/console/../v1/workspaces", "/console/%2e%2e/v1", "/console//evil.example", "/console/%09/x"):
         assert sign_in(client, token, elsewhere).headers["location"] == "/console/", elsewhere
     assert sign_in(client, token, "/console/workspaces/acme?kind=x").headers["location"] == "/console/workspaces/acme?kind=x"
+
+
+def test_a_sign_in_posted_from_another_site_is_refused_403_and_signs_nobody_in(app: Any) -> None:
+    """Login CSRF: another site's form can post its own token, but cannot send this site's
+    SameSite=Strict sign-in cookie nor know the value the sign-in page put in its hidden field."""
+    _, attackers = app.state.tokens.create("support")
+    outside = TestClient(app)  # the victim's browser, never on the sign-in page
+    refused = sign_in(outside, attackers, csrf="forged")
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    assert "did not come from this console's sign-in page" in text_of(refused.text)
+    assert outside.get("/console/", follow_redirects=False).status_code == 303  # still signed out
+    browser = TestClient(app)
+    form = browser.get("/console/login")
+    check = form.cookies["subledger_sign_in"]
+    assert f'name="csrf" value="{check}"' in form.text
+    assert "HttpOnly" in form.headers["set-cookie"] and "SameSite=strict" in form.headers["set-cookie"]
+    assert sign_in(browser, attackers, csrf=check[:-1] + ("A" if check[-1] != "A" else "B")).status_code == 403
+    assert sign_in(browser, attackers, csrf=check).status_code == 303
 
 
 def test_support_and_service_read_every_workspace(app: Any) -> None:
@@ -149,16 +175,22 @@ def test_the_upgrade_invoice_shows_each_line_with_its_arithmetic_rules_and_the_m
     assert "| **Due** | **20.00** |" in page.text
 
 
-def test_R12_the_declined_upgrade_is_listed_void_with_its_lines_and_no_explain_link(app: Any) -> None:
-    """Nothing was issued, so there is nothing to explain: the void invoice is listed, not linked."""
+def test_R12_the_declined_upgrade_is_listed_void_and_its_page_explains_its_lines_and_the_decline(app: Any) -> None:
+    """Never issued, but support is asked about it: its page shows the lines its charge request
+    held, with their arithmetic, and says it is void because the card was declined."""
     client = client_as(app, "support")
     void = next(i for i in client.get("/v1/workspaces/beta/invoices").json()["data"] if i["status"] == "void")
-    page = client.get("/console/workspaces/beta").text
-    found = text_of(page)
+    found = text_of(client.get("/console/workspaces/beta").text)
     assert f"{void['invoice_id']} upgrade void issued 2026-04-21" in found
     assert f"declined {void['amount_due']} (card_declined)" in found
     assert [line["kind"] for line in void["lines"]] == ["plan_credit", "plan_charge"] and void["amount_paid"] == "0.00"
-    assert f"/invoices/{void['invoice_id']}" not in page
+    page = client.get(f"/console/workspaces/beta/invoices/{void['invoice_id']}")
+    assert page.status_code == 200
+    shown = text_of(page.text)
+    assert "requested 2026-04-21" in shown and "void" in shown
+    assert "declined on 2026-04-21" in shown and "card_declined" in shown and "nothing is owed (R12)" in shown
+    assert f"Would have been due (void: not owed, R12) {void['amount_due']}" in shown
+    assert all(line["formula"] in shown for line in void["lines"])
 
 
 def test_as_of_before_the_upgrade_shows_pro_and_after_it_team(app: Any) -> None:

@@ -12,15 +12,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from adapters.http.app import create_app
+from adapters.http.idempotency import responses_table
 from adapters.payments import TestPaymentGateway
 from domain.clock import SystemClock, TestClock
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable
@@ -216,6 +218,29 @@ def test_a_key_is_at_most_255_characters(api: Api) -> None:
     assert api.do("set-members", {"members": 1}, key="x" * 255).status_code == 200
 
 
+def test_a_key_is_forgotten_24_hours_after_its_use_and_its_reuse_is_a_new_request(api_on_both: Api) -> None:
+    """Stripe's rule, on the ledger's clock: an old key no longer replays (nor conflicts), a
+    recent one still does; the table keeps only the recent one."""
+    api = api_on_both
+    api.on_pro()
+    old = api.do("set-members", {"members": 2}, key="old")
+    assert api.do("set-members", {"members": 1}, key="never-again").status_code == 200
+    api.advance("2026-04-01T12:00:00Z")
+    recent = api.do("set-members", {"members": 3}, key="recent")
+    api.advance("2026-04-02T00:00:01Z")
+    head = api.head()
+    reused = api.do("set-members", {"members": 4}, key="old")
+    assert reused.status_code == 200 and "Idempotent-Replayed" not in reused.headers
+    assert reused.json()["command_id"] != old.json()["command_id"] and api.head() > head
+    again = api.do("set-members", {"members": 3}, key="recent")
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == recent.json()
+    assert api.do("set-members", {"members": 5}, key="old").status_code == 409  # the new use is kept 24 h
+    stored = api.app.state.idempotency.tables.run(
+        lambda conn: conn.execute(select(responses_table.c.key_hash, responses_table.c.created_at)).all())
+    assert sorted(at.isoformat() for _, at in stored) == ["2026-04-01T12:00:00+00:00", "2026-04-02T00:00:01+00:00"]
+    assert len(stored) == 2  # "recent" and the new use of "old": "never-again" and the first "old" are purged
+
+
 def test_concurrent_requests_with_one_key_record_once(api: Api) -> None:
     api.on_pro()
     results: list[httpx.Response] = []
@@ -312,7 +337,6 @@ def test_R25_a_quote_is_stale_when_time_changed_the_proration(api: Api) -> None:
 
 
 def test_a_quote_commits_only_its_own_command_and_expires(tmp_path: Path) -> None:
-    from datetime import timedelta
     api = Api(f"sqlite:///{tmp_path}/l.db")
     api.app.state.quotes.ttl = timedelta(minutes=30)
     try:
@@ -324,6 +348,18 @@ def test_a_quote_commits_only_its_own_command_and_expires(tmp_path: Path) -> Non
         assert api.do("change-plan", {"plan": "team"}, quote=quote).json()["code"] == "quote_stale"
     finally:
         api.close()
+
+
+def test_an_expired_quote_is_forgotten_a_day_after_it_expires(api: Api) -> None:
+    api.app.state.quotes.ttl = timedelta(minutes=30)
+    api.on_pro()
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    api.advance("2026-04-02T00:29:00Z")
+    api.preview("change-plan", {"plan": "team"})
+    assert api.do("change-plan", {"plan": "team"}, quote=quote).json()["code"] == "quote_stale"
+    api.advance("2026-04-02T00:31:00Z")
+    api.preview("change-plan", {"plan": "team"})
+    assert api.do("change-plan", {"plan": "team"}, quote=quote).json()["code"] == "not_found"
 
 
 def test_support_may_preview_but_never_commit_and_members_do_neither(api: Api) -> None:

@@ -137,6 +137,21 @@ def test_pages_follow_their_cursors_to_the_end_once(api: Any) -> None:
         assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
 
 
+def test_R12_a_declined_purchase_s_void_invoice_is_explained_as_replay_prints_it(demo: str, api: Any) -> None:
+    """The void invoice answers 200, not 404: its lines from the charge request, void by the decline."""
+    c, support = api
+    void = next(i for i in cli_json(demo, "invoices", "beta", "--json")["invoices"] if i["status"] == "void")
+    explained = c.get(f"/v1/invoices/{void['invoice_id']}/explain", headers=support)
+    assert explained.status_code == 200
+    doc = explained.json()
+    assert doc == cli_json(demo, "replay", "explain", void["invoice_id"], "--format", "json")
+    assert [line["amount"] for line in doc["lines"]] == [line["amount"] for line in void["lines"]]
+    assert doc["void"]["decline_code"] == "card_declined" and "nothing is owed (R12)" in doc["void"]["reason"]
+    markdown = c.get(f"/v1/invoices/{void['invoice_id']}/explain", headers=support, params={"format": "md"}).text
+    assert f"**void**, requested {void['issued_at']}" in markdown
+    assert f"| | Would have been due | {void['amount_due']} | not owed: void | R12 |" in markdown
+
+
 def test_unknown_workspaces_and_invoices_are_404(api: Any) -> None:
     c, support = api
     for path in ("/v1/workspaces/nobody", "/v1/workspaces/nobody/invoices", "/v1/workspaces/nobody/audit",
@@ -203,8 +218,21 @@ def test_event_reads_wait_only_for_the_event_store(fresh: Any) -> None:
     position = write(c, 2)
     got = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position})
     assert got.status_code == 200
-    ahead = c.get("/v1/workspaces/beta/as-of", headers=support, params={"version": 1, "min_position": position + 5})
-    assert ahead.status_code == 503 and ahead.json()["code"] == "read_models_behind"
+
+
+def test_a_min_position_beyond_the_head_is_refused_at_once_naming_the_head(fresh: Any) -> None:
+    """No write returned it, so no wait would reach it: 400, not 503 after the read wait."""
+    c, support = fresh
+    side = c.app.state.read_side  # type: ignore[attr-defined]
+    side.wait = 3600.0  # ok-float: seconds; the refusal must not wait
+    head = write(c, 2)
+    for path in ("/v1/workspaces/beta", "/v1/workspaces/beta/as-of?version=1"):
+        ahead = c.get(path, headers=support, params={"min_position": head + 5})
+        assert (ahead.status_code, ahead.json()["code"]) == (400, "position_ahead"), path
+        assert ahead.headers["content-type"] == "application/problem+json"
+        assert ahead.json()["detail"] == (f"min_position {head + 5} is beyond the ledger's head, position {head}: no "
+                                          "write has been recorded there; pass the position a write returned")
+    assert c.get("/v1/workspaces/beta", headers=support, params={"min_position": head}).status_code == 200
 
 
 def test_readyz_reports_each_read_models_lag_and_503_when_far_behind(fresh: Any) -> None:

@@ -51,6 +51,18 @@ def test_explain_prints_text_markdown_and_json(ledger_url):
     assert replay(ledger_url, "explain", "in_acme_0002", "--format", "pdf").exit_code == 2
 
 
+def test_R12_explain_prints_a_declined_purchase_s_void_invoice_and_why_it_is_void(book, db_url):
+    b = forms_on(book, "pro", ws="acme")
+    b.at("2026-04-11T00:00:00").do("acme", "add-payment-method", payment_method="pm_card_chargeDeclined")
+    assert b.do("acme", "change-plan", plan="team").error.code == "payment_failed"
+    out = replay(db_url, "explain", "in_acme_0002")
+    assert out.exit_code == 0, out.output
+    assert "Invoice in_acme_0002 (upgrade) for workspace acme, VOID, requested 2026-04-11T00:00:00Z" in out.output
+    assert "declined on 2026-04-11T00:00:00Z (card_declined: Your card was declined.)" in out.output
+    assert "Team (monthly), remaining time = 49.00 x 1 x 20/30 days = 32.666667 -> 32.67 (R11, R13)" in out.output
+    assert "owed 0.00: void, its charge was declined (R12)" in out.output
+
+
 def test_as_of_by_instant_version_and_what_was_recorded(ledger_url):
     doc = json.loads(replay(ledger_url, "as-of", "acme", "--at", "2026-04-10T00:00:00Z", json_output=True).output)
     assert (doc["state"]["plan"], doc["upcoming_renewal"]["amount_due"]) == ("pro", "19.00")

@@ -98,3 +98,32 @@ def test_a_renewal_and_unknown_invoices_and_lines(book):
     with pytest.raises(LedgerError) as bad_line:
         explain(b.ledger, "in_ws_0002", line=3)
     assert bad_line.value.code == "invalid_request"
+
+
+def test_R12_a_declined_upgrade_s_void_invoice_is_explained_from_its_charge_request(book):
+    """Never issued, so no InvoiceIssued: the lines and arithmetic the request held, and that the
+    invoice is void because the card was declined (the failure event)."""
+    b = forms_on(book, "pro")
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "add-payment-method", payment_method="pm_card_chargeDeclined")
+    refused = b.do("ws", "change-plan", plan="team")
+    assert refused.error.code == "payment_failed"
+    request, declined = refused.events
+    (held,) = [e["fields"]["invoice_id"] for e in request.effects if e["type"] == "InvoiceIssued"]
+    doc = explain(b.ledger, held)
+    assert seen(doc) == [("plan_credit", "-12.67", ["R13"]), ("plan_charge", "32.67", ["R11", "R13"])]
+    assert doc["lines"][1]["derivation"] == ("Team (monthly), remaining time = 49.00 x 1 x 20/30 days = 32.666667 "
+                                             "-> 32.67 (R11, R13)")
+    refs = [f"ws:{request.originator_version}", f"ws:{declined.originator_version}"]
+    assert doc["lines"][0]["events"] == refs and [e["id"] for e in doc["events"]] == refs
+    assert doc["void"]["reason"] == ("void: the charge of 20.00 for this upgrade was declined on 2026-04-11T00:00:00Z "
+                                     "(card_declined: Your card was declined.), so the invoice was never issued: "
+                                     "nothing was bought and nothing is owed (R12)")
+    assert doc["totals"]["derivation"][-1] == "owed 0.00: void, its charge was declined (R12)"
+    assert {"item": "Team per month", "price": "49.00"} in doc["catalog"]["prices"]
+    text = explain_format.text(doc)
+    assert "VOID, requested 2026-04-11T00:00:00Z" in text and doc["void"]["reason"] in text
+    b.at("2026-04-12T00:00:00")
+    b.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    paid = only_invoice(b.do("ws", "change-plan", plan="team"))
+    assert paid.invoice_id != held and explain(b.ledger, paid.invoice_id)["void"] is None

@@ -151,13 +151,12 @@ def chain_status(ledger: Ledger, conn: Connection, workspace: str) -> dict[str, 
 
 def workspace_page(ledger: Ledger, conn: Connection, workspace: str, kind: str | None, since: datetime | None,
                    until: datetime | None) -> dict[str, Any]:
-    """`void`: the invoices of declined purchases, never issued, so with no explanation to link to."""
     state = state_of(conn, workspace)
     rows, kinds, matched = timeline(conn, workspace, kind, since, until)
     invoices = invoices_of(conn, workspace)
     return {"workspace": workspace, "state": state, "entitlements": read_entitlements(conn, workspace),
             "timeline": rows, "kinds": kinds, "matched": matched, "limit": TIMELINE_LIMIT,
-            "invoices": invoices, "void": {i["invoice_id"] for i in invoices if i["status"] == "void"},
+            "invoices": invoices,
             "upcoming": upcoming_of(conn, workspace),
             "balances": balances(conn, workspace), "chain": chain_status(ledger, conn, workspace)}
 

@@ -46,9 +46,9 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     app.state.db = url
     app.state.ledger = build_ledger(url, catalog=catalog, clock=clock, payments=payments)
     app.state.tokens = TokenStore(url)
-    app.state.idempotency = IdempotencyStore(url)
-    app.state.quotes = QuoteStore(url, quote_ttl)
     ledger_clock = app.state.ledger.clock
+    app.state.idempotency = IdempotencyStore(url, ledger_clock)
+    app.state.quotes = QuoteStore(url, quote_ttl)
     app.state.test_clock = ClockStore(url, ledger_clock) if isinstance(ledger_clock, TestClock) else None
     app.state.read_side = ReadSide(app.state.ledger)
     app.state.stripe_events = SeenEvents(url)

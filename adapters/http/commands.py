@@ -268,11 +268,15 @@ def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
             return replay
         command = cls.model_validate(sent.model_dump(exclude={"reason", "quote"}))
         ledger = ledger_of(request)
+
+        def handle(key: str | None) -> Result:
+            return ledger.handle(workspace, command, actor, channel="api", idempotency_key=key, reason=sent.reason,
+                                 pin=pin)
+
         try:
             pin = request.app.state.quotes.pin(quote_id, workspace, command, ledger.clock.now()) if quote_id else None
-            key = idempotency.domain_key(idempotency.scope_of(caller), idempotency_key) if idempotency_key else None
-            result = ledger.handle(workspace, command, actor, channel="api", idempotency_key=key, reason=sent.reason,
-                                   pin=pin)
+            result = idempotency.handle_once(ledger, workspace, idempotency.scope_of(caller), idempotency_key,
+                                             handle) if idempotency_key else handle(None)
             response = command_response(request, name, result)
         except LedgerError as e:
             response = problem_of(e, request)

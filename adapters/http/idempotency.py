@@ -6,29 +6,40 @@ that failed inside the server, stores nothing, so it can be retried with the sam
 a payment whose outcome is not known yet (NOT_STORED_CODES).
 
 The table here only replays responses. Exactly-once recording is the domain's: the command
-goes to `Ledger.handle` with an idempotency key derived from this one (`domain_key`), so two
+goes to `Ledger.handle` with an idempotency key derived from this one (`handle_once`), so two
 concurrent requests with one key record once, whichever stores its response first.
+
+As at Stripe, a key is kept 24 hours (RETENTION, on the injected clock): after that it is
+forgotten and its reuse is a new request. Each stored response purges a few rows older than
+that (`purge_oldest`, on the indexed `created_at`), so the table holds about a day of keys; the
+ledger, which keeps every key it recorded, is handed the key's next generation.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from adapters.side_tables import SideTables, insert_if_absent
+from adapters.side_tables import SideTables, purge_oldest
 from adapters.tokens import Principal
+from domain.clock import Clock, SystemClock
 from domain.errors import LedgerError
+from domain.ledger import Ledger, Result
 from projections.store import UtcDateTime, dumps
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 MAX_KEY = 255
+RETENTION = timedelta(hours=24)
 NOT_STORED = frozenset({400, 401, 403, 404, 500, 503})
 NOT_STORED_CODES = frozenset({"concurrency_conflict", "idempotency_conflict", "payment_pending",
                               "payment_action_required"})
@@ -45,7 +56,7 @@ responses_table = Table(
     Column("status", Integer, nullable=False),
     Column("media_type", String(64), nullable=False),
     Column("body", Text, nullable=False),
-    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
 )
 
 
@@ -60,9 +71,37 @@ def check_key(key: str | None) -> str | None:
     return key
 
 
-def domain_key(scope: str, key: str) -> str:
-    """The ledger's idempotency key for an HTTP one: the ledger accepts only its ID pattern."""
-    return "http." + hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()[:48]
+def domain_key(scope: str, key: str, generation: int = 0) -> str:
+    """The ledger's idempotency key for an HTTP one (the ledger accepts only its ID pattern);
+    `generation` counts the times the key was forgotten and used again."""
+    again = f"\n{generation}" if generation else ""
+    return "http." + hashlib.sha256(f"{scope}\n{key}{again}".encode()).hexdigest()[:48]
+
+
+def handle_once(ledger: Ledger, workspace: str, scope: str, key: str, handle: Callable[[str], Result]) -> Result:
+    """`handle(ledger key)` under the first generation of the HTTP key that the ledger has not
+    recorded, or recorded less than RETENTION ago (then the ledger replays it). Found from the
+    recorded events, so concurrent requests with one key agree on it; a new key costs nothing
+    more, only a key the ledger knew (then forgot) is handled again under the next generation."""
+    for generation in itertools.count():
+        candidate = domain_key(scope, key, generation)
+        result = handle(candidate)
+        if not _forgotten(ledger, workspace, candidate, result):
+            return result
+    raise AssertionError("unreachable")
+
+
+def _forgotten(ledger: Ledger, workspace: str, candidate: str, result: Result) -> bool:
+    """Whether the ledger answered from a use of `candidate` older than RETENTION: a replay, or
+    a conflict with other arguments."""
+    cutoff = ledger.clock.now() - RETENTION
+    if result.replayed:
+        return bool(result.events) and result.events[0].timestamp < cutoff
+    if result.error is None or result.error.code != "idempotency_conflict" or result.subscription is None:
+        return False
+    entry = result.subscription.idempotency.get(candidate)
+    first = ledger.workspace_events(workspace, gt=entry["first"] - 1, lte=entry["first"]) if entry else []
+    return bool(first) and first[0].timestamp < cutoff
 
 
 def _key_hash(key: str) -> str:
@@ -79,21 +118,35 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 class IdempotencyStore:
-    """The `http_idempotency` side table of a ledger's database."""
+    """The `http_idempotency` side table of a ledger's database. A row older than RETENTION on
+    `clock` is never replayed, and is purged by later stores."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, clock: Clock | None = None) -> None:
         self.tables = SideTables(db_url, metadata)
+        self.clock = clock or SystemClock()
 
     def find(self, scope: str, key: str) -> dict[str, Any] | None:
-        query = select(responses_table).where(responses_table.c.scope == scope,
-                                              responses_table.c.key_hash == _key_hash(key))
+        t = responses_table
+        query = select(t).where(t.c.scope == scope, t.c.key_hash == _key_hash(key),
+                                t.c.created_at >= self.clock.now() - RETENTION)
         return self.tables.run(lambda conn: (lambda r: dict(r) if r else None)(conn.execute(query).mappings().first()))
 
     def store(self, scope: str, key: str, request: dict[str, Any], response: JSONResponse) -> None:
+        """Store the response, unless the key's is stored already and not older than RETENTION
+        (an older one is replaced), after purging a few rows older than RETENTION."""
+        now = self.clock.now()
+        t = responses_table
         row = dict(scope=scope, key_hash=_key_hash(key), request=dumps(request), status=response.status_code,
                    media_type=response.media_type or "application/json", body=bytes(response.body).decode(),
-                   created_at=datetime.now(timezone.utc))
-        self.tables.run(lambda conn: conn.execute(insert_if_absent(conn, responses_table, row)))
+                   created_at=now)
+
+        def purge_and_insert(conn: Any) -> None:
+            purge_oldest(conn, t, t.c.created_at, now - RETENTION)
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(t).values(**row).on_conflict_do_update(
+                index_elements=[t.c.scope, t.c.key_hash], set_=row, where=t.c.created_at < now - RETENTION))
+
+        self.tables.run(purge_and_insert)
 
     def close(self) -> None:
         self.tables.close()

@@ -19,6 +19,7 @@ from domain.errors import LedgerError
 MEDIA_TYPE = "application/problem+json"
 STATUS = {
     "invalid_request": 400, "invalid_catalog": 400, "catalog_conflict": 400, "unknown_plan": 400,
+    "position_ahead": 400,
     "unauthenticated": 401,
     "forbidden": 403, "not_authorized": 403,
     "not_found": 404,

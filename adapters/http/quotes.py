@@ -5,6 +5,10 @@ A quote names the workspace, the command and its arguments' hash, the instant it
 at, the catalog's content hash, the workspace's version and the invoice terms; committing
 with it hands `Ledger.handle` a domain Pin, which refuses `quote_stale` inside the same
 decide/save loop that records, so the check cannot race a writer.
+
+Expired quotes are purged by the creation of later ones (`purge_oldest`, on the indexed
+`expires_at`), a day after they expire (FORGET_AFTER): until then committing with one answers
+`quote_stale` ("preview again") rather than not_found.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, Text, select, text
 
-from adapters.side_tables import SideTables
+from adapters.side_tables import SideTables, purge_oldest
 from domain.commands import Command
 from domain.errors import LedgerError
 from domain.quotes import Pin
 from projections.store import UtcDateTime, dumps, iso
 
 DEFAULT_TTL = timedelta(minutes=30)
+FORGET_AFTER = timedelta(hours=24)
 PATTERN = r"^qt_[a-f0-9]{24}$"
 
 metadata = MetaData()
@@ -34,7 +39,7 @@ quotes_table = Table(
     Column("command", String(40), nullable=False),
     Column("args_hash", String(64), nullable=False),
     Column("quoted_at", UtcDateTime, nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
     Column("catalog_hash", String(100), nullable=False),
     Column("workspace_version", Integer, nullable=False),
     Column("terms", Text, nullable=False),
@@ -57,13 +62,15 @@ class QuoteStore:
 
     def create(self, workspace_id: str, command: Command, at: datetime, catalog_hash: str, version: int,
                terms: list[dict[str, Any]]) -> dict[str, Any]:
-        """A new quote; returns what the preview response shows of it."""
+        """A new quote, after purging a few quotes expired more than FORGET_AFTER before `at`;
+        returns what the preview response shows of it."""
         row = dict(id="qt_" + secrets.token_hex(12), workspace_id=workspace_id, command=command.name,
                    args_hash=command.args_hash(), quoted_at=at, expires_at=at + self.ttl, catalog_hash=catalog_hash,
                    workspace_version=version, terms=dumps(terms))
         def insert(conn: Connection) -> None:
             if conn.dialect.name == "postgresql":  # a quote lost in a crash is only a 404 later: skip the fsync wait
                 conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            purge_oldest(conn, quotes_table, quotes_table.c.expires_at, at - FORGET_AFTER)
             conn.execute(quotes_table.insert().values(**row))
 
         self.tables.run(insert)

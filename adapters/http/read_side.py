@@ -6,6 +6,8 @@ Every write answers with the notification position it was recorded at; a read ma
 with `SUBLEDGER_READ_MODELS=follower` a `subledger project --follow` process keeps them
 current and a read waits for it. Either way the wait is bounded (`SUBLEDGER_READ_WAIT`,
 default 5 s); past it the read is refused `read_models_behind` (503), never answered stale.
+A `min_position` beyond the ledger's head names no write, so no wait could reach it: it is
+refused at once, `position_ahead` (400).
 `/readyz` reports each read model's lag behind the ledger's head."""
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class ReadSide:
 
     def fresh(self, min_position: int | None) -> Projections:
         """The read models, caught up (inline) and at `min_position` or beyond."""
+        if min_position is not None:
+            self._recorded(min_position)
         self.catch_up()
         if min_position is not None:
             self._wait_for(min_position, self.lowest, catch_up=True)
@@ -85,8 +89,16 @@ class ReadSide:
         """The ledger, for reads of the events themselves (explain, as-of, what-if): they are
         current as soon as the event store holds `min_position`."""
         if min_position is not None:
-            self._wait_for(min_position, self.head, catch_up=False)
+            self._recorded(min_position)
         return self.ledger
+
+    def _recorded(self, wanted: int) -> None:
+        """Refuse a position the event store does not hold: every write's position is recorded
+        before the write answers, so one beyond the head was never returned."""
+        head = self.head()
+        if wanted > head:
+            raise LedgerError("position_ahead", f"min_position {wanted} is beyond the ledger's head, position {head}: "
+                              "no write has been recorded there; pass the position a write returned")
 
     def _wait_for(self, wanted: int, position: Any, *, catch_up: bool) -> None:
         deadline = time.monotonic() + self.wait
@@ -108,7 +120,8 @@ def read_side(request: Request) -> ReadSide:
 
 MinPosition = Annotated[int | None, Query(ge=0, le=2**62, description=(
     "Read your writes: answer only once the read models have processed this notification position "
-    "(the `position` a write returned); waits up to a few seconds, else 503 read_models_behind."))]
+    "(the `position` a write returned); waits up to a few seconds, else 503 read_models_behind; "
+    "a position beyond the ledger's head is 400 position_ahead."))]
 
 
 def fresh_read_models(side: Annotated[ReadSide, Depends(read_side)], min_position: MinPosition = None) -> Projections:

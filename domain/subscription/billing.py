@@ -137,7 +137,7 @@ def settle(sub: Subscription, invoice_id: str, result: ChargeResult, ctx: Contex
         return action_required(amount)
     if result.ok:
         for effect in pending["effects"]:
-            cls, fields = _from_effect(effect)
+            cls, fields = held_fact(effect)
             sub.trigger_event(cls, **(fields | {"timestamp": ctx.at}))
         sub.trigger_event(PaymentSucceeded, **meta, invoice_id=invoice_id, amount=amount,
                           charge_id=result.charge_id, payment_method=pending["payment_method"])
@@ -179,7 +179,7 @@ def _as_effect(event: events.Event) -> dict[str, Any]:
     return {"type": type(event).__name__, "class_version": getattr(type(event), "class_version", 1), "fields": fields}
 
 
-def _from_effect(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, Any]]:
+def held_fact(effect: dict[str, Any]) -> tuple[type[events.Event], dict[str, Any]]:
     """A held fact back as its class and fields, upcast if its class moved on while it waited."""
     name = effect["type"]
     cls = getattr(events, name, None) or getattr(usage_events, name, None) or getattr(billing_events, name)
