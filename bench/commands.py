@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -103,9 +104,11 @@ def seed(url: str) -> None:
     ledger.close()
 
 
-def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: Any = None) -> float:
+def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: Any = None,
+            ready: Any = None) -> float:
     """`threads` clients in this process, each sending n/threads set-members on workspaces of
-    its own (a share of WORKSPACES, split between `parts` processes); commands per second."""
+    its own (a share of WORKSPACES, split between `parts` processes); commands per second.
+    With `go`, it says so on `ready` once its ledger is built and warm, then waits for `go`."""
     ledger = build_ledger(url, catalog="workspace", clock=TestClock(START))
     per = max(1, n // threads)
     ledger.get("c0")  # the connection pool and catalogs warm
@@ -120,6 +123,7 @@ def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: A
 
     workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
     if go is not None:
+        ready.put(part)
         go.wait()
     start = time.perf_counter()
     for w in workers:
@@ -132,18 +136,25 @@ def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: A
     return rate
 
 
-def _process(url: str, n: int, threads: int, part: int, parts: int, go: Any, out: Any) -> None:
-    out.put(clients(url, n, threads, part, parts, go))
+def _process(url: str, n: int, threads: int, part: int, parts: int, go: Any, ready: Any, out: Any) -> None:
+    out.put(clients(url, n, threads, part, parts, go, ready))
 
 
 def processes(url: str, n: int, threads: int, parts: int = 2) -> float:
     """`parts` processes of `threads` clients each, started together; total commands per second."""
     ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_process, args=(url, n // parts, threads, p, parts, go, out)) for p in range(parts)]
+    go, ready, out = ctx.Event(), ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_process, args=(url, n // parts, threads, p, parts, go, ready, out))
+             for p in range(parts)]
     for p in procs:
         p.start()
-    time.sleep(3)  # each has imported and built its ledger
+    waiting = len(procs)
+    while waiting:  # each has imported and built its ledger (a fixed sleep waited 3 s whatever it took)
+        try:
+            ready.get(timeout=0.5)
+            waiting -= 1
+        except queue.Empty:
+            assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
     start = time.perf_counter()
     go.set()
     for p in procs:
