@@ -136,31 +136,45 @@ def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: A
     return rate
 
 
-def _process(url: str, n: int, threads: int, part: int, parts: int, go: Any, ready: Any, out: Any) -> None:
-    out.put(clients(url, n, threads, part, parts, go, ready))
+def _process(url: str, runs: list[tuple[int, int]], part: int, parts: int, gos: list[Any], ready: Any,
+             out: Any) -> None:
+    for (n, threads), go in zip(runs, gos):
+        out.put(clients(url, n, threads, part, parts, go, ready))
 
 
-def processes(url: str, n: int, threads: int, parts: int = 2) -> float:
-    """`parts` processes of `threads` clients each, started together; total commands per second."""
-    ctx = multiprocessing.get_context("spawn")
-    go, ready, out = ctx.Event(), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_process, args=(url, n // parts, threads, p, parts, go, ready, out))
-             for p in range(parts)]
-    for p in procs:
-        p.start()
-    waiting = len(procs)
-    while waiting:  # each has imported and built its ledger (a fixed sleep waited 3 s whatever it took)
+def _gather(source: Any, count: int, procs: list[Any]) -> list[Any]:
+    """`count` items from `source`, failing as soon as a process died instead of answering."""
+    got: list[Any] = []
+    while len(got) < count:
         try:
-            ready.get(timeout=0.5)
-            waiting -= 1
+            got.append(source.get(timeout=0.5))
         except queue.Empty:
             assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
-    start = time.perf_counter()
-    go.set()
+    return got
+
+
+def processes(url: str, runs: dict[int, int], parts: int = 2) -> dict[int, float]:
+    """For each threads -> n of `runs`, `parts` processes of `threads` clients each, released
+    together; total commands per second. The same processes serve every run, each run starting
+    once every process has built its ledger: a spawned process starts in seconds, the runs
+    take a fraction of one at test sizes."""
+    ctx = multiprocessing.get_context("spawn")
+    plan = [(n // parts, threads) for threads, n in runs.items()]
+    gos, ready, out = [ctx.Event() for _ in plan], ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_process, args=(url, plan, p, parts, gos, ready, out)) for p in range(parts)]
+    for p in procs:
+        p.start()
+    rates = {}
+    for (n, threads), go in zip(plan, gos):
+        _gather(ready, parts, procs)
+        start = time.perf_counter()
+        go.set()
+        _gather(out, parts, procs)
+        rates[threads] = n // threads * threads * parts / (time.perf_counter() - start)
     for p in procs:
         p.join()
     assert all(p.exitcode == 0 for p in procs)
-    return (n // parts) // threads * threads * parts / (time.perf_counter() - start)
+    return rates
 
 
 def main() -> None:
@@ -188,7 +202,7 @@ def main() -> None:
             legacy = clients(legacy_url, n, 1)
         seed(url)
         threaded = {t: clients(url, n * max(1, t // 2), t) for t in (1, 2, 4, 8)}
-        spread = {t: processes(url, n * max(1, t // 2) * 2, t) for t in (1, 4)}
+        spread = processes(url, {t: n * max(1, t // 2) * 2 for t in (1, 4)})
     finally:
         with psycopg.connect(pg, autocommit=True) as conn:
             for name in schemas:
