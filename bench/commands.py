@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -103,9 +104,11 @@ def seed(url: str) -> None:
     ledger.close()
 
 
-def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: Any = None) -> float:
+def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: Any = None,
+            ready: Any = None) -> float:
     """`threads` clients in this process, each sending n/threads set-members on workspaces of
-    its own (a share of WORKSPACES, split between `parts` processes); commands per second."""
+    its own (a share of WORKSPACES, split between `parts` processes); commands per second.
+    With `go`, it says so on `ready` once its ledger is built and warm, then waits for `go`."""
     ledger = build_ledger(url, catalog="workspace", clock=TestClock(START))
     per = max(1, n // threads)
     ledger.get("c0")  # the connection pool and catalogs warm
@@ -120,6 +123,7 @@ def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: A
 
     workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
     if go is not None:
+        ready.put(part)
         go.wait()
     start = time.perf_counter()
     for w in workers:
@@ -132,24 +136,45 @@ def clients(url: str, n: int, threads: int, part: int = 0, parts: int = 1, go: A
     return rate
 
 
-def _process(url: str, n: int, threads: int, part: int, parts: int, go: Any, out: Any) -> None:
-    out.put(clients(url, n, threads, part, parts, go))
+def _process(url: str, runs: list[tuple[int, int]], part: int, parts: int, gos: list[Any], ready: Any,
+             out: Any) -> None:
+    for (n, threads), go in zip(runs, gos):
+        out.put(clients(url, n, threads, part, parts, go, ready))
 
 
-def processes(url: str, n: int, threads: int, parts: int = 2) -> float:
-    """`parts` processes of `threads` clients each, started together; total commands per second."""
+def _gather(source: Any, count: int, procs: list[Any]) -> list[Any]:
+    """`count` items from `source`, failing as soon as a process died instead of answering."""
+    got: list[Any] = []
+    while len(got) < count:
+        try:
+            got.append(source.get(timeout=0.5))
+        except queue.Empty:
+            assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
+    return got
+
+
+def processes(url: str, runs: dict[int, int], parts: int = 2) -> dict[int, float]:
+    """For each threads -> n of `runs`, `parts` processes of `threads` clients each, released
+    together; total commands per second. The same processes serve every run, each run starting
+    once every process has built its ledger: a spawned process starts in seconds, the runs
+    take a fraction of one at test sizes."""
     ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_process, args=(url, n // parts, threads, p, parts, go, out)) for p in range(parts)]
+    plan = [(n // parts, threads) for threads, n in runs.items()]
+    gos, ready, out = [ctx.Event() for _ in plan], ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_process, args=(url, plan, p, parts, gos, ready, out)) for p in range(parts)]
     for p in procs:
         p.start()
-    time.sleep(3)  # each has imported and built its ledger
-    start = time.perf_counter()
-    go.set()
+    rates = {}
+    for (n, threads), go in zip(plan, gos):
+        _gather(ready, parts, procs)
+        start = time.perf_counter()
+        go.set()
+        _gather(out, parts, procs)
+        rates[threads] = n // threads * threads * parts / (time.perf_counter() - start)
     for p in procs:
         p.join()
     assert all(p.exitcode == 0 for p in procs)
-    return (n // parts) // threads * threads * parts / (time.perf_counter() - start)
+    return rates
 
 
 def main() -> None:
@@ -177,7 +202,7 @@ def main() -> None:
             legacy = clients(legacy_url, n, 1)
         seed(url)
         threaded = {t: clients(url, n * max(1, t // 2), t) for t in (1, 2, 4, 8)}
-        spread = {t: processes(url, n * max(1, t // 2) * 2, t) for t in (1, 4)}
+        spread = processes(url, {t: n * max(1, t // 2) * 2 for t in (1, 4)})
     finally:
         with psycopg.connect(pg, autocommit=True) as conn:
             for name in schemas:

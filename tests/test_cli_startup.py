@@ -69,9 +69,12 @@ def pg_schemas() -> Iterator[Callable[[int], list[str]]]:
 
 
 @pytest.mark.postgres
-def test_8_processes_started_at_once_on_a_fresh_postgres_schema_20_rounds_never_fail(
+def test_8_processes_started_at_once_on_a_fresh_postgres_schema_6_rounds_never_fail(
         pg_schemas: Callable[[int], list[str]]) -> None:
-    urls = pg_schemas(20)
+    """6 rounds, not 20: with the set-up lock taken out of adapters/schema.py, every round of 8
+    processes failed (10 of 10, 62 of 80 processes), so rounds beyond a few found nothing new
+    and cost about 1.5 s each."""
+    urls = pg_schemas(6)
     assert failed(started_together(urls, workspaces=0)) == []
     schema = urls[0].split("schema=")[1]
     with psycopg.connect(PG) as conn:
