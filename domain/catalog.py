@@ -214,22 +214,10 @@ class Catalog(_Model):
         return self._content_hash
 
     def plan(self, plan_id: str) -> Plan | None:
-        index = _lookups(self)
-        key = ("plan", plan_id)
-        try:
-            return index[key]  # type: ignore[no-any-return]
-        except KeyError:
-            found = index[key] = next((p for p in self.plans if p.id == plan_id), None)
-            return found
+        return _lookup(self, "plan", plan_id, self.plans)  # type: ignore[no-any-return]
 
     def addon(self, addon_id: str) -> AddOn | None:
-        index = _lookups(self)
-        key = ("addon", addon_id)
-        try:
-            return index[key]  # type: ignore[no-any-return]
-        except KeyError:
-            found = index[key] = next((a for a in self.addons if a.id == addon_id), None)
-            return found
+        return _lookup(self, "addon", addon_id, self.addons)  # type: ignore[no-any-return]
 
     def credit_pack(self, pack_id: str) -> CreditPack | None:
         return next((c for c in self.credit_packs if c.id == pack_id), None)
@@ -243,6 +231,17 @@ class Catalog(_Model):
 _LOOKUPS: dict[int, tuple[Catalog, dict[tuple[str, str], Any]]] = {}
 """Plans and add-ons already looked up by id, per catalog (state views look them up for every
 event): kept outside the model, whose equality compares its private attributes too."""
+
+
+def _lookup(catalog: Catalog, kind: str, item_id: str, items: Any) -> Any:
+    """An item by id, remembered per catalog object: pricing looks plans up on every event."""
+    index = _lookups(catalog)
+    key = (kind, item_id)
+    try:
+        return index[key]
+    except KeyError:
+        found = index[key] = next((i for i in items if i.id == item_id), None)
+        return found
 
 
 def _lookups(catalog: Catalog) -> dict[tuple[str, str], Any]:
