@@ -11,15 +11,13 @@ library's mapper, which decodes it or raises its usual error.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoding, find_id_convertor
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import resolve_topic, retry
-from psycopg import InterfaceError, OperationalError, sql
-from psycopg.rows import tuple_row
+from eventsourcing.utils import resolve_topic
 
 Row = tuple[int, Any, int, str, bytes]
 """notification id, originator id, originator version, topic, stored state."""
@@ -27,23 +25,13 @@ Row = tuple[int, Any, int, str, bytes]
 
 def select_rows(recorder: Any, start: int, limit: int, stop: int | None = None) -> list[Row]:
     """The notifications from `start` (inclusive) up to `stop`, at most `limit`, in order."""
-    if isinstance(recorder, PostgresApplicationRecorder):
-        return _select_postgres(recorder, start, limit, stop)
+    postgres = sys.modules.get("eventsourcing.postgres")  # never imported for a SQLite ledger
+    if postgres is not None and isinstance(recorder, postgres.PostgresApplicationRecorder):
+        from projections.postgres_rows import select_postgres
+
+        return select_postgres(recorder, start, limit, stop)
     return [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
             for n in recorder.select_notifications(start=start, limit=limit, stop=stop)]
-
-
-@retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-def _select_postgres(recorder: PostgresApplicationRecorder, start: int, limit: int, stop: int | None) -> list[Row]:
-    """The library's select_notifications (same query, same retries), rows left as tuples."""
-    statement = sql.SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-                        "WHERE notification_id >= %s{} ORDER BY notification_id LIMIT %s").format(
-        sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name),
-        sql.SQL(" AND notification_id <= %s") if stop is not None else sql.SQL(""))
-    params = [start, stop, limit] if stop is not None else [start, limit]
-    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-        curs.execute(statement, params, prepare=True)
-        return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in curs.fetchall()]
 
 
 class Decoder:
