@@ -24,7 +24,7 @@ from domain.ledger import Ledger
 from domain.money import fmt
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.billing import held_fact
-from projections.audit_trail import Scene, summary
+from projections.audit_summary import Scene, summary
 from projections.commands_trail import following, preceding
 from projections.readmodel import event_ref
 from projections.store import iso
