@@ -86,14 +86,15 @@ def eventsourcing_env(url: str) -> dict[str, str]:
 
 
 def cache_env(size: str | None) -> dict[str, str]:
-    """The library's aggregate cache, fast-forwarded from the store on every load."""
+    """The library's aggregate cache, not fast-forwarded by the library: reads ask the store for the
+    events since, decisions use the cached copy and the version check (domain/loading.py)."""
     try:
         maxsize = DEFAULT_AGGREGATE_CACHE if size in (None, "") else int(size)
     except ValueError:
         raise ValueError(f"${AGGREGATE_CACHE} must be a whole number of workspaces (0: no cache)") from None
     if maxsize <= 0:
         return {}
-    return {"AGGREGATE_CACHE_MAXSIZE": str(maxsize), "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    return {"AGGREGATE_CACHE_MAXSIZE": str(maxsize), "AGGREGATE_CACHE_FASTFORWARD": "n"}
 
 
 def cipher_env(key: str | None) -> dict[str, str]:

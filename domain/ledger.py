@@ -7,13 +7,12 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, EventSourcedLog
+from eventsourcing.application import Application, EventSourcedLog
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError
 
@@ -22,6 +21,7 @@ from domain.commands import SYSTEM, Actor, Command, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
 from domain.errors import LedgerError
 from domain.group_commit import GroupCommit
+from domain.loading import Loading, project
 from domain.payments import NoPayments, PaymentGateway
 from domain.positions import Positions
 from domain.quotes import Pin
@@ -32,14 +32,6 @@ from domain.subscription.billing import recorded_outcome
 MAX_DUE_ROUNDS = 1000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
 """Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
-
-
-def project(aggregate: Any, events: Iterable[Any]) -> Any:
-    """The library's projector without its per-event protocol check: every stored event of
-    this ledger is one of its own classes, each with `mutate`."""
-    for event in events:
-        aggregate = event.mutate(aggregate)
-    return aggregate
 
 
 def due_instant(sub: Subscription) -> datetime | None:
@@ -103,7 +95,7 @@ class Result:
         return [e for e in self.events if isinstance(e, Subscription.InvoiceIssued)]
 
 
-class Ledger(Settlement, Positions, Application[UUID]):
+class Ledger(Settlement, Positions, Loading, Application[UUID]):
     """Handle, preview, advance and settle payments (domain/settlement.py). Snapshots every 50
     events keep loads short."""
 
@@ -144,19 +136,6 @@ class Ledger(Settlement, Positions, Application[UUID]):
             close_gateway()
 
     # --------------------------------------------------------------- reading
-
-    def get(self, workspace_id: str, at: datetime | None = None) -> Subscription | None:
-        """The workspace now, or as it was at `at` (replaying its events up to that instant)."""
-        check_workspace_id(workspace_id)
-        try:
-            sub = self.repository.get(workspace_uuid(workspace_id), projector_func=project)
-        except AggregateNotFoundError:
-            return None
-        if at is None or sub.modified_on <= at:
-            return sub
-        version = max((e.originator_version for e in self.workspace_events(workspace_id) if e.timestamp <= at), default=0)
-        return self.repository.get(workspace_uuid(workspace_id), version=version, projector_func=project) \
-            if version else None
 
     def workspace_events(self, workspace_id: str, gt: int | None = None, lte: int | None = None) -> list[Any]:
         return list(self.events.get(workspace_uuid(workspace_id), gt=gt, lte=lte))
@@ -212,9 +191,11 @@ class Ledger(Settlement, Positions, Application[UUID]):
         command_id = str(uuid4())
         args_hash = command.args_hash()
         due: list[Subscription.Event] = []
+        fresh = False
         for _ in range(MAX_ATTEMPTS):
-            loaded = self.get(workspace_id)
+            loaded, checked = self.load_for_decision(workspace_id, fresh=fresh)
             loaded_version = loaded.version if loaded else 0
+            fresh = True  # a retry decides on the workspace as the store holds it
             try:
                 due += self._catch_up(loaded) if loaded else []
             except IntegrityError:
@@ -224,6 +205,8 @@ class Ledger(Settlement, Positions, Application[UUID]):
                 try:
                     seen = sub.idempotent_entry(idempotency_key, args_hash)
                 except LedgerError as e:
+                    if not checked:
+                        continue
                     return Result(workspace_id, e, [], due, sub)
                 if seen is not None:
                     events = self._recorded(workspace_id, seen["command_id"], seen["first"], seen["last"])
@@ -235,6 +218,8 @@ class Ledger(Settlement, Positions, Application[UUID]):
                 if pin is not None:
                     pin.check(loaded_version, ctx.catalog, decision.effects)
             except LedgerError as e:
+                if not checked:  # refused on this process's copy: decided again on the store's
+                    continue
                 return Result(workspace_id, e, [], due, sub)
             first = sub.version + 1
             sub.record(decision, ctx)
@@ -362,16 +347,6 @@ class Ledger(Settlement, Positions, Application[UUID]):
             catalog_id=catalog.id, **ctx.meta(),
         )
 
-    def _forget(self, sub: Subscription) -> None:
-        """After a failed save the cached aggregate may be ahead of the store: the retry
-        reloads from the store."""
-        cache = self.repository.cache
-        if cache is not None:
-            try:
-                cache.get(sub.id, evict=True)
-            except KeyError:
-                pass
-
     def check_clock(self) -> None:
         """Refuse to write with a test clock into a ledger kept on the system clock, or the
         other way round (clock_conflict); a new ledger records its kind with its first write."""
@@ -404,8 +379,9 @@ class Ledger(Settlement, Positions, Application[UUID]):
                 self.save(sub, *logged, **({"due": due} if due else {}))
         except BaseException:
             self._published = None
-            self._forget(sub)
+            self.forget(sub)
             raise
+        self.remember(sub)
         self._clock_recorded = True
         for e in logged:
             if isinstance(e, CatalogPublished):

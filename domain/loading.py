@@ -1,0 +1,110 @@
+"""Loading workspaces: fresh for reading, optimistic for deciding.
+
+The library's aggregate cache runs without fast-forwarding (adapters/settings.py), so a cached
+workspace is what this process last saved or read. A read (`get`) then asks the store for the
+events since, as the library's fast-forward would, and answers the workspace as it stands. A
+decision (`load_for_decision`) skips that query: it decides on the cached copy, and when
+another process wrote in between, the save fails the version check (IntegrityError: nothing is
+recorded, the cached copy is dropped) and the command is decided again on a fresh load. A
+refusal decided on a cached copy is decided again on a fresh one before it is answered, and a
+workspace with a charge in flight is always loaded fresh, so money is only ever asked for from
+the workspace as the store holds it.
+
+The cache holds copies, never an object a command goes on changing: the library puts the saved
+aggregate itself, which `remember` replaces with a copy before the command touches it again.
+
+A mixin of the Ledger application; it relies on the Ledger's `repository` and `events`.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.application import AggregateNotFoundError
+
+from domain.commands import check_workspace_id
+from domain.subscription import Subscription, workspace_uuid
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from eventsourcing.application import Repository
+    from uuid import UUID
+
+    from eventsourcing.persistence import EventStore
+
+
+def project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's projector without its per-event protocol check: every stored event of
+    this ledger is one of its own classes, each with `mutate`."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+class Loading:
+    """`get` (fresh), `load_for_decision` (the cached copy), `remember` and `forget`."""
+
+    if TYPE_CHECKING:
+        repository: Repository[Any]
+        events: EventStore[Any]
+
+        def workspace_events(self, workspace_id: str, gt: int | None = None,
+                             lte: int | None = None) -> list[Any]: ...
+
+    def get(self, workspace_id: str, at: datetime | None = None) -> Subscription | None:
+        """The workspace now, as the store holds it, or as it was at `at` (replaying its events
+        up to that instant)."""
+        check_workspace_id(workspace_id)
+        oid = workspace_uuid(workspace_id)
+        sub = self._cached(oid)
+        if sub is not None:
+            newer = list(self.events.get(oid, gt=sub.version))
+            if newer:
+                sub = project(sub, newer)
+                self.remember(sub)
+        else:
+            try:
+                sub = self.repository.get(oid, projector_func=project)
+            except AggregateNotFoundError:
+                return None
+        if at is None or sub.modified_on <= at:
+            return sub
+        version = max((e.originator_version for e in self.workspace_events(workspace_id) if e.timestamp <= at), default=0)
+        return self.repository.get(oid, version=version, projector_func=project) if version else None
+
+    def load_for_decision(self, workspace_id: str, *, fresh: bool = False) -> tuple[Subscription | None, bool]:
+        """The workspace to decide a command on, and whether it is as the store holds it: unless
+        `fresh`, this process's cached copy, which another process may have moved past."""
+        if not fresh:
+            sub = self._cached(workspace_uuid(workspace_id))
+            if sub is not None and not sub.pending_charges:
+                return sub, False
+        return self.get(workspace_id), True
+
+    def _cached(self, oid: UUID) -> Subscription | None:
+        """A copy of the cached workspace, if this process has it."""
+        cache = self.repository.cache
+        if cache is None:
+            return None
+        try:
+            return copy.deepcopy(cache.get(oid))
+        except KeyError:
+            return None
+
+    def remember(self, sub: Subscription) -> None:
+        """Cache a copy of the workspace as saved (or read), the state later commands decide on."""
+        if self.repository.cache is not None:
+            self.repository.cache.put(sub.id, copy.deepcopy(sub))
+
+    def forget(self, sub: Subscription) -> None:
+        """After a failed save the cached workspace may be ahead of the store or behind another
+        writer: the retry reads the store."""
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(sub.id, evict=True)
+            except KeyError:
+                pass

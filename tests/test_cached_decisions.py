@@ -1,0 +1,85 @@
+"""Deciding on the cached workspace (domain/loading.py): two ledgers on one database stand for
+two processes, each with its own aggregate cache. Whatever one records, the other's commands
+and reads see; a stale copy never refuses, never double-records and never hides a key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from domain.subscription import workspace_uuid
+from tests.conftest import Book
+
+VISA = "pm_card_visa"
+
+
+@pytest.fixture
+def pair(db_url: str) -> Iterator[tuple[Book, Book]]:
+    """Two ledgers on one database; the first has workspace ws cached (Team, 2 seats)."""
+    a, b = Book(db_url, "workspace", "2026-01-01T00:00:00"), Book(db_url, "workspace", "2026-01-01T00:00:00")
+    assert a.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert a.do("ws", "subscribe", plan="team", interval="month", seats=2).ok
+    yield a, b
+    a.close()
+    b.close()
+
+
+def events_of(book: Book) -> list[str]:
+    return [type(e).__name__ for e in book.ledger.workspace_events("ws")]
+
+
+def test_a_command_refused_on_a_stale_copy_is_decided_again_on_what_the_store_holds(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    assert a.do("ws", "set-members", members=2).ok
+    assert b.do("ws", "set-members", members=1).ok
+    result = a.do("ws", "set-seats", seats=1)
+    assert result.ok, result.error
+    assert (a.sub("ws").seats, a.sub("ws").members) == (1, 1)
+
+
+def test_a_command_accepted_on_a_stale_copy_is_recorded_after_the_other_writers_event(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    assert a.do("ws", "set-members", members=1).ok
+    assert b.do("ws", "set-members", members=2).ok
+    assert a.do("ws", "set-members", members=0).ok
+    members = [e.members for e in a.ledger.workspace_events("ws") if type(e).__name__ == "MembersChanged"]
+    assert members == [1, 2, 0]
+    assert b.sub("ws").members == 0
+
+
+def test_a_read_shows_what_another_process_recorded_since_the_workspace_was_cached(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    assert a.sub("ws").seats == 2
+    assert b.do("ws", "set-seats", seats=3).ok
+    assert a.sub("ws").seats == 3
+    assert a.preview("ws", "set-members", members=3).ok
+
+
+def test_an_idempotency_key_another_process_recorded_is_replayed_not_recorded_twice(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    assert a.do("ws", "set-members", members=1).ok
+    first = b.do("ws", "set-members", key="k-1", members=2)
+    assert first.ok
+    recorded = events_of(a)
+    again = a.do("ws", "set-members", key="k-1", members=2)
+    assert again.replayed and again.command_id == first.command_id
+    assert events_of(a) == recorded
+
+
+def test_a_refusal_that_the_store_confirms_records_nothing(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    assert b.do("ws", "set-members", members=2).ok
+    recorded = events_of(a)
+    result = a.do("ws", "set-seats", seats=1)
+    assert not result.ok and result.error.code == "seat_limit_exceeded"
+    assert events_of(a) == recorded
+
+
+def test_writers_taking_turns_on_stale_copies_keep_one_unbroken_chain(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    for i in range(6):
+        assert (a if i % 2 else b).do("ws", "set-members", members=i % 3).ok
+    recorder = a.ledger.recorder
+    assert recorder.verify_chain(workspace_uuid("ws")).ok
+    assert len(a.ledger.workspace_events("ws")) == len(b.ledger.workspace_events("ws"))
