@@ -109,6 +109,13 @@ def renewal_line(renewal: dict[str, Any] | None) -> str:
     return f"next renewal: {renewal['at'][:10]} {what}: {renewal['amount_due']} {renewal['currency']} due"
 
 
+def void_ending(invoice: dict[str, Any]) -> str:
+    """How the charge of a void invoice ended: declined by the card, or canceled (decline code
+    `canceled`: abandoned while it waited for the customer's 3-D Secure, replay/explain.py)."""
+    last = invoice["payments"][-1] if invoice["payments"] else {}
+    return "canceled" if last.get("decline_code") == "canceled" else "declined"
+
+
 def invoices_text(data: dict[str, Any]) -> list[str]:
     """A workspace's invoices: each line with its arithmetic, then status and payments; then the
     upcoming renewal the same way."""
@@ -118,7 +125,8 @@ def invoices_text(data: dict[str, Any]) -> list[str]:
     for invoice in data["invoices"]:
         out += invoice_lines({**invoice, "id": invoice["invoice_id"]}, due="amount due")
         paid = f", paid {invoice['amount_paid']} at {invoice['paid_at']}" if invoice.get("paid_at") else ""
-        void = " (its charge was declined: nothing bought, nothing owed, R12)" if invoice["status"] == "void" else ""
+        void = f" (its charge was {void_ending(invoice)}: nothing bought, nothing owed, R12)" \
+            if invoice["status"] == "void" else ""
         out.append(f"    status {invoice['status']}{void}, issued {invoice['issued_at']}{paid}")
         for payment in invoice["payments"]:
             how = (f"charge {payment['charge_id']} ({payment['payment_method']})" if payment["outcome"] == "succeeded"

@@ -9,7 +9,10 @@ RULES below) that the line's kind and the decision's path apply.
 
 A declined purchase's invoice was never issued: its InvoiceIssued, and the facts it billed,
 were held by the purchase's ChargeRequested and dropped when the charge was declined (R12).
-It is explained from that request, and says it is void and why (the decline).
+It is explained from that request, and says it is void and why, in words a customer reads: the
+card was declined (the decline code and the provider's message), or the charge was canceled
+(code `canceled`), after the customer never completed the 3-D Secure authentication the bank
+asked for (a PaymentActionRequired came first) or before it completed at all.
 """
 
 from __future__ import annotations
@@ -83,13 +86,15 @@ def rules_for(kind: str, plan_fact: Any) -> tuple[str, ...]:
 class Subject:
     """The invoice to explain: `invoice` is its InvoiceIssued, recorded, or held by `request` (a
     purchase's ChargeRequested) and void because `declined` (the charge's ChargeDeclined); then
-    `held` are the facts the request held, the invoice among them."""
+    `held` are the facts the request held, the invoice among them, and `authentication` the
+    PaymentActionRequired (3-D Secure) the charge waited on before it ended, if it did."""
 
     workspace: str
     invoice: Any
     request: S.ChargeRequested | None = None
     declined: S.ChargeDeclined | None = None
     held: tuple[Any, ...] = ()
+    authentication: S.PaymentActionRequired | None = None
 
 
 def held_facts(request: S.ChargeRequested) -> tuple[Any, ...]:
@@ -107,16 +112,18 @@ def find_invoice(ledger: Ledger, invoice_id: str) -> Subject:
     guess = invoice_id[3:].rsplit("_", 1)[0] if invoice_id.startswith("in_") else None
     listed = ledger.workspaces()
     for ws in ([guess] if guess in listed else []) + [w for w in listed if w != guess]:
-        request = None
+        request = authentication = None
         for event in ledger.workspace_events(ws):
             if isinstance(event, S.InvoiceIssued) and event.invoice_id == invoice_id:
                 return Subject(ws, event)
             if isinstance(event, S.ChargeRequested) and holds_invoice(event, invoice_id):
                 request = event
+            elif isinstance(event, S.PaymentActionRequired) and event.invoice_id == invoice_id:
+                authentication = event
             elif isinstance(event, S.ChargeDeclined) and event.invoice_id == invoice_id and request is not None:
                 held = held_facts(request)
                 invoice = next(e for e in held if isinstance(e, S.InvoiceIssued) and e.invoice_id == invoice_id)
-                return Subject(ws, invoice, request, event, held)
+                return Subject(ws, invoice, request, event, held, authentication)
         if ws == guess and invoice_id.startswith("in_"):
             break
     raise LedgerError("not_found", f"no invoice {invoice_id}")
@@ -175,23 +182,43 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
                     "prices": prices_used(catalog, decided, ledger, ws)},
         "events": [event_row(ledger, ws, e, catalog) for e in events],
         "lines": lines,
-        "totals": totals(invoice, decided, void=subject.declined is not None),
+        "totals": totals(invoice, decided, void=ended(subject.declined) if subject.declined else None),
         "facts": facts(decided, invoice, cur),
     }
 
 
+CANCELED = "canceled"
+"""The decline code of a charge that was canceled, not declined (domain/subscription/billing.py):
+abandoned while it waited for the customer's 3-D Secure, or canceled by the provider."""
+
+
+def ended(declined: S.ChargeDeclined) -> str:
+    """How the charge that voided the invoice ended: `declined` by the card, or `canceled`."""
+    return "canceled" if declined.decline_code == CANCELED else "declined"
+
+
 def void(subject: Subject) -> dict[str, Any] | None:
-    """Why a declined purchase's invoice is void (R12); None for an issued invoice."""
+    """Why a declined purchase's invoice is void (R12), in plain words; None for an issued invoice.
+    A canceled charge is not called declined: the card was never refused. After a 3-D Secure
+    request, the customer never completed the authentication, and the charge was canceled."""
     declined = subject.declined
     if declined is None:
         return None
     cur = subject.invoice.currency
+    charge = f"the charge of {fmt(declined.amount, cur)} for this {subject.invoice.purpose}"
+    at = iso(declined.timestamp)
+    never_issued = "the invoice was never issued: nothing was bought and nothing is owed (R12)"
+    if ended(declined) == "declined":
+        reason = f"{charge} was declined on {at} ({declined.decline_code}: {declined.message}), so {never_issued}"
+    elif subject.authentication is not None:
+        reason = (f"the customer never completed the card authentication (3-D Secure) their bank asked for on "
+                  f"{iso(subject.authentication.timestamp)}, so {charge} was canceled on {at} and {never_issued}")
+    else:
+        reason = f"{charge} was canceled on {at} before it completed ({declined.message}), so {never_issued}"
     return {"declined_by": event_ref(subject.workspace, declined.originator_version),
             "requested_by": event_ref(subject.workspace, subject.request.originator_version),
-            "at": iso(declined.timestamp), "decline_code": declined.decline_code, "message": declined.message,
-            "reason": f"void: the charge of {fmt(declined.amount, cur)} for this {subject.invoice.purpose} was "
-                      f"declined on {iso(declined.timestamp)} ({declined.decline_code}: {declined.message}), so the "
-                      f"invoice was never issued: nothing was bought and nothing is owed (R12)"}
+            "at": at, "outcome": ended(declined), "decline_code": declined.decline_code, "message": declined.message,
+            "reason": f"void: {reason}"}
 
 
 def event_row(ledger: Ledger, ws: str, event: Any, catalog: Catalog) -> dict[str, Any]:
@@ -238,7 +265,8 @@ def prices_used(catalog: Catalog, events: list[Any], ledger: Ledger, ws: str) ->
     return list({(p["item"], p["price"]): p for p in out}.values())
 
 
-def totals(invoice: S.InvoiceIssued, events: list[Any], void: bool = False) -> dict[str, Any]:
+def totals(invoice: S.InvoiceIssued, events: list[Any], void: str | None = None) -> dict[str, Any]:
+    """The invoice's arithmetic; `void`: how the charge of a void invoice ended (declined, canceled)."""
     cur = invoice.currency
     issued = sum((e.amount for e in events if isinstance(e, S.BillingCreditIssued)
                   and e.invoice_id == invoice.invoice_id), Decimal(0))
@@ -249,7 +277,7 @@ def totals(invoice: S.InvoiceIssued, events: list[Any], void: bool = False) -> d
     if issued:
         steps.append(f"billing credit issued {fmt(issued, cur)}: kept as account balance, never cash (R10, R27)")
     if void:
-        steps.append(f"owed {fmt(Decimal(0), cur)}: void, its charge was declined (R12)")
+        steps.append(f"owed {fmt(Decimal(0), cur)}: void, its charge was {void} (R12)")
     return {"subtotal": fmt(invoice.subtotal, cur), "credit_applied": fmt(invoice.credit_applied, cur),
             "amount_due": fmt(invoice.amount_due, cur), "credit_issued": fmt(issued, cur), "derivation": steps}
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, routing
 from fastapi.testclient import TestClient
 
 from adapters.console.session import SESSION_ROUTES
-from adapters.console.web import COOKIE
+from adapters.console.web import COOKIE, sign_out_check
 from adapters.demo import demo_file
 from adapters.http.app import create_app
 from adapters.http.auth import Caller, principal, require_change
@@ -74,6 +74,16 @@ def sign_in(client: TestClient, token: str, next_page: str = "", csrf: str | Non
                        headers={"content-type": "application/x-www-form-urlencoded"})
 
 
+def sign_out(client: TestClient, check: str | None = None) -> Any:
+    """Sign out as the Sign out button of a console page does: with the page's hidden value."""
+    if check is None:
+        found = re.search(r'name="sign_out" value="([^"]+)"', client.get("/console/").text)
+        assert found
+        check = found.group(1)
+    return client.post("/console/logout", content=f"sign_out={check}", follow_redirects=False,
+                       headers={"content-type": "application/x-www-form-urlencoded"})
+
+
 def text_of(page: str) -> str:
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", page)))
 
@@ -88,7 +98,7 @@ def test_sign_in_keeps_the_token_in_an_http_only_strict_cookie_and_sign_out_clea
     cookie = signed.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}={token};") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert client.get("/console/workspaces/acme").status_code == 200
-    out = client.post("/console/logout", follow_redirects=False)
+    out = sign_out(client)
     assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
     assert client.get("/console/", follow_redirects=False).status_code == 303
 
@@ -123,6 +133,32 @@ def test_a_sign_in_posted_from_another_site_is_refused_403_and_signs_nobody_in(a
     assert "HttpOnly" in form.headers["set-cookie"] and "SameSite=strict" in form.headers["set-cookie"]
     assert sign_in(browser, attackers, csrf=check[:-1] + ("A" if check[-1] != "A" else "B")).status_code == 403
     assert sign_in(browser, attackers, csrf=check).status_code == 303
+
+
+def test_a_sign_out_posted_from_another_site_is_refused_403_and_the_session_stays(app: Any) -> None:
+    """Sign-out CSRF: another site's form can make the browser post to sign-out; the browser
+    withholds the SameSite=Strict cookie, and the value of the page's hidden field is an HMAC
+    keyed by the session's token, which that site cannot know."""
+    _, token = app.state.tokens.create("support")
+    _, other = app.state.tokens.create("support")
+    browser = TestClient(app)
+    assert sign_in(browser, token).status_code == 303
+    page = browser.get("/console/")
+    check = re.search(r'name="sign_out" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    assert check == sign_out_check(token) and token not in page.text
+    cross_site = TestClient(app)  # what the browser sends for another site's form: no cookie
+    for forged in (cross_site.post("/console/logout", follow_redirects=False),
+                   sign_out(cross_site, check),
+                   browser.post("/console/logout", follow_redirects=False),
+                   sign_out(browser, "forged"),
+                   sign_out(browser, check[:-1] + ("A" if check[-1] != "A" else "B")),
+                   sign_out(browser, sign_out_check(other))):
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers, forged.text[:300]
+    assert "did not come from one of this console's pages" in text_of(sign_out(browser, "forged").text)
+    assert browser.get("/console/").status_code == 200  # still signed in
+    real = sign_out(browser)
+    assert real.status_code == 303 and f'{COOKIE}=""' in real.headers["set-cookie"]
+    assert browser.get("/console/", follow_redirects=False).status_code == 303
 
 
 def test_support_and_service_read_every_workspace(app: Any) -> None:

@@ -191,3 +191,42 @@ def test_every_page_reads_on_a_phone_without_sideways_scrolling(server: dict[str
             shot(page, f"{name}-phone")
     finally:
         context.close()
+
+
+FORGED = ('<!doctype html><title>Win a prize</title><form method="post" action="{action}">'
+          '<input type="hidden" name="sign_out" value="{value}"></form><script>document.forms[0].submit()</script>')
+"""Another site's page that signs its visitor out of the console as it loads (sign-out CSRF)."""
+
+
+def test_a_sign_out_forged_by_another_site_is_refused_and_the_console_sign_out_works(
+        server: dict[str, str], browser: Browser) -> None:
+    """Chromium posts another site's form to the console's sign-out but withholds the SameSite=Strict
+    cookie, and would obey a response clearing it; the site cannot know the hidden value either."""
+    context = browser.new_context(viewport=WIDE)
+    evil = "http://prizes.example/"
+    logout = f"{server['base']}/console/logout"
+    context.route(evil + "*", lambda route: route.fulfill(
+        content_type="text/html", body=FORGED.format(action=logout, value=route.request.url.split("=")[-1])))
+    page = context.new_page()
+
+    def session() -> list[str]:
+        return [c["value"] for c in context.cookies(server["base"]) if c["name"] == "subledger_token"]
+    try:
+        page.goto(f"{server['base']}/console/login")
+        page.get_by_label("API token").fill(server["token"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        real = page.locator("input[name=sign_out]").input_value()
+        for value in ("", "forged", real):  # even the page's own value, posted from another site
+            page.goto(f"{evil}?v={value}")
+            expect(page.get_by_role("heading", name="Sign-out refused")).to_be_visible()
+            assert session() == [server["token"]], value
+        shot(page, "sign-out-refused-1280")
+        page.goto(f"{server['base']}/console/")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        assert session() == []
+        page.goto(f"{server['base']}/console/")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    finally:
+        context.close()

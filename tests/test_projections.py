@@ -400,6 +400,8 @@ def test_R12_an_abandoned_3d_secure_upgrade_is_void_whether_its_request_was_proj
         before = snapshot(p.engine)
         p.rebuild(["invoices"])
         assert snapshot(p.engine) == before
+    text = CliRunner().invoke(cli_app, ["--db", db_url, "invoices", "ws"]).stdout
+    assert "status void (its charge was canceled: nothing bought, nothing owed, R12)" in text  # never declined
 
 
 def test_a_commands_events_are_found_alike_in_the_batch_or_in_the_store(book):

@@ -127,3 +127,29 @@ def test_R12_a_declined_upgrade_s_void_invoice_is_explained_from_its_charge_requ
     b.do("ws", "add-payment-method", payment_method="pm_card_visa")
     paid = only_invoice(b.do("ws", "change-plan", plan="team"))
     assert paid.invoice_id != held and explain(b.ledger, paid.invoice_id)["void"] is None
+
+
+def test_R12_an_abandoned_3d_secure_upgrade_s_void_invoice_says_the_customer_never_authenticated(book):
+    """requires_action, then canceled: the card was never refused, so the explanation does not say
+    declined; it says what happened (a customer reads it in the support reply)."""
+    b = forms_on(book, "pro")
+    b.at("2026-04-11T00:00:00")
+    b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired")
+    waiting = b.do("ws", "change-plan", plan="team")
+    assert waiting.error.code == "payment_action_required"
+    request = next(e for e in waiting.events if type(e).__name__ == "ChargeRequested")
+    (held,) = [e["fields"]["invoice_id"] for e in request.effects if e["type"] == "InvoiceIssued"]
+    b.at("2026-04-12T09:30:00")
+    (canceled,) = b.ledger.abandon_payment("ws")
+    assert canceled.decline_code == "canceled"
+    doc = explain(b.ledger, held)
+    assert doc["void"]["reason"] == (
+        "void: the customer never completed the card authentication (3-D Secure) their bank asked for on "
+        "2026-04-11T00:00:00Z, so the charge of 20.00 for this upgrade was canceled on 2026-04-12T09:30:00Z and "
+        "the invoice was never issued: nothing was bought and nothing is owed (R12)")
+    assert (doc["void"]["outcome"], doc["void"]["decline_code"]) == ("canceled", "canceled")
+    assert doc["totals"]["derivation"][-1] == "owed 0.00: void, its charge was canceled (R12)"
+    told = explain_format.text(doc).split("Events of the command:")[0]  # above the events' own log lines
+    for shown in (told, explain_format.markdown(doc)):
+        assert "never completed the card authentication" in shown and "declined" not in shown.lower(), shown
+    assert explain(b.ledger, held)["void"]["reason"] == doc["void"]["reason"]  # from the events alone, again

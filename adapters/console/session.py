@@ -6,7 +6,13 @@ The sign-in form carries a token against login CSRF (another site posting its ow
 sign the browser in as someone else): serving the form sets a random value in a SameSite=Strict
 cookie sent only to the sign-in route, and the same value in a hidden field; a sign-in whose
 field and cookie differ (compared in constant time) is refused 403 and sets nothing. Another
-site can make the browser post, but cannot read the cookie nor make the browser send it."""
+site can make the browser post, but cannot read the cookie nor make the browser send it.
+
+Sign-out is protected the same way against a forged sign-out (another site's page posting to
+it: the browser withholds the SameSite=Strict cookie, but would still obey a response that
+clears it): every page's sign-out form carries a value tied to the session (web.py:
+sign_out_check, an HMAC keyed by the session's token); a sign-out without the session cookie,
+or whose value differs (compared in constant time), is refused 403 and clears nothing."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from urllib.parse import parse_qs, unquote
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from adapters.console.web import COOKIE, HEADERS, render, signed_in
+from adapters.console.web import COOKIE, HEADERS, render, sign_out_check, signed_in
 from adapters.tokens import READ_ALL_ROLES, WORKSPACE_ROLES, TokenStore
 
 router = APIRouter()
@@ -28,6 +34,8 @@ MAX_FORM = 4096
 COOKIE_HOURS = 12
 CSRF_COOKIE = "subledger_sign_in"
 CSRF_FIELD = "csrf"
+SIGN_OUT_FIELD = "sign_out"
+"""The sign-out form's hidden field (every signed-in page's header): web.py sign_out_check."""
 CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 """secrets.token_urlsafe(32): what the sign-in cookie holds."""
 
@@ -66,8 +74,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 @router.post("/login", name="console_login", include_in_schema=False)
 async def login(request: Request) -> Response:
-    body = await request.body()
-    form = parse_qs(body[:MAX_FORM].decode("utf-8", "replace")) if len(body) <= MAX_FORM else {}
+    form = form_of(await request.body())
     target = safe_next((form.get("next") or [""])[0]) or str(request.url_for("console_search").path)
     sent = (form.get(CSRF_FIELD) or [""])[0]
     if not same_form(request, sent):
@@ -90,8 +97,22 @@ async def login(request: Request) -> Response:
     return response
 
 
+def form_of(body: bytes) -> dict[str, list[str]]:
+    """A posted form, or nothing when it is larger than any form of the console."""
+    return parse_qs(body.decode("utf-8", "replace")) if len(body) <= MAX_FORM else {}
+
+
 @router.post("/logout", name="console_logout", include_in_schema=False)
-def logout(request: Request) -> Response:
+async def logout(request: Request) -> Response:
+    sent = (form_of(await request.body()).get(SIGN_OUT_FIELD) or [""])[0]
+    session = request.cookies.get(COOKIE, "")
+    if not (session and sent and hmac.compare_digest(sign_out_check(session).encode(), sent.encode())):
+        message = ("This sign-out did not come from one of this console's pages (or the page is out of date): "
+                   "you are still signed in. Use Sign out at the top of a console page." if session else
+                   "This browser sent no console sign-in with this sign-out (it came from another site, or the "
+                   "sign-in has ended): nothing was changed.")
+        return render(request, "error.html", {"code": "sign_out_refused", "message": message,
+                                              "title": "Sign-out refused"}, status=403, caller=signed_in(request))
     response = RedirectResponse(str(request.url_for("console_login_form").path), status_code=303, headers=HEADERS)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return response

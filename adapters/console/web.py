@@ -3,6 +3,9 @@ kept for the process, error pages and the security headers."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,8 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 """Pages show billing data: never cached, never framed, scripts only from the console itself."""
+SIGN_OUT = b"subledger console sign-out"
+"""What the sign-out check is a MAC of, keyed by the session's token (sign_out_check)."""
 
 
 def ledger_of(request: Request) -> Ledger:
@@ -49,6 +54,16 @@ def signed_in(request: Request) -> Principal | None:
     return store.authenticate(token)
 
 
+def sign_out_check(session: str) -> str:
+    """The sign-out form's hidden value for the session whose cookie holds `session`: an HMAC
+    keyed by the session's token, so it is tied to this session, needs no server-side state or
+    secret shared between workers, and reveals nothing of the token. Another site can make the
+    browser post to sign-out but can compute this value only by knowing the token, which the
+    HttpOnly cookie keeps from every script (adapters/console/session.py: logout)."""
+    mac = hmac.new(session.encode(), SIGN_OUT, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 @contextmanager
 def reading(request: Request) -> Iterator[Connection]:
     """A connection to the read models the API reads too (adapters/http/read_side.py), caught up first."""
@@ -59,7 +74,9 @@ def reading(request: Request) -> Iterator[Connection]:
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200,
            caller: Principal | None = None) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, {"caller": caller, **context}, status_code=status)
+    session = request.cookies.get(COOKIE) if caller else None
+    shared = {"caller": caller, "sign_out": sign_out_check(session) if session else ""}
+    response = templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
     response.headers.update(HEADERS)
     return response
 

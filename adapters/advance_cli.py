@@ -1,0 +1,67 @@
+"""`subledger advance [--loop]`: record what has fallen due by now; with --loop, the production
+scheduler (docs/scaling.md has its systemd and cron examples).
+
+Mounted by adapters/cli.py. Only the workspaces the due index lists as due are loaded. In a loop
+a refused round is reported on stderr and the loop goes on, so one bad workspace cannot stop
+renewals for all the others; SIGTERM or SIGINT ends the loop between rounds.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from adapters.cli_output import OUTPUT, JsonFlag, refuse, use_json
+from domain.errors import LedgerError
+
+if TYPE_CHECKING:
+    from domain.ledger import Ledger
+
+
+def advance(json_output: JsonFlag = False,
+            loop: Annotated[bool, typer.Option("--loop", help="Keep advancing, every --interval seconds, until "
+                                               "SIGTERM or SIGINT: the production scheduler.")] = False,
+            interval: Annotated[float, typer.Option(help="Seconds between rounds with --loop.", min=0.1)] = 60.0,
+            ) -> None:
+    """Record every renewal, trial end, scheduled change and notice due by now (system clock).
+    Only workspaces with something due are loaded (the due index)."""
+    import signal
+    import threading
+
+    from adapters.cli import open_ledger  # the shared --db/--catalog options live there
+
+    use_json(json_output)
+    stop = threading.Event()
+    if loop:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    with open_ledger() as ledger:
+        while True:
+            try:
+                _advance_round(ledger)
+            except LedgerError as e:
+                if not loop:
+                    refuse(e)
+                typer.echo(json.dumps({"ok": False, "error": e.as_dict()}) if OUTPUT.json
+                           else f"error: {e.message} [{e.code}]", err=True)
+            if not loop or stop.wait(interval):
+                break
+
+
+def _advance_round(ledger: Ledger) -> None:
+    from adapters.app import catch_up
+    from projections.views import event_types, iso
+
+    done = ledger.advance()
+    if done:
+        catch_up(ledger)
+    at = iso(ledger.clock.now())
+    if OUTPUT.json:
+        typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))
+        return
+    if not done:
+        typer.echo(f"nothing due at {at}")
+    for ws, events in done.items():
+        typer.echo(f"{ws}: {', '.join(event_types(events))}")

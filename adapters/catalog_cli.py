@@ -1,0 +1,51 @@
+"""`subledger catalog check FILE`: validate a catalog file (docs/catalogs.md) and summarise it.
+
+Mounted by adapters/cli.py. A catalog that cannot be used exits 2 (`invalid_catalog`, or
+`catalog_conflict` for an id and version reused with other content), before any ledger sees it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
+
+catalog_app = typer.Typer(help="Catalog files (docs/catalogs.md).", no_args_is_help=True)
+
+
+@catalog_app.command("check")
+def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (or a built-in name).")],
+                  json_output: JsonFlag = False) -> None:
+    """Validate a catalog file and summarise it."""
+    from domain.catalog import CatalogError, load_catalog
+    use_json(json_output)
+    try:
+        catalog = load_catalog(file)
+    except CatalogError as e:
+        if OUTPUT.json:
+            fail(getattr(e, "code", "invalid_catalog"), str(e))
+        typer.echo(f"invalid catalog: {e}", err=True)
+        raise typer.Exit(2) from None
+    summary = {
+        "ok": True, "catalog": catalog.id, "version": catalog.version, "currency": catalog.currency,
+        "plans": [p.id for p in catalog.plans], "addons": [a.id for a in catalog.addons],
+        "credit_packs": [c.id for c in catalog.credit_packs], "policy": catalog.policy.model_dump(mode="json"),
+    }
+    if OUTPUT.json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"ok: catalog {catalog.id} version {catalog.version} ({catalog.currency})")
+    for plan in catalog.plans:
+        prices = ", ".join(f"{v}/{k}" for k, v in plan.prices.items()) or (
+            f"{len(plan.tiers)} tiers" if plan.tiers else plan.kind)
+        typer.echo(f"  plan {plan.id}: {plan.name}, {prices}")
+    for addon in catalog.addons:
+        typer.echo(f"  add-on {addon.id}: {', '.join(f'{v}/{k}' for k, v in addon.prices.items())}")
+    for pack in catalog.credit_packs:
+        typer.echo(f"  credit pack {pack.id}: {pack.credits:,} for {pack.price}")
+    policy = catalog.policy
+    typer.echo(f"  policy: proration={policy.proration}, downgrade={policy.downgrade_timing}, "
+               f"upgrade credit={policy.upgrade_credit}")
