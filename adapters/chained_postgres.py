@@ -6,20 +6,21 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.rows import DictRow, tuple_row
+from psycopg.sql import SQL, Identifier
 
-from adapters import due_index
-from adapters.chained_store import CREATE_LOCK, UPGRADE_LOCK_TIMEOUT_S, _bytes, _firsts, _links, _since, _uuid, batches
-from replay.verify_chain import ChainReport, Link, Stored, link_all, walk
+from adapters import chained_postgres_sql, due_index
+from adapters.chained_store import CREATE_LOCK, UPGRADE_LOCK_TIMEOUT_S, _bytes, _firsts, _since, _uuid, batches
+from replay.verify_chain import ChainReport, Link, Stored, digest, link_all, walk
 
 
 MAX_LAST_LINKS = 10_000
@@ -32,14 +33,16 @@ def _columns(links: list[Link]) -> list[list[Any]]:
 
 
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
-    """PostgreSQL: links are written after the events insert returns their notification ids,
-    inside the library's transaction and under its EXCLUSIVE lock on the events table."""
+    """PostgreSQL: each batch of events is saved by one call of a function of the database
+    (adapters/chained_postgres_sql.py), which takes the library's EXCLUSIVE lock, inserts the
+    events, links them and writes their due rows: one statement, one round trip, one transaction."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.chain_table = f"{events_table_name}_chain"
         self.meta_table = f"{events_table_name}_chain_meta"
         self.check_identifier_length(self.meta_table)
+        self.check_identifier_length(chained_postgres_sql.function_name(events_table_name))
         schema = Identifier(datastore.schema)
         self.chain_ident = SQL("{}.{}").format(schema, Identifier(self.chain_table))
         self.meta_ident = SQL("{}.{}").format(schema, Identifier(self.meta_table))
@@ -47,102 +50,79 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self.due_ident = SQL("{}.{}").format(schema, Identifier(f"{events_table_name}_due"))
         id_type = Identifier(datastore.originator_id_type)
         self.sql_create_statements += due_index.postgres_statements(self.due_ident, f"{events_table_name}_due", id_type)
-        self.upsert_due = due_index.postgres_upsert(self.due_ident, id_type)
+        self.upsert_due = due_index.postgres_upsert(self.due_ident, id_type).as_bytes(None)
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {} (originator_id {} NOT NULL, originator_version bigint NOT NULL, "
                 "notification_id bigint NOT NULL, digest text NOT NULL, prev_hash text NOT NULL, hash text NOT NULL, "
                 "PRIMARY KEY (originator_id, originator_version))").format(self.chain_ident, id_type),
             SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)").format(self.meta_ident),
+            chained_postgres_sql.create_function(
+                schema=datastore.schema, events_table=events_table_name, chain_table=self.chain_table,
+                due_table=f"{events_table_name}_due", event_type=self.stored_event_type_name,
+                id_type=datastore.originator_id_type, channel=self.channel_name, lock_timeout=datastore.lock_timeout),
         ]
-        self.select_prev = SQL(
-            "SELECT originator_id, hash FROM {} WHERE (originator_id, originator_version) IN "
-            "(SELECT * FROM unnest(%s::{}[], %s::bigint[]))").format(self.chain_ident, id_type)
         self.insert_links = SQL(
             "INSERT INTO {} SELECT * FROM unnest(%s::{}[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], "
-            "%s::text[])").format(self.chain_ident, id_type)
-        self.insert_links_and_due = SQL("WITH links AS ({}) {}").format(self.insert_links, self.upsert_due)
-        self._render_once()
+            "%s::text[])").format(self.chain_ident, id_type).as_bytes(None)
+        # Rendered once (identifiers are ASCII, settings.SCHEMA): psycopg renders a composed
+        # statement on every execute.
+        self.save_statement = chained_postgres_sql.call_function(datastore.schema, events_table_name).as_bytes(None)
         self._last_links: OrderedDict[UUID, tuple[int, str]] = OrderedDict()
         self._last_links_lock = threading.Lock()
-        self._made = threading.local()
 
-    def _render_once(self) -> None:
-        """The statements of every save as bytes, rendered here once: psycopg renders a composed
-        statement on every execute. Identifiers here are ASCII (settings.SCHEMA), so rendering
-        them without a connection is exact."""
-        self.lock_table_statements = [q.as_bytes(None) if isinstance(q, Composable) else q
-                                      for q in self.lock_table_statements]
-        self.insert_events_statement = self.insert_events_statement.as_bytes(None)
-        self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(None)
-        self.insert_links_and_due = self.insert_links_and_due.as_bytes(None)
-        self.insert_links = self.insert_links.as_bytes(None)
-        self.upsert_due = self.upsert_due.as_bytes(None)
-        self.select_prev = self.select_prev.as_bytes(None)
-
-    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
-        curs.execute(self.notify_statement)
-
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        self._made.links = []
-        ids = super().insert_events(stored_events, **kwargs)
-        self._remember(self._made.links)
-        return ids
-
-    def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
-                                       **kwargs: Any) -> Sequence[int] | None:
-        """One more statement after the events insert: the links (and the due rows) together. The
-        previous link of a stream is read from the table unless this process wrote it."""
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        assert ids is not None
-        prev_of, wanted = self._known_prev(_firsts(stored_events))
-        if wanted:
-            curs.execute(self.select_prev, (list(wanted), list(wanted.values())))
-            prev_of.update({_uuid(r["originator_id"]): r["hash"] for r in curs.fetchall()})
-        links = _links(stored_events, ids, prev_of)
+        """One prepared statement on an autocommit connection, its parameters sent binary (psycopg
+        dumps the composite array in a third of the time it takes as text). A version conflict
+        raises the library's IntegrityError (get_connection translates psycopg's): nothing is saved."""
+        if not stored_events:
+            return None
+        firsts = _firsts(stored_events)
+        known = self._known_prev(firsts)
+        events, digests, prevs = [], [], []
+        for s in stored_events:
+            events.append(self.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state))
+            digests.append(digest(s.topic, s.state))
+            oid = _uuid(s.originator_id)
+            prevs.append(known.get(oid) if firsts[oid] == s.originator_version else None)
         due = kwargs.get("due")
-        if due:
-            curs.execute(self.insert_links_and_due, [*_columns(links), *due_index.columns(due)])
-        else:
-            self._write(curs, links)
-        self._made.links = links
-        return ids
+        due_columns = due_index.columns(due) if due else [None, None, None, None]
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.save_statement, (events, digests, prevs, *due_columns), prepare=True)
+            rows = curs.fetchall()
+        if len(rows) != len(stored_events):
+            raise AssertionError(f"saved {len(rows)} events of {len(stored_events)}")
+        self._remember((_uuid(oid), version, hash_) for _, oid, version, hash_ in rows)
+        return [row[0] for row in rows]
 
-    def _known_prev(self, firsts: dict[UUID, int]) -> tuple[dict[UUID, str], dict[UUID, int]]:
-        """The hashes of the links before `firsts` this process wrote, and the versions it did not.
-        A committed link never changes, and a stale entry names an older version than the one
-        wanted (another process wrote since), so it is read from the table instead."""
+    def _known_prev(self, firsts: dict[UUID, int]) -> dict[UUID, str]:
+        """The hashes of the links before `firsts` that this process wrote. A committed link never
+        changes, and a stale entry names an older version than the one wanted (another process
+        wrote since): the function reads those, and any not here, from the chain table."""
         known: dict[UUID, str] = {}
-        wanted: dict[UUID, int] = {}
         with self._last_links_lock:
             for oid, first in firsts.items():
-                if first <= 1:
-                    continue
-                last = self._last_links.get(oid)
+                last = self._last_links.get(oid) if first > 1 else None
                 if last is not None and last[0] == first - 1:
                     known[oid] = last[1]
-                else:
-                    wanted[oid] = first - 1
-        return known, wanted
+        return known
 
-    def _remember(self, links: list[Link]) -> None:
+    def _remember(self, links: Iterable[tuple[UUID, int, str]]) -> None:
         """After the commit: the last link of each stream written."""
         with self._last_links_lock:
-            for lk in links:
-                self._last_links[lk.originator_id] = (lk.version, lk.hash)
-                self._last_links.move_to_end(lk.originator_id)
+            for oid, version, hash_ in links:
+                self._last_links[oid] = (version, hash_)
+                self._last_links.move_to_end(oid)
             while len(self._last_links) > MAX_LAST_LINKS:
                 self._last_links.popitem(last=False)
-
-    def _write_due(self, curs: Cursor[DictRow], due: due_index.Due | None) -> None:
-        """After the table lock: writers meet on the due rows in commit order, never deadlocking."""
-        if due:
-            curs.execute(self.upsert_due, due_index.columns(due))
 
     # ------------------------------------------------------------ due index
 
     def record_due(self, due: due_index.Due) -> None:
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._write_due(curs, due)
+        """The backfill's rows (Ledger.advance); a save writes its own in the save function."""
+        if due:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self.upsert_due, due_index.columns(due))
 
     def due_workspaces(self, now: datetime) -> list[str]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

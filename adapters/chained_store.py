@@ -4,9 +4,9 @@ writing one chain link per event (replay/verify_chain.py) in the transaction tha
 the events, and reading events and links back in one snapshot to verify them.
 
 adapters/settings.py selects them with the library's APPLICATION_RECORDER_TOPIC, so the
-persistence module stays eventsourcing.sqlite / eventsourcing.postgres. On PostgreSQL the
-library's insert path is kept: its EXCLUSIVE table lock is held while the links are written,
-and notification order stays commit order.
+persistence module stays eventsourcing.sqlite / eventsourcing.postgres. On PostgreSQL a
+function of the database saves each batch in one statement (adapters/chained_postgres_sql.py):
+it takes the library's EXCLUSIVE table lock first, so notification order stays commit order.
 
 First upgrade: when a store has no chain record yet (`<events>_chain_meta`), `create_table`
 links the events already stored, once, under the same lock writers take; from then on every

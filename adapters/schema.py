@@ -33,8 +33,9 @@ from projections.families import VERSIONS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 2
-"""Bump when the event store's own tables change; read-model versions are part of `version()`."""
+SCHEMA_VERSION = 3
+"""Bump when the event store's own tables or functions change (3: the save function,
+adapters/chained_postgres_sql.py); read-model versions are part of `version()`."""
 META = "subledger_meta"
 SET_UP_WAIT = 120.0  # ok-float: seconds a process waits for another one's set-up
 

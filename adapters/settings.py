@@ -36,9 +36,10 @@ def store_env(url: str) -> dict[str, str]:
     """The eventsourcing environment for a URL: sqlite:///path, sqlite:///:memory: or
     postgresql://user@host:port/db[?schema=name].
 
-    PostgreSQL keeps the library's default insert path: its table lock keeps notification
-    order equal to commit order, so followers never skip an event (the DB-functions path
-    does not take it). A lock timeout replaces the library's wait-forever default. The pool
+    PostgreSQL: the library's DB-functions path stays off (its function does not take the
+    table lock that keeps notification order equal to commit order, so followers never skip
+    an event); the chained recorder saves through a function of its own that does
+    (adapters/chained_postgres_sql.py). A lock timeout replaces the library's wait-forever default. The pool
     opens one connection and grows to five on demand: many processes starting at once must
     not exhaust the server's connections with idle ones."""
     parsed = urlparse(url)
