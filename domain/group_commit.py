@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import BaseAggregate
 
 MAX_BATCH = 64
 
@@ -36,6 +37,20 @@ class _Pending:
     done: bool = False
     error: BaseException | None = None
     recordings: list[Any] = field(default_factory=list)
+
+
+def collect(objs: tuple[Any, ...], kwargs: dict[str, Any]) -> ProcessingEvent[Any]:
+    """`ProcessingEvent.collect_events` with plain class checks: the library's runtime protocol
+    checks cost about 5% of a command's CPU."""
+    collected: ProcessingEvent[Any] = ProcessingEvent()
+    for obj in objs:
+        if isinstance(obj, BaseAggregate):
+            collected.events += obj.collect_events()
+            collected.aggregates[obj.id] = obj
+        elif obj is not None:
+            collected.events.append(obj)
+    collected.saved_kwargs.update(kwargs)
+    return collected
 
 
 def _ids(objs: tuple[Any, ...]) -> frozenset[Any]:
@@ -69,7 +84,7 @@ class GroupCommit:
                 self._lead()
         if me.error is not None:
             raise me.error
-        if me.collected is not None:  # shared, or tried again alone: finish as Application.save does
+        if me.collected is not None:  # finish as Application.save does
             self.app._take_snapshots(me.collected)  # noqa: SLF001
             self.app._notify(me.recordings)  # noqa: SLF001
         return me.recordings
@@ -108,16 +123,15 @@ class GroupCommit:
             return batch
 
     def _commit(self, batch: list[_Pending]) -> None:
-        if len(batch) == 1:  # alone: exactly Application.save
+        for p in batch:
+            p.collected = collect(p.objs, p.kwargs)
+        if len(batch) == 1:  # alone: as Application.save
             p = batch[0]
             try:
-                p.recordings = self.app.save(*p.objs, **p.kwargs)
+                p.recordings = self._record([p.collected]) if p.collected is not None else []
             except BaseException as e:  # noqa: BLE001 (handed to its caller)
                 p.error = e
             return
-        for p in batch:
-            p.collected = ProcessingEvent()
-            p.collected.collect_events(*p.objs, **p.kwargs)
         try:
             recordings = self._record([p.collected for p in batch if p.collected is not None])
         except Exception:  # noqa: BLE001 (each save is tried again alone, and sees its own error)

@@ -30,7 +30,7 @@ from domain.subscription import Subscription, workspace_uuid
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from eventsourcing.application import Repository
+    from eventsourcing.application import ProcessingEvent, Repository
     from uuid import UUID
 
     from eventsourcing.persistence import EventStore
@@ -50,6 +50,10 @@ class Loading:
     if TYPE_CHECKING:
         repository: Repository[Any]
         events: EventStore[Any]
+        snapshots: EventStore[Any] | None
+        snapshotting_intervals: dict[type, int]
+
+        def take_snapshot(self, aggregate_id: Any, version: int | None = None, projector_func: Any = None) -> None: ...
 
         def workspace_events(self, workspace_id: str, gt: int | None = None,
                              lte: int | None = None) -> list[Any]: ...
@@ -108,3 +112,19 @@ class Loading:
                 cache.get(sub.id, evict=True)
             except KeyError:
                 pass
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
+        """Snapshot a workspace whose save reached a multiple of its interval from the aggregate
+        just saved, which is that version's state, instead of rebuilding it from the store as
+        the library does (its way stays for an interval reached within a save of several)."""
+        if self.snapshots is None:
+            return
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate)) if aggregate is not None else None
+            if not interval or event.originator_version % interval:
+                continue
+            if aggregate.version == event.originator_version:
+                self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
+            else:
+                self.take_snapshot(event.originator_id, version=event.originator_version, projector_func=project)
