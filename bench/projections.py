@@ -60,12 +60,18 @@ def generate(url: str, target: int) -> int:
     return int(done.stdout.split()[-1])
 
 
-def catch_up(url: str, workers: int) -> float:
-    start = time.perf_counter()
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def catch_up(url: str, workers: int) -> tuple[float, float]:
+    """Seconds, and CPU seconds of this process."""
+    start, used = time.perf_counter(), cpu()
     with Projections(eventsourcing_env(url), workers=workers) as p:
         p.catch_up()
         assert all(s["lag"] == 0 for s in p.status())
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu() - used
 
 
 def drop_read_models(pg: str, schema: str) -> None:
@@ -77,7 +83,7 @@ def drop_read_models(pg: str, schema: str) -> None:
                 sql.SQL("VIEW" if kind == "VIEW" else "TABLE"), sql.Identifier(schema, name)))
 
 
-def rebuild(url: str, head: int, workers: int) -> tuple[float, list[float]]:
+def rebuild(url: str, head: int, workers: int) -> tuple[float, float, list[float]]:
     """Every read model replayed into fresh tables and swapped in; the resident memory sampled
     at each tenth of the log."""
     samples: list[float] = []
@@ -86,10 +92,10 @@ def rebuild(url: str, head: int, workers: int) -> tuple[float, list[float]]:
         if family == ALL[0].family and position * 10 >= head * (len(samples) + 1):
             samples.append(current_mib())
 
-    start = time.perf_counter()
+    start, used = time.perf_counter(), cpu()
     with Projections(eventsourcing_env(url), workers=workers) as p:
         p.rebuild(progress=progress)
-    return time.perf_counter() - start, samples
+    return time.perf_counter() - start, cpu() - used, samples
 
 
 def copy_same_rows(pg: str, schema: str) -> tuple[float, int]:
@@ -135,30 +141,33 @@ def main() -> None:
         print(f"generated {events} events in {time.perf_counter() - t0:.1f}s")
         base = peak_mib()
         counts = [int(w) for w in args.workers.split(",")]
-        caught, rebuilt, samples, worker_peaks = {}, {}, {}, {}
+        caught, rebuilt, samples, reports = {}, {}, {}, {}
         for i, w in enumerate(counts):
             if i:
                 drop_read_models(pg, schema)
             caught[w] = catch_up(url, w)
-            worker_peaks[("catch-up", w)] = list(partitions.projections_peak)
-            partitions.projections_peak.clear()
+            reports[("catch-up", w)] = list(partitions.reports)
+            partitions.reports.clear()
         after_catch_up = peak_mib()
         for w in counts:
-            rebuilt[w], samples[w] = rebuild(url, events, w)
-            worker_peaks[("rebuild", w)] = list(partitions.projections_peak)
-            partitions.projections_peak.clear()
+            *rebuilt[w], samples[w] = rebuild(url, events, w)
+            reports[("rebuild", w)] = list(partitions.reports)
+            partitions.reports.clear()
         after_rebuild = peak_mib()
         copied, rows = copy_same_rows(pg, schema)
     finally:
         with psycopg.connect(pg, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    print(f"{len(ALL)} read models, {rows} rows for {events} events")
+    print(f"{len(ALL)} read models, {rows} rows for {events} events; xN: N processes (1: a single one)")
     for phase, times in (("catch-up", caught), ("rebuild", rebuilt)):
-        for w, took in times.items():
-            label = f"{phase} x{w}"
-            print(f"{label:12} {took:7.1f}s {events / took:10.0f} events/s  ratio {copied / took:.3f}"
-                  + (f"  (partitions' peak memory {' '.join(f'{m:.0f}' for m in worker_peaks[(phase, w)])} MiB)"
-                     if worker_peaks[(phase, w)] else ""))
+        for w, (took, used) in times.items():
+            parts = reports[(phase, w)]
+            used += sum(r["cpu_s"] for r in parts)
+            print(f"{phase + ' x' + str(w):12} {took:7.1f}s {events / took:10.0f} events/s  ratio {copied / took:.3f}"
+                  f"  client CPU {used:.1f}s ({events / used:.0f} events per CPU second)")
+            for r in sorted(parts, key=lambda r: r["partition"]):
+                print(f"    partition {r['partition']:.0f}: started in {r['start_s']:.1f}s (CPU {r['start_cpu_s']:.1f}s), "
+                      f"projected in {r['run_s']:.1f}s, CPU {r['cpu_s']:.1f}s in all, peak memory {r['peak_mib']:.0f} MiB")
     print(f"raw psycopg COPY of the same rows: {copied:.1f}s {events / copied:10.0f} events/s  ratio 1.000"
           f"  ({rows / copied:.0f} rows/s)")
     print(f"peak memory (getrusage maxrss): {base:.0f} MiB at start, {after_catch_up:.0f} MiB after catch-up, "

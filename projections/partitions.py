@@ -29,6 +29,7 @@ import os
 import pickle
 import queue
 import resource
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,11 @@ if TYPE_CHECKING:
     from projections.runner import Projections
 
 WORKERS = "SUBLEDGER_PROJECTION_WORKERS"
-"""Processes for a partitioned catch-up or rebuild (default: the machine's cores on PostgreSQL;
-1, a single run, on SQLite, whose one writer would only make them wait)."""
+"""Processes for a partitioned catch-up or rebuild (default: the machine's cores, at most
+DEFAULT_MAX, on PostgreSQL; 1, a single run, on SQLite, whose one writer would only make them wait)."""
+DEFAULT_MAX = 4
+"""Each partition holds about eight connections (its ledger's and one per read model): more
+processes than this only when asked for (--workers, $SUBLEDGER_PROJECTION_WORKERS)."""
 MIN_BACKLOG = 20_000
 """Events behind below which one process is quicker than starting several (about a second each)."""
 
@@ -57,7 +61,9 @@ def default_workers(env: Mapping[str, str]) -> int:
         except ValueError:
             raise ValueError(f"${WORKERS} must be a whole number of processes") from None
         return max(1, workers)
-    return os.cpu_count() or 1 if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres" else 1
+    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        return 1
+    return max(1, min(DEFAULT_MAX, os.cpu_count() or 1))
 
 
 Worker = Callable[..., None]
@@ -122,6 +128,7 @@ def _wait(processes: list[Any], results: Any, progress: Callable[[int], None] | 
     """Collect every partition's outcome; the first failure (or a partition that died without
     one) is raised, naming the partition."""
     n = len(processes)
+    started = time.time()
     reached = [0] * n
     done: dict[int, dict[str, int]] = {}
     while len(done) < n:
@@ -139,8 +146,8 @@ def _wait(processes: list[Any], results: Any, progress: Callable[[int], None] | 
             if kind == "progress":
                 reached[k] = payload[0]
             elif kind == "done":
-                done[k], peak, reached[k] = payload
-                projections_peak.append(peak)
+                done[k], report, reached[k] = payload
+                reports.append({"partition": k, "start_s": report.pop("ready_at") - started, **report})
             else:
                 error, where = payload
                 error.add_note(f"in projection partition {k} of {n}:\n{where}")
@@ -154,37 +161,49 @@ def _wait(processes: list[Any], results: Any, progress: Callable[[int], None] | 
     return taken
 
 
-projections_peak: list[float] = []
-"""The peak resident memory (MiB) of each partition process that finished, for the benchmark."""
+reports: list[dict[str, float]] = []
+"""What each partition process that finished used (bench/projections.py prints it): `peak_mib`
+(peak resident memory), `cpu_s` (its CPU time), `start_s` (from being started to its views being
+ready: interpreter, imports, connections) and `run_s` (projecting)."""
 
 
 def work(env: dict[str, str], models: list[tuple[type[ReadModel], str]], k: int, n: int, head: int, batch: int,
          results: Any) -> None:
     """One partition's process: its own Ledger and views, partition k of n projected up to `head`."""
     try:
-        taken, position = project_partition(env, models, Partition(k, n), head, batch,
+        taken, ready_at = project_partition(env, models, Partition(k, n), head, batch,
                                             lambda at: results.put(("progress", k, at)))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        results.put(("done", k, taken, peak, position))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        results.put(("done", k, taken, {"peak_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+                                        "start_cpu_s": _ready_cpu[0], "ready_at": ready_at,
+                                        "run_s": time.time() - ready_at}, head))
     except BaseException as e:  # noqa: BLE001 (handed to the coordinator, which raises it)
         results.put(("error", k, _portable(e), traceback.format_exc()))
 
 
 def project_partition(env: Mapping[str, str], models: list[tuple[type[ReadModel], str]], partition: Partition,
-                      head: int, batch: int, progress: Callable[[int], None] | None = None) -> tuple[dict[str, int], int]:
+                      head: int, batch: int, progress: Callable[[int], None] | None = None) -> tuple[dict[str, int], float]:
+    """Partition `partition` of `models` (on their `tag` tables) projected up to `head`, in this
+    process; returns the events each took and when (time.time()) its views were ready."""
     from domain.ledger import Ledger
     from projections.runner import attach, catch_up
 
     source = Ledger(dict(env))
     fold = Fold(source)
     chosen = [attach(env, source, model, tag, fold) for model, tag in models]
+    ready_at = time.time()
+    _ready_cpu[:] = [time.process_time()]
     try:
         taken = catch_up(source, chosen, batch, stop=head, fold=fold, partition=partition, progress=progress)
     finally:
         for p in chosen:
             p.view.close()
         source.close()
-    return taken, head
+    return taken, ready_at
+
+
+_ready_cpu = [0.0]
+"""CPU seconds a partition process spent before it could project (interpreter, imports, connections)."""
 
 
 def _portable(error: BaseException) -> BaseException:
