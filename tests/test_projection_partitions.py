@@ -112,6 +112,17 @@ def test_partitioned_catch_up_and_rebuild_write_the_rows_of_a_single_process(url
     assert verified.exit_code == 0, verified.output
 
 
+def assert_each_workspace_a_prefix_of_its_events(p: Projections) -> None:
+    """What readers may see during a partitioned run: each workspace's audit rows are its versions
+    1..m with no gap, and its plan_state row is as of version m; workspaces differ in m."""
+    with p.engine.connect() as conn:
+        audited = {ws: (count, top) for ws, count, top in conn.execute(text(
+            "SELECT workspace, COUNT(*), MAX(version) FROM rm_audit_trail GROUP BY workspace"))}
+        states = dict(conn.execute(text("SELECT workspace, last_event_version FROM rm_plan_state")).all())
+    assert audited and all(count == top for count, top in audited.values())
+    assert states == {ws: top for ws, (_, top) in audited.items()}
+
+
 def fail_in_partition_one(*args: Any) -> None:
     """partitions.work, except that partition 1 fails in its second batch (after committing one)."""
     if args[2] == 1:
@@ -139,6 +150,7 @@ def test_a_failing_partition_moves_no_position_and_the_next_run_finishes_identic
         assert {p.position(f) for f in p.running} == {0}  # what readers see did not move
         kept = partition_rows(p)
         assert all(kept[f].get("subledger#1/2", 0) > 0 for f in p.running)  # its first batch is kept
+        assert_each_workspace_a_prefix_of_its_events(p)
         p.partition_worker = None
         p.catch_up(workers=rerun_workers)  # 1: a single run finishes the partitions first, in-process
         assert caught_up(p) and partition_rows(p) == {f: {} for f in p.running}
