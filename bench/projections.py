@@ -166,8 +166,9 @@ def main() -> None:
             print(f"{phase + ' x' + str(w):12} {took:7.1f}s {events / took:10.0f} events/s  ratio {copied / took:.3f}"
                   f"  client CPU {used:.1f}s ({events / used:.0f} events per CPU second)")
             for r in sorted(parts, key=lambda r: r["partition"]):
-                print(f"    partition {r['partition']:.0f}: started in {r['start_s']:.1f}s (CPU {r['start_cpu_s']:.1f}s), "
-                      f"projected in {r['run_s']:.1f}s, CPU {r['cpu_s']:.1f}s in all, peak memory {r['peak_mib']:.0f} MiB")
+                print(f"    partition {r['partition']:.0f}: started in {r['start_s']:.1f}s "
+                      f"(CPU {r['start_cpu_s']:.1f}s), projected in {r['run_s']:.1f}s, CPU {r['cpu_s']:.1f}s in all, "
+                      f"peak memory {r['peak_mib']:.0f} MiB")
     print(f"raw psycopg COPY of the same rows: {copied:.1f}s {events / copied:10.0f} events/s  ratio 1.000"
           f"  ({rows / copied:.0f} rows/s)")
     print(f"peak memory (getrusage maxrss): {base:.0f} MiB at start, {after_catch_up:.0f} MiB after catch-up, "

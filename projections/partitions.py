@@ -73,9 +73,9 @@ def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, 
         progress: Callable[[int], None] | None = None, worker: Worker | None = None) -> dict[str, int]:
     """Catch `chosen` up to the head in `workers` partitions, when on PostgreSQL and at least
     `min_backlog` events behind, or when a partitioned run was left unfinished (it is resumed
-    with its own number of partitions; `workers` 1 leaves that to the single run). Returns the events each read model took (none when it
-    left the work to a single run). One partitioned run per database at a time (a session
-    advisory lock); another waits, then finds less to do."""
+    with its own number of partitions; `workers` 1 leaves that to the single run). Returns the
+    events each read model took (none when it left the work to a single run). One partitioned
+    run per database at a time (a session advisory lock); another waits, then finds less to do."""
     taken = {p.family: 0 for p in chosen}
     if not chosen or workers <= 1 or projections.env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
         return taken  # a single run (which finishes an unfinished partitioned one first)
@@ -84,23 +84,20 @@ def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, 
         conn.execute(text("SELECT pg_advisory_lock(hashtextextended(current_schema() || '.' || :name, 0))"), key)
         conn.commit()
         try:
+            app = chosen[0].application_name
             rows = [p.view.positions() for p in chosen]
-            unfinished = {n for r in rows if (n := pending(r, p_app(chosen))) is not None}
+            unfinished = {n for r in rows if (n := pending(r, app)) is not None}
             n = unfinished.pop() if unfinished else workers
             head = projections.head()
-            behind = head - min(r.get(p_app(chosen)) or 0 for r in rows)
+            behind = head - min(r.get(app) or 0 for r in rows)
             if n <= 1 or (not unfinished and behind < min_backlog):
                 return taken
             taken = _spawn(projections, chosen, n, head, progress, worker or work)
+            settle(chosen)
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(current_schema() || '.' || :name, 0))"), key)
             conn.commit()
-    settle(chosen)
     return taken
-
-
-def p_app(chosen: Sequence[ReadModel]) -> str:
-    return chosen[0].application_name
 
 
 def _spawn(projections: Projections, chosen: Sequence[ReadModel], n: int, head: int,
@@ -182,7 +179,8 @@ def work(env: dict[str, str], models: list[tuple[type[ReadModel], str]], k: int,
 
 
 def project_partition(env: Mapping[str, str], models: list[tuple[type[ReadModel], str]], partition: Partition,
-                      head: int, batch: int, progress: Callable[[int], None] | None = None) -> tuple[dict[str, int], float]:
+                      head: int, batch: int,
+                      progress: Callable[[int], None] | None = None) -> tuple[dict[str, int], float]:
     """Partition `partition` of `models` (on their `tag` tables) projected up to `head`, in this
     process; returns the events each took and when (time.time()) its views were ready."""
     from domain.ledger import Ledger

@@ -20,7 +20,8 @@ from urllib.parse import quote
 import orjson
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, delete, insert, select, text, update
+from sqlalchemy import (Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, delete, insert, select, text,
+                        update)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -288,13 +289,15 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
                                 {"name": table.name, "part": f"{table.name}#{partition}"})
         elif dialect == "sqlite":
             session.execute(update(table).values(notification_id=table.c.notification_id))
-        return dict(session.execute(select(table.c.application_name, table.c.notification_id)).all())  # type: ignore[arg-type]
+        rows = session.execute(select(table.c.application_name, table.c.notification_id)).all()
+        return {name: position for name, position in rows}
 
     def positions(self) -> dict[str, int]:
         """Every tracking row, as committed (no lock)."""
         table = self.tracking_table
         with self.transaction(commit=False) as session:
-            return dict(session.execute(select(table.c.application_name, table.c.notification_id)).all())  # type: ignore[arg-type]
+            rows = session.execute(select(table.c.application_name, table.c.notification_id)).all()
+        return {name: position for name, position in rows}
 
     def forget_positions(self, session: Session, names: list[str], through: int) -> None:
         """Delete the tracking rows `names` at or below `through` (partition rows folded into the own row)."""
