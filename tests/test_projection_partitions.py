@@ -20,7 +20,6 @@ from projections.partition_keys import SQL_BUCKET, Partition
 from projections.runner import ALL, Projections, catch_up
 from tests.conftest import PG, Book, fresh_postgres_schema
 
-pytestmark = pytest.mark.postgres
 
 PLANS = (("pro", "month"), ("team", "month"), ("pro", "year"), ("team", "year"))
 
@@ -92,6 +91,7 @@ def caught_up(p: Projections) -> bool:
     return all(s["lag"] == 0 for s in p.status())
 
 
+@pytest.mark.postgres
 def test_partitioned_catch_up_and_rebuild_write_the_rows_of_a_single_process(url: str) -> None:
     with fresh(url, workers=2, batch=100) as p:
         head = p.head()
@@ -139,6 +139,7 @@ def fail_in_partition_one(*args: Any) -> None:
     partitions.work(*args)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("rerun_workers", [2, 1])
 def test_a_failing_partition_moves_no_position_and_the_next_run_finishes_identically(url: str,
                                                                                      rerun_workers: int) -> None:
@@ -159,6 +160,7 @@ def test_a_failing_partition_moves_no_position_and_the_next_run_finishes_identic
         assert dump(p) == resumed
 
 
+@pytest.mark.postgres
 def test_sql_and_python_put_each_stream_in_the_same_partition(url: str) -> None:
     schema = url.split("schema=")[1]
     with Projections(eventsourcing_env(url), workers=1) as p:
@@ -173,6 +175,7 @@ def test_sql_and_python_put_each_stream_in_the_same_partition(url: str) -> None:
     assert len({bucket % 2 for _, bucket in streams}) == 2
 
 
+@pytest.mark.postgres
 def test_project_rebuild_and_catch_up_take_workers(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partitions, "MIN_BACKLOG", 0)
     drop_read_models(url)
@@ -193,3 +196,17 @@ def test_workers_default_to_the_cores_on_postgres_and_one_on_sqlite(monkeypatch:
     monkeypatch.setenv(partitions.WORKERS, "many")
     with pytest.raises(ValueError, match=partitions.WORKERS):
         partitions.default_workers({})
+
+
+def test_sqlite_read_models_are_caught_up_by_one_process_whatever_the_workers(tmp_path: Any) -> None:
+    b = Book(f"sqlite:///{tmp_path}/ledger.db", "forms", "2026-01-01T00:00:00")
+    try:
+        record_history(b, workspaces=3)
+        partitions.reports.clear()
+        with Projections(eventsourcing_env(f"sqlite:///{tmp_path}/ledger.db"), source=b.ledger, workers=2) as p:
+            p.min_backlog = 0
+            p.catch_up()
+            assert caught_up(p) and partition_rows(p) == {f: {} for f in p.running}
+        assert partitions.reports == []  # no process was started
+    finally:
+        b.close()
