@@ -126,6 +126,7 @@ def _wait(processes: list[Any], results: Any, progress: Callable[[int], None] | 
     one) is raised, naming the partition."""
     n = len(processes)
     started = time.time()
+    reports.clear()
     reached = [0] * n
     done: dict[int, dict[str, int]] = {}
     while len(done) < n:
@@ -159,7 +160,7 @@ def _wait(processes: list[Any], results: Any, progress: Callable[[int], None] | 
 
 
 reports: list[dict[str, float]] = []
-"""What each partition process that finished used (bench/projections.py prints it): `peak_mib`
+"""What each partition process of the last partitioned run used (bench/projections.py prints it): `peak_mib`
 (peak resident memory), `cpu_s` (its CPU time), `start_s` (from being started to its views being
 ready: interpreter, imports, connections) and `run_s` (projecting)."""
 
