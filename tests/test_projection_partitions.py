@@ -4,6 +4,8 @@ model's position, and the next run (partitioned or single) finishes the work ide
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,6 +160,44 @@ def test_a_failing_partition_moves_no_position_and_the_next_run_finishes_identic
         resumed = dump(p)
         p.rebuild(workers=1)
         assert dump(p) == resumed
+
+
+def slow_partitions(*args: Any) -> None:
+    """partitions.work, a fifth of a second slower per batch."""
+    from projections import runner
+
+    real = runner.project_together
+
+    def slow(*a: Any, **kw: Any) -> Any:
+        time.sleep(0.2)
+        return real(*a, **kw)
+    runner.project_together = slow  # type: ignore[assignment]
+    partitions.work(*args)
+
+
+@pytest.mark.postgres
+def test_a_single_run_beside_a_partitioned_one_finishes_the_partitions_with_it(url: str) -> None:
+    """A read (any single catch-up) that starts while partitions run takes turns with them on each
+    partition's lock, then moves the positions: nothing is projected twice or skipped."""
+    with fresh(url, workers=2, batch=100) as p:
+        p.partition_worker = slow_partitions
+        outcome: list[Any] = []
+        coordinator = threading.Thread(target=lambda: outcome.append(p.catch_up()))
+        coordinator.start()
+        try:
+            with Projections(eventsourcing_env(url), workers=1) as reader:
+                deadline = time.monotonic() + 60
+                while not any(partition_rows(reader).values()) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert coordinator.is_alive(), outcome
+                reader.catch_up()
+                assert caught_up(reader) and partition_rows(reader) == {f: {} for f in reader.running}
+        finally:
+            coordinator.join(120)
+        assert outcome and caught_up(p) and partition_rows(p) == {f: {} for f in p.running}
+        together = dump(p)
+        p.rebuild(workers=1)
+        assert dump(p) == together
 
 
 @pytest.mark.postgres
