@@ -31,6 +31,11 @@ from domain.errors import LedgerError
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
 
+WORKERS = Annotated[int | None, typer.Option(
+    "--workers", min=1, show_default=False,
+    help="Processes for a large backlog on PostgreSQL, one per partition of the workspaces (default "
+         "$SUBLEDGER_PROJECTION_WORKERS, else one per core; 1: a single process; SQLite: always 1).")]
+
 app = typer.Typer(cls=Guarded, help="subledger read models.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 project_app = typer.Typer(help="Keep the read models current: catch up now, follow, status, rebuild.",
@@ -48,10 +53,11 @@ def _env(db: str | None) -> dict[str, str]:
 
 
 @contextmanager
-def _projections(db: str | None, catch_up: bool = True, force: bool = False) -> Iterator[Projections]:
+def _projections(db: str | None, catch_up: bool = True, force: bool = False,
+                 workers: int | None = None) -> Iterator[Projections]:
     from projections.runner import Projections
     from adapters.app import refresh
-    with Projections(_env(db), force=force) as projections:  # refused when the event chain is broken
+    with Projections(_env(db), force=force, workers=workers) as projections:  # refused when the event chain is broken
         if catch_up:
             refresh(projections)
         yield projections
@@ -96,22 +102,23 @@ def project(
     poll: Annotated[float, typer.Option(help="Seconds between checks.", min=0.01)] = 0.5,
     stall: Annotated[float, typer.Option(help="Seconds of lag without progress before falling back to polling.")]
     = 5.0,
+    workers: WORKERS = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Without a subcommand: catch every read model up to the head of the log (inline mode)."""
-    from projections.runner import follow
+    from projections.follower import follow
     use_json(json_output)
     ctx.obj = {"db": db}
     if ctx.invoked_subcommand is not None:
         return
     if not follow_:
-        with _projections(db) as projections:
+        with _projections(db, workers=workers) as projections:
             _status(projections)
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    follow(_env(db), stop, poll=poll, stall=stall, batch=batch,
+    follow(_env(db), stop, poll=poll, stall=stall, batch=batch, workers=workers,
            log=lambda line: print(json.dumps({"follower": line}), file=sys.stderr, flush=True))
 
 
@@ -132,15 +139,17 @@ def rebuild(ctx: typer.Context, db: DB = None,
             only: Annotated[list[str] | None, typer.Option("--only", help="Read model(s) to rebuild.")] = None,
             force: Annotated[bool, typer.Option("--force", help="Rebuild even if the event chain is broken.")]
             = False,
+            workers: WORKERS = None,
             json_output: JsonFlag = False) -> None:
     """Replay every event into fresh versioned tables, then swap the stable views to them. Refused
     (exit 1) when the stored events fail their hash chain, unless --force. A second rebuild started
-    meanwhile waits for the first (one set-up lock per database)."""
+    meanwhile waits for the first (one set-up lock per database). On PostgreSQL a large log is
+    replayed by --workers processes, one per partition of the workspaces."""
     from projections.runner import Projections
     from adapters.schema import schema_lock
     use_json(json_output)
     env = _env(db or ctx.obj["db"])
-    with schema_lock(env, on_wait=_waiting), Projections(env, force=force) as projections:
+    with schema_lock(env, on_wait=_waiting), Projections(env, force=force, workers=workers) as projections:
         unknown = set(only or ()) - set(projections.models)
         if unknown:
             fail("invalid_request", f"--only: unknown read model(s) {', '.join(sorted(unknown))}; "

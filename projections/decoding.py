@@ -19,19 +19,39 @@ import orjson
 from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoding, find_id_convertor
 from eventsourcing.utils import resolve_topic
 
+from projections.partition_keys import Partition
+
 Row = tuple[int, Any, int, str, bytes]
 """notification id, originator id, originator version, topic, stored state."""
 
 
 def select_rows(recorder: Any, start: int, limit: int, stop: int | None = None) -> list[Row]:
     """The notifications from `start` (inclusive) up to `stop`, at most `limit`, in order."""
-    postgres = sys.modules.get("eventsourcing.postgres")  # never imported for a SQLite ledger
-    if postgres is not None and isinstance(recorder, postgres.PostgresApplicationRecorder):
+    if _on_postgres(recorder):
         from projections.postgres_rows import select_postgres
 
         return select_postgres(recorder, start, limit, stop)
     return [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
             for n in recorder.select_notifications(start=start, limit=limit, stop=stop)]
+
+
+def select_partition(recorder: Any, start: int, limit: int, stop: int, partition: Partition) -> tuple[list[Row], int]:
+    """The notifications of `partition` from `start` up to `stop`, at most `limit`, and the last
+    notification id this read covered (its own or another partition's): on PostgreSQL the
+    server filters, so the other partitions' rows are neither sent nor decoded."""
+    if _on_postgres(recorder):
+        from projections.postgres_rows import select_postgres
+
+        rows = select_postgres(recorder, start, limit, stop, partition)
+        return rows, rows[-1][0] if len(rows) == limit else stop
+    rows = select_rows(recorder, start, limit, stop)
+    through = rows[-1][0] if len(rows) == limit else stop
+    return [r for r in rows if partition.holds(r[1])], through
+
+
+def _on_postgres(recorder: Any) -> bool:
+    postgres = sys.modules.get("eventsourcing.postgres")  # never imported for a SQLite ledger
+    return postgres is not None and isinstance(recorder, postgres.PostgresApplicationRecorder)
 
 
 class Decoder:

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
 from domain.subscription import Subscription
+from projections import partition_keys
+from projections.partition_keys import Partition
 from projections.store import ReadModelView
 
 
@@ -187,24 +189,31 @@ class ReadModel(Projection[ReadModelView]):
 
 
 def project_together(projections: Sequence[ReadModel], fold: Fold,
-                     batch: Sequence[tuple[Any, Tracking]]) -> dict[str, int]:
+                     batch: Sequence[tuple[Any, Tracking]], *, partition: Partition | None = None,
+                     through: int | None = None) -> dict[str, int]:
     """Project a batch into several read models of one database in one transaction: each event
     is folded once and given to every read model whose position is before it, and each read
     model's tracking position is recorded with its rows (the positions are read under each
     read model's write lock, so a batch already projected elsewhere is skipped).
-    Returns how many events each read model took."""
+    Returns how many events each read model took.
+
+    `partition`: the batch holds only that partition's events (projections/partition_keys.py),
+    and the position recorded is the partition's, `through` (the last notification scanned, its
+    own or not), so that a partition recording an empty stretch still moves on."""
     taken = {p.family: 0 for p in projections}
-    if not batch or not projections:
+    if not projections or (not batch and through is None):
         return taken
+    end = through if through is not None else batch[-1][1].notification_id
     try:
         with projections[0].view.transaction(commit=True) as session:
             positions = {}
             for p in projections:
-                position = p.view.lock_position(session, p.application_name)
+                rows = p.view.lock_positions(session, partition and f"{partition.k}/{partition.n}")
+                position = partition_keys.position(rows, p.application_name, partition)
                 if position != p.committed:
                     p.abort()
                 positions[p.family] = position or 0
-            active = [p for p in projections if batch[-1][1].notification_id > positions[p.family]]
+            active = [p for p in projections if end > positions[p.family]]
             if not active:
                 return taken
             fold.index(batch)
@@ -228,7 +237,8 @@ def project_together(projections: Sequence[ReadModel], fold: Fold,
                 for p, note in zip(takers, notes):
                     p.current = Step(sub, note)
                     p.project(session, event, tracking)
-            last = batch[-1][1]
+            last = Tracking(partition.tracking_name(projections[0].application_name), end) \
+                if partition is not None else batch[-1][1]
             for p in active:
                 p.finish(session)
                 p.view.record_position(session, last)
@@ -239,7 +249,7 @@ def project_together(projections: Sequence[ReadModel], fold: Fold,
             p.abort()
         raise
     for p in active:
-        p.committed = last.notification_id
+        p.committed = end
     return taken
 
 

@@ -1,14 +1,10 @@
-"""Running the read models: inline catch-up, rebuild, status, and the follower.
+"""Running the read models: inline catch-up, rebuild, status; the follower is projections/follower.py.
 
 Inline (the default, and the only mode on SQLite, whose recorder has no subscribe()):
 after a command, `catch_up` pulls the notifications after each view's tracked position
-from the ledger's notification log and projects them in batches.
-
-Follower (PostgreSQL): catch up by polling, then hand each read model to the library's
-`ProjectionRunner`, which listens (LISTEN/NOTIFY). A watchdog compares every position
-with the head; if a runner stops (its listening connection died) or lags without
-moving (a lost notification, eventsourcing issue #305), the runners are stopped and the
-follower polls its way back before listening again. Tracking makes every hand-over safe.
+from the ledger's notification log and projects them in batches. A large backlog on
+PostgreSQL (a first build, a rebuild, a long outage) is first projected by several processes,
+one per partition of the workspaces (projections/partitions.py).
 """
 
 from __future__ import annotations
@@ -27,13 +23,15 @@ from sqlalchemy.engine import Engine
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.subscription import workspace_uuid
-from projections import registry
+from projections import partitions, registry
 from projections.audit_trail import AuditTrail
-from projections.decoding import Decoder, select_rows
+from projections.decoding import Decoder, select_partition, select_rows
 from projections.entitlements import Entitlements
 from projections.invoices import Invoices
 from projections.journal import Journal
 from projections.notices import Notices
+from projections.partition_keys import Partition, PartitionsPending
+from projections.partition_keys import position as tracked_position
 from projections.plan_state import PlanState
 from projections.readmodel import Fold, ReadModel, project_together
 from projections.store import ReadModelView, sqlalchemy_url, view_env
@@ -49,9 +47,17 @@ class Projections:
     project (and whose repository the fold reads); one is made from `env` if not given."""
 
     def __init__(self, env: Mapping[str, str], source: Ledger | None = None,
-                 models: Iterable[type[ReadModel]] = ALL, batch: int = 500, *, force: bool = False) -> None:
-        """`force`: rebuild (when a read model's version moved) even from a broken event chain."""
+                 models: Iterable[type[ReadModel]] = ALL, batch: int = 500, *, force: bool = False,
+                 workers: int | None = None) -> None:
+        """`force`: rebuild (when a read model's version moved) even from a broken event chain.
+        `workers`: processes for a large catch-up or rebuild on PostgreSQL (projections/partitions.py;
+        default $SUBLEDGER_PROJECTION_WORKERS, else the machine's cores; 1: a single run)."""
         self.env = dict(env)
+        self.workers = partitions.default_workers(self.env) if workers is None else max(1, workers)
+        self.min_backlog = partitions.MIN_BACKLOG
+        """Events behind from which catch-up and rebuild run partitioned."""
+        self.partition_worker: partitions.Worker | None = None
+        """What each partition's process runs (partitions.work; tests replace it)."""
         self.engine: Engine = create_engine(sqlalchemy_url(self.env))
         self._owns_source = source is None
         self.source = source if source is not None else Ledger(self.env)
@@ -76,16 +82,7 @@ class Projections:
     # ------------------------------------------------------------ lifecycle
 
     def _attach(self, model: type[ReadModel], tag: str, create: bool = False) -> ReadModel:
-        """The model's projection on its `tag` tables; `create` makes them (a first build or a
-        rebuild) even where the environment says CREATE_TABLE=n (tables set up once, elsewhere)."""
-        projection, view_class = model.bound(tag, self.source)
-        env = Environment(projection.name, view_env(self.env, projection.name))
-        if create:
-            env[env.create_keys("CREATE_TABLE")[0]] = "y"
-        view = InfrastructureFactory[ReadModelView].construct(env).tracking_recorder(view_class)
-        attached = projection(view)
-        attached.fold = self.fold
-        return attached
+        return attach(self.env, self.source, model, tag, self.fold, create=create)
 
     def close(self) -> None:
         for projection in self.running.values():
@@ -109,14 +106,23 @@ class Projections:
     def position(self, family: str) -> int:
         return self.running[family].view.max_tracking_id(APP) or 0
 
-    def catch_up(self, families: Iterable[str] | None = None) -> dict[str, int]:
-        """Project everything recorded so far; returns how many events each read model took."""
+    def catch_up(self, families: Iterable[str] | None = None, *, workers: int | None = None) -> dict[str, int]:
+        """Project everything recorded so far; returns how many events each read model took.
+        A large backlog on PostgreSQL is projected by `workers` processes first (partitions.run)."""
         chosen = [self.running[f] for f in (families or self.running)]
-        return catch_up(self.source, chosen, self.batch, fold=self.fold)
+        taken = self._partitioned(chosen, workers)
+        for family, count in catch_up(self.source, chosen, self.batch, fold=self.fold).items():
+            taken[family] += count
+        return taken
+
+    def _partitioned(self, chosen: list[ReadModel], workers: int | None,
+                     progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        return partitions.run(self, chosen, self.workers if workers is None else workers,
+                              min_backlog=self.min_backlog, progress=progress, worker=self.partition_worker)
 
     # ------------------------------------------------------------ rebuild
 
-    def rebuild(self, families: Iterable[str] | None = None, *, force: bool = False,
+    def rebuild(self, families: Iterable[str] | None = None, *, force: bool = False, workers: int | None = None,
                 progress: Callable[[str, int], None] | None = None,
                 before_swap: Callable[[str, ReadModel, ReadModel | None], None] | None = None) -> dict[str, str]:
         """Replay every event into fresh tables of each read model's current version, then
@@ -126,7 +132,9 @@ class Projections:
         PostgreSQL the chain is checked while the replay runs; a broken one stops it before any
         swap and its fresh tables are dropped, as if it had been refused before it began.)
         `progress(family, position)` follows the replay; `before_swap(family, fresh, live)` sees
-        both table sets while the live one is still live (replay/rebuild.py compares them)."""
+        both table sets while the live one is still live (replay/rebuild.py compares them).
+        A large log on PostgreSQL is replayed by `workers` processes (partitions.run), then the
+        rest as one stream; the chain check and the swap happen once, after both."""
         checking = None
         if not force:
             if self.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
@@ -149,6 +157,7 @@ class Projections:
                     current = registry.active(conn).get(family)
                 # an interrupted rebuild's tables resume where they stopped
                 fresh[family] = self._attach(model, registry.next_tag(model, current), create=True)
+            self._partitioned(list(fresh.values()), workers, progress=step)
             catch_up(self.source, list(fresh.values()), self.batch, fold=self.fold, progress=step)
             if checking is not None:
                 checking.result()
@@ -231,6 +240,20 @@ class Projections:
         return runners
 
 
+def attach(env: Mapping[str, str], source: Ledger, model: type[ReadModel], tag: str, fold: Fold, *,
+           create: bool = False) -> ReadModel:
+    """The model's projection on its `tag` tables, folding with `fold`; `create` makes them (a first
+    build or a rebuild) even where the environment says CREATE_TABLE=n (tables set up once, elsewhere)."""
+    projection, view_class = model.bound(tag, source)
+    view_environment = Environment(projection.name, view_env(env, projection.name))
+    if create:
+        view_environment[view_environment.create_keys("CREATE_TABLE")[0]] = "y"
+    view = InfrastructureFactory[ReadModelView].construct(view_environment).tracking_recorder(view_class)
+    attached = projection(view)
+    attached.fold = fold
+    return attached
+
+
 class Background:
     """`check()` run in a thread (on PostgreSQL a rebuild checks the event chain while it replays:
     the check is mostly the server reading the log, the replay mostly this process projecting)."""
@@ -268,90 +291,56 @@ MAX_BATCH = 5000
 
 def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
              progress: Callable[[int], None] | None = None, stop: int | None = None,
-             fold: Fold | None = None) -> dict[str, int]:
+             fold: Fold | None = None, partition: Partition | None = None) -> dict[str, int]:
     """Pull notifications after the projections' positions (up to `stop`, if given), decode each
     batch once (projections/decoding.py), fold each event once, and give every projection the part it has not seen, all in
     one transaction recording each projection's position (projections/readmodel.py
-    `project_together`). `progress` is told the position reached after each batch."""
+    `project_together`). `progress` is told the position reached after each batch.
+    `partition`: only that partition's streams, up to `stop` (projections/partitions.py). A single
+    run that finds a partitioned one unfinished finishes it first, here, one partition after another."""
     taken = {p.family: 0 for p in projections}
     if not projections:
         return taken
     fold = fold or Fold(source)
+    while True:
+        try:
+            _catch_up(source, projections, batch, taken, progress, stop, fold, partition)
+            return taken
+        except PartitionsPending as unfinished:
+            if partition is not None:
+                raise
+            for family, count in partitions.finish(source, projections, batch, unfinished.n, fold).items():
+                taken[family] += count
+
+
+def _catch_up(source: Ledger, projections: list[ReadModel], batch: int, taken: dict[str, int],
+              progress: Callable[[int], None] | None, stop: int | None, fold: Fold,
+              partition: Partition | None) -> None:
     decoder = Decoder(source.mapper)
-    positions = {p.family: p.view.max_tracking_id(APP) or 0 for p in projections}
+    positions = {p.family: tracked_position(p.view.positions(), APP, partition) or 0 for p in projections}
     size = batch
     while True:
         started = time.perf_counter()
         start = min(positions.values())
-        rows = select_rows(source.recorder, start + 1, size, stop)
-        if not rows:
-            return taken
+        through = None
+        if partition is None:
+            rows = select_rows(source.recorder, start + 1, size, stop)
+            if not rows:
+                return
+        else:
+            assert stop is not None, "a partition runs up to a fixed head"
+            if start >= stop:
+                return
+            rows, through = select_partition(source.recorder, start + 1, size, stop, partition)
         items = [(event, Tracking(APP, row[0])) for event, row in zip(decoder.decode_all(rows), rows)]
-        for family, n in project_together(projections, fold, items).items():
+        for family, n in project_together(projections, fold, items, partition=partition, through=through).items():
             taken[family] += n
+        reached = rows[-1][0] if through is None else through
         for family in positions:
-            positions[family] = max(positions[family], rows[-1][0])
+            positions[family] = max(positions[family], reached)
         if progress is not None:
-            progress(rows[-1][0])
+            progress(reached)
         if len(rows) < size:
-            return taken
+            return
         elapsed = time.perf_counter() - started
         size = max(batch, min(MAX_BATCH, int(size * min(2.0, BATCH_SECONDS / max(elapsed, 1e-3)))))
-
-
-def stop_runners(runners: list[ProjectionRunner[Any, Any]]) -> list[BaseException]:
-    errors = []
-    for runner in runners:
-        try:
-            runner.__exit__(None, None, None)
-        except BaseException as e:  # noqa: BLE001 (a dead listener's error is why we stop)
-            errors.append(e)
-    return errors
-
-
-def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, stall: float = 5.0,  # ok-float: seconds
-           batch: int = 500, log: Callable[[str], None] = print) -> None:
-    """Keep every read model current until `stop` is set: poll to catch up, listen, and
-    fall back to polling whenever listening fails or stalls (eventsourcing #305)."""
-    listen = env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres"
-    with Projections(env, batch=batch) as projections:
-        while not stop.is_set():
-            try:
-                taken = projections.catch_up()
-            except Exception as e:  # noqa: BLE001 (database away: wait and retry)
-                log(f"catch-up failed, retrying: {e!r}")
-                stop.wait(poll)
-                continue
-            if any(taken.values()):
-                log(f"caught up by polling: {taken}")
-            if not listen:
-                stop.wait(poll)
-                continue
-            runners = projections.start_runners()
-            log("listening")
-            reason = watch(projections, runners, stop, poll, stall)
-            errors = stop_runners(runners)
-            if reason:
-                log(f"falling back to polling: {reason}" + (f" ({errors[0]!r})" if errors else ""))
-
-
-def watch(projections: Projections, runners: list[ProjectionRunner[Any, Any]], stop: threading.Event,
-          poll: float, stall: float) -> str | None:  # ok-float: seconds
-    """Block while the runners keep up; return why they should be replaced, or None on stop."""
-    moved: dict[str, tuple[int, float]] = {}
-    while not stop.wait(poll):
-        if any(r.is_interrupted.is_set() for r in runners):
-            return "a runner stopped (listening connection lost?)"
-        try:
-            head = projections.head()
-            now = time.monotonic()
-            for family in projections.running:
-                position = projections.position(family)
-                last = moved.get(family)
-                if last is None or position != last[0] or position >= head:
-                    moved[family] = (position, now)
-                elif now - last[1] > stall:
-                    return f"{family} stalled at {position} of {head}"
-        except Exception as e:  # noqa: BLE001
-            return f"status check failed: {e!r}"
-    return None

@@ -20,7 +20,8 @@ from urllib.parse import quote
 import orjson
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, insert, select, text, update
+from sqlalchemy import (Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, delete, insert, select, text,
+                        update)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -270,6 +271,40 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
         elif dialect == "sqlite":
             session.execute(update(table).where(where).values(notification_id=table.c.notification_id))
         return session.execute(select(table.c.notification_id).where(where)).scalar_one_or_none()
+
+    def lock_positions(self, session: Session, partition: str | None = None) -> dict[str, int]:
+        """Every tracking row (the read model's own and any partition's: projections/partition_keys.py),
+        read under the write lock: exclusive for a single run (`partition` None); for a partition,
+        the read model's lock shared (partitions run side by side; a single run waits for all of
+        them) and the partition's own lock exclusive (two runs of one partition take turns)."""
+        table = self.tracking_table
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            key = "hashtextextended(current_schema() || '.' || :name, 0)"
+            if partition is None:
+                session.execute(text(f"SELECT pg_advisory_xact_lock({key})"), {"name": table.name})
+            else:
+                session.execute(text(f"SELECT pg_advisory_xact_lock_shared({key}), pg_advisory_xact_lock("
+                                     f"{key.replace(':name', ':part')})"),
+                                {"name": table.name, "part": f"{table.name}#{partition}"})
+        elif dialect == "sqlite":
+            session.execute(update(table).values(notification_id=table.c.notification_id))
+        rows = session.execute(select(table.c.application_name, table.c.notification_id)).all()
+        return {name: position for name, position in rows}
+
+    def positions(self) -> dict[str, int]:
+        """Every tracking row, as committed (no lock)."""
+        table = self.tracking_table
+        with self.transaction(commit=False) as session:
+            rows = session.execute(select(table.c.application_name, table.c.notification_id)).all()
+        return {name: position for name, position in rows}
+
+    def forget_positions(self, session: Session, names: list[str], through: int) -> None:
+        """Delete the tracking rows `names` at or below `through` (partition rows folded into the own row)."""
+        table = self.tracking_table
+        if names:
+            session.execute(delete(table).where(table.c.application_name.in_(names),
+                                                table.c.notification_id <= through))
 
     def record_position(self, session: Session, tracking: Any) -> None:
         """Record `tracking` as the position, in the batch's transaction, under the lock

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from adapters.settings import eventsourcing_env
-from projections.runner import ALL, Projections, follow
+from projections.follower import follow
+from projections.runner import ALL, Projections
 from tests.conftest import PG, Book
 from tests.readmodels import check_against_ledger, event_counts, snapshot
 
