@@ -317,6 +317,8 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
     def _catch_up(self, sub: Subscription) -> list[Subscription.Event]:
         """Settle pending charges and record what fell due, in turns, until neither moves; each
         step is saved as it goes. Raises IntegrityError when another writer got there first."""
+        if not sub.pending_charges and not self._is_due(sub):
+            return []
         recorded: list[Subscription.Event] = []
         for _ in range(MAX_DUE_ROUNDS):
             recorded += self._settle(sub, blocking_due=True)
@@ -327,6 +329,11 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             self._save(sub, events)
             recorded += events
         raise LedgerError("concurrency_conflict", "too many rounds of due items and payments: is the clock sane?")
+
+    def _is_due(self, sub: Subscription) -> bool:
+        """Whether an item fell due: most commands find none, and skip making a context for it."""
+        due = sub.next_due_at()
+        return due is not None and due <= self.clock.now()
 
     # --------------------------------------------------------------- helpers
 
