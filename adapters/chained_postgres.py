@@ -75,6 +75,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         """One prepared statement on an autocommit connection, its parameters sent binary (psycopg
         dumps the composite array in a third of the time it takes as text). A version conflict
         raises the library's IntegrityError (get_connection translates psycopg's): nothing is saved."""
+        assert kwargs.get("tracking") is None, "the ledger's recorder records no tracking"
         if not stored_events:
             return None
         firsts = _firsts(stored_events)

@@ -209,6 +209,8 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
                         continue
                     return Result(workspace_id, e, [], due, sub)
                 if seen is not None:
+                    if not checked:  # replayed with the workspace as the store holds it
+                        continue
                     events = self._recorded(workspace_id, seen["command_id"], seen["first"], seen["last"])
                     return Result(workspace_id, recorded_outcome(events), events, due, sub, replayed=True,
                                   command_id=seen["command_id"])
@@ -227,7 +229,9 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             try:
                 self._save(sub, events)
             except IntegrityError:
-                continue
+                if not self.command_events(workspace_id, command_id, after=first - 1):
+                    continue
+                sub = self.get(workspace_id) or sub  # it committed, though the database's answer was lost
             break
         else:
             return Result(workspace_id, LedgerError("concurrency_conflict", "the workspace kept changing: try again"))

@@ -64,16 +64,16 @@ class Loading:
         check_workspace_id(workspace_id)
         oid = workspace_uuid(workspace_id)
         sub = self._cached(oid)
-        if sub is not None:
-            newer = list(self.events.get(oid, gt=sub.version))
-            if newer:
-                sub = project(sub, newer)
-                self.remember(sub)
-        else:
+        if sub is None:
             try:
                 sub = self.repository.get(oid, projector_func=project)
             except AggregateNotFoundError:
                 return None
+        if self.repository.cache is not None:  # even after a miss: another thread may have cached an older copy
+            newer = list(self.events.get(oid, gt=sub.version))
+            if newer:
+                sub = project(sub, newer)
+                self.remember(sub)
         if at is None or sub.modified_on <= at:
             return sub
         version = max((e.originator_version for e in self.workspace_events(workspace_id) if e.timestamp <= at), default=0)

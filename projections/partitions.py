@@ -247,7 +247,7 @@ def settle(chosen: Sequence[ReadModel]) -> None:
             if n is not None:
                 parts = {parse(name, app): position for name, position in rows.items() if parse(name, app)}
                 at = [parts.get(Partition(k, n)) for k in range(n)]
-                if all(a is not None for a in at):
-                    own = max(own, min(a for a in at if a is not None))
+                if all(a is not None for a in at) and min(a for a in at if a is not None) > own:
+                    own = min(a for a in at if a is not None)
                     p.view.record_position(session, Tracking(app, own))
             p.view.forget_positions(session, names, own)

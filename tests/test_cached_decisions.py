@@ -5,11 +5,14 @@ and reads see; a stale copy never refuses, never double-records and never hides 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 
 from domain.subscription import workspace_uuid
 from tests.conftest import Book
+from tests.payment_checks import money_problems
 
 VISA = "pm_card_visa"
 
@@ -83,3 +86,51 @@ def test_writers_taking_turns_on_stale_copies_keep_one_unbroken_chain(pair: tupl
     recorder = a.ledger.recorder
     assert recorder.verify_chain(workspace_uuid("ws")).ok
     assert len(a.ledger.workspace_events("ws")) == len(b.ledger.workspace_events("ws"))
+
+
+def test_a_save_that_committed_but_lost_its_answer_is_not_recorded_or_charged_twice(pair: tuple[Book, Book]) -> None:
+    """The database committed, then the connection failed before saying so: the retry meets the
+    command's own events (IntegrityError) and must take them as done, not decide it again."""
+    a, _ = pair
+    record, lost = a.ledger._record, [True]
+
+    def committed_then_lost(processing_event: Any) -> Any:
+        recordings = record(processing_event)
+        if lost[0] and any(type(e).__name__ == "ChargeRequested" for e in processing_event.events):
+            lost[0] = False
+            raise IntegrityError("the connection dropped after the commit")
+        return recordings
+
+    a.ledger._record = committed_then_lost  # type: ignore[method-assign]
+    result = a.do("ws", "buy-ai-credits", pack="ai-1000")
+    assert result.ok, result.error
+    assert not lost[0]
+    requested = [e for e in a.ledger.workspace_events("ws") if type(e).__name__ == "ChargeRequested"]
+    assert [e.command_id for e in requested].count(result.command_id) == 1
+    assert len(a.payments.charges("ws")) == 2  # the subscription's first invoice, the credits
+    assert money_problems(a.ledger, a.payments.charges()) == []
+
+
+def test_a_replay_found_on_a_stale_copy_answers_the_workspace_as_the_store_holds_it(pair: tuple[Book, Book]) -> None:
+    a, b = pair
+    assert a.do("ws", "set-members", members=1).ok
+    assert b.do("ws", "set-members", key="k-2", members=2).ok
+    assert b.do("ws", "set-seats", seats=4).ok
+    again = a.do("ws", "set-members", key="k-2", members=2)
+    assert again.replayed and again.subscription.seats == 4
+
+
+def test_a_fresh_load_after_a_cache_miss_still_reads_what_was_written_since(pair: tuple[Book, Book]) -> None:
+    """Another thread may put an older copy in the cache between a miss and the library's load."""
+    a, b = pair
+    old = a.ledger.get("ws")
+    assert b.do("ws", "set-members", members=3).ok
+    a.ledger.forget(old)
+    get = a.ledger.repository.get
+
+    def older_copy_cached_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        a.ledger.remember(old)
+        return get(*args, **kwargs)
+
+    a.ledger.repository.get = older_copy_cached_meanwhile  # type: ignore[method-assign]
+    assert a.ledger.get("ws").members == 3

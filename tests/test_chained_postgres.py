@@ -168,5 +168,6 @@ def test_a_database_set_up_by_the_previous_version_gets_the_save_function(pg_url
         b.close()
     assert rows(pg_url, "SELECT value FROM subledger_meta WHERE key = 'event_store'") == [
         (schema.versions()["event_store"],)]
-    assert rows(pg_url, "SELECT count(*) FROM pg_proc WHERE proname = %s", fn) == [(1,)]
+    assert rows(pg_url, "SELECT count(*) FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
+                fn) == [(1,)]
 

@@ -100,14 +100,18 @@ def test_partitioned_catch_up_and_rebuild_write_the_rows_of_a_single_process(url
         assert head > 1500
         catch_up(p.source, list(p.running.values()), p.batch, fold=p.fold, stop=head // 3)  # part way, one process
         assert {p.position(f) for f in p.running} == {head // 3}
+        partitions.reports.clear()
         taken = p.catch_up()
+        assert len(partitions.reports) == 2  # two processes did it, not a single run
         assert caught_up(p) and set(taken.values()) == {head - head // 3}
         assert partition_rows(p) == {f: {} for f in p.running}  # folded into each read model's own position
         partitioned = dump(p)
         assert all(partitioned.values()) and sum(map(len, partitioned.values())) > 4000  # every table has rows
         p.rebuild(workers=1)
         assert dump(p) == partitioned
+        partitions.reports.clear()
         p.rebuild(workers=2)
+        assert len(partitions.reports) == 2
         assert caught_up(p) and partition_rows(p) == {f: {} for f in p.running}
         assert dump(p) == partitioned
     verified = CliRunner().invoke(project_cli, ["audit", "verify", "--db", url])
