@@ -19,6 +19,8 @@ from eventsourcing.projection import ProjectionRunner
 
 from projections.runner import Projections
 
+MAX_BACKOFF = 30.0  # ok-float: seconds between catch-up attempts while they keep failing
+
 
 def stop_runners(runners: list[ProjectionRunner[Any, Any]]) -> list[BaseException]:
     errors = []
@@ -36,14 +38,18 @@ def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, 
     fall back to polling whenever listening fails or stalls (eventsourcing #305). A large
     backlog is caught up by `workers` processes (projections/partitions.py); listening is one."""
     listen = env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres"
+    failures = 0
     with Projections(env, batch=batch, workers=workers) as projections:
         while not stop.is_set():
             try:
                 taken = projections.catch_up()
             except Exception as e:  # noqa: BLE001 (database away: wait and retry)
-                log(f"catch-up failed, retrying: {e!r}")
-                stop.wait(poll)
+                failures += 1
+                wait = min(MAX_BACKOFF, poll * 2 ** min(failures - 1, 16))
+                log(f"catch-up failed, retrying in {wait:g}s: {e!r}")
+                stop.wait(wait)  # a failure that repeats must not restart the partitions' processes every poll
                 continue
+            failures = 0
             if any(taken.values()):
                 log(f"caught up by polling: {taken}")
             if not listen:

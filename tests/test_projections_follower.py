@@ -140,3 +140,22 @@ def test_follower_falls_back_to_polling_when_listening_dies(pg_url: str) -> None
         thread.join(20)
         b.close()
     assert not thread.is_alive()
+
+
+def test_a_catch_up_that_keeps_failing_is_retried_less_and_less_often(pg_url: str, monkeypatch: Any) -> None:
+    """A failure that repeats (a partition that always fails) must not restart processes every poll."""
+    Book(pg_url, "workspace", "2026-04-01T00:00:00").close()
+    lines: list[str] = []
+    stop = threading.Event()
+
+    def failing(self: Projections, *args: Any, **kwargs: Any) -> dict[str, int]:
+        raise RuntimeError("partition 1 of 2 failed")
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 4:
+            stop.set()
+
+    monkeypatch.setattr(Projections, "catch_up", failing)
+    follow(eventsourcing_env(pg_url), stop, poll=0.01, log=log)
+    assert [line.split(" retrying in ")[1].split("s:")[0] for line in lines] == ["0.01", "0.02", "0.04", "0.08"]
