@@ -56,16 +56,16 @@ def test_concurrent_write_is_retried_with_the_rules_checked_again(book, monkeypa
     """Optimistic concurrency: a conflicting save is retried on the reloaded aggregate."""
     b = book("forms")
     b.do("ws", "add-payment-method", payment_method="pm_card_visa")
-    real_save = Ledger.save
+    real_record = Ledger._record
     conflicts = []
 
-    def save_conflicting_once(self, *objs, **kwargs):
+    def record_conflicting_once(self, processing_event):
         if not conflicts:
             conflicts.append(1)
             raise IntegrityError("simulated concurrent writer")
-        return real_save(self, *objs, **kwargs)
+        return real_record(self, processing_event)
 
-    monkeypatch.setattr(Ledger, "save", save_conflicting_once)
+    monkeypatch.setattr(Ledger, "_record", record_conflicting_once)
     result = b.do("ws", "subscribe", plan="pro", interval="month")
     assert result.ok and conflicts == [1]
     assert [type(e).__name__ for e in b.ledger.workspace_events("ws")].count("Subscribed") == 1
