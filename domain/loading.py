@@ -29,10 +29,9 @@ from domain.subscription import Subscription, workspace_uuid
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-    from eventsourcing.application import ProcessingEvent, Repository
     from uuid import UUID
 
+    from eventsourcing.application import ProcessingEvent, Repository
     from eventsourcing.persistence import EventStore
 
 
@@ -45,7 +44,8 @@ def project(aggregate: Any, events: Iterable[Any]) -> Any:
 
 
 class Loading:
-    """`get` (fresh), `load_for_decision` (the cached copy), `remember` and `forget`."""
+    """`get` (fresh), `load_for_decision` (the cached copy), `remember` and `forget`; and
+    snapshots taken from the aggregate in hand."""
 
     if TYPE_CHECKING:
         repository: Repository[Any]
