@@ -72,24 +72,23 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        """One prepared statement on an autocommit connection, its parameters sent binary (psycopg
-        dumps the composite array in a third of the time it takes as text). A version conflict
-        raises the library's IntegrityError (get_connection translates psycopg's): nothing is saved."""
+        """One prepared statement on an autocommit connection, its one parameter a JSON document
+        (adapters/chained_postgres_sql.py). A version conflict raises the library's IntegrityError
+        (get_connection translates psycopg's): nothing is saved."""
         assert kwargs.get("tracking") is None, "the ledger's recorder records no tracking"
         if not stored_events:
             return None
         firsts = _firsts(stored_events)
         known = self._known_prev(firsts)
-        events, digests, prevs = [], [], []
+        events = []
         for s in stored_events:
-            events.append(self.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state))
-            digests.append(digest(s.topic, s.state))
             oid = _uuid(s.originator_id)
-            prevs.append(known.get(oid) if firsts[oid] == s.originator_version else None)
+            events.append([oid, s.originator_version, s.topic, chained_postgres_sql.state_text(s.state),
+                           digest(s.topic, s.state), known.get(oid) if firsts[oid] == s.originator_version else None])
         due = kwargs.get("due")
-        due_columns = due_index.columns(due) if due else [None, None, None, None]
+        document = chained_postgres_sql.payload(events, due_index.rows(due) if due else [])
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self.save_statement, (events, digests, prevs, *due_columns), prepare=True)
+            curs.execute(self.save_statement, (document,), prepare=True)
             rows = curs.fetchall()
         if len(rows) != len(stored_events):
             raise AssertionError(f"saved {len(rows)} events of {len(stored_events)}")

@@ -33,7 +33,7 @@ from projections.families import VERSIONS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump when the event store's own tables or functions change (3: the save function,
 adapters/chained_postgres_sql.py); read-model versions are part of `version()`."""
 META = "subledger_meta"
