@@ -11,6 +11,7 @@ The decisions themselves live by rule family in the sibling modules, mapped in H
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -38,7 +39,9 @@ from domain.subscription.context import ChargeDue, Context, Decision
 NAMESPACE = uuid.UUID("6d1b3c52-64f5-4c4e-9f0e-5b1a2f0c9e10")
 
 
+@functools.lru_cache(maxsize=10_000)
 def workspace_uuid(workspace_id: str) -> uuid.UUID:
+    """The workspace's stream id; remembered, as a command asks for it several times."""
     return uuid.uuid5(NAMESPACE, workspace_id)
 
 
@@ -112,6 +115,7 @@ def copied(value: Any) -> Any:
     if kind in IMMUTABLE or isinstance(value, IMMUTABLE):
         return value
     return copy.deepcopy(value)
+
 
 HANDLERS: dict[type[Command], Handler] = {
     Subscribe: plan_changes.subscribe,
