@@ -27,11 +27,9 @@ MAX_BATCH = 64
 
 @dataclass(eq=False)
 class _Pending:
-    objs: tuple[Any, ...]
-    kwargs: dict[str, Any]
     ids: frozenset[Any]
-    collected: ProcessingEvent[Any] | None = None
-    """Its events, once taken from the aggregates for a shared transaction."""
+    collected: ProcessingEvent[Any]
+    """Its events, taken from the aggregates by the caller's thread as it queues."""
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     done: bool = False
@@ -71,7 +69,7 @@ class GroupCommit:
         """Transactions committed with more than one save in them (for tests and benchmarks)."""
 
     def save(self, *objs: Any, **kwargs: dict[Any, Any]) -> list[Any]:
-        me = _Pending(objs, kwargs, _ids(objs))
+        me = _Pending(_ids(objs), collect(objs, kwargs))
         with self._lock:
             self._queue.append(me)
             me.lead = not self._leading
@@ -84,9 +82,8 @@ class GroupCommit:
                 self._lead()
         if me.error is not None:
             raise me.error
-        if me.collected is not None:  # finish as Application.save does
-            self.app._take_snapshots(me.collected)  # noqa: SLF001
-            self.app._notify(me.recordings)  # noqa: SLF001
+        self.app._take_snapshots(me.collected)  # noqa: SLF001 (finish as Application.save does)
+        self.app._notify(me.recordings)  # noqa: SLF001
         return me.recordings
 
     def _lead(self) -> None:
@@ -123,27 +120,21 @@ class GroupCommit:
             return batch
 
     def _commit(self, batch: list[_Pending]) -> None:
-        for p in batch:
-            p.collected = collect(p.objs, p.kwargs)
-        if len(batch) == 1:  # alone: as Application.save
-            p = batch[0]
+        if len(batch) > 1:
             try:
-                p.recordings = self._record([p.collected]) if p.collected is not None else []
+                recordings = self._record([p.collected for p in batch])
+            except Exception:  # noqa: BLE001,S110 (each save is tried again alone below, and sees its own error)
+                pass
+            else:
+                self.transactions += 1
+                for p in batch:
+                    p.recordings = [r for r in recordings if r.domain_event.originator_id in p.ids]
+                return
+        for p in batch:  # alone, as Application.save
+            try:
+                p.recordings = self._record([p.collected])
             except BaseException as e:  # noqa: BLE001 (handed to its caller)
                 p.error = e
-            return
-        try:
-            recordings = self._record([p.collected for p in batch if p.collected is not None])
-        except Exception:  # noqa: BLE001 (each save is tried again alone, and sees its own error)
-            for p in batch:
-                try:
-                    p.recordings = self._record([p.collected]) if p.collected is not None else []
-                except BaseException as e:  # noqa: BLE001 (handed to its caller)
-                    p.error = e
-        else:
-            self.transactions += 1
-            for p in batch:
-                p.recordings = [r for r in recordings if r.domain_event.originator_id in p.ids]
 
     def _finish(self, batch: list[_Pending]) -> None:
         for p in batch:
