@@ -58,7 +58,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)").format(self.meta_ident),
             chained_postgres_sql.create_function(
                 schema=datastore.schema, events_table=events_table_name, chain_table=self.chain_table,
-                due_table=f"{events_table_name}_due", event_type=self.stored_event_type_name,
+                due_table=f"{events_table_name}_due",
                 id_type=datastore.originator_id_type, channel=self.channel_name, lock_timeout=datastore.lock_timeout),
         ]
         self.insert_links = SQL(

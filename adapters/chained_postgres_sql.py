@@ -37,7 +37,7 @@ def function_name(events_table: str) -> str:
     return f"{events_table}_save_v{FUNCTION_VERSION}"
 
 
-def create_function(*, schema: str, events_table: str, chain_table: str, due_table: str, event_type: str,
+def create_function(*, schema: str, events_table: str, chain_table: str, due_table: str,
                     id_type: str, channel: str, lock_timeout: int) -> Composed:
     """`CREATE OR REPLACE FUNCTION` of one JSON document (`payload`): `events`, each
     [originator_id, version, topic, state in base64, digest, the hash of the link before it when
@@ -103,7 +103,6 @@ BEGIN
 END;
 $BODY$""").format(
         fn=Identifier(schema, function_name(events_table)),
-        event_type=Identifier(schema, event_type),
         id_type=Identifier(id_type),
         lock_timeout=Literal(f"{lock_timeout}s"),
         events=Identifier(schema, events_table),
