@@ -340,7 +340,8 @@ def _catch_up(source: Ledger, projections: list[ReadModel], batch: int, taken: d
             positions[family] = max(positions[family], reached)
         if progress is not None:
             progress(reached)
-        if len(rows) < size:
+        finished = reached >= stop if partition is not None else len(rows) < size
+        if finished:  # a partition's rows are filtered: fewer than asked is not the end of its stretch
             return
         elapsed = time.perf_counter() - started
         size = max(batch, min(MAX_BATCH, int(size * min(2.0, BATCH_SECONDS / max(elapsed, 1e-3)))))

@@ -254,3 +254,18 @@ def test_sqlite_read_models_are_caught_up_by_one_process_whatever_the_workers(tm
         assert partitions.reports == []  # no process was started
     finally:
         b.close()
+
+
+def test_a_partition_whose_rows_are_filtered_by_the_client_reaches_the_head_it_was_given(tmp_path: Any) -> None:
+    """Where the client filters (SQLite), a batch can hold fewer rows than asked long before the
+    head: the partition goes on to the head, as the server-filtered one does."""
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    b = Book(db, "forms", "2026-01-01T00:00:00")
+    try:
+        record_history(b, workspaces=3)
+        with Projections(eventsourcing_env(db), source=b.ledger, workers=1) as p:
+            head = p.head()
+            catch_up(p.source, list(p.running.values()), 5, stop=head, fold=p.fold, partition=Partition(0, 2))
+            assert partition_rows(p) == {f: {"subledger#0/2": head} for f in p.running}
+    finally:
+        b.close()
