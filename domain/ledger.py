@@ -75,7 +75,8 @@ class CatalogPublished(DomainEvent):
 @dataclass
 class Result:
     """What a command did: the error (if refused or its payment failed), the events it recorded
-    (a charge's outcome included), what fell due before it, and the aggregate after."""
+    (a charge's outcome included), what fell due before it, and the aggregate after (to be read
+    only: it may be the process's cached workspace, domain/loading.py)."""
 
     workspace_id: str
     error: LedgerError | None = None
@@ -203,7 +204,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             sub = loaded or self._new(workspace_id, actor, channel)
             if idempotency_key:
                 try:
-                    seen = sub.idempotent_entry(idempotency_key, args_hash)
+                    seen = sub.idempotent_entry(idempotency_key, args_hash, self.clock.now())
                 except LedgerError as e:
                     if not checked:
                         continue
@@ -224,10 +225,10 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
                     continue
                 return Result(workspace_id, e, [], due, sub)
             first = sub.version + 1
-            sub.record(decision, ctx)
+            sub = sub.kept(decision, ctx)
             events = list(sub.pending_events)
             try:
-                self._save(sub, events)
+                self._save(sub, events, done=decision.charge is None)
             except IntegrityError:
                 if not self.command_events(workspace_id, command_id, after=first - 1):
                     continue
@@ -372,9 +373,10 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
                               "into it; use another database")
         self._clock_recorded = True
 
-    def _save(self, sub: Subscription, events: list[Any]) -> None:
+    def _save(self, sub: Subscription, events: list[Any], *, done: bool = False) -> None:
         """Save the aggregate with, atomically, its index entry, any catalog version first used,
-        and for a new ledger the kind of clock that writes it."""
+        and for a new ledger the kind of clock that writes it. `done`: the command changes `sub`
+        no more, so the cache may keep it itself (Loading.remember)."""
         logged: list[Any] = self._unpublished(self.catalog_for(sub))
         if not self._clock_recorded:
             self.check_clock()
@@ -392,7 +394,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             self._published = None
             self.forget(sub)
             raise
-        self.remember(sub)
+        self.remember(sub, done=done)
         self._clock_recorded = True
         for e in logged:
             if isinstance(e, CatalogPublished):

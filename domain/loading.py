@@ -10,8 +10,10 @@ refusal decided on a cached copy is decided again on a fresh one before it is an
 workspace with a charge in flight is always loaded fresh, so money is only ever asked for from
 the workspace as the store holds it.
 
-The cache holds copies, never an object a command goes on changing: the library puts the saved
-aggregate itself, which `remember` replaces with a copy before the command touches it again.
+The cache never holds an object a command goes on changing: the library puts the saved
+aggregate itself, which `remember` replaces with a copy before the command touches it again,
+or keeps when the command is done with it. A decision reads the cached object itself and
+changes only copies of it; a command's Result hands it out to be read.
 
 A mixin of the Ledger application; it relies on the Ledger's `repository` and `events`.
 """
@@ -58,6 +60,8 @@ class Loading:
         def workspace_events(self, workspace_id: str, gt: int | None = None,
                              lte: int | None = None) -> list[Any]: ...
 
+        def _is_due(self, sub: Subscription) -> bool: ...
+
     def get(self, workspace_id: str, at: datetime | None = None) -> Subscription | None:
         """The workspace now, as the store holds it, or as it was at `at` (replaying its events
         up to that instant)."""
@@ -81,27 +85,31 @@ class Loading:
 
     def load_for_decision(self, workspace_id: str, *, fresh: bool = False) -> tuple[Subscription | None, bool]:
         """The workspace to decide a command on, and whether it is as the store holds it: unless
-        `fresh`, this process's cached copy, which another process may have moved past."""
+        `fresh`, this process's cached workspace, which another process may have moved past.
+        That is the cached object itself, to be read only: deciding and recording work on copies
+        (Subscription.decide, kept); one with something due is copied, as catching up changes it."""
         if not fresh:
-            sub = self._cached(workspace_uuid(workspace_id))
+            sub = self._cached(workspace_uuid(workspace_id), copied=False)
             if sub is not None and not sub.pending_charges:
-                return sub, False
+                return (copy.deepcopy(sub) if self._is_due(sub) else sub), False
         return self.get(workspace_id), True
 
-    def _cached(self, oid: UUID) -> Subscription | None:
-        """A copy of the cached workspace, if this process has it."""
+    def _cached(self, oid: UUID, *, copied: bool = True) -> Subscription | None:
+        """The cached workspace, if this process has it: a copy unless not `copied`."""
         cache = self.repository.cache
         if cache is None:
             return None
         try:
-            return copy.deepcopy(cache.get(oid))
+            sub = cache.get(oid)
         except KeyError:
             return None
+        return copy.deepcopy(sub) if copied else sub
 
-    def remember(self, sub: Subscription) -> None:
-        """Cache a copy of the workspace as saved (or read), the state later commands decide on."""
+    def remember(self, sub: Subscription, *, done: bool = False) -> None:
+        """Cache the workspace as saved (or read), the state later commands decide on: a copy,
+        unless the command is `done` with it (nothing changes it any more: it is only read)."""
         if self.repository.cache is not None:
-            self.repository.cache.put(sub.id, copy.deepcopy(sub))
+            self.repository.cache.put(sub.id, sub if done else copy.deepcopy(sub))
 
     def forget(self, sub: Subscription) -> None:
         """After a failed save the cached workspace may be ahead of the store or behind another

@@ -72,8 +72,8 @@ Worker = Callable[..., None]
 def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, min_backlog: int = MIN_BACKLOG,
         progress: Callable[[int], None] | None = None, worker: Worker | None = None) -> dict[str, int]:
     """Catch `chosen` up to the head in `workers` partitions, when on PostgreSQL and at least
-    `min_backlog` events behind, or when a partitioned run was left unfinished (it is resumed
-    with its own number of partitions; `workers` 1 leaves that to the single run). Returns the
+    `min_backlog` events behind, or when a partitioned run was left unfinished (each read model's
+    is resumed with its own number of partitions; `workers` 1 leaves that to the single run). Returns the
     events each read model took (none when it left the work to a single run). One partitioned
     run per database at a time (a session advisory lock); another waits, then finds less to do."""
     taken = {p.family: 0 for p in chosen}
@@ -84,15 +84,16 @@ def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, 
         conn.execute(text("SELECT pg_advisory_lock(hashtextextended(current_schema() || '.' || :name, 0))"), key)
         conn.commit()
         try:
-            app = chosen[0].application_name
-            rows = [p.view.positions() for p in chosen]
-            unfinished = {n for r in rows if (n := pending(r, app)) is not None}
-            n = unfinished.pop() if unfinished else workers
+            groups = unfinished_groups(chosen)
+            fresh = groups.pop(None, [])
             head = projections.head()
-            behind = head - min(r.get(app) or 0 for r in rows)
-            if n <= 1 or (not unfinished and behind < min_backlog):
-                return taken
-            taken = _spawn(projections, chosen, n, head, progress, worker or work)
+            app = chosen[0].application_name
+            behind = head - min((p.view.positions().get(app) or 0 for p in fresh), default=head)
+            if fresh and (groups or behind >= min_backlog):
+                groups[workers] = groups.get(workers, []) + fresh
+            for n, group in sorted(groups.items()):
+                for family, count in _spawn(projections, group, n, head, progress, worker or work).items():
+                    taken[family] += count
             settle(chosen)
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(current_schema() || '.' || :name, 0))"), key)
@@ -216,19 +217,32 @@ def _portable(error: BaseException) -> BaseException:
     return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def finish(source: Any, chosen: Sequence[ReadModel], batch: int, n: int, fold: Fold) -> dict[str, int]:
+def finish(source: Any, chosen: Sequence[ReadModel], batch: int, fold: Fold) -> dict[str, int]:
     """Finish an unfinished partitioned run in this process, one partition after the other (a
     single run that found one: its read models cannot move on as one stream until then)."""
     from projections.runner import catch_up
 
     head = source.recorder.max_notification_id() or 0
     taken = {p.family: 0 for p in chosen}
-    for k in range(n):
-        for family, count in catch_up(source, list(chosen), batch, stop=head, fold=fold,
-                                      partition=Partition(k, n)).items():
-            taken[family] += count
+    groups = unfinished_groups(chosen)
+    groups.pop(None, None)  # nothing unfinished: the single run goes on with them as one stream
+    for n, group in sorted(groups.items()):  # type: ignore[arg-type]
+        for k in range(n):  # type: ignore[arg-type]
+            for family, count in catch_up(source, group, batch, stop=head, fold=fold,
+                                          partition=Partition(k, n)).items():
+                taken[family] += count
     settle(chosen)
     return taken
+
+
+def unfinished_groups(chosen: Sequence[ReadModel]) -> dict[int | None, list[ReadModel]]:
+    """The read models by the partition count of the partitioned run each has unfinished (None:
+    none). Different read models may have been left by runs of different counts; each is
+    finished with its own, as a partition only resumes rows of its own partitioning."""
+    groups: dict[int | None, list[ReadModel]] = {}
+    for p in chosen:
+        groups.setdefault(pending(p.view.positions(), p.application_name), []).append(p)
+    return groups
 
 
 def settle(chosen: Sequence[ReadModel]) -> None:

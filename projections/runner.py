@@ -306,10 +306,10 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
         try:
             _catch_up(source, projections, batch, taken, progress, stop, fold, partition)
             return taken
-        except PartitionsPending as unfinished:
+        except PartitionsPending:
             if partition is not None:
                 raise
-            for family, count in partitions.finish(source, projections, batch, unfinished.n, fold).items():
+            for family, count in partitions.finish(source, projections, batch, fold).items():
                 taken[family] += count
 
 

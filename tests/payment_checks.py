@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.subscription import Subscription
+from domain.subscription.events import KEY_RETENTION
 
 OUTCOMES = (Subscription.PaymentSucceeded, Subscription.PaymentFailed, Subscription.ChargeDeclined)
 
@@ -116,14 +117,20 @@ def _later_requests(charges: dict[str, dict[str, Any]]) -> set[str]:
 
 
 def key_problems(ledger: Any) -> list[str]:
-    """One idempotency key, one command: every fact recorded under a key has one command id."""
+    """One idempotency key, one command while the workspace remembers the key: a fact recorded
+    under a key by another command than the key's earlier ones comes KEY_RETENTION after the
+    latest of them began."""
     problems = []
     for ws in ledger.workspaces():
-        commands: dict[str, set[str | None]] = defaultdict(set)
+        began: dict[str, dict[str | None, Any]] = defaultdict(dict)
         for event in ledger.workspace_events(ws):
-            if getattr(event, "idempotency_key", None):
-                commands[event.idempotency_key].add(event.command_id)
-        problems += [f"{ws}: key {key} recorded {len(ids)} commands" for key, ids in commands.items() if len(ids) > 1]
+            key = getattr(event, "idempotency_key", None)
+            if not key or event.command_id in began[key]:
+                continue
+            latest = max(began[key].values(), default=None)
+            if latest is not None and event.timestamp <= latest + KEY_RETENTION:
+                problems.append(f"{ws}: key {key} recorded {len(began[key]) + 1} commands within {KEY_RETENTION.days} days")
+            began[key][event.command_id] = event.timestamp
     return problems
 
 

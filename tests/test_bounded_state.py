@@ -3,6 +3,7 @@ pruned; what left the aggregate is still explained, shown as of then, and verifi
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from domain.subscription import Subscription
@@ -69,3 +70,39 @@ def test_a_snapshot_taken_before_state_was_bounded_still_loads_without_its_paid_
                           "in_2": {"amount_due": 2, "status": "open", "attempts": 0}}}
     Subscription.upcast_v3_v4(state)
     assert list(state["invoices"]) == ["in_2"]
+
+
+def test_a_key_replays_for_thirty_days_then_its_reuse_is_a_new_command(book: Any) -> None:
+    b = workspace_on(book)
+    first = b.do("ws", "set-members", key="members-1", members=2)
+    b.at("2026-04-30T00:00:00")
+    assert b.do("ws", "set-members", key="members-1", members=2).replayed
+    assert b.do("ws", "set-members", key="members-1", members=3).error.code == "idempotency_conflict"
+    b.at("2026-05-02T00:00:00")
+    again = b.do("ws", "set-members", key="members-1", members=3)
+    assert again.ok and not again.replayed
+    assert again.command_id != first.command_id and b.sub("ws").members == 3
+    assert b.do("ws", "set-members", key="members-1", members=3).replayed  # the new use is remembered
+
+
+def test_the_key_map_holds_a_month_of_keys_however_long_the_history(book: Any) -> None:
+    """The workspace state (and its snapshots) holds the keys of the last 30 days only; a ledger
+    that loads it from the store (snapshots and events) holds the same ones."""
+    b = workspace_on(book)
+    for day in range(1, 100):
+        b.clock.move_to(b.clock.now() + timedelta(days=1))
+        assert b.do("ws", "set-members", key=f"day-{day}", members=day % 4 + 1).ok
+    kept = b.sub("ws").idempotency
+    assert 29 <= len(kept) <= 31 and "day-99" in kept and "day-60" not in kept
+    other = book("workspace", "2026-04-01T00:00:00")
+    other.clock.move_to(b.clock.now())
+    assert other.sub("ws").idempotency == kept
+    assert not other.do("ws", "set-members", key="day-60", members=1).replayed
+    assert other.do("ws", "set-members", key="day-99", members=99 % 4 + 1).replayed
+
+
+def test_a_snapshot_from_before_keys_expired_keeps_its_keys_from_its_last_change() -> None:
+    at = datetime(2026, 4, 1, tzinfo=timezone.utc)
+    state = {"_modified_on": at, "idempotency": {"k": {"hash": "h", "first": 3, "last": 4, "command_id": None}}}
+    Subscription.upcast_v4_v5(state)
+    assert state["idempotency"]["k"]["at"] == at

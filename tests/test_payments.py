@@ -219,10 +219,10 @@ def test_R1_two_writers_on_one_workspace_never_double_charge(book):
     real_save = Ledger._save
     raced: list[Any] = []
 
-    def save_after_b(self: Ledger, sub: Any, events: Any) -> None:
+    def save_after_b(self: Ledger, sub: Any, events: Any, **kwargs: Any) -> None:
         if self is b.ledger and not raced:
             raced.append(other.handle("ws", parse_command("buy-ai-credits", {"pack": "ai-1000"}), ADMIN))
-        real_save(self, sub, events)
+        real_save(self, sub, events, **kwargs)
 
     try:
         Ledger._save = save_after_b  # type: ignore[method-assign]

@@ -166,6 +166,23 @@ def test_a_failing_partition_moves_no_position_and_the_next_run_finishes_identic
         assert dump(p) == resumed
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("rerun_workers", [2, 1])
+def test_read_models_left_by_runs_of_different_partition_counts_each_finish_with_their_own(
+        url: str, rerun_workers: int) -> None:
+    with fresh(url, workers=2, batch=100) as p:
+        head, models = p.head(), list(p.running.values())
+        catch_up(p.source, models[:2], 100, stop=head, partition=Partition(0, 2))
+        catch_up(p.source, models[2:], 100, stop=head, partition=Partition(1, 3))
+        assert partition_rows(p)[models[0].family] == {"subledger#0/2": head}
+        assert partition_rows(p)[models[2].family] == {"subledger#1/3": head}
+        p.catch_up(workers=rerun_workers)
+        assert caught_up(p) and partition_rows(p) == {f: {} for f in p.running}
+        finished = dump(p)
+        p.rebuild(workers=1)
+        assert dump(p) == finished
+
+
 def slow_partitions(*args: Any) -> None:
     """partitions.work, a fifth of a second slower per batch."""
     from projections import runner

@@ -37,10 +37,10 @@ def test_R25_a_writer_between_the_pin_check_and_the_save_makes_the_quote_stale(b
     save = b.ledger._save
     raced = []
 
-    def save_after_another_writer(sub: Any, events: list[Any]) -> None:
+    def save_after_another_writer(sub: Any, events: list[Any], **kwargs: Any) -> None:
         if not raced:
             raced.append(other.do("ws", "set-members", members=3))
-        save(sub, events)
+        save(sub, events, **kwargs)
 
     b.ledger._save = save_after_another_writer
     head = b.ledger.recorder.max_notification_id()

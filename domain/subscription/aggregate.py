@@ -86,6 +86,8 @@ class IdempotencyEntry(TypedDict):
     first: int
     last: int
     command_id: str | None
+    at: datetime
+    """When the key was first used: it is forgotten KEY_RETENTION later (events.py)."""
 
 
 class Rate(TypedDict):
@@ -102,6 +104,8 @@ class Overage(TypedDict):
 
 Handler = Callable[["Subscription", Any, Context], ChargeDue | None]
 IMMUTABLE = (str, int, float, bool, type(None), Decimal, datetime, uuid.UUID)
+EXACTLY_IMMUTABLE = frozenset(IMMUTABLE)
+"""The same, for `type(v) in`: one hash look-up instead of a scan of the tuple, per value copied."""
 
 
 def copied(value: Any) -> Any:
@@ -109,10 +113,10 @@ def copied(value: Any) -> Any:
     generic machinery of copy.deepcopy; anything else is left to it."""
     kind = type(value)
     if kind is dict:
-        return {k: v if type(v) in IMMUTABLE else copied(v) for k, v in value.items()}
+        return {k: v if type(v) in EXACTLY_IMMUTABLE else copied(v) for k, v in value.items()}
     if kind is list:
-        return [v if type(v) in IMMUTABLE else copied(v) for v in value]
-    if kind in IMMUTABLE or isinstance(value, IMMUTABLE):
+        return [v if type(v) in EXACTLY_IMMUTABLE else copied(v) for v in value]
+    if kind in EXACTLY_IMMUTABLE or isinstance(value, IMMUTABLE):
         return value
     return copy.deepcopy(value)
 
@@ -141,14 +145,15 @@ PAYMENT_METHOD_COMMANDS = (AddPaymentMethod, RemovePaymentMethod)
 class Subscription(Aggregate):
     """A workspace's subscription. State is plain data so snapshots stay transcodable.
     v2 state added pending charges and per-invoice charge attempts; v3 the AI grant window,
-    operations overage, the trial used and dunning; v4 keeps only open invoices.
+    operations overage, the trial used and dunning; v4 keeps only open invoices; v5 keeps
+    idempotency keys for KEY_RETENTION only.
 
     State is bounded by what decisions need, not by history: `invoices` holds the open invoices
     (a paid one leaves it; its history is in the events, the invoices read model and
     replay/as_of.py), `charged` this period's charges, so a workspace with years of invoices
     loads (and snapshots) as fast as a new one."""
 
-    class_version = 4
+    class_version = 5
 
     # The facts it records, also reachable as Subscription.PlanUpgraded etc.
     Event = events.Event
@@ -270,11 +275,18 @@ class Subscription(Aggregate):
         """v4: paid invoices are no longer kept in the state."""
         state["invoices"] = {i: inv for i, inv in state["invoices"].items() if inv["status"] != "paid"}
 
+    @staticmethod
+    def upcast_v4_v5(state: dict[str, Any]) -> None:
+        """v5: each key records when it was first used. An older snapshot cannot tell, so its keys
+        count from the snapshot's last change: kept at least as long as before, never less."""
+        for entry in state["idempotency"].values():
+            entry.setdefault("at", state["_modified_on"])
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Subscription:
         """Every command copies the workspace twice (the aggregate cache hands out a copy, and
         a decision is made on one): state is plain data, so a structural copy does."""
         clone = object.__new__(type(self))
-        clone.__dict__.update({k: v if type(v) in IMMUTABLE else copied(v) for k, v in self.__dict__.items()})
+        clone.__dict__.update({k: v if type(v) in EXACTLY_IMMUTABLE else copied(v) for k, v in self.__dict__.items()})
         return clone
 
     # ------------------------------------------------------------- state views
@@ -354,10 +366,11 @@ class Subscription(Aggregate):
         (and the charge key derived from it) is never reused."""
         return f"in_{self.workspace_id}_{self.invoice_count + 1:04d}"
 
-    def idempotent_entry(self, key: str, args_hash: str) -> IdempotencyEntry | None:
-        """What a key already recorded, or None; the key with other arguments is refused."""
+    def idempotent_entry(self, key: str, args_hash: str, now: datetime) -> IdempotencyEntry | None:
+        """What a key already recorded, or None; the key with other arguments is refused. A key
+        first used more than KEY_RETENTION before `now` is forgotten: its reuse is a new command."""
         entry = self.idempotency.get(key)
-        if entry is None:
+        if entry is None or entry["at"] < now - events.KEY_RETENTION:
             return None
         if entry["hash"] != args_hash:
             raise LedgerError("idempotency_conflict", f"idempotency key {key!r} was used with other arguments")
@@ -389,6 +402,18 @@ class Subscription(Aggregate):
         for event in decision.effects:
             event.mutate(self)
             self._pending_events.append(event)
+
+    def kept(self, decision: Decision, ctx: Context) -> Subscription:
+        """`record` leaving this aggregate as it was (it may be the process's cached workspace,
+        domain/loading.py): the aggregate to save is the copy decided on, its facts pending (no
+        copy and no second application of them), or, for a charge, a copy that records it."""
+        if decision.charge is not None:
+            kept = copy.deepcopy(self)
+            kept.record(decision, ctx)
+            return kept
+        kept = decision.outcome
+        kept._pending_events = [*self._pending_events, *decision.effects]  # a new workspace's first fact leads
+        return kept
 
     def settle(self, invoice_id: str, result: ChargeResult, ctx: Context) -> LedgerError | None:
         """Record what the provider answered for a pending charge (R11, R12, R8)."""

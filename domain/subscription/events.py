@@ -9,7 +9,7 @@ these classes only apply them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,11 @@ from domain.periods import add_months
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
+
+KEY_RETENTION = timedelta(days=30)
+"""How long a workspace remembers an idempotency key, from the command that first used it:
+long enough for any retry (Stripe keeps its keys 24 hours), short enough that the key map
+stays bounded by a month of keyed commands instead of growing with history."""
 
 
 class Event(Aggregate.Event):
@@ -48,11 +53,27 @@ class Event(Aggregate.Event):
     def apply(self, sub: Subscription) -> None:
         sub.catalog_version = self.catalog_version
         if self.idempotency_key:
-            entry = sub.idempotency.setdefault(self.idempotency_key, {
-                "hash": self.args_hash, "first": self.originator_version, "last": self.originator_version,
-                "command_id": self.command_id,
-            })
-            entry["last"] = self.originator_version
+            forget_keys(sub, self.timestamp)
+            entry = sub.idempotency.get(self.idempotency_key)
+            if entry is None or entry["at"] < self.timestamp - KEY_RETENTION:
+                sub.idempotency.pop(self.idempotency_key, None)  # a forgotten key used anew goes to the back
+                entry = sub.idempotency[self.idempotency_key] = {
+                    "hash": self.args_hash, "first": self.originator_version, "last": self.originator_version,
+                    "command_id": self.command_id, "at": self.timestamp,
+                }
+            if entry["command_id"] == self.command_id:  # not a late settlement of the key's previous command
+                entry["last"] = self.originator_version
+
+
+def forget_keys(sub: Subscription, now: datetime) -> None:
+    """Drop the keys first used more than KEY_RETENTION before `now`. Keys are kept in the order
+    first used, so the expired ones are at the front and the rest is never scanned."""
+    keys = sub.idempotency
+    while keys:
+        oldest = next(iter(keys))
+        if keys[oldest]["at"] >= now - KEY_RETENTION:
+            break
+        del keys[oldest]
 
 
 class WorkspaceRegistered(Aggregate.Created, Event):
