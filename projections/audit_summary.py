@@ -93,8 +93,10 @@ def _payment_failed(event: Subscription.PaymentFailed, scene: Scene) -> str:
 
 @summary.register(Subscription.ChargeDeclined)
 def _charge_declined(event: Subscription.ChargeDeclined, scene: Scene) -> str:
-    return (f"charge of {fmt(event.amount, scene.currency)} for {event.purpose} declined ({event.decline_code}); "
-            "nothing changed")
+    charge = f"charge of {fmt(event.amount, scene.currency)} for {event.purpose}"
+    if event.decline_code == "canceled":  # no bank said no: the customer never finished 3-D Secure
+        return f"{charge} canceled: the customer never completed the card authentication; nothing changed"
+    return f"{charge} declined ({event.decline_code}); nothing changed"
 
 
 @summary.register(Subscription.ChargeRequested)

@@ -37,8 +37,10 @@ CONTENT = ("position", "workspace", "version", "occurred_at", "actor_id", "actor
 
 
 class AuditTrail(ReadModel):
+    """v2: a charge abandoned at 3-D Secure reads "canceled", no longer "declined (canceled)"."""
+
     family = "audit_trail"
-    version = 1
+    version = 2
     tables = ("audit_trail",)
 
     @classmethod

@@ -5,7 +5,7 @@ tests/test_projections.py checks that this table says the same, in projections/r
 
 from __future__ import annotations
 
-VERSIONS: dict[str, int] = {"plan_state": 1, "upcoming_invoice": 1, "invoices": 3, "journal": 1, "audit_trail": 1,
+VERSIONS: dict[str, int] = {"plan_state": 1, "upcoming_invoice": 1, "invoices": 4, "journal": 1, "audit_trail": 2,
                             "entitlements": 1, "notices": 2}
 """Family -> code version, in the order of projections/runner.py ALL."""
 REGISTRY = "rm_registry"

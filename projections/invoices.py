@@ -20,8 +20,11 @@ from projections.store import Amount, UtcDateTime, document, dumps, insert_rows,
 
 
 class Invoices(ReadModel):
+    """v4: a charge the customer abandoned at 3-D Secure is a payment with outcome `canceled`,
+    no longer `declined`."""
+
     family = "invoices"
-    version = 3
+    version = 4
     tables = ("invoices", "invoice_lines", "invoice_payments")
 
     @classmethod
@@ -118,7 +121,8 @@ class Invoices(ReadModel):
         self._add_invoice(invoice, ws, event_id, source_ids, tracking, status="void")
         self.pending[invoice.invoice_id].update(failures=1, last_failure_code=event.decline_code,
                                                 last_failure_at=event.timestamp)
-        self._payment(event, sub, tracking, outcome="declined", charge_id=None, payment_method=held.payment_method,
+        outcome = "canceled" if event.decline_code == "canceled" else "declined"
+        self._payment(event, sub, tracking, outcome=outcome, charge_id=None, payment_method=held.payment_method,
                       decline_code=event.decline_code, message=event.message)
 
     def _add_invoice(self, event: Any, ws: str, event_id: str, source_ids: str, tracking: Tracking,
