@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,9 +34,16 @@ from projections.families import VERSIONS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump when the event store's own tables or functions change (3: the save function,
-adapters/chained_postgres_sql.py); read-model versions are part of `version()`."""
+adapters/chained_postgres_sql.py; 5: snapshots taken before it are discarded, `_create`);
+read-model versions are part of `version()`."""
+DISCARD_SNAPSHOTS_BEFORE = 5
+"""Snapshots taken before this event store version hold idempotency keys without the instant
+each was first used, which the upcaster (Subscription.upcast_v4_v5) can only guess; replaying
+the events tells it exactly, so `audit verify` would find those snapshots differ from the events.
+Snapshots are a cache of the events: the upgrade deletes them, and each workspace's next load
+replays its events and snapshots it again."""
 META = "subledger_meta"
 SET_UP_WAIT = 120.0  # ok-float: seconds a process waits for another one's set-up
 
@@ -84,14 +92,19 @@ def prepare(env: Mapping[str, str], *, read_models: bool = False) -> dict[str, s
     return {**env, "CREATE_TABLE": "n"}
 
 
-def _create(env: Mapping[str, str], parts: list[str]) -> None:
-    """Let the library and the read models create their tables (all "if missing")."""
+def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) -> None:
+    """Let the library and the read models create their tables (all "if missing"); discard the
+    snapshots of an event store older than DISCARD_SNAPSHOTS_BEFORE (`found`: the versions recorded)."""
+    from adapters.snapshots import discard_snapshots
     from domain.ledger import Ledger
     from projections.runner import Projections
 
     full = {**env, "CREATE_TABLE": "y"}
     ledger = Ledger(full)
     try:
+        recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
+        if "event_store" in parts and recorded and int(recorded.group(1)) < DISCARD_SNAPSHOTS_BEFORE:
+            discard_snapshots(ledger)
         if "read_models" in parts:
             with Projections(full, source=ledger):
                 pass
@@ -125,7 +138,7 @@ def _prepare_postgres(env: Mapping[str, str], parts: list[str]) -> None:
             existed = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone() is not None
             try:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-                _create(env, missing)
+                _create(env, missing, _pg_found(conn, schema))
                 meta = sql.Identifier(schema, META)
                 conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)")
                              .format(meta))
@@ -141,11 +154,16 @@ def _prepare_postgres(env: Mapping[str, str], parts: list[str]) -> None:
 
 def _pg_missing(conn: psycopg.Connection[Any], schema: str, parts: list[str]) -> list[str]:
     """The parts whose recorded version is not this code's."""
+    found = _pg_found(conn, schema)
+    return [part for part in parts if found.get(part) != versions()[part]]
+
+
+def _pg_found(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
+    """The versions recorded in the schema (none before its first set-up)."""
     from psycopg import sql
     if conn.execute("SELECT to_regclass(%s)", [f"{schema}.{META}"]).fetchone() == (None,):
-        return parts
-    found = dict(conn.execute(sql.SQL("SELECT key, value FROM {}").format(sql.Identifier(schema, META))).fetchall())
-    return [part for part in parts if found.get(part) != versions()[part]]
+        return {}
+    return dict(conn.execute(sql.SQL("SELECT key, value FROM {}").format(sql.Identifier(schema, META))).fetchall())
 
 
 def _lock_key(schema: str) -> int:
@@ -184,7 +202,7 @@ def _prepare_sqlite(env: Mapping[str, str], parts: list[str]) -> None:
         missing = _sqlite_missing(env, parts)
         if not missing:
             return
-        _create(env, missing)
+        _create(env, missing, _sqlite_found(env))
         with sqlite_connect(env) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.executemany(f"INSERT OR REPLACE INTO {META} VALUES (?, ?)", [(p, versions()[p]) for p in missing])
@@ -196,16 +214,20 @@ def sqlite_connect(env: Mapping[str, str]) -> sqlite3.Connection:
 
 
 def _sqlite_missing(env: Mapping[str, str], parts: list[str]) -> list[str]:
+    found = _sqlite_found(env)
+    return [part for part in parts if found.get(part) != versions()[part]]
+
+
+def _sqlite_found(env: Mapping[str, str]) -> dict[str, str]:
     conn = sqlite_connect(env)
     try:
-        found = dict(conn.execute(f"SELECT key, value FROM {META}").fetchall())
+        return dict(conn.execute(f"SELECT key, value FROM {META}").fetchall())
     except sqlite3.OperationalError as e:
         if "no such table" in str(e):
-            return parts
+            return {}
         raise
     finally:
         conn.close()
-    return [part for part in parts if found.get(part) != versions()[part]]
 
 
 @contextmanager

@@ -62,3 +62,24 @@ def prune_snapshots(ledger: Any, keep: int = KEEP) -> None:
     store = getattr(ledger, "snapshots", None)
     if store is not None and not isinstance(store.recorder, PrunedSnapshots):
         store.recorder = PrunedSnapshots(store.recorder, keep)
+
+
+def discard_snapshots(ledger: Any) -> None:
+    """Delete every snapshot (adapters/schema.py DISCARD_SNAPSHOTS_BEFORE says when): loads replay
+    the events instead, and snapshot again as they go."""
+    store = getattr(ledger, "snapshots", None)
+    if store is None:
+        return
+    recorder: Any = store.recorder
+    recorder = getattr(recorder, "recorder", recorder)  # PrunedSnapshots wraps the library's
+    datastore = recorder.datastore
+    if hasattr(datastore, "schema"):  # PostgreSQL
+        from psycopg.sql import SQL, Identifier
+
+        statement: Any = SQL("DELETE FROM {}.{}").format(Identifier(datastore.schema),
+                                                        Identifier(recorder.events_table_name))
+    else:  # SQLite
+        statement = f'DELETE FROM "{recorder.events_table_name}"'
+    with datastore.transaction(commit=True) as cursor:
+        cursor.execute(statement)
+

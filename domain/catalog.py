@@ -211,7 +211,7 @@ class Catalog(_Model):
     def content_hash(self) -> str:
         """The catalog's identity beside id and version: a hash of its content, so two catalogs
         with one id and version but other prices can never pass for each other."""
-        return self._content_hash
+        return self.__pydantic_private__["_content_hash"]  # type: ignore[index] (each command: skip pydantic's __getattr__)
 
     def plan(self, plan_id: str) -> Plan | None:
         return _lookup(self, "plan", plan_id, self.plans)  # type: ignore[no-any-return]

@@ -7,6 +7,8 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -198,13 +200,17 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             loaded_version = loaded.version if loaded else 0
             fresh = True  # a retry decides on the workspace as the store holds it
             try:
-                due += self._catch_up(loaded) if loaded else []
+                if loaded is not None:
+                    loaded, caught, at = self._catch_up(loaded, shared=not checked)
+                    due += caught
             except IntegrityError:
                 continue
             sub = loaded or self._new(workspace_id, actor, channel)
+            if loaded is None:
+                at = self.clock.now()
             if idempotency_key:
                 try:
-                    seen = sub.idempotent_entry(idempotency_key, args_hash, self.clock.now())
+                    seen = sub.idempotent_entry(idempotency_key, args_hash, at)
                 except LedgerError as e:
                     if not checked:
                         continue
@@ -215,7 +221,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
                     events = self._recorded(workspace_id, seen["command_id"], seen["first"], seen["last"])
                     return Result(workspace_id, recorded_outcome(events), events, due, sub, replayed=True,
                                   command_id=seen["command_id"])
-            ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, args_hash, command_id)
+            ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, args_hash, command_id, at)
             try:
                 decision = sub.decide(command, ctx)
                 if pin is not None:
@@ -277,7 +283,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             if sub is None:
                 return []
             try:
-                return self._catch_up(sub)
+                return self._catch_up(sub)[1]
             except IntegrityError:
                 continue
         raise LedgerError("concurrency_conflict", f"could not advance {workspace_id}")
@@ -319,26 +325,36 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
 
     # ------------------------------------------------------------- catching up
 
-    def _catch_up(self, sub: Subscription) -> list[Subscription.Event]:
+    def _catch_up(self, sub: Subscription, *,
+                  shared: bool = False) -> tuple[Subscription, list[Subscription.Event], datetime]:
         """Settle pending charges and record what fell due, in turns, until neither moves; each
-        step is saved as it goes. Raises IntegrityError when another writer got there first."""
-        if not sub.pending_charges and not self._is_due(sub):
-            return []
+        step is saved as it goes. Returns the workspace after, what it recorded, and the instant
+        at which nothing more was due: a command decided at that instant follows everything due
+        by then. `shared`: `sub` is the process's cached workspace (Loading.load_for_decision), to
+        be read only: the work, if the one look at the clock finds any, is done on a copy. Raises
+        IntegrityError when another writer got there first."""
+        now = self.clock.now()
+        if not sub.pending_charges and not self._is_due(sub, now):
+            return sub, [], now
+        if shared:
+            sub = copy.deepcopy(sub)
         recorded: list[Subscription.Event] = []
         for _ in range(MAX_DUE_ROUNDS):
             recorded += self._settle(sub, blocking_due=True)
-            sub.process_due(self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, str(uuid4())))
+            ctx = self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, str(uuid4()))
+            sub.process_due(ctx)
             events = list(sub.pending_events)
             if not events:
-                return recorded
+                return sub, recorded, ctx.at
             self._save(sub, events)
             recorded += events
         raise LedgerError("concurrency_conflict", "too many rounds of due items and payments: is the clock sane?")
 
-    def _is_due(self, sub: Subscription) -> bool:
-        """Whether an item fell due: most commands find none, and skip making a context for it."""
+    @staticmethod
+    def _is_due(sub: Subscription, now: datetime) -> bool:
+        """Whether an item fell due by `now`: most commands find none, and skip making a context for it."""
         due = sub.next_due_at()
-        return due is not None and due <= self.clock.now()
+        return due is not None and due <= now
 
     # --------------------------------------------------------------- helpers
 
@@ -348,8 +364,9 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
         return self.command_events(workspace_id, command_id, after=first - 1)
 
     def _context(self, sub: Subscription, actor: Actor, channel: str, cause: str, reason: str | None,
-                 key: str | None, args_hash: str | None, command_id: str | None) -> Context:
-        return Context(actor, channel, self.clock.now(), self.catalog_for(sub), cause, reason, key, args_hash, command_id)
+                 key: str | None, args_hash: str | None, command_id: str | None, at: datetime | None = None) -> Context:
+        return Context(actor, channel, at or self.clock.now(), self.catalog_for(sub), cause, reason, key, args_hash,
+                       command_id)
 
     def _new(self, workspace_id: str, actor: Actor, channel: str) -> Subscription:
         catalog = self.catalog_for(None)

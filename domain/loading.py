@@ -60,8 +60,6 @@ class Loading:
         def workspace_events(self, workspace_id: str, gt: int | None = None,
                              lte: int | None = None) -> list[Any]: ...
 
-        def _is_due(self, sub: Subscription) -> bool: ...
-
     def get(self, workspace_id: str, at: datetime | None = None) -> Subscription | None:
         """The workspace now, as the store holds it, or as it was at `at` (replaying its events
         up to that instant)."""
@@ -86,12 +84,12 @@ class Loading:
     def load_for_decision(self, workspace_id: str, *, fresh: bool = False) -> tuple[Subscription | None, bool]:
         """The workspace to decide a command on, and whether it is as the store holds it: unless
         `fresh`, this process's cached workspace, which another process may have moved past.
-        That is the cached object itself, to be read only: deciding and recording work on copies
-        (Subscription.decide, kept); one with something due is copied, as catching up changes it."""
+        That is the cached object itself, to be read only: catching up, deciding and recording
+        work on copies (Ledger._catch_up, Subscription.decide, kept)."""
         if not fresh:
             sub = self._cached(workspace_uuid(workspace_id), copied=False)
             if sub is not None and not sub.pending_charges:
-                return (copy.deepcopy(sub) if self._is_due(sub) else sub), False
+                return sub, False
         return self.get(workspace_id), True
 
     def _cached(self, oid: UUID, *, copied: bool = True) -> Subscription | None:

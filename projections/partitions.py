@@ -89,8 +89,10 @@ def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, 
             head = projections.head()
             app = chosen[0].application_name
             behind = head - min((p.view.positions().get(app) or 0 for p in fresh), default=head)
-            if fresh and (groups or behind >= min_backlog):
+            if fresh and behind >= min_backlog:
                 groups[workers] = groups.get(workers, []) + fresh
+            if not groups:
+                return taken  # a short backlog: the single run is quicker, and nothing needs settling
             for n, group in sorted(groups.items()):
                 for family, count in _spawn(projections, group, n, head, progress, worker or work).items():
                     taken[family] += count

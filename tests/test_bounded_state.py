@@ -3,10 +3,16 @@ pruned; what left the aggregate is still explained, shown as of then, and verifi
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
+from adapters.settings import eventsourcing_env
 from domain.subscription import Subscription
+from projections.store import sqlalchemy_url
 from replay.as_of import as_of, document
 from replay.explain import explain
 from replay.verify import snapshots
@@ -106,3 +112,26 @@ def test_a_snapshot_from_before_keys_expired_keeps_its_keys_from_its_last_change
     state = {"_modified_on": at, "idempotency": {"k": {"hash": "h", "first": 3, "last": 4, "command_id": None}}}
     Subscription.upcast_v4_v5(state)
     assert state["idempotency"]["k"]["at"] == at
+
+
+def test_snapshots_from_before_keys_were_dated_are_discarded_at_the_upgrade(book: Any, db_url: str) -> None:
+    """The upcaster can only guess when a key of an older snapshot was first used; the events know,
+    so `audit verify` would flag the guess. The upgrade deletes those snapshots: loads replay the
+    events, and the keys keep replaying."""
+    b = workspace_on(book)
+    assert b.do("ws", "set-members", key="k-1", members=2).ok
+    b.at("2026-04-02T00:00:00")
+    assert b.do("ws", "set-members", members=3).ok
+    snap = Subscription.Snapshot.take(b.sub("ws"))
+    state = copy.deepcopy(snap.state)
+    state["class_version"] = 4
+    for entry in state["idempotency"].values():
+        del entry["at"]
+    b.ledger.snapshots.put([dataclasses.replace(snap, state=state)])  # as the previous release stored it
+    assert snapshots(b.ledger, {}, "ws")["problem"] == "snapshot_differs"
+    with create_engine(sqlalchemy_url(eventsourcing_env(db_url))).begin() as conn:
+        conn.execute(text("UPDATE subledger_meta SET value = 'subledger-4 eventsourcing-9.5.6' WHERE key = 'event_store'"))
+    upgraded = book("workspace", "2026-04-02T00:00:00")  # set up again, under the set-up lock
+    assert list(upgraded.ledger.snapshots.get(b.sub("ws").id)) == []
+    assert snapshots(upgraded.ledger, {}, "ws")["ok"]
+    assert upgraded.do("ws", "set-members", key="k-1", members=2).replayed

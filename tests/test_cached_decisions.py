@@ -5,6 +5,7 @@ and reads see; a stale copy never refuses, never double-records and never hides 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -134,3 +135,23 @@ def test_a_fresh_load_after_a_cache_miss_still_reads_what_was_written_since(pair
 
     a.ledger.repository.get = older_copy_cached_meanwhile  # type: ignore[method-assign]
     assert a.ledger.get("ws").members == 3
+
+
+def test_a_renewal_falling_due_during_a_command_never_changes_the_cached_workspace(
+        pair: tuple[Book, Book], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock passes the renewal while a command runs: the command is decided at the instant
+    the ledger looked for what was due (before the renewal), the next one records the renewal
+    first, and what an earlier command returned (the cached workspace) never changes."""
+    a, _ = pair
+    earlier = a.do("ws", "set-members", members=2).subscription
+    before = (earlier.version, earlier.period_end, earlier.members)
+    renewal = earlier.next_due_at()
+    looks = iter([renewal - timedelta(microseconds=1)])
+    monkeypatch.setattr(a.clock, "now", lambda: next(looks, renewal + timedelta(seconds=1)))
+    during = a.do("ws", "set-members", members=3)
+    assert during.ok and not during.due_events
+    assert [e.timestamp for e in during.events] == [renewal - timedelta(microseconds=1)]
+    after = a.do("ws", "set-members", members=4)
+    assert "InvoiceIssued" in [type(e).__name__ for e in after.due_events]
+    assert (earlier.version, earlier.period_end, earlier.members) == before
+    assert a.sub("ws").period_end > before[1] and a.sub("ws").members == 4

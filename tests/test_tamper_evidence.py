@@ -24,6 +24,7 @@ from adapters.cli import app
 from adapters.demo import run_demo
 from adapters.settings import cipher_env, eventsourcing_env
 from domain.subscription import workspace_uuid
+from projections.audit_trail import AuditTrail
 from projections.journal import trial_balance
 from projections.store import sqlalchemy_url
 from tests.conftest import Book
@@ -199,7 +200,8 @@ def test_a_deleted_audit_row_is_caught_though_the_audit_chain_still_holds(book: 
     paid(book)
     assert audit_verify(db_url)[0] == 0
     last = max(stored.versions("acme"))
-    stored.sql("DELETE FROM rm_audit_trail_v1 WHERE workspace = 'acme' AND version = :v", v=last)
+    table = AuditTrail.table_name("audit_trail", f"v{AuditTrail.version}")
+    stored.sql(f"DELETE FROM {table} WHERE workspace = 'acme' AND version = :v", v=last)
     code, out = audit_verify(db_url)
     assert code == 1 and out["checks"]["audit_trail"]["ok"]
     assert (out["failed"], out["workspace"], out["version"], out["problem"]) == ("audit_vs_events", "acme", last,

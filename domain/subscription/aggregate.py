@@ -281,6 +281,7 @@ class Subscription(Aggregate):
         count from the snapshot's last change: kept at least as long as before, never less."""
         for entry in state["idempotency"].values():
             entry.setdefault("at", state["_modified_on"])
+            entry.setdefault("command_id", None)  # a key recorded before commands had ids (v1 snapshots)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Subscription:
         """Every command copies the workspace twice (the aggregate cache hands out a copy, and
