@@ -94,7 +94,8 @@ def prepare(env: Mapping[str, str], *, read_models: bool = False) -> dict[str, s
 
 def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) -> None:
     """Let the library and the read models create their tables (all "if missing"); discard the
-    snapshots of an event store older than DISCARD_SNAPSHOTS_BEFORE (`found`: the versions recorded)."""
+    snapshots of an event store older than DISCARD_SNAPSHOTS_BEFORE or of no recorded version
+    (`found`: the versions recorded)."""
     from adapters.snapshots import discard_snapshots
     from domain.ledger import Ledger
     from projections.runner import Projections
@@ -103,8 +104,8 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
     ledger = Ledger(full)
     try:
         recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
-        if "event_store" in parts and recorded and int(recorded.group(1)) < DISCARD_SNAPSHOTS_BEFORE:
-            discard_snapshots(ledger)
+        if "event_store" in parts and not (recorded and int(recorded.group(1)) >= DISCARD_SNAPSHOTS_BEFORE):
+            discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)
         if "read_models" in parts:
             with Projections(full, source=ledger):
                 pass

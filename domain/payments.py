@@ -20,6 +20,10 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 Outcome = Literal["succeeded", "declined", "action_required", "canceled"]
+CANCELED = "canceled"
+"""The outcome, and the decline code recorded (domain/subscription/billing.py), of a charge that
+was canceled rather than declined: abandoned while it waited for the customer's 3-D Secure, or
+canceled by the provider. No bank said no."""
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,13 @@ from typing import Any
 
 from domain.catalog import Catalog
 from domain.money import fmt
+from domain.payments import CANCELED
 from domain.subscription import Subscription
 from projections.commands_trail import following
 from projections.store import iso
+
+ABANDONED = "canceled: the customer never completed the card authentication"
+"""How a charge abandoned at 3-D Secure (CANCELED) reads: no bank declined it."""
 
 
 @dataclass(slots=True)
@@ -87,15 +91,16 @@ def _payment_succeeded(event: Subscription.PaymentSucceeded, scene: Scene) -> st
 
 @summary.register(Subscription.PaymentFailed)
 def _payment_failed(event: Subscription.PaymentFailed, scene: Scene) -> str:
-    text = f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id} failed: {event.decline_code}"
+    payment = f"payment of {fmt(event.amount, scene.currency)} on {event.invoice_id}"
+    text = f"{payment} {ABANDONED}" if event.decline_code == CANCELED else f"{payment} failed: {event.decline_code}"
     return text + (f"; retry on {iso(event.retry_at)}" if event.retry_at else "")
 
 
 @summary.register(Subscription.ChargeDeclined)
 def _charge_declined(event: Subscription.ChargeDeclined, scene: Scene) -> str:
     charge = f"charge of {fmt(event.amount, scene.currency)} for {event.purpose}"
-    if event.decline_code == "canceled":  # no bank said no: the customer never finished 3-D Secure
-        return f"{charge} canceled: the customer never completed the card authentication; nothing changed"
+    if event.decline_code == CANCELED:
+        return f"{charge} {ABANDONED}; nothing changed"
     return f"{charge} declined ({event.decline_code}); nothing changed"
 
 

@@ -13,15 +13,21 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select, u
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from domain.payments import CANCELED
 from domain.subscription import Subscription
 from projections.commands_trail import charge_request, preceding
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime, document, dumps, insert_rows, line_columns, line_row
 
 
+def ended(decline_code: str | None, otherwise: str) -> str:
+    """A payment's outcome: `canceled` when no bank said no (CANCELED), else `otherwise`."""
+    return CANCELED if decline_code == CANCELED else otherwise
+
+
 class Invoices(ReadModel):
-    """v4: a charge the customer abandoned at 3-D Secure is a payment with outcome `canceled`,
-    no longer `declined`."""
+    """v4: a charge abandoned at 3-D Secure (a purchase's, a renewal's or a retry's) is a payment
+    with outcome `canceled`, no longer `declined` or `failed`."""
 
     family = "invoices"
     version = 4
@@ -121,8 +127,8 @@ class Invoices(ReadModel):
         self._add_invoice(invoice, ws, event_id, source_ids, tracking, status="void")
         self.pending[invoice.invoice_id].update(failures=1, last_failure_code=event.decline_code,
                                                 last_failure_at=event.timestamp)
-        outcome = "canceled" if event.decline_code == "canceled" else "declined"
-        self._payment(event, sub, tracking, outcome=outcome, charge_id=None, payment_method=held.payment_method,
+        self._payment(event, sub, tracking, outcome=ended(event.decline_code, "declined"), charge_id=None,
+                      payment_method=held.payment_method,
                       decline_code=event.decline_code, message=event.message)
 
     def _add_invoice(self, event: Any, ws: str, event_id: str, source_ids: str, tracking: Tracking,
@@ -157,8 +163,8 @@ class Invoices(ReadModel):
     @record.register(Subscription.PaymentFailed)
     def _payment_failed(self, event: Subscription.PaymentFailed, session: Session, sub: Subscription,
                         tracking: Tracking) -> None:
-        self._payment(event, sub, tracking, outcome="failed", charge_id=None, payment_method=None,
-                      decline_code=event.decline_code, message=event.message)
+        self._payment(event, sub, tracking, outcome=ended(event.decline_code, "failed"), charge_id=None,
+                      payment_method=None, decline_code=event.decline_code, message=event.message)
         self._change_invoice(session, event.invoice_id, lambda inv: {
             "failures": inv["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,
             "last_failure_at": event.timestamp})

@@ -25,6 +25,7 @@ from domain.catalog import Catalog
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
+from domain.payments import CANCELED
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.billing import held_fact
 from projections.audit_summary import Scene, summary
@@ -185,11 +186,6 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
         "totals": totals(invoice, decided, void=ended(subject.declined) if subject.declined else None),
         "facts": facts(decided, invoice, cur),
     }
-
-
-CANCELED = "canceled"
-"""The decline code of a charge that was canceled, not declined (domain/subscription/billing.py):
-abandoned while it waited for the customer's 3-D Secure, or canceled by the provider."""
 
 
 def ended(declined: S.ChargeDeclined) -> str:

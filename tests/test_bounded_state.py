@@ -8,6 +8,7 @@ import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from adapters.settings import eventsourcing_env
@@ -114,7 +115,11 @@ def test_a_snapshot_from_before_keys_expired_keeps_its_keys_from_its_last_change
     assert state["idempotency"]["k"]["at"] == at
 
 
-def test_snapshots_from_before_keys_were_dated_are_discarded_at_the_upgrade(book: Any, db_url: str) -> None:
+@pytest.mark.parametrize("older", [
+    "UPDATE subledger_meta SET value = 'subledger-4 eventsourcing-9.5.6' WHERE key = 'event_store'",
+    "DELETE FROM subledger_meta",  # a store set up before versions were recorded
+])
+def test_snapshots_from_before_keys_were_dated_are_discarded_at_the_upgrade(book: Any, db_url: str, older: str) -> None:
     """The upcaster can only guess when a key of an older snapshot was first used; the events know,
     so `audit verify` would flag the guess. The upgrade deletes those snapshots: loads replay the
     events, and the keys keep replaying."""
@@ -130,7 +135,7 @@ def test_snapshots_from_before_keys_were_dated_are_discarded_at_the_upgrade(book
     b.ledger.snapshots.put([dataclasses.replace(snap, state=state)])  # as the previous release stored it
     assert snapshots(b.ledger, {}, "ws")["problem"] == "snapshot_differs"
     with create_engine(sqlalchemy_url(eventsourcing_env(db_url))).begin() as conn:
-        conn.execute(text("UPDATE subledger_meta SET value = 'subledger-4 eventsourcing-9.5.6' WHERE key = 'event_store'"))
+        conn.execute(text(older))
     upgraded = book("workspace", "2026-04-02T00:00:00")  # set up again, under the set-up lock
     assert list(upgraded.ledger.snapshots.get(b.sub("ws").id)) == []
     assert snapshots(upgraded.ledger, {}, "ws")["ok"]

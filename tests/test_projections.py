@@ -378,6 +378,26 @@ def test_R12_a_declined_upgrade_shows_a_void_invoice_in_the_invoices_read_model(
         assert trial_balance(conn, "ws") == {"receivable": 0, "cash": Decimal("19.00"), "revenue": Decimal("-19.00")}
 
 
+def test_R8_an_abandoned_3d_secure_renewal_is_a_canceled_payment_and_its_invoice_stays_open(
+        book: Any, db_url: str) -> None:
+    """No bank declined it: the payment reads canceled, not failed; the renewal is still owed."""
+    b = book("forms")
+    b.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    b.do("ws", "subscribe", plan="pro", interval="month")
+    b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired")
+    b.at("2026-05-01T00:00:00")  # the renewal's charge waits for the customer's 3-D Secure
+    b.ledger.abandon_payment("ws")
+    with projections_for(b, db_url) as p:
+        p.catch_up()
+        rows = snapshot(p.engine)
+    renewal = [i for i in rows["invoices"] if i["invoice_id"] == "in_ws_0002"]
+    assert [i["status"] for i in renewal] == ["open"]
+    assert [(r["outcome"], r["decline_code"]) for r in rows["invoice_payments"] if r["invoice_id"] == "in_ws_0002"] \
+        == [("canceled", "canceled")]
+    assert any(r["summary"].startswith("payment of 19.00 on in_ws_0002 canceled: the customer never completed the "
+                                       "card authentication") for r in rows["audit_trail"])
+
+
 def test_R12_an_abandoned_3d_secure_upgrade_is_void_whether_its_request_was_projected_before_or_not(
         book: Any, db_url: str) -> None:
     """The request and the abandonment projected in separate batches, or together by a rebuild,
