@@ -82,4 +82,3 @@ def discard_snapshots(ledger: Any) -> None:
         statement = f'DELETE FROM "{recorder.events_table_name}"'
     with datastore.transaction(commit=True) as cursor:
         cursor.execute(statement)
-

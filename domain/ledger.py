@@ -8,7 +8,6 @@ it from a database URL); the clock and the payment gateway are ports passed in.
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar

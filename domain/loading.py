@@ -10,10 +10,10 @@ refusal decided on a cached copy is decided again on a fresh one before it is an
 workspace with a charge in flight is always loaded fresh, so money is only ever asked for from
 the workspace as the store holds it.
 
-The cache never holds an object a command goes on changing: the library puts the saved
-aggregate itself, which `remember` replaces with a copy before the command touches it again,
-or keeps when the command is done with it. A decision reads the cached object itself and
-changes only copies of it; a command's Result hands it out to be read.
+The cache never holds an object a command goes on changing: only `remember` puts a saved
+workspace there (not the library's save), a copy unless the command is done with it. A
+decision reads the cached object itself and changes only copies of it; a command's Result
+hands it out to be read.
 
 A mixin of the Ledger application; it relies on the Ledger's `repository` and `events`.
 """
@@ -102,6 +102,14 @@ class Loading:
         except KeyError:
             return None
         return copy.deepcopy(sub) if copied else sub
+
+    def _record(self, processing_event: ProcessingEvent[Any]) -> list[Any]:
+        """The library's, except that it does not put the saved aggregates in the cache (its way
+        with fast-forward off): `remember` caches the workspace once its save is known, as a copy
+        unless the command is done with it, so no other thread ever reads an object that a
+        command goes on changing (catching up saves and changes the same one, round after round)."""
+        return self.events.put(processing_event.events, tracking=processing_event.tracking,
+                               **processing_event.saved_kwargs)
 
     def remember(self, sub: Subscription, *, done: bool = False) -> None:
         """Cache the workspace as saved (or read), the state later commands decide on: a copy,

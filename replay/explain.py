@@ -190,7 +190,7 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
 
 def ended(declined: S.ChargeDeclined) -> str:
     """How the charge that voided the invoice ended: `declined` by the card, or `canceled`."""
-    return "canceled" if declined.decline_code == CANCELED else "declined"
+    return CANCELED if declined.decline_code == CANCELED else "declined"
 
 
 def void(subject: Subject) -> dict[str, Any] | None:

@@ -155,3 +155,23 @@ def test_a_renewal_falling_due_during_a_command_never_changes_the_cached_workspa
     assert "InvoiceIssued" in [type(e).__name__ for e in after.due_events]
     assert (earlier.version, earlier.period_end, earlier.members) == before
     assert a.sub("ws").period_end > before[1] and a.sub("ws").members == 4
+
+
+def test_a_workspace_still_being_changed_is_never_in_the_cache(pair: tuple[Book, Book],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catching up saves and changes one object, round after round: between a save and the next
+    round no other thread may find that object in the cache, only a copy of it."""
+    a, _ = pair
+    found: list[bool] = []
+    remember = a.ledger.remember
+
+    def checked(sub: Any, *, done: bool = False) -> None:
+        try:
+            found.append(a.ledger.repository.cache.get(sub.id) is sub)
+        except KeyError:
+            found.append(False)
+        remember(sub, done=done)
+
+    monkeypatch.setattr(a.ledger, "remember", checked)
+    a.at("2026-03-02T00:00:00")  # two renewals, each charged and paid: rounds of saves
+    assert len(found) >= 4 and not any(found)
