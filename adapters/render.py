@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from domain.payments import ending
+
 
 def console() -> Console:
     return Console(highlight=False, soft_wrap=True)
@@ -113,7 +115,7 @@ def void_ending(invoice: dict[str, Any]) -> str:
     """How the charge of a void invoice ended: declined by the card, or canceled (decline code
     `canceled`: abandoned while it waited for the customer's 3-D Secure, replay/explain.py)."""
     last = invoice["payments"][-1] if invoice["payments"] else {}
-    return "canceled" if last.get("decline_code") == "canceled" else "declined"
+    return ending(last.get("decline_code"), "declined")
 
 
 def invoices_text(data: dict[str, Any]) -> list[str]:

@@ -26,6 +26,12 @@ was canceled rather than declined: abandoned while it waited for the customer's 
 canceled by the provider. No bank said no."""
 
 
+def ending(decline_code: str | None, otherwise: str) -> str:
+    """How a charge that did not succeed ended, from its recorded decline code: CANCELED when no
+    bank said no, else `otherwise` (`declined`, or `failed` for an issued invoice's payment)."""
+    return CANCELED if decline_code == CANCELED else otherwise
+
+
 @dataclass(frozen=True)
 class ChargeRequest:
     idempotency_key: str

@@ -13,16 +13,11 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select, u
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from domain.payments import CANCELED
+from domain.payments import ending
 from domain.subscription import Subscription
 from projections.commands_trail import charge_request, preceding
 from projections.readmodel import ReadModel, event_ref
 from projections.store import Amount, UtcDateTime, document, dumps, insert_rows, line_columns, line_row
-
-
-def ended(decline_code: str | None, otherwise: str) -> str:
-    """A payment's outcome: `canceled` when no bank said no (CANCELED), else `otherwise`."""
-    return CANCELED if decline_code == CANCELED else otherwise
 
 
 class Invoices(ReadModel):
@@ -127,7 +122,7 @@ class Invoices(ReadModel):
         self._add_invoice(invoice, ws, event_id, source_ids, tracking, status="void")
         self.pending[invoice.invoice_id].update(failures=1, last_failure_code=event.decline_code,
                                                 last_failure_at=event.timestamp)
-        self._payment(event, sub, tracking, outcome=ended(event.decline_code, "declined"), charge_id=None,
+        self._payment(event, sub, tracking, outcome=ending(event.decline_code, "declined"), charge_id=None,
                       payment_method=held.payment_method,
                       decline_code=event.decline_code, message=event.message)
 
@@ -163,7 +158,7 @@ class Invoices(ReadModel):
     @record.register(Subscription.PaymentFailed)
     def _payment_failed(self, event: Subscription.PaymentFailed, session: Session, sub: Subscription,
                         tracking: Tracking) -> None:
-        self._payment(event, sub, tracking, outcome=ended(event.decline_code, "failed"), charge_id=None,
+        self._payment(event, sub, tracking, outcome=ending(event.decline_code, "failed"), charge_id=None,
                       payment_method=None, decline_code=event.decline_code, message=event.message)
         self._change_invoice(session, event.invoice_id, lambda inv: {
             "failures": inv["failures"] + 1, "status": "open", "last_failure_code": event.decline_code,

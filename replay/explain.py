@@ -25,7 +25,7 @@ from domain.catalog import Catalog
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
-from domain.payments import CANCELED
+from domain.payments import ending
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.billing import held_fact
 from projections.audit_summary import Scene, summary
@@ -190,7 +190,7 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
 
 def ended(declined: S.ChargeDeclined) -> str:
     """How the charge that voided the invoice ended: `declined` by the card, or `canceled`."""
-    return CANCELED if declined.decline_code == CANCELED else "declined"
+    return ending(declined.decline_code, "declined")
 
 
 def void(subject: Subject) -> dict[str, Any] | None:

@@ -284,8 +284,8 @@ class Subscription(Aggregate):
             entry.setdefault("command_id", None)  # a key recorded before commands had ids (v1 snapshots)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Subscription:
-        """Every command copies the workspace twice (the aggregate cache hands out a copy, and
-        a decision is made on one): state is plain data, so a structural copy does."""
+        """Every command copies the workspace (a decision is made on a copy, Subscription.decide):
+        state is plain data, so a structural copy does."""
         clone = object.__new__(type(self))
         clone.__dict__.update({k: v if type(v) in EXACTLY_IMMUTABLE else copied(v) for k, v in self.__dict__.items()})
         return clone
@@ -371,7 +371,7 @@ class Subscription(Aggregate):
         """What a key already recorded, or None; the key with other arguments is refused. A key
         first used more than KEY_RETENTION before `now` is forgotten: its reuse is a new command."""
         entry = self.idempotency.get(key)
-        if entry is None or entry["at"] < now - events.KEY_RETENTION:
+        if entry is None or events.forgotten(entry, now):
             return None
         if entry["hash"] != args_hash:
             raise LedgerError("idempotency_conflict", f"idempotency key {key!r} was used with other arguments")

@@ -55,7 +55,7 @@ class Event(Aggregate.Event):
         if self.idempotency_key:
             forget_keys(sub, self.timestamp)
             entry = sub.idempotency.get(self.idempotency_key)
-            if entry is None or entry["at"] < self.timestamp - KEY_RETENTION:
+            if entry is None or forgotten(entry, self.timestamp):
                 sub.idempotency.pop(self.idempotency_key, None)  # a forgotten key used anew goes to the back
                 entry = sub.idempotency[self.idempotency_key] = {
                     "hash": self.args_hash, "first": self.originator_version, "last": self.originator_version,
@@ -71,9 +71,14 @@ def forget_keys(sub: Subscription, now: datetime) -> None:
     keys = sub.idempotency
     while keys:
         oldest = next(iter(keys))
-        if keys[oldest]["at"] >= now - KEY_RETENTION:
+        if not forgotten(keys[oldest], now):
             break
         del keys[oldest]
+
+
+def forgotten(entry: Any, now: datetime) -> bool:
+    """Whether a key's entry was first used more than KEY_RETENTION before `now`."""
+    return bool(entry["at"] < now - KEY_RETENTION)
 
 
 class WorkspaceRegistered(Aggregate.Created, Event):
