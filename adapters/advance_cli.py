@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from adapters.cli_output import OUTPUT, JsonFlag, refuse, use_json
+from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, refuse, use_json
 from domain.errors import LedgerError
 
 if TYPE_CHECKING:
@@ -51,12 +51,11 @@ def advance(json_output: JsonFlag = False,
 
 
 def _advance_round(ledger: Ledger) -> None:
-    from adapters.app import catch_up
     from projections.views import event_types, iso
 
     done = ledger.advance()
     if done:
-        catch_up(ledger)
+        catch_up_after(ledger)
     at = iso(ledger.clock.now())
     if OUTPUT.json:
         typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))

@@ -69,6 +69,21 @@ def refuse(error: LedgerError) -> NoReturn:
     fail(error.code, error.message)
 
 
+def catch_up_after(ledger: Any) -> None:
+    """Catch the read models up after a recorded command. Their failure is not the command's:
+    it is recorded (and any charge made), so the outcome is still reported with its own exit
+    code, and the read models' error goes to stderr (`subledger project status` shows the lag);
+    reporting the command as failed would invite a retry that buys twice."""
+    from adapters.app import catch_up
+
+    try:
+        catch_up(ledger)
+    except Exception as e:  # noqa: BLE001 (any failure of the read side, reported as such)
+        first = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        typer.echo(f"warning: recorded, but the read models could not catch up: {first} [read_models_behind]",
+                   err=True)
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 

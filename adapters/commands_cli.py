@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters.cli_output import OUTPUT, JsonFlag, exit_code, fail, refuse, use_json
+from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, exit_code, fail, refuse, use_json
 from domain.commands import COMMANDS, Command, parse_actor, parse_command
 from domain.errors import LedgerError
 
@@ -113,7 +113,6 @@ def emit(out: dict[str, Any]) -> None:
 def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: str, role: str,
                 idempotency_key: str | None, reason: str | None, preview: bool = False) -> None:
     from adapters.scenario import PEOPLE_ROLES, outcome
-    from adapters.app import catch_up
     cli = _cli()
     cli.check_workspace(workspace)
     try:
@@ -138,7 +137,7 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
         except LedgerError as e:
             refuse(e)
         if result.events or result.due_events:
-            catch_up(ledger)
+            catch_up_after(ledger)
         previewed = result.subscription if preview and result.ok else None
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
                      result.due_events, result.replayed, previewed))

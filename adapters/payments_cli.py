@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
+from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, fail, use_json
 
 payments_app = typer.Typer(help="Pending charges: list, resolve after a crash, confirm or abandon 3-D Secure.",
                            no_args_is_help=True)
@@ -51,12 +51,11 @@ def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
 @payments_app.command("resolve")
 def resolve(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     """Ask the gateway for every pending charge's outcome and record it (after a crash)."""
-    from adapters.app import catch_up
     use_json(json_output)
     with _open_ledger() as ledger:
         done = ledger.resolve_payments(workspace)
         if done:
-            catch_up(ledger)
+            catch_up_after(ledger)
     _report(done)
 
 
@@ -65,7 +64,6 @@ def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
             json_output: JsonFlag = False) -> None:
     """Test gateway only: the customer completes 3-D Secure; the change then applies."""
     from adapters.payments import TestPaymentGateway
-    from adapters.app import catch_up
     use_json(json_output)
     with _open_ledger() as ledger:
         if not isinstance(ledger.payments, TestPaymentGateway):
@@ -78,7 +76,7 @@ def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
         for charge in waiting:
             ledger.payments.confirm(charge["charge_key"])
         done = ledger.resolve_payments(workspace)
-        catch_up(ledger)
+        catch_up_after(ledger)
     _report(done)
 
 
@@ -86,11 +84,10 @@ def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
 def abandon(workspace: Annotated[str, typer.Argument(help="Workspace id.")], invoice: Invoice = None,
             json_output: JsonFlag = False) -> None:
     """Give up a charge awaiting the customer: cancelled at the gateway, the change dropped (R12)."""
-    from adapters.app import catch_up
     use_json(json_output)
     with _open_ledger() as ledger:
         events = ledger.abandon_payment(workspace, invoice)
-        catch_up(ledger)
+        catch_up_after(ledger)
     _report({workspace: events})
 
 

@@ -24,6 +24,11 @@ Interval = Literal["month", "year"]
 Price = Annotated[Decimal, BeforeValidator(parse_amount)]
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 BUILT_IN = ("forms", "workspace", "operations")
+MAX_COUNT = 10**9
+"""The largest count (seats, gigabytes, credits, operations, rank) a catalog may set: any sum or
+product of a few of them stays far inside the read models' 64-bit columns."""
+MAX_DAYS = 3660
+"""The longest span in days (a trial, a carry-over): ten years, far inside what a date can hold."""
 
 
 class _Model(BaseModel):
@@ -43,8 +48,9 @@ class Policy(_Model):
     )
     trial_fallback: str | None = None
     downgrade_notice_days: int = Field(7, ge=0, le=60)
-    operations_pack: int = Field(10_000, gt=0)
-    carry_over_days: dict[Interval, int] = Field(default_factory=lambda: {"month": 30, "year": 365})
+    operations_pack: int = Field(10_000, gt=0, le=MAX_COUNT)
+    carry_over_days: dict[Interval, Annotated[int, Field(ge=0, le=MAX_DAYS)]] = Field(
+        default_factory=lambda: {"month": 30, "year": 365})
     overage: Literal["block", "bill", "allow"] = Field(
         "allow", description="operations beyond the allowance: refused, billed on the next invoice, or forgiven"
     )
@@ -77,7 +83,7 @@ class Policy(_Model):
 
 
 class Tier(_Model):
-    operations: int = Field(gt=0)
+    operations: int = Field(gt=0, le=MAX_COUNT)
     interval: Interval
     price: Price = Field(gt=0)
 
@@ -90,17 +96,17 @@ class Tier(_Model):
 class Plan(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
-    rank: int = Field(ge=0)
+    rank: int = Field(ge=0, le=MAX_COUNT)
     kind: Literal["free", "trial", "paid", "contract"]
     prices: dict[Interval, Price] = Field(default_factory=dict)
     per_seat: bool = False
-    seats: int | None = Field(None, gt=0, description="seat limit of a flat plan; None = unlimited")
-    max_seats: int = Field(1000, gt=0, description="most seats a per-seat plan sells")
-    storage_gb: int = Field(ge=0)
+    seats: int | None = Field(None, gt=0, le=MAX_COUNT, description="seat limit of a flat plan; None = unlimited")
+    max_seats: int = Field(1000, gt=0, le=MAX_COUNT, description="most seats a per-seat plan sells")
+    storage_gb: int = Field(ge=0, le=MAX_COUNT)
     features: list[str] = Field(default_factory=list)
-    ai_credits_per_seat: int = Field(0, ge=0)
-    teams: int | None = Field(None, gt=0)
-    trial_days: int | None = Field(None, gt=0)
+    ai_credits_per_seat: int = Field(0, ge=0, le=MAX_COUNT)
+    teams: int | None = Field(None, gt=0, le=MAX_COUNT)
+    trial_days: int | None = Field(None, gt=0, le=MAX_DAYS)
     tiers: list[Tier] = Field(default_factory=list)
 
     @field_validator("prices")
@@ -135,14 +141,14 @@ class Plan(_Model):
 class AddOn(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
-    storage_gb: int = Field(gt=0)
+    storage_gb: int = Field(gt=0, le=MAX_COUNT)
     prices: dict[Interval, Price]
 
 
 class CreditPack(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
-    credits: int = Field(gt=0)
+    credits: int = Field(gt=0, le=MAX_COUNT)
     price: Price = Field(gt=0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, delete, select
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -19,8 +19,11 @@ from projections.store import UtcDateTime, dumps, insert_rows
 
 
 class Entitlements(LatestPerWorkspace):
+    """v2: counts (seats, members, credits, operations, gigabytes) are 64-bit: a catalog may set up to
+    a billion of each (domain/catalog.py MAX_COUNT), and their sums and products outgrow 32 bits."""
+
     family = "entitlements"
-    version = 1
+    version = 2
     tables = ("entitlements",)
 
     @classmethod
@@ -34,14 +37,14 @@ class Entitlements(LatestPerWorkspace):
             Column("locked_features", Text, nullable=False),
             Column("limits", Text, nullable=False),
             Column("usage", Text, nullable=False),
-            Column("seat_limit", Integer),
-            Column("members", Integer, nullable=False),
-            Column("storage_limit_gb", Integer, nullable=False),
+            Column("seat_limit", BigInteger),
+            Column("members", BigInteger, nullable=False),
+            Column("storage_limit_gb", BigInteger, nullable=False),
             Column("storage_used_gb", String(40), nullable=False),
             Column("storage_read_only", Boolean, nullable=False),
             Column("webhooks_firing", Boolean, nullable=False),
-            Column("operations_remaining", Integer, nullable=False),
-            Column("ai_credits", Integer, nullable=False),
+            Column("operations_remaining", BigInteger, nullable=False),
+            Column("ai_credits", BigInteger, nullable=False),
             Column("position", Integer, nullable=False),
             Column("updated_at", UtcDateTime, nullable=False),
         )}

@@ -22,10 +22,11 @@ from projections.store import Amount, UtcDateTime, document, dumps, insert_rows,
 
 class Invoices(ReadModel):
     """v4: a charge abandoned at 3-D Secure (a purchase's, a renewal's or a retry's) is a payment
-    with outcome `canceled`, no longer `declined` or `failed`."""
+    with outcome `canceled`, no longer `declined` or `failed`. v5: a line's quantity is 64-bit
+    (operations billed can outgrow 32 bits)."""
 
     family = "invoices"
-    version = 4
+    version = 5
     tables = ("invoices", "invoice_lines", "invoice_payments")
 
     @classmethod

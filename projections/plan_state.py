@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from sqlalchemy import (
-    Boolean, Column, Integer, MetaData, String, Table, Text, delete, select,
+    BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, delete, select,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -24,8 +24,11 @@ from projections.views import plan_state
 
 
 class PlanState(LatestPerWorkspace):
+    """v2: counts (seats, members, credits, operations, gigabytes) are 64-bit: a catalog may set up to
+    a billion of each (domain/catalog.py MAX_COUNT), and their sums and products outgrow 32 bits."""
+
     family = "plan_state"
-    version = 1
+    version = 2
     tables = ("plan_state",)
 
     @classmethod
@@ -35,10 +38,10 @@ class PlanState(LatestPerWorkspace):
             Column("workspace", String(64), primary_key=True),
             Column("catalog", String(64), nullable=False),
             Column("plan", String(64)),
-            Column("tier", Integer),
+            Column("tier", BigInteger),
             Column("interval", String(8)),
-            Column("seats", Integer),
-            Column("members", Integer, nullable=False),
+            Column("seats", BigInteger),
+            Column("members", BigInteger, nullable=False),
             Column("over_seat", Boolean, nullable=False),
             Column("status", String(24), nullable=False),
             Column("period_start", UtcDateTime),
@@ -47,12 +50,12 @@ class PlanState(LatestPerWorkspace):
             Column("scheduled_at", UtcDateTime),
             Column("billing_credit", Amount, nullable=False),
             Column("currency", String(3), nullable=False),
-            Column("ai_credits_granted", Integer, nullable=False),
-            Column("ai_credits_purchased", Integer, nullable=False),
-            Column("operations_remaining", Integer, nullable=False),
+            Column("ai_credits_granted", BigInteger, nullable=False),
+            Column("ai_credits_purchased", BigInteger, nullable=False),
+            Column("operations_remaining", BigInteger, nullable=False),
             Column("open_invoice", String(96)),
             Column("storage_used_gb", String(40), nullable=False),
-            Column("storage_limit_gb", Integer, nullable=False),
+            Column("storage_limit_gb", BigInteger, nullable=False),
             Column("storage_read_only", Boolean, nullable=False),
             Column("addons", Text, nullable=False),
             Column("features", Text, nullable=False),

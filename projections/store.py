@@ -20,7 +20,7 @@ from urllib.parse import quote
 import orjson
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import (Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, delete, insert, select, text,
+from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, delete, insert, select, text,
                         update)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -114,7 +114,7 @@ def line_columns() -> list[Column[Any]]:
         Column("kind", String(32), nullable=False),
         Column("description", Text, nullable=False),
         Column("amount", Amount, nullable=False),
-        Column("quantity", Integer, nullable=False),
+        Column("quantity", BigInteger, nullable=False),
         Column("period_start", UtcDateTime),
         Column("period_end", UtcDateTime),
         Column("formula", Text, nullable=False),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, select
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -25,8 +25,10 @@ from projections.store import Amount, UtcDateTime, document, insert_rows, line_c
 
 
 class UpcomingInvoice(LatestPerWorkspace):
+    """v2: the tier, the seats and a line's quantity are 64-bit, as in plan_state v2."""
+
     family = "upcoming_invoice"
-    version = 1
+    version = 2
     tables = ("upcoming_invoice", "upcoming_invoice_lines")
 
     @classmethod
@@ -37,9 +39,9 @@ class UpcomingInvoice(LatestPerWorkspace):
                 Column("workspace", String(64), primary_key=True),
                 Column("due_at", UtcDateTime, nullable=False),
                 Column("plan", String(64)),
-                Column("tier", Integer),
+                Column("tier", BigInteger),
                 Column("interval", String(8)),
-                Column("seats", Integer),
+                Column("seats", BigInteger),
                 Column("currency", String(3), nullable=False),
                 Column("subtotal", Amount, nullable=False),
                 Column("credit_applied", Amount, nullable=False),

@@ -162,19 +162,20 @@ def test_rebuild_swaps_in_fresh_versioned_tables(book: Any, db_url: str) -> None
         assert p.rebuild(["journal"]) == {"journal": "v1_2"}
         assert snapshot(p.engine) == before
 
-    class PlanStateV2(PlanState):
-        version = 2
+    class PlanStateNext(PlanState):
+        version = PlanState.version + 1
 
-    models = [PlanStateV2 if m is PlanState else m for m in ALL]
+    models = [PlanStateNext if m is PlanState else m for m in ALL]
     b.do("acme", "set-members", members=3)
     with Projections(eventsourcing_env(db_url), source=b.ledger, models=models) as p:
         tags = {s["projection"]: s["tables"] for s in p.status()}
-        assert tags["plan_state"] == "v2" and tags["journal"] == "v1_2"
+        old, new = f"rm_plan_state_v{PlanState.version}", f"rm_plan_state_v{PlanState.version + 1}"
+        assert tags["plan_state"] == f"v{PlanState.version + 1}" and tags["journal"] == "v1_2"
         with p.engine.connect() as conn:
             names = set(conn.execute(text(
                 "SELECT name FROM sqlite_master WHERE type='table'" if db_url.startswith("sqlite") else
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")).scalars())
-        assert "rm_plan_state_v2" in names and "rm_plan_state_v1" not in names and "rm_journal_v1" not in names
+        assert new in names and old not in names and "rm_journal_v1" not in names
         p.catch_up()
         check_against_ledger(b.ledger, p.engine)
 

@@ -1,0 +1,105 @@
+"""Numbers a catalog or a command may hold fit everything that stores them: a catalog count beyond
+a billion is refused before anything is recorded, counts beyond 32 bits are kept by every read
+model, and a recorded command is reported as recorded even when the read models fail after it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.app import build_ledger
+from adapters.cli import app
+from domain.catalog import MAX_COUNT
+from domain.commands import parse_command
+from domain.ledger import TestClock
+from projections.runner import Projections
+from adapters.settings import eventsourcing_env
+from tests.conftest import ADMIN, utc
+from tests.readmodels import check_against_ledger
+
+CATALOG = """id = "big"
+version = "1"
+name = "Big"
+currency = "USD"
+[[plans]]
+id = "seat"
+name = "Seat"
+rank = {rank}
+kind = "paid"
+per_seat = true
+max_seats = {seats}
+prices = {{ month = "1.00" }}
+storage_gb = {storage}
+ai_credits_per_seat = {ai}
+[[credit_packs]]
+id = "pack"
+name = "Pack"
+credits = {credits}
+price = "5.00"
+"""
+FITS = {"rank": 1, "seats": 1000, "storage": MAX_COUNT, "ai": MAX_COUNT, "credits": MAX_COUNT}
+
+
+def catalog(tmp_path: Path, **over: int) -> Path:
+    path = tmp_path / "big.toml"
+    path.write_text(CATALOG.format(**{**FITS, **over}))
+    return path
+
+
+@pytest.mark.parametrize("field", ["rank", "seats", "storage", "ai", "credits"])
+def test_a_catalog_count_beyond_a_billion_is_refused_and_records_nothing(tmp_path: Path, field: str) -> None:
+    path = catalog(tmp_path, **{field: 10**20})
+    checked = CliRunner().invoke(app, ["catalog", "check", str(path)])
+    assert checked.exit_code == 2 and "1000000000" in checked.stderr, checked.stderr
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    run = CliRunner().invoke(app, ["--db", db, "--catalog", str(path), "subscribe", "ws", "--plan", "seat"])
+    assert run.exit_code == 2 and "less than or equal to 1000000000" in run.stderr, run.stderr
+    assert CliRunner().invoke(app, ["--db", db, "show", "ws"]).exit_code == 1, "nothing was recorded"
+
+
+def test_a_trial_of_more_than_ten_years_is_refused(tmp_path: Path) -> None:
+    text = CATALOG.format(**FITS) + '[[plans]]\nid = "t"\nname = "T"\nrank = 2\nkind = "trial"\nstorage_gb = 1\n' \
+        'trial_days = 3661\n'
+    (tmp_path / "trial.toml").write_text(text)
+    checked = CliRunner().invoke(app, ["catalog", "check", str(tmp_path / "trial.toml")])
+    assert checked.exit_code == 2 and "3660" in checked.stderr, checked.stderr
+
+
+def test_counts_beyond_32_bits_are_kept_by_every_read_model(db_url: str, tmp_path: Path) -> None:
+    """5 seats of a billion AI credits each, and three packs of a billion: 5e9 and 3e9 credits."""
+    ledger = build_ledger(db_url, catalog=catalog(tmp_path), clock=TestClock(utc("2026-04-01T00:00:00")))
+    try:
+        for command, args in (("add-payment-method", {"payment_method": "pm_card_visa"}),
+                              ("subscribe", {"plan": "seat", "seats": 5}),
+                              *[("buy-ai-credits", {"pack": "pack"})] * 3):
+            assert ledger.handle("ws", parse_command(command, args), ADMIN).ok
+        with Projections(eventsourcing_env(db_url), source=ledger) as p:
+            p.catch_up()
+            check_against_ledger(ledger, p.engine)
+        shown = CliRunner().invoke(app, ["--db", db_url, "--json", "show", "ws"])
+        state = json.loads(shown.stdout)
+        assert (state["ai_credits_granted"], state["ai_credits_purchased"]) == (5 * 10**9, 3 * 10**9), state
+    finally:
+        ledger.close()
+
+
+def test_a_recorded_command_is_reported_recorded_when_the_read_models_fail_after_it(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Reporting it as failed would invite a retry that buys twice."""
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", db, "add-payment-method", "ws", "--payment-method", "pm_card_visa"]).exit_code == 0
+
+    def broken(ledger: Any) -> None:
+        raise RuntimeError("value out of range for the read model\nSQL: INSERT ...")
+
+    monkeypatch.setattr("adapters.app.catch_up", broken)
+    bought = runner.invoke(app, ["--db", db, "--json", "subscribe", "ws", "--plan", "pro"])
+    assert bought.exit_code == 0, bought.stderr
+    assert json.loads(bought.stdout)["ok"] is True
+    assert "[read_models_behind]" in bought.stderr and "value out of range" in bought.stderr
+    assert "SQL:" not in bought.stderr
