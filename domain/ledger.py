@@ -364,8 +364,21 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
 
     def _context(self, sub: Subscription, actor: Actor, channel: str, cause: str, reason: str | None,
                  key: str | None, args_hash: str | None, command_id: str | None, at: datetime | None = None) -> Context:
-        return Context(actor, channel, at or self.clock.now(), self.catalog_for(sub), cause, reason, key, args_hash,
-                       command_id)
+        return Context(actor, channel, self._not_before(sub, at or self.clock.now()), self.catalog_for(sub), cause,
+                       reason, key, args_hash, command_id)
+
+    def _not_before(self, sub: Subscription, at: datetime) -> datetime:
+        """A workspace's time never runs backwards: its facts are in time order, so `as-of` and
+        `explain` read them right. A test clock set before the workspace's last fact is refused
+        (clock_conflict): somebody pinned the wrong instant. The system clock can only be behind it
+        by another host's skew, a few milliseconds: the fact takes the last one's instant."""
+        last = sub.modified_on
+        if at >= last:
+            return at
+        if self.clock.kind == "system":
+            return last
+        raise LedgerError("clock_conflict", f"the clock reads {at.isoformat()}, before {sub.workspace_id}'s last "
+                          f"recorded fact at {last.isoformat()}: a ledger's time never runs backwards")
 
     def _new(self, workspace_id: str, actor: Actor, channel: str) -> Subscription:
         catalog = self.catalog_for(None)

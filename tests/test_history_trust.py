@@ -3,6 +3,7 @@ ledger kept on the system clock (nor the other way round)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,41 @@ def test_clock_conflict_a_pinned_cli_clock_cannot_backdate_a_real_ledger(tmp_pat
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2020-01-01T00:00:00Z")
     backdated = runner.invoke(app, ["--db", url, "--json", "subscribe", "ws", "--plan", "pro"])
     assert backdated.exit_code == 1 and '"clock_conflict"' in backdated.output
+
+
+def test_clock_conflict_a_pinned_cli_clock_cannot_run_a_workspace_backwards(tmp_path, monkeypatch):
+    """On a test ledger too, a workspace's facts stay in time order: an instant pinned before its
+    last fact is refused and records nothing, so `replay as-of` never meets a fact out of order."""
+    url = f"sqlite:///{tmp_path}/test.db"
+    runner = CliRunner()
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-04-30T00:00:00Z")
+    assert runner.invoke(app, ["--db", url, "add-payment-method", "ws", "--payment-method", VISA]).exit_code == 0
+    assert runner.invoke(app, ["--db", url, "set-members", "ws", "--members", "2"]).exit_code == 0
+    before = runner.invoke(app, ["--db", url, "--json", "audit", "ws"]).output
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-01-01T00:00:00Z")
+    back = runner.invoke(app, ["--db", url, "--json", "set-members", "ws", "--members", "3"])
+    assert back.exit_code == 1 and '"clock_conflict"' in back.output, back.output
+    assert "never runs backwards" in back.output
+    assert runner.invoke(app, ["--db", url, "--json", "audit", "ws"]).output == before
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-04-30T00:00:00Z")
+    assert runner.invoke(app, ["--db", url, "set-members", "ws", "--members", "3"]).exit_code == 0, "the same instant is fine"
+
+
+def test_a_system_clock_behind_a_workspace_by_another_hosts_skew_records_at_the_last_facts_instant(tmp_path):
+    url = f"sqlite:///{tmp_path}/real.db"
+
+    class Behind(SystemClock):
+        def now(self):  # a host whose clock is a second behind the one that wrote last
+            return super().now() - timedelta(seconds=1)
+
+    ahead = build_ledger(url, clock=SystemClock())
+    behind = build_ledger(url, clock=Behind())
+    try:
+        assert ahead.handle("ws", parse_command("set-members", {"members": 1}), ADMIN).ok
+        last = ahead.get("ws").modified_on
+        assert behind.handle("ws", parse_command("set-members", {"members": 2}), ADMIN).ok
+        times = [e.timestamp for e in behind.workspace_events("ws")]
+        assert times == sorted(times) and times[-1] == last
+    finally:
+        ahead.close()
+        behind.close()
