@@ -207,6 +207,25 @@ def test_the_same_key_with_another_body_is_409_naming_the_difference(api: Api) -
     assert api.head() == head
 
 
+def test_a_key_reused_without_the_quote_names_the_quote_wherever_it_was_given(api: Api) -> None:
+    api.on_pro().advance("2026-04-11T00:00:00Z")
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    assert api.do("change-plan", {"plan": "team", "quote": quote}, key="q1").status_code == 200
+    r = api.do("change-plan", {"plan": "team"}, key="q1")
+    assert (r.status_code, r.json()["code"]) == (409, "idempotency_conflict")
+    assert "quote" in r.json()["detail"] and "query." not in r.json()["detail"] and "body.plan" not in r.json()["detail"]
+
+
+def test_a_malformed_json_body_says_so_in_plain_words(api: Api) -> None:
+    api.on_pro()
+    head = api.head()
+    r = api.client.post("/v1/workspaces/acme/set-seats", content=b'{"seats": ',
+                        headers={"Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+    assert r.json()["detail"].startswith("the body is not valid JSON: ") and "at character 10" in r.json()["detail"]
+    assert api.head() == head
+
+
 def test_bad_input_stores_nothing_under_the_key(api: Api) -> None:
     api.on_pro()
     assert api.do("change-plan", {"plan": 7}, key="k2").status_code == 400

@@ -109,11 +109,13 @@ def _key_hash(key: str) -> str:
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between two requests, as `path`, `query.x` or `body.x` (values left out)."""
+    """What differs between two requests, as `path`, `quote` (given in the body or the query: the
+    same thing) or `body.x`, values left out."""
     found = [] if before.get("path") == now.get("path") else ["path"]
     for part in ("query", "body"):
         old, new = before.get(part) or {}, now.get(part) or {}
-        found += [f"{part}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        found += [k if (part, k) == ("query", "quote") else f"{part}.{k}"
+                  for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return found
 
 

@@ -74,7 +74,12 @@ def install(app: FastAPI) -> None:
     async def bad_input(request: Request, error: RequestValidationError) -> JSONResponse:
         parts = []
         for err in error.errors():
-            where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+            loc = tuple(err.get("loc", ()))
+            if err.get("type") == "json_invalid":
+                why = (err.get("ctx") or {}).get("error") or "malformed"
+                parts.append(f"the body is not valid JSON: {why} at character {loc[-1] if len(loc) > 1 else 0}")
+                continue
+            where = ".".join(str(p) for p in loc) or "request"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         detail = "; ".join(parts)[:2000] or "invalid request"
         if not_json(request, error):
