@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from adapters.cli_output import OUTPUT, fail, use_json
 from domain.errors import LedgerError
+
+if TYPE_CHECKING:
+    from domain import entitlements as rules
+    from domain.catalog import Catalog
 
 Workspace = Annotated[str, typer.Argument(help="Workspace id.", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -62,15 +66,16 @@ def entitlements(workspace: Workspace, json_output: JsonFlag = False) -> None:
     typer.echo(f"  webhooks: {'firing' if found['webhooks_firing'] else 'not firing (configuration kept)'}")
 
 
-def _now(cli: Any, workspace: str) -> rules.Entitlements:
-    """The workspace's entitlements at the ledger's now, read from its events; nothing recorded."""
+def _now(cli: Any, workspace: str) -> tuple[rules.Entitlements, Catalog]:
+    """The workspace's entitlements at the ledger's now, read from its events (nothing recorded),
+    and its catalog."""
     from domain import entitlements as rules
     with cli.open_ledger() as ledger:
         sub = ledger.get(workspace)
         if sub is None:
             fail("not_found", f"{workspace}: no such workspace")
         catalog = ledger.catalog_for(sub)
-        return rules.entitlements(rules.as_of(sub, catalog, ledger.clock.now()), catalog)
+        return rules.entitlements(rules.as_of(sub, catalog, ledger.clock.now()), catalog), catalog
 
 
 def _answer(cli: Any, check: Any, out: dict[str, Any], ok_text: str) -> None:
@@ -95,7 +100,7 @@ def check_upload(workspace: Workspace,
     if not GB.fullmatch(gb.strip()) or Decimal(gb) <= 0:
         fail("invalid_request", f"--gb: {gb[:40]!r} is not a positive number of GB (digits 0-9, e.g. 2.5)")
     size = Decimal(gb.strip())
-    ent = _now(cli, workspace)
+    ent, _ = _now(cli, workspace)
     free = max(Decimal(ent.storage_limit_gb) - ent.storage_used_gb, Decimal(0))
     _answer(cli, lambda: rules.check_upload(ent, size),
             {"workspace": workspace, "gb": format(size, "f"), "storage_used_gb": format(ent.storage_used_gb, "f"),
@@ -113,8 +118,8 @@ def check_feature(workspace: Workspace,
     _workspace(cli, workspace)
     if not FEATURE.fullmatch(feature):
         fail("invalid_request", f"feature {feature[:40]!r} is not a feature name (letters, digits, _ . : / -)")
-    ent = _now(cli, workspace)
-    _answer(cli, lambda: rules.check_feature(ent, feature),
+    ent, catalog = _now(cli, workspace)
+    _answer(cli, lambda: rules.check_feature(ent, feature, catalog),
             {"workspace": workspace, "feature": rules.feature_name(feature), "plan": ent.plan},
             f"{workspace} may use {rules.feature_name(feature)} ({ent.plan_name})")
 

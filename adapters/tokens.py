@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Column, MetaData, String, Table, select, update
 
 from adapters.side_tables import SideTables
-from domain.commands import check_workspace_id
+from domain.commands import check_new_workspace_id
 from domain.errors import LedgerError
 from projections.store import UtcDateTime
 
@@ -79,7 +79,7 @@ class TokenStore:
         if role not in WORKSPACE_ROLES and workspace_id is not None:
             raise LedgerError("invalid_request", f"a token with role {role} is not bound to a workspace: drop --workspace")
         if workspace_id is not None:
-            check_workspace_id(workspace_id)
+            check_new_workspace_id(workspace_id)  # a reserved id names no workspace the API serves
         if label is not None and len(label) > 200:
             raise LedgerError("invalid_request", "a token label is at most 200 characters")
         token = PREFIX + secrets.token_urlsafe(32)

@@ -132,9 +132,14 @@ def check_upload(ent: Entitlements, gb: Decimal) -> None:
                           f"an upload of {gb} GB does not fit: {free} GB of {ent.storage_limit_gb} GB free")
 
 
-def check_feature(ent: Entitlements, feature: str) -> None:
-    """R19: a feature outside the plan is plan-locked (R11: it unlocks at once on upgrade)."""
-    if feature_name(feature) not in ent.features:
+def check_feature(ent: Entitlements, feature: str, catalog: Catalog | None = None) -> None:
+    """R19: a feature outside the plan is plan-locked (R11: it unlocks at once on upgrade). With
+    the catalog, a feature no plan of it includes is a misspelling, not a locked feature."""
+    name = feature_name(feature)
+    if catalog is not None and name not in ent.features and all(name not in p.features for p in catalog.plans):
+        raise LedgerError("invalid_request", f"no plan of catalog {catalog.id} includes a feature named {name!r}: "
+                          "check its spelling")
+    if name not in ent.features:
         where = ent.plan_name or "a workspace without a subscription"
         if ent.status in LOCKED_STATUSES:
             where += f" while {ent.status}"

@@ -103,6 +103,7 @@ def test_exit_2_for_a_database_url_that_cannot_be_read(args: list[str]) -> None:
     (["subscribe", "verify", "--plan", "pro", "--interval", "month"], "reserved"),
     (["invoices", "status"], "reserved"),
     (["books", "--workspace", "rebuild"], "reserved"),
+    (["tokens", "create", "--role", "admin", "--workspace", "verify"], "reserved"),
     (["show", "ws 1"], "workspace id"),
     (["audit", "ws1", "--since", FAR_FUTURE], "out of range"),
     (["audit", "ws1", "--until", "yesterday"], "not ISO-8601"),

@@ -156,6 +156,8 @@ def test_R19_the_cli_checks_answer_ok_or_refuse_and_record_nothing(tmp_path: Pat
         0, {"ok": True, "workspace": "ws1", "feature": "custom_domains", "plan": "pro"})
     code, out = cli.json("check-feature", "ws1", "webhooks")
     assert (code, out["error"]["code"], out["error"]["message"]) == (1, "plan_locked", "webhooks is not included in Pro")
+    code, out = cli.json("check-feature", "ws1", "nonsense_feature")
+    assert (code, out["error"]["code"]) == (2, "invalid_request") and "check its spelling" in out["error"]["message"]
     text = cli("check-upload", "ws1", "--gb", "1")
     assert text.exit_code == 0 and text.stdout.startswith("ok: ws1 may upload 1 GB (2 of 10 GB free)")
     assert "webhooks: not firing" in cli("entitlements", "ws1").stdout
