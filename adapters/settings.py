@@ -50,8 +50,9 @@ def store_env(url: str) -> dict[str, str]:
             env["SQLITE_DBNAME"] = "file:subledger?mode=memory&cache=shared"
         elif Path(path).is_file() and not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
             env.update(SQLITE_DBNAME=read_only_uri(Path(path)), **{READ_ONLY: "y"})
-        else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        elif not Path(path).parent.is_dir():
+            raise ValueError(f"SQLite file {path[:200]!r}: the folder {str(Path(path).parent)[:200]!r} does not exist "
+                             "(a mistyped path creates nothing)")
         return env
     if parsed.scheme in ("postgresql", "postgres"):
         schema = parse_qs(parsed.query, keep_blank_values=True).get("schema", ["public"])[0]

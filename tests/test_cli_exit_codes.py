@@ -96,6 +96,8 @@ def test_exit_1_refused_or_no_such_workspace(ledger_db: str, args: list[str], co
 def test_exit_2_for_a_database_url_that_cannot_be_read(args: list[str]) -> None:
     assert_error("mysql://x/y", args, 2, "invalid_request", "unsupported database URL")
     assert_error(f"{PG}?schema=Bad-Name", args, 2, "invalid_request", "is not a schema name")
+    assert_error("sqlite:////nonexistent-folder/x.db", args, 2, "invalid_request", "does not exist")
+    assert not Path("/nonexistent-folder").exists(), "a mistyped path creates nothing"
 
 
 @pytest.mark.parametrize(("args", "words"), [
