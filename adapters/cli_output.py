@@ -88,6 +88,18 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
+SIGPIPE_EXIT = 141
+"""How a Unix tool ends when the reader of its output went away (`| head`): killed by SIGPIPE."""
+
+
+def reader_gone() -> NoReturn:
+    """The output's reader stopped reading (`subledger audit ws1 | head -1`): not a failure of the
+    database, so no error line; exit as `cat` would. Later writes go to /dev/null, so the flush
+    at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(SIGPIPE_EXIT)
+
+
 class Guarded(TyperGroup):
     """A command group whose every failure leaves through `fail`: a refusal, bad input, an
     unusable database (named, in plain English) or a bug, never a traceback."""
@@ -104,6 +116,8 @@ class Guarded(TyperGroup):
             raise
         except LedgerError as e:
             refuse(e)
+        except BrokenPipeError:
+            reader_gone()
         except Exception as e:  # noqa: BLE001 - every failure gets a code and a sentence
             from adapters import failures, schema
 

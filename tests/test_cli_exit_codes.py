@@ -148,3 +148,18 @@ def test_the_exit_code_table_is_in_the_readme_and_the_help() -> None:
         assert row in readme
     help_text = " ".join(CliRunner().invoke(app, ["--help"]).stdout.split())
     assert "2 bad input or usage, 3 infrastructure" in help_text
+
+
+def test_a_reader_that_stops_reading_is_not_a_database_failure(ledger_db: str) -> None:
+    """`subledger audit ws1 | head -1`: the pipe closes early; the CLI ends as `cat` would (141,
+    killed by SIGPIPE), with no error line blaming the database."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "from adapters.cli import main; main()", "--db", ledger_db,
+                             "audit", "ws1", "--format", "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert "error" not in stderr and "unavailable" not in stderr
