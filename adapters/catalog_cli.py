@@ -1,19 +1,47 @@
 """`subledger catalog check FILE`: validate a catalog file (docs/catalogs.md) and summarise it.
 
 Mounted by adapters/cli.py. A catalog that cannot be used exits 2 (`invalid_catalog`, or
-`catalog_conflict` for an id and version reused with other content), before any ledger sees it.
+`catalog_conflict` for an id and version reused with other content: a built-in's, or with a
+database one that ledger recorded), before any ledger records with it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
 
+if TYPE_CHECKING:
+    from domain.catalog import Catalog
+
 catalog_app = typer.Typer(help="Catalog files (docs/catalogs.md).", no_args_is_help=True)
+
+
+def _check_against_the_ledger(catalog: Catalog) -> None:
+    """With a database (--db or $SUBLEDGER_DB), the catalogs it recorded are checked too: a file
+    reusing a recorded id and version with other content is refused (catalog_conflict). A SQLite
+    file that does not exist recorded nothing, and is not created."""
+    from urllib.parse import urlparse
+
+    from adapters import cli
+    from domain.errors import LedgerError
+
+    db = os.environ.get("SUBLEDGER_DB")
+    if not db:
+        return
+    parsed = urlparse(db)
+    if parsed.scheme == "sqlite" and not Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path).is_file():
+        return
+    with cli.open_ledger() as ledger:
+        try:
+            ledger.check_published(catalog)
+        except LedgerError as e:
+            fail(e.code, e.message)
 
 
 @catalog_app.command("check")
@@ -25,10 +53,8 @@ def catalog_check(file: Annotated[str, typer.Argument(help="Catalog TOML file (o
     try:
         catalog = load_catalog(file)
     except CatalogError as e:
-        if OUTPUT.json:
-            fail(getattr(e, "code", "invalid_catalog"), str(e))
-        typer.echo(f"invalid catalog: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(getattr(e, "code", "invalid_catalog"), f"invalid catalog: {e}")
+    _check_against_the_ledger(catalog)
     summary = {
         "ok": True, "catalog": catalog.id, "version": catalog.version, "currency": catalog.currency,
         "plans": [p.id for p in catalog.plans], "addons": [a.id for a in catalog.addons],

@@ -160,11 +160,15 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
                 raise LedgerError("invalid_request", f"catalog {catalog_id!r} is neither loaded nor published")
             self.catalogs[catalog_id] = Catalog.model_validate(published[-1].document)
         catalog = self.catalogs[catalog_id]
+        self.check_published(catalog)
+        return catalog
+
+    def check_published(self, catalog: Catalog) -> None:
+        """catalog_conflict when this ledger recorded the catalog's id and version with other content."""
         claimed = self._published_hashes().get((catalog.id, catalog.version))
         if claimed is not None and claimed != catalog.content_hash:
             raise LedgerError("catalog_conflict", f"catalog {catalog.id} version {catalog.version} is recorded in "
                               "this ledger with other content: the loaded file is not that catalog; give it a new version")
-        return catalog
 
     def _published_hashes(self) -> dict[tuple[str, str], str]:
         if self._published is None:
