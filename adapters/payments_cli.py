@@ -33,6 +33,8 @@ def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     with _open_ledger() as ledger:
         for ws in [workspace] if workspace else ledger.workspaces():
             sub = ledger.get(ws)
+            if sub is None and workspace:
+                fail("not_found", f"{workspace}: no such workspace")
             for charge in (sub.pending_charges.values() if sub else []):
                 rows.append({"workspace": ws, "invoice_id": charge["invoice_id"], "amount": str(charge["amount"]),
                              "currency": charge["currency"], "purpose": charge["purpose"],
@@ -69,10 +71,12 @@ def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
         if not isinstance(ledger.payments, TestPaymentGateway):
             fail("invalid_request", "confirm simulates the customer: only with SUBLEDGER_PAYMENTS=test")
         sub = ledger.get(workspace)
-        waiting = [c for c in (sub.pending_charges.values() if sub else [])
+        if sub is None:
+            fail("not_found", f"{workspace}: no such workspace")
+        waiting = [c for c in sub.pending_charges.values()
                    if c["action_required"] and invoice in (None, c["invoice_id"])]
         if not waiting:
-            fail("invalid_request", f"no payment awaiting authentication on {workspace}")
+            fail("no_pending_payment", f"no payment awaiting authentication on {workspace}")
         for charge in waiting:
             ledger.payments.confirm(charge["charge_key"])
         done = ledger.resolve_payments(workspace)

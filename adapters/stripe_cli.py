@@ -29,7 +29,7 @@ def reconcile_command(workspace: Annotated[str | None, typer.Option(help="Only t
         if not isinstance(ledger.payments, StripeGateway):
             fail("invalid_request", "stripe reconcile needs SUBLEDGER_PAYMENTS=stripe (and STRIPE_API_KEY)")
         if workspace is not None and ledger.get(workspace) is None:
-            fail("not_found", f"no workspace {workspace}")
+            fail("not_found", f"{workspace}: no such workspace")
         report = reconcile(ledger, ledger.payments, workspace)
     if OUTPUT.json:
         typer.echo(json.dumps(report.as_json()))

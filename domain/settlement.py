@@ -45,10 +45,10 @@ class Settlement:
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
             if sub is None:
-                raise LedgerError("not_found", f"no workspace {workspace_id}")
+                raise LedgerError("not_found", f"{workspace_id}: no such workspace")
             chosen = [i for i in sub.pending_charges if invoice_id in (None, i)]
             if not chosen:
-                raise LedgerError("invalid_request", f"no pending payment {invoice_id} on {workspace_id}" if invoice_id
+                raise LedgerError("no_pending_payment", f"no pending payment {invoice_id} on {workspace_id}" if invoice_id
                                   else f"no pending payment on {workspace_id}")
             recorded = []
             try:

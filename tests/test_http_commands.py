@@ -226,6 +226,25 @@ def test_a_malformed_json_body_says_so_in_plain_words(api: Api) -> None:
     assert api.head() == head
 
 
+def test_a_key_whose_payment_was_completed_a_day_later_replays_and_never_charges_again(api: Api) -> None:
+    """A 402 awaiting 3-D Secure stores no answer; the customer completes it 25 hours later. The
+    key is kept 24 hours from the command's outcome, not from its first use: the retry replays."""
+    api.on_pro()
+    assert api.do("add-payment-method", {"payment_method": "pm_card_authenticationRequired"}).status_code == 200
+    first = api.do("change-plan", {"plan": "team"}, key="upgrade-3ds")
+    assert (first.status_code, first.json()["code"]) == (402, "payment_action_required")
+    assert api.advance("2026-04-02T01:00:00Z").status_code == 200
+    ledger = api.ledger
+    for charge in ledger.get("acme").pending_charges.values():
+        ledger.payments.confirm(charge["charge_key"])
+    assert ledger.resolve_payments("acme")
+    assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}).status_code == 200
+    head, charges = api.head(), len(ledger.payments.charges())
+    again = api.do("change-plan", {"plan": "team"}, key="upgrade-3ds")
+    assert again.status_code == 200 and again.json()["replayed"] is True, again.json()
+    assert (api.head(), len(ledger.payments.charges())) == (head, charges)
+
+
 def test_bad_input_stores_nothing_under_the_key(api: Api) -> None:
     api.on_pro()
     assert api.do("change-plan", {"plan": 7}, key="k2").status_code == 400

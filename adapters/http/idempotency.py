@@ -9,8 +9,8 @@ The table here only replays responses. Exactly-once recording is the domain's: t
 goes to `Ledger.handle` with an idempotency key derived from this one (`handle_once`), so two
 concurrent requests with one key record once, whichever stores its response first.
 
-As at Stripe, a key is kept 24 hours (RETENTION, on the injected clock): after that it is
-forgotten and its reuse is a new request. Each stored response purges a few rows older than
+As at Stripe, a key is kept 24 hours (RETENTION, on the injected clock) from the command's
+outcome: after that it is forgotten and its reuse is a new request. Each stored response purges a few rows older than
 that (`purge_oldest`, on the indexed `created_at`), so the table holds about a day of keys; the
 ledger, which keeps a key 30 days, is handed the key's next generation.
 """
@@ -92,16 +92,18 @@ def handle_once(ledger: Ledger, workspace: str, scope: str, key: str, handle: Ca
 
 
 def _forgotten(ledger: Ledger, workspace: str, candidate: str, result: Result) -> bool:
-    """Whether the ledger answered from a use of `candidate` older than RETENTION: a replay, or
-    a conflict with other arguments."""
+    """Whether the ledger answered from a use of `candidate` whose outcome is older than
+    RETENTION: a replay, or a conflict with other arguments. Counted from the command's last
+    fact, the earliest its answer could be stored: a payment awaiting the customer stores none,
+    and its retry after the customer finished, even days later, must replay, never buy again."""
     cutoff = ledger.clock.now() - RETENTION
     if result.replayed:
-        return bool(result.events) and result.events[0].timestamp < cutoff
+        return bool(result.events) and result.events[-1].timestamp < cutoff
     if result.error is None or result.error.code != "idempotency_conflict" or result.subscription is None:
         return False
     entry = result.subscription.idempotency.get(candidate)
-    first = ledger.workspace_events(workspace, gt=entry["first"] - 1, lte=entry["first"]) if entry else []
-    return bool(first) and first[0].timestamp < cutoff
+    last = ledger.workspace_events(workspace, gt=entry["last"] - 1, lte=entry["last"]) if entry else []
+    return bool(last) and last[0].timestamp < cutoff
 
 
 def _key_hash(key: str) -> str:

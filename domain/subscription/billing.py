@@ -208,12 +208,12 @@ def pay_invoice(sub: Subscription, cmd: PayInvoice, ctx: Context) -> None:
     method (R8, R20): one collection each, each settled on its own."""
     if cmd.invoice is not None:
         if sub.invoices.get(cmd.invoice, {}).get("status") != "open":
-            raise LedgerError("invalid_request", f"no open invoice {cmd.invoice}")
+            raise LedgerError("no_open_invoice", f"no open invoice {cmd.invoice}")
         chosen = [cmd.invoice]
     else:
         chosen = sorted(sub.open_invoices(), key=billing_events.invoice_number)
         if not chosen:
-            raise LedgerError("invalid_request", "no open invoice")
+            raise LedgerError("no_open_invoice", "no open invoice")
     rules.check_payment_method(sub, ctx.cause)
     for invoice_id in chosen:
         collect(sub, ctx, invoice_id, "invoice_payment")

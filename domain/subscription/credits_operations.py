@@ -34,7 +34,7 @@ def buy_ai_credits(sub: Subscription, cmd: BuyAICredits, ctx: Context) -> Charge
     """R23: a one-time pack, never prorated or refunded, kept until spent; never bought with
     billing credit (R10)."""
     if not sub.subscribed:
-        raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+        raise LedgerError("not_subscribed", "the workspace has no subscription: subscribe first")
     pack = ctx.catalog.credit_pack(cmd.pack)
     if pack is None:
         known = ", ".join(p.id for p in ctx.catalog.credit_packs) or "none"
@@ -105,7 +105,7 @@ def buy_operations(sub: Subscription, cmd: BuyOperations, ctx: Context) -> Charg
     """Extra operations in packs at the tier's price per operation (004); they expire at the
     monthly reset (R18)."""
     if not sub.subscribed:  # a canceled workspace has no plan to buy operations for
-        raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+        raise LedgerError("not_subscribed", "the workspace has no subscription: subscribe first")
     tier = require_tiered(sub, ctx)
     rules.check_no_open_invoice(sub)
     pack = ctx.catalog.policy.operations_pack

@@ -32,7 +32,7 @@ def subscribe(sub: Subscription, cmd: Subscribe, ctx: Context) -> ChargeDue | No
     """Start a trial, Free, or a paid plan anchored now (R15); never around an open invoice (R8, R20)."""
     if sub.subscribed:
         current = sub.plan_of(ctx.catalog)
-        raise LedgerError("invalid_request", f"already subscribed to {current.name if current else sub.plan}: "
+        raise LedgerError("already_subscribed", f"already subscribed to {current.name if current else sub.plan}: "
                           "use change-plan")
     rules.check_no_open_invoice(sub)
     plan = rules.resolve_plan(ctx.catalog, cmd.plan)
@@ -209,7 +209,7 @@ def cancel(sub: Subscription, cmd: Cancel, ctx: Context) -> None:
 
 def require_subscription(sub: Subscription) -> None:
     if not sub.subscribed:
-        raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+        raise LedgerError("not_subscribed", "the workspace has no subscription: subscribe first")
 
 
 def supersede_schedule(sub: Subscription, ctx: Context) -> None:

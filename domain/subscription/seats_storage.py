@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def _require_subscription(sub: Subscription) -> None:
     if not sub.subscribed:
-        raise LedgerError("invalid_request", "the workspace has no subscription: subscribe first")
+        raise LedgerError("not_subscribed", "the workspace has no subscription: subscribe first")
 
 
 def seats_credited(sub: Subscription, policy: Policy, new_seats: int | None) -> int:
