@@ -19,7 +19,8 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from adapters import chained_postgres_sql, due_index
-from adapters.chained_store import CREATE_LOCK, UPGRADE_LOCK_TIMEOUT_S, _bytes, _firsts, _since, _uuid, batches
+from adapters.chained_store import (CHAINED_WRITER_STREAM, CREATE_LOCK, UPGRADE_LOCK_TIMEOUT_S, _bytes, _firsts, _since,
+                                     _uuid, batches, check_relink)
 from replay.verify_chain import ChainReport, Link, Stored, digest, link_all, walk
 
 
@@ -177,6 +178,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(SQL("SELECT 1 FROM {} LIMIT 1").format(self.chain_ident))
             if curs.fetchone() is not None:
                 return  # links without a record of when they started: leave them to `audit verify`
+            curs.execute(SQL("SELECT 1 FROM {} WHERE originator_id = %s LIMIT 1").format(self.events_ident),
+                         (CHAINED_WRITER_STREAM,))
+            relinked = check_relink(curs.fetchone() is not None)
             count, top = 0, 0
             with conn.cursor(name="chain_upgrade") as events:
                 events.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
@@ -187,7 +191,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                     self._write(curs, links)
                     count += len(links)
                     top = max(top, *(lk.notification_id for lk in links))
-            curs.execute(SQL("INSERT INTO {} VALUES ('chain', %s)").format(self.meta_ident), (_since(count, top),))
+            curs.execute(SQL("INSERT INTO {} VALUES ('chain', %s)").format(self.meta_ident), (_since(count, top, relinked),))
 
     # ------------------------------------------------------------ verification
 

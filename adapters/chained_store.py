@@ -16,6 +16,7 @@ insert links its events. docs/audit.md describes the design.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,6 +27,8 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from adapters import due_index
+from domain.errors import LedgerError
+from domain.subscription import workspace_uuid
 from replay.verify_chain import ChainReport, Link, Stored, link, link_all, walk
 
 UPGRADE_LOCK_TIMEOUT_S = 600
@@ -43,9 +46,33 @@ def _bytes(state: Any) -> bytes:
     return state.encode("utf-8") if isinstance(state, str) else bytes(state)
 
 
-def _since(events: int, position: int | None) -> str:
-    return json.dumps({"chained_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                       "events_linked_as_found": events, "up_to_position": position or 0})
+def _since(events: int, position: int | None, relinked: bool = False) -> str:
+    record = {"chained_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+              "events_linked_as_found": events, "up_to_position": position or 0}
+    if relinked:
+        record["relinked_missing_chain"] = True
+    return json.dumps(record)
+
+
+CHAINED_WRITER_STREAM = workspace_uuid("__ledger__")
+"""The ledger log's stream (domain/ledger.py LedgerCreated): only versions that chain every event
+write it, after linking the store, so a store holding it without a chain had its chain deleted."""
+RELINK_VAR = "SUBLEDGER_RELINK_AS_FOUND"
+
+
+def check_relink(written_by_chained_version: bool) -> bool:
+    """Whether linking as found may go on: a store written before the chain existed, yes. One a
+    chaining version wrote lost its chain (deleted with its record): re-linking would launder any
+    edit made meanwhile, so it is refused (event_chain_broken) unless $SUBLEDGER_RELINK_AS_FOUND=yes,
+    and then the record says so (`relinked_missing_chain`, shown by `audit verify`)."""
+    if not written_by_chained_version:
+        return False
+    if os.environ.get(RELINK_VAR, "").lower() in ("yes", "y", "1", "true"):
+        return True
+    raise LedgerError("event_chain_broken", "this store's event chain is missing, but a version that chains every "
+                      "event wrote it: its links were deleted, so any edit made since cannot be told. Restore the "
+                      f"chain tables from a backup, or set {RELINK_VAR}=yes to link the events as they are now "
+                      "(recorded, and shown by `audit verify`)")
 
 
 def batches(links: Iterator[Link], size: int = 1000) -> Iterator[list[Link]]:
@@ -179,6 +206,9 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         c.execute(f"SELECT 1 FROM {self.chain_table} LIMIT 1")
         if c.fetchone() is not None:
             return  # links without a record of when they started: leave them to `audit verify`
+        c.execute(f"SELECT 1 FROM {self.events_table_name} WHERE originator_id IN (?, ?) LIMIT 1",
+                  (str(CHAINED_WRITER_STREAM), CHAINED_WRITER_STREAM.hex))
+        relinked = check_relink(c.fetchone() is not None)
         reader.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
                        "ORDER BY originator_id, originator_version")
         count, top = 0, 0
@@ -186,7 +216,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             self._write(c, links)
             count += len(links)
             top = max(top, *(lk.notification_id for lk in links))
-        c.execute(f"INSERT INTO {self.meta_table} VALUES ('chain', ?)", (_since(count, top),))
+        c.execute(f"INSERT INTO {self.meta_table} VALUES ('chain', ?)", (_since(count, top, relinked),))
 
     # ------------------------------------------------------------ verification
 

@@ -156,6 +156,8 @@ def check_stream(oid: UUID, events: list[Stored], links: list[Link]) -> Break | 
 def _compare(event: Stored, lk: Link, prev: str, recorded_at: dict[str, int]) -> tuple[str, str] | None:
     found = digest(event.topic, event.state)
     if found != lk.digest:
+        if link_hash(prev, event.originator_id, event.version, lk.notification_id, found) == lk.hash:
+            return LINK_ALTERED, "its link's digest was edited; the event still matches the link's hash (chain table edited)"
         other = recorded_at.get(found)
         if other is not None and other != event.version:
             return OUT_OF_ORDER, f"holds the event recorded as version {other} (events reordered)"

@@ -253,28 +253,57 @@ def test_rebuild_refuses_a_broken_chain_and_force_rebuilds_from_it(book: Any, db
 # ------------------------------------------------------------------ first upgrade
 
 
-def unchain(stored: StoredEvents, drop: bool) -> None:
-    """Make the store look as it did before the chain existed: no chain, and no record of a
-    set-up by this version (adapters/schema.py), so the next process sets it up."""
+def unchain(stored: StoredEvents, drop: bool, as_before_the_chain: bool = True) -> None:
+    """Delete the chain, its record and the record of a set-up by this version (adapters/schema.py),
+    so the next process sets the store up. `as_before_the_chain`: also the ledger log, which only
+    chaining versions write, so the store looks as one written before the chain existed."""
     for table in (f"{stored.table}_chain", f"{stored.table}_chain_meta"):
         stored.sql(f"DROP TABLE {table}" if drop else f"DELETE FROM {table}")
     stored.sql("DELETE FROM subledger_meta")
+    if as_before_the_chain:
+        stored.sql("DELETE FROM {t} WHERE originator_id = :o", o=stored.key("__ledger__"))
 
 
 def test_an_existing_store_is_linked_once_on_first_upgrade(book: Any, db_url: str, stored: StoredEvents) -> None:
     b = paid(book)
     b.close()
-    events = len(stored.sql("SELECT 1 FROM {t}"))
     unchain(stored, drop=True)
+    events = len(stored.sql("SELECT 1 FROM {t}"))
     upgraded = Book(db_url, "forms", "2026-04-20T00:00:00")
     upgraded.do("acme", "set-members", members=3)  # new events chain onto the upgraded links
     code, out = audit_verify(db_url)
     assert code == 0, out
     assert out["checks"]["event_chain"]["chained_since"]["events_linked_as_found"] == events
-    assert out["events"] == events + 1
+    assert out["events"] == events + 2  # set-members, and the clock's record a store from before the chain lacks
     upgraded.close()
     stored.delete("acme", 2)
     assert_named(db_url, "acme", 2, "missing")
+
+
+def test_an_edited_link_digest_is_named_as_the_chain_edited_not_the_event(book: Any, db_url: str,
+                                                                         stored: StoredEvents) -> None:
+    paid(book)
+    stored.sql("UPDATE {t}_chain SET digest = :d WHERE originator_id = :o AND originator_version = 2",
+               d="0" * 64, o=stored.key("acme"))
+    assert_named(db_url, "acme", 2, "link_altered")
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["emptied", "dropped"])
+def test_a_chain_deleted_from_a_store_a_chaining_version_wrote_is_refused_not_relinked(
+        book: Any, db_url: str, stored: StoredEvents, monkeypatch: pytest.MonkeyPatch, drop: bool) -> None:
+    """Deleting the links and their record must not make the next process link an edited event
+    as found: the ledger log says a chaining version wrote the store."""
+    b = paid(book)
+    b.close()
+    version = stored.version_of("acme", "PaymentSucceeded")
+    stored.edit("acme", version, lambda doc: doc["amount"].update(_data_="1.00"))
+    unchain(stored, drop=drop, as_before_the_chain=False)
+    refused = CliRunner().invoke(app, ["--db", db_url, "show", "acme"])
+    assert refused.exit_code == 1 and "[event_chain_broken]" in refused.stderr, refused.output
+    monkeypatch.setenv("SUBLEDGER_RELINK_AS_FOUND", "yes")
+    code, out = audit_verify(db_url)
+    assert code == 0, out
+    assert out["checks"]["event_chain"]["chained_since"]["relinked_missing_chain"] is True
 
 
 UPGRADE = """
@@ -288,8 +317,8 @@ def test_processes_starting_together_link_an_existing_store_once(book: Any, db_u
                                                                  stored: StoredEvents) -> None:
     b = paid(book)
     b.close()
-    events = len(stored.sql("SELECT 1 FROM {t}"))
     unchain(stored, drop=False)
+    events = len(stored.sql("SELECT 1 FROM {t}"))
     procs = [subprocess.Popen([sys.executable, "-c", UPGRADE, db_url], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for proc in procs:
