@@ -45,6 +45,7 @@ charges_table = Table(
     Column("payment_method", String(255)),
     Column("workspace_id", String(255)),
     Column("description", Text),
+    Column("requested_by", String(64)),  # the requesting command's id; NULL on rows from before it
     Column("outcome", String(20), nullable=False),
     Column("decline_code", String(64)),
     Column("charge_id", String(64)),
@@ -92,7 +93,8 @@ class TestPaymentGateway:
         now = datetime.now(timezone.utc)
         row = dict(idempotency_key=request.idempotency_key, amount=amount, currency=request.currency,
                    payment_method=request.payment_method, workspace_id=request.workspace_id,
-                   description=request.description, outcome=outcome, decline_code=decline_code,
+                   description=request.description, requested_by=request.requested_by, outcome=outcome,
+                   decline_code=decline_code,
                    charge_id=None if outcome == "action_required" else charge_id(request.idempotency_key),
                    created_at=now, updated_at=now)
 
@@ -104,7 +106,8 @@ class TestPaymentGateway:
         if stored["amount"] is not None:  # None: the key was canceled before any charge
             differences = [f"{name} {shown(stored[name])} (now {shown(asked)})" for name, asked in
                            (("amount", amount), ("currency", request.currency),
-                            ("payment_method", request.payment_method)) if stored[name] != asked]
+                            ("payment_method", request.payment_method), ("requested_by", request.requested_by))
+                           if stored[name] != asked and not (name == "requested_by" and None in (stored[name], asked))]
             if differences:
                 raise IdempotencyMismatch(f"idempotency key {request.idempotency_key!r} was first used "
                                           f"with {', '.join(differences)}")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, delete, select, text, tuple_
+from sqlalchemy import Connection, Engine, MetaData, create_engine, delete, inspect, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -23,6 +23,19 @@ CREATE_LOCK = 0x7465737467617465  # pg_advisory_xact_lock key: "testgate"
 PURGE_BATCH = 20
 """Rows one insert purges at most: more than one, so a backlog (a server stopped for a day)
 drains while the table takes new rows, and few enough to keep the insert quick."""
+
+
+def _add_missing_columns(conn: Connection, table: Any) -> None:
+    """A column added to a side table since the database was set up (always nullable, so the
+    rows already there stay valid) is added to it: the tables have no migrations beyond that."""
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    quote = conn.dialect.identifier_preparer
+    for column in table.columns:
+        if column.name not in present:
+            if not column.nullable:
+                raise RuntimeError(f"{table.name}.{column.name}: a column added later must be nullable")
+            conn.execute(text(f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.format_column(column)} "
+                              f"{column.type.compile(dialect=conn.dialect)}"))
 
 
 class SideTables:
@@ -74,6 +87,7 @@ class SideTables:
                             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
                     for table in self.metadata.sorted_tables:
                         conn.execute(CreateTable(table, if_not_exists=True))
+                        _add_missing_columns(conn, table)
                         for index in sorted(table.indexes, key=lambda i: i.name or ""):
                             conn.execute(CreateIndex(index, if_not_exists=True))
                 return

@@ -192,7 +192,7 @@ class StripeGateway:
             "payment_method_types": ["card"],
             "metadata": {"workspace": request.workspace_id, "invoice_id": invoice_of(request.idempotency_key),
                          "charge_key": request.idempotency_key, "payment_method": request.payment_method,
-                         "description": request.description},  # localstripe refuses `description`
+                         "description": request.description, "requested_by": request.requested_by or ""},  # localstripe refuses `description`
         }
         return self._intent(lambda: self.client.v1.payment_intents.create(
             params, {"idempotency_key": request.idempotency_key}))  # type: ignore[arg-type]
@@ -202,6 +202,9 @@ class StripeGateway:
         held = {"amount": intent["amount"], "currency": intent["currency"],
                 "payment_method": intent["metadata"].get("payment_method")}
         differences = [f"{name} {held[name]} (now {asked[name]})" for name in asked if held[name] != asked[name]]
+        requested_by = intent["metadata"].get("requested_by")
+        if requested_by and request.requested_by and requested_by != request.requested_by:
+            differences.append(f"requested_by {requested_by} (now {request.requested_by})")
         if differences or intent["metadata"].get("charge_key") != request.idempotency_key:
             raise IdempotencyMismatch(f"PaymentIntent {intent['id']} for {request.idempotency_key!r} was made with "
                                       f"{', '.join(differences) or 'another key'}")

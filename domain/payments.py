@@ -4,7 +4,8 @@ Money moves only after the decision is durable (docs/payments.md): the aggregate
 pending charge whose key is never reused for anything else; the application then calls
 `charge` with that key and records the outcome. A gateway is idempotent per key, as Stripe
 is: the same key with the same request returns the first outcome and never charges twice;
-the same key with another amount, currency or payment method raises IdempotencyMismatch.
+the same key with another amount, currency, payment method or requesting command raises
+IdempotencyMismatch.
 So a retry, a second process or a recovery after a crash may always ask again with the key.
 
 A provider that does not honour the key (a local test stand-in may not) is safe through the two-step
@@ -40,6 +41,10 @@ class ChargeRequest:
     amount: Decimal
     currency: str
     description: str
+    requested_by: str | None = None
+    """The command that recorded the charge request: a key asked again for another command (a
+    state that forgot the invoice, a bug) is refused (IdempotencyMismatch), never answered with
+    the first command's payment. None for requests recorded before commands had ids."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ class ChargeResult:
 
 
 class IdempotencyMismatch(Exception):
-    """The key was used before with another amount, currency or payment method: a bug, never retried."""
+    """The key was used before with another amount, currency, payment method or command: a bug or
+    a tampered state, never retried; the charge stays pending for a person to look at."""
 
 
 class GatewayUnavailable(Exception):

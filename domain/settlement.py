@@ -96,7 +96,8 @@ class Settlement:
                 request = ChargeRequest(
                     idempotency_key=pending["charge_key"], workspace_id=sub.workspace_id,
                     payment_method=pending["payment_method"], amount=pending["amount"],
-                    currency=pending["currency"], description=f"{pending['purpose']} {invoice_id}")
+                    currency=pending["currency"], description=f"{pending['purpose']} {invoice_id}",
+                    requested_by=pending["requested_by"].get("command_id"))
                 recorded += self._submit(sub, invoice_id, request)
                 result = self._charge(request, sub.pending_charges[invoice_id])
                 due_at = sub.next_due_at()

@@ -33,9 +33,10 @@ def gateway(gateway_url: str) -> Iterator[TestPaymentGateway]:
 
 
 def request_for(key: str, method: str = "pm_card_visa", amount: str = "49.00", currency: str = "EUR",
-                workspace: str = "ws1") -> ChargeRequest:
+                workspace: str = "ws1", requested_by: str | None = "cmd-1") -> ChargeRequest:
     return ChargeRequest(idempotency_key=key, workspace_id=workspace, payment_method=method,
-                         amount=Decimal(amount), currency=currency, description=f"invoice for {key}")
+                         amount=Decimal(amount), currency=currency, description=f"invoice for {key}",
+                         requested_by=requested_by)
 
 
 def charge_keys(url: str, keys: list[str], start: Any, results: Any) -> None:

@@ -228,6 +228,38 @@ def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvent
                                                                                  "snapshot_differs")
 
 
+def test_a_snapshot_edited_to_forget_an_invoice_cannot_collect_its_payment_again(book: Any, db_url: str,
+                                                                              stored: StoredEvents) -> None:
+    """The edited state issues in_w_0001 again, for the same 40.00, under the same charge key: the
+    gateway refuses a key asked for by another command, so no second payment is recorded for
+    money that never moved; the charge stays pending and `audit verify` names the snapshot."""
+    b: Book = book("workspace")
+    b.do("w", "add-payment-method", payment_method=VISA)
+    b.do("w", "subscribe", plan="team", interval="month", seats=5)
+    for n in range(60):
+        b.do("w", "set-members", members=n % 3)
+    b.close()
+    snapshots = stored.table.replace("events", "snapshots")
+    for version, state in stored.sql(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = :o",
+                                     o=stored.key("w")):
+        doc = json.loads(bytes(state))
+        doc["state"]["invoice_count"] = 0
+        stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o AND originator_version = :v",
+                   s=json.dumps(doc).encode(), o=stored.key("w"), v=version)
+    again = Book(db_url, "workspace", "2026-04-02T00:00:00")
+    try:
+        with pytest.raises(Exception, match="requested_by"):
+            again.do("w", "set-seats", seats=10)
+        paid_for = [e for e in again.ledger.workspace_events("w")
+                    if type(e).__name__ == "PaymentSucceeded" and e.invoice_id.endswith("_0001")]
+        assert len(paid_for) == 1
+        assert len(again.payments.charges("w")) == 1
+    finally:
+        again.close()
+    code, out = audit_verify(db_url)
+    assert code == 1 and out["failed"] == "snapshots"
+
+
 # ------------------------------------------------------------------ rebuild
 
 

@@ -45,6 +45,7 @@ def test_a_second_gateway_on_the_same_database_sees_the_charge(gateway_url: str)
     ({"amount": "50.00"}, "amount 49.00 (now 50.00)"),
     ({"currency": "USD"}, "currency EUR (now USD)"),
     ({"method": "pm_card_mastercard"}, "payment_method pm_card_visa (now pm_card_mastercard)"),
+    ({"requested_by": "cmd-2"}, "requested_by cmd-1 (now cmd-2)"),
 ])
 def test_same_key_with_another_request_is_refused_and_changes_nothing(
         gateway: TestPaymentGateway, change: dict[str, str], named: str) -> None:
@@ -188,5 +189,26 @@ def test_processes_charging_the_same_keys_at_once_charge_each_key_once(gateway_u
             {key: outcome for key, (outcome, _, _) in seen[0].items()}
         assert {outcome for outcome, _, _ in seen[0].values()} == \
             {"succeeded", "declined", "action_required"}
+    finally:
+        gateway.close()
+
+
+def test_a_charges_table_from_before_requested_by_gains_the_column_and_keeps_its_rows(tmp_path: Any) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE test_gateway_charges (idempotency_key VARCHAR(255) PRIMARY KEY, amount VARCHAR, "
+                     "currency VARCHAR(16), payment_method VARCHAR(255), workspace_id VARCHAR(255), description TEXT, "
+                     "outcome VARCHAR(20) NOT NULL, decline_code VARCHAR(64), charge_id VARCHAR(64), "
+                     "created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL)")
+        conn.execute("INSERT INTO test_gateway_charges VALUES ('old:1', '49.000000', 'EUR', 'pm_card_visa', 'ws1', "
+                     "'invoice', 'succeeded', NULL, 'ch_test_old', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+    gateway = TestPaymentGateway(f"sqlite:///{db}")
+    try:
+        assert gateway.charge(request_for("old:1")).charge_id == "ch_test_old", "an old row answers any command"
+        assert gateway.charge(request_for("new:1")).ok
+        with pytest.raises(IdempotencyMismatch):
+            gateway.charge(request_for("new:1", requested_by="cmd-2"))
     finally:
         gateway.close()
