@@ -234,7 +234,7 @@ def test_R8_declined_renewal_then_pay_invoice_restores_active(book):
     sub = b.sub("ws")
     assert (sub.status, sub.open_invoice) == ("active", None)
     again = b.do("ws", "pay-invoice")
-    assert again.error.code == "invalid_request"
+    assert again.error.code == "no_open_invoice"
     audit(b)
 
 
@@ -531,7 +531,7 @@ def test_canceled_operations_workspace_cannot_buy_operations(book):
     b.at("2026-05-02T00:00:00")
     assert b.sub("ws").status == "canceled"
     charges = len(b.payments.charges())
-    refused(b, "ws", "invalid_request", "buy-operations", operations=10000)
+    refused(b, "ws", "not_subscribed", "buy-operations", operations=10000)
     assert b.sub("ws").operations_remaining == 0
     assert len(b.payments.charges()) == charges
 

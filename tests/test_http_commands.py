@@ -24,6 +24,7 @@ from sqlalchemy import select
 from adapters.http.app import create_app
 from adapters.http.idempotency import responses_table
 from adapters.payments import TestPaymentGateway
+from domain.errors import LedgerError
 from domain.clock import SystemClock, TestClock
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable
 
@@ -117,11 +118,12 @@ def test_R2_only_the_workspace_admins_change_it(api: Api) -> None:
     assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}, role="billing_admin").status_code == 200
 
 
-def test_a_reserved_workspace_id_is_bad_input(api: Api) -> None:
-    token = api.app.state.tokens.create("admin", "verify")[1]
+def test_a_reserved_workspace_id_gets_no_token_and_no_command(api: Api) -> None:
+    with pytest.raises(LedgerError, match="reserved"):
+        api.app.state.tokens.create("admin", "verify")
     r = api.client.post("/v1/workspaces/verify/set-members", json={"members": 1},
-                        headers={"Authorization": f"Bearer {token}"})
-    assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+                        headers={"Authorization": f"Bearer {api.tokens['admin']}"})
+    assert (r.status_code, r.json()["code"]) == (403, "forbidden") and api.head() == 0
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [

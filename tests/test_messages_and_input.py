@@ -67,7 +67,7 @@ def test_clearing_what_is_not_there_says_so_without_none(book: Any) -> None:
         "the workspace has no contract to end"
     assert english(refused(b, "ws", "invalid_request", "set-storage-addon", addon=None).error.message) == \
         "the workspace has no storage add-on to remove"
-    assert english(refused(b, "ws", "invalid_request", "subscribe", plan="team").error.message) == \
+    assert english(refused(b, "ws", "already_subscribed", "subscribe", plan="team").error.message) == \
         "already subscribed to Team: use change-plan"
     assert b.do("ws", "report-storage", gb="150").ok
     message = refused(b, "ws", "storage_limit_exceeded", "change-plan", plan="free").error.message
@@ -117,12 +117,9 @@ def test_full_width_digits_on_the_command_line_exit_2_and_record_nothing(cli: Cl
 
 
 @pytest.mark.parametrize("args", [
-    ["pay-invoice", "ws1"],
     ["set-storage-addon", "ws1", "--addon", "none"],
     ["set-contract", "ws1", "--contract", "none"],
-    ["subscribe", "ws1", "--plan", "team"],
     ["change-plan", "ws1", "--plan", "team", "--interval", "year", "--tier", "10000"],
-    ["preview", "ws1", "--do", "pay-invoice"],
 ])
 def test_every_invalid_request_a_domain_command_meets_exits_2(cli: Cli, args: list[str]) -> None:
     """Bad input exits 2 whether the command model or the ledger's decision found it; a rule's
@@ -134,3 +131,22 @@ def test_every_invalid_request_a_domain_command_meets_exits_2(cli: Cli, args: li
     assert cli("show", "ws1")[1]["version"] == version
     code, out = cli("change-plan", "ws1", "--plan", "pro")
     assert (code, out["error"]["code"]) == (1, "already_on_plan")
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["pay-invoice", "ws1"], "no_open_invoice"),
+    (["preview", "ws1", "--do", "pay-invoice"], "no_open_invoice"),
+    (["subscribe", "ws1", "--plan", "team"], "already_subscribed"),
+    (["set-seats", "nobody", "--seats", "5"], "not_subscribed"),
+    (["payments", "confirm", "ws1"], "no_pending_payment"),
+    (["payments", "abandon", "ws1"], "no_pending_payment"),
+    (["payments", "abandon", "nobody"], "not_found"),
+    (["payments", "pending", "nobody"], "not_found"),
+])
+def test_a_state_that_refuses_the_command_exits_1_with_its_own_code(cli: Cli, args: list[str], code: str) -> None:
+    """Well-formed input the workspace's state refuses is a refusal (exit 1), not bad input."""
+    version = cli("show", "ws1")[1]["version"]
+    exit_code, out = cli(*args)
+    assert (exit_code, out["ok"], out["error"]["code"]) == (1, False, code), out
+    english(out["error"]["message"])
+    assert cli("show", "ws1")[1]["version"] == version

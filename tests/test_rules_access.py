@@ -341,11 +341,9 @@ def test_unknown_plan_is_refused_with_the_known_plans(book):
     ("command", "args"),
     [
         ("change-plan", {"plan": "team", "seats": 4}),       # forms plans are not billed per seat
-        ("subscribe", {"plan": "pro"}),                       # already subscribed
         ("set-storage-addon", {"addon": "storage-100gb"}),   # forms sells no add-ons
         ("buy-ai-credits", {"pack": "ai-1000"}),              # nor AI credit packs
         ("record-usage", {"operations": 10}),                 # nor operation tiers
-        ("pay-invoice", {}),                                  # nothing is open
         ("change-plan", {"plan": "pro", "tier": 10_000}),     # no tiers
     ],
 )
@@ -354,9 +352,15 @@ def test_commands_that_do_not_fit_the_catalog_are_invalid_requests(book, command
     refused(b, "ws", "invalid_request", command, **args)
 
 
-def test_change_plan_before_subscribing_is_an_invalid_request(book):
+def test_commands_the_workspace_state_refuses_have_their_own_codes(book):
+    b = forms_on(book)
+    refused(b, "ws", "already_subscribed", "subscribe", plan="pro")
+    refused(b, "ws", "no_open_invoice", "pay-invoice")
+
+
+def test_change_plan_before_subscribing_is_refused_not_subscribed(book):
     b = book("workspace")
-    refused(b, "ws", "invalid_request", "change-plan", plan="team", seats=2)
+    refused(b, "ws", "not_subscribed", "change-plan", plan="team", seats=2)
     assert b.sub("ws") is None
 
 

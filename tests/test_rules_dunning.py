@@ -179,7 +179,7 @@ def test_R8_pay_invoice_with_an_id_pays_only_that_one(book):
     b = declined_at_renewal(book, "forms")
     b.at("2026-05-01T00:00:00")
     invoice = b.sub("ws").open_invoice
-    refused(b, "ws", "invalid_request", "pay-invoice", invoice="in_ws_0099")
+    refused(b, "ws", "no_open_invoice", "pay-invoice", invoice="in_ws_0099")
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     assert b.do("ws", "pay-invoice", invoice=invoice).ok
 
