@@ -290,7 +290,7 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
     try:
         scenario = load_scenario(path)
     except ScenarioInvalid as e:
-        print(f"{path}: invalid scenario: {e}", file=err)
+        print(f"error: {path}: invalid scenario: {e} [invalid_request]", file=err)
         return [], 2
     outputs: list[dict[str, Any]] = []
     clock = TestClock(scenario.start)
@@ -300,7 +300,7 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
         except (ValueError, CatalogError, LedgerError) as e:
             if isinstance(e, LedgerError) and e.code == "unavailable":
                 raise  # the database, not the file: the caller reports it (exit 3)
-            print(f"{path}: cannot open the ledger: {e}", file=err)
+            print(f"error: {path}: cannot open the ledger: {e} [invalid_request]", file=err)
             return [], 2
         try:
             with read_models(ledger) as projections:
