@@ -269,11 +269,29 @@ class CatalogConflict(CatalogError):
     code = "catalog_conflict"
 
 
+def _written_with_exponents(node: Any, path: str = "", priced: bool = False) -> Any:
+    """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
+    file, or an invoice showing "1E+3", must see the amount as written. Only files are checked:
+    a catalog already published in a ledger is read back as it was recorded."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _written_with_exponents(value, f"{path}.{key}".lstrip("."), priced or key in ("price", "prices"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _written_with_exponents(value, f"{path}.{i}", priced)
+    elif priced and isinstance(node, str) and any(c in node for c in "eE"):
+        yield f"{path} = {node}"
+
+
 def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CatalogError(f"{source}: not valid TOML: {e}") from None
+    exponents = list(_written_with_exponents(data))
+    if exponents:
+        raise CatalogError(f"{source}: write prices in plain digits (\"1000.00\", not \"1e3\"): "
+                           + ", ".join(exponents))
     try:
         return Catalog.model_validate(data)
     except ValidationError as e:

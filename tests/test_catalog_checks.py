@@ -72,3 +72,10 @@ def test_R16_R17_two_plans_with_one_rank_are_refused(tmp_path: Path) -> None:
 def test_the_built_in_catalogs_pass_the_new_checks() -> None:
     for name in BUILT_IN:
         assert load_catalog(name).id == name
+
+
+@pytest.mark.parametrize("price", ["1e3", "1E+3", "19.0e0"])
+def test_a_price_in_scientific_notation_is_refused_as_written(tmp_path: Path, price: str) -> None:
+    """An invoice must show the amount the file's reader saw: "1e3" would bill 1000.00 as 1E+3."""
+    code, err = check(tmp_path, catalog_text(plans=(("a", 0, price),)))
+    assert code == 2 and f"plans.0.prices.month = {price}" in err and "plain digits" in err
