@@ -253,9 +253,12 @@ class StripeGateway:
 
     @staticmethod
     def _call(work: Callable[[], T]) -> T:
-        """Stripe's answer; no answer (network, rate limit, 5xx) is GatewayUnavailable."""
+        """Stripe's answer; no answer (network, rate limit, 5xx) is GatewayUnavailable; a key
+        Stripe holds for other parameters is IdempotencyMismatch (the charge is left pending)."""
         try:
             return work()
+        except stripe.IdempotencyError as e:
+            raise IdempotencyMismatch(f"Stripe holds the key for another request: {e.user_message or e}") from e
         except (stripe.APIConnectionError, stripe.RateLimitError) as e:
             raise GatewayUnavailable(f"Stripe did not answer: {e.user_message or e}") from e
         except stripe.APIError as e:

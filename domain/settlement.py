@@ -9,13 +9,14 @@ saving; it relies on the Ledger's `get`, `_save`, `_context`, `clock` and `payme
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError
 
 from domain.commands import SYSTEM
 from domain.errors import LedgerError
-from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable
+from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, IdempotencyMismatch
 from domain.subscription import Subscription
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from domain.subscription import Context
 
 MAX_ATTEMPTS = 5
+log = logging.getLogger("subledger.payments")
 
 
 class Settlement:
@@ -105,6 +107,10 @@ class Settlement:
                     result = self._cancel(pending)
             except GatewayUnavailable:
                 return recorded  # the outcome is unknown: it stays pending, and is asked again later
+            except IdempotencyMismatch as e:  # its key was used for something else: never this charge's money
+                log.error("%s: charge %s left pending for a person to look at: %s", sub.workspace_id,
+                          pending["charge_key"], e)
+                continue
             if not result.final and pending["action_required"]:
                 continue
             recorded += self._record_outcome(sub, invoice_id, result, channel)

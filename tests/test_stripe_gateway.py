@@ -149,6 +149,13 @@ def test_asking_again_never_creates_a_second_payment_intent(ledger: Ledger, stri
     with pytest.raises(IdempotencyMismatch):
         stripe_gateway.charge(ChargeRequest(request.idempotency_key, "ws", "pm_card_visa", Decimal("20.00"), "USD",
                                             "subscribe"), reference(ledger))
+    recorded_by = next(e.command_id for e in ledger.workspace_events("ws") if type(e).__name__ == "ChargeRequested")
+    same = ChargeRequest(request.idempotency_key, "ws", "pm_card_visa", Decimal("19.00"), "USD", "subscribe",
+                         requested_by=recorded_by)
+    assert stripe_gateway.charge(same, reference(ledger)).ok
+    with pytest.raises(IdempotencyMismatch, match="requested_by"):
+        stripe_gateway.charge(ChargeRequest(request.idempotency_key, "ws", "pm_card_visa", Decimal("19.00"), "USD",
+                                            "subscribe", requested_by="another-command"), reference(ledger))
 
 
 def test_localstripe_ignores_the_idempotency_key_so_one_step_charges_would_double(
