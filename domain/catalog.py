@@ -25,10 +25,11 @@ Price = Annotated[Decimal, BeforeValidator(parse_amount)]
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 BUILT_IN = ("forms", "workspace", "operations")
 MAX_COUNT = 10**9
-"""The largest count (seats, gigabytes, credits, operations, rank) a catalog may set: any sum or
-product of a few of them stays far inside the read models' 64-bit columns."""
+"""The largest count (seats, gigabytes, credits, operations, rank) a catalog file may set: any sum
+or product of a few of them stays far inside the read models' 64-bit columns."""
 MAX_DAYS = 3660
-"""The longest span in days (a trial, a carry-over): ten years, far inside what a date can hold."""
+"""The longest span in days (a trial, a carry-over) a catalog file may set: ten years, far inside
+what a date can hold."""
 
 
 class _Model(BaseModel):
@@ -48,9 +49,8 @@ class Policy(_Model):
     )
     trial_fallback: str | None = None
     downgrade_notice_days: int = Field(7, ge=0, le=60)
-    operations_pack: int = Field(10_000, gt=0, le=MAX_COUNT)
-    carry_over_days: dict[Interval, Annotated[int, Field(ge=0, le=MAX_DAYS)]] = Field(
-        default_factory=lambda: {"month": 30, "year": 365})
+    operations_pack: int = Field(10_000, gt=0)
+    carry_over_days: dict[Interval, int] = Field(default_factory=lambda: {"month": 30, "year": 365})
     overage: Literal["block", "bill", "allow"] = Field(
         "allow", description="operations beyond the allowance: refused, billed on the next invoice, or forgiven"
     )
@@ -83,7 +83,7 @@ class Policy(_Model):
 
 
 class Tier(_Model):
-    operations: int = Field(gt=0, le=MAX_COUNT)
+    operations: int = Field(gt=0)
     interval: Interval
     price: Price = Field(gt=0)
 
@@ -96,17 +96,17 @@ class Tier(_Model):
 class Plan(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
-    rank: int = Field(ge=0, le=MAX_COUNT)
+    rank: int = Field(ge=0)
     kind: Literal["free", "trial", "paid", "contract"]
     prices: dict[Interval, Price] = Field(default_factory=dict)
     per_seat: bool = False
-    seats: int | None = Field(None, gt=0, le=MAX_COUNT, description="seat limit of a flat plan; None = unlimited")
-    max_seats: int = Field(1000, gt=0, le=MAX_COUNT, description="most seats a per-seat plan sells")
-    storage_gb: int = Field(ge=0, le=MAX_COUNT)
+    seats: int | None = Field(None, gt=0, description="seat limit of a flat plan; None = unlimited")
+    max_seats: int = Field(1000, gt=0, description="most seats a per-seat plan sells")
+    storage_gb: int = Field(ge=0)
     features: list[str] = Field(default_factory=list)
-    ai_credits_per_seat: int = Field(0, ge=0, le=MAX_COUNT)
-    teams: int | None = Field(None, gt=0, le=MAX_COUNT)
-    trial_days: int | None = Field(None, gt=0, le=MAX_DAYS)
+    ai_credits_per_seat: int = Field(0, ge=0)
+    teams: int | None = Field(None, gt=0)
+    trial_days: int | None = Field(None, gt=0)
     tiers: list[Tier] = Field(default_factory=list)
 
     @field_validator("prices")
@@ -141,14 +141,14 @@ class Plan(_Model):
 class AddOn(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
-    storage_gb: int = Field(gt=0, le=MAX_COUNT)
+    storage_gb: int = Field(gt=0)
     prices: dict[Interval, Price]
 
 
 class CreditPack(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
-    credits: int = Field(gt=0, le=MAX_COUNT)
+    credits: int = Field(gt=0)
     price: Price = Field(gt=0)
 
 
@@ -293,12 +293,35 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         raise CatalogError(f"{source}: write prices in plain digits (\"1000.00\", not \"1e3\"): "
                            + ", ".join(exponents))
     try:
-        return Catalog.model_validate(data)
+        catalog = Catalog.model_validate(data)
     except ValidationError as e:
         problems = "\n".join(
             f"  - {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
         )
         raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems}") from None
+    too_big = [f"{where} = {value}: at most {limit}" for where, value, limit in _bounded(catalog) if value > limit]
+    if too_big:
+        raise CatalogError(f"{source}: {len(too_big)} problem(s):\n" + "\n".join(f"  - {p}" for p in too_big))
+    return catalog
+
+
+def _bounded(catalog: Catalog) -> Any:
+    """Every count and span of days a file sets, with where it is and its limit. Checked on files
+    only (parse_catalog): a catalog already published in a ledger is read back as it was recorded."""
+    policy = catalog.policy
+    yield "policy.operations_pack", policy.operations_pack, MAX_COUNT
+    for interval, days in policy.carry_over_days.items():
+        yield f"policy.carry_over_days.{interval}", days, MAX_DAYS
+    for i, plan in enumerate(catalog.plans):
+        for name in ("rank", "seats", "max_seats", "storage_gb", "ai_credits_per_seat", "teams"):
+            yield f"plans.{i}.{name}", getattr(plan, name) or 0, MAX_COUNT
+        yield f"plans.{i}.trial_days", plan.trial_days or 0, MAX_DAYS
+        for j, tier in enumerate(plan.tiers):
+            yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
+    for i, addon in enumerate(catalog.addons):
+        yield f"addons.{i}.storage_gb", addon.storage_gb, MAX_COUNT
+    for i, pack in enumerate(catalog.credit_packs):
+        yield f"credit_packs.{i}.credits", pack.credits, MAX_COUNT
 
 
 def load_catalog(name_or_path: str | Path) -> Catalog:

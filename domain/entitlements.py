@@ -136,7 +136,8 @@ def check_feature(ent: Entitlements, feature: str, catalog: Catalog | None = Non
     """R19: a feature outside the plan is plan-locked (R11: it unlocks at once on upgrade). With
     the catalog, a feature no plan of it includes is a misspelling, not a locked feature."""
     name = feature_name(feature)
-    if catalog is not None and name not in ent.features and all(name not in p.features for p in catalog.plans):
+    sold = {feature_name(f) for plan in catalog.plans for f in plan.features} if catalog is not None else {name}
+    if name not in ent.features and name not in sold:
         raise LedgerError("invalid_request", f"no plan of catalog {catalog.id} includes a feature named {name!r}: "
                           "check its spelling")
     if name not in ent.features:

@@ -57,8 +57,17 @@ def test_a_catalog_count_beyond_a_billion_is_refused_and_records_nothing(tmp_pat
     assert checked.exit_code == 2 and "1000000000" in checked.stderr, checked.stderr
     db = f"sqlite:///{tmp_path}/ledger.db"
     run = CliRunner().invoke(app, ["--db", db, "--catalog", str(path), "subscribe", "ws", "--plan", "seat"])
-    assert run.exit_code == 2 and "less than or equal to 1000000000" in run.stderr, run.stderr
+    assert run.exit_code == 2 and "at most 1000000000" in run.stderr, run.stderr
     assert CliRunner().invoke(app, ["--db", db, "show", "ws"]).exit_code == 1, "nothing was recorded"
+
+
+def test_a_published_catalog_beyond_the_bounds_is_still_read_back_as_recorded(tmp_path: Path) -> None:
+    """The bounds are for files: a ledger that recorded a bigger number before keeps working."""
+    from domain.catalog import Catalog, parse_catalog
+
+    published = parse_catalog(CATALOG.format(**FITS)).model_dump(mode="json")
+    published["plans"][0]["storage_gb"] = 5 * 10**9
+    assert Catalog.model_validate(published).plans[0].storage_gb == 5 * 10**9
 
 
 def test_a_trial_of_more_than_ten_years_is_refused(tmp_path: Path) -> None:
