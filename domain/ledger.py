@@ -336,7 +336,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
         by then. `shared`: `sub` is the process's cached workspace (Loading.load_for_decision), to
         be read only: the work, if the one look at the clock finds any, is done on a copy. Raises
         IntegrityError when another writer got there first."""
-        now = self.clock.now()
+        now = self._not_before(sub, self.clock.now())  # before any gateway call
         if not sub.pending_charges and not self._is_due(sub, now):
             return sub, [], now
         if shared:
@@ -372,9 +372,10 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
                        reason, key, args_hash, command_id)
 
     def _not_before(self, sub: Subscription, at: datetime) -> datetime:
-        """A workspace's time never runs backwards: its facts are in time order, so `as-of` and
-        `explain` read them right. A test clock set before the workspace's last fact is refused
-        (clock_conflict): somebody pinned the wrong instant. The system clock can only be behind it
+        """Nothing is recorded at an instant before the workspace's last fact (scheduler facts
+        excepted: each is stamped at the instant it fell due). A test clock set before it is
+        refused (clock_conflict): somebody pinned the wrong instant, or another worker moved a
+        shared test clock meanwhile (a retry follows it). The system clock can only be behind it
         by another host's skew, a few milliseconds: the fact takes the last one's instant."""
         last = sub.modified_on
         if at >= last:
@@ -382,7 +383,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
         if self.clock.kind == "system":
             return last
         raise LedgerError("clock_conflict", f"the clock reads {at.isoformat()}, before {sub.workspace_id}'s last "
-                          f"recorded fact at {last.isoformat()}: a ledger's time never runs backwards")
+                          f"recorded fact at {last.isoformat()}: nothing is recorded before it")
 
     def _new(self, workspace_id: str, actor: Actor, channel: str) -> Subscription:
         catalog = self.catalog_for(None)

@@ -20,6 +20,8 @@ from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable, Ide
 from domain.subscription import Subscription
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from domain.clock import Clock
     from domain.payments import PaymentGateway
     from domain.subscription import Context
@@ -39,6 +41,7 @@ class Settlement:
         def _save(self, sub: Subscription, events: list[Any]) -> None: ...
         def _context(self, sub: Subscription, actor: Any, channel: str, cause: str, reason: str | None,
                      key: str | None, args_hash: str | None, command_id: str | None) -> Context: ...
+        def _not_before(self, sub: Subscription, at: datetime) -> datetime: ...
 
     def abandon_payment(self, workspace_id: str, invoice_id: str | None = None) -> list[Subscription.Event]:
         """Give up a charge awaiting the customer (3-D Secure): the provider cancels it, or says
@@ -48,6 +51,7 @@ class Settlement:
             sub = self.get(workspace_id)
             if sub is None:
                 raise LedgerError("not_found", f"{workspace_id}: no such workspace")
+            self._not_before(sub, self.clock.now())  # before the gateway is asked to cancel
             chosen = [i for i in sub.pending_charges if invoice_id in (None, i)]
             if not chosen:
                 raise LedgerError("no_pending_payment", f"no pending payment {invoice_id} on {workspace_id}" if invoice_id

@@ -131,7 +131,7 @@ def test_clock_conflict_a_pinned_cli_clock_cannot_run_a_workspace_backwards(tmp_
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-01-01T00:00:00Z")
     back = runner.invoke(app, ["--db", url, "--json", "set-members", "ws", "--members", "3"])
     assert back.exit_code == 1 and '"clock_conflict"' in back.output, back.output
-    assert "never runs backwards" in back.output
+    assert "nothing is recorded before it" in back.output
     assert runner.invoke(app, ["--db", url, "--json", "audit", "ws"]).output == before
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-04-30T00:00:00Z")
     assert runner.invoke(app, ["--db", url, "set-members", "ws", "--members", "3"]).exit_code == 0, "the same instant is fine"
@@ -152,6 +152,29 @@ def test_a_system_clock_behind_a_workspace_by_another_hosts_skew_records_at_the_
         assert behind.handle("ws", parse_command("set-members", {"members": 2}), ADMIN).ok
         times = [e.timestamp for e in behind.workspace_events("ws")]
         assert times == sorted(times) and times[-1] == last
+    finally:
+        ahead.close()
+        behind.close()
+
+
+def test_clock_conflict_is_found_before_the_gateway_is_asked(tmp_path):
+    """A test clock behind the workspace is refused before any charge is asked about or canceled,
+    so the refusal never leaves the gateway and the ledger apart."""
+    url = f"sqlite:///{tmp_path}/test.db"
+    ahead = build_ledger(url, clock=TestClock(utc("2026-04-10T00:00:00")))
+    behind = build_ledger(url, clock=TestClock(utc("2026-04-05T00:00:00")))
+    try:
+        ahead.handle("ws", parse_command("add-payment-method", {"payment_method": "pm_card_authenticationRequired"}),
+                     ADMIN)
+        waiting = ahead.handle("ws", parse_command("subscribe", {"plan": "pro", "interval": "month"}), ADMIN)
+        assert waiting.error.code == "payment_action_required"
+        (charge,) = ahead.payments.charges("ws")
+        for act in (lambda: behind.advance_workspace("ws"), lambda: behind.abandon_payment("ws")):
+            with pytest.raises(LedgerError) as refused:
+                act()
+            assert refused.value.code == "clock_conflict"
+        assert ahead.payments.charges("ws") == [charge], "the gateway was not asked to cancel"
+        assert ahead.get("ws").pending_charges
     finally:
         ahead.close()
         behind.close()
