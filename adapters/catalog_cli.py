@@ -8,7 +8,6 @@ database one that ledger recorded), before any ledger records with it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,19 +22,24 @@ catalog_app = typer.Typer(help="Catalog files (docs/catalogs.md).", no_args_is_h
 
 
 def _check_against_the_ledger(catalog: Catalog) -> None:
-    """With a database (--db or $SUBLEDGER_DB), the catalogs it recorded are checked too: a file
-    reusing a recorded id and version with other content is refused (catalog_conflict). A SQLite
-    file that does not exist recorded nothing, and is not created."""
-    from urllib.parse import urlparse
-
+    """With `--db` given, the catalogs that ledger recorded are checked too: a file reusing a
+    recorded id and version with other content is refused (catalog_conflict). Only then: a check
+    of a file stays offline wherever $SUBLEDGER_DB points. A SQLite file that does not exist
+    recorded nothing, and is not created."""
     from adapters import cli
+    from adapters.settings import READ_ONLY, eventsourcing_env
     from domain.errors import LedgerError
 
-    db = os.environ.get("SUBLEDGER_DB")
+    db = cli._opts().db  # noqa: SLF001 (the explicit --db of this run)
     if not db:
         return
-    parsed = urlparse(db)
-    if parsed.scheme == "sqlite" and not Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path).is_file():
+    try:
+        env = eventsourcing_env(db)
+    except ValueError as e:
+        fail("invalid_request", f"--db: {e}")
+    sqlite_file = env.get("SQLITE_DBNAME", "")
+    if env.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite" and not env.get(READ_ONLY) \
+            and not Path(sqlite_file).is_file():
         return
     with cli.open_ledger() as ledger:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import traceback
 from dataclasses import dataclass
@@ -92,6 +93,17 @@ SIGPIPE_EXIT = 141
 """How a Unix tool ends when the reader of its output went away (`| head`): killed by SIGPIPE."""
 
 
+def stdout_gone() -> bool:
+    """Whether our output's reader went away (a pipe with no reader polls as an error): a broken
+    pipe elsewhere (a socket) is a failure like any other."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def reader_gone() -> NoReturn:
     """The output's reader stopped reading (`subledger audit ws1 | head -1`): not a failure of the
     database, so no error line; exit as `cat` would. Later writes go to /dev/null, so the flush
@@ -116,9 +128,9 @@ class Guarded(TyperGroup):
             raise
         except LedgerError as e:
             refuse(e)
-        except BrokenPipeError:
-            reader_gone()
         except Exception as e:  # noqa: BLE001 - every failure gets a code and a sentence
+            if isinstance(e, BrokenPipeError) and stdout_gone():
+                reader_gone()
             from adapters import failures, schema
 
             explained = failures.explain(e, schema.last_env())

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, delete, inspect, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from adapters.settings import eventsourcing_env
@@ -34,8 +34,12 @@ def _add_missing_columns(conn: Connection, table: Any) -> None:
         if column.name not in present:
             if not column.nullable:
                 raise RuntimeError(f"{table.name}.{column.name}: a column added later must be nullable")
-            conn.execute(text(f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.format_column(column)} "
-                              f"{column.type.compile(dialect=conn.dialect)}"))
+            try:
+                conn.execute(text(f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.format_column(column)} "
+                                  f"{column.type.compile(dialect=conn.dialect)}"))
+            except OperationalError as e:  # SQLite: another process added it first (PostgreSQL holds a lock)
+                if "duplicate column" not in str(e):
+                    raise
 
 
 class SideTables:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
-from domain.money import minor_units, parse_amount
+from domain.money import MAX_AMOUNT, minor_units, parse_amount
 
 Interval = Literal["month", "year"]
 Price = Annotated[Decimal, BeforeValidator(parse_amount)]
@@ -316,6 +316,8 @@ def _bounded(catalog: Catalog) -> Any:
         for name in ("rank", "seats", "max_seats", "storage_gb", "ai_credits_per_seat", "teams"):
             yield f"plans.{i}.{name}", getattr(plan, name) or 0, MAX_COUNT
         yield f"plans.{i}.trial_days", plan.trial_days or 0, MAX_DAYS
+        for interval, price in plan.prices.items() if plan.per_seat else ():  # the largest line it can bill
+            yield f"plans.{i}.prices.{interval} x max_seats", price * plan.max_seats, MAX_AMOUNT - 1
         for j, tier in enumerate(plan.tiers):
             yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
     for i, addon in enumerate(catalog.addons):

@@ -95,6 +95,11 @@ def event_chain(ledger: Ledger, names: dict[UUID, tuple[str, str | None]],
         kind, ws = name_of(ledger, names, report.first.originator_id)
         out.update({"stream": kind, "workspace": ws, **report.first.as_dict(),
                     "broken_streams": len(report.breaks)})
+    elif (report.since or {}).get("relinked_missing_chain"):
+        out.update({"ok": False, "problem": "relinked_as_found",
+                    "detail": f"the chain was deleted and the events were linked as found at "
+                              f"{report.since['chained_at']} (SUBLEDGER_RELINK_AS_FOUND): an edit made "
+                              f"before that, up to position {report.since['up_to_position']}, cannot be told"})
     return out
 
 

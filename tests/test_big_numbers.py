@@ -112,3 +112,10 @@ def test_a_recorded_command_is_reported_recorded_when_the_read_models_fail_after
     assert json.loads(bought.stdout)["ok"] is True
     assert "[read_models_behind]" in bought.stderr and "value out of range" in bought.stderr
     assert "SQL:" not in bought.stderr
+
+
+def test_a_per_seat_price_whose_largest_line_outgrows_the_amount_columns_is_refused(tmp_path: Path) -> None:
+    text = CATALOG.format(**FITS).replace('prices = { month = "1.00" }', 'prices = { month = "1000000000.00" }')  # x 1000 seats
+    (tmp_path / "dear.toml").write_text(text)
+    checked = CliRunner().invoke(app, ["catalog", "check", str(tmp_path / "dear.toml")])
+    assert checked.exit_code == 2 and "plans.0.prices.month x max_seats" in checked.stderr, checked.stderr

@@ -337,8 +337,10 @@ def test_a_chain_deleted_from_a_store_a_chaining_version_wrote_is_refused_not_re
     assert refused.exit_code == 1 and "[event_chain_broken]" in refused.stderr, refused.output
     monkeypatch.setenv("SUBLEDGER_RELINK_AS_FOUND", "yes")
     code, out = audit_verify(db_url)
-    assert code == 0, out
+    assert code == 1 and (out["failed"], out["problem"]) == ("event_chain", "relinked_as_found"), out
     assert out["checks"]["event_chain"]["chained_since"]["relinked_missing_chain"] is True
+    monkeypatch.delenv("SUBLEDGER_RELINK_AS_FOUND")
+    assert CliRunner().invoke(app, ["--db", db_url, "show", "acme"]).exit_code == 0, "relinked: it opens again"
 
 
 UPGRADE = """
