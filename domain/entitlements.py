@@ -136,12 +136,12 @@ def check_feature(ent: Entitlements, feature: str, catalog: Catalog | None = Non
     """R19: a feature outside the plan is plan-locked (R11: it unlocks at once on upgrade). With
     the catalog, a feature no plan of it includes is a misspelling, not a locked feature."""
     name = feature_name(feature)
-    sold = {feature_name(f) for plan in catalog.plans for f in plan.features} if catalog is not None else {name}
-    if name not in ent.features and name not in sold:
+    if name in ent.features:
+        return
+    if catalog is not None and name not in {feature_name(f) for plan in catalog.plans for f in plan.features}:
         raise LedgerError("invalid_request", f"no plan of catalog {catalog.id} includes a feature named {name!r}: "
                           "check its spelling")
-    if name not in ent.features:
-        where = ent.plan_name or "a workspace without a subscription"
-        if ent.status in LOCKED_STATUSES:
-            where += f" while {ent.status}"
-        raise LedgerError("plan_locked", f"{feature_name(feature)} is not included in {where}")
+    where = ent.plan_name or "a workspace without a subscription"
+    if ent.status in LOCKED_STATUSES:
+        where += f" while {ent.status}"
+    raise LedgerError("plan_locked", f"{name} is not included in {where}")

@@ -161,6 +161,7 @@ def test_R19_the_cli_checks_answer_ok_or_refuse_and_record_nothing(tmp_path: Pat
     assert cli("add-payment-method", "ws2", "--payment-method", VISA).exit_code == 0  # no subscription
     code, out = cli.json("check-feature", "ws2", "submissions")  # sold as "submissions:<limit>"
     assert (code, out["error"]["code"]) == (1, "plan_locked"), out
+    assert cli.json("check-feature", "ws1", "submissions")[0] == 0, "Pro sells submissions:1000/month"
     text = cli("check-upload", "ws1", "--gb", "1")
     assert text.exit_code == 0 and text.stdout.startswith("ok: ws1 may upload 1 GB (2 of 10 GB free)")
     assert "webhooks: not firing" in cli("entitlements", "ws1").stdout
