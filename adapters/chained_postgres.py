@@ -191,7 +191,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                     self._write(curs, links)
                     count += len(links)
                     top = max(top, *(lk.notification_id for lk in links))
-            curs.execute(SQL("INSERT INTO {} VALUES ('chain', %s)").format(self.meta_ident), (_since(count, top, relinked),))
+            curs.execute(SQL("INSERT INTO {} VALUES ('chain', %s)").format(self.meta_ident),
+                         (_since(count, top, relinked),))
 
     # ------------------------------------------------------------ verification
 

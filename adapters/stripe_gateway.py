@@ -192,7 +192,8 @@ class StripeGateway:
             "payment_method_types": ["card"],
             "metadata": {"workspace": request.workspace_id, "invoice_id": invoice_of(request.idempotency_key),
                          "charge_key": request.idempotency_key, "payment_method": request.payment_method,
-                         "description": request.description, "requested_by": request.requested_by or ""},  # localstripe refuses `description`
+                         "description": request.description,  # localstripe refuses `description` itself
+                         "requested_by": request.requested_by or ""},
         }
         return self._intent(lambda: self.client.v1.payment_intents.create(
             params, {"idempotency_key": request.idempotency_key}))  # type: ignore[arg-type]

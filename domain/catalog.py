@@ -275,7 +275,8 @@ def _written_with_exponents(node: Any, path: str = "", priced: bool = False) -> 
     a catalog already published in a ledger is read back as it was recorded."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _written_with_exponents(value, f"{path}.{key}".lstrip("."), priced or key in ("price", "prices"))
+            yield from _written_with_exponents(value, f"{path}.{key}".lstrip("."),
+                                               priced or key in ("price", "prices"))
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from _written_with_exponents(value, f"{path}.{i}", priced)

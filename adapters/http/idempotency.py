@@ -10,9 +10,9 @@ goes to `Ledger.handle` with an idempotency key derived from this one (`handle_o
 concurrent requests with one key record once, whichever stores its response first.
 
 As at Stripe, a key is kept 24 hours (RETENTION, on the injected clock) from the command's
-outcome: after that it is forgotten and its reuse is a new request. Each stored response purges a few rows older than
-that (`purge_oldest`, on the indexed `created_at`), so the table holds about a day of keys; the
-ledger, which keeps a key 30 days, is handed the key's next generation.
+outcome: after that it is forgotten and its reuse is a new request. Each stored response purges
+a few rows older than that (`purge_oldest`, on the indexed `created_at`), so the table holds
+about a day of keys; the ledger, which keeps a key 30 days, is handed the key's next generation.
 """
 
 from __future__ import annotations
