@@ -44,7 +44,6 @@ class PartitionsPending(Exception):
 
     def __init__(self, n: int) -> None:
         super().__init__(f"a partitioned catch-up of {n} partitions is unfinished")
-        self.n = n
 
 
 def parse(name: str, app: str) -> Partition | None:
