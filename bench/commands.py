@@ -3,7 +3,8 @@ measured in the same run: raw psycopg single-row INSERT transactions, and one cl
 aggregate cache and group commit turned off (what one process did before them). Prints ratios,
 for a command that moves no money and for one that charges (decide, request, charge, record:
 two transactions and a gateway call, docs/payments.md); then set-members on PostgreSQL from
-1, 2, 4 and 8 client threads in one process, and from 2 processes (1 and 4 threads each).
+1, 2, 4, 8, 16 and 32 client threads in one process (16 and 32: how one process goes on
+growing past the goal's 8, docs/scaling.md), and from 2 processes (1 and 4 threads each).
 
     .venv/bin/python bench/commands.py [N] [--db postgresql://user@host:port/db] [--quick]
 
@@ -202,7 +203,7 @@ def main() -> None:
             seed(legacy_url)
             legacy = clients(legacy_url, n, 1)
         seed(url)
-        threaded = {t: clients(url, n * max(1, t // 2), t) for t in (1, 2, 4, 8)}
+        threaded = {t: clients(url, n * max(1, t // 2), t) for t in (1, 2, 4, 8, 16, 32)}
         spread = processes(url, {t: n * max(1, t // 2) * 2 for t in (1, 4)})
     finally:
         with psycopg.connect(pg, autocommit=True) as conn:
@@ -219,10 +220,12 @@ def main() -> None:
     print(f"legacy    1 client, no cache, no group commit:          {legacy:9.0f}/s  ratio {legacy / baseline:.2f}"
           "  x1.00")
     for t, rate in threaded.items():
-        print(f"1 process {t} client{'s' if t > 1 else ' '} (threads):                    {rate:9.0f}/s  "
+        label = f"1 process {t} client{'s' if t > 1 else ''} (threads):"
+        print(f"{label:<56}{rate:9.0f}/s  "
               f"ratio {rate / baseline:.2f}  x{rate / legacy:.2f}  ({rate / threaded[1]:.2f} of 1 client)")
     for t, rate in spread.items():
-        print(f"2 processes x {t} client{'s' if t > 1 else ' '}:                          {rate:9.0f}/s  "
+        label = f"2 processes x {t} client{'s' if t > 1 else ''}:"
+        print(f"{label:<56}{rate:9.0f}/s  "
               f"ratio {rate / baseline:.2f}  x{rate / legacy:.2f}  ({rate / threaded[1]:.2f} of 1 client)")
 
 
