@@ -208,7 +208,11 @@ def audit(
     if target == "verify":
         with _projections(db, catch_up=False) as projections:
             result = verify(projections, workspace)
-        _echo(result)
+        if OUTPUT.json:
+            _echo(result)
+        else:
+            for line in render.verify_lines(result):
+                typer.echo(line)
         if not result["ok"]:
             typer.echo(f"audit verify: {verdict(result)}", err=True)
             raise typer.Exit(1)

@@ -191,3 +191,31 @@ def books_tables(books: dict[str, Any], accounts: dict[str, tuple[str, str]]) ->
                       style="bold")
         tables.append(table)
     return tables
+
+
+def verify_lines(result: dict[str, Any]) -> list[str]:
+    """`audit verify` for a person: the verdict, then each check on a line, what it covered or
+    where it failed (the JSON result, with --json, carries the same and more)."""
+    out = [f"audit verify: {'ok' if result['ok'] else 'FAILED'}"]
+    for name, check in result["checks"].items():
+        out.append(f"  {name:<16} {'ok' if check['ok'] else 'FAILED':<7}{_covered(name, check)}")
+    return out
+
+
+def _covered(name: str, check: dict[str, Any]) -> str:
+    if not check["ok"]:
+        where = [f"workspace {check['workspace']}" if check.get("workspace") else check.get("stream")]
+        where += [f"version {check['version']}" if check.get("version") is not None else None,
+                  f"position {check['position']}" if check.get("position") is not None else None]
+        place = ", ".join(w for w in where if w)
+        return f"{check.get('problem')}{f' at {place}' if place else ''}: {check.get('detail', '')}"
+    if name == "event_chain":
+        since = check.get("chained_since") or {}
+        linked = since.get("events_linked_as_found") or 0
+        return (f"{check['events']} events in {check['streams']} streams match their links"
+                + (f"; {linked} events were linked as found at {since.get('chained_at')}" if linked else ""))
+    if name == "snapshots":
+        return f"{check['snapshots']} snapshots equal the state their events replay to"
+    if name == "audit_trail":
+        return f"{check['rows']} rows in {check['workspaces']} workspaces, their hash chain intact"
+    return f"{check['rows']} rows, one per workspace event, agree with the events"

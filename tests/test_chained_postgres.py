@@ -78,7 +78,7 @@ def test_links_written_by_the_save_function_are_byte_identical_to_pythons_and_ve
     written, expected = links_as_python_computes_them(pg_url)
     assert written == expected and len(written) > 12
     assert book.ledger.recorder.verify_chain().ok
-    result = CliRunner().invoke(app, ["audit", "verify", "--db", pg_url])  # its read models cannot read TOPIC
+    result = CliRunner().invoke(app, ["--json", "audit", "verify", "--db", pg_url])  # its read models cannot read TOPIC
     chain = json.loads(result.stdout)["checks"]["event_chain"]
     assert chain["ok"] and chain["events"] == len(written), chain
 

@@ -194,7 +194,7 @@ def test_editing_an_audit_row_makes_verify_name_it(book: Any, db_url: str) -> No
         with p.engine.begin() as conn:
             conn.execute(update(table).where(table.c.position == victim["position"])
                          .values(summary="PlanUpgraded: Pro -> Team, charged 0.00"))
-        bad = runner.invoke(project_cli, ["audit", "verify", "--db", db_url])
+        bad = runner.invoke(project_cli, ["audit", "verify", "--json", "--db", db_url])
         assert bad.exit_code == 1
         assert f'"position": {victim["position"]}' in bad.output and '"workspace": "acme"' in bad.output
         assert "edited" in bad.output

@@ -109,7 +109,7 @@ def paid(book: Any) -> Book:
 
 
 def audit_verify(db_url: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(app, ["audit", "verify", "--db", db_url])
+    result = CliRunner().invoke(app, ["--json", "audit", "verify", "--db", db_url])
     assert "Traceback" not in result.output, result.output
     return result.exit_code, json.loads(result.stdout)
 
@@ -144,6 +144,22 @@ def test_a_stored_payment_edited_from_19_to_1_90_is_named(book: Any, db_url: str
     stored.edit("acme", version, lambda doc: doc["amount"].update(_data_="1.90"))
     out = assert_named(db_url, "acme", version, "changed")
     assert out["stream"] == "workspace" and out["position"] > 0
+
+
+def test_audit_verify_reads_as_plain_text_naming_the_check_the_workspace_and_the_version(
+        book: Any, db_url: str, stored: StoredEvents) -> None:
+    """Text mode is for a person: a verdict, then one line a check; JSON only with --json."""
+    paid(book)
+    clean = CliRunner().invoke(app, ["audit", "verify", "--db", db_url])
+    assert clean.exit_code == 0 and clean.stdout.splitlines()[0] == "audit verify: ok", clean.output
+    assert "audit_vs_events  ok" in clean.stdout and "{" not in clean.stdout
+    version = stored.version_of("acme", "PaymentSucceeded")
+    stored.edit("acme", version, lambda doc: doc["amount"].update(_data_="1.90"))
+    broken = CliRunner().invoke(app, ["audit", "verify", "--db", db_url])
+    assert broken.exit_code == 1 and broken.stdout.splitlines()[0] == "audit verify: FAILED", broken.output
+    chain_line = next(line for line in broken.stdout.splitlines() if "event_chain" in line)
+    assert f"FAILED changed at workspace acme, version {version}" in chain_line, chain_line
+    assert "snapshots        ok" in broken.stdout
 
 
 def test_a_changed_timestamp_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
