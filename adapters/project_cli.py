@@ -208,7 +208,7 @@ def audit(
     if target == "verify":
         with _projections(db, catch_up=False) as projections:
             result = verify(projections, workspace)
-        if OUTPUT.json:
+        if fmt == "jsonl":  # --json, or --format jsonl: the result as one JSON document
             _echo(result)
         else:
             for line in render.verify_lines(result):
@@ -234,7 +234,8 @@ def verdict(result: dict[str, Any]) -> str:
         return f"{result['events']} events chained, {result['rows']} audit rows agree"
     where = f"workspace {result['workspace']}" if result.get("workspace") else result.get("stream") or "the store"
     version = f" version {result['version']}" if result.get("version") is not None else ""
-    return f"{result['failed']} broken at {where}{version}: {result.get('problem')} ({result.get('detail', '')})"
+    detail = f" ({result['detail']})" if result.get("detail") else ""
+    return f"{result['failed']} broken at {where}{version}: {result.get('problem')}{detail}"
 
 
 def main() -> None:

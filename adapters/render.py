@@ -207,15 +207,22 @@ def _covered(name: str, check: dict[str, Any]) -> str:
         where = [f"workspace {check['workspace']}" if check.get("workspace") else check.get("stream")]
         where += [f"version {check['version']}" if check.get("version") is not None else None,
                   f"position {check['position']}" if check.get("position") is not None else None]
+        where.append(check.get("event_type"))
         place = ", ".join(w for w in where if w)
-        return f"{check.get('problem')}{f' at {place}' if place else ''}: {check.get('detail', '')}"
+        detail = check.get("detail")
+        return f"{check.get('problem')}{f' at {place}' if place else ''}{f': {detail}' if detail else ''}"
     if name == "event_chain":
         since = check.get("chained_since") or {}
         linked = since.get("events_linked_as_found") or 0
-        return (f"{check['events']} events in {check['streams']} streams match their links"
-                + (f"; {linked} events were linked as found at {since.get('chained_at')}" if linked else ""))
+        return (f"{_count(check['events'], 'event')} in {_count(check['streams'], 'stream')} match their links"
+                + (f"; {_count(linked, 'event')} linked as found at {since.get('chained_at')}, up to position "
+                   f"{since.get('up_to_position')}" if linked else ""))
     if name == "snapshots":
-        return f"{check['snapshots']} snapshots equal the state their events replay to"
+        return f"{_count(check['snapshots'], 'snapshot')} equal the state their events replay to"
     if name == "audit_trail":
-        return f"{check['rows']} rows in {check['workspaces']} workspaces, their hash chain intact"
-    return f"{check['rows']} rows, one per workspace event, agree with the events"
+        return f"{_count(check['rows'], 'row')} in {_count(check['workspaces'], 'workspace')}, their hash chain intact"
+    return f"{_count(check['rows'], 'row')}, one per workspace event, agree with the events"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -34,16 +34,17 @@ from projections.families import VERSIONS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bump when the event store's own tables or functions change (3: the save function,
-adapters/chained_postgres_sql.py; 5: snapshots taken before it are discarded, `_create`);
+adapters/chained_postgres_sql.py; 5: snapshots taken before it are discarded, `_create`;
+6: each snapshot's digest, adapters/snapshots.py);
 read-model versions are part of `version()`."""
-DISCARD_SNAPSHOTS_BEFORE = 5
-"""Snapshots taken before this event store version hold idempotency keys without the instant
-each was first used, which the upcaster (Subscription.upcast_v4_v5) can only guess; replaying
-the events tells it exactly, so `audit verify` would find those snapshots differ from the events.
-Snapshots are a cache of the events: the upgrade deletes them, and each workspace's next load
-replays its events and snapshots it again."""
+DISCARD_SNAPSHOTS_BEFORE = 6
+"""Snapshots taken before this event store version are deleted by the upgrade. Before 5 they
+hold idempotency keys without the instant each was first used, which the upcaster
+(Subscription.upcast_v4_v5) can only guess; before 6 they have no digest, and a load ignores a
+snapshot without one (adapters/snapshots.py). Snapshots are a cache of the events: each
+workspace's next load replays its events and snapshots it again."""
 META = "subledger_meta"
 SET_UP_WAIT = 120.0  # ok-float: seconds a process waits for another one's set-up
 
@@ -96,13 +97,14 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
     """Let the library and the read models create their tables (all "if missing"); discard the
     snapshots of an event store older than DISCARD_SNAPSHOTS_BEFORE or of no recorded version
     (`found`: the versions recorded)."""
-    from adapters.snapshots import discard_snapshots
+    from adapters.snapshots import discard_snapshots, prune_snapshots
     from domain.ledger import Ledger
     from projections.runner import Projections
 
     full = {**env, "CREATE_TABLE": "y"}
     ledger = Ledger(full)
     try:
+        prune_snapshots(ledger)  # its digests' table
         recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
         if "event_store" in parts and not (recorded and int(recorded.group(1)) >= DISCARD_SNAPSHOTS_BEFORE):
             discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)

@@ -1,4 +1,4 @@
-"""Snapshots pruned to the last few per aggregate.
+"""Snapshots pruned to the last few per aggregate, each loaded only if it is as it was taken.
 
 The library snapshots a workspace every 50 events (domain/ledger.py) and keeps every snapshot
 it ever took: a workspace with a long history kept hundreds of them (185 MiB for one of 2,000
@@ -6,79 +6,153 @@ invoices), though a load only ever reads the latest. `prune_snapshots` wraps the
 snapshot recorder so that, after a snapshot is stored, the aggregate's older snapshots beyond
 the last `keep` are deleted. The events stay: any state can still be replayed from them
 (`audit verify` checks the snapshots that are kept against them).
+
+A snapshot is loaded instead of the events before it, so an edited one would change what the
+ledger decides. The wrapper records each snapshot's digest (sha256 of its topic and stored
+bytes, as the event chain's, replay/verify_chain.py) in `<snapshots table>_digests` before
+storing it, and a load ignores a snapshot whose bytes no longer match its digest, or that has
+none: the workspace is then replayed from its events, and a warning names it. `audit verify`
+still reports the edited snapshot. Like the event chain, this catches an edit of the stored
+rows, not somebody who rewrites the digest too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
 
+from adapters.chained_store import CREATE_LOCK
+from replay.verify_chain import digest
+
 KEEP = 3
+log = logging.getLogger(__name__)
 
 
 class PrunedSnapshots:
-    """A snapshot recorder (the library's, wrapped) that keeps each aggregate's last `keep` snapshots."""
+    """A snapshot recorder (the library's, wrapped) that keeps each aggregate's last `keep`
+    snapshots and loads only those that match the digest recorded when they were taken."""
 
     def __init__(self, recorder: AggregateRecorder, keep: int = KEEP) -> None:
         self.recorder = recorder
         self.keep = keep
+        self.sql = _Sql(recorder)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.recorder, name)
 
+    def create_digests_table(self) -> None:
+        self._run(*self.sql.create)
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+        """Each snapshot's digest is recorded after it, with the pruning: a snapshot left without
+        one (a crash between) is only ignored by loads until the next is taken."""
         result = self.recorder.insert_events(stored_events, **kwargs)
         for originator_id in {s.originator_id for s in stored_events}:
-            self.prune(originator_id)
+            mine = [s for s in stored_events if s.originator_id == originator_id]
+            self.prune(originator_id, [(s.originator_version, digest(s.topic, s.state)) for s in mine])
         return result
 
-    def prune(self, originator_id: UUID) -> None:
-        """Delete the snapshots older than the aggregate's last `keep`."""
-        recorder: Any = self.recorder
+    def select_events(self, originator_id: UUID | str, **kwargs: Any) -> Sequence[StoredEvent]:
+        found = self.recorder.select_events(originator_id, **kwargs)
+        if not found:
+            return found
+        recorded = dict(self._run(self.sql.digests, (self.sql.oid(originator_id),
+                                                     min(s.originator_version for s in found)), fetch=True))
+        kept, ignored = [], []
+        for s in found:
+            (kept if recorded.get(s.originator_version) == digest(s.topic, s.state) else ignored).append(s)
+        for s in ignored:
+            log.warning("snapshot of %s at version %s does not match the digest recorded when it was taken: "
+                        "ignored, the events are replayed instead (audit verify names it)",
+                        originator_id, s.originator_version)
+        return kept
+
+    def prune(self, originator_id: UUID, digests: Sequence[tuple[int, str]] = ()) -> None:
+        """Record `digests` (version, digest) of the snapshots just taken, then delete the
+        snapshots older than the aggregate's last `keep` and their digests: one transaction."""
+        oid = self.sql.oid(originator_id)
+        steps: list[Any] = []
+        for version, digest_ in digests:
+            steps += [self.sql.record, (oid, version, digest_)]
+        self._run(*steps, self.sql.prune, (oid, oid, self.keep - 1), self.sql.prune_digests, (oid, oid))
+
+    def _run(self, *steps: Any, fetch: bool = False) -> list[Any]:
+        """Statements, each followed by its parameters, in one transaction; with `fetch`, the
+        last one's rows."""
+        pairs = list(zip(steps[::2], steps[1::2], strict=True))
+        with self.recorder.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+            for sql, args in pairs:
+                cursor.execute(sql, args)
+            if not fetch:
+                return []
+            return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cursor.fetchall()]
+
+
+class _Sql:
+    """The wrapper's statements in the recorder's dialect (PostgreSQL or SQLite)."""
+
+    def __init__(self, recorder: Any) -> None:
         datastore = recorder.datastore
-        if hasattr(datastore, "schema"):  # PostgreSQL
+        self.postgres = hasattr(datastore, "schema")
+        name = recorder.events_table_name
+        if self.postgres:
             from psycopg.sql import SQL, Identifier
 
-            table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(recorder.events_table_name))
-            statement = SQL("DELETE FROM {t} WHERE originator_id = %(id)s AND originator_version < ("
-                            "SELECT originator_version FROM {t} WHERE originator_id = %(id)s "
-                            "ORDER BY originator_version DESC OFFSET %(skip)s LIMIT 1)").format(t=table)
-            params: Any = {"id": originator_id, "skip": self.keep - 1}
-        else:  # SQLite
-            name = recorder.events_table_name
-            statement = (f'DELETE FROM "{name}" WHERE originator_id = ? AND originator_version < ('
-                         f'SELECT originator_version FROM "{name}" WHERE originator_id = ? '
-                         'ORDER BY originator_version DESC LIMIT 1 OFFSET ?)')
-            params = (originator_id.hex, originator_id.hex, self.keep - 1)
-        with datastore.transaction(commit=True) as cursor:
-            cursor.execute(statement, params)
+            t = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(name))
+            d = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(f"{name}_digests"))
+            self.create: Any = [  # processes setting up at once take turns, as the event recorder's (chained_store)
+                "SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,),
+                SQL("CREATE TABLE IF NOT EXISTS {d} (originator_id uuid NOT NULL, originator_version bigint NOT NULL, "
+                    "digest text NOT NULL, PRIMARY KEY (originator_id, originator_version))").format(d=d), ()]
+            self.record: Any = SQL("INSERT INTO {d} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING").format(d=d)
+            self.digests: Any = SQL("SELECT originator_version, digest FROM {d} WHERE originator_id = %s "
+                                    "AND originator_version >= %s").format(d=d)
+            self.prune: Any = SQL("DELETE FROM {t} WHERE originator_id = %s AND originator_version < ("
+                                  "SELECT originator_version FROM {t} WHERE originator_id = %s "
+                                  "ORDER BY originator_version DESC OFFSET %s LIMIT 1)").format(t=t)
+            self.prune_digests: Any = SQL("DELETE FROM {d} WHERE originator_id = %s AND originator_version < "
+                                          "(SELECT min(originator_version) FROM {t} WHERE originator_id = %s)"
+                                          ).format(t=t, d=d)
+            self.delete_all: Any = [SQL("DELETE FROM {}").format(t), SQL("DELETE FROM {}").format(d)]
+        else:
+            t, d = f'"{name}"', f'"{name}_digests"'
+            self.create = [f"CREATE TABLE IF NOT EXISTS {d} (originator_id TEXT NOT NULL, originator_version "
+                           "INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (originator_id, originator_version))", ()]
+            self.record = f"INSERT OR IGNORE INTO {d} VALUES (?, ?, ?)"
+            self.digests = f"SELECT originator_version, digest FROM {d} WHERE originator_id = ? AND originator_version >= ?"
+            self.prune = (f"DELETE FROM {t} WHERE originator_id = ? AND originator_version < ("
+                          f"SELECT originator_version FROM {t} WHERE originator_id = ? "
+                          "ORDER BY originator_version DESC LIMIT 1 OFFSET ?)")
+            self.prune_digests = (f"DELETE FROM {d} WHERE originator_id = ? AND originator_version < "
+                                  f"(SELECT min(originator_version) FROM {t} WHERE originator_id = ?)")
+            self.delete_all = [f"DELETE FROM {t}", f"DELETE FROM {d}"]
+
+    def oid(self, originator_id: UUID | str) -> Any:
+        """The id as the dialect stores it."""
+        oid = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+        return oid if self.postgres else oid.hex
 
 
 def prune_snapshots(ledger: Any, keep: int = KEEP) -> None:
-    """Keep only the last `keep` snapshots of each aggregate the ledger snapshots from now on."""
+    """Keep only the last `keep` snapshots of each aggregate the ledger snapshots from now on,
+    and load only those as they were taken."""
     store = getattr(ledger, "snapshots", None)
     if store is not None and not isinstance(store.recorder, PrunedSnapshots):
         store.recorder = PrunedSnapshots(store.recorder, keep)
+        if str(ledger.env.get("CREATE_TABLE") or "y").lower() not in ("n", "no", "0", "false", "off"):
+            store.recorder.create_digests_table()
 
 
 def discard_snapshots(ledger: Any) -> None:
-    """Delete every snapshot (adapters/schema.py DISCARD_SNAPSHOTS_BEFORE says when): loads replay
-    the events instead, and snapshot again as they go."""
-    store = getattr(ledger, "snapshots", None)
-    if store is None:
+    """Delete every snapshot and digest (adapters/schema.py DISCARD_SNAPSHOTS_BEFORE says when):
+    loads replay the events instead, and snapshot again as they go."""
+    prune_snapshots(ledger)
+    recorder: PrunedSnapshots | None = getattr(getattr(ledger, "snapshots", None), "recorder", None)
+    if recorder is None:
         return
-    recorder: Any = store.recorder
-    recorder = getattr(recorder, "recorder", recorder)  # PrunedSnapshots wraps the library's
-    datastore = recorder.datastore
-    if hasattr(datastore, "schema"):  # PostgreSQL
-        from psycopg.sql import SQL, Identifier
-
-        statement: Any = SQL("DELETE FROM {}.{}").format(Identifier(datastore.schema),
-                                                        Identifier(recorder.events_table_name))
-    else:  # SQLite
-        statement = f'DELETE FROM "{recorder.events_table_name}"'
-    with datastore.transaction(commit=True) as cursor:
-        cursor.execute(statement)
+    first, second = recorder.sql.delete_all
+    recorder._run(first, (), second, ())

@@ -61,6 +61,19 @@ def test_snapshots_are_pruned_to_the_last_three_and_the_kept_ones_match_the_even
     assert snapshots(b.ledger, {}, "ws")["ok"]
 
 
+def test_a_fresh_process_loads_the_latest_snapshot_as_taken(book: Any, db_url: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Each kept snapshot's digest is recorded with it: a load finds them equal and uses it."""
+    b = workspace_on(book)
+    for n in range(1, 120):
+        b.do("ws", "set-members", members=n % 4 + 1)
+    expected = b.sub("ws").__dict__
+    fresh = book("workspace", "2026-04-02T00:00:00")
+    with caplog.at_level("WARNING", logger="adapters.snapshots"):
+        assert fresh.sub("ws").__dict__ == expected
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
 def test_old_paid_invoices_are_still_explained_and_shown_as_of_then(book: Any) -> None:
     b = workspace_on(book)
     first = buy_packs(b, 1)[0]
@@ -117,6 +130,7 @@ def test_a_snapshot_from_before_keys_expired_keeps_its_keys_from_its_last_change
 
 @pytest.mark.parametrize("older", [
     "UPDATE subledger_meta SET value = 'subledger-4 eventsourcing-9.5.6' WHERE key = 'event_store'",
+    "UPDATE subledger_meta SET value = 'subledger-5 eventsourcing-9.5.6' WHERE key = 'event_store'",  # no digests
     "DELETE FROM subledger_meta",  # a store set up before versions were recorded
 ])
 def test_snapshots_from_before_keys_were_dated_are_discarded_at_the_upgrade(book: Any, db_url: str, older: str) -> None:

@@ -177,10 +177,10 @@ def assert_whole_log_once_in_order(b: Book, feed: dict[str, str]) -> list[dict[s
 def test_every_event_is_published_exactly_once_across_a_killed_publisher(db_url: str, feed: dict[str, str]) -> None:
     b = Book(db_url, "forms", "2026-04-01T00:00:00")
     try:
-        history(b, "a", 12)
+        history(b, "a", 30)  # enough events that the publisher is still at work when it is killed
         b.at("2026-05-02T00:00:00")  # renewals: invoices and payments
         head = b.ledger.recorder.max_notification_id()
-        kill_after = random.Random(SEED).randint(head // 5, head // 2)
+        kill_after = random.Random(SEED).randint(head // 5, head // 3)
         publisher = start_publisher(db_url, feed, "--batch", "1", "--follow", "--poll", "0.05")
         try:
             wait_until(lambda: stream_count(feed["stream"]) >= kill_after)

@@ -59,29 +59,33 @@ def test_a_test_clock_advanced_while_two_workers_take_commands_keeps_every_works
     lock = threading.Lock()
 
     def client(ws: str) -> None:
-        auth = {"Authorization": f"Bearer {tokens[ws]}"}
-        with httpx.Client(base_url=server.base, timeout=60) as http:
-            i, held = 0, {"set-seats": ("seats", 3), "set-members": ("members", 0)}
-            while not done.is_set() or i < 6:
-                name = "set-members" if i % 2 else "set-seats"
-                field, current = held[name]
-                value = 7 - current if name == "set-seats" else current % 3 + 1  # never what it is (refused)
-                r = http.post(f"/v1/workspaces/{ws}/{name}", json={field: value}, headers=auth)
-                code = "ok" if r.status_code == 200 else r.json().get("code", str(r.status_code))
-                if r.status_code == 200:
-                    held[name] = (field, value)
-                with lock:
-                    answers[code] += 1
-                    if r.status_code != 200 and not (r.status_code == 409 and code in REFUSALS):
-                        unexpected.append(f"{ws} {name} {r.status_code} {r.text[:300]}")
-                i += 1
+        auth = {"Authorization": f"Bearer {tokens[ws]}", "Connection": "close"}  # each request to either worker
+        try:
+            with httpx.Client(base_url=server.base, timeout=60) as http:
+                i, held = 0, {"set-seats": ("seats", 3), "set-members": ("members", 0)}
+                while not done.is_set() or i < 6:
+                    name = "set-members" if i % 2 else "set-seats"
+                    field, current = held[name]
+                    value = 7 - current if name == "set-seats" else current % 3 + 1  # never what it is (refused)
+                    r = http.post(f"/v1/workspaces/{ws}/{name}", json={field: value}, headers=auth)
+                    code = "ok" if r.status_code == 200 else r.json().get("code", str(r.status_code))
+                    if r.status_code == 200:
+                        held[name] = (field, value)
+                    with lock:
+                        answers[code] += 1
+                        if r.status_code != 200 and not (r.status_code == 409 and code in REFUSALS):
+                            unexpected.append(f"{ws} {name} {r.status_code} {r.text[:300]}")
+                    i += 1
+        except Exception as e:  # noqa: BLE001 (a client that dies fails the test, below)
+            with lock:
+                unexpected.append(f"{ws}: {type(e).__name__}: {e}")
 
     clients = [threading.Thread(target=client, args=(ws,)) for ws in WORKSPACES]
     for t in clients:
         t.start()
     try:
         with httpx.Client(base_url=server.base, timeout=120) as http:
-            operator = {"Authorization": f"Bearer {tokens['operator']}"}
+            operator = {"Authorization": f"Bearer {tokens['operator']}", "Connection": "close"}
             for step in STEPS:
                 r = http.post("/v1/test-clock/advance", json={"to": step}, headers=operator)
                 assert r.status_code == 200, r.text
@@ -89,6 +93,7 @@ def test_a_test_clock_advanced_while_two_workers_take_commands_keeps_every_works
         done.set()
         for t in clients:
             t.join(timeout=120)
+    assert not any(t.is_alive() for t in clients), "a client did not finish within 120 s"
     assert not unexpected, unexpected[:5]
     assert answers["ok"] >= 3 * 6, answers
 

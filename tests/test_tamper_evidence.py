@@ -27,6 +27,7 @@ from domain.subscription import workspace_uuid
 from projections.audit_trail import AuditTrail
 from projections.journal import trial_balance
 from projections.store import sqlalchemy_url
+from replay.verify_chain import digest
 from tests.conftest import Book
 from tests.support import VISA
 
@@ -244,11 +245,31 @@ def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvent
                                                                                  "snapshot_differs")
 
 
-def test_a_snapshot_edited_to_forget_an_invoice_cannot_collect_its_payment_again(book: Any, db_url: str,
-                                                                              stored: StoredEvents) -> None:
-    """The edited state issues in_w_0001 again, for the same 40.00, under the same charge key: the
-    gateway refuses a key asked for by another command, so no second payment is recorded for
-    money that never moved; the charge stays pending and `audit verify` names the snapshot."""
+def test_a_snapshot_moved_past_the_last_event_is_named_and_not_loaded(book: Any, db_url: str,
+                                                                     stored: StoredEvents) -> None:
+    b: Book = book("workspace")
+    b.do("w", "add-payment-method", payment_method=VISA)
+    b.do("w", "subscribe", plan="team", interval="month", seats=3)
+    for n in range(50):
+        b.do("w", "set-members", members=n % 3)
+    head = b.sub("w").version
+    b.close()
+    snapshots = stored.table.replace("events", "snapshots")
+    stored.sql(f"UPDATE {snapshots} SET originator_version = 99 WHERE originator_id = :o", o=stored.key("w"))
+    code, out = audit_verify(db_url)
+    assert code == 1 and (out["failed"], out["workspace"], out["version"], out["problem"]) == (
+        "snapshots", "w", 99, "snapshot_without_event")
+    again = Book(db_url, "workspace", "2026-04-02T00:00:00")
+    try:
+        assert again.do("w", "set-members", members=2).ok
+        assert again.sub("w").version == head + 1  # decided on the events, not on a version 99
+    finally:
+        again.close()
+
+
+def forget_invoices_in_snapshots(book: Any, stored: StoredEvents, *, digests_too: bool) -> None:
+    """Workspaces w and z on team; w's snapshots edited to forget its invoices (and, with
+    `digests_too`, their recorded digests rewritten to match, as a thorough forger would)."""
     b: Book = book("workspace")
     for ws in ("w", "z"):
         b.do(ws, "add-payment-method", payment_method=VISA)
@@ -257,12 +278,42 @@ def test_a_snapshot_edited_to_forget_an_invoice_cannot_collect_its_payment_again
         b.do("w", "set-members", members=n % 3)
     b.close()
     snapshots = stored.table.replace("events", "snapshots")
-    for version, state in stored.sql(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = :o",
-                                     o=stored.key("w")):
+    for version, topic, state in stored.sql(f"SELECT originator_version, topic, state FROM {snapshots} "
+                                            "WHERE originator_id = :o", o=stored.key("w")):
         doc = json.loads(bytes(state))
         doc["state"]["invoice_count"] = 0
+        edited = json.dumps(doc).encode()
         stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o AND originator_version = :v",
-                   s=json.dumps(doc).encode(), o=stored.key("w"), v=version)
+                   s=edited, o=stored.key("w"), v=version)
+        if digests_too:
+            stored.sql(f"UPDATE {snapshots}_digests SET digest = :d WHERE originator_id = :o AND "
+                       "originator_version = :v", d=digest(topic, edited), o=stored.key("w"), v=version)
+
+
+def test_an_edited_snapshot_is_not_loaded_and_the_workspace_is_decided_on_its_events(
+        book: Any, db_url: str, stored: StoredEvents) -> None:
+    """The snapshot no longer matches the digest recorded when it was taken: the load replays the
+    events, so the seat change bills the next invoice, not in_w_0001 again."""
+    forget_invoices_in_snapshots(book, stored, digests_too=False)
+    again = Book(db_url, "workspace", "2026-04-02T00:00:00")
+    try:
+        result = again.do("w", "set-seats", seats=10)
+        assert result.ok, result.error
+        issued = [e.invoice_id for e in again.ledger.workspace_events("w") if type(e).__name__ == "InvoiceIssued"]
+        assert len(issued) == len(set(issued)) == 2 and issued[-1].endswith("_0002"), issued
+        assert len(again.payments.charges("w")) == 2 and not again.sub("w").pending_charges
+    finally:
+        again.close()
+    code, out = audit_verify(db_url)
+    assert code == 1 and out["failed"] == "snapshots"
+
+
+def test_a_snapshot_forged_with_its_digest_still_cannot_collect_a_payment_again(book: Any, db_url: str,
+                                                                                stored: StoredEvents) -> None:
+    """The forged state issues in_w_0001 again, for the same 40.00, under the same charge key: the
+    gateway refuses a key asked for by another command, so no second payment is recorded for
+    money that never moved; the charge stays pending and `audit verify` names the snapshot."""
+    forget_invoices_in_snapshots(book, stored, digests_too=True)
     again = Book(db_url, "workspace", "2026-04-02T00:00:00")
     try:
         assert again.do("w", "set-seats", seats=10).error.code == "payment_pending"
