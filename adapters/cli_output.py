@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover
 from domain.errors import LedgerError
 
 OK, REFUSED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
-BAD_INPUT_CODES = frozenset({"invalid_request", "invalid_catalog", "catalog_conflict"})
+BAD_INPUT_CODES = frozenset({"invalid_request", "invalid_catalog", "catalog_conflict", "unknown_plan"})
+"""As the HTTP API's 400s (adapters/http/problems.py): a request that cannot be taken as written."""
 INFRASTRUCTURE_CODES = frozenset({"unavailable", "internal_error"})
 EPILOG = ("Exit codes: 0 done, 1 refused (or no such workspace), 2 bad input or usage, "
           "3 infrastructure (database unreachable, login refused, unknown database, read-only, busy).")

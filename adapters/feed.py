@@ -46,7 +46,7 @@ EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code when a message's expected last sequence is not the stream's."""
 LOGS = {workspace_uuid("__workspace_index__"): "_index", workspace_uuid("__catalog_log__"): "_catalogs",
-        workspace_uuid("__ledger__"): "_ledger"}
+        workspace_uuid("__ledger__"): "_ledger", workspace_uuid("__payments__"): "_payments"}
 """The ledger's own logs, published under these subject tokens (a workspace id never starts with `_`)."""
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")

@@ -79,6 +79,7 @@ class TestPaymentGateway:
     """A PaymentGateway on the ledger's database URL; the engine is made on first use."""
 
     __test__ = False
+    kind = "test"
 
     def __init__(self, db_url: str) -> None:
         self.tables = SideTables(db_url, metadata)

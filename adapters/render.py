@@ -48,7 +48,8 @@ def state_line(state: dict[str, Any]) -> str:
         parts.append(f"period {state['period_start'][:10]} -> {state['period_end'][:10]}")
     if state.get("scheduled_change"):
         change = state["scheduled_change"]
-        parts.append(f"scheduled {change['kind']} to {change.get('plan')} at {change['effective_at'][:10]}")
+        to = f" to {change['plan']}" if change.get("plan") else ""
+        parts.append(f"scheduled {change['kind']}{to} at {change['effective_at'][:10]}")
     parts.append(f"credit {state['billing_credit']}")
     if state.get("ai_credits"):
         parts.append(f"{state['ai_credits']:,} AI credits")
@@ -68,12 +69,17 @@ def state_table(state: dict[str, Any]) -> Table:
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in state.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value))
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, _plain(value))
     return table
+
+
+def _plain(value: Any) -> str:
+    """A read model's value for a person: no Python reprs of dicts, lists or None."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items() if v is not None) or "-"
+    if isinstance(value, list):
+        return ("; " if any(isinstance(v, dict) for v in value) else ", ").join(map(_plain, value)) or "-"
+    return "-" if value is None else str(value)
 
 
 def print_outcome(out: dict[str, Any], con: Console) -> None:

@@ -189,7 +189,8 @@ def what_if_text(report: dict[str, Any]) -> list[str]:
             credit = i["credit_issued"]
             if Decimal(credit["delta"]):
                 out.append(f"    billing credit issued {_v(credit['recorded'])} -> {_v(credit['what_if'])}")
-        out += [f"  refused now: {r['command']} at {r['at']}: {r['message']} [{r['code']}]" for r in ws["refused"]]
+        out += [f"  refused now: {', '.join(r['command']) or 'a scheduled step'} at {r['at']}: {r['message']} "
+                f"[{r['code']}]" for r in ws["refused"]]
     out += [f"skipped {s['workspace']}: {s['reason']}" for s in report["skipped"]]
     total = report["summary"]["totals"]["amount_due"]
     out.append(f"total: {report['summary']['differences']} of {report['summary']['invoices']} invoices would differ; "

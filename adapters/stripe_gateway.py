@@ -98,6 +98,8 @@ class StripeGateway:
     """A SubmittingGateway on Stripe (or localstripe at `api_base`); the ledger's database keeps
     its customers and payment methods."""
 
+    kind = "stripe"
+
     def __init__(self, db_url: str, api_key: str, api_base: str | None = None) -> None:
         self.tables = SideTables(db_url, metadata)
         addresses = {"api": api_base.rstrip("/")} if api_base else {}

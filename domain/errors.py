@@ -32,6 +32,7 @@ CODES = {
     "invalid_catalog": "",
     "catalog_conflict": "",
     "clock_conflict": "",
+    "payments_conflict": "",
     "event_chain_broken": "",
     "unauthenticated": "",
     "forbidden": "R1",

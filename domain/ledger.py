@@ -32,6 +32,12 @@ from domain.subscription.billing import recorded_outcome
 
 MAX_DUE_ROUNDS = 1000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
+CLOCK_ADVICE = {
+    "test": "test time (scenarios, the demo, SUBLEDGER_TEST_CLOCK) never enters a ledger kept on the system "
+            "clock: use another database",
+    "system": "a ledger kept on test time takes test-clock writers only: set SUBLEDGER_TEST_CLOCK to the instant "
+              "to write at, or use another database",
+}
 """Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
 
 
@@ -55,6 +61,14 @@ class LedgerCreated(DomainEvent):
     the demo) never enters a ledger kept on the system clock, nor the other way round."""
 
     clock: str
+
+
+class PaymentsChosen(DomainEvent):
+    """The gateway a ledger's charges go through (`test` or `stripe`), recorded with its first
+    write that has one: a process configured with another gateway is refused (payments_conflict),
+    so that a job missing the provider's settings never settles real charges as test ones."""
+
+    gateway: str
 
 
 class CatalogPublished(DomainEvent):
@@ -124,9 +138,13 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
         self.ledger_log: EventSourcedLog[LedgerCreated] = EventSourcedLog(
             self.events, workspace_uuid("__ledger__"), LedgerCreated
         )
+        self.payments_log: EventSourcedLog[PaymentsChosen] = EventSourcedLog(
+            self.events, workspace_uuid("__payments__"), PaymentsChosen
+        )
         self._published: dict[tuple[str, str], str] | None = None
         self._init_positions()
         self._clock_recorded = False
+        self._gateway_recorded = False
         grouped = str(self.env.get(GROUP_COMMIT) or "y").lower() not in ("n", "no", "0", "false", "off")
         self.committer = GroupCommit(self) if grouped else None
         self.due_index = callable(getattr(self.recorder, "due_workspaces", None))
@@ -396,6 +414,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
     def check_clock(self) -> None:
         """Refuse to write with a test clock into a ledger kept on the system clock, or the
         other way round (clock_conflict); a new ledger records its kind with its first write."""
+        self.check_payments()
         if self._clock_recorded:
             return
         created = list(self.ledger_log.get())
@@ -403,9 +422,29 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             return
         if created[0].clock != self.clock.kind:
             raise LedgerError("clock_conflict", f"this ledger is kept on the {created[0].clock} clock: a writer on "
-                              f"the {self.clock.kind} clock (a scenario or the demo uses test time) may not write "
-                              "into it; use another database")
+                              f"the {self.clock.kind} clock may not write into it; {CLOCK_ADVICE[self.clock.kind]}")
         self._clock_recorded = True
+
+    def gateway_kind(self) -> str | None:
+        """The kind of gateway this process charges through; None for one that moves no money."""
+        kind = getattr(self.payments, "kind", None)
+        return kind if kind in ("test", "stripe") else None
+
+    def check_payments(self) -> None:
+        """Refuse to write with one payment gateway into a ledger whose charges go through
+        another (payments_conflict): its pending charges would be asked of the wrong provider
+        and new ones charged where no money moves. The first write with a gateway records it."""
+        kind = self.gateway_kind()
+        if self._gateway_recorded or kind is None:
+            return
+        chosen = self.payments_log.get_last()
+        if chosen is None:
+            return
+        if chosen.gateway != kind:
+            raise LedgerError("payments_conflict", f"this ledger's charges go through the {chosen.gateway} gateway: "
+                              f"a writer with the {kind} gateway may not write into it; set SUBLEDGER_PAYMENTS="
+                              f"{chosen.gateway} (and its settings) in every process, or use another database")
+        self._gateway_recorded = True
 
     def _save(self, sub: Subscription, events: list[Any], *, done: bool = False) -> None:
         """Save the aggregate with, atomically, its index entry, any catalog version first used,
@@ -416,6 +455,10 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             self.check_clock()
             if not self._clock_recorded:
                 logged.append(self.ledger_log.trigger_event(clock=self.clock.kind))
+        if not self._gateway_recorded and self.gateway_kind() is not None:
+            self.check_payments()
+            if not self._gateway_recorded:
+                logged.append(self.payments_log.trigger_event(gateway=self.gateway_kind()))
         if any(isinstance(e, Subscription.WorkspaceRegistered) for e in events):
             logged.append(self.index.trigger_event(workspace_id=sub.workspace_id))
         due = {sub.id: (sub.workspace_id, sub.version, due_instant(sub))} if self.due_index else {}
@@ -430,6 +473,7 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             raise
         self.remember(sub, done=done)
         self._clock_recorded = True
+        self._gateway_recorded = self._gateway_recorded or self.gateway_kind() is not None
         for e in logged:
             if isinstance(e, CatalogPublished):
                 self._published_hashes()[e.catalog_id, e.version] = e.content_hash

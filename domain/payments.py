@@ -76,6 +76,9 @@ class GatewayUnavailable(Exception):
 
 
 class PaymentGateway(Protocol):
+    kind: str
+    """`test` or `stripe`: recorded in the ledger with its first write (Ledger.check_payments)."""
+
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Collect `request.amount` now, once per key (see the module docstring)."""
 
@@ -102,6 +105,8 @@ class SubmittingGateway(PaymentGateway, Protocol):
 
 class NoPayments:
     """The gateway of a ledger that was given none: every charge is declined, none is made."""
+
+    kind = "none"
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         return ChargeResult("declined", decline_code="no_gateway", message="no payment gateway is configured")

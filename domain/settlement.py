@@ -42,11 +42,13 @@ class Settlement:
         def _context(self, sub: Subscription, actor: Any, channel: str, cause: str, reason: str | None,
                      key: str | None, args_hash: str | None, command_id: str | None) -> Context: ...
         def _not_before(self, sub: Subscription, at: datetime) -> datetime: ...
+        def check_clock(self) -> None: ...
 
     def abandon_payment(self, workspace_id: str, invoice_id: str | None = None) -> list[Subscription.Event]:
         """Give up a charge awaiting the customer (3-D Secure): the provider cancels it, or says
         it completed first; either way the outcome is recorded. A provider that does not answer
         is a refusal (`payment_pending`): the charge stays pending."""
+        self.check_clock()  # and the gateway: the right provider is asked
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
             if sub is None:

@@ -61,6 +61,8 @@ def stream_names(ledger: Ledger) -> dict[UUID, tuple[str, str | None]]:
     names: dict[UUID, tuple[str, str | None]] = {
         ledger.index.originator_id: ("workspace_index", None),
         ledger.catalog_log.originator_id: ("catalog_log", None),
+        ledger.ledger_log.originator_id: ("ledger_log", None),
+        ledger.payments_log.originator_id: ("payments_log", None),
     }
     try:
         for ws in ledger.workspaces():

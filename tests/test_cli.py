@@ -175,7 +175,7 @@ def test_a_refused_command_exits_1_and_records_nothing(subscribed: Cli) -> None:
 def test_unknown_plan_is_refused_with_the_known_plans(subscribed: Cli) -> None:
     before = subscribed.version()
     code, out = subscribed.json("change-plan", "ws1", "--plan", "platinum")
-    assert (code, out["error"]["code"]) == (1, "unknown_plan")
+    assert (code, out["error"]["code"]) == (2, "unknown_plan")
     assert "free, pro, team, scale" in out["error"]["message"]
     assert subscribed.version() == before
 

@@ -86,10 +86,13 @@ def test_exit_0_done_with_json_or_text(ledger_db: str, args: list[str]) -> None:
     (["books", "--workspace", "nobody"], "not_found"),
     (["change-plan", "ws1", "--plan", "pro"], "already_on_plan"),
     (["change-plan", "ws1", "--plan", "team", "--actor", "bob", "--role", "member"], "not_authorized"),
-    (["change-plan", "ws1", "--plan", "platinum"], "unknown_plan"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_exit_1_refused_or_no_such_workspace(ledger_db: str, args: list[str], code: str) -> None:
     assert_error(ledger_db, args, 1, code)
+
+
+def test_exit_2_for_a_plan_the_catalog_does_not_sell_as_for_a_pack(ledger_db: str) -> None:
+    assert_error(ledger_db, ["change-plan", "ws1", "--plan", "platinum"], 2, "unknown_plan", "team")
 
 
 @pytest.mark.parametrize("args", EVERY_KIND, ids=" ".join)

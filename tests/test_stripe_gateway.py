@@ -255,3 +255,33 @@ def test_a_recorded_payment_intent_stripe_does_not_know_leaves_the_charge_pendin
         assert (difference.kind, difference.payment_intent) == ("missing_at_stripe", "pi_unknown_at_stripe")
     finally:
         ledger.close()
+
+
+def test_a_process_missing_the_stripe_settings_is_refused_and_settles_nothing(
+        localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+    """A ledger whose charges went to Stripe records so; a process on the test gateway (a job
+    started without SUBLEDGER_PAYMENTS=stripe) is refused before it asks anything of its own
+    gateway: the pending Stripe charge stays pending, and no new charge is made anywhere."""
+    from adapters.payments import TestPaymentGateway
+    from domain.errors import LedgerError
+    from tests.stripe_fixtures import free_port
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    down = StripeGateway(url, API_KEY, f"http://127.0.0.1:{free_port()}")
+    ledger = build_ledger(url, catalog="forms", clock=TestClock(utc("2026-04-11T00:00:00")), payments=down)
+    test_gateway = TestPaymentGateway(url)
+    forgot = build_ledger(url, catalog="forms", clock=TestClock(utc("2026-04-12T00:00:00")), payments=test_gateway)
+    try:
+        do(ledger, "add-payment-method", payment_method="pm_card_visa")
+        assert do(ledger, "subscribe", plan="pro").error.code == "payment_pending"
+        for attempt in (lambda: forgot.resolve_payments("ws"), lambda: forgot.abandon_payment("ws"),
+                        lambda: forgot.advance(), lambda: do(forgot, "add-payment-method", "ws2",
+                                                              payment_method="pm_card_visa")):
+            with pytest.raises(LedgerError) as refused:
+                attempt()
+            assert refused.value.code == "payments_conflict" and "SUBLEDGER_PAYMENTS=stripe" in refused.value.message
+        assert forgot.get("ws2") is None
+        assert list(ledger.get("ws").pending_charges) == ["in_ws_0001"]
+        assert test_gateway.charges("ws") == [] and test_gateway.charges("ws2") == []
+    finally:
+        for closing in (down, test_gateway, ledger, forgot):
+            closing.close()

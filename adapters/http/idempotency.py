@@ -42,11 +42,12 @@ MAX_KEY = 255
 RETENTION = timedelta(hours=24)
 NOT_STORED = frozenset({400, 401, 403, 404, 500, 503})
 NOT_STORED_CODES = frozenset({"concurrency_conflict", "idempotency_conflict", "payment_pending", "clock_conflict",
-                              "payment_action_required"})
+                              "payments_conflict", "payment_action_required"})
 """Transient or caller-side outcomes: the same key may be tried again. A payment still pending
 (or awaiting the customer) is asked again: the ledger replays the command under its key with
 the outcome recorded since, and never charges twice. A clock conflict may be a test clock another
-worker moved meanwhile: the retry follows it."""
+worker moved meanwhile: the retry follows it. A payments conflict is a process set up with the
+wrong gateway: the retry, once it is set up right, is the command's first run."""
 
 metadata = MetaData()
 responses_table = Table(
