@@ -92,3 +92,15 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def subscribe_over_http(server: Server, tokens: dict[str, str]) -> None:
+    """Each workspace of `tokens` (workspace -> its admin token): a good card, then team with 3
+    seats, monthly, through the HTTP API as a client sees it."""
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        for ws, token in tokens.items():
+            auth = {"Authorization": f"Bearer {token}"}
+            for name, body in (("add-payment-method", {"payment_method": "pm_card_visa"}),
+                               ("subscribe", {"plan": "team", "interval": "month", "seats": 3})):
+                r = http.post(f"/v1/workspaces/{ws}/{name}", json=body, headers=auth)
+                assert r.status_code == 200, r.text

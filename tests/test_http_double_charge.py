@@ -29,7 +29,7 @@ from adapters.app import build_ledger
 from adapters.stripe_gateway import StripeGateway, charge_id_of, customers_table
 from domain.subscription import Subscription
 from tests.payment_checks import key_problems, money_problems, pending_count, stripe_rows
-from tests.serve_process import ROOT, Server, cli, make_tokens
+from tests.serve_process import ROOT, Server, cli, make_tokens, subscribe_over_http
 from tests.stripe_fixtures import API_KEY, LocalStripe, localstripe, stripe_env  # noqa: F401
 
 pytestmark = pytest.mark.postgres
@@ -48,13 +48,7 @@ def served(stripe_env: LocalStripe, pg_url: str, tmp_path: Path) -> Iterator[tup
     server = Server(pg_url, tmp_path / "serve.log", "--workers", "2")
     server.start()
     try:
-        with httpx.Client(base_url=server.base, timeout=60) as http:
-            for ws, token in tokens.items():
-                auth = {"Authorization": f"Bearer {token}"}
-                for name, body in (("add-payment-method", {"payment_method": "pm_card_visa"}),
-                                   ("subscribe", {"plan": "team", "interval": "month", "seats": 3})):
-                    r = http.post(f"/v1/workspaces/{ws}/{name}", json=body, headers=auth)
-                    assert r.status_code == 200, r.text
+        subscribe_over_http(server, tokens)
         yield server, tokens
     finally:
         server.stop()

@@ -20,7 +20,7 @@ import pytest
 from adapters.app import build_ledger
 from domain.ledger import TestClock
 from domain.subscription import Subscription
-from tests.serve_process import Server, cli, make_tokens
+from tests.serve_process import Server, cli, make_tokens, subscribe_over_http
 
 pytestmark = pytest.mark.postgres
 
@@ -38,13 +38,7 @@ def served(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     server = Server(pg_url, tmp_path / "serve.log", "--workers", "2")
     server.start()
     try:
-        with httpx.Client(base_url=server.base, timeout=60) as http:
-            for ws in WORKSPACES:
-                auth = {"Authorization": f"Bearer {tokens[ws]}"}
-                for name, body in (("add-payment-method", {"payment_method": "pm_card_visa"}),
-                                   ("subscribe", {"plan": "team", "interval": "month", "seats": 3})):
-                    r = http.post(f"/v1/workspaces/{ws}/{name}", json=body, headers=auth)
-                    assert r.status_code == 200, r.text
+        subscribe_over_http(server, {ws: tokens[ws] for ws in WORKSPACES})
         yield server, tokens
     finally:
         server.stop()
