@@ -84,7 +84,13 @@ class PrunedSnapshots:
         """Statements, each followed by its parameters, in one transaction; with `fetch`, the
         last one's rows."""
         pairs = list(zip(steps[::2], steps[1::2], strict=True))
-        with self.recorder.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+        datastore: Any = self.recorder.datastore
+        if fetch and self.sql.postgres:  # one read: one round trip on the autocommit connection, no BEGIN/COMMIT
+            with datastore.get_connection() as conn, conn.cursor() as cursor:
+                for sql, args in pairs:
+                    cursor.execute(sql, args)
+                return [tuple(row.values()) for row in cursor.fetchall()]
+        with datastore.transaction(commit=True) as cursor:
             for sql, args in pairs:
                 cursor.execute(sql, args)
             if not fetch:
