@@ -70,6 +70,7 @@ def confirm(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
     with _open_ledger() as ledger:
         if not isinstance(ledger.payments, TestPaymentGateway):
             fail("invalid_request", "confirm simulates the customer: only with SUBLEDGER_PAYMENTS=test")
+        ledger.check_clock()  # and the gateway: a Stripe ledger's charge is never confirmed at the test one
         sub = ledger.get(workspace)
         if sub is None:
             fail("not_found", f"{workspace}: no such workspace")

@@ -152,6 +152,7 @@ class Settlement:
         """The provider reports news of the charge object `reference` (a webhook): ask the gateway
         for its outcome and record it on channel `billing_provider`. A reference no pending charge
         was submitted as (unknown, or its outcome already recorded) records nothing."""
+        self.check_clock()  # and the gateway: the ledger's own provider is asked
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
             if sub is None:
