@@ -108,11 +108,34 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
         recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
         if "event_store" in parts and not (recorded and int(recorded.group(1)) >= DISCARD_SNAPSHOTS_BEFORE):
             discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)
+        if "event_store" in parts and ledger.payments_log.get_last() is None:
+            used = _gateway_used(env)
+            if used is not None:  # a store charged before the gateway was recorded: not its next writer's
+                ledger.save(ledger.payments_log.trigger_event(gateway=used))
         if "read_models" in parts:
             with Projections(full, source=ledger):
                 pass
     finally:
         ledger.close()
+
+
+def _gateway_used(env: Mapping[str, str]) -> str | None:
+    """The gateway an existing store's charges went through, read from the gateways' own tables:
+    Stripe's customers or payment methods (real money) first, then the test gateway's charges."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from projections.store import sqlalchemy_url
+    engine = create_engine(sqlalchemy_url(env))
+    try:
+        with engine.connect() as conn:
+            names = set(inspect(conn).get_table_names())
+            for table, kind in (("stripe_customers", "stripe"), ("stripe_payment_methods", "stripe"),
+                                ("test_gateway_charges", "test")):
+                if table in names and conn.execute(text(f'SELECT 1 FROM "{table}" LIMIT 1')).first() is not None:
+                    return kind
+    finally:
+        engine.dispose()
+    return None
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -9,10 +9,12 @@ the last `keep` are deleted. The events stay: any state can still be replayed fr
 
 A snapshot is loaded instead of the events before it, so an edited one would change what the
 ledger decides. The wrapper records each snapshot's digest (sha256 of its topic and stored
-bytes, as the event chain's, replay/verify_chain.py) in `<snapshots table>_digests` before
-storing it, and a load ignores a snapshot whose bytes no longer match its digest, or that has
-none: the workspace is then replayed from its events, and a warning names it. `audit verify`
-still reports the edited snapshot. Like the event chain, this catches an edit of the stored
+bytes, as the event chain's, replay/verify_chain.py) in `<snapshots table>_digests` just after
+storing it (with the pruning), and a load ignores a snapshot whose bytes no longer match its
+digest (a warning names it) or that has none yet (another process between the two, or a crash
+there): the workspace is then replayed from its events. `audit verify` still reports an edited
+snapshot. Every Ledger made from the environment loads through it (SUBLEDGER_SNAPSHOTS_TOPIC,
+domain/ledger.py), the read models' runners and partition workers included. Like the event chain, this catches an edit of the stored
 rows, not somebody who rewrites the digest too.
 """
 
@@ -36,10 +38,12 @@ class PrunedSnapshots:
     """A snapshot recorder (the library's, wrapped) that keeps each aggregate's last `keep`
     snapshots and loads only those that match the digest recorded when they were taken."""
 
-    def __init__(self, recorder: AggregateRecorder, keep: int = KEEP) -> None:
+    def __init__(self, recorder: AggregateRecorder, keep: int = KEEP, *, create_table: bool = False) -> None:
         self.recorder = recorder
         self.keep = keep
         self.sql = _Sql(recorder)
+        if create_table:
+            self.create_digests_table()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.recorder, name)
@@ -62,13 +66,18 @@ class PrunedSnapshots:
             return found
         recorded = dict(self._run(self.sql.digests, (self.sql.oid(originator_id),
                                                      min(s.originator_version for s in found)), fetch=True))
-        kept, ignored = [], []
+        kept = []
         for s in found:
-            (kept if recorded.get(s.originator_version) == digest(s.topic, s.state) else ignored).append(s)
-        for s in ignored:
-            log.warning("snapshot of %s at version %s does not match the digest recorded when it was taken: "
-                        "ignored, the events are replayed instead (audit verify names it)",
-                        originator_id, s.originator_version)
+            expected = recorded.get(s.originator_version)
+            if expected == digest(s.topic, s.state):
+                kept.append(s)
+            elif expected is None:
+                log.debug("snapshot of %s at version %s has no digest yet: the events are replayed instead",
+                          originator_id, s.originator_version)
+            else:
+                log.warning("snapshot of %s at version %s does not match the digest recorded when it was taken: "
+                            "ignored, the events are replayed instead (audit verify names it)",
+                            originator_id, s.originator_version)
         return kept
 
     def prune(self, originator_id: UUID, digests: Sequence[tuple[int, str]] = ()) -> None:
@@ -90,7 +99,7 @@ class PrunedSnapshots:
                 for sql, args in pairs:
                     cursor.execute(sql, args)
                 return [tuple(row.values()) for row in cursor.fetchall()]
-        with datastore.transaction(commit=True) as cursor:
+        with datastore.transaction(commit=not fetch) as cursor:  # a read takes no writer's lock
             for sql, args in pairs:
                 cursor.execute(sql, args)
             if not fetch:

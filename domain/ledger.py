@@ -15,7 +15,8 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import Application, EventSourcedLog
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import EventStore, IntegrityError
+from eventsourcing.utils import resolve_topic
 
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_workspace_id
@@ -32,6 +33,11 @@ from domain.subscription.billing import recorded_outcome
 
 MAX_DUE_ROUNDS = 1000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
+SNAPSHOTS_TOPIC = "SUBLEDGER_SNAPSHOTS_TOPIC"
+"""The topic of a wrapper of the snapshot recorder (adapters/settings.py names the one that prunes
+and checks each snapshot against its digest), as APPLICATION_RECORDER_TOPIC names the recorder:
+every Ledger made from the environment (commands, read-model runners, partition workers) loads
+snapshots through it."""
 CLOCK_ADVICE = {
     "test": "test time (scenarios, the demo, SUBLEDGER_TEST_CLOCK) never enters a ledger kept on the system "
             "clock: use another database",
@@ -148,6 +154,13 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
         grouped = str(self.env.get(GROUP_COMMIT) or "y").lower() not in ("n", "no", "0", "false", "off")
         self.committer = GroupCommit(self) if grouped else None
         self.due_index = callable(getattr(self.recorder, "due_workspaces", None))
+
+    def construct_snapshot_store(self) -> EventStore[Any]:
+        store = super().construct_snapshot_store()
+        topic = self.env.get(SNAPSHOTS_TOPIC)
+        if topic:
+            store.recorder = resolve_topic(topic)(store.recorder, create_table=self.factory.env_create_table())
+        return store
 
     def close(self) -> None:
         super().close()

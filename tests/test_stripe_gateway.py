@@ -285,3 +285,44 @@ def test_a_process_missing_the_stripe_settings_is_refused_and_settles_nothing(
     finally:
         for closing in (down, test_gateway, ledger, forgot):
             closing.close()
+
+
+def test_a_stripe_ledger_from_before_the_gateway_was_recorded_is_known_as_one_at_its_upgrade(
+        localstripe: LocalStripe, tmp_path: Path) -> None:  # noqa: F811
+    """A store written by a version that recorded no gateway (its writer here has no `kind`)
+    and set up at event store version 5: the upgrade reads Stripe's customers table and records
+    the Stripe gateway, so the first test-gateway process after it is refused, not recorded."""
+    from sqlalchemy import create_engine, text
+
+    from adapters.payments import TestPaymentGateway
+    from adapters.settings import eventsourcing_env
+    from domain.errors import LedgerError
+    from projections.store import sqlalchemy_url
+    from tests.stripe_fixtures import free_port
+
+    class Unrecorded(StripeGateway):
+        kind = "unrecorded"
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    up, down = Unrecorded(url, API_KEY, localstripe.url), Unrecorded(url, API_KEY, f"http://127.0.0.1:{free_port()}")
+    ledger = build_ledger(url, catalog="workspace", clock=TestClock(utc("2026-04-11T00:00:00")), payments=up)
+    do(ledger, "add-payment-method", payment_method="pm_card_visa")
+    assert do(ledger, "subscribe", plan="team", interval="month", seats=2).ok  # paid at Stripe: its customer
+    ledger.payments = down
+    assert do(ledger, "buy-ai-credits", pack="ai-1000").error.code == "payment_pending"
+    assert ledger.payments_log.get_last() is None
+    ledger.close()
+    for gateway in (up, down):
+        gateway.close()
+    with create_engine(sqlalchemy_url(eventsourcing_env(url))).begin() as conn:
+        conn.execute(text("UPDATE subledger_meta SET value = 'subledger-5 eventsourcing-9.5.6' WHERE key = 'event_store'"))
+    test_gateway = TestPaymentGateway(url)
+    forgot = build_ledger(url, catalog="workspace", clock=TestClock(utc("2026-04-12T00:00:00")), payments=test_gateway)
+    try:
+        with pytest.raises(LedgerError) as refused:
+            forgot.resolve_payments("ws")
+        assert refused.value.code == "payments_conflict"
+        assert list(forgot.get("ws").pending_charges) == ["in_ws_0002"] and test_gateway.charges("ws") == []
+    finally:
+        forgot.close()
+        test_gateway.close()

@@ -475,3 +475,28 @@ def test_two_processes_writing_one_workspace_in_turn_keep_its_chain_whole(book: 
     assert first.do("other", "set-members", members=1).ok and second.do("other", "set-members", members=2).ok
     report = first.ledger.recorder.verify_chain()
     assert report.ok, report.breaks
+
+
+def test_the_read_models_never_fold_an_edited_snapshot_into_what_they_show(book: Any, db_url: str,
+                                                                           stored: StoredEvents) -> None:
+    """A read-model runner of its own process (`subledger project`) loads a workspace it has not
+    seen from the store, through the same digest check as commands: the seats stay 3."""
+    b: Book = book("workspace")
+    b.do("w", "add-payment-method", payment_method=VISA)
+    b.do("w", "subscribe", plan="team", interval="month", seats=3)
+    for n in range(100):
+        b.do("w", "set-members", members=n % 3)
+    assert CliRunner().invoke(app, ["project", "--db", db_url]).exit_code == 0
+    snapshots = stored.table.replace("events", "snapshots")
+    for version, state in stored.sql(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = :o",
+                                     o=stored.key("w")):
+        doc = json.loads(bytes(state))
+        doc["state"]["seats"] = 30
+        stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o AND originator_version = :v",
+                   s=json.dumps(doc).encode(), o=stored.key("w"), v=version)
+    b.do("w", "set-members", members=1)  # the read models are behind it
+    b.close()
+    assert CliRunner().invoke(app, ["project", "--db", db_url]).exit_code == 0
+    shown = CliRunner().invoke(app, ["--db", db_url, "--json", "show", "w"])
+    assert shown.exit_code == 0, shown.output
+    assert (json.loads(shown.stdout)["seats"], json.loads(shown.stdout)["members"]) == (3, 1), shown.stdout
