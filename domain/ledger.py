@@ -33,6 +33,7 @@ from domain.subscription.billing import recorded_outcome
 
 MAX_DUE_ROUNDS = 1000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
+"""Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
 SNAPSHOTS_TOPIC = "SUBLEDGER_SNAPSHOTS_TOPIC"
 """The topic of a wrapper of the snapshot recorder (adapters/settings.py names the one that prunes
 and checks each snapshot against its digest), as APPLICATION_RECORDER_TOPIC names the recorder:
@@ -44,7 +45,6 @@ CLOCK_ADVICE = {
     "system": "a ledger kept on test time takes test-clock writers only: set SUBLEDGER_TEST_CLOCK to the instant "
               "to write at, or use another database",
 }
-"""Set to `n` to save every command in a transaction of its own (domain/group_commit.py)."""
 
 
 def due_instant(sub: Subscription) -> datetime | None:
@@ -426,7 +426,8 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
 
     def check_clock(self) -> None:
         """Refuse to write with a test clock into a ledger kept on the system clock, or the
-        other way round (clock_conflict); a new ledger records its kind with its first write."""
+        other way round (clock_conflict); a new ledger records its kind with its first write.
+        Every writer's entry point calls it, so it checks the payment gateway first (check_payments)."""
         self.check_payments()
         if self._clock_recorded:
             return
