@@ -30,6 +30,7 @@ from domain.quotes import Pin
 from domain.settlement import MAX_ATTEMPTS, Settlement
 from domain.subscription import Context, Subscription, workspace_uuid
 from domain.subscription.billing import recorded_outcome
+from domain.writers import PaymentsChosen, WriterChecks
 
 MAX_DUE_ROUNDS = 1000
 GROUP_COMMIT = "SUBLEDGER_GROUP_COMMIT"
@@ -39,12 +40,6 @@ SNAPSHOTS_TOPIC = "SUBLEDGER_SNAPSHOTS_TOPIC"
 and checks each snapshot against its digest), as APPLICATION_RECORDER_TOPIC names the recorder:
 every Ledger made from the environment (commands, read-model runners, partition workers) loads
 snapshots through it."""
-CLOCK_ADVICE = {
-    "test": "test time (scenarios, the demo, SUBLEDGER_TEST_CLOCK) never enters a ledger kept on the system "
-            "clock: use another database",
-    "system": "a ledger kept on test time takes test-clock writers only: set SUBLEDGER_TEST_CLOCK to the instant "
-              "to write at, or use another database",
-}
 
 
 def due_instant(sub: Subscription) -> datetime | None:
@@ -67,14 +62,6 @@ class LedgerCreated(DomainEvent):
     the demo) never enters a ledger kept on the system clock, nor the other way round."""
 
     clock: str
-
-
-class PaymentsChosen(DomainEvent):
-    """The gateway a ledger's charges go through (`test` or `stripe`), recorded with its first
-    write that has one: a process configured with another gateway is refused (payments_conflict),
-    so that a job missing the provider's settings never settles real charges as test ones."""
-
-    gateway: str
 
 
 class CatalogPublished(DomainEvent):
@@ -117,7 +104,7 @@ class Result:
         return [e for e in self.events if isinstance(e, Subscription.InvoiceIssued)]
 
 
-class Ledger(Settlement, Positions, Loading, Application[UUID]):
+class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
     """Handle, preview, advance and settle payments (domain/settlement.py). Snapshots every 50
     events keep loads short."""
 
@@ -423,42 +410,6 @@ class Ledger(Settlement, Positions, Loading, Application[UUID]):
             Subscription.WorkspaceRegistered, id=workspace_uuid(workspace_id), workspace_id=workspace_id,
             catalog_id=catalog.id, **ctx.meta(),
         )
-
-    def check_clock(self) -> None:
-        """Refuse to write with a test clock into a ledger kept on the system clock, or the
-        other way round (clock_conflict); a new ledger records its kind with its first write.
-        Every writer's entry point calls it, so it checks the payment gateway first (check_payments)."""
-        self.check_payments()
-        if self._clock_recorded:
-            return
-        created = list(self.ledger_log.get())
-        if not created:
-            return
-        if created[0].clock != self.clock.kind:
-            raise LedgerError("clock_conflict", f"this ledger is kept on the {created[0].clock} clock: a writer on "
-                              f"the {self.clock.kind} clock may not write into it; {CLOCK_ADVICE[self.clock.kind]}")
-        self._clock_recorded = True
-
-    def gateway_kind(self) -> str | None:
-        """The kind of gateway this process charges through; None for one that moves no money."""
-        kind = getattr(self.payments, "kind", None)
-        return kind if kind in ("test", "stripe") else None
-
-    def check_payments(self) -> None:
-        """Refuse to write with one payment gateway into a ledger whose charges go through
-        another (payments_conflict): its pending charges would be asked of the wrong provider
-        and new ones charged where no money moves. The first write with a gateway records it."""
-        kind = self.gateway_kind()
-        if self._gateway_recorded or kind is None:
-            return
-        chosen = self.payments_log.get_last()
-        if chosen is None:
-            return
-        if chosen.gateway != kind:
-            raise LedgerError("payments_conflict", f"this ledger's charges go through the {chosen.gateway} gateway: "
-                              f"a writer with the {kind} gateway may not write into it; set SUBLEDGER_PAYMENTS="
-                              f"{chosen.gateway} (and its settings) in every process, or use another database")
-        self._gateway_recorded = True
 
     def _save(self, sub: Subscription, events: list[Any], *, done: bool = False) -> None:
         """Save the aggregate with, atomically, its index entry, any catalog version first used,

@@ -77,7 +77,7 @@ class GatewayUnavailable(Exception):
 
 class PaymentGateway(Protocol):
     kind: str
-    """`test` or `stripe`: recorded in the ledger with its first write (Ledger.check_payments)."""
+    """`test`, or the provider's name: recorded in the ledger with its first write (domain/writers.py)."""
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Collect `request.amount` now, once per key (see the module docstring)."""
