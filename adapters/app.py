@@ -9,7 +9,6 @@ from pathlib import Path
 
 from adapters.payments import TestPaymentGateway
 from adapters.schema import prepare
-from adapters.snapshots import prune_snapshots
 from adapters.settings import READ_ONLY, database_url, eventsourcing_env
 from domain.catalog import builtin_catalogs, load_catalog
 from domain.errors import LedgerError
@@ -44,10 +43,8 @@ def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock:
     default = load_catalog(catalog)
     catalogs[default.id] = default
     url = database_url(db)
-    ledger = Ledger(ledger_env(url), catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
-                    payments=payments or payment_gateway(url))
-    prune_snapshots(ledger)
-    return ledger
+    return Ledger(ledger_env(url), catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
+                  payments=payments or payment_gateway(url))
 
 
 def read_models(ledger: Ledger) -> Projections:

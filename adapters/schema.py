@@ -97,14 +97,13 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
     """Let the library and the read models create their tables (all "if missing"); discard the
     snapshots of an event store older than DISCARD_SNAPSHOTS_BEFORE or of no recorded version
     (`found`: the versions recorded)."""
-    from adapters.snapshots import discard_snapshots, prune_snapshots
+    from adapters.snapshots import discard_snapshots
     from domain.ledger import Ledger
     from projections.runner import Projections
 
     full = {**env, "CREATE_TABLE": "y"}
     ledger = Ledger(full)
     try:
-        prune_snapshots(ledger)  # its digests' table
         recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
         if "event_store" in parts and not (recorded and int(recorded.group(1)) >= DISCARD_SNAPSHOTS_BEFORE):
             discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)

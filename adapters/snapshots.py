@@ -2,8 +2,9 @@
 
 The library snapshots a workspace every 50 events (domain/ledger.py) and keeps every snapshot
 it ever took: a workspace with a long history kept hundreds of them (185 MiB for one of 2,000
-invoices), though a load only ever reads the latest. `prune_snapshots` wraps the ledger's
-snapshot recorder so that, after a snapshot is stored, the aggregate's older snapshots beyond
+invoices), though a load only ever reads the latest. `PrunedSnapshots` wraps the ledger's
+snapshot recorder (every Ledger made from the environment, SUBLEDGER_SNAPSHOTS_TOPIC,
+domain/ledger.py) so that, after a snapshot is stored, the aggregate's older snapshots beyond
 the last `keep` are deleted. The events stay: any state can still be replayed from them
 (`audit verify` checks the snapshots that are kept against them).
 
@@ -13,9 +14,8 @@ bytes, as the event chain's, replay/verify_chain.py) in `<snapshots table>_diges
 storing it (with the pruning), and a load ignores a snapshot whose bytes no longer match its
 digest (a warning names it) or that has none yet (another process between the two, or a crash
 there): the workspace is then replayed from its events. `audit verify` still reports an edited
-snapshot. Every Ledger made from the environment loads through it (SUBLEDGER_SNAPSHOTS_TOPIC,
-domain/ledger.py), the read models' runners and partition workers included. Like the event chain, this catches an edit of the stored
-rows, not somebody who rewrites the digest too.
+snapshot. The read models' runners and partition workers load through it too. Like the event
+chain, this catches an edit of the stored rows, not somebody who rewrites the digest too.
 """
 
 from __future__ import annotations
@@ -43,13 +43,10 @@ class PrunedSnapshots:
         self.keep = keep
         self.sql = _Sql(recorder)
         if create_table:
-            self.create_digests_table()
+            self._run(*self.sql.create)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.recorder, name)
-
-    def create_digests_table(self) -> None:
-        self._run(*self.sql.create)
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
         """Each snapshot's digest is recorded after it, with the pruning: a snapshot left without
@@ -102,9 +99,7 @@ class PrunedSnapshots:
         with datastore.transaction(commit=not fetch) as cursor:  # a read takes no writer's lock
             for sql, args in pairs:
                 cursor.execute(sql, args)
-            if not fetch:
-                return []
-            return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cursor.fetchall()]
+            return [tuple(row) for row in cursor.fetchall()] if fetch else []
 
 
 class _Sql:
@@ -152,22 +147,12 @@ class _Sql:
         return oid if self.postgres else oid.hex
 
 
-def prune_snapshots(ledger: Any, keep: int = KEEP) -> None:
-    """Keep only the last `keep` snapshots of each aggregate the ledger snapshots from now on,
-    and load only those as they were taken."""
-    store = getattr(ledger, "snapshots", None)
-    if store is not None and not isinstance(store.recorder, PrunedSnapshots):
-        store.recorder = PrunedSnapshots(store.recorder, keep)
-        if str(ledger.env.get("CREATE_TABLE") or "y").lower() not in ("n", "no", "0", "false", "off"):
-            store.recorder.create_digests_table()
-
-
 def discard_snapshots(ledger: Any) -> None:
     """Delete every snapshot and digest (adapters/schema.py DISCARD_SNAPSHOTS_BEFORE says when):
     loads replay the events instead, and snapshot again as they go."""
-    prune_snapshots(ledger)
-    recorder: PrunedSnapshots | None = getattr(getattr(ledger, "snapshots", None), "recorder", None)
-    if recorder is None:
+    store = getattr(ledger, "snapshots", None)
+    if store is None:
         return
+    recorder = store.recorder if isinstance(store.recorder, PrunedSnapshots) else PrunedSnapshots(store.recorder)
     first, second = recorder.sql.delete_all
     recorder._run(first, (), second, ())

@@ -225,20 +225,37 @@ def test_a_deleted_audit_row_is_caught_though_the_audit_chain_still_holds(book: 
                                                                                  "no_row")
 
 
-def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
-    """A snapshot is loaded instead of the events before it, so it must equal their replay."""
+def team_workspace(book: Any, members_changes: int) -> Book:
+    """Workspace w on team with 3 seats and a good card, then its members changed that many times
+    (a snapshot every 50 events)."""
     b: Book = book("workspace")
     b.do("w", "add-payment-method", payment_method=VISA)
     b.do("w", "subscribe", plan="team", interval="month", seats=3)
-    for n in range(50):
+    for n in range(members_changes):
         b.do("w", "set-members", members=n % 3)
+    return b
+
+
+def edit_snapshots(stored: StoredEvents, ws: str, change: Any) -> list[tuple[int, str, bytes]]:
+    """`change` applied to the state of every stored snapshot of `ws`, in place; each one's
+    version, topic and new bytes."""
     snapshots = stored.table.replace("events", "snapshots")
-    ((version, state),) = stored.sql(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = :o",
-                                     o=stored.key("w"))
-    doc = json.loads(bytes(state))
-    doc["state"]["seats"] = 30
-    stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o", s=json.dumps(doc).encode(),
-               o=stored.key("w"))
+    edited = []
+    for version, topic, state in stored.sql(f"SELECT originator_version, topic, state FROM {snapshots} "
+                                            "WHERE originator_id = :o", o=stored.key(ws)):
+        doc = json.loads(bytes(state))
+        change(doc["state"])
+        new = json.dumps(doc).encode()
+        stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o AND originator_version = :v",
+                   s=new, o=stored.key(ws), v=version)
+        edited.append((version, topic, new))
+    return edited
+
+
+def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
+    """A snapshot is loaded instead of the events before it, so it must equal their replay."""
+    team_workspace(book, 50)
+    ((version, _, _),) = edit_snapshots(stored, "w", lambda state: state.update(seats=30))
     code, out = audit_verify(db_url)
     assert code == 1 and out["checks"]["event_chain"]["ok"]
     assert (out["failed"], out["workspace"], out["version"], out["problem"]) == ("snapshots", "w", version,
@@ -247,11 +264,7 @@ def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvent
 
 def test_a_snapshot_moved_past_the_last_event_is_named_and_not_loaded(book: Any, db_url: str,
                                                                      stored: StoredEvents) -> None:
-    b: Book = book("workspace")
-    b.do("w", "add-payment-method", payment_method=VISA)
-    b.do("w", "subscribe", plan="team", interval="month", seats=3)
-    for n in range(50):
-        b.do("w", "set-members", members=n % 3)
+    b = team_workspace(book, 50)
     head = b.sub("w").version
     b.close()
     snapshots = stored.table.replace("events", "snapshots")
@@ -277,17 +290,11 @@ def forget_invoices_in_snapshots(book: Any, stored: StoredEvents, *, digests_too
     for n in range(60):
         b.do("w", "set-members", members=n % 3)
     b.close()
-    snapshots = stored.table.replace("events", "snapshots")
-    for version, topic, state in stored.sql(f"SELECT originator_version, topic, state FROM {snapshots} "
-                                            "WHERE originator_id = :o", o=stored.key("w")):
-        doc = json.loads(bytes(state))
-        doc["state"]["invoice_count"] = 0
-        edited = json.dumps(doc).encode()
-        stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o AND originator_version = :v",
-                   s=edited, o=stored.key("w"), v=version)
+    for version, topic, edited in edit_snapshots(stored, "w", lambda state: state.update(invoice_count=0)):
         if digests_too:
-            stored.sql(f"UPDATE {snapshots}_digests SET digest = :d WHERE originator_id = :o AND "
-                       "originator_version = :v", d=digest(topic, edited), o=stored.key("w"), v=version)
+            stored.sql(f"UPDATE {stored.table.replace('events', 'snapshots')}_digests SET digest = :d "
+                       "WHERE originator_id = :o AND originator_version = :v",
+                       d=digest(topic, edited), o=stored.key("w"), v=version)
 
 
 def test_an_edited_snapshot_is_not_loaded_and_the_workspace_is_decided_on_its_events(
@@ -481,19 +488,9 @@ def test_the_read_models_never_fold_an_edited_snapshot_into_what_they_show(book:
                                                                            stored: StoredEvents) -> None:
     """A read-model runner of its own process (`subledger project`) loads a workspace it has not
     seen from the store, through the same digest check as commands: the seats stay 3."""
-    b: Book = book("workspace")
-    b.do("w", "add-payment-method", payment_method=VISA)
-    b.do("w", "subscribe", plan="team", interval="month", seats=3)
-    for n in range(100):
-        b.do("w", "set-members", members=n % 3)
+    b = team_workspace(book, 100)
     assert CliRunner().invoke(app, ["project", "--db", db_url]).exit_code == 0
-    snapshots = stored.table.replace("events", "snapshots")
-    for version, state in stored.sql(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = :o",
-                                     o=stored.key("w")):
-        doc = json.loads(bytes(state))
-        doc["state"]["seats"] = 30
-        stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o AND originator_version = :v",
-                   s=json.dumps(doc).encode(), o=stored.key("w"), v=version)
+    edit_snapshots(stored, "w", lambda state: state.update(seats=30))
     b.do("w", "set-members", members=1)  # the read models are behind it
     b.close()
     assert CliRunner().invoke(app, ["project", "--db", db_url]).exit_code == 0
