@@ -8,6 +8,7 @@ commit (domain/group_commit.py) calls it for the saves it shares.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 MAX_POSITIONS = 10_000
@@ -20,7 +21,7 @@ class Positions:
         recorder: Any
 
     def _init_positions(self) -> None:
-        self._positions: dict[tuple[Any, int], int] = {}
+        self._positions: OrderedDict[tuple[Any, int], int] = OrderedDict()
         self._positions_lock = threading.Lock()
 
     def _notify(self, recordings: list[Any]) -> None:
@@ -28,8 +29,8 @@ class Positions:
         with self._positions_lock:
             for r in recordings:
                 self._positions[(r.domain_event.originator_id, r.domain_event.originator_version)] = r.notification.id
-            while len(self._positions) > MAX_POSITIONS:
-                del self._positions[next(iter(self._positions))]
+            while len(self._positions) > MAX_POSITIONS:  # O(1): a dict finds its first key by a scan
+                self._positions.popitem(last=False)
 
     def positions(self, events: list[Any]) -> list[int | None]:
         """Each event's notification id, where this process saved it (else None)."""
