@@ -105,6 +105,10 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
             detail = _first_line(cause)
             redundant = not detail or detail.lower() in found.lower()
             return LedgerError("unavailable", f"{where(env)}: {found}" + ("" if redundant else f" ({detail})"))
+    undecodable = [c for c in causes(error) if isinstance(c, _loaded("eventsourcing.persistence",
+                                                                       "MapperDeserialisationError"))]
+    if undecodable:
+        return LedgerError("unavailable", f"{where(env)}: {unreadable(env)} ({_first_line(undecodable[0])[:240]})")
     if isinstance(error, (_loaded("eventsourcing.persistence", "PersistenceError"),
                           _loaded("sqlalchemy.exc", "SQLAlchemyError"), _loaded("psycopg", "Error"), sqlite3.Error)):
         return LedgerError("unavailable", f"{where(env)}: database error: {_first_line(error) or type(error).__name__}")
@@ -112,6 +116,13 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
         named = f": {error.filename}" if error.filename else ""
         return LedgerError("unavailable", f"{where(env)}: {error.strerror}{named}")
     return None
+
+
+def unreadable(env: Mapping[str, str] | None) -> str:
+    """A stored event that does not decode: the cipher key, or damaged rows (docs/audit.md)."""
+    keyed = "with this key" if env and env.get("CIPHER_TOPIC") else "without a key"
+    return (f"stored events cannot be read {keyed}: set $SUBLEDGER_CIPHER_KEY to the key this ledger was "
+            "written with, if it is encrypted; else its rows were damaged (`subledger audit verify` tells)")
 
 
 def _reason(error: BaseException) -> str | None:

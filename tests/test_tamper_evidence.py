@@ -465,6 +465,24 @@ def test_an_encrypted_ledger_round_trips_and_a_flipped_byte_is_caught(
     again.close()
 
 
+@pytest.mark.parametrize("second_key", ["another", "none"])
+def test_an_encrypted_ledger_read_with_another_key_or_none_names_the_variable(
+        db_url: str, monkeypatch: pytest.MonkeyPatch, second_key: str) -> None:
+    """Not an internal error: exit 3 (`unavailable`), saying which variable to set."""
+    new_key = lambda: CliRunner().invoke(app, ["new-cipher-key"]).stdout.strip()  # noqa: E731
+    monkeypatch.setenv("SUBLEDGER_CIPHER_KEY", new_key())
+    paid(lambda catalog: Book(db_url, catalog, "2026-04-01T00:00:00")).close()
+    if second_key == "none":
+        monkeypatch.delenv("SUBLEDGER_CIPHER_KEY")
+    else:
+        monkeypatch.setenv("SUBLEDGER_CIPHER_KEY", new_key())
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-04-02T00:00:00Z")
+    result = CliRunner().invoke(app, ["--db", db_url, "set-members", "acme", "--members", "1"])
+    assert result.exit_code == 3, result.output
+    assert "$SUBLEDGER_CIPHER_KEY to the key this ledger was written with" in result.output
+    assert "[unavailable]" in result.output and "MapperDeserialisationError" not in result.output
+
+
 def test_a_cipher_key_that_is_not_an_aes_key_is_refused() -> None:
     assert cipher_env(None) == {}
     with pytest.raises(ValueError, match="SUBLEDGER_CIPHER_KEY"):
