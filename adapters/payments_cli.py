@@ -55,6 +55,8 @@ def resolve(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     """Ask the gateway for every pending charge's outcome and record it (after a crash)."""
     use_json(json_output)
     with _open_ledger() as ledger:
+        if workspace is not None and ledger.get(workspace) is None:
+            fail("not_found", f"{workspace}: no such workspace")
         done = ledger.resolve_payments(workspace)
         if done:
             catch_up_after(ledger)
