@@ -23,6 +23,7 @@ from adapters.instants import parse_instant
 from domain.catalog import BUILT_IN, Catalog, CatalogError, load_catalog
 from domain.commands import COMMANDS, ID, ID_RULE, Actor, Channels, check_new_workspace_id, parse_actor, parse_command
 from domain.errors import LedgerError
+from domain.clock import run_until
 from domain.ledger import Ledger, TestClock
 from domain.subscription import Subscription
 from projections.plan_state import read_plan_state
@@ -247,10 +248,12 @@ def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError |
     }
 
 
-def run_step(ledger: Ledger, step: Step, projections: Projections | None = None) -> dict[str, Any]:
-    """Advance every workspace to the step's instant, then run its command (if any). With
-    `projections` the read models catch up inline and `state` is read from plan_state."""
-    due = ledger.advance()
+def run_step(ledger: Ledger, step: Step, projections: Projections | None = None,
+             due: dict[str, list[Subscription.Event]] | None = None) -> dict[str, Any]:
+    """Run the step's command (if any) once every workspace has recorded what fell due by the
+    step's instant (`due`; else recorded now). With `projections` the read models catch up
+    inline and `state` is read from plan_state."""
+    due = ledger.advance() if due is None else due
     ws = step.workspace
     due_events = due.get(ws, []) if ws else [e for events in due.values() for e in events]
     error: LedgerError | None = None
@@ -308,10 +311,10 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
                     ledger.catalogs[catalog.id] = catalog
                 default = ledger.default_catalog
                 for step in scenario.steps:
-                    clock.move_to(step.at)
+                    due = run_until(ledger, step.at, clock.move_to)
                     chosen = scenario.workspace_catalogs.get(step.workspace or "")
                     ledger.default_catalog = chosen.id if chosen else default
-                    out = run_step(ledger, step, projections)
+                    out = run_step(ledger, step, projections, due)
                     outputs.append(out)
                     for failure in out["expect_failures"]:
                         print(f"{path}: step {step.number} ({step.do}): {failure}", file=err)

@@ -73,8 +73,9 @@ class Policy(_Model):
     @field_validator("dunning_retry_days")
     @classmethod
     def _retries_end_before_the_next_renewal(cls, days: list[int]) -> list[int]:
-        """Dunning ends before the shortest period (28 days) does, so no renewal meets an invoice
-        still being retried."""
+        """Dunning run on time ends before the shortest period (28 days) does, so no renewal meets
+        an invoice still being retried (a late scheduler's retries hold the period end back:
+        domain/subscription/scheduler.py next_due)."""
         if any(d < 1 or d > 27 for d in days):
             raise ValueError("retry days must be 1 to 27 days after the failure")
         if any(a >= b for a, b in zip(days, days[1:])):

@@ -6,8 +6,9 @@ never enters a ledger kept on the system clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from domain.errors import LedgerError
 
@@ -45,6 +46,37 @@ class TestClock:
         if at < self._now:
             raise LedgerError("invalid_request", f"the test clock never goes back: {at.isoformat()} < {self._now.isoformat()}")
         self._now = at
+
+
+MAX_STOPS = 100_000
+
+
+def run_until(ledger: Any, until: datetime, move: Callable[[datetime], None]) -> dict[str, list[Any]]:
+    """Test time moved forward to `until` as a scheduler running all along would have lived it:
+    the clock (moved by `move`: a shared test clock stores its instant) stops at each instant
+    something falls due on the way, and the ledger's `advance` records what fell due then. So
+    a card is retried on each of its retry days, not all at once at the end, which is what a
+    scheduler that was not running does (domain/subscription/dunning.py). What fell due, by
+    workspace, in the order recorded."""
+    until = _utc(until)
+    done: dict[str, list[Any]] = {}
+
+    def record() -> None:
+        for workspace_id, events in ledger.advance().items():
+            done.setdefault(workspace_id, []).extend(events)
+
+    record()  # what is due already
+    for _ in range(MAX_STOPS):
+        now = ledger.clock.now()
+        # a workspace whose charge's outcome is unknown is asked again at each stop, not stopped for
+        upcoming = [at for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None
+                    and not sub.pending_charges and (at := sub.next_due_at()) is not None and at > now]
+        stop = min([until, *upcoming])
+        move(stop)
+        record()
+        if stop == until:
+            return done
+    raise LedgerError("invalid_request", f"more than {MAX_STOPS} instants fall due before {until.isoformat()}")
 
 
 def _utc(at: datetime) -> datetime:

@@ -319,9 +319,9 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
                 done[workspace_id] = events
         return done
 
-    def due_workspaces(self) -> list[str]:
-        """The workspaces with something due by now. A ledger recorded before the due index
-        existed is indexed first, once (each workspace loaded); without an index: all of them."""
+    def due_workspaces(self, by: datetime | None = None) -> list[str]:
+        """The workspaces with something due by now (or `by`). A ledger recorded before the due
+        index existed is indexed first, once (each workspace loaded); without an index: all."""
         if not self.due_index:
             return self.workspaces()
         if not self.recorder.due_index_complete():
@@ -330,7 +330,7 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
                 if sub is not None:
                     self.recorder.record_due({sub.id: (workspace_id, sub.version, due_instant(sub))})
             self.recorder.mark_due_index_complete()
-        return self.recorder.due_workspaces(self.clock.now())
+        return self.recorder.due_workspaces(by or self.clock.now())
 
     def resolve_payments(self, workspace_id: str | None = None) -> dict[str, list[Subscription.Event]]:
         """After a crash between a charge and its record: ask the gateway (by key) for every

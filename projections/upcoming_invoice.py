@@ -83,11 +83,14 @@ class UpcomingInvoice(LatestPerWorkspace):
 
 def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Subscription.InvoiceIssued] | None:
     """(the aggregate as renewed, the renewal invoice) at the current period's end, or None
-    when nothing will be billed then (free plan, trial ending, cancellation, no period)."""
+    when nothing will be billed then (free plan, trial ending, cancellation, no period). A period
+    end that waits for a retry (a late scheduler's, domain/subscription/dunning.py) renews once
+    that retry is paid, as a forecast assumes it is."""
     if not sub.subscribed or sub.period_end is None:
         return None
     future = copy.deepcopy(sub)
-    ctx = Context(SYSTEM, "scheduler", sub.period_end, catalog, "forecast")
+    retries = [i["retry_at"] for i in sub.invoices.values() if i["status"] == "open" and i["retry_at"]]
+    ctx = Context(SYSTEM, "scheduler", max(sub.period_end, min(retries, default=sub.period_end)), catalog, "forecast")
     try:
         future.process_due(ctx, forecast=True)
     except LedgerError:

@@ -18,6 +18,7 @@ import pytest
 from adapters.app import build_ledger
 from adapters.payments import TestPaymentGateway
 from domain.commands import Actor, parse_command
+from domain.clock import run_until
 from domain.ledger import Ledger, Result, TestClock
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -81,6 +82,12 @@ class Book:
         self.ledger: Ledger = build_ledger(db_url, catalog=catalog, clock=self.clock, payments=self.payments)
 
     def at(self, when: str) -> Book:
+        run_until(self.ledger, utc(when), self.clock.move_to)
+        return self
+
+    def scheduler_down_until(self, when: str) -> Book:
+        """The clock jumps to `when` with no scheduler run on the way, then one run: what a
+        production scheduler that was not running finds (where `at` stops on every due instant)."""
         self.clock.move_to(utc(when))
         self.ledger.advance()
         return self

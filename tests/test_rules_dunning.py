@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from domain.catalog import CatalogError, parse_catalog
+from projections.upcoming_invoice import next_renewal
 from tests.conftest import utc
 from tests.support import D, DECLINED, VISA, catalog_variant, refused, state
 
@@ -40,7 +41,7 @@ def test_R8_failed_renewal_is_retried_on_the_catalog_days_then_suspended(book, c
     invoice = failed.invoice_id
     assert (failed.failed_at, failed.retry_at) == (utc("2026-05-01T00:00:00"), utc("2026-05-04T00:00:00"))
     assert state(b, "ws")["status"] == "past_due"
-    b.at("2026-06-15T00:00:00")
+    b.at("2026-06-15T00:00:00")  # the test clock stops on each retry day on the way
     retries = [e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]
     assert [(e.timestamp, e.attempt, e.charge_key) for e in retries] == [
         (utc(f"2026-05-0{day}T00:00:00"), n, f"ws:{invoice}:{n}") for day, n in ((4, 2), (6, 3), (8, 4))]
@@ -54,6 +55,70 @@ def test_R8_failed_renewal_is_retried_on_the_catalog_days_then_suspended(book, c
     assert (s["status"], s["features"]) == ("suspended", free.features if free else [])  # paid ones locked (R19)
     assert s["open_invoices"] == [{"id": invoice, "amount_due": str(PRICE[catalog]), "retry_at": None}]
     assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal"]
+
+
+def test_R8_a_late_scheduler_tries_the_card_once_and_keeps_the_gaps_between_retries(book):
+    """A scheduler that did not run from May 1 to May 20 finds the May 4 retry overdue: it tries
+    the card once, at its run, and the next retry comes the catalog's gap (two days) after that
+    attempt, not at once; the period end waits for the retries, then the workspace is suspended
+    after the last one, never renewed over the unpaid invoice."""
+    b = declined_at_renewal(book, "forms")
+    b.at("2026-05-01T00:00:00")
+    b.scheduler_down_until("2026-05-20T12:00:00")
+    retries = [e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]
+    assert [e.timestamp for e in retries] == [utc("2026-05-20T12:00:00")]
+    assert events(b, "PaymentFailed")[-1].retry_at == utc("2026-05-22T12:00:00")
+    assert state(b, "ws")["open_invoices"][0]["retry_at"] == "2026-05-22T12:00:00Z"
+    b.scheduler_down_until("2026-06-03T00:00:00")  # its next run: after the period's end (June 1)
+    retries = [e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]
+    assert [e.timestamp for e in retries] == [utc("2026-05-20T12:00:00"), utc("2026-06-03T00:00:00")]
+    assert (state(b, "ws")["status"], events(b, "PaymentFailed")[-1].retry_at) == ("past_due", utc("2026-06-05T00:00:00"))
+    assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal"]
+    b.at("2026-06-05T00:00:00")
+    assert state(b, "ws")["status"] == "suspended"
+    assert len([e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]) == 3
+    assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal"]
+    stamps = [e.timestamp for e in b.ledger.workspace_events("ws")]
+    assert stamps == sorted(stamps)  # every fact at or after the one before it
+
+
+def test_R8_retries_without_a_card_keep_the_gaps_and_end_in_the_final_action(book):
+    """No card on file: each retry fails without a charge, on its own day, late or not."""
+    b = book("forms", "2026-04-01T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", **SUBSCRIBE["forms"]).ok
+    assert b.do("ws", "remove-payment-method", payment_method=VISA).ok
+    b.at("2026-05-01T00:00:00")
+    b.scheduler_down_until("2026-05-10T00:00:00")
+    failures = events(b, "PaymentFailed")
+    assert [(f.decline_code, f.retry_at) for f in failures] == [
+        ("no_payment_method", utc("2026-05-04T00:00:00")), ("no_payment_method", utc("2026-05-12T00:00:00"))]
+    b.at("2026-06-15T00:00:00")
+    assert [f.retry_at for f in events(b, "PaymentFailed")][2:] == [utc("2026-05-14T00:00:00"), None]
+    assert state(b, "ws")["status"] == "suspended"
+    assert not [e for e in events(b, "ChargeRequested") if e.purpose == "dunning_retry"]
+
+
+def test_R8_a_period_end_waits_for_the_retries_then_renews_from_the_boundary_once_paid(book):
+    """Retries pushed past the period's end by a late scheduler: June 1 neither renews over May's
+    unpaid invoice nor suspends before the retry still scheduled; paid on June 1 with a new card,
+    the workspace renews for the period from the boundary."""
+    b = declined_at_renewal(book, "forms")
+    b.at("2026-05-01T00:00:00")
+    b.scheduler_down_until("2026-05-31T12:00:00")
+    assert events(b, "PaymentFailed")[-1].retry_at == utc("2026-06-02T12:00:00")
+    b.scheduler_down_until("2026-06-01T06:00:00")
+    assert (state(b, "ws")["status"], len(events(b, "PeriodRenewed"))) == ("past_due", 1)
+    forecast = next_renewal(b.sub("ws"), b.ledger.catalog_for(b.sub("ws")))  # the upcoming invoice's
+    assert forecast is not None and forecast[1].amount_due == PRICE["forms"]
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice").ok
+    b.at("2026-06-01T07:00:00")
+    s = state(b, "ws")
+    assert (s["status"], s["open_invoices"]) == ("active", [])
+    renewal = events(b, "PeriodRenewed")[-1]
+    assert (renewal.period_start, renewal.period_end) == (utc("2026-06-01T00:00:00"), utc("2026-07-01T00:00:00"))
+    assert [e.purpose for e in events(b, "InvoiceIssued")] == ["subscription", "renewal", "renewal"]
 
 
 def test_R8_a_retry_that_succeeds_restores_active_and_renewals_go_on(book):

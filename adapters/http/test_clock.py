@@ -21,7 +21,7 @@ from adapters.http.problems import problem_of
 from adapters.instants import parse_instant
 from adapters.side_tables import SideTables, insert_if_absent
 from adapters.tokens import Principal
-from domain.clock import TestClock
+from domain.clock import TestClock, run_until
 from domain.errors import LedgerError
 from projections.store import UtcDateTime, iso
 from projections.views import event_types
@@ -49,14 +49,18 @@ class ClockStore:
             except LedgerError:
                 pass  # another request of this process moved it further meanwhile
 
-    def advance(self, to: datetime) -> None:
-        """Compare-and-set: the shared instant moves to `to` only if that is not backwards."""
+    def move_at_least(self, to: datetime) -> bool:
+        """Compare-and-set: the shared instant moves to `to`, or, where another request moved it
+        further meanwhile, this process follows it there (a stop of a simulated advance that
+        another advance has passed) and False."""
         self.follow()
         moved = self.tables.run(lambda conn: conn.execute(
             update(clock_table).where(clock_table.c.id == 1, clock_table.c.now <= to).values(now=to)).rowcount)
-        if moved != 1:
-            raise LedgerError("clock_conflict", f"the test clock never goes back: it is at {iso(self.clock.now())}")
-        self.clock.move_to(to)
+        if moved == 1:
+            self.clock.move_to(to)
+        else:
+            self.follow()
+        return moved == 1
 
     def close(self) -> None:
         self.tables.close()
@@ -111,8 +115,10 @@ def advance(request: Request, caller: Annotated[Principal, Depends(operator)], b
             to = parse_instant(body.to)
         except ValueError as e:
             raise LedgerError("invalid_request", f"to: {e}") from None
-        store.advance(to)
-        done = ledger.advance()
+        store.follow()
+        if to < store.clock.now():  # refused before any stop is recorded
+            raise LedgerError("clock_conflict", f"the test clock never goes back: it is at {iso(store.clock.now())}")
+        done = run_until(ledger, to, store.move_at_least)
         recorded = [e for events in done.values() for e in events]
         response = JSONResponse({"ok": True, "now": iso(ledger.clock.now()),
                                  "due": {ws: event_types(events) for ws, events in done.items()},

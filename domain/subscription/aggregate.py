@@ -63,6 +63,7 @@ class InvoiceState(TypedDict):
     attempts: int
     failed_at: datetime | None  # first failed collection: anchors dunning
     retry_at: datetime | None  # next automatic retry
+    retries: int | None  # automatic retries made so far (None: counted before PaymentFailed v4)
 
 
 class PendingCharge(TypedDict):
@@ -153,7 +154,7 @@ class Subscription(Aggregate):
     replay/as_of.py), `charged` this period's charges, so a workspace with years of invoices
     loads (and snapshots) as fast as a new one."""
 
-    class_version = 5
+    class_version = 6
 
     # The facts it records, also reachable as Subscription.PlanUpgraded etc.
     Event = events.Event
@@ -282,6 +283,13 @@ class Subscription(Aggregate):
         for entry in state["idempotency"].values():
             entry.setdefault("at", state["_modified_on"])
             entry.setdefault("command_id", None)  # a key recorded before commands had ids (v1 snapshots)
+
+    @staticmethod
+    def upcast_v5_v6(state: dict[str, Any]) -> None:
+        """v6: each open invoice counts its automatic retries: none before its first failure; after
+        it, unknown (None), as its events from before PaymentFailed v4 replay to."""
+        for invoice in state["invoices"].values():
+            invoice.setdefault("retries", 0 if invoice["failed_at"] is None else None)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Subscription:
         """Every command copies the workspace (a decision is made on a copy, Subscription.decide):

@@ -146,8 +146,8 @@ def settle(sub: Subscription, invoice_id: str, result: ChargeResult, ctx: Contex
     code = result.decline_code or result.outcome
     message = result.message or ("the payment was abandoned" if result.outcome == "canceled" else "card declined")
     if not pending["effects"]:
-        dunning.record_failure(sub, meta, ctx.catalog.policy, invoice_id, pending["purpose"],
-                               pending.get("requested_at") or ctx.at, amount, code, message)
+        dunning.record_failure(sub, meta, ctx.catalog.policy, invoice_id, pending["purpose"], ctx.at, amount, code,
+                               message)
         return payment_failed(amount, message)
     fields = {"purpose": pending["purpose"], "amount": amount, "decline_code": code, "message": message,
               "invoice_id": invoice_id}

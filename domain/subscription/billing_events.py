@@ -41,7 +41,7 @@ class InvoiceIssued(Event):
         sub.invoice_count = max(sub.invoice_count, invoice_number(self.invoice_id))
         if self.amount_due > 0:  # an invoice settled when issued is paid: not kept (Subscription.invoices)
             sub.invoices[self.invoice_id] = {"amount_due": self.amount_due, "status": "open", "attempts": 0,
-                                             "failed_at": None, "retry_at": None}
+                                             "failed_at": None, "retry_at": None, "retries": 0}
         for line in self.lines:
             item = line_item(line["kind"])
             if item and line["period_end"] is not None:
@@ -142,20 +142,26 @@ class PaymentSucceeded(Event):
 class PaymentFailed(Event):
     """A charge for an issued invoice failed: the invoice stays open and blocks changes (R8).
     `failed_at`: the invoice's first failure, which anchors its dunning; `retry_at`: its next
-    automatic retry, or None (domain/subscription/dunning.py). v3 added both."""
+    automatic retry, or None; `retries`: the automatic retries made so far, this one included
+    (domain/subscription/dunning.py). v3 added the first two, v4 the count (None before it)."""
 
-    class_version = 3
+    class_version = 4
     invoice_id: str
     amount: Decimal
     decline_code: str
     message: str
     failed_at: datetime | None
     retry_at: datetime | None
+    retries: int | None
 
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         state["failed_at"] = None
         state["retry_at"] = None
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        state["retries"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
@@ -163,6 +169,8 @@ class PaymentFailed(Event):
         invoice = sub.invoices[self.invoice_id]
         invoice["status"] = "open"
         invoice["failed_at"], invoice["retry_at"] = self.failed_at, self.retry_at
+        # v2 failures began no dunning (failed_at None): none counted, as a snapshot's upcast says
+        invoice["retries"] = self.retries if self.failed_at is not None else 0
         if sub.status in ("active", "trialing"):
             sub.status = "past_due"
 

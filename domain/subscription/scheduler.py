@@ -40,7 +40,7 @@ def process_due(sub: Subscription, ctx: Context, forecast: bool = False) -> None
                             amount=pending["amount"], charge_id=None, payment_method=pending["payment_method"])
         if sub.pending_charges:
             return
-        due = next_due(sub)
+        due = next_due(sub, ctx.at)
         if due is None or due[0] > ctx.at:
             return
         at, what = due
@@ -48,9 +48,13 @@ def process_due(sub: Subscription, ctx: Context, forecast: bool = False) -> None
     raise RuntimeError("too many due items: is the clock sane?")
 
 
-def next_due(sub: Subscription) -> tuple[datetime, str] | None:
-    """The earliest item due. A suspended workspace renews nothing and is granted nothing; only
-    a scheduled cancellation still applies at its period end (R8, R19)."""
+def next_due(sub: Subscription, now: datetime | None = None) -> tuple[datetime, str] | None:
+    """The earliest item due, and when it is recorded. A suspended workspace renews nothing and
+    is granted nothing; only a scheduled cancellation still applies at its period end (R8, R19).
+    A retry is an attempt to take money, not a boundary: one the scheduler finds overdue is made
+    at the run (`now`), after the rest of what fell due, and a period end waits while a retry is
+    scheduled, so a scheduler that was not running neither tries the card several times at once
+    nor ends the period before the retries the catalog gives (domain/subscription/dunning.py)."""
     candidates = []
     active = sub.status != "suspended"
     if sub.scheduled and not sub.scheduled["noticed"]:
@@ -62,11 +66,12 @@ def next_due(sub: Subscription) -> tuple[datetime, str] | None:
     if active and sub.ai_grant_at and sub.period_end and sub.ai_grant_at < sub.period_end:
         candidates.append((sub.ai_grant_at, "ai_grant"))
     canceling = bool(sub.scheduled and sub.scheduled["kind"] == "cancel")
-    if sub.subscribed and sub.period_end and (active or canceling):
-        candidates.append((sub.period_end, "period_end"))
     retries = [i["retry_at"] for i in sub.invoices.values() if i["status"] == "open" and i["retry_at"]]
+    if sub.subscribed and sub.period_end and (canceling or (active and not retries)):
+        candidates.append((sub.period_end, "period_end"))
     if retries:
-        candidates.append((min(retries), "dunning_retry"))
+        retry_at = min(retries)
+        candidates.append((max(retry_at, now) if now else retry_at, "dunning_retry"))
     return min(candidates) if candidates else None
 
 
