@@ -68,9 +68,9 @@ def run_until(ledger: Any, until: datetime, move: Callable[[datetime], None]) ->
     record()  # what is due already
     for _ in range(MAX_STOPS):
         now = ledger.clock.now()
-        # a workspace whose charge's outcome is unknown is asked again at each stop, not stopped for
+        # an item still due after the run at `now` waits on a charge's unknown outcome: asked again at each stop
         upcoming = [at for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None
-                    and not sub.pending_charges and (at := sub.next_due_at()) is not None and at > now]
+                    and (at := sub.next_due_at()) is not None and at > now]
         stop = min([until, *upcoming])
         move(stop)
         record()
