@@ -248,12 +248,11 @@ def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError |
     }
 
 
-def run_step(ledger: Ledger, step: Step, projections: Projections | None = None,
-             due: dict[str, list[Subscription.Event]] | None = None) -> dict[str, Any]:
-    """Run the step's command (if any) once every workspace has recorded what fell due by the
-    step's instant (`due`; else recorded now). With `projections` the read models catch up
-    inline and `state` is read from plan_state."""
-    due = ledger.advance() if due is None else due
+def run_step(ledger: Ledger, step: Step, due: dict[str, list[Subscription.Event]],
+             projections: Projections | None = None) -> dict[str, Any]:
+    """Run the step's command (if any) once every workspace has recorded `due`, what fell due
+    by the step's instant. With `projections` the read models catch up inline and `state` is
+    read from plan_state."""
     ws = step.workspace
     due_events = due.get(ws, []) if ws else [e for events in due.values() for e in events]
     error: LedgerError | None = None
@@ -314,7 +313,7 @@ def run_scenario(path: str | Path, db_url: str | None = None, *,
                     due = run_until(ledger, step.at, clock.move_to)
                     chosen = scenario.workspace_catalogs.get(step.workspace or "")
                     ledger.default_catalog = chosen.id if chosen else default
-                    out = run_step(ledger, step, projections, due)
+                    out = run_step(ledger, step, due, projections)
                     outputs.append(out)
                     for failure in out["expect_failures"]:
                         print(f"{path}: step {step.number} ({step.do}): {failure}", file=err)

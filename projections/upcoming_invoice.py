@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from domain.catalog import Catalog
 from domain.commands import SYSTEM
 from domain.errors import LedgerError
-from domain.subscription import Context, Subscription
+from domain.subscription import Context, Subscription, scheduler
 from projections.readmodel import LatestPerWorkspace
 from projections.store import Amount, UtcDateTime, document, insert_rows, line_columns, line_row
 
@@ -89,8 +89,8 @@ def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Sub
     if not sub.subscribed or sub.period_end is None:
         return None
     future = copy.deepcopy(sub)
-    retries = [i["retry_at"] for i in sub.invoices.values() if i["status"] == "open" and i["retry_at"]]
-    ctx = Context(SYSTEM, "scheduler", max(sub.period_end, min(retries, default=sub.period_end)), catalog, "forecast")
+    retry = scheduler.first_retry(sub)
+    ctx = Context(SYSTEM, "scheduler", max(sub.period_end, retry[0]) if retry else sub.period_end, catalog, "forecast")
     try:
         future.process_due(ctx, forecast=True)
     except LedgerError:

@@ -66,20 +66,25 @@ def next_due(sub: Subscription, now: datetime | None = None) -> tuple[datetime, 
     if active and sub.ai_grant_at and sub.period_end and sub.ai_grant_at < sub.period_end:
         candidates.append((sub.ai_grant_at, "ai_grant"))
     canceling = bool(sub.scheduled and sub.scheduled["kind"] == "cancel")
-    retries = [i["retry_at"] for i in sub.invoices.values() if i["status"] == "open" and i["retry_at"]]
-    if sub.subscribed and sub.period_end and (canceling or (active and not retries)):
+    retry = first_retry(sub)
+    if sub.subscribed and sub.period_end and (canceling or (active and retry is None)):
         candidates.append((sub.period_end, "period_end"))
-    if retries:
-        retry_at = min(retries)
-        candidates.append((max(retry_at, now) if now else retry_at, "dunning_retry"))
+    if retry is not None:
+        candidates.append((max(retry[0], now) if now else retry[0], "dunning_retry"))
     return min(candidates) if candidates else None
+
+
+def first_retry(sub: Subscription) -> tuple[datetime, str] | None:
+    """(when, which invoice): the open invoice retried first, or None when none is."""
+    return min(((inv["retry_at"], i) for i, inv in sub.invoices.items() if inv["status"] == "open" and inv["retry_at"]),
+               default=None)
 
 
 def due_dunning_retry(sub: Subscription, ctx: Context) -> None:
     """R8: an open invoice is tried again with the default payment method on its retry day."""
-    invoice_id = min((i for i, inv in sub.invoices.items() if inv["status"] == "open" and inv["retry_at"]),
-                     key=lambda i: sub.invoices[i]["retry_at"])  # type: ignore[arg-type, return-value]
-    billing.collect(sub, ctx, invoice_id, dunning.RETRY)
+    retry = first_retry(sub)
+    assert retry is not None
+    billing.collect(sub, ctx, retry[1], dunning.RETRY)
 
 
 def due_notice(sub: Subscription, ctx: Context) -> None:
