@@ -9,7 +9,7 @@ renewals for all the others; SIGTERM or SIGINT ends the loop between rounds.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,8 +25,9 @@ def advance(json_output: JsonFlag = False,
                                                "SIGTERM or SIGINT: the production scheduler.")] = False,
             interval: Annotated[float, typer.Option(help="Seconds between rounds with --loop.", min=0.1)] = 60.0,
             ) -> None:
-    """Record every renewal, trial end, scheduled change and notice due by now (system clock).
-    Only workspaces with something due are loaded (the due index)."""
+    """Record every renewal, trial end, scheduled change and notice due by now; on a pinned test
+    clock, stopping on each instant something fell due on the way. Only workspaces with
+    something due are loaded (the due index)."""
     import signal
     import threading
 
@@ -50,10 +51,24 @@ def advance(json_output: JsonFlag = False,
                 break
 
 
+def _lived(ledger: Ledger) -> dict[str, list[Any]]:
+    """A pinned test clock is reached as a scheduler running all along would have lived it, as
+    the HTTP test clock and scenarios do: from the first instant something fell due, stopping at
+    each instant on the way (a card is retried on each of its retry days)."""
+    from domain.clock import TestClock, first_stop, run_until
+
+    until = ledger.clock.now()
+    start = first_stop(ledger, until)
+    if start is None:
+        return {}
+    ledger.clock = clock = TestClock(start)
+    return run_until(ledger, until, clock.move_to)
+
+
 def _advance_round(ledger: Ledger) -> None:
     from projections.views import event_types, iso
 
-    done = ledger.advance()
+    done = _lived(ledger) if ledger.clock.kind == "test" else ledger.advance()
     if done:
         catch_up_after(ledger)
     at = iso(ledger.clock.now())

@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 DEFAULT_ACTOR = "cli-admin"
-NULL = "none"
-"""Typed for a nullable argument (add-on, contract) to clear it."""
-
 INT_FLAGS = {"tier", "seats", "members", "credits", "operations"}
 NULLABLE = {"addon", "contract"}
 HELP = {
@@ -72,10 +69,9 @@ def _cli() -> ModuleType:
 
 
 def _value(name: str, text: str | None) -> Any:
-    """A flag's text as the command model expects it: whole numbers as int, 'none' as null."""
+    """A flag's text as the command model expects it: whole numbers as int ('none', for null,
+    is read by the model itself: domain/commands.py CLEARS)."""
     if text is None:
-        return None
-    if name in NULLABLE and text.lower() == NULL:
         return None
     if name in INT_FLAGS:
         if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip()):

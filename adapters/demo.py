@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -23,17 +25,37 @@ def demo_file() -> Path:
     return Path(str(resources.files("adapters.scenarios").joinpath("demo.json")))
 
 
-def fresh_demo_db() -> str:
-    """./subledger-demo.db, recreated on each run so the demo always tells the same story."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        DEMO_DB.with_name(DEMO_DB.name + suffix).unlink(missing_ok=True)
-    return f"sqlite:///{DEMO_DB}"
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
+
+
+def _remove(db: Path) -> None:
+    for suffix in SQLITE_SUFFIXES:
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
+@contextmanager
+def fresh_demo_db() -> Iterator[str]:
+    """./subledger-demo.db, made afresh so the demo always tells the same story. It is built
+    under another name and put in place only once the story is told: a demo cut short (`demo |
+    head`, Ctrl-C) leaves the last whole demo database, never half of one."""
+    building = DEMO_DB.with_name(f".{DEMO_DB.name}.partial")
+    _remove(building)
+    try:
+        yield f"sqlite:///{building}"
+    except BaseException:
+        _remove(building)
+        raise
+    _remove(DEMO_DB)
+    for suffix in SQLITE_SUFFIXES:
+        made = building.with_name(building.name + suffix)
+        if made.exists():
+            made.replace(DEMO_DB.with_name(DEMO_DB.name + suffix))
 
 
 def run_demo(db: str | None = None, *, as_json: bool = False) -> int:
     path = demo_file()
     notes = {step.number: step.note for step in load_scenario(path).steps}
-    url = db or fresh_demo_db()
+    url = db or f"sqlite:///{DEMO_DB}"
     con = render.console()
 
     def narrate(out: dict[str, Any]) -> None:
@@ -48,7 +70,8 @@ def run_demo(db: str | None = None, *, as_json: bool = False) -> int:
 
     if not as_json:
         con.print(f"[bold]subledger demo[/]: the seeds' worked examples on a test clock ({url})", markup=True)
-    outputs, code = run_scenario(path, url, on_step=narrate)
+    with (nullcontext(db) if db else fresh_demo_db()) as building:
+        outputs, code = run_scenario(path, building, on_step=narrate)
     if not as_json:
         held = sum(1 for o in outputs if not o["expect_failures"])
         con.print(f"\n{held}/{len(outputs)} steps as expected." + ("" if code == 0 else " [red]Some were not.[/]"),

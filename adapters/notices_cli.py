@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.cli_output import OUTPUT, fail, use_json
+from adapters.cli_output import OUTPUT, fail, refuse, use_json
+from domain.errors import LedgerError
 
 notices_app = typer.Typer(help="The notices outbox: what a mailer sends, exactly once.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -66,6 +67,10 @@ def ack(notice_id: Annotated[str, typer.Argument(help="The notice id `notices pe
     if not NOTICE_ID.fullmatch(notice_id):
         fail("invalid_request", f"{notice_id[:60]!r} is not a notice id (workspace:version:kind)")
     with cli.open_ledger() as ledger, read_models(ledger) as projections:
+        try:
+            ledger.check_clock()  # a delivery is stamped on the ledger's own kind of clock, as its events are
+        except LedgerError as e:
+            refuse(e)
         projections.catch_up()
         done = notices.acknowledge(projections.engine, notice_id, ledger.clock.now())
     if done is None:

@@ -234,7 +234,7 @@ def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError |
     invoices = [e for e in [*due_events, *events] if isinstance(e, Subscription.InvoiceIssued)]
     sub = ledger.get(workspace) if workspace else None
     return {
-        "at": iso(ledger.clock.now()),
+        "at": iso(events[0].timestamp if events else ledger.clock.now()),  # the instant recorded, to the microsecond
         "workspace": workspace,
         "do": do,
         "ok": error is None,

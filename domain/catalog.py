@@ -139,11 +139,23 @@ class Plan(_Model):
         return next((t for t in self.tiers if t.operations == operations and t.interval == interval), None)
 
 
+CLEARS = "none"
+"""A command's word for null where a field may be cleared (`set-storage-addon --addon none`),
+so no add-on may carry it as its id."""
+
+
 class AddOn(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
     storage_gb: int = Field(gt=0)
     prices: dict[Interval, Price]
+
+    @field_validator("id")
+    @classmethod
+    def _not_the_word_for_none(cls, addon_id: str) -> str:
+        if addon_id.lower() == CLEARS:
+            raise ValueError(f"an add-on may not be called {addon_id!r}: set-storage-addon reads it as removing the add-on")
+        return addon_id
 
 
 class CreditPack(_Model):

@@ -79,6 +79,23 @@ def run_until(ledger: Any, until: datetime, move: Callable[[datetime], None]) ->
     raise LedgerError("invalid_request", f"more than {MAX_STOPS} instants fall due before {until.isoformat()}")
 
 
+def first_stop(ledger: Any, until: datetime) -> datetime | None:
+    """Where a test clock with no record of where it was (`subledger advance` on a pinned
+    SUBLEDGER_TEST_CLOCK) starts living up to `until`: the first instant something fell due,
+    None if nothing did. Not before the last fact of a workspace whose item fell due before it
+    (one waiting on a charge's unknown outcome): it is asked again at the first stop, and
+    nothing is recorded before a workspace's last fact."""
+    from domain.ledger import due_instant  # the due index's own instant (domain.ledger imports this module)
+
+    until = _utc(until)
+    subs = [sub for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None]
+    due = [(at, sub.modified_on) for sub in subs if (at := due_instant(sub)) is not None]
+    if not due:
+        return None
+    waiting = [last for at, last in due if at < last]
+    return min(max([min(at for at, _ in due), *waiting]), until)
+
+
 def _utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise LedgerError("invalid_request", f"instant {at.isoformat()} needs a timezone (e.g. Z)")

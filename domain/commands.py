@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
-from domain.catalog import ID_PATTERN, Interval
+from domain.catalog import CLEARS, ID_PATTERN, Interval
 from domain.errors import LedgerError
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -26,6 +26,14 @@ Roles = Literal["owner", "admin", "billing_admin", "member", "system"]
 Channels = Literal["web", "api", "cli", "scenario", "billing_provider", "scheduler"]
 """Through which channel a change came (R3): `scenario` for scenario files and the demo (test
 time), `billing_provider` for the payment provider's webhooks."""
+
+
+def clears(value: Any) -> Any:
+    """CLEARS, in any case, as null: the command line cannot say null (`--addon none`), and the
+    HTTP API accepts the same word."""
+    return None if isinstance(value, str) and value.lower() == CLEARS else value
+
+
 CONTRACTS = ("enterprise", "campus", "government", "university", "institution", "lab", "education", "discount", "custom")
 
 
@@ -113,7 +121,7 @@ class ReportStorage(Command):
 class SetStorageAddon(Command):
     name = "set-storage-addon"
     billing_change = True
-    addon: CatalogRef | None = None
+    addon: Annotated[CatalogRef | None, BeforeValidator(clears)] = None
 
 
 class BuyAICredits(Command):
@@ -158,7 +166,7 @@ class PayInvoice(Command):
 class SetContract(Command):
     name = "set-contract"
     admin_only = True
-    contract: Literal[CONTRACTS] | None = None  # type: ignore[valid-type]
+    contract: Annotated[Literal[CONTRACTS] | None, BeforeValidator(clears)] = None  # type: ignore[valid-type]
 
 
 class Cancel(Command):

@@ -115,31 +115,38 @@ def snapshots(ledger: Ledger, names: dict[UUID, tuple[str, str | None]], workspa
     streams = [(workspace_uuid(workspace), workspace)] if workspace else \
         [(oid, ws) for oid, (kind, ws) in names.items() if kind == "workspace"]
     for oid, ws in streams:
+        rows = getattr(store.recorder, "recorder", store.recorder)  # as stored: loads skip an edited one
+        taken: dict[int, Any] = {}
+        for stored in rows.select_events(oid):
+            try:
+                taken[stored.originator_version] = store.mapper.to_domain_event(stored)
+            except Exception as e:  # noqa: BLE001 (an unreadable snapshot is the finding)
+                return _unreadable(ws, stored.originator_version, "snapshot", e)
+        if not taken:
+            continue
+        state: Any = None
+        version = 0
         try:
-            rows = getattr(store.recorder, "recorder", store.recorder)  # as stored: loads skip an edited one
-            taken: dict[int, Any] = {s.originator_version: store.mapper.to_domain_event(s)
-                                     for s in rows.select_events(oid)}
-            if not taken:
-                continue
-            state: Any = None
-            event: Any
-            snap: Any
             for event in ledger.events.get(oid, lte=max(taken)):
+                version = event.originator_version
                 state = event.mutate(state)
-                snap = taken.pop(event.originator_version, None)
+                snap = taken.pop(version, None)
                 if snap is not None:
                     checked += 1
                     if snap.mutate(None).__dict__ != state.__dict__:
-                        return {"ok": False, "workspace": ws, "version": snap.originator_version,
-                                "problem": "snapshot_differs",
+                        return {"ok": False, "workspace": ws, "version": version, "problem": "snapshot_differs",
                                 "detail": "the snapshot's state differs from replaying the events up to it"}
-            if taken:
-                return {"ok": False, "workspace": ws, "version": min(taken), "problem": "snapshot_without_event",
-                        "detail": "a snapshot at a version no stored event reaches"}
-        except Exception as e:  # noqa: BLE001 (an unreadable snapshot or event is the finding)
-            return {"ok": False, "workspace": ws, "version": None, "problem": "unreadable",
-                    "detail": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # noqa: BLE001 (an unreadable event is the finding)
+            return _unreadable(ws, version + 1, "event", e)
+        if taken:
+            return {"ok": False, "workspace": ws, "version": min(taken), "problem": "snapshot_without_event",
+                    "detail": "a snapshot at a version no stored event reaches"}
     return {"ok": True, "snapshots": checked}
+
+
+def _unreadable(ws: str | None, version: int, what: str, error: Exception) -> dict[str, Any]:
+    return {"ok": False, "workspace": ws, "version": version, "problem": "unreadable",
+            "detail": f"the {what} at version {version} cannot be read: {type(error).__name__}: {error}"}
 
 
 def audit_vs_events(ledger: Ledger, conn: Connection, names: dict[UUID, tuple[str, str | None]], upto: int,

@@ -69,6 +69,12 @@ def test_R16_R17_two_plans_with_one_rank_are_refused(tmp_path: Path) -> None:
     assert code == 2 and "rank 1: b, c" in err
 
 
+def test_R22_an_add_on_may_not_be_called_none_the_word_that_removes_it(tmp_path: Path) -> None:
+    text = catalog_text(extra='[[addons]]\nid = "none"\nname = "Nothing"\nstorage_gb = 10\nprices = { month = "4.00" }\n')
+    code, err = check(tmp_path, text)
+    assert code == 2 and "an add-on may not be called 'none'" in err
+
+
 def test_the_built_in_catalogs_pass_the_new_checks() -> None:
     for name in BUILT_IN:
         assert load_catalog(name).id == name

@@ -77,6 +77,18 @@ def test_demo_as_a_subprocess_runs_twice_on_a_fresh_file(tmp_path: Path) -> None
     assert (tmp_path / "subledger-demo.db").exists()
 
 
+def test_a_demo_cut_short_leaves_the_last_whole_demo_database_and_nothing_else(tmp_path: Path) -> None:
+    assert run_subprocess("demo", cwd=tmp_path).returncode == 0
+    whole = (tmp_path / "subledger-demo.db").read_bytes()
+    cut = subprocess.Popen([sys.executable, "-m", "adapters.cli", "demo"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert cut.stdout is not None and "subledger demo" in cut.stdout.readline()
+    cut.stdout.close()  # as `subledger demo | head -1` does
+    assert cut.wait(60) != 0 and "Traceback" not in (cut.stderr.read() if cut.stderr else "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["subledger-demo.db", "subledger-demo.db-lock"]
+    assert (tmp_path / "subledger-demo.db").read_bytes() == whole
+
+
 def test_console_script_runs_a_scenario(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "subledger"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "adapters.cli"]
@@ -154,6 +166,13 @@ def test_R13_commands_print_step_shaped_json(subscribed: Cli) -> None:
     amounts = [(line["amount"], line["formula"]) for line in out["invoice"]["lines"]]
     assert amounts == [(line["amount"], line["formula"]) for line in preview["invoice"]["lines"]]
     assert out["state"]["plan"] == "team"
+
+
+def test_a_command_reports_the_instant_its_first_event_was_recorded_at(subscribed: Cli) -> None:
+    code, out = subscribed.json("change-plan", "ws1", "--plan", "team")
+    trail = [json.loads(row) for row in subscribed("audit", "ws1", "--format", "jsonl").stdout.splitlines()]
+    first = next(row for row in trail if row["event_type"] == out["events"][0] and row["version"] > 4)
+    assert code == 0 and out["at"] == first["occurred_at"]
 
 
 def test_human_output_shows_each_line_with_its_formula(subscribed: Cli) -> None:

@@ -36,8 +36,8 @@ PROBLEM = "application/problem+json"
 class Api:
     """A TestClient on a fresh ledger on a test clock, with tokens of every role it needs."""
 
-    def __init__(self, db: str, clock: Any = None, payments: Any = None) -> None:
-        self.app = create_app(db, clock=clock or TestClock(START), payments=payments)
+    def __init__(self, db: str, clock: Any = None, payments: Any = None, catalog: str = "forms") -> None:
+        self.app = create_app(db, catalog=catalog, clock=clock or TestClock(START), payments=payments)
         self.client = TestClient(self.app).__enter__()
         tokens = self.app.state.tokens
         self.tokens = {role: tokens.create(role, "acme" if role in ("admin", "billing_admin", "member") else None)[1]
@@ -174,6 +174,18 @@ def test_R12_a_declined_upgrade_is_402_and_records_only_the_request_and_the_fail
     assert r.json()["position"] == api.head()
     assert [e["type"] for e in r.json()["events"]] == ["ChargeRequested", "UpgradePaymentFailed"]
     assert r.json()["state"]["plan"] == "pro"
+
+
+def test_R22_none_removes_the_storage_add_on_as_on_the_command_line(tmp_path: Path) -> None:
+    api = Api(f"sqlite:///{tmp_path}/ledger.db", catalog="workspace")
+    assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}).status_code == 200
+    assert api.do("subscribe", {"plan": "team", "interval": "month", "seats": 2}).status_code == 200
+    assert api.do("set-storage-addon", {"addon": "storage-100gb"}).status_code == 200
+    removed = api.do("set-storage-addon", {"addon": "None"})
+    assert removed.status_code == 200 and "StorageAddonChanged" in [e["type"] for e in removed.json()["events"]]
+    again = api.do("set-storage-addon", {"addon": None})
+    assert (again.status_code, again.json()["detail"]) == (400, "the workspace has no storage add-on to remove")
+    api.close()
 
 
 def test_R8_an_open_invoice_is_409(api: Api) -> None:

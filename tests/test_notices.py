@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from adapters.app import read_models
@@ -139,7 +140,7 @@ def test_R17_a_new_notice_kind_is_one_registration(book: Any) -> None:
         KINDS.remove(kind)
 
 
-def test_R17_the_cli_drains_the_outbox_exactly_once(tmp_path: Path) -> None:
+def test_R17_the_cli_drains_the_outbox_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = f"sqlite:///{tmp_path}/cli.db"
     b = Book(db, "forms", "2020-01-01T00:00:00")  # long before the system clock the CLI reads
     try:
@@ -161,8 +162,12 @@ def test_R17_the_cli_drains_the_outbox_exactly_once(tmp_path: Path) -> None:
     assert notice["kind"] == "downgrade_notice"
     text = run("notices", "pending").stdout
     assert notice["notice_id"] in text and "downgrade_notice" in text and "plan pro" in text
-    first = run("--json", "notices", "ack", notice["notice_id"])
-    assert first.exit_code == 0 and json.loads(first.stdout)["already_acknowledged"] is False
+    on_system_time = run("--json", "notices", "ack", notice["notice_id"])
+    assert (on_system_time.exit_code, json.loads(on_system_time.stdout)["error"]["code"]) == (1, "clock_conflict")
+    assert json.loads(run("--json", "notices", "pending").stdout)["pending"] == [notice]
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2020-01-25T00:05:00Z")
+    first = json.loads(run("--json", "notices", "ack", notice["notice_id"]).stdout)
+    assert (first["already_acknowledged"], first["delivered_at"]) == (False, "2020-01-25T00:05:00Z")
     again = run("notices", "ack", notice["notice_id"])
     assert again.exit_code == 0 and "already acknowledged" in again.stdout and "nothing changed" in again.stdout
     assert json.loads(run("--json", "notices", "pending").stdout)["pending"] == []

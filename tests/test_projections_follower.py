@@ -114,6 +114,26 @@ def test_follower_killed_mid_batch_resumes_exactly_once(pg_url: str) -> None:
         b.close()
 
 
+def own_tcp_ports() -> set[int]:
+    """The local ports of this process's TCP sockets (Linux /proc): its own connections' client ports."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as rows:
+            for row in rows.readlines()[1:]:
+                fields = row.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def test_follower_falls_back_to_polling_when_listening_dies(pg_url: str) -> None:
     db_url = pg_url
     schema = schema_of(db_url)
@@ -127,9 +147,9 @@ def test_follower_falls_back_to_polling_when_listening_dies(pg_url: str) -> None
         thread.start()
         wait_until(lambda: "listening" in lines)
         with psycopg.connect(PG, autocommit=True) as conn:
-            killed = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()").fetchall()
+            killed = conn.execute(  # this process's listeners only: other tests may be following their own
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%' "
+                "AND pid <> pg_backend_pid() AND client_port = ANY(%s)", (sorted(own_tcp_ports()),)).fetchall()
         assert killed
         wait_until(lambda: any(line.startswith("falling back to polling") for line in lines))
         busy(b, "b", 2)

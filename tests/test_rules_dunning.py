@@ -4,11 +4,15 @@ every open invoice, oldest first."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from typer.testing import CliRunner
+
+from adapters.cli import app
 from domain.catalog import CatalogError, parse_catalog
 from projections.upcoming_invoice import next_renewal
-from tests.conftest import utc
+from tests.conftest import Book, utc
 from tests.support import D, DECLINED, VISA, catalog_variant, refused, state
 
 SUBSCRIBE = {"forms": {"plan": "pro"}, "workspace": {"plan": "team", "seats": 2},
@@ -255,3 +259,32 @@ def test_R8_retry_days_must_end_before_the_next_renewal(days, problem):
            '[[plans]]\nid = "free"\nname = "Free"\nrank = 0\nkind = "free"\nstorage_gb = 1\n'
     with pytest.raises(CatalogError, match=problem):
         parse_catalog(text)
+
+
+def test_R8_advance_on_a_pinned_test_clock_retries_on_each_retry_day(tmp_path, monkeypatch):
+    """`subledger advance` with SUBLEDGER_TEST_CLOCK lives the time up to it, as scenarios and the
+    HTTP test clock do: the renewal fails on May 1 and the card is retried on May 4, 6 and 8."""
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    b = Book(db, "forms", "2026-04-01T00:00:00")
+    try:
+        assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+        assert b.do("ws", "subscribe", plan="pro").ok
+        assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
+        b.clock.move_to(utc("2026-05-10T00:00:00"))  # no scheduler ran: ws's renewal is still due
+        assert b.do("3ds", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+        assert b.do("3ds", "subscribe", plan="pro").error.code == "payment_action_required"
+    finally:
+        b.close()
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-06-15T00:00:00Z")
+    result = CliRunner().invoke(app, ["--db", db, "--json", "advance"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["at"] == "2026-06-15T00:00:00Z"
+    after = Book(db, "forms", "2026-06-15T00:00:00")
+    try:
+        requested = [e.timestamp for e in events(after, "ChargeRequested") if e.purpose != "subscription"]
+        assert requested == [utc(f"2026-05-0{day}T00:00:00") for day in (1, 4, 6, 8)]
+        assert state(after, "ws")["status"] == "suspended"
+        assert state(after, "3ds")["status"] == "none"  # asked at each stop from May 10: the customer never authenticated
+    finally:
+        after.close()
+

@@ -262,6 +262,17 @@ def test_an_edited_snapshot_is_named(book: Any, db_url: str, stored: StoredEvent
                                                                                  "snapshot_differs")
 
 
+def test_an_unreadable_snapshot_is_named_with_its_version(book: Any, db_url: str, stored: StoredEvents) -> None:
+    team_workspace(book, 50)
+    snapshots = stored.table.replace("events", "snapshots")
+    ((version,),) = stored.sql(f"SELECT originator_version FROM {snapshots} WHERE originator_id = :o", o=stored.key("w"))
+    stored.sql(f"UPDATE {snapshots} SET state = :s WHERE originator_id = :o", s=b"\x00garbage", o=stored.key("w"))
+    code, out = audit_verify(db_url)
+    assert code == 1 and (out["failed"], out["workspace"], out["version"], out["problem"]) == (
+        "snapshots", "w", version, "unreadable")
+    assert f"the snapshot at version {version} cannot be read" in out["detail"]
+
+
 def test_a_snapshot_moved_past_the_last_event_is_named_and_not_loaded(book: Any, db_url: str,
                                                                      stored: StoredEvents) -> None:
     b = team_workspace(book, 50)
