@@ -57,18 +57,25 @@ def _lived(ledger: Ledger) -> dict[str, list[Any]]:
     each instant on the way (a card is retried on each of its retry days)."""
     from domain.clock import TestClock, first_stop, run_until
 
-    until = ledger.clock.now()
-    start = first_stop(ledger, until)
+    pinned = ledger.clock
+    start = first_stop(ledger, pinned.now())
     if start is None:
         return {}
     ledger.clock = clock = TestClock(start)
-    return run_until(ledger, until, clock.move_to)
+    try:
+        return run_until(ledger, pinned.now(), clock.move_to)
+    finally:
+        ledger.clock = pinned  # a failed run leaves the next round (--loop) at the pinned instant
 
 
 def _advance_round(ledger: Ledger) -> None:
     from projections.views import event_types, iso
 
-    done = _lived(ledger) if ledger.clock.kind == "test" else ledger.advance()
+    try:
+        done = _lived(ledger) if ledger.clock.kind == "test" else ledger.advance()
+    except LedgerError:
+        catch_up_after(ledger)  # what was recorded before the failure
+        raise
     if done:
         catch_up_after(ledger)
     at = iso(ledger.clock.now())

@@ -131,6 +131,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                          (due_index.micros(now),))
             return [r["workspace_id"] for r in curs.fetchall()]
 
+    def next_due_after(self, at: datetime) -> datetime | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT min(due_us) AS due_us FROM {} WHERE due_us > %s").format(self.due_ident),
+                         (due_index.micros(at),))
+            return due_index.instant(curs.fetchone()["due_us"])
+
     def due_index_complete(self) -> bool:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(SQL("SELECT 1 FROM {} WHERE name = %s").format(self.meta_ident), (due_index.MARKER,))

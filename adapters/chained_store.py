@@ -160,6 +160,11 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                       (due_index.micros(now),))
             return [r[0] for r in c.fetchall()]
 
+    def next_due_after(self, at: datetime) -> datetime | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT min(due_us) FROM {self.due_table} WHERE due_us > ?", (due_index.micros(at),))
+            return due_index.instant(c.fetchone()[0])
+
     def due_index_complete(self) -> bool:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT 1 FROM {self.meta_table} WHERE name=?", (due_index.MARKER,))

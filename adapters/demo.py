@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -25,31 +28,28 @@ def demo_file() -> Path:
     return Path(str(resources.files("adapters.scenarios").joinpath("demo.json")))
 
 
-SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
-
-
-def _remove(db: Path) -> None:
-    for suffix in SQLITE_SUFFIXES:
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
+JOURNALS = ("-wal", "-shm", "-journal")
 
 
 @contextmanager
 def fresh_demo_db() -> Iterator[str]:
     """./subledger-demo.db, made afresh so the demo always tells the same story. It is built
-    under another name and put in place only once the story is told: a demo cut short (`demo |
-    head`, Ctrl-C) leaves the last whole demo database, never half of one."""
-    building = DEMO_DB.with_name(f".{DEMO_DB.name}.partial")
-    _remove(building)
+    under a name of its own and put in place in one rename once the story is told: a demo cut
+    short (`demo | head`, Ctrl-C) leaves the last whole demo database, never half of one, and
+    two demos at once each build their own."""
+    handle, name = tempfile.mkstemp(prefix=f".{DEMO_DB.name}.", suffix=".partial", dir=DEMO_DB.parent)
+    os.close(handle)  # an empty file: SQLite makes a new database in it
+    building = Path(name)
     try:
         yield f"sqlite:///{building}"
-    except BaseException:
-        _remove(building)
-        raise
-    _remove(DEMO_DB)
-    for suffix in SQLITE_SUFFIXES:
-        made = building.with_name(building.name + suffix)
-        if made.exists():
-            made.replace(DEMO_DB.with_name(DEMO_DB.name + suffix))
+        with closing(sqlite3.connect(building)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file that moves
+        for suffix in JOURNALS:  # the old database's journal must not meet the new one
+            DEMO_DB.with_name(DEMO_DB.name + suffix).unlink(missing_ok=True)
+        building.replace(DEMO_DB)
+    finally:
+        for suffix in ("", *JOURNALS, "-lock"):
+            building.with_name(building.name + suffix).unlink(missing_ok=True)
 
 
 def run_demo(db: str | None = None, *, as_json: bool = False) -> int:

@@ -28,6 +28,10 @@ def micros(at: datetime | None) -> int | None:
     return None if at is None else (at - EPOCH) // timedelta(microseconds=1)
 
 
+def instant(us: int | None) -> datetime | None:
+    return None if us is None else EPOCH + timedelta(microseconds=us)
+
+
 def rows(due: Due) -> list[tuple[UUID, str, int, int | None]]:
     return [(oid if isinstance(oid, UUID) else UUID(str(oid)), ws, version, micros(at))
             for oid, (ws, version, at) in due.items()]

@@ -69,10 +69,10 @@ def ack(notice_id: Annotated[str, typer.Argument(help="The notice id `notices pe
     with cli.open_ledger() as ledger, read_models(ledger) as projections:
         try:
             ledger.check_clock()  # a delivery is stamped on the ledger's own kind of clock, as its events are
+            projections.catch_up()
+            done = notices.acknowledge(projections.engine, notice_id, ledger.clock.now())
         except LedgerError as e:
             refuse(e)
-        projections.catch_up()
-        done = notices.acknowledge(projections.engine, notice_id, ledger.clock.now())
     if done is None:
         fail("not_found", f"no notice {notice_id}")
     if OUTPUT.json:

@@ -141,7 +141,8 @@ class Plan(_Model):
 
 CLEARS = "none"
 """A command's word for null where a field may be cleared (`set-storage-addon --addon none`),
-so no add-on may carry it as its id."""
+so no add-on in a catalog file may carry it as its id (parse_catalog; one already published
+in a ledger is read back as it was recorded)."""
 
 
 class AddOn(_Model):
@@ -149,13 +150,6 @@ class AddOn(_Model):
     name: str
     storage_gb: int = Field(gt=0)
     prices: dict[Interval, Price]
-
-    @field_validator("id")
-    @classmethod
-    def _not_the_word_for_none(cls, addon_id: str) -> str:
-        if addon_id.lower() == CLEARS:
-            raise ValueError(f"an add-on may not be called {addon_id!r}: set-storage-addon reads it as removing the add-on")
-        return addon_id
 
 
 class CreditPack(_Model):
@@ -313,9 +307,11 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
             f"  - {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
         )
         raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems}") from None
-    too_big = [f"{where} = {value}: at most {limit}" for where, value, limit in _bounded(catalog) if value > limit]
-    if too_big:
-        raise CatalogError(f"{source}: {len(too_big)} problem(s):\n" + "\n".join(f"  - {p}" for p in too_big))
+    found = [f"{where} = {value}: at most {limit}" for where, value, limit in _bounded(catalog) if value > limit]
+    found += [f"addons.{i}.id = {addon.id}: an add-on may not be called {CLEARS!r}, which set-storage-addon reads "
+              "as removing the add-on" for i, addon in enumerate(catalog.addons) if addon.id == CLEARS]
+    if found:
+        raise CatalogError(f"{source}: {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found))
     return catalog
 
 

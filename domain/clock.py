@@ -68,32 +68,41 @@ def run_until(ledger: Any, until: datetime, move: Callable[[datetime], None]) ->
     record()  # what is due already
     for _ in range(MAX_STOPS):
         now = ledger.clock.now()
-        # an item still due after the run at `now` waits on a charge's unknown outcome: asked again at each stop
-        upcoming = [at for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None
-                    and (at := sub.next_due_at()) is not None and at > now]
-        stop = min([until, *upcoming])
+        stop = min([until, *_next_stops(ledger, now, until)])
         move(stop)
         record()
         if stop == until:
             return done
-    raise LedgerError("invalid_request", f"more than {MAX_STOPS} instants fall due before {until.isoformat()}")
+    raise LedgerError("invalid_request", f"more than {MAX_STOPS} instants fall due before {until.isoformat()}: what "
+                      f"fell due up to {ledger.clock.now().isoformat()} is recorded; move the clock again to go on")
+
+
+def _next_stops(ledger: Any, now: datetime, until: datetime) -> list[datetime]:
+    """After a run at `now`: the due index's next instant, and for each workspace still due (a
+    charge's outcome unknown, asked again at each stop, or a last fact after `now`, which it
+    waits for) its own next instant."""
+    if ledger.due_index:
+        stops, still_due = [ledger.recorder.next_due_after(now)], ledger.due_workspaces(now)
+    else:
+        stops, still_due = [], ledger.due_workspaces(until)  # every workspace
+    for ws in still_due:
+        sub = ledger.get(ws)
+        if sub is not None:
+            stops.append(max(sub.next_due_at() or sub.modified_on, sub.modified_on))
+    return [at for at in stops if at is not None and at > now]
 
 
 def first_stop(ledger: Any, until: datetime) -> datetime | None:
     """Where a test clock with no record of where it was (`subledger advance` on a pinned
-    SUBLEDGER_TEST_CLOCK) starts living up to `until`: the first instant something fell due,
-    None if nothing did. Not before the last fact of a workspace whose item fell due before it
-    (one waiting on a charge's unknown outcome): it is asked again at the first stop, and
-    nothing is recorded before a workspace's last fact."""
+    SUBLEDGER_TEST_CLOCK) starts living up to `until`: the first instant something fell due
+    (the due index's), None if nothing did. A workspace whose last fact is later joins at that
+    fact (Ledger.advance)."""
     from domain.ledger import due_instant  # the due index's own instant (domain.ledger imports this module)
 
     until = _utc(until)
-    subs = [sub for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None]
-    due = [(at, sub.modified_on) for sub in subs if (at := due_instant(sub)) is not None]
-    if not due:
-        return None
-    waiting = [last for at, last in due if at < last]
-    return min(max([min(at for at, _ in due), *waiting]), until)
+    due = [at for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None
+           and (at := due_instant(sub)) is not None]
+    return min(min(due), until) if due else None
 
 
 def _utc(at: datetime) -> datetime:

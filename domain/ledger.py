@@ -296,12 +296,14 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
         return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, outcome,
                       version=loaded.version if loaded else 0)
 
-    def advance_workspace(self, workspace_id: str) -> list[Subscription.Event]:
-        """Settle what is pending and record what fell due for one workspace up to now."""
+    def advance_workspace(self, workspace_id: str, *, behind_waits: bool = False) -> list[Subscription.Event]:
+        """Settle what is pending and record what fell due for one workspace up to now.
+        `behind_waits`: a clock behind the workspace's last fact records nothing (a scheduler's
+        later run gets it) instead of being refused or recording at that fact's instant."""
         self.check_clock()
         for _ in range(MAX_ATTEMPTS):
             sub = self.get(workspace_id)
-            if sub is None:
+            if sub is None or (behind_waits and sub.modified_on > self.clock.now()):
                 return []
             try:
                 return self._catch_up(sub)[1]
@@ -311,10 +313,12 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
 
     def advance(self) -> dict[str, list[Subscription.Event]]:
         """Record what fell due, for every workspace, up to the clock's now: with the due index
-        (adapters/due_index.py), only the workspaces it lists as due."""
+        (adapters/due_index.py), only the workspaces it lists as due. One whose last fact is
+        after now waits for a later run (a test clock stepping from the first due instant,
+        domain/clock.py first_stop; another host's skew): nothing is recorded before it."""
         done = {}
         for workspace_id in self.due_workspaces():
-            events = self.advance_workspace(workspace_id)
+            events = self.advance_workspace(workspace_id, behind_waits=True)
             if events:
                 done[workspace_id] = events
         return done

@@ -24,10 +24,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
+from domain.errors import LedgerError
 from domain.periods import plus_days
 from domain.subscription import Subscription
 from projections.readmodel import ReadModel, event_ref
-from projections.store import UtcDateTime, document, dumps, insert_rows
+from projections.store import UtcDateTime, document, dumps, insert_rows, iso
 
 Due = Callable[[Any, Subscription, Catalog], datetime]
 Watch = Callable[[Subscription | None], Any]
@@ -204,11 +205,14 @@ class Ack:
 
 def acknowledge(engine: Engine, notice_id: str, at: datetime) -> Ack | None:
     """Record `notice_id` delivered at `at`, once: an earlier ack is kept and reported
-    (`already`); None when no such notice exists."""
+    (`already`); None when no such notice exists. Not before it fell due (clock_conflict)."""
     with engine.connect() as conn:
         notice = find(conn, notice_id)
     if notice is None:
         return None
+    if notice.get("delivered_at") is None and at < datetime.fromisoformat(notice["due_at"]):
+        raise LedgerError("clock_conflict", f"notice {notice_id} falls due at {notice['due_at']}: the clock reads "
+                          f"{iso(at)}, before it, so it cannot have been delivered yet")
     try:
         with engine.begin() as conn:
             conn.execute(insert(DELIVERIES).values(notice_id=notice_id, workspace=notice["workspace"],

@@ -108,45 +108,65 @@ def event_chain(ledger: Ledger, names: dict[UUID, tuple[str, str | None]],
 def snapshots(ledger: Ledger, names: dict[UUID, tuple[str, str | None]], workspace: str | None = None) -> dict[str, Any]:
     """Each workspace snapshot must equal what replaying its events up to its version gives:
     a snapshot is loaded instead of those events, so an edited one would change decisions."""
-    store = ledger.snapshots
     checked = 0
-    if store is None:
+    if ledger.snapshots is None:
         return {"ok": True, "snapshots": 0}
     streams = [(workspace_uuid(workspace), workspace)] if workspace else \
         [(oid, ws) for oid, (kind, ws) in names.items() if kind == "workspace"]
     for oid, ws in streams:
-        rows = getattr(store.recorder, "recorder", store.recorder)  # as stored: loads skip an edited one
-        taken: dict[int, Any] = {}
-        for stored in rows.select_events(oid):
-            try:
-                taken[stored.originator_version] = store.mapper.to_domain_event(stored)
-            except Exception as e:  # noqa: BLE001 (an unreadable snapshot is the finding)
-                return _unreadable(ws, stored.originator_version, "snapshot", e)
-        if not taken:
-            continue
-        state: Any = None
-        version = 0
-        try:
-            for event in ledger.events.get(oid, lte=max(taken)):
-                version = event.originator_version
-                state = event.mutate(state)
-                snap = taken.pop(version, None)
-                if snap is not None:
-                    checked += 1
-                    if snap.mutate(None).__dict__ != state.__dict__:
-                        return {"ok": False, "workspace": ws, "version": version, "problem": "snapshot_differs",
-                                "detail": "the snapshot's state differs from replaying the events up to it"}
-        except Exception as e:  # noqa: BLE001 (an unreadable event is the finding)
-            return _unreadable(ws, version + 1, "event", e)
-        if taken:
-            return {"ok": False, "workspace": ws, "version": min(taken), "problem": "snapshot_without_event",
-                    "detail": "a snapshot at a version no stored event reaches"}
+        found = _stream_snapshots(ledger, oid, ws)
+        if isinstance(found, dict):
+            return found
+        checked += found
     return {"ok": True, "snapshots": checked}
+
+
+def _stream_snapshots(ledger: Ledger, oid: UUID, ws: str | None) -> int | dict[str, Any]:
+    """How many snapshots of one workspace agree with its events; else the finding."""
+    store = ledger.snapshots
+    rows = getattr(store.recorder, "recorder", store.recorder)  # as stored: loads skip an edited one
+    taken: dict[int, Any] = {}
+    for stored in rows.select_events(oid):
+        try:
+            taken[stored.originator_version] = store.mapper.to_domain_event(stored)
+        except Exception as e:  # noqa: BLE001 (an unreadable snapshot is the finding)
+            return _unreadable(ws, stored.originator_version, "snapshot", e)
+    if not taken:
+        return 0
+    checked, state, version = 0, None, 0
+    events = iter(ledger.events.get(oid, lte=max(taken)))
+    while True:
+        try:
+            event = next(events, None)
+        except Exception as e:  # noqa: BLE001 (the next stored event does not decode: the finding)
+            return _unreadable(ws, version + 1, "event", e)
+        if event is None:
+            break
+        version = event.originator_version
+        try:
+            state = event.mutate(state)
+        except Exception as e:  # noqa: BLE001 (it decodes but cannot be applied)
+            return _unreadable(ws, version, "event", e)
+        snap = taken.pop(version, None)
+        if snap is None:
+            continue
+        checked += 1
+        try:
+            snapped = snap.mutate(None).__dict__
+        except Exception as e:  # noqa: BLE001 (a snapshot that decodes but cannot be applied)
+            return _unreadable(ws, version, "snapshot", e)
+        if snapped != state.__dict__:
+            return {"ok": False, "workspace": ws, "version": version, "problem": "snapshot_differs",
+                    "detail": "the snapshot's state differs from replaying the events up to it"}
+    if taken:
+        return {"ok": False, "workspace": ws, "version": min(taken), "problem": "snapshot_without_event",
+                "detail": "a snapshot at a version no stored event reaches"}
+    return checked
 
 
 def _unreadable(ws: str | None, version: int, what: str, error: Exception) -> dict[str, Any]:
     return {"ok": False, "workspace": ws, "version": version, "problem": "unreadable",
-            "detail": f"the {what} at version {version} cannot be read: {type(error).__name__}: {error}"}
+            "detail": f"the {what} at version {version} cannot be read or applied: {type(error).__name__}: {error}"}
 
 
 def audit_vs_events(ledger: Ledger, conn: Connection, names: dict[UUID, tuple[str, str | None]], upto: int,

@@ -67,18 +67,20 @@ def localstripe() -> Iterator[LocalStripe]:
         if os.environ.get("CI") == "true":
             pytest.fail("localstripe is not installed, and CI=true requires it (pip install -e '.[test]')")
         pytest.skip("localstripe is not installed")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.localstripe_server", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.localstripe_server"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        port = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not port.isdigit():
+            pytest.fail(f"localstripe did not start: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:
                 httpx.get(f"{url}/v1/customers", auth=(API_KEY, ""), timeout=1)
                 break
             except httpx.TransportError:
                 if proc.poll() is not None:
-                    pytest.fail(f"localstripe did not start: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                    pytest.fail(f"localstripe did not start: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
                 time.sleep(0.05)
         else:
             pytest.fail("localstripe did not answer within 10 s")
@@ -107,9 +109,11 @@ def stripe_gateway(localstripe: LocalStripe, tmp_path: Path) -> Iterator[StripeG
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
     """The app over real HTTP on a free 127.0.0.1 port (as `subledger serve` runs it): its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound here, so no other test takes the port between choosing and serving
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():
         time.sleep(0.02)
@@ -118,3 +122,4 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()

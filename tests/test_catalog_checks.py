@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from adapters.cli import app
-from domain.catalog import BUILT_IN, CatalogError, load_catalog, parse_catalog
+from domain.catalog import BUILT_IN, Catalog, CatalogError, load_catalog, parse_catalog
 
 HEAD = 'id = "x"\nversion = "1"\nname = "X"\ncurrency = "{currency}"\n'
 PLAN = '[[plans]]\nid = "{id}"\nname = "{id}"\nrank = {rank}\nkind = "paid"\nstorage_gb = 1\nprices = {{ month = "{price}" }}\n'
@@ -72,7 +73,8 @@ def test_R16_R17_two_plans_with_one_rank_are_refused(tmp_path: Path) -> None:
 def test_R22_an_add_on_may_not_be_called_none_the_word_that_removes_it(tmp_path: Path) -> None:
     text = catalog_text(extra='[[addons]]\nid = "none"\nname = "Nothing"\nstorage_gb = 10\nprices = { month = "4.00" }\n')
     code, err = check(tmp_path, text)
-    assert code == 2 and "an add-on may not be called 'none'" in err
+    assert code == 2 and "addons.0.id = none: an add-on may not be called 'none'" in err
+    assert Catalog.model_validate(tomllib.loads(text)).addons[0].id == "none"  # as a ledger reads one it published
 
 
 def test_the_built_in_catalogs_pass_the_new_checks() -> None:

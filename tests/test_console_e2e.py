@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.stripe_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,12 +51,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
                           env=os.environ | (env or {}))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

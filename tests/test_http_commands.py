@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from adapters.payments import TestPaymentGateway
 from domain.errors import LedgerError
 from domain.clock import SystemClock, TestClock
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable
+from tests.stripe_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 4, 1, tzinfo=timezone.utc)
@@ -486,12 +486,6 @@ def test_the_seed_003_story_over_http(api: Api) -> None:
 
 
 # ------------------------------------------------------------------ a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_subledger_serve_takes_a_command_over_real_http(tmp_path: Path) -> None:

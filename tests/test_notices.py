@@ -165,6 +165,9 @@ def test_R17_the_cli_drains_the_outbox_exactly_once(tmp_path: Path, monkeypatch:
     on_system_time = run("--json", "notices", "ack", notice["notice_id"])
     assert (on_system_time.exit_code, json.loads(on_system_time.stdout)["error"]["code"]) == (1, "clock_conflict")
     assert json.loads(run("--json", "notices", "pending").stdout)["pending"] == [notice]
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2019-06-01T00:00:00Z")
+    before_due = json.loads(run("--json", "notices", "ack", notice["notice_id"]).stdout)
+    assert before_due["error"]["code"] == "clock_conflict" and "cannot have been delivered yet" in before_due["error"]["message"]
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2020-01-25T00:05:00Z")
     first = json.loads(run("--json", "notices", "ack", notice["notice_id"]).stdout)
     assert (first["already_acknowledged"], first["delivered_at"]) == (False, "2020-01-25T00:05:00Z")

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adapters.cli import app
+from domain import clock
 from domain.catalog import CatalogError, parse_catalog
 from projections.upcoming_invoice import next_renewal
 from tests.conftest import Book, utc
@@ -263,14 +264,22 @@ def test_R8_retry_days_must_end_before_the_next_renewal(days, problem):
 
 def test_R8_advance_on_a_pinned_test_clock_retries_on_each_retry_day(tmp_path, monkeypatch):
     """`subledger advance` with SUBLEDGER_TEST_CLOCK lives the time up to it, as scenarios and the
-    HTTP test clock do: the renewal fails on May 1 and the card is retried on May 4, 6 and 8."""
+    HTTP test clock do: the renewal fails on May 1 and the card is retried on May 4, 6 and 8. A
+    workspace whose last fact (May 10) came after its own renewal fell due joins at that fact,
+    holding nobody else back; one whose charge waits for 3-D Secure is asked at each stop."""
     db = f"sqlite:///{tmp_path}/ledger.db"
     b = Book(db, "forms", "2026-04-01T00:00:00")
     try:
         assert b.do("ws", "add-payment-method", payment_method=VISA).ok
         assert b.do("ws", "subscribe", plan="pro").ok
         assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
-        b.clock.move_to(utc("2026-05-10T00:00:00"))  # no scheduler ran: ws's renewal is still due
+        assert b.do("late", "add-payment-method", payment_method=VISA).ok
+        assert b.do("late", "subscribe", plan="pro").ok
+        assert b.do("late", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+        b.clock.move_to(utc("2026-04-20T00:00:00"))
+        assert b.do("late", "change-plan", plan="team").error.code == "payment_action_required"
+        b.clock.move_to(utc("2026-05-10T00:00:00"))  # no scheduler ran: both renewals (May 1) are still due
+        assert b.ledger.abandon_payment("late")  # a fact after late's renewal fell due
         assert b.do("3ds", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
         assert b.do("3ds", "subscribe", plan="pro").error.code == "payment_action_required"
     finally:
@@ -285,6 +294,28 @@ def test_R8_advance_on_a_pinned_test_clock_retries_on_each_retry_day(tmp_path, m
         assert requested == [utc(f"2026-05-0{day}T00:00:00") for day in (1, 4, 6, 8)]
         assert state(after, "ws")["status"] == "suspended"
         assert state(after, "3ds")["status"] == "none"  # asked at each stop from May 10: the customer never authenticated
+        renewed = [e.timestamp for e in events(after, "PeriodRenewed", "late")]
+        assert renewed[0] == utc("2026-05-01T00:00:00")  # recorded at its May 10 stop, stamped when it fell due
     finally:
         after.close()
 
+
+
+def test_R8_an_advance_cut_short_keeps_what_it_recorded_and_the_next_one_goes_on(tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    b = declined_at_renewal(lambda catalog, start: Book(db, catalog, start), "forms")
+    b.close()
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-06-15T00:00:00Z")
+    monkeypatch.setattr(clock, "MAX_STOPS", 2)
+    cut = CliRunner().invoke(app, ["--db", db, "--json", "advance"])
+    assert cut.exit_code == 2 and "what fell due up to 2026-05-06T00:00:00+00:00 is recorded" in cut.stdout
+    shown = json.loads(CliRunner().invoke(app, ["--db", db, "--json", "show", "ws"]).stdout)
+    assert shown["status"] == "past_due"  # the read models hold what was recorded
+    monkeypatch.setattr(clock, "MAX_STOPS", 100)
+    assert CliRunner().invoke(app, ["--db", db, "--json", "advance"]).exit_code == 0
+    after = Book(db, "forms", "2026-06-15T00:00:00")
+    try:
+        requested = [e.timestamp for e in events(after, "ChargeRequested") if e.purpose != "subscription"]
+        assert requested == [utc(f"2026-05-0{day}T00:00:00") for day in (1, 4, 6, 8)]
+    finally:
+        after.close()

@@ -273,6 +273,16 @@ def test_an_unreadable_snapshot_is_named_with_its_version(book: Any, db_url: str
     assert f"the snapshot at version {version} cannot be read" in out["detail"]
 
 
+def test_a_snapshot_that_decodes_but_cannot_be_applied_is_named_with_its_version(book: Any, db_url: str,
+                                                                                 stored: StoredEvents) -> None:
+    team_workspace(book, 50)
+    ((version, _, _),) = edit_snapshots(stored, "w", lambda state: state.clear())
+    code, out = audit_verify(db_url)
+    assert code == 1 and (out["failed"], out["workspace"], out["version"], out["problem"]) == (
+        "snapshots", "w", version, "unreadable")
+    assert out["detail"].startswith(f"the snapshot at version {version} cannot be read or applied")
+
+
 def test_a_snapshot_moved_past_the_last_event_is_named_and_not_loaded(book: Any, db_url: str,
                                                                      stored: StoredEvents) -> None:
     b = team_workspace(book, 50)
