@@ -78,11 +78,17 @@ def _advance_round(ledger: Ledger) -> None:
         raise
     if done:
         catch_up_after(ledger)
-    at = iso(ledger.clock.now())
+    now = ledger.clock.now()
+    at = iso(now)
+    behind = {ws: iso(sub.modified_on) for ws in ledger.due_workspaces(now)
+              if (sub := ledger.get(ws)) is not None and sub.modified_on > now}
     if OUTPUT.json:
-        typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()}}))
+        typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()},
+                               "behind": behind}))
         return
     if not done:
         typer.echo(f"nothing due at {at}")
     for ws, events in done.items():
         typer.echo(f"{ws}: {', '.join(event_types(events))}")
+    for ws, last in behind.items():  # nothing is recorded before a workspace's last fact
+        typer.echo(f"{ws}: left for a later advance: its last fact is at {last}, after the clock", err=True)

@@ -18,6 +18,7 @@ from adapters import render
 from adapters.app import build_ledger, read_models
 from adapters.scenario import load_scenario, run_scenario
 from adapters.project_cli import verdict
+from domain.errors import LedgerError
 from projections.journal import trial_balance
 from replay.verify import verify
 
@@ -40,10 +41,15 @@ def fresh_demo_db() -> Iterator[str]:
     handle, name = tempfile.mkstemp(prefix=f".{DEMO_DB.name}.", suffix=".partial", dir=DEMO_DB.parent)
     os.close(handle)  # an empty file: SQLite makes a new database in it
     building = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    building.chmod(0o666 & ~umask)  # as any new file (mkstemp's is private)
     try:
         yield f"sqlite:///{building}"
         with closing(sqlite3.connect(building)) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file that moves
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # all in the one file that moves
+        if busy:
+            raise LedgerError("unavailable", f"the demo database {building} is still in use: it was not moved into place")
         for suffix in JOURNALS:  # the old database's journal must not meet the new one
             DEMO_DB.with_name(DEMO_DB.name + suffix).unlink(missing_ok=True)
         building.replace(DEMO_DB)

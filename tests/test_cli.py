@@ -4,6 +4,7 @@ exit codes 0/1/2, JSON output, clear errors instead of tracebacks, refusals reco
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,9 @@ def test_a_demo_cut_short_leaves_the_last_whole_demo_database_and_nothing_else(t
     assert cut.wait(60) != 0 and "Traceback" not in (cut.stderr.read() if cut.stderr else "")
     assert [p.name for p in tmp_path.iterdir()] == ["subledger-demo.db"]
     assert (tmp_path / "subledger-demo.db").read_bytes() == whole
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "subledger-demo.db").stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file
 
 
 def test_console_script_runs_a_scenario(tmp_path: Path) -> None:

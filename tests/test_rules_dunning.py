@@ -319,3 +319,28 @@ def test_R8_an_advance_cut_short_keeps_what_it_recorded_and_the_next_one_goes_on
         assert requested == [utc(f"2026-05-0{day}T00:00:00") for day in (1, 4, 6, 8)]
     finally:
         after.close()
+
+
+def test_advance_on_a_pinned_clock_before_a_workspace_s_last_fact_names_what_it_left(tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    b = Book(db, "forms", "2026-04-01T00:00:00")
+    try:
+        assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+        assert b.do("ws", "subscribe", plan="pro").ok
+        assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+        b.clock.move_to(utc("2026-04-20T00:00:00"))
+        assert b.do("ws", "change-plan", plan="team").error.code == "payment_action_required"
+        b.clock.move_to(utc("2026-05-10T00:00:00"))
+        assert b.ledger.abandon_payment("ws")  # its May 1 renewal is still due
+        head = b.sub("ws").version
+    finally:
+        b.close()
+    monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2026-05-05T00:00:00Z")
+    result = CliRunner().invoke(app, ["--db", db, "--json", "advance"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["behind"] == {"ws": "2026-05-10T00:00:00Z"}
+    assert "ws: left for a later advance" in CliRunner().invoke(app, ["--db", db, "advance"]).stderr
+    after = Book(db, "forms", "2026-05-10T00:00:00")
+    try:
+        assert after.sub("ws").version == head  # nothing recorded before its last fact
+    finally:
+        after.close()
