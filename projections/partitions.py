@@ -189,17 +189,18 @@ def project_partition(env: Mapping[str, str], models: list[tuple[type[ReadModel]
     process; returns the events each took and when (time.time()) its views were ready."""
     from domain.ledger import Ledger
     from projections.runner import attach, catch_up
+    from projections.store import shared_datastore
 
     source = Ledger(dict(env))
     fold = Fold(source)
-    chosen = [attach(env, source, model, tag, fold) for model, tag in models]
+    datastore = shared_datastore(env)
+    chosen = [attach(env, source, model, tag, fold, datastore=datastore) for model, tag in models]
     ready_at = time.time()
     _ready_cpu[:] = [time.process_time()]
     try:
         taken = catch_up(source, chosen, batch, stop=head, fold=fold, partition=partition, progress=progress)
     finally:
-        for p in chosen:
-            p.view.close()
+        datastore.engine.dispose()
         source.close()
     return taken, ready_at
 

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.persistence import Tracking
 from eventsourcing.projection import ProjectionRunner
-from eventsourcing.utils import Environment
-from sqlalchemy import create_engine
+from eventsourcing.utils import Environment, strtobool
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from sqlalchemy.engine import Engine
 
 from domain.errors import LedgerError
@@ -34,7 +34,7 @@ from projections.partition_keys import Partition, PartitionsPending
 from projections.partition_keys import position as tracked_position
 from projections.plan_state import PlanState
 from projections.readmodel import Fold, ReadModel, project_together
-from projections.store import ReadModelView, sqlalchemy_url, view_env
+from projections.store import shared_datastore, view_env
 from projections.upcoming_invoice import UpcomingInvoice
 
 ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journal, AuditTrail, Entitlements,
@@ -58,7 +58,9 @@ class Projections:
         """Events behind from which catch-up and rebuild run partitioned."""
         self.partition_worker: partitions.Worker | None = None
         """What each partition's process runs (partitions.work; tests replace it)."""
-        self.engine: Engine = create_engine(sqlalchemy_url(self.env))
+        self.datastore = shared_datastore(self.env)
+        """One engine (connection pool) for the registry and every read model's view."""
+        self.engine: Engine = self.datastore.engine
         self._owns_source = source is None
         self.source = source if source is not None else Ledger(self.env)
         self.models = {m.family: m for m in models}
@@ -82,11 +84,9 @@ class Projections:
     # ------------------------------------------------------------ lifecycle
 
     def _attach(self, model: type[ReadModel], tag: str, create: bool = False) -> ReadModel:
-        return attach(self.env, self.source, model, tag, self.fold, create=create)
+        return attach(self.env, self.source, model, tag, self.fold, create=create, datastore=self.datastore)
 
     def close(self) -> None:
-        for projection in self.running.values():
-            projection.view.close()
         self.running.clear()
         self.engine.dispose()
         if self._owns_source:
@@ -170,9 +170,7 @@ class Projections:
         for family, new in fresh.items():
             if before_swap is not None:
                 before_swap(family, new, self.running.get(family))
-            old = self.running.pop(family, None)
-            if old is not None:
-                old.view.close()
+            self.running.pop(family, None)
             tag = type(new).tag
             registry.activate(self.engine, self.models[family], tag)
             catch_up(self.source, [new], self.batch, fold=self.fold)  # what arrived during the swap
@@ -183,7 +181,6 @@ class Projections:
     def _discard(self, fresh: Mapping[str, ReadModel]) -> None:
         self.fold.forget()
         for family, new in fresh.items():
-            new.view.close()
             with self.engine.begin() as conn:
                 registry.drop_tables(conn, self.models[family], type(new).tag)
 
@@ -241,14 +238,16 @@ class Projections:
 
 
 def attach(env: Mapping[str, str], source: Ledger, model: type[ReadModel], tag: str, fold: Fold, *,
-           create: bool = False) -> ReadModel:
-    """The model's projection on its `tag` tables, folding with `fold`; `create` makes them (a first
-    build or a rebuild) even where the environment says CREATE_TABLE=n (tables set up once, elsewhere)."""
+           create: bool = False, datastore: SQLAlchemyDatastore) -> ReadModel:
+    """The model's projection on its `tag` tables of `datastore`, folding with `fold`; `create` makes
+    them (a first build or a rebuild) even where the environment says CREATE_TABLE=n (tables set up
+    once, elsewhere). The view is named and made as the library's SQLAlchemy factory makes it, on the
+    shared datastore: one engine for every read model, not one each."""
     projection, view_class = model.bound(tag, source)
     view_environment = Environment(projection.name, view_env(env, projection.name))
-    if create:
-        view_environment[view_environment.create_keys("CREATE_TABLE")[0]] = "y"
-    view = InfrastructureFactory[ReadModelView].construct(view_environment).tracking_recorder(view_class)
+    view = view_class(datastore=datastore, tracking_table_name=f"{projection.name.lower()}_tracking")
+    if create or strtobool(view_environment.get("CREATE_TABLE") or "yes"):
+        view.create_table()
     attached = projection(view)
     attached.fold = fold
     return attached

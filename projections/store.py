@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import orjson
 from eventsourcing.utils import Environment
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
 from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, delete, insert, select, text,
                         update)
@@ -58,6 +59,12 @@ def view_env(env: Mapping[str, str], projection_name: str) -> dict[str, str]:
     out[prefix + "PERSISTENCE_MODULE"] = PERSISTENCE_MODULE
     out[prefix + "SQLALCHEMY_URL"] = sqlalchemy_url(env)
     return out
+
+
+def shared_datastore(env: Mapping[str, str]) -> SQLAlchemyDatastore:
+    """One SQLAlchemy datastore (engine, connection pool, SQLite write lock) for every read model of
+    the ledger database `env` names; its owner disposes of its engine."""
+    return SQLAlchemyDatastore(url=sqlalchemy_url(env))
 
 
 class Amount(TypeDecorator[Decimal]):
