@@ -42,13 +42,18 @@ class Pin:
 
 def invoice_terms(events: list[Any]) -> list[dict[str, Any]]:
     """The invoices among `events` as plain JSON values: what a quote compares. Left out are the
-    invoice id (the workspace's next number whenever it is issued) and each line's period start,
-    which is the instant the change applies, so the commit's; the amounts, quantities, formulas
-    and period ends must be the quoted ones."""
+    invoice id (the workspace's next number whenever it is issued) and each line's period: its
+    start is the instant the change applies, the commit's, and its end says nothing of its own,
+    being either the workspace's period end (fixed by the pinned version) or, for a new cycle
+    (a subscription, a new interval), that start plus the interval. The amounts, quantities and
+    formulas must be the quoted ones: a later day that changes the proration changes them."""
     return [_plain({"purpose": e.purpose, "subtotal": e.subtotal, "credit_applied": e.credit_applied,
                     "amount_due": e.amount_due, "currency": e.currency,
-                    "lines": [{k: v for k, v in line.items() if k != "period_start"} for line in e.lines]})
+                    "lines": [{k: v for k, v in line.items() if k not in PERIOD} for line in e.lines]})
             for e in events if isinstance(e, Subscription.InvoiceIssued)]
+
+
+PERIOD = ("period_start", "period_end")
 
 
 def _plain(value: Any) -> Any:

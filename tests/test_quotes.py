@@ -4,6 +4,7 @@ between the check and the save makes the quote stale (R25)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from domain.commands import parse_command
@@ -28,6 +29,33 @@ def test_R25_a_pinned_change_records_the_previewed_lines(book: Any) -> None:
     result = b.ledger.handle("ws", parse_command("change-plan", {"plan": "team"}), ADMIN, pin=pin)
     assert result.ok and result.invoices()[0].amount_due == 20
     assert invoice_terms(result.events) == pin.terms
+
+
+def test_R25_a_quoted_subscription_commits_seconds_later(book: Any) -> None:
+    """A new cycle's period runs from the commit: the quote holds while the amounts do."""
+    b = book()
+    b.do("ws", "add-payment-method", payment_method="pm_card_visa")
+    pin = pin_of(b, "subscribe", plan="pro")
+    b.clock.move_to(b.clock.now() + timedelta(seconds=5))
+    result = b.ledger.handle("ws", parse_command("subscribe", {"plan": "pro"}), ADMIN, pin=pin)
+    assert result.ok and result.invoices()[0].amount_due == 19
+
+
+def test_R25_a_quoted_change_to_yearly_commits_seconds_later(book: Any) -> None:
+    b = on_pro(book())
+    pin = pin_of(b, "change-plan", plan="pro", interval="year")
+    b.clock.move_to(b.clock.now() + timedelta(seconds=5))
+    result = b.ledger.handle("ws", parse_command("change-plan", {"plan": "pro", "interval": "year"}), ADMIN, pin=pin)
+    assert result.ok and invoice_terms(result.events) == pin.terms
+
+
+def test_R25_a_quoted_change_is_stale_once_the_proration_moved(book: Any) -> None:
+    b = on_pro(book())
+    pin = pin_of(b, "change-plan", plan="team")
+    b.clock.move_to(b.clock.now() + timedelta(days=1))
+    result = b.ledger.handle("ws", parse_command("change-plan", {"plan": "team"}), ADMIN, pin=pin)
+    assert result.error is not None and result.error.code == "quote_stale"
+    assert b.sub("ws").plan == "pro"
 
 
 def test_R25_a_writer_between_the_pin_check_and_the_save_makes_the_quote_stale(book: Any) -> None:
