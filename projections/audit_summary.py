@@ -172,6 +172,13 @@ def _overage_billed(event: Subscription.OperationsOverageBilled, scene: Scene) -
             f"{fmt(event.amount, scene.currency)}")
 
 
+@summary.register(Subscription.OperationsRecounted)
+def _operations_recounted(event: Subscription.OperationsRecounted, scene: Scene) -> str:
+    over = f", {event.overage:,} beyond it" if event.overage else ""
+    return (f"{event.operations:,} operations reported while {event.invoice_id} awaited payment counted against the "
+            f"new allowance{over}: {event.carried + event.allotment + event.extra:,} left")
+
+
 @summary.register(Subscription.WorkspaceSuspended)
 def _suspended(event: Subscription.WorkspaceSuspended, scene: Scene) -> str:
     return f"suspended: the last retry of {event.invoice_id} failed; paid features locked until it is paid"

@@ -80,6 +80,7 @@ class PendingCharge(TypedDict):
     requested_at: datetime | None
     requested_by: dict[str, Any]
     provider_reference: NotRequired[str | None]  # ChargeSubmitted; absent in older snapshots
+    ops_reported: NotRequired[dict[str, Any]]  # operations reported while it waited (operations_pools.py)
 
 
 class IdempotencyEntry(TypedDict):
@@ -186,6 +187,7 @@ class Subscription(Aggregate):
     AICreditsProrated = usage_events.AICreditsProrated
     AICreditsConsumed = usage_events.AICreditsConsumed
     OperationsUsed = usage_events.OperationsUsed
+    OperationsRecounted = usage_events.OperationsRecounted
     OperationsOverageBilled = usage_events.OperationsOverageBilled
     OperationsBought = usage_events.OperationsBought
     OperationsCarriedOver = usage_events.OperationsCarriedOver

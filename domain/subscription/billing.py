@@ -19,7 +19,7 @@ from domain.errors import LedgerError
 from domain.money import ZERO
 from domain.payments import ChargeResult
 from domain.periods import Period
-from domain.subscription import billing_events, dunning, events, usage_events
+from domain.subscription import billing_events, dunning, events, operations_pools, usage_events
 from domain.subscription.billing_events import (
     BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ChargeSubmitted, ContractSet, InvoiceIssued,
     PaymentActionRequired, PaymentFailed, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded,
@@ -136,9 +136,8 @@ def settle(sub: Subscription, invoice_id: str, result: ChargeResult, ctx: Contex
             sub.trigger_event(PaymentActionRequired, **meta, invoice_id=invoice_id, message=result.message)
         return action_required(amount)
     if result.ok:
-        for effect in pending["effects"]:
-            cls, fields = held_fact(effect)
-            sub.trigger_event(cls, **(fields | {"timestamp": ctx.at}))
+        held = [(cls, fields | {"timestamp": ctx.at}) for cls, fields in map(held_fact, pending["effects"])]
+        operations_pools.apply_held(sub, pending, held, ctx, meta)
         sub.trigger_event(PaymentSucceeded, **meta, invoice_id=invoice_id, amount=amount,
                           charge_id=result.charge_id, payment_method=pending["payment_method"])
         dunning.after_payment(sub, meta, ctx.at)

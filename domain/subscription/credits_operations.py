@@ -19,7 +19,7 @@ from domain.catalog import Plan, Tier
 from domain.commands import BuyAICredits, BuyOperations, ConsumeAICredits, RecordUsage
 from domain.errors import LedgerError
 from domain.periods import Period, add_months, period_containing
-from domain.subscription import billing
+from domain.subscription import billing, operations_pools
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.usage_events import (
     AICreditPackBought, AICreditsConsumed, AICreditsGranted, AICreditsProrated, OperationsBought,
@@ -66,19 +66,14 @@ def record_usage(sub: Subscription, cmd: RecordUsage, ctx: Context) -> None:
     at the plan's price per operation, `allow` records it and charges nothing."""
     tier = require_tiered(sub, ctx)
     rules.check_not_suspended(sub, "run operations")
-    left = cmd.operations
-    parts = []
-    for pool in (sub.ops_carried, sub.ops_allotment, sub.ops_extra):
-        take = min(left, pool)
-        parts.append(take)
-        left -= take
+    parts, left = operations_pools.take(sub, cmd.operations)
     policy = ctx.catalog.policy.overage
     if left and policy == "block":
         plan = sub.plan_of(ctx.catalog)
         raise LedgerError("operations_limit_exceeded",
                           f"{cmd.operations:,} operations exceed the {sub.operations_remaining:,} left on "
                           f"{plan.name if plan else 'this plan'}: buy extra operations or upgrade")
-    rate = pricing.Rate.of(tier) if left and policy == "bill" else None
+    rate = operations_pools.billed_rate(tier, left, policy)
     sub.trigger(OperationsUsed, ctx, operations=cmd.operations, from_carried=parts[0],
                 from_allotment=parts[1], from_extra=parts[2], overage=left,
                 billed_rate_price=rate.price if rate else None, billed_rate_operations=rate.operations if rate else None)

@@ -101,13 +101,52 @@ class OperationsUsed(Event):
         sub.ops_carried -= self.from_carried
         sub.ops_allotment -= self.from_allotment
         sub.ops_extra -= self.from_extra
-        if self.overage and self.billed_rate_price is not None and self.billed_rate_operations:
-            rate = {"price": self.billed_rate_price, "operations": self.billed_rate_operations}
-            pool = next((p for p in sub.ops_overage if p["rate"] == rate), None)
-            if pool is None:
-                sub.ops_overage.append({"operations": self.overage, "rate": rate})
-            else:
-                pool["operations"] += self.overage
+        billed = self.overage if self.billed_rate_price is not None and self.billed_rate_operations else 0
+        rate = {"price": self.billed_rate_price, "operations": self.billed_rate_operations}
+        if billed:
+            add_overage(sub.ops_overage, billed, rate)
+        for pending in sub.pending_charges.values():  # a held change priced the pools before this
+            if pending["effects"]:
+                reported = pending.setdefault("ops_reported", {"operations": 0, "carried": 0, "allotment": 0,
+                                                               "extra": 0, "overage": []})
+                reported["operations"] += self.operations
+                reported["carried"] += self.from_carried
+                reported["allotment"] += self.from_allotment
+                reported["extra"] += self.from_extra
+                if billed:
+                    add_overage(reported["overage"], billed, dict(rate))
+
+
+def add_overage(pools: list[Any], operations: int, rate: dict[str, Any]) -> None:
+    """`operations` beyond the allowance added to the unbilled ones at `rate`."""
+    pool = next((p for p in pools if p["rate"] == rate), None)
+    if pool is None:
+        pools.append({"operations": operations, "rate": rate})
+    else:
+        pool["operations"] += operations
+
+
+class OperationsRecounted(Event):
+    """The `operations` reported while the change paid on `invoice_id` waited for its charge,
+    counted again against the pools the change set up, as if it had been paid at once
+    (domain/subscription/operations_pools.py): `from_*` and `overage` are where they come from
+    now, `carried`, `allotment`, `extra` and `unbilled_overage` the pools after them."""
+
+    invoice_id: str
+    operations: int
+    from_carried: int
+    from_allotment: int
+    from_extra: int
+    overage: int
+    carried: int
+    allotment: int
+    extra: int
+    unbilled_overage: list[dict[str, Any]]
+
+    def apply(self, sub: Subscription) -> None:
+        super().apply(sub)
+        sub.ops_carried, sub.ops_allotment, sub.ops_extra = self.carried, self.allotment, self.extra
+        sub.ops_overage = [{"operations": p["operations"], "rate": dict(p["rate"])} for p in self.unbilled_overage]
 
 
 class OperationsOverageBilled(Event):
