@@ -18,22 +18,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
-from domain.money import MAX_AMOUNT, minor_units, parse_amount
+from domain.catalog_files import (  # noqa: F401 (CLEARS, MAX_COUNT, MAX_DAYS: re-exported)
+    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, unprintable, written_with_exponents,
+)
+from domain.money import minor_units, parse_amount
 
 Interval = Literal["month", "year"]
 Price = Annotated[Decimal, BeforeValidator(parse_amount)]
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 BUILT_IN = ("forms", "workspace", "operations")
-MAX_COUNT = 10**9
-"""The largest count (seats, gigabytes, credits, operations, rank) a catalog file may set: any sum
-or product of a few of them stays far inside the read models' 64-bit columns."""
-MAX_DAYS = 3660
-"""The longest span in days (a trial, a carry-over) a catalog file may set: ten years, far inside
-what a date can hold."""
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: a count is an integer and a flag a boolean as written (`max_seats = true` is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Policy(_Model):
@@ -137,12 +136,6 @@ class Plan(_Model):
 
     def tier(self, operations: int, interval: str) -> Tier | None:
         return next((t for t in self.tiers if t.operations == operations and t.interval == interval), None)
-
-
-CLEARS = "none"
-"""A command's word for null where a field may be cleared (`set-storage-addon --addon none`),
-so no add-on in a catalog file may carry it as its id (parse_catalog; one already published
-in a ledger is read back as it was recorded)."""
 
 
 class AddOn(_Model):
@@ -276,64 +269,34 @@ class CatalogConflict(CatalogError):
     code = "catalog_conflict"
 
 
-def _written_with_exponents(node: Any, path: str = "", priced: bool = False) -> Any:
-    """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
-    file, or an invoice showing "1E+3", must see the amount as written. Only files are checked:
-    a catalog already published in a ledger is read back as it was recorded."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _written_with_exponents(value, f"{path}.{key}".lstrip("."),
-                                               priced or key in ("price", "prices"))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _written_with_exponents(value, f"{path}.{i}", priced)
-    elif priced and isinstance(node, str) and any(c in node for c in "eE"):
-        yield f"{path} = {node}"
-
-
 def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
+    """A catalog file's text as a Catalog, with what a file may set checked (catalog_files.py)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CatalogError(f"{source}: not valid TOML: {e}") from None
-    exponents = list(_written_with_exponents(data))
+    except RecursionError:
+        raise CatalogError(f"{source}: not a catalog: its arrays or tables are nested too deeply") from None
+    exponents = list(written_with_exponents(data))
     if exponents:
         raise CatalogError(f"{source}: write prices in plain digits (\"1000.00\", not \"1e3\"): "
                            + ", ".join(exponents))
+    unreadable = list(unprintable(data))
+    if unreadable:
+        raise CatalogError(f"{source}: {len(unreadable)} problem(s):\n" + "\n".join(f"  - {p}" for p in unreadable[:20]))
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as e:
-        problems = "\n".join(
-            f"  - {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-        )
-        raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems}") from None
-    found = [f"{where} = {value}: at most {limit}" for where, value, limit in _bounded(catalog) if value > limit]
-    found += [f"addons.{i}.id = {addon.id}: an add-on may not be called {CLEARS!r}, which set-storage-addon reads "
-              "as removing the add-on" for i, addon in enumerate(catalog.addons) if addon.id == CLEARS]
+        raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems(e)}") from None
+    found = bounded(catalog)
     if found:
         raise CatalogError(f"{source}: {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found))
     return catalog
 
 
-def _bounded(catalog: Catalog) -> Any:
-    """Every count and span of days a file sets, with where it is and its limit. Checked on files
-    only (parse_catalog): a catalog already published in a ledger is read back as it was recorded."""
-    policy = catalog.policy
-    yield "policy.operations_pack", policy.operations_pack, MAX_COUNT
-    for interval, days in policy.carry_over_days.items():
-        yield f"policy.carry_over_days.{interval}", days, MAX_DAYS
-    for i, plan in enumerate(catalog.plans):
-        for name in ("rank", "seats", "max_seats", "storage_gb", "ai_credits_per_seat", "teams"):
-            yield f"plans.{i}.{name}", getattr(plan, name) or 0, MAX_COUNT
-        yield f"plans.{i}.trial_days", plan.trial_days or 0, MAX_DAYS
-        for interval, price in plan.prices.items() if plan.per_seat else ():  # the largest line it can bill
-            yield f"plans.{i}.prices.{interval} x max_seats", price * plan.max_seats, MAX_AMOUNT - 1
-        for j, tier in enumerate(plan.tiers):
-            yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
-    for i, addon in enumerate(catalog.addons):
-        yield f"addons.{i}.storage_gb", addon.storage_gb, MAX_COUNT
-    for i, pack in enumerate(catalog.credit_packs):
-        yield f"credit_packs.{i}.credits", pack.credits, MAX_COUNT
+def problems(e: ValidationError) -> str:
+    """A validation error's problems, one `  - where: what` line each."""
+    return "\n".join(f"  - {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
 
 
 def load_catalog(name_or_path: str | Path) -> Catalog:
@@ -343,7 +306,11 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
         return parse_catalog(text, f"built-in catalog {name_or_path}")
     path = Path(name_or_path)
     try:
-        text = path.read_text("utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise CatalogError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB: not a catalog")
+        text = raw.decode("utf-8")
     except OSError as e:
         raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:

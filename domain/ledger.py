@@ -26,6 +26,7 @@ from domain.group_commit import GroupCommit
 from domain.loading import Loading, project
 from domain.payments import NoPayments, PaymentGateway
 from domain.positions import Positions
+from domain.published_catalogs import PublishedCatalogs
 from domain.quotes import Pin
 from domain.settlement import MAX_ATTEMPTS, Settlement
 from domain.subscription import Context, Subscription, workspace_uuid
@@ -104,7 +105,7 @@ class Result:
         return [e for e in self.events if isinstance(e, Subscription.InvoiceIssued)]
 
 
-class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
+class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Application[UUID]):
     """Handle, preview, advance and settle payments (domain/settlement.py). Snapshots every 50
     events keep loads short."""
 
@@ -134,7 +135,6 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
         self.payments_log: EventSourcedLog[PaymentsChosen] = EventSourcedLog(
             self.events, workspace_uuid("__payments__"), PaymentsChosen
         )
-        self._published: dict[tuple[str, str], str] | None = None
         self._init_positions()
         self._clock_recorded = False
         self._gateway_recorded = False
@@ -166,39 +166,6 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
 
     def workspaces(self) -> list[str]:
         return [e.workspace_id for e in self.index.get()]
-
-    def catalog_for(self, sub: Subscription | None) -> Catalog:
-        """The catalog a workspace is billed on: the one loaded, else the one published in the
-        ledger. A loaded catalog that claims a published id and version with other content is
-        refused (catalog_conflict): it would reprice customers under another catalog's name."""
-        catalog_id = sub.catalog_id if sub else self.default_catalog
-        if catalog_id not in self.catalogs:
-            published = [e for e in self.catalog_log.get() if e.catalog_id == catalog_id]
-            if not published:
-                raise LedgerError("invalid_request", f"catalog {catalog_id!r} is neither loaded nor published")
-            self.catalogs[catalog_id] = Catalog.model_validate(published[-1].document)
-        catalog = self.catalogs[catalog_id]
-        self.check_published(catalog)
-        return catalog
-
-    def check_published(self, catalog: Catalog) -> None:
-        """catalog_conflict when this ledger recorded the catalog's id and version with other content."""
-        claimed = self._published_hashes().get((catalog.id, catalog.version))
-        if claimed is not None and claimed != catalog.content_hash:
-            raise LedgerError("catalog_conflict", f"catalog {catalog.id} version {catalog.version} is recorded in "
-                              "this ledger with other content: the loaded file is not that catalog; give it a new version")
-
-    def _published_hashes(self) -> dict[tuple[str, str], str]:
-        if self._published is None:
-            self._published = {(e.catalog_id, e.version): e.content_hash for e in self.catalog_log.get()}
-        return self._published
-
-    def _unpublished(self, catalog: Catalog) -> list[CatalogPublished]:
-        if (catalog.id, catalog.version) in self._published_hashes():
-            return []
-        return [self.catalog_log.trigger_event(catalog_id=catalog.id, version=catalog.version,
-                                               document=catalog.model_dump(mode="json"),
-                                               content_hash=catalog.content_hash)]
 
     # --------------------------------------------------------------- writing
 
@@ -443,6 +410,4 @@ class Ledger(WriterChecks, Settlement, Positions, Loading, Application[UUID]):
         self.remember(sub, done=done)
         self._clock_recorded = True
         self._gateway_recorded = self._gateway_recorded or self.gateway_kind() is not None
-        for e in logged:
-            if isinstance(e, CatalogPublished):
-                self._published_hashes()[e.catalog_id, e.version] = e.content_hash
+        self._now_published(logged)

@@ -31,6 +31,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from domain.catalog import Catalog, Policy
+from domain.catalog_files import bounded, unprintable
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
@@ -55,6 +56,9 @@ def parse_policy(pairs: Iterable[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
             out[key.strip()] = text
+        except (ValueError, RecursionError):  # a number of thousands of digits, arrays nested too deeply
+            raise LedgerError("invalid_request", f"--policy: the value of {key.strip()[:40]!r} is not one a "
+                              "policy can take") from None
     known = set(Policy.model_fields)
     unknown = sorted(set(out) - known)
     if unknown:
@@ -71,10 +75,14 @@ def with_policy(catalog: Catalog, policy: dict[str, Any]) -> Catalog:
     document["policy"] |= policy
     document["version"] = f"{catalog.version}+what-if"[:40]
     try:
-        return Catalog.model_validate(document)
+        changed = Catalog.model_validate(document)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise LedgerError("invalid_request", f"--policy: {problems}") from None
+    found = list(unprintable(policy)) + bounded(changed)  # what a catalog file may set, a what-if may set
+    if found:
+        raise LedgerError("invalid_request", f"--policy: {'; '.join(found)}")
+    return changed
 
 
 @dataclass
@@ -86,6 +94,11 @@ class Pricing:
     policy: dict[str, Any] = field(default_factory=dict)
     start: datetime | None = None
     end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise LedgerError("invalid_request", f"the window to re-price starts ({iso(self.start)}) at or after it "
+                              f"ends ({iso(self.end)}): from must be before to")
 
     def catalog_for(self, recorded: Catalogs) -> Any:
         cache: dict[str, Catalog] = {}
@@ -209,6 +222,14 @@ def what_if(ledger: Ledger, pricing: Pricing, workspaces: list[str] | None = Non
         billed_on = events[0].catalog_id
         if pricing.catalog is not None and not named and billed_on != pricing.catalog.id:
             skipped.append({"workspace": ws, "reason": f"billed on catalog {billed_on}, not {pricing.catalog.id}"})
+            continue
+        billed_in = recorded.of(events[0]).currency
+        if pricing.catalog is not None and billed_in != pricing.catalog.currency:
+            reason = (f"billed in {billed_in}, and catalog {pricing.catalog.id} prices in {pricing.catalog.currency}: "
+                      "a what-if compares amounts in one currency")
+            if named:
+                raise LedgerError("invalid_request", f"{ws}: {reason}")
+            skipped.append({"workspace": ws, "reason": reason})
             continue
         out.append(workspace_what_if(ledger, ws, pricing, recorded))
     every = [i for w in out for i in w["invoices"]]

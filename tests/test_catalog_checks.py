@@ -87,3 +87,44 @@ def test_a_price_in_scientific_notation_is_refused_as_written(tmp_path: Path, pr
     """An invoice must show the amount the file's reader saw: "1e3" would bill 1000.00 as 1E+3."""
     code, err = check(tmp_path, catalog_text(plans=(("a", 0, price),)))
     assert code == 2 and f"plans.0.prices.month = {price}" in err and "plain digits" in err
+
+
+@pytest.mark.parametrize(("written", "field"), [
+    ("max_seats = true", "max_seats"), ("trial_days = true", "trial_days"), ("rank = 0.0", "rank"),
+])
+def test_a_count_written_as_a_flag_or_a_fraction_is_refused(tmp_path: Path, written: str, field: str) -> None:
+    """`max_seats = true` is not one seat: a typo never silently changes billing."""
+    key = written.split(" = ")[0]
+    text = catalog_text().replace("rank = 0\n", "") + f"{written}\n" + ("" if key == "rank" else "rank = 0\n")
+    code, err = check(tmp_path, text)
+    assert code == 2 and f"plans.0.{field}" in err
+
+
+@pytest.mark.parametrize("flag", ['"false"', "0"])
+def test_a_policy_flag_written_as_text_or_a_number_is_refused(tmp_path: Path, flag: str) -> None:
+    code, err = check(tmp_path, catalog_text().replace('currency = "USD"\n', f'currency = "USD"\n[policy]\n'
+                                                       f'upgrade_new_cycle = {flag}\n', 1))
+    assert code == 2 and "upgrade_new_cycle" in err
+
+
+@pytest.mark.parametrize("text", ['version = "2026-01-01\\n"', 'version = "v\\u202e1"', f'name = "{"x" * 201}"'])
+def test_catalog_text_is_one_printable_line(tmp_path: Path, text: str) -> None:
+    """A version or name is printed on every command's output and recorded on every event."""
+    key = text.split(" = ")[0]
+    body = "\n".join(line for line in catalog_text().splitlines() if not line.startswith(f"{key} =")) + "\n"
+    code, err = check(tmp_path, f"{text}\n{body}")
+    assert code == 2 and key in err
+
+
+def test_a_catalog_file_larger_than_a_mebibyte_or_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    big = catalog_text() + "# " + "x" * (1 << 20) + "\n"
+    code, err = check(tmp_path, big)
+    assert code == 2 and "larger than 1024 KiB" in err
+    code, err = check(tmp_path, "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert code == 2 and "nested too deeply" in err
+
+
+def test_a_negative_carry_over_is_refused_in_a_file(tmp_path: Path) -> None:
+    text = catalog_text().replace('currency = "USD"\n', 'currency = "USD"\n[policy]\ncarry_over_days = { year = -5 }\n')
+    code, err = check(tmp_path, text)
+    assert code == 2 and "policy.carry_over_days.year = -5: at least 0, at most 3660" in err

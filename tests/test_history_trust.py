@@ -63,6 +63,38 @@ def test_catalog_conflict_a_custom_catalog_cannot_change_under_its_recorded_vers
         "without --db only the built-in catalogs are checked: the file check stays offline"
 
 
+def test_catalog_conflict_a_new_version_may_not_change_the_currency(tmp_path, db_url):
+    """A workspace billed in USD is never billed in EUR by a new version of its catalog: the
+    USD it paid would be credited one-for-one in EUR. A new version in USD is taken."""
+    original = catalog_variant(tmp_path, "forms", "newsletter")
+    clock = TestClock(utc("2026-04-01T00:00:00"))
+    ledger = build_ledger(db_url, catalog=original, clock=clock)
+    ledger.handle("ws", parse_command("add-payment-method", {"payment_method": VISA}), ADMIN)
+    assert ledger.handle("ws", parse_command("subscribe", {"plan": "pro", "interval": "month"}), ADMIN).ok
+    ledger.close()
+    text = Path(original).read_text().replace('version = "2026-11-23"', 'version = "2027-01-01"', 1)
+    euros = tmp_path / "newsletter-eur.toml"
+    euros.write_text(text.replace('currency = "USD"', 'currency = "EUR"', 1))
+    ledger = build_ledger(db_url, catalog=str(euros), clock=clock)
+    try:
+        before = ledger.get("ws").version
+        with pytest.raises(LedgerError) as refused:
+            ledger.handle("ws", parse_command("change-plan", {"plan": "team"}), ADMIN)
+        assert refused.value.code == "catalog_conflict" and "bills in USD" in refused.value.message
+        assert ledger.get("ws").version == before
+    finally:
+        ledger.close()
+    checked = CliRunner().invoke(app, ["--db", db_url, "catalog", "check", str(euros)])
+    assert checked.exit_code == 2 and checked.stderr.rstrip().endswith("[catalog_conflict]")
+    dollars = tmp_path / "newsletter-next.toml"
+    dollars.write_text(text)
+    ledger = build_ledger(db_url, catalog=str(dollars), clock=clock)
+    try:
+        assert ledger.handle("ws", parse_command("change-plan", {"plan": "team"}), ADMIN).ok
+    finally:
+        ledger.close()
+
+
 @pytest.mark.parametrize(("first", "second"), [(SystemClock(), TestClock(utc("2020-01-01T00:00:00"))),
                                               (TestClock(utc("2026-01-01T00:00:00")), SystemClock())])
 def test_clock_conflict_one_kind_of_clock_writes_a_ledger(db_url, first, second):

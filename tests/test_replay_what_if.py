@@ -89,3 +89,30 @@ def test_another_catalogs_workspaces_are_skipped_unless_named_and_bad_policies_r
         parse_policy(["rounding=up"])
     with pytest.raises(LedgerError, match="proration"):
         what_if(b.ledger, Pricing(policy=parse_policy(["proration=hourly"])))
+
+
+def test_a_catalog_in_another_currency_is_not_compared_with_what_was_billed(book):
+    """USD billed against a EUR price list would read as 'same' or subtract dollars from euros."""
+    b = forms_on(book, "pro")
+    euros = forms_with('currency = "USD"', 'currency = "EUR"')
+    report = what_if(b.ledger, Pricing(catalog=euros))
+    assert report["workspaces"] == [] and "billed in USD" in report["skipped"][0]["reason"]
+    with pytest.raises(LedgerError, match="billed in USD") as named:
+        what_if(b.ledger, Pricing(catalog=euros), ["ws"])
+    assert named.value.code == "invalid_request"
+
+
+@pytest.mark.parametrize("override", ['carry_over_days={"month": 3000000}', 'carry_over_days={"month": -40}',
+                                      "operations_pack=" + "9" * 5000, 'upgrade_new_cycle="yes"',
+                                      'trial_fallback="pro\\u202e"'])
+def test_a_policy_override_may_set_only_what_a_catalog_file_may(book, override):
+    b = forms_on(book, "pro")
+    with pytest.raises(LedgerError) as refused:
+        what_if(b.ledger, Pricing(policy=parse_policy([override])))
+    assert refused.value.code == "invalid_request"
+
+
+def test_a_window_that_ends_before_it_starts_is_refused():
+    with pytest.raises(LedgerError, match="from must be before to") as refused:
+        Pricing(start=utc("2026-05-01T00:00:00"), end=utc("2026-04-01T00:00:00"))
+    assert refused.value.code == "invalid_request"

@@ -1,0 +1,92 @@
+"""What a catalog file may set beyond the model's own rules: checked when a file is read
+(domain/catalog.py parse_catalog, and a what-if's policy overrides), never on a catalog already
+published in a ledger, which is read back as it was recorded and must keep billing.
+
+A file is at most MAX_FILE_BYTES; its counts and spans of days are bounded (MAX_COUNT, MAX_DAYS)
+so that any sum or product stays inside the read models' 64-bit columns and a date; prices are
+written in plain digits; its text is one printable line of at most MAX_TEXT characters, so a
+catalog name, version or feature can never break a line of output or reorder it (bidi controls)."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from domain.money import MAX_AMOUNT
+
+if TYPE_CHECKING:
+    from domain.catalog import Catalog
+
+MAX_FILE_BYTES = 1 << 20
+MAX_COUNT = 10**9
+"""The largest count (seats, gigabytes, credits, operations, rank) a catalog file may set: any sum
+or product of a few of them stays far inside the read models' 64-bit columns."""
+MAX_DAYS = 3660
+"""The longest span in days (a trial, a carry-over) a catalog file may set: ten years, far inside
+what a date can hold."""
+MAX_TEXT = 200
+CLEARS = "none"
+"""A command's word for null where a field may be cleared (`set-storage-addon --addon none`),
+so no add-on in a catalog file may carry it as its id."""
+
+
+def written_with_exponents(node: Any, path: str = "", priced: bool = False) -> Any:
+    """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
+    file, or an invoice showing "1E+3", must see the amount as written."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from written_with_exponents(value, f"{path}.{key}".lstrip("."), priced or key in ("price", "prices"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from written_with_exponents(value, f"{path}.{i}", priced)
+    elif priced and isinstance(node, str) and any(c in node for c in "eE"):
+        yield f"{path} = {node}"
+
+
+def unprintable(node: Any, path: str = "") -> Any:
+    """Every text (or key) of a parsed file that is too long or holds a control or format character."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}".lstrip(".")
+            yield from _text_problem(where + " (key)", key)
+            yield from unprintable(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from unprintable(value, f"{path}.{i}")
+    elif isinstance(node, str):
+        yield from _text_problem(path, node)
+
+
+def _text_problem(where: str, text: str) -> Any:
+    if len(text) > MAX_TEXT:
+        yield f"{where}: {len(text):,} characters, at most {MAX_TEXT}"
+    elif any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        yield f"{where} = {text.encode('unicode_escape').decode()[:60]!r}: control or formatting characters"
+
+
+def bounded(catalog: Catalog) -> list[str]:
+    """Every count and span of days out of its bounds, and an add-on named CLEARS."""
+    found = [f"{where} = {value}: {'at least 0, ' if value < 0 else ''}at most {limit}"
+             for where, value, limit in _limits(catalog) if not 0 <= value <= limit]
+    found += [f"addons.{i}.id = {addon.id}: an add-on may not be called {CLEARS!r}, which set-storage-addon reads "
+              "as removing the add-on" for i, addon in enumerate(catalog.addons) if addon.id == CLEARS]
+    return found
+
+
+def _limits(catalog: Catalog) -> Any:
+    policy = catalog.policy
+    yield "policy.operations_pack", policy.operations_pack, MAX_COUNT
+    for interval, days in policy.carry_over_days.items():
+        yield f"policy.carry_over_days.{interval}", days, MAX_DAYS
+    for i, plan in enumerate(catalog.plans):
+        for name in ("rank", "seats", "max_seats", "storage_gb", "ai_credits_per_seat", "teams"):
+            yield f"plans.{i}.{name}", getattr(plan, name) or 0, MAX_COUNT
+        yield f"plans.{i}.trial_days", plan.trial_days or 0, MAX_DAYS
+        for interval, price in plan.prices.items() if plan.per_seat else ():  # the largest line it can bill
+            yield f"plans.{i}.prices.{interval} x max_seats", price * plan.max_seats, MAX_AMOUNT - 1
+        for j, tier in enumerate(plan.tiers):
+            yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
+    for i, addon in enumerate(catalog.addons):
+        yield f"addons.{i}.storage_gb", addon.storage_gb, MAX_COUNT
+    for i, pack in enumerate(catalog.credit_packs):
+        yield f"credit_packs.{i}.credits", pack.credits, MAX_COUNT
