@@ -33,8 +33,8 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def store_env(url: str) -> dict[str, str]:
-    """The eventsourcing environment for a URL: sqlite:///path, sqlite:///:memory: or
-    postgresql://user@host:port/db[?schema=name].
+    """The eventsourcing environment for a URL: sqlite:///path or postgresql://user@host:port/db[?schema=name].
+    Anything else it might say (an empty path, parameters it would ignore) is refused, not guessed.
 
     PostgreSQL: the library's DB-functions path stays off (its function does not take the
     table lock that keeps notification order equal to commit order, so followers never skip
@@ -44,18 +44,26 @@ def store_env(url: str) -> dict[str, str]:
     not exhaust the server's connections with idle ones."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path) or ":memory:"
+        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        if parsed.query or parsed.fragment:
+            raise ValueError(f"{url[:200]!r}: a SQLite URL takes no parameters (sqlite:///path/to/file.db)")
+        if path in ("", ":memory:") or parsed.netloc:
+            raise ValueError(f"{url[:200]!r} names no file (an empty variable?): a database in memory would end "
+                             "with this process and everything it recorded with it; use sqlite:///path/to/file.db")
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
-        if path == ":memory:":
-            env["SQLITE_DBNAME"] = "file:subledger?mode=memory&cache=shared"
-        elif Path(path).is_file() and not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
+        if Path(path).is_file() and not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
             env.update(SQLITE_DBNAME=read_only_uri(Path(path)), **{READ_ONLY: "y"})
         elif not Path(path).parent.is_dir():
             raise ValueError(f"SQLite file {path[:200]!r}: the folder {str(Path(path).parent)[:200]!r} does not exist "
                              "(a mistyped path creates nothing)")
         return env
     if parsed.scheme in ("postgresql", "postgres"):
-        schema = parse_qs(parsed.query, keep_blank_values=True).get("schema", ["public"])[0]
+        params = parse_qs(parsed.query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"schema"}) + (["schema (twice)"] if len(params.get("schema", [])) > 1 else [])
+        if unknown or parsed.fragment:
+            raise ValueError(f"a PostgreSQL URL takes one parameter, ?schema=name; this one has "
+                             f"{', '.join(repr(u[:40]) for u in unknown) or 'a #fragment'}")
+        schema = params.get("schema", ["public"])[0]
         if not SCHEMA.fullmatch(schema) or schema.startswith("pg_"):
             raise ValueError(f"?schema={schema[:70]!r} is not a schema name: 1-63 lower-case letters, digits or '_', "
                              "not starting with a digit or 'pg_'")

@@ -105,6 +105,17 @@ def test_exit_2_for_a_database_url_that_cannot_be_read(args: list[str]) -> None:
     assert not Path("/nonexistent-folder").exists(), "a mistyped path creates nothing"
 
 
+@pytest.mark.parametrize(("url", "words"), [
+    ("sqlite://", "names no file"), ("sqlite:///", "names no file"), ("sqlite:///:memory:", "names no file"),
+    ("sqlite:///ledger.db?mode=ro", "takes no parameters"),
+    (f"{PG}?shema=typo", "'shema'"), (f"{PG}?schema=a&schema=b", "schema (twice)"), (f"{PG}?sslmode=require", "'sslmode'"),
+])
+def test_exit_2_for_a_database_url_whose_parts_would_be_ignored(url: str, words: str) -> None:
+    """`sqlite:///$UNSET` would record into memory and lose it on exit; `?shema=` would use public."""
+    for args in (["add-payment-method", "ws2", "--payment-method", "pm_card_visa"], ["show", "ws1"]):
+        assert_error(url, args, 2, "invalid_request", words)
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["show", "verify"], "reserved"),
     (["subscribe", "verify", "--plan", "pro", "--interval", "month"], "reserved"),

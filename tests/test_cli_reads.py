@@ -38,7 +38,7 @@ def cli(db: str, *args: str) -> Any:
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI exports --db to $SUBLEDGER_DB for its sub-apps: undo that after each test."""
-    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///:memory:")
+    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///unused-placeholder.db")
 
 
 def with_books(db: str) -> str:

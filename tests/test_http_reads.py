@@ -23,7 +23,7 @@ WORKSPACES = ("acme", "beta", "studio", "flowops")
 
 @pytest.fixture(autouse=True)
 def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///:memory:")  # the CLI exports its --db here
+    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///unused-placeholder.db")  # the CLI exports its --db here
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", NOW)
 
 

@@ -20,7 +20,7 @@ CLOCK = "2026-04-11T00:00:00Z"
 
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///:memory:")
+    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///unused-placeholder.db")
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", CLOCK)
 
 

@@ -109,7 +109,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI exports --db to $SUBLEDGER_DB: undo that after each test."""
-    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///:memory:")
+    monkeypatch.setenv("SUBLEDGER_DB", "sqlite:///unused-placeholder.db")
 
 
 def history(b: Book, workspaces: list[str]) -> None:
