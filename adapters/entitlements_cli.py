@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from adapters.cli_output import OUTPUT, fail, use_json
+from domain.commands import GIGABYTES
 from domain.errors import LedgerError
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 Workspace = Annotated[str, typer.Argument(help="Workspace id.", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-GB = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 FEATURE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
 
 
@@ -97,7 +97,7 @@ def check_upload(workspace: Workspace,
     cli = _cli()
     use_json(json_output)
     _workspace(cli, workspace)
-    if not GB.fullmatch(gb.strip()) or Decimal(gb) <= 0:
+    if not GIGABYTES.fullmatch(gb.strip()) or Decimal(gb) <= 0:
         fail("invalid_request", f"--gb: {gb[:40]!r} is not a positive number of GB (digits 0-9, e.g. 2.5)")
     size = Decimal(gb.strip())
     ent, _ = _now(cli, workspace)

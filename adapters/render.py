@@ -3,6 +3,8 @@ this is only for people reading a terminal)."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from decimal import Decimal
 from typing import Any
 
@@ -168,14 +170,20 @@ def workspaces_table(states: list[dict[str, Any]]) -> Table:
     return table
 
 
+def one_line(text: str) -> str:
+    """Recorded text as one line: control characters (a reason recorded before they were refused)
+    shown escaped, so no recorded text can pass for another line of output."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+
+
 def audit_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Each audit row as two lines: when, what and who; then its summary (any terminal width)."""
     out = []
     for row in rows:
         at = row["occurred_at"][:19].replace("T", " ")
         out.append(f"#{row['position']}  {at} UTC  {row['event_type']}  by {row['actor_id']} ({row['actor_role']}) "
-                   f"via {row['channel']}" + (f", because {row['reason']}" if row.get("reason") else ""))
-        out.append(f"    {row['summary']}")
+                   f"via {row['channel']}" + (f", because {one_line(row['reason'])}" if row.get("reason") else ""))
+        out.append(f"    {one_line(row['summary'])}")
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -112,10 +113,26 @@ def ascii_number(value: Any) -> Any:
     return value
 
 
+GIGABYTES = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+"""Gigabytes as people write them: digits, an optional fraction, no sign, exponent or '_'."""
+
+
+def gigabytes(value: Any) -> Any:
+    """A size in GB as written (a string or an integer), kept in one canonical form ("1E+2",
+    "100.0" and 100 are all 100): a float, an exponent or a sign is refused."""
+    if isinstance(value, Decimal):  # from a recorded fact (replay)
+        return Decimal(format(value.normalize(), "f")) if value.is_finite() else value
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("write gigabytes as digits (\"2.5\" or 3), never a float")
+    text = str(value).strip() if isinstance(value, str) else str(value)
+    if not GIGABYTES.fullmatch(ascii_number(text)):
+        raise ValueError(f"{text[:20]!r} is not a number of GB: digits 0-9 with an optional fraction, e.g. 2.5")
+    return Decimal(format(Decimal(text).normalize(), "f"))
+
+
 class ReportStorage(Command):
     name = "report-storage"
-    gb: Annotated[Decimal, BeforeValidator(ascii_number),
-                  Field(ge=0, le=10**8, allow_inf_nan=False, max_digits=20, decimal_places=6)]
+    gb: Annotated[Decimal, BeforeValidator(gigabytes), Field(ge=0, le=10**8, allow_inf_nan=False)]
 
 
 class SetStorageAddon(Command):
@@ -217,6 +234,22 @@ def check_workspace_id(workspace_id: Any) -> str:
     if not isinstance(workspace_id, str) or not re.fullmatch(ID, workspace_id):
         raise LedgerError("invalid_request", f"workspace id must be {ID_RULE}")
     return workspace_id
+
+
+MAX_REASON = 500
+
+
+def check_reason(reason: Any) -> str | None:
+    """Why a command was given, kept on its events and shown in the audit trail: one printable
+    line (a line break could pass for another audit entry), at most MAX_REASON characters."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise LedgerError("invalid_request", f"a reason is text of at most {MAX_REASON} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in reason):
+        raise LedgerError("invalid_request", "a reason is one line of printable text: no line breaks or control "
+                          "characters")
+    return reason
 
 
 RESERVED_WORKSPACE_IDS = frozenset({"verify", "status", "rebuild", "run", "check", "pending", "resolve", "confirm", "abandon", "ack",

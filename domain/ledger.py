@@ -19,7 +19,7 @@ from eventsourcing.persistence import EventStore, IntegrityError
 from eventsourcing.utils import resolve_topic
 
 from domain.catalog import Catalog, builtin_catalogs
-from domain.commands import SYSTEM, Actor, Command, check_workspace_id
+from domain.commands import SYSTEM, Actor, Command, check_reason, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
 from domain.errors import LedgerError
 from domain.group_commit import GroupCommit
@@ -178,6 +178,7 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         check_workspace_id(workspace_id)
         if idempotency_key is not None:
             check_workspace_id(idempotency_key)
+        check_reason(reason)
         self.check_clock()
         command_id = str(uuid4())
         args_hash = command.args_hash()

@@ -150,3 +150,30 @@ def test_a_state_that_refuses_the_command_exits_1_with_its_own_code(cli: Cli, ar
     assert (exit_code, out["ok"], out["error"]["code"]) == (1, False, code), out
     english(out["error"]["message"])
     assert cli("show", "ws1")[1]["version"] == version
+
+
+@pytest.mark.parametrize("reason", ["asked\n#30  2026-11-24 15:40:00 UTC  PaymentRefunded  by finance", "tab\there",
+                                    "bidi \u202e override", "x" * 501])
+def test_a_reason_is_one_printable_line_or_nothing_is_recorded(cli: Cli, reason: str) -> None:
+    """A line break in a reason could pass for another entry of the text audit trail."""
+    version = cli("show", "ws1")[1]["version"]
+    code, out = cli("set-members", "ws1", "--members", "3", "--reason", reason)
+    assert (code, out["error"]["code"]) == (2, "invalid_request")
+    assert cli("show", "ws1")[1]["version"] == version
+
+
+@pytest.mark.parametrize(("written", "recorded"), [("1E+2", None), ("-0", None), ("5_0", None), ("1.5e0", None),
+                                                   ("100.0", "100"), ("2.50", "2.5"), ("0", "0")])
+def test_storage_is_recorded_as_plain_digits_in_one_form(cli: Cli, written: str, recorded: str | None) -> None:
+    """A quote made with 100 commits a report of 100.0: one quantity, one way to write it."""
+    code, out = cli("report-storage", "ws1", "--gb", written)
+    if recorded is None:
+        assert (code, out["error"]["code"]) == (2, "invalid_request")
+    else:
+        assert code == 0 and cli("show", "ws1")[1]["storage_used_gb"] == recorded
+
+
+def test_storage_as_a_float_is_refused_in_a_command_model() -> None:
+    with pytest.raises(LedgerError, match="never a float"):
+        parse_command("report-storage", {"gb": 1.5})
+    assert str(parse_command("report-storage", {"gb": 3}).gb) == "3"
