@@ -41,6 +41,8 @@ def pending(workspace: Annotated[str | None, typer.Argument(help="Only this work
         except cli.Invalid as e:
             fail("invalid_request", str(e))
     with cli.open_ledger() as ledger, read_models(ledger) as projections:
+        if workspace is not None and workspace not in ledger.workspaces():
+            fail("not_found", f"{workspace}: no such workspace")
         projections.catch_up()
         at = ledger.clock.now()
         with projections.engine.connect() as conn:

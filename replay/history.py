@@ -23,7 +23,7 @@ from domain.commands import COMMANDS, Actor
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.payments import ChargeResult
-from domain.subscription import Subscription
+from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.scheduler import DUE
 from projections.commands_trail import same_command
 
@@ -220,3 +220,12 @@ class Outcomes:
     def _waiting(self, key: tuple[str, int], run: int) -> ChargeResult | None:
         waiting = self.waiting.get(key)
         return waiting.result if waiting is not None and waiting.run <= run else None
+
+
+def check_known(ledger: Ledger, workspace: str) -> None:
+    """not_found unless the workspace index lists it or the store holds an event of it: a typo
+    must not pass for a clean check, and a listed workspace whose events were deleted is checked
+    (and found missing), not called unknown."""
+    if workspace in ledger.workspaces() or ledger.recorder.select_events(workspace_uuid(workspace), limit=1):
+        return
+    raise LedgerError("not_found", f"{workspace}: no such workspace")

@@ -18,7 +18,7 @@ from typing import Any
 
 from domain.ledger import Ledger
 from domain.subscription import Subscription
-from replay.history import Catalogs, Outcomes, Run, deciding_runs, runs
+from replay.history import Catalogs, Outcomes, Run, check_known, deciding_runs, runs
 from replay.redecide import Replayer
 
 LINE_FIELDS = ("kind", "description", "amount", "quantity", "period_start", "period_end", "formula")
@@ -97,6 +97,8 @@ def _check_run(replayer: Replayer, state: Subscription | None, run: Run, recorde
 def verify_invoices(ledger: Ledger, workspace: str | None = None) -> dict[str, Any]:
     """The report: `ok`, how many invoices of how many workspaces were checked, the findings."""
     catalogs = Catalogs(ledger)
+    if workspace is not None:
+        check_known(ledger, workspace)
     chosen = [workspace] if workspace else ledger.workspaces()
     checked, findings = 0, []
     for ws in chosen:

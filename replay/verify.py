@@ -24,6 +24,7 @@ from domain.subscription import Subscription, workspace_uuid
 from projections import audit_trail
 from projections.runner import Projections
 from projections.store import canonical_amount, iso
+from replay.history import check_known
 
 CHECKS = ("event_chain", "snapshots", "audit_trail", "audit_vs_events")
 
@@ -33,6 +34,8 @@ def verify(projections: Projections, workspace: str | None = None) -> dict[str, 
     The read models are caught up first; if that fails (on altered events, typically) the
     event chain still says where, and audit_vs_events reports the failure."""
     ledger = projections.source
+    if workspace is not None:
+        check_known(ledger, workspace)
     names = stream_names(ledger)
     results = {"event_chain": event_chain(ledger, names, workspace), "snapshots": snapshots(ledger, names, workspace)}
     try:

@@ -86,6 +86,9 @@ def test_exit_0_done_with_json_or_text(ledger_db: str, args: list[str]) -> None:
     (["books", "--workspace", "nobody"], "not_found"),
     (["payments", "resolve", "nobody"], "not_found"),
     (["payments", "abandon", "nobody"], "not_found"),
+    (["audit", "verify", "--workspace", "nobody"], "not_found"),
+    (["replay", "verify", "--workspace", "nobody"], "not_found"),
+    (["notices", "pending", "nobody"], "not_found"),
     (["change-plan", "ws1", "--plan", "pro"], "already_on_plan"),
     (["change-plan", "ws1", "--plan", "team", "--actor", "bob", "--role", "member"], "not_authorized"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
