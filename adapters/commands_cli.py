@@ -133,8 +133,9 @@ def run_command(do: str, workspace: str, flags: dict[str, str | None], actor: st
         if result.events or result.due_events:
             catch_up_after(ledger)
         previewed = result.subscription if preview and result.ok else None
+        after = result.subscription if not preview and result.ok else None  # not a later writer's state
         emit(outcome(ledger, workspace, "preview" if preview else do, result.error, result.events,
-                     result.due_events, result.replayed, previewed))
+                     result.due_events, result.replayed, previewed, after))
 
 
 # ------------------------------------------------------------------ the subcommands' signatures

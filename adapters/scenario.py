@@ -228,11 +228,13 @@ def _expect(expect: Any) -> dict[str, Any]:
 
 def outcome(ledger: Ledger, workspace: str | None, do: str, error: LedgerError | None,
             events: list[Subscription.Event], due_events: list[Subscription.Event],
-            replayed: bool = False, previewed: Subscription | None = None) -> dict[str, Any]:
-    """One step's (or one CLI command's) report: what was asked, what was recorded, the state after,
+            replayed: bool = False, previewed: Subscription | None = None,
+            after: Subscription | None = None) -> dict[str, Any]:
+    """One step's (or one CLI command's) report: what was asked, what was recorded, the state after
+    (`after`: the workspace as this command left it, not as later writers did; else as it is now),
     and for an accepted preview the state the change would produce (`previewed`, R25)."""
     invoices = [e for e in [*due_events, *events] if isinstance(e, Subscription.InvoiceIssued)]
-    sub = ledger.get(workspace) if workspace else None
+    sub = after if after is not None else ledger.get(workspace) if workspace else None
     return {
         "at": iso(events[0].timestamp if events else ledger.clock.now()),  # the instant recorded, to the microsecond
         "workspace": workspace,
@@ -259,6 +261,7 @@ def run_step(ledger: Ledger, step: Step, due: dict[str, list[Subscription.Event]
     events: list[Subscription.Event] = []
     replayed = False
     previewed: Subscription | None = None
+    after: Subscription | None = None
     if ws is not None and step.do not in ("advance", "show"):
         try:
             if step.do == "preview":
@@ -274,11 +277,15 @@ def run_step(ledger: Ledger, step: Step, due: dict[str, list[Subscription.Event]
             due_events += result.due_events
             if step.do == "preview" and result.ok:
                 previewed = result.subscription
-    out = {"step": step.number, **outcome(ledger, ws, step.do, error, events, due_events, replayed, previewed)}
+            elif result.ok:
+                after = result.subscription
+    out = {"step": step.number, **outcome(ledger, ws, step.do, error, events, due_events, replayed, previewed, after)}
     if projections is not None:
         projections.catch_up()
         with projections.engine.connect() as conn:
-            out["state"] = (read_plan_state(conn, ws) if ws else None) or out["state"]
+            read = read_plan_state(conn, ws) if ws else None
+        if read is not None and out["state"] is not None and read.get("version") == out["state"].get("version"):
+            out["state"] = read  # the read model at this step's version (a later writer's is not this step's)
     out["expect_failures"] = check_expect(step.expect, out)
     return out
 

@@ -221,9 +221,9 @@ def test_idempotency_key_replays_or_conflicts(subscribed: Cli) -> None:
         (["set-seats", "ws1", "--seats", "99999999999999999999"], "less than or equal to 100000"),
         (["set-members", "ws1", "--members", "-1"], "greater than or equal to 0"),
         (["record-usage", "ws1", "--operations", "0"], "greater than 0"),
-        (["report-storage", "ws1", "--gb", "nan"], "finite number"),
+        (["report-storage", "ws1", "--gb", "nan"], "not a number of GB"),
         (["report-storage", "ws1", "--gb", "1e400"], "gb"),
-        (["report-storage", "ws1", "--gb", "-1"], "greater than or equal to 0"),
+        (["report-storage", "ws1", "--gb", "-1"], "not a number of GB"),
         (["set-seats", INJECTION, "--seats", "3"], "workspace id"),
         (["change-plan", "ws1", "--plan", "pro'; DROP TABLE x;--"], "plan"),
         (["change-plan", "ws1", "--plan", "team", "--idempotency-key", "k 1; --"], "--idempotency-key"),
@@ -278,3 +278,30 @@ def test_show_reads_the_plan_state_read_model_kept_current_inline(subscribed: Cl
     invoices = subscribed("invoices", "ws1", "--json")
     assert invoices.exit_code == 0 and json.loads(invoices.stdout)["invoices"][-1]["purpose"] == "upgrade"
     assert subscribed("audit", "verify").exit_code == 0
+
+
+def test_a_commands_json_state_is_the_workspace_as_it_left_it_not_a_later_writers(tmp_path, monkeypatch):
+    """Another process sets 41 members between this command (40) and its output."""
+    from adapters.app import build_ledger
+    from domain.commands import Actor, parse_command
+    from domain.ledger import Ledger
+
+    db = f"sqlite:///{tmp_path}/race.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", db, "set-members", "ws", "--members", "1"]).exit_code == 0
+    handle = Ledger.handle
+
+    def then_another_process(self, *args, **kwargs):
+        result = handle(self, *args, **kwargs)
+        other = build_ledger(db)
+        try:
+            assert handle(other, "ws", parse_command("set-members", {"members": 41}), Actor(id="eve", role="admin")).ok
+        finally:
+            other.close()
+        return result
+
+    monkeypatch.setattr(Ledger, "handle", then_another_process)
+    out = json.loads(runner.invoke(app, ["--db", db, "--json", "set-members", "ws", "--members", "40"]).stdout)
+    assert (out["ok"], out["state"]["members"]) == (True, 40)
+    monkeypatch.undo()
+    assert json.loads(runner.invoke(app, ["--db", db, "--json", "show", "ws"]).stdout)["members"] == 41
