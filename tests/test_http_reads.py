@@ -268,6 +268,26 @@ def test_an_operator_makes_lists_and_revokes_tokens_shown_once(fresh: Any) -> No
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
 
 
+def test_a_retried_token_request_mints_one_token_and_never_stores_its_secret(fresh: Any) -> None:
+    """Idempotency-Key on POST /v1/tokens: the retry answers with the same token, its secret null
+    (shown once); the same key with another request is 409; a bad request stores nothing."""
+    c, _ = fresh
+    operator = bearer(tokens(c)["operator"])
+    keyed = {**operator, "Idempotency-Key": "mint-bob"}
+    body = {"role": "member", "workspace": "beta", "label": "bob"}
+    first = c.post("/v1/tokens", headers=keyed, json=body)
+    again = c.post("/v1/tokens", headers=keyed, json=body)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert again.json() == {**first.json(), "token": None} and first.json()["token"].startswith("sl_")
+    assert [t["label"] for t in walk(c, "/v1/tokens", operator, "id")].count("bob") == 1
+    other = c.post("/v1/tokens", headers=keyed, json={**body, "role": "support", "workspace": None})
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+    bad = {**operator, "Idempotency-Key": "mint-bad"}
+    assert c.post("/v1/tokens", headers=bad, json={"role": "member"}).status_code == 400
+    assert c.post("/v1/tokens", headers=bad, json=body).status_code == 201  # the refusal kept nothing
+
+
 def test_replay_refusals_name_the_query_fields_not_cli_flags(api: Any) -> None:
     c, support = api
     line = c.get("/v1/invoices/in_acme_0002/explain", headers=support, params={"line": 9}).json()
@@ -288,3 +308,24 @@ def test_reads_on_either_database_see_a_write_at_its_position(book: Any, db_url:
         exported = c.get("/v1/workspaces/acme/audit", headers=support, params={"format": "jsonl"}).text.splitlines()
         assert json.loads(exported[-1])["position"] == position
         assert c.get("/readyz").json()["head"] == position
+
+
+def test_a_key_claimed_by_a_running_request_is_refused_to_another_until_its_process_is_gone(tmp_path) -> None:
+    from datetime import timedelta
+
+    from adapters.http.idempotency import CLAIM_TIMEOUT, CLAIMED, IdempotencyStore
+    from domain.clock import TestClock
+    from tests.conftest import utc
+
+    clock = TestClock(utc("2026-04-01T00:00:00"))
+    store = IdempotencyStore(f"sqlite:///{tmp_path}/keys.db", clock)
+    try:
+        request = {"path": "/v1/tokens", "body": {"role": "support"}}
+        assert store.claim("tok:op", "k", request) is None
+        assert store.claim("tok:op", "k", request)["status"] == CLAIMED
+        clock.move_to(clock.now() + CLAIM_TIMEOUT + timedelta(seconds=1))
+        assert store.claim("tok:op", "k", request) is None  # the first holder died: taken over
+        store.release("tok:op", "k")
+        assert store.claim("tok:op", "k", request) is None
+    finally:
+        store.close()

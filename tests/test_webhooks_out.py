@@ -382,4 +382,12 @@ def test_only_an_operator_token_manages_webhook_endpoints_over_http(tmp_path: Pa
         assert client.post("/v1/webhooks/dead/msg_x_1/retry", headers=operator).status_code == 404
         assert client.delete(f"/v1/webhooks/{added.json()['id']}", headers=operator).status_code == 204
         assert client.get("/v1/webhooks", headers=operator).json() == {"endpoints": []}
+        keyed = {**operator, "Idempotency-Key": "hook-1"}
+        body = {"url": receiver.url("hook"), "events": ["*"], "workspace": "ws1"}
+        first, again = (client.post("/v1/webhooks", headers=keyed, json=body) for _ in range(2))
+        assert again.json() == {**first.json(), "secret": None} and again.headers["Idempotent-Replayed"] == "true"
+        assert len(client.get("/v1/webhooks", headers=operator).json()["endpoints"]) == 1
+        for wrong in ({**body, "workspace_id": "ws1"}, {**body, "workspace": "verify"}):
+            refused = client.post("/v1/webhooks", headers=operator, json=wrong)
+            assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
     api.state.webhooks.close()

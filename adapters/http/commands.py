@@ -13,7 +13,7 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 
@@ -131,9 +131,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 ERRORS = _problems(400, 401, 402, 403, 404, 409, 422, 423, 503)
 WorkspacePath = Annotated[str, Path(pattern=ID, max_length=64, description="Workspace id.")]
-IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=idempotency.MAX_KEY,
-                                              description="Stripe's rules: a retry with the same key and body "
-                                                          "replays the first response.")]
+IdempotencyKey = idempotency.KeyHeader
 router = APIRouter(prefix="/v1/workspaces", dependencies=[Following])
 
 

@@ -22,13 +22,14 @@ import itertools
 import json
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from adapters.http.problems import problem_of
 from adapters.side_tables import SideTables, purge_oldest
 from adapters.tokens import Principal
 from domain.clock import Clock, SystemClock
@@ -40,6 +41,9 @@ HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 MAX_KEY = 255
 RETENTION = timedelta(hours=24)
+CLAIMED = 0
+"""The status of a key claimed by a request still running (`once`)."""
+CLAIM_TIMEOUT = timedelta(minutes=1)
 NOT_STORED = frozenset({400, 401, 403, 404, 500, 503})
 NOT_STORED_CODES = frozenset({"concurrency_conflict", "idempotency_conflict", "payment_pending", "clock_conflict",
                               "payments_conflict", "payment_action_required"})
@@ -48,6 +52,11 @@ NOT_STORED_CODES = frozenset({"concurrency_conflict", "idempotency_conflict", "p
 the outcome recorded since, and never charges twice. A clock conflict may be a test clock another
 worker moved meanwhile: the retry follows it. A payments conflict is a process set up with the
 wrong gateway: the retry, once it is set up right, is the command's first run."""
+
+KeyHeader = Annotated[str | None, Header(min_length=1, max_length=MAX_KEY,
+                                         description="Stripe's rules: a retry with the same key and body "
+                                                     "replays the first response.")]
+"""The `Idempotency-Key` header of a POST route."""
 
 metadata = MetaData()
 responses_table = Table(
@@ -139,20 +148,46 @@ class IdempotencyStore:
 
     def store(self, scope: str, key: str, request: dict[str, Any], response: JSONResponse) -> None:
         """Store the response, unless the key's is stored already and not older than RETENTION
-        (an older one is replaced), after purging a few rows older than RETENTION."""
+        (an older one is replaced; so is this request's own claim), after purging a few rows
+        older than RETENTION."""
+        t = responses_table
+        self._upsert(dict(scope=scope, key_hash=_key_hash(key), request=dumps(request), status=response.status_code,
+                          media_type=response.media_type or "application/json", body=bytes(response.body).decode()),
+                     t.c.status == CLAIMED)
+
+    def claim(self, scope: str, key: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Take the key for a request about to run (None), or the row that holds it: a stored
+        response, or another request's claim. A claim older than CLAIM_TIMEOUT (its process died)
+        is taken over."""
+        t = responses_table
+        row = dict(scope=scope, key_hash=_key_hash(key), request=dumps(request), status=CLAIMED,
+                   media_type="application/json", body="")
+        if self._upsert(row, (t.c.status == CLAIMED) & (t.c.created_at < self.clock.now() - CLAIM_TIMEOUT)):
+            return None
+        return self.find(scope, key) or {"status": CLAIMED}
+
+    def release(self, scope: str, key: str) -> None:
+        """Let the key go after a request whose outcome a retry should redo (NOT_STORED)."""
+        t = responses_table
+        self.tables.run(lambda conn: conn.execute(t.delete().where(
+            t.c.scope == scope, t.c.key_hash == _key_hash(key), t.c.status == CLAIMED)))
+
+    def _upsert(self, row: dict[str, Any], or_where: Any) -> bool:
+        """Insert `row`, or replace the key's row if it is older than RETENTION or `or_where`;
+        whether it was written."""
         now = self.clock.now()
         t = responses_table
-        row = dict(scope=scope, key_hash=_key_hash(key), request=dumps(request), status=response.status_code,
-                   media_type=response.media_type or "application/json", body=bytes(response.body).decode(),
-                   created_at=now)
+        row = {**row, "created_at": now}
 
-        def purge_and_insert(conn: Any) -> None:
+        def purge_and_insert(conn: Any) -> bool:
             purge_oldest(conn, t, t.c.created_at, now - RETENTION)
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            conn.execute(dialect.insert(t).values(**row).on_conflict_do_update(
-                index_elements=[t.c.scope, t.c.key_hash], set_=row, where=t.c.created_at < now - RETENTION))
+            done = conn.execute(dialect.insert(t).values(**row).on_conflict_do_update(
+                index_elements=[t.c.scope, t.c.key_hash], set_=row,
+                where=(t.c.created_at < now - RETENTION) | or_where))
+            return bool(done.rowcount)
 
-        self.tables.run(purge_and_insert)
+        return bool(self.tables.run(purge_and_insert))
 
     def close(self) -> None:
         self.tables.close()
@@ -168,8 +203,51 @@ def replay_or_conflict(request: Request, caller: Principal, key: str | None,
     if key is None:
         return None
     found = store_of(request).find(scope_of(caller), key)
-    if found is None:
+    if found is None or found["status"] == CLAIMED:
         return None
+    return _replayed(found, described)
+
+
+def once(request: Request, caller: Principal, key: str | None, described: dict[str, Any],
+         run: Callable[[], JSONResponse], withheld: str | None = None) -> JSONResponse:
+    """A POST that records nothing in the ledger (a token, a webhook endpoint) run at most once per
+    key: the key is claimed before it runs, so a concurrent request with the same key is refused
+    409 `concurrency_conflict` rather than run twice. `withheld`: a secret in the response, shown
+    only in the first one; a replay returns it as null (no secret is stored here)."""
+    if key is None:
+        return _run(request, run)
+    store, scope = store_of(request), scope_of(caller)
+    found = store.claim(scope, key, described)
+    if found is not None:
+        if found["status"] == CLAIMED:
+            raise LedgerError("concurrency_conflict", f"a request with this {HEADER} is still being handled: "
+                              "retry in a moment")
+        return _replayed(found, described)
+    try:
+        response = _run(request, run)
+    except BaseException:
+        store.release(scope, key)
+        raise
+    code = json.loads(bytes(response.body)).get("code") if response.status_code >= 400 else None
+    if response.status_code in NOT_STORED or code in NOT_STORED_CODES:
+        store.release(scope, key)
+        return response
+    kept = response
+    if withheld is not None and response.status_code < 400:
+        body = json.loads(bytes(response.body))
+        kept = JSONResponse({**body, withheld: None}, status_code=response.status_code)
+    store.store(scope, key, described, kept)
+    return response
+
+
+def _run(request: Request, run: Callable[[], JSONResponse]) -> JSONResponse:
+    try:
+        return run()
+    except LedgerError as e:
+        return problem_of(e, request)
+
+
+def _replayed(found: dict[str, Any], described: dict[str, Any]) -> JSONResponse:
     before = json.loads(found["request"])
     if before != json.loads(dumps(described)):
         named = ", ".join(differences(before, json.loads(dumps(described)))) or "the request"

@@ -10,7 +10,7 @@ on a test clock first moves its worker's clock up to the stored instant (`follow
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Integer, MetaData, Table, select, update
@@ -100,7 +100,7 @@ def now(request: Request, caller: Caller) -> dict[str, Any]:
 
 @router.post("/advance", summary="Move the test clock forward and record what fell due")
 def advance(request: Request, caller: Annotated[Principal, Depends(operator)], body: Annotated[Advance, Body()],
-            idempotency_key: Annotated[str | None, Header(min_length=1, max_length=idempotency.MAX_KEY)] = None,
+            idempotency_key: idempotency.KeyHeader = None,
             ) -> JSONResponse:
     """Operator token only. Refuses moving backwards (409 `clock_conflict`); then every
     workspace's renewals, trial ends, scheduled changes and notices due by then are recorded."""

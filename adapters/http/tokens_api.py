@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.http import idempotency
 from adapters.http.auth import Caller, require_role, tokens
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.reads import jsonable
@@ -21,6 +23,7 @@ def operator(caller: Caller) -> Principal:
 
 Operator = Annotated[Principal, Depends(operator)]
 Store = Annotated[TokenStore, Depends(tokens)]
+IdempotencyKey = idempotency.KeyHeader
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
 
@@ -33,11 +36,16 @@ class NewToken(BaseModel):
 
 
 @router.post("", status_code=201)
-def create_token(caller: Operator, body: NewToken, store: Store) -> dict[str, Any]:
-    """A new token. `token` is the secret: it is shown in this response only (its hash is kept)."""
-    principal, token = store.create(body.role, body.workspace, body.label)
-    return {"object": "token", "id": principal.token_id, "token": token, "role": principal.role,
-            "workspace": principal.workspace_id, "label": body.label}
+def create_token(caller: Operator, body: NewToken, store: Store, request: Request,
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """A new token. `token` is the secret: it is shown in this response only (its hash is kept);
+    a retry with the same `Idempotency-Key` answers with the same token, its secret null."""
+    def create() -> JSONResponse:
+        principal, token = store.create(body.role, body.workspace, body.label)
+        return JSONResponse({"object": "token", "id": principal.token_id, "token": token, "role": principal.role,
+                             "workspace": principal.workspace_id, "label": body.label}, status_code=201)
+    described = {"path": request.url.path, "body": body.model_dump(mode="json")}
+    return idempotency.once(request, caller, idempotency_key, described, create, withheld="token")
 
 
 @router.get("")

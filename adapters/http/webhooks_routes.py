@@ -10,20 +10,31 @@ import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adapters.http import idempotency
 from adapters.http.auth import Caller, require_role
+from adapters.tokens import Principal
 from adapters.webhooks import WebhookStore
+from domain.commands import check_new_workspace_id
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+IdempotencyKey = idempotency.KeyHeader
 _made = threading.Lock()
 
 
 class NewEndpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt workspace filter must not mean every workspace
     url: str = Field(max_length=2000, description="Where to POST: an http:// or https:// URL.")
     events: list[str] = Field(min_length=1, max_length=100,
                               description='Event types (e.g. "PlanUpgraded"), or ["*"] for all.')
     workspace: str | None = Field(default=None, description="Only this workspace's events.")
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace_id(cls, workspace: str | None) -> str | None:
+        return None if workspace is None else check_new_workspace_id(workspace)
 
 
 def store(request: Request) -> WebhookStore:
@@ -38,8 +49,12 @@ def store(request: Request) -> WebhookStore:
 Store = Annotated[WebhookStore, Depends(store)]
 
 
-def operator(caller: Caller) -> None:
+def operator(caller: Caller) -> Principal:
     require_role(caller, "operator")
+    return caller
+
+
+Operator = Annotated[Principal, Depends(operator)]
 
 
 def shown(row: dict[str, Any]) -> dict[str, Any]:
@@ -52,14 +67,21 @@ def list_endpoints(webhooks: Store) -> dict[str, Any]:
     return {"endpoints": [shown(r) for r in webhooks.list_endpoints()]}
 
 
-@router.post("", status_code=201, dependencies=[Depends(operator)])
-def add_endpoint(body: NewEndpoint, request: Request, webhooks: Store) -> dict[str, Any]:
-    """Add an endpoint for the events recorded from now on; the signing secret is shown once."""
+@router.post("", status_code=201)
+def add_endpoint(body: NewEndpoint, request: Request, webhooks: Store, caller: Operator,
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Add an endpoint for the events recorded from now on; the signing secret is shown once (a
+    retry with the same `Idempotency-Key` answers with the same endpoint, its secret null)."""
     ledger = request.app.state.ledger
-    row = webhooks.add(body.url, ",".join(body.events), body.workspace,
-                       head=lambda: ledger.recorder.max_notification_id() or 0)
-    return {"id": row["id"], "secret": row["secret"], "url": row["url"], "events": row["events"].split(","),
-            "workspace": row["workspace"], "since": row["since"]}
+
+    def add() -> JSONResponse:
+        row = webhooks.add(body.url, ",".join(body.events), body.workspace,
+                           head=lambda: ledger.recorder.max_notification_id() or 0)
+        return JSONResponse({"id": row["id"], "secret": row["secret"], "url": row["url"],
+                             "events": row["events"].split(","), "workspace": row["workspace"],
+                             "since": row["since"]}, status_code=201)
+    described = {"path": request.url.path, "body": body.model_dump(mode="json")}
+    return idempotency.once(request, caller, idempotency_key, described, add, withheld="secret")
 
 
 @router.delete("/{endpoint_id}", status_code=204, dependencies=[Depends(operator)])
@@ -75,8 +97,11 @@ def dead_letters(webhooks: Store) -> dict[str, Any]:
     return {"dead": [shown(r) for r in webhooks.dead()]}
 
 
-@router.post("/dead/{msg_id}/retry", dependencies=[Depends(operator)])
-def retry_dead_letter(msg_id: str, webhooks: Store) -> dict[str, Any]:
+@router.post("/dead/{msg_id}/retry")
+def retry_dead_letter(msg_id: str, webhooks: Store, request: Request, caller: Operator,
+                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Queue a dead letter again: the dispatcher's next round sends it."""
-    webhooks.retry([msg_id])
-    return {"queued": msg_id}
+    def retry() -> JSONResponse:
+        webhooks.retry([msg_id])
+        return JSONResponse({"queued": msg_id})
+    return idempotency.once(request, caller, idempotency_key, {"path": request.url.path}, retry)
