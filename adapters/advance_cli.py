@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 def advance(json_output: JsonFlag = False,
             loop: Annotated[bool, typer.Option("--loop", help="Keep advancing, every --interval seconds, until "
                                                "SIGTERM or SIGINT: the production scheduler.")] = False,
-            interval: Annotated[float, typer.Option(help="Seconds between rounds with --loop.", min=0.1)] = 60.0,
+            interval: Annotated[float, typer.Option(help="Seconds between rounds with --loop (at most a day).", min=0.1,
+                                                     max=86400.0)] = 60.0,
             ) -> None:
     """Record every renewal, trial end, scheduled change and notice due by now; on a pinned test
     clock, stopping on each instant something fell due on the way. Only workspaces with

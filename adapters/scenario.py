@@ -80,6 +80,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioInvalid(f"cannot read the file: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ScenarioInvalid(f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise ScenarioInvalid("not a scenario: its arrays or objects are nested too deeply") from None
     if not isinstance(data, dict):
         raise ScenarioInvalid("the file must hold a JSON object with 'catalog' and 'steps'")
     unknown = set(data) - {"catalog", "start", "steps", "workspaces", "title", "description"}

@@ -305,3 +305,16 @@ def test_a_commands_json_state_is_the_workspace_as_it_left_it_not_a_later_writer
     assert (out["ok"], out["state"]["members"]) == (True, 40)
     monkeypatch.undo()
     assert json.loads(runner.invoke(app, ["--db", db, "--json", "show", "ws"]).stdout)["members"] == 41
+
+
+def test_a_scenario_nested_too_deeply_is_an_invalid_file_not_an_internal_error(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"catalog": "forms", "steps": [], "title": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = CliRunner().invoke(app, ["scenario", "run", str(deep)])
+    assert result.exit_code == 2 and "nested too deeply" in result.stderr
+
+
+@pytest.mark.parametrize("interval", ["1e309", "nan", "0"])
+def test_advance_loop_refuses_an_interval_it_cannot_wait(tmp_path, interval):
+    result = CliRunner().invoke(app, ["--db", f"sqlite:///{tmp_path}/l.db", "advance", "--loop", "--interval", interval])
+    assert result.exit_code == 2 and "--interval" in result.output
