@@ -29,7 +29,7 @@ from projections.readmodel import event_ref
 from projections.store import iso
 from projections.upcoming_invoice import next_renewal
 from projections.views import invoice_view, plan_state
-from replay.history import Catalogs
+from replay.history import Catalogs, check_chain
 
 
 @dataclass
@@ -65,6 +65,7 @@ def as_of(ledger: Ledger, workspace: str, *, at: datetime | None = None, version
     events = ledger.workspace_events(workspace)
     if not events:
         raise LedgerError("not_found", f"{workspace}: no such workspace")
+    check_chain(ledger, workspace)
     if version is not None and version > events[-1].originator_version:
         raise LedgerError("invalid_request", f"--version: {workspace} has {events[-1].originator_version} versions")
     kept = cut(events, at=at, version=version, recorded_before=recorded_before)

@@ -32,7 +32,7 @@ from projections.audit_summary import Scene, summary
 from projections.commands_trail import following, preceding
 from projections.readmodel import event_ref
 from projections.store import iso
-from replay.history import Catalogs
+from replay.history import Catalogs, check_chain
 
 S = Subscription
 
@@ -147,6 +147,7 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
     """The explanation document (the json format; text and markdown render it)."""
     subject = find_invoice(ledger, invoice_id)
     ws, invoice = subject.workspace, subject.invoice
+    check_chain(ledger, ws)
     events = command_events(ledger, ws, subject.request or invoice)
     decided = [*subject.held, subject.declined] if subject.declined else events
     catalog = Catalogs(ledger).of(invoice)

@@ -229,3 +229,17 @@ def check_known(ledger: Ledger, workspace: str) -> None:
     if workspace in ledger.workspaces() or ledger.recorder.select_events(workspace_uuid(workspace), limit=1):
         return
     raise LedgerError("not_found", f"{workspace}: no such workspace")
+
+
+def check_chain(ledger: Ledger, workspace: str) -> None:
+    """event_chain_broken when the workspace's stored events fail their hash chain (a store that
+    keeps one: adapters/chained_store.py): an explanation, a past state or a re-pricing read
+    from altered events would be pasted into a reply as if it were the record."""
+    verify = getattr(ledger.recorder, "verify_chain", None)
+    report = verify(workspace_uuid(workspace)) if verify is not None else None
+    if report is None or report.ok:
+        return
+    bad = report.first
+    raise LedgerError("event_chain_broken", f"the stored events of {workspace} fail their hash chain at version "
+                      f"{bad.version} ({bad.problem}): what replay would show comes from altered events. Run "
+                      "`subledger audit verify`")

@@ -37,7 +37,7 @@ from domain.ledger import Ledger
 from domain.money import fmt
 from domain.subscription import Subscription
 from projections.store import iso
-from replay.history import Catalogs, Outcomes, Run, deciding_run, first_runs, runs
+from replay.history import Catalogs, Outcomes, Run, check_chain, deciding_run, first_runs, runs
 from replay.redecide import Replayer, commands
 
 ZERO = Decimal(0)
@@ -165,6 +165,7 @@ def pairs(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[tuple[An
 
 def workspace_what_if(ledger: Ledger, workspace: str, pricing: Pricing, recorded: Catalogs) -> dict[str, Any]:
     """Every invoice of one workspace compared, its refusals, and its summary."""
+    check_chain(ledger, workspace)
     history = runs(ledger.workspace_events(workspace))
     replayer = Replayer(Outcomes.of(history), pricing.catalog_for(recorded))
     first = first_runs(history)

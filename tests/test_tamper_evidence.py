@@ -147,6 +147,22 @@ def test_a_stored_payment_edited_from_19_to_1_90_is_named(book: Any, db_url: str
     assert out["stream"] == "workspace" and out["position"] > 0
 
 
+def test_replay_refuses_to_explain_show_or_reprice_from_altered_events(book: Any, db_url: str,
+                                                                        stored: StoredEvents) -> None:
+    """What support pastes into a reply must come from the events as recorded."""
+    paid(book)
+    version = stored.version_of("acme", "InvoiceIssued")
+    stored.edit("acme", version, lambda doc: doc["subtotal"].update(_data_="1.90"))
+    for args in (["replay", "explain", "in_acme_0001"], ["replay", "as-of", "acme", "--at", "2026-04-02T00:00:00Z"],
+                 ["replay", "what-if", "acme", "--policy", "proration=second"]):
+        result = CliRunner().invoke(app, ["--db", db_url, "--json", *args])
+        assert result.exit_code == 1, result.output
+        assert json.loads(result.stdout)["error"]["code"] == "event_chain_broken"
+        assert f"acme fail their hash chain at version {version}" in json.loads(result.stdout)["error"]["message"]
+    clean = CliRunner().invoke(app, ["--db", db_url, "replay", "explain", "in_bolt_0001"])
+    assert "no invoice" in clean.output  # bolt's chain holds: only the altered workspace is refused
+
+
 def test_audit_verify_reads_as_plain_text_naming_the_check_the_workspace_and_the_version(
         book: Any, db_url: str, stored: StoredEvents) -> None:
     """Text mode is for a person: a verdict, then one line a check; JSON only with --json."""
