@@ -122,8 +122,8 @@ def _bad_options() -> Iterator[None]:
         yield
     except CatalogError as e:
         fail(getattr(e, "code", "invalid_request"), f"--catalog: {e}")
-    except ValueError as e:
-        fail("invalid_request", f"--db: {e}")
+    except ValueError as e:  # the URL's, or an environment variable's ($SUBLEDGER_CIPHER_KEY: named as such)
+        fail("invalid_request", str(e) if str(e).startswith("$") else f"--db: {e}")
 
 
 def _check_id(value: str | None, what: str) -> None:

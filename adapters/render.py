@@ -137,7 +137,8 @@ def invoices_text(data: dict[str, Any]) -> list[str]:
         paid = f", paid {invoice['amount_paid']} at {invoice['paid_at']}" if invoice.get("paid_at") else ""
         void = f" (its charge was {void_ending(invoice)}: nothing bought, nothing owed, R12)" \
             if invoice["status"] == "void" else ""
-        out.append(f"    status {invoice['status']}{void}, issued {invoice['issued_at']}{paid}")
+        when = "requested" if invoice["status"] == "void" else "issued"  # a void invoice was never issued (R12)
+        out.append(f"    status {invoice['status']}{void}, {when} {invoice['issued_at']}{paid}")
         for payment in invoice["payments"]:
             how = (f"charge {payment['charge_id']} ({payment['payment_method']})" if payment["outcome"] == "succeeded"
                    else f"{payment['decline_code']}: {payment['message']}")

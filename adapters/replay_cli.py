@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from adapters.cli_output import OUTPUT, fail
+from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
 
 from domain.errors import LedgerError
 
@@ -33,7 +33,9 @@ def _cli() -> Any:
     return cli
 
 
-def _format(fmt: str, allowed: tuple[str, ...]) -> str:
+def _format(fmt: str, allowed: tuple[str, ...], json_output: bool) -> str:
+    """The output format: `--json` (before or after the sub-command) is `--format json`."""
+    use_json(json_output)
     if OUTPUT.json:
         return "json"
     if fmt not in allowed:
@@ -63,12 +65,13 @@ def _echo_json(data: Any) -> None:
 @replay_app.command("explain")
 def explain(invoice_id: Annotated[str, typer.Argument(help="Invoice id, e.g. in_acme_0002.", show_default=False)],
             line: Annotated[int | None, typer.Option(help="Only this line (1-based).")] = None,
-            fmt: Annotated[str, typer.Option("--format", help="text, json or md (a support reply).")] = "text") -> None:
+            fmt: Annotated[str, typer.Option("--format", help="text, json or md (a support reply).")] = "text",
+            json_output: JsonFlag = False) -> None:
     """Why an invoice says what it says: each line's recorded arithmetic, the events and command
     that produced it, the catalog version, hash and prices, and the rule ids."""
     from replay import explain_format
     from replay.explain import explain as explain_invoice
-    fmt = _format(fmt, ("text", "json", "md"))
+    fmt = _format(fmt, ("text", "json", "md"), json_output)
     with _cli().open_ledger() as ledger:
         try:
             doc = explain_invoice(ledger, invoice_id, line)
@@ -84,12 +87,12 @@ def explain(invoice_id: Annotated[str, typer.Argument(help="Invoice id, e.g. in_
 def as_of(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_default=False)],
           at: Instant = None,
           version: Annotated[int | None, typer.Option(help="The workspace after this many events.")] = None,
-          recorded_before: Instant = None, fmt: Format = "text") -> None:
+          recorded_before: Instant = None, fmt: Format = "text", json_output: JsonFlag = False) -> None:
     """The workspace's full state at --at or --version, from its events only; --recorded-before
     keeps only what the ledger had recorded by then."""
     from replay.as_of import document, as_of as find_as_of
     from adapters import render
-    fmt = _format(fmt, ("text", "json"))
+    fmt = _format(fmt, ("text", "json"), json_output)
     if (at is None) == (version is None):
         _fail("invalid_request", "give one of --at or --version")
     with _cli().open_ledger() as ledger:
@@ -132,13 +135,14 @@ def what_if(workspace: Annotated[str | None, typer.Argument(help="Workspace id (
             end: Annotated[str | None, typer.Option("--to", help="Leave out what was recorded from this instant on.")]
             = None,
             fmt: Annotated[str, typer.Option("--format", help="text, json or csv.")] = "text",
+            json_output: JsonFlag = False,
             csv_file: Annotated[Path | None, typer.Option("--csv", help="Also write the invoice CSV here.")] = None,
             ) -> None:
     """Re-price the recorded history under another catalog or policy, writing nothing: what would
     differ, invoice by invoice, per workspace and in total."""
     from domain.catalog import CatalogError, load_catalog
     from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
-    fmt = _format(fmt, ("text", "json", "csv"))
+    fmt = _format(fmt, ("text", "json", "csv"), json_output)
     if (workspace is None) == (not all_):
         _fail("invalid_request", "give a WORKSPACE or --all")
     if catalog is None and not policy:
@@ -200,11 +204,11 @@ def what_if_text(report: dict[str, Any]) -> list[str]:
 
 @replay_app.command("verify")
 def verify(workspace: Annotated[str | None, typer.Option(help="Only this workspace.")] = None,
-           fmt: Format = "text") -> None:
+           fmt: Format = "text", json_output: JsonFlag = False) -> None:
     """Recompute every issued invoice from its events with the engine as it is now; exit 1,
     naming each invoice, on any difference."""
     from replay.invoice_verify import verify_invoices
-    fmt = _format(fmt, ("text", "json"))
+    fmt = _format(fmt, ("text", "json"), json_output)
     with _cli().open_ledger() as ledger:
         try:
             report = verify_invoices(ledger, workspace)
@@ -230,12 +234,12 @@ def rebuild(projection: Annotated[list[str] | None, typer.Option("--projection",
             verify: Annotated[bool, typer.Option("--verify", help="Compare rebuilt and live tables row by row.")]
             = False,
             force: Annotated[bool, typer.Option("--force", help="Rebuild even if the event chain is broken.")] = False,
-            fmt: Format = "text") -> None:
+            fmt: Format = "text", json_output: JsonFlag = False) -> None:
     """Replay the events into fresh read-model tables and swap them in, with a progress bar on a
     terminal; --verify reports every difference from the live tables (exit 1)."""
     from adapters.app import read_models
     from replay import rebuild as rebuilding
-    fmt = _format(fmt, ("text", "json"))
+    fmt = _format(fmt, ("text", "json"), json_output)
     with _cli().open_ledger() as ledger:
         try:
             projections = read_models(ledger)

@@ -217,7 +217,7 @@ def test_R12_the_declined_upgrade_is_listed_void_and_its_page_explains_its_lines
     client = client_as(app, "support")
     void = next(i for i in client.get("/v1/workspaces/beta/invoices").json()["data"] if i["status"] == "void")
     found = text_of(client.get("/console/workspaces/beta").text)
-    assert f"{void['invoice_id']} upgrade void issued 2026-04-21" in found
+    assert f"{void['invoice_id']} upgrade void requested 2026-04-21" in found
     assert f"declined {void['amount_due']} (card_declined)" in found
     assert [line["kind"] for line in void["lines"]] == ["plan_credit", "plan_charge"] and void["amount_paid"] == "0.00"
     page = client.get(f"/console/workspaces/beta/invoices/{void['invoice_id']}")

@@ -372,7 +372,7 @@ def test_R12_a_declined_upgrade_shows_a_void_invoice_in_the_invoices_read_model(
     assert [kinds[int(ref.split(":")[1]) - 1] for ref in upgrade["source_event_ids"]] == \
         ["ChargeRequested", "UpgradePaymentFailed"]
     text = CliRunner().invoke(cli_app, ["--db", db_url, "invoices", "ws"]).stdout
-    assert "status void (its charge was declined: nothing bought, nothing owed, R12), issued 2026-04-11" in text
+    assert "status void (its charge was declined: nothing bought, nothing owed, R12), requested 2026-04-11" in text
     assert "payment declined at 2026-04-11T00:00:00Z: 20.00 card_declined" in text
     with projections_for(b, db_url) as p, p.engine.connect() as conn:
         check_against_ledger(b.ledger, p.engine)
