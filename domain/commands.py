@@ -118,13 +118,14 @@ GIGABYTES = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 
 
 def gigabytes(value: Any) -> Any:
-    """A size in GB as written (a string or an integer), kept in one canonical form ("1E+2",
-    "100.0" and 100 are all 100): a float, an exponent or a sign is refused."""
+    """A size in GB as written, kept in one canonical form ("100.0", 100.0 and 100 are all 100):
+    text, an integer, or a JSON number read as the shortest decimal that is that number (12.5,
+    never 12.5000000000000001); an exponent or a sign is refused."""
     if isinstance(value, Decimal):  # from a recorded fact (replay)
         return Decimal(format(value.normalize(), "f")) if value.is_finite() else value
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError("write gigabytes as digits (\"2.5\" or 3), never a float")
-    text = str(value).strip() if isinstance(value, str) else str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("write gigabytes as digits, e.g. 2.5")
+    text = value.strip() if isinstance(value, str) else repr(value)
     if not GIGABYTES.fullmatch(ascii_number(text)):
         raise ValueError(f"{text[:20]!r} is not a number of GB: digits 0-9 with an optional fraction, e.g. 2.5")
     return Decimal(format(Decimal(text).normalize(), "f"))

@@ -311,20 +311,25 @@ def test_reads_on_either_database_see_a_write_at_its_position(book: Any, db_url:
 
 
 def test_a_key_claimed_by_a_running_request_is_refused_to_another_until_its_process_is_gone(tmp_path) -> None:
-    from datetime import timedelta
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import text
 
     from adapters.http.idempotency import CLAIM_TIMEOUT, CLAIMED, IdempotencyStore
     from domain.clock import TestClock
     from tests.conftest import utc
 
-    clock = TestClock(utc("2026-04-01T00:00:00"))
+    clock = TestClock(utc("2026-04-01T00:00:00"))  # pinned: a claim ages on the wall clock all the same
     store = IdempotencyStore(f"sqlite:///{tmp_path}/keys.db", clock)
     try:
         request = {"path": "/v1/tokens", "body": {"role": "support"}}
         assert store.claim("tok:op", "k", request) is None
         assert store.claim("tok:op", "k", request)["status"] == CLAIMED
-        clock.move_to(clock.now() + CLAIM_TIMEOUT + timedelta(seconds=1))
-        assert store.claim("tok:op", "k", request) is None  # the first holder died: taken over
+        with store.tables.engine().begin() as conn:  # the first holder died a while ago
+            conn.execute(text("UPDATE http_idempotency SET body = :old"),
+                         {"old": (datetime.now(timezone.utc) - CLAIM_TIMEOUT - timedelta(seconds=1))
+                          .strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+        assert store.claim("tok:op", "k", request) is None  # taken over
         store.release("tok:op", "k")
         assert store.claim("tok:op", "k", request) is None
     finally:

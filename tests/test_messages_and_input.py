@@ -173,7 +173,14 @@ def test_storage_is_recorded_as_plain_digits_in_one_form(cli: Cli, written: str,
         assert code == 0 and cli("show", "ws1")[1]["storage_used_gb"] == recorded
 
 
-def test_storage_as_a_float_is_refused_in_a_command_model() -> None:
-    with pytest.raises(LedgerError, match="never a float"):
-        parse_command("report-storage", {"gb": 1.5})
-    assert str(parse_command("report-storage", {"gb": 3}).gb) == "3"
+@pytest.mark.parametrize(("sent", "kept"), [(12.5, "12.5"), (100.0, "100"), (0.1, "0.1"), (3, "3"), ("2.50", "2.5")])
+def test_storage_sent_as_a_json_number_is_the_number_written(sent: object, kept: str) -> None:
+    """HTTP clients send 12.5 or 100.0: the decimal they wrote, never the binary fraction."""
+    assert str(parse_command("report-storage", {"gb": sent}).gb) == kept
+
+
+@pytest.mark.parametrize("sent", [1e20, float("nan"), float("inf"), -1.0, True])
+def test_storage_sent_as_a_number_it_cannot_be_is_refused(sent: object) -> None:
+    with pytest.raises(LedgerError) as refused:
+        parse_command("report-storage", {"gb": sent})
+    assert refused.value.code == "invalid_request"

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import Header, Request
@@ -117,6 +117,11 @@ def _forgotten(ledger: Ledger, workspace: str, candidate: str, result: Result) -
     return bool(last) and last[0].timestamp < cutoff
 
 
+def _stamp(at: datetime) -> str:
+    """An instant as text that sorts as it does in time."""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -158,11 +163,14 @@ class IdempotencyStore:
     def claim(self, scope: str, key: str, request: dict[str, Any]) -> dict[str, Any] | None:
         """Take the key for a request about to run (None), or the row that holds it: a stored
         response, or another request's claim. A claim older than CLAIM_TIMEOUT (its process died)
-        is taken over."""
+        is taken over. Claims age on the wall clock, kept as the claim's body: whether a process
+        is still running has nothing to do with the ledger's clock (a pinned test clock never
+        moves)."""
         t = responses_table
+        wall = SystemClock().now()
         row = dict(scope=scope, key_hash=_key_hash(key), request=dumps(request), status=CLAIMED,
-                   media_type="application/json", body="")
-        if self._upsert(row, (t.c.status == CLAIMED) & (t.c.created_at < self.clock.now() - CLAIM_TIMEOUT)):
+                   media_type="application/json", body=_stamp(wall))
+        if self._upsert(row, (t.c.status == CLAIMED) & (t.c.body < _stamp(wall - CLAIM_TIMEOUT))):
             return None
         return self.find(scope, key) or {"status": CLAIMED}
 
