@@ -49,12 +49,19 @@ def money_problems(ledger: Any, rows: list[dict[str, Any]], *, settled: bool = T
     for ws in workspaces:
         events = ledger.workspace_events(ws)
         charges = recorded_charges(ledger, ws)
-        gateway_total = sum((r["amount"] for r in rows if r["workspace_id"] == ws and r["outcome"] == "succeeded"),
-                            Decimal(0))
+        gateway_totals: dict[str, Decimal] = defaultdict(Decimal)  # per currency: 19 USD is not 19 EUR
+        for r in rows:
+            if r["workspace_id"] == ws and r["outcome"] == "succeeded":
+                gateway_totals[r.get("currency") or "?"] += r["amount"]
         paid = [e for e in events if isinstance(e, Subscription.PaymentSucceeded)]
-        recorded_total = sum((e.amount for e in paid), Decimal(0))
-        if gateway_total != recorded_total:
-            problems.append(f"{ws}: the gateway collected {gateway_total}, the ledger recorded {recorded_total}")
+        recorded_totals: dict[str, Decimal] = defaultdict(Decimal)
+        for charge in charges.values():
+            for o in charge["outcomes"]:
+                if isinstance(o, Subscription.PaymentSucceeded):
+                    recorded_totals[charge["request"].currency] += o.amount
+        if dict(gateway_totals) != dict(recorded_totals):
+            problems.append(f"{ws}: the gateway collected {dict(gateway_totals)}, the ledger recorded "
+                            f"{dict(recorded_totals)}")
         paid_invoices = Counter(e.invoice_id for e in paid)
         problems += [f"{ws}: {inv} recorded paid {n} times" for inv, n in paid_invoices.items() if n > 1]
         for key, charge in charges.items():
@@ -99,7 +106,8 @@ def stripe_rows(intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def row(pi: dict[str, Any]) -> dict[str, Any]:
         declined = pi["status"] == "requires_payment_method" and pi.get("last_payment_error")
         return {"idempotency_key": pi["metadata"]["charge_key"], "workspace_id": pi["metadata"]["workspace"],
-                "amount": from_minor_units(pi["amount"], pi["currency"]), "charge_id": charge_id_of(pi),
+                "amount": from_minor_units(pi["amount"], pi["currency"]), "currency": pi["currency"].upper(),
+                "charge_id": charge_id_of(pi),
                 "outcome": "declined" if declined else STRIPE_OUTCOMES.get(pi["status"], pi["status"])}
 
     rows = [row(pi) for pi in intents]
