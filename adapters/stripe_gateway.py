@@ -146,7 +146,10 @@ class StripeGateway:
             reference = found[0]["id"]
         intent = self.retrieve(reference)
         if intent["status"] in CANCELABLE and not intent.get("last_payment_error"):
-            intent = self._intent(lambda: self.client.v1.payment_intents.cancel(reference))
+            try:
+                intent = self._intent(lambda: self.client.v1.payment_intents.cancel(reference))
+            except stripe.InvalidRequestError:  # the customer completed it between the read and the cancel
+                intent = self.retrieve(reference)
         return result_of(intent)
 
     # ------------------------------------------------------------ for reading

@@ -100,6 +100,26 @@ def test_requires_action_is_payment_action_required_and_abandoning_cancels_the_p
     assert ledger.get("ws").pending_charges == {}
 
 
+def test_a_customer_authenticating_just_as_the_ledger_abandons_is_recorded_as_paid(
+        ledger: Ledger, stripe_gateway: StripeGateway, localstripe: LocalStripe, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Stripe refuses to cancel a PaymentIntent that succeeded after the ledger read it: the
+    outcome is read again and recorded, where the abandon used to fail and leave it pending."""
+    do(ledger, "add-payment-method", payment_method=THREE_DS)
+    assert do(ledger, "subscribe", plan="pro").error.code == "payment_action_required"
+    intents_api = stripe_gateway.client.v1.payment_intents
+    cancel = intents_api.cancel
+
+    def authenticated_first(reference: str, *args: Any, **kwargs: Any) -> Any:
+        localstripe.authenticate(intents_api.retrieve(reference))
+        return cancel(reference, *args, **kwargs)
+
+    monkeypatch.setattr(intents_api, "cancel", authenticated_first)
+    events = ledger.abandon_payment("ws")
+    assert "PaymentSucceeded" in types(events)
+    assert ledger.get("ws").pending_charges == {} and ledger.get("ws").plan == "pro"
+    assert [pi["status"] for pi in intents(stripe_gateway)] == ["succeeded"]
+
+
 class Dies(StripeGateway):
     """The process dies after the PaymentIntent's id is recorded: before confirming it, or
     after confirming it and before the outcome is recorded."""
