@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -83,6 +83,9 @@ class Dispatcher:
                                  transport=transport)
         self.counts = {"queued": 0, "delivered": 0, "failed": 0, "dead": 0}
         self._counts_lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhooks")
+        self._busy: set[tuple[str, str]] = set()
+        """Queues whose turn is running: a queue has one turn at a time, so it stays in order."""
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -91,6 +94,7 @@ class Dispatcher:
         self.close()
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.http.close()
         self.view.close()
         self.source.close()
@@ -111,7 +115,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 self.counts["queued"] += self.builder.catch_up()
-                if self.deliver_due():
+                if self.deliver_due(wait=False):
                     continue
                 if self.pruned_at is None or self.clock() - self.pruned_at > timedelta(minutes=1):
                     self.prune()
@@ -119,15 +123,39 @@ class Dispatcher:
                 self.log(f"dispatch round failed, retrying: {e!r}")
             stop.wait(poll)
 
-    def deliver_due(self) -> int:
-        """One round over every queue whose head is due; returns how many messages were tried."""
-        queues = self.due_queues()
+    def deliver_due(self, wait: bool = True) -> int:
+        """A turn for every queue whose head is due and that has none running, several at once.
+        `wait`: wait for them and return how many messages were tried (`--once`); else return how
+        many turns started, and leave them running (`--loop`): a receiver that answers slowly
+        holds up its own queue only, never the next round of the others."""
+        with self._counts_lock:
+            queues = [q for q in self.due_queues() if q not in self._busy]
         if not queues:
             return 0
         endpoints = {e["id"]: e for e in self.endpoints()}
-        work = [(endpoints[ep], ws) for ep, ws in queues if ep in endpoints]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return sum(pool.map(lambda job: self.deliver_queue(*job), work))
+        turns = []
+        for ep, ws in queues:
+            if ep in endpoints:
+                with self._counts_lock:
+                    self._busy.add((ep, ws))
+                turns.append(self.pool.submit(self._turn, endpoints[ep], ws))
+        if wait:
+            return sum(turn.result() for turn in turns)
+        for turn in turns:
+            turn.add_done_callback(self._log_failure)
+        return len(turns)
+
+    def _log_failure(self, turn: Future[int]) -> None:
+        """A turn left running that failed (the database away): its queue's next turn tries again."""
+        if not turn.cancelled() and turn.exception() is not None:
+            self.log(f"a delivery turn failed, retrying: {turn.exception()!r}")
+
+    def _turn(self, endpoint: dict[str, Any], workspace: str) -> int:
+        try:
+            return self.deliver_queue(endpoint, workspace)
+        finally:
+            with self._counts_lock:
+                self._busy.discard((endpoint["id"], workspace))
 
     def due_queues(self) -> list[tuple[str, str]]:
         """(endpoint, workspace) of each queue whose oldest pending message is due."""

@@ -209,6 +209,38 @@ def test_a_failing_workspace_waits_behind_its_failed_event_while_others_proceed(
         b.close()
 
 
+def test_a_slow_receiver_holds_up_its_own_queue_only(tmp_path: Path, receiver: Receiver) -> None:
+    """A receiver that answers each message a second late: while its queue is being sent, an
+    event of another workspace for another endpoint goes out (it used to wait for the round)."""
+    db = f"sqlite:///{tmp_path}/slow.db"
+    b = Book(db, "forms", "2026-04-01T00:00:00")
+    stop = threading.Event()
+    try:
+        endpoint(db, receiver, "slow", workspace="ws1")
+        endpoint(db, receiver, "fast", workspace="ws2")
+        for members in (1, 2, 3):
+            b.do("ws1", "set-members", members=members)
+        slow_total = b.sub("ws1").version
+        receiver.answer = lambda path, payload: (time.sleep(1.0) if path == "slow" else None) or 200
+        with Dispatcher(prepare(eventsourcing_env(db)), FAST) as d:
+            running = threading.Thread(target=d.run, args=(stop, 0.05))
+            running.start()
+            try:
+                deadline = time.monotonic() + 30
+                while not receiver.delivered("slow") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                b.do("ws2", "add-payment-method", payment_method="pm_card_visa")
+                while not receiver.delivered("fast") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert receiver.delivered("fast"), "the other endpoint's event never went out"
+                assert len(receiver.delivered("slow")) < slow_total, "it waited for the slow queue's whole turn"
+            finally:
+                stop.set()
+                running.join()
+    finally:
+        b.close()
+
+
 def test_a_receiver_down_then_up_gets_every_event_retried_nothing_lost(receiver: Receiver, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/ledger.db"
     b = Book(db, "forms", "2026-04-01T00:00:00")
