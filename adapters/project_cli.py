@@ -130,7 +130,8 @@ def status(ctx: typer.Context, db: DB = None, json_output: JsonFlag = False) -> 
         _status(projections)
 
 
-def _waiting() -> None:
+def waiting_for_another() -> None:
+    """Said while another process's rebuild (or set-up) holds the lock (replay rebuild says it too)."""
     typer.echo("a rebuild (or set-up) is running in another process: waiting for it to finish", err=True)
 
 
@@ -149,7 +150,7 @@ def rebuild(ctx: typer.Context, db: DB = None,
     from adapters.schema import schema_lock
     use_json(json_output)
     env = _env(db or ctx.obj["db"])
-    with schema_lock(env, on_wait=_waiting), Projections(env, force=force, workers=workers) as projections:
+    with schema_lock(env, on_wait=waiting_for_another), Projections(env, force=force, workers=workers) as projections:
         unknown = set(only or ()) - set(projections.models)
         if unknown:
             fail("invalid_request", f"--only: unknown read model(s) {', '.join(sorted(unknown))}; "

@@ -238,14 +238,17 @@ def rebuild(projection: Annotated[list[str] | None, typer.Option("--projection",
     """Replay the events into fresh read-model tables and swap them in, with a progress bar on a
     terminal; --verify reports every difference from the live tables (exit 1)."""
     from adapters.app import read_models
+    from adapters.project_cli import waiting_for_another
+    from adapters.schema import schema_lock
     from replay import rebuild as rebuilding
     fmt = _format(fmt, ("text", "json"), json_output)
     with _cli().open_ledger() as ledger:
         try:
-            projections = read_models(ledger)
+            projections = read_models(ledger)  # set up first: that takes the same lock when it must
         except LedgerError as e:
             _fail(e.code, e.message)
-        with projections:
+        with projections, schema_lock(ledger.env, on_wait=waiting_for_another):
+            projections.follow_registry()  # another rebuild may have swapped while this one waited
             unknown = set(projection or ()) - set(projections.models)
             if unknown:
                 _fail("invalid_request", f"--projection: unknown read model(s) {', '.join(sorted(unknown))}; known: "

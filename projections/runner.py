@@ -103,12 +103,41 @@ class Projections:
     def head(self) -> int:
         return self.source.recorder.max_notification_id() or 0
 
+    def follow_registry(self) -> bool:
+        """Move to the tables the registry says are live: a rebuild by another process swapped
+        the stable views and dropped the tables this process was projecting into (a follower or
+        a server runs for days). A rebuild by newer code (another version of a read model) is a
+        reason to restart this process, and says so."""
+        with self.engine.connect() as conn:
+            live = registry.active(conn)
+        moved = False
+        for family, running in list(self.running.items()):
+            found = live.get(family)
+            if found is None or found.tag == type(running).tag:
+                continue
+            if found.version != self.models[family].version:
+                raise LedgerError("unavailable", f"the {family} read model was rebuilt at version {found.version} by "
+                                  f"other code; this process projects version {self.models[family].version}: "
+                                  "restart it with that code")
+            self.running[family] = self._attach(self.models[family], found.tag)
+            moved = True
+        return moved
+
     def position(self, family: str) -> int:
         return self.running[family].view.max_tracking_id(APP) or 0
 
     def catch_up(self, families: Iterable[str] | None = None, *, workers: int | None = None) -> dict[str, int]:
         """Project everything recorded so far; returns how many events each read model took.
         A large backlog on PostgreSQL is projected by `workers` processes first (partitions.run)."""
+        self.follow_registry()
+        try:
+            return self._catch_up(families, workers)
+        except Exception:
+            if not self.follow_registry():  # not a swap that came between the look and the batch
+                raise
+            return self._catch_up(families, workers)
+
+    def _catch_up(self, families: Iterable[str] | None, workers: int | None) -> dict[str, int]:
         chosen = [self.running[f] for f in (families or self.running)]
         taken = self._partitioned(chosen, workers)
         for family, count in catch_up(self.source, chosen, self.batch, fold=self.fold).items():
@@ -205,6 +234,7 @@ class Projections:
     # ------------------------------------------------------------ status
 
     def status(self) -> list[dict[str, Any]]:
+        self.follow_registry()
         head = self.head()
         with self.engine.connect() as conn:
             live = registry.active(conn)

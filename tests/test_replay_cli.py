@@ -142,3 +142,20 @@ def test_rebuild_refuses_a_broken_event_chain_unless_forced(ledger_url):
             in (Decimal("1.90"), Decimal("-1.90"))
     finally:
         stored.engine.dispose()
+
+
+def test_replay_rebuild_waits_for_a_rebuild_another_process_is_running(ledger_url):
+    """As `project rebuild` does: two rebuilds at once would swap and drop each other's tables."""
+    import threading
+
+    from adapters.schema import schema_lock
+
+    assert replay(ledger_url, "rebuild").exit_code == 0  # set up: no later rebuild needs the lock to start
+    done: list[Any] = []
+    with schema_lock(eventsourcing_env(ledger_url)):  # another process's rebuild
+        waiting = threading.Thread(target=lambda: done.append(replay(ledger_url, "rebuild", "--verify")))
+        waiting.start()
+        waiting.join(3)
+        assert not done, "it rebuilt while another rebuild held the lock"
+    waiting.join(60)
+    assert done and done[0].exit_code == 0, done and done[0].output

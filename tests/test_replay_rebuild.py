@@ -33,3 +33,22 @@ def test_rebuild_reports_progress_to_the_head_and_verifies_every_read_model(book
         with progress_bar(head, ["journal"]) as advance:
             rebuild(p, ["journal"], progress=advance)
         assert "journal" in screen.getvalue() and "events/s" in screen.getvalue()
+
+
+def test_a_process_that_keeps_its_read_models_open_follows_another_ones_rebuild(book, db_url):
+    """A follower or a server runs for days: another process's rebuild swaps the views and drops
+    the tables it was projecting into; its next catch-up and status move to the new ones."""
+    from projections.plan_state import read_plan_state
+
+    b = forms_on(book, "pro")
+    env = eventsourcing_env(db_url)
+    with Projections(env, source=b.ledger) as server, Projections(env, source=b.ledger) as operator:
+        server.catch_up()
+        old = type(server.running["plan_state"]).tag
+        operator.rebuild()
+        b.at("2026-04-11T00:00:00").do("ws", "change-plan", plan="team")
+        assert server.catch_up()["plan_state"] > 0
+        assert type(server.running["plan_state"]).tag != old
+        assert all(row["lag"] == 0 for row in server.status())
+        with server.engine.connect() as conn:
+            assert read_plan_state(conn, "ws")["plan"] == "team"

@@ -67,6 +67,7 @@ class ReadSide:
 
     def lowest(self) -> int:
         p = self.projections
+        p.follow_registry()
         return min((p.position(f) for f in p.running), default=0)
 
     def catch_up(self) -> None:
