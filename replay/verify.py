@@ -220,8 +220,14 @@ def _expected_rows(ledger: Ledger, names: dict[UUID, tuple[str, str | None]], up
             if isinstance(event, Subscription.Event):
                 yield n.id, {"workspace": ws, "version": event.originator_version,
                              "event_type": type(event).__name__, "occurred_at": iso(event.timestamp),
-                             "money_impact": canonical_amount(audit_trail.money_impact(event))}
+                             "money_impact": canonical_amount(audit_trail.money_impact(event)),
+                             **{k: getattr(event, k) for k in WHO_AND_HOW}}
         start = batch[-1].id + 1
+
+
+WHO_AND_HOW = ("actor_id", "actor_role", "channel", "cause", "reason", "idempotency_key", "catalog_version")
+"""What an audit row says of who did it and how, as its event records it: a row rewritten with
+another actor and its hashes recomputed still disagrees with the event."""
 
 
 def _comparable(value: Any) -> Any:

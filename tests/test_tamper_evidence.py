@@ -8,6 +8,7 @@ to rebuild from them unless forced; existing stores are linked once on first upg
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from typer.testing import CliRunner
 
 from adapters.cli import app
@@ -239,6 +240,31 @@ def test_a_deleted_audit_row_is_caught_though_the_audit_chain_still_holds(book: 
     assert code == 1 and out["checks"]["audit_trail"]["ok"]
     assert (out["failed"], out["workspace"], out["version"], out["problem"]) == ("audit_vs_events", "acme", last,
                                                                                  "no_row")
+
+
+def test_an_audit_row_rewritten_with_another_actor_and_its_hash_recomputed_is_caught(
+        book: Any, db_url: str, stored: StoredEvents) -> None:
+    """The audit trail's chain is plain SHA-256 anyone with the table can recompute; the event
+    still says who did it."""
+    from projections import audit_trail
+
+    paid(book)
+    assert audit_verify(db_url)[0] == 0
+    last = max(stored.versions("acme"))
+    table = AuditTrail.table_name("audit_trail", f"v{AuditTrail.version}")
+    with stored.engine.begin() as conn:
+        stable = AuditTrail.stable()["audit_trail"]  # typed columns: instants and amounts as hashed
+        row = dict(conn.execute(select(stable).where(stable.c.workspace == "acme", stable.c.version == last))
+                   .mappings().one())
+        row.update(actor_id="mallory", channel="console")
+        forged = hashlib.sha256((row["prev_hash"] + audit_trail.canonical(row)).encode("utf-8")).hexdigest()
+        conn.execute(text(f"UPDATE {table} SET actor_id = 'mallory', channel = 'console', hash = :h "
+                          "WHERE workspace = 'acme' AND version = :v"), {"h": forged, "v": last})
+    code, out = audit_verify(db_url)
+    assert code == 1 and out["checks"]["audit_trail"]["ok"], out  # its own chain holds
+    assert (out["failed"], out["workspace"], out["version"], out["problem"]) == ("audit_vs_events", "acme", last,
+                                                                                 "differs")
+    assert "actor_id: audit 'mallory'" in out["detail"] and "channel: audit 'console'" in out["detail"]
 
 
 def team_workspace(book: Any, members_changes: int) -> Book:
