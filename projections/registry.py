@@ -9,10 +9,12 @@ hand migration.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from projections.families import REGISTRY as REGISTRY_TABLE, tracking_table
@@ -71,8 +73,10 @@ def drop_tables(conn: Connection, model: type[ReadModel], tag: str) -> None:
 
 
 def activate(engine: Engine, model: type[ReadModel], tag: str) -> str | None:
-    """Point the model's stable views at its `tag` tables and record it; drop the tables
-    that were live before. Returns the previous tag."""
+    """Point the model's stable views at its `tag` tables and record it; then, in a transaction of
+    its own (a projector still writing to them must not hold the swap up), drop the tables that
+    were live before, and any older set left by a swap whose process died before its drop.
+    Returns the previous tag."""
     with engine.begin() as conn:
         previous = active(conn).get(model.family)
         for table in model.tables:
@@ -83,8 +87,20 @@ def activate(engine: Engine, model: type[ReadModel], tag: str) -> str | None:
         conn.execute(delete(REGISTRY).where(REGISTRY.c.projection == model.family))
         conn.execute(insert(REGISTRY).values(projection=model.family, version=model.version, tag=tag,
                                              activated_at=datetime.now(timezone.utc)))
-    if previous is not None and previous.tag != tag:
-        with engine.begin() as conn:
-            drop_tables(conn, model, previous.tag)
-        return previous.tag
-    return None
+    with engine.begin() as conn:  # the old tables, and any older set a swap left when its process died
+        gone = {previous.tag} if previous is not None and previous.tag != tag else set()
+        for old in gone | stale_tags(inspect(conn).get_table_names(), model, tag):
+            drop_tables(conn, model, old)
+    return previous.tag if gone and previous is not None else None
+
+
+TAG = r"v\d+(?:_\d+)?"
+
+
+def stale_tags(names: Iterable[str], model: type[ReadModel], live: str) -> set[str]:
+    """The tags of the model's table sets among `names` older than the live one. A newer one is
+    a rebuild under way (or interrupted, to be resumed), never stale."""
+    patterns = [re.compile(rf"rm_{re.escape(t)}_({TAG})") for t in model.tables]
+    patterns.append(re.compile(rf"rm_{re.escape(model.family)}_({TAG})_tracking"))
+    found = {m.group(1) for name in names for p in patterns if (m := p.fullmatch(name))}
+    return {tag for tag in found if parse_tag(tag) < parse_tag(live)}

@@ -52,3 +52,25 @@ def test_a_process_that_keeps_its_read_models_open_follows_another_ones_rebuild(
         assert all(row["lag"] == 0 for row in server.status())
         with server.engine.connect() as conn:
             assert read_plan_state(conn, "ws")["plan"] == "team"
+
+
+def test_a_table_set_left_by_a_swap_killed_before_its_drop_goes_with_the_next_swap(book, db_url):
+    """The swap commits, then the old tables are dropped in a transaction of their own: a kill in
+    between left a whole copy of the read model behind for good."""
+    from sqlalchemy import inspect
+
+    from projections.runner import attach
+
+    b = forms_on(book, "pro")
+    env = eventsourcing_env(db_url)
+    with Projections(env, source=b.ledger) as p:
+        p.catch_up()
+        p.rebuild(["plan_state"])
+        live = type(p.running["plan_state"]).tag
+        attach(env, b.ledger, p.models["plan_state"], "v1", p.fold, create=True, datastore=p.datastore)  # left over
+        leftover = set(inspect(p.engine).get_table_names())
+        assert {"rm_plan_state_v1", "rm_plan_state_v1_tracking"} <= leftover and live != "v1"
+        p.rebuild(["plan_state"])
+        names = set(inspect(p.engine).get_table_names())
+        assert not {"rm_plan_state_v1", "rm_plan_state_v1_tracking", f"rm_plan_state_{live}"} & names
+        assert f"rm_plan_state_{type(p.running['plan_state']).tag}" in names
