@@ -148,8 +148,10 @@ class StripeGateway:
         if intent["status"] in CANCELABLE and not intent.get("last_payment_error"):
             try:
                 intent = self._intent(lambda: self.client.v1.payment_intents.cancel(reference))
-            except stripe.InvalidRequestError:  # the customer completed it between the read and the cancel
+            except stripe.InvalidRequestError as e:  # the customer completed it between the read and the cancel?
                 intent = self.retrieve(reference)
+                if intent["status"] in CANCELABLE:  # no: Stripe refused for a reason of its own; it stays pending
+                    raise GatewayUnavailable(f"Stripe refused to cancel {reference}: {e.user_message or e}") from e
         return result_of(intent)
 
     # ------------------------------------------------------------ for reading

@@ -140,6 +140,7 @@ def deliver(
                        keep_delivered=timedelta(days=keep_delivered)) as dispatcher:
         if loop:
             dispatcher.run(stop, poll)
+            dispatcher.drain()
         result: dict[str, Any] = dispatcher.status() if loop else dispatcher.run_once()
     if OUTPUT.json:
         print_json({"ok": True, **result})

@@ -93,8 +93,12 @@ class Dispatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def drain(self) -> None:
+        """Let the turns under way finish (and start no more): their outcomes are in `status()` after."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self.drain()
         self.http.close()
         self.view.close()
         self.source.close()
@@ -115,8 +119,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 self.counts["queued"] += self.builder.catch_up()
-                if self.deliver_due(wait=False):
-                    continue
+                self.deliver_due(wait=False)  # turns run on; a queue busy or failing is looked at next poll
                 if self.pruned_at is None or self.clock() - self.pruned_at > timedelta(minutes=1):
                     self.prune()
             except Exception as e:  # noqa: BLE001 (database away: wait and retry)

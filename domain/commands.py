@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from decimal import Decimal
@@ -125,7 +126,10 @@ def gigabytes(value: Any) -> Any:
         return Decimal(format(value.normalize(), "f")) if value.is_finite() else value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError("write gigabytes as digits, e.g. 2.5")
-    text = value.strip() if isinstance(value, str) else repr(value)
+    if isinstance(value, float):  # the shortest decimal that is this float, in fixed point (1e-05: 0.00001)
+        text = format(Decimal(repr(value)), "f") if math.isfinite(value) else repr(value)
+    else:
+        text = value.strip() if isinstance(value, str) else str(value)
     if not GIGABYTES.fullmatch(ascii_number(text)):
         raise ValueError(f"{text[:20]!r} is not a number of GB: digits 0-9 with an optional fraction, e.g. 2.5")
     return Decimal(format(Decimal(text).normalize(), "f"))

@@ -71,6 +71,9 @@ def watch(projections: Projections, runners: list[ProjectionRunner[Any, Any]], s
         if any(r.is_interrupted.is_set() for r in runners):
             return "a runner stopped (listening connection lost?)"
         try:
+            rebuilt = projections.moved()
+            if rebuilt:  # another process rebuilt them: its swap may not have dropped these tables
+                return f"{', '.join(rebuilt)} rebuilt by another process"
             head = projections.head()
             now = time.monotonic()
             for family in projections.running:

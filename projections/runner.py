@@ -66,6 +66,8 @@ class Projections:
         self.models = {m.family: m for m in models}
         self.batch = batch
         self.running: dict[str, ReadModel] = {}
+        self._following = threading.Lock()
+        """Threads of one server share these read models: one follows the registry at a time."""
         self.fold = Fold(self.source)
         """One fold for every read model of this database: each event is folded once."""
         registry.ensure_registry(self.engine)
@@ -103,13 +105,22 @@ class Projections:
     def head(self) -> int:
         return self.source.recorder.max_notification_id() or 0
 
+    def moved(self) -> list[str]:
+        """The read models whose live tables (the registry's) are not the ones this process projects into."""
+        with self.engine.connect() as conn:
+            live = registry.active(conn)
+        return [f for f, running in self.running.items() if f in live and live[f].tag != type(running).tag]
+
     def follow_registry(self) -> bool:
         """Move to the tables the registry says are live: a rebuild by another process swapped
         the stable views and dropped the tables this process was projecting into (a follower or
         a server runs for days). A rebuild by newer code (another version of a read model) is a
         reason to restart this process, and says so."""
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, self._following:
             live = registry.active(conn)
+            return self._follow(live)
+
+    def _follow(self, live: Mapping[str, Any]) -> bool:
         moved = False
         for family, running in list(self.running.items()):
             found = live.get(family)
@@ -130,10 +141,12 @@ class Projections:
         """Project everything recorded so far; returns how many events each read model took.
         A large backlog on PostgreSQL is projected by `workers` processes first (partitions.run)."""
         self.follow_registry()
+        tags = {f: type(r).tag for f, r in self.running.items()}
         try:
             return self._catch_up(families, workers)
         except Exception:
-            if not self.follow_registry():  # not a swap that came between the look and the batch
+            self.follow_registry()
+            if tags == {f: type(r).tag for f, r in self.running.items()}:  # not a swap that came in between
                 raise
             return self._catch_up(families, workers)
 

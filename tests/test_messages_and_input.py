@@ -173,7 +173,8 @@ def test_storage_is_recorded_as_plain_digits_in_one_form(cli: Cli, written: str,
         assert code == 0 and cli("show", "ws1")[1]["storage_used_gb"] == recorded
 
 
-@pytest.mark.parametrize(("sent", "kept"), [(12.5, "12.5"), (100.0, "100"), (0.1, "0.1"), (3, "3"), ("2.50", "2.5")])
+@pytest.mark.parametrize(("sent", "kept"), [(12.5, "12.5"), (100.0, "100"), (0.1, "0.1"), (0.00001, "0.00001"), (3, "3"),
+                                             ("2.50", "2.5")])
 def test_storage_sent_as_a_json_number_is_the_number_written(sent: object, kept: str) -> None:
     """HTTP clients send 12.5 or 100.0: the decimal they wrote, never the binary fraction."""
     assert str(parse_command("report-storage", {"gb": sent}).gb) == kept

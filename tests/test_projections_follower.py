@@ -179,3 +179,34 @@ def test_a_catch_up_that_keeps_failing_is_retried_less_and_less_often(pg_url: st
     monkeypatch.setattr(Projections, "catch_up", failing)
     follow(eventsourcing_env(pg_url), stop, poll=0.01, log=log)
     assert [line.split(" retrying in ")[1].split("s:")[0] for line in lines] == ["0.01", "0.02", "0.04", "0.08"]
+
+
+def test_a_listening_follower_moves_to_tables_another_process_swapped_in_without_dropping_the_old(
+        pg_url: str, monkeypatch: Any) -> None:
+    """The swap commits, then the old tables are dropped in a transaction of their own; if that
+    never happens (the rebuilding process died), the old tables stay and nothing fails in them:
+    the follower sees the registry moved and follows it."""
+    from projections import registry
+    from projections.plan_state import read_plan_state
+
+    b = Book(pg_url, "forms", "2026-04-01T00:00:00")
+    stop = threading.Event()
+    lines: list[str] = []
+    following = threading.Thread(target=follow, args=(eventsourcing_env(pg_url), stop),
+                                 kwargs={"poll": 0.05, "log": lines.append})
+    try:
+        busy(b, "a", 1)
+        following.start()
+        wait_until(lambda: "listening" in lines)
+        monkeypatch.setattr(registry, "drop_tables", lambda *args, **kwargs: None)  # died before the drop
+        with Projections(eventsourcing_env(pg_url), source=b.ledger) as rebuilding:
+            rebuilding.rebuild(["plan_state"])
+        busy(b, "b", 1)
+        with Projections(eventsourcing_env(pg_url), source=b.ledger) as reader, reader.engine.connect() as conn:
+            wait_until(lambda: (read_plan_state(conn, "b0") or {}).get("plan") == "team")
+        assert any("rebuilt by another process" in line for line in lines), "\n".join(x[:100] for x in lines)
+
+    finally:
+        stop.set()
+        following.join()
+        b.close()

@@ -74,3 +74,26 @@ def test_a_table_set_left_by_a_swap_killed_before_its_drop_goes_with_the_next_sw
         names = set(inspect(p.engine).get_table_names())
         assert not {"rm_plan_state_v1", "rm_plan_state_v1_tracking", f"rm_plan_state_{live}"} & names
         assert f"rm_plan_state_{type(p.running['plan_state']).tag}" in names
+
+
+def test_a_catch_up_retries_on_the_new_tables_when_another_thread_followed_the_swap_first(book, db_url, monkeypatch):
+    """A server's threads share one Projections: the one that moves to the new tables may not be
+    the one whose batch failed on the dropped old ones; that batch is run again all the same."""
+    import projections.runner as runner
+
+    b = forms_on(book, "pro")
+    env = eventsourcing_env(db_url)
+    real = runner.catch_up
+    with Projections(env, source=b.ledger) as server, Projections(env, source=b.ledger) as operator:
+        server.catch_up()
+
+        def swapped_meanwhile(*args, **kwargs):
+            monkeypatch.setattr(runner, "catch_up", real)
+            operator.rebuild()
+            server.follow_registry()  # another request's thread
+            return real(*args, **kwargs)  # this batch: on the tables it picked before, now dropped
+
+        monkeypatch.setattr(runner, "catch_up", swapped_meanwhile)
+        b.at("2026-04-11T00:00:00").do("ws", "change-plan", plan="team")
+        server.catch_up()  # raised when this thread's retry looked only at its own follow
+        assert all(row["lag"] == 0 for row in server.status())

@@ -21,6 +21,7 @@ import pytest
 from adapters.app import build_ledger
 from adapters.stripe_gateway import StripeGateway
 from domain.commands import parse_command
+from domain.errors import LedgerError
 from domain.ledger import Ledger, TestClock
 from domain.payments import ChargeRequest, IdempotencyMismatch
 from tests.conftest import ADMIN, utc
@@ -118,6 +119,24 @@ def test_a_customer_authenticating_just_as_the_ledger_abandons_is_recorded_as_pa
     assert "PaymentSucceeded" in types(events)
     assert ledger.get("ws").pending_charges == {} and ledger.get("ws").plan == "pro"
     assert [pi["status"] for pi in intents(stripe_gateway)] == ["succeeded"]
+
+
+def test_a_cancel_stripe_refuses_for_another_reason_leaves_the_charge_pending_and_says_so(
+        ledger: Ledger, stripe_gateway: StripeGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stripe
+
+    do(ledger, "add-payment-method", payment_method=THREE_DS)
+    assert do(ledger, "subscribe", plan="pro").error.code == "payment_action_required"
+
+    def refused(reference: str, *args: Any, **kwargs: Any) -> Any:
+        raise stripe.InvalidRequestError("unexpected state", None, code="payment_intent_unexpected_state",
+                                         http_status=400)
+
+    monkeypatch.setattr(stripe_gateway.client.v1.payment_intents, "cancel", refused)
+    with pytest.raises(LedgerError) as pending:
+        ledger.abandon_payment("ws")
+    assert pending.value.code == "payment_pending"
+    assert ledger.get("ws").pending_charges and [pi["status"] for pi in intents(stripe_gateway)] == ["requires_action"]
 
 
 class Dies(StripeGateway):

@@ -423,3 +423,30 @@ def test_only_an_operator_token_manages_webhook_endpoints_over_http(tmp_path: Pa
             refused = client.post("/v1/webhooks", headers=operator, json=wrong)
             assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
     api.state.webhooks.close()
+
+
+def test_a_queue_whose_turn_keeps_failing_is_tried_once_a_poll(tmp_path: Path, receiver: Receiver,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A turn that fails at once (the database refusing its select) must not spin the loop."""
+    db = f"sqlite:///{tmp_path}/spin.db"
+    b = Book(db, "forms", "2026-04-01T00:00:00")
+    stop = threading.Event()
+    turns: list[float] = []
+    try:
+        endpoint(db, receiver, "hook")
+        b.do("ws", "set-members", members=1)
+
+        def failing(self: Dispatcher, endpoint: Any, workspace: str) -> int:
+            turns.append(time.monotonic())
+            raise RuntimeError("statement timeout")
+
+        monkeypatch.setattr(Dispatcher, "deliver_queue", failing)
+        with Dispatcher(prepare(eventsourcing_env(db)), FAST) as d:
+            running = threading.Thread(target=d.run, args=(stop, 0.2))
+            running.start()
+            time.sleep(1.0)
+            stop.set()
+            running.join()
+        assert 1 <= len(turns) <= 8, len(turns)  # about one a poll, not hundreds
+    finally:
+        b.close()
