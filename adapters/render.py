@@ -3,8 +3,6 @@ this is only for people reading a terminal)."""
 
 from __future__ import annotations
 
-import unicodedata
-
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from domain.payments import ending
+from domain.text import one_line  # a reason recorded before control characters were refused
 
 
 def console() -> Console:
@@ -169,12 +168,6 @@ def workspaces_table(states: list[dict[str, Any]]) -> Table:
                       "-" if state.get("seats") is None else str(state["seats"]), (state.get("period_end") or "-")[:10],
                       state["billing_credit"], state.get("open_invoice") or "-")
     return table
-
-
-def one_line(text: str) -> str:
-    """Recorded text as one line: control characters (a reason recorded before they were refused)
-    shown escaped, so no recorded text can pass for another line of output."""
-    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
 
 
 def audit_lines(rows: list[dict[str, Any]]) -> list[str]:

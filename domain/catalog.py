@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from domain.catalog_files import (  # noqa: F401 (CLEARS, MAX_COUNT, MAX_DAYS: re-exported)
-    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, unprintable, written_with_exponents,
+    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, unprintable_texts, written_with_exponents,
 )
 from domain.money import minor_units, parse_amount
 
@@ -281,7 +281,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
     if exponents:
         raise CatalogError(f"{source}: write prices in plain digits (\"1000.00\", not \"1e3\"): "
                            + ", ".join(exponents))
-    unreadable = list(unprintable(data))
+    unreadable = list(unprintable_texts(data))
     if unreadable:
         raise CatalogError(f"{source}: {len(unreadable)} problem(s):\n" + "\n".join(f"  - {p}" for p in unreadable[:20]))
     try:

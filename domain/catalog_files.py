@@ -9,10 +9,10 @@ catalog name, version or feature can never break a line of output or reorder it 
 
 from __future__ import annotations
 
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from domain.money import MAX_AMOUNT
+from domain.text import one_line, unprintable
 
 if TYPE_CHECKING:
     from domain.catalog import Catalog
@@ -43,16 +43,16 @@ def written_with_exponents(node: Any, path: str = "", priced: bool = False) -> A
         yield f"{path} = {node}"
 
 
-def unprintable(node: Any, path: str = "") -> Any:
+def unprintable_texts(node: Any, path: str = "") -> Any:
     """Every text (or key) of a parsed file that is too long or holds a control or format character."""
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}".lstrip(".")
             yield from _text_problem(where + " (key)", key)
-            yield from unprintable(value, where)
+            yield from unprintable_texts(value, where)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from unprintable(value, f"{path}.{i}")
+            yield from unprintable_texts(value, f"{path}.{i}")
     elif isinstance(node, str):
         yield from _text_problem(path, node)
 
@@ -60,8 +60,8 @@ def unprintable(node: Any, path: str = "") -> Any:
 def _text_problem(where: str, text: str) -> Any:
     if len(text) > MAX_TEXT:
         yield f"{where}: {len(text):,} characters, at most {MAX_TEXT}"
-    elif any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
-        yield f"{where} = {text.encode('unicode_escape').decode()[:60]!r}: control or formatting characters"
+    elif unprintable(text):
+        yield f"{where} = {one_line(text)[:60]!r}: control or formatting characters"
 
 
 def bounded(catalog: Catalog) -> list[str]:

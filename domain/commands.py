@@ -9,7 +9,6 @@ import hashlib
 import json
 import math
 import re
-import unicodedata
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 
 from domain.catalog import CLEARS, ID_PATTERN, Interval
 from domain.errors import LedgerError
+from domain.text import unprintable
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ID_RULE = "1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
@@ -251,7 +251,7 @@ def check_reason(reason: Any) -> str | None:
         return None
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         raise LedgerError("invalid_request", f"a reason is text of at most {MAX_REASON} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in reason):
+    if unprintable(reason):
         raise LedgerError("invalid_request", "a reason is one line of printable text: no line breaks or control "
                           "characters")
     return reason

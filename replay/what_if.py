@@ -31,7 +31,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from domain.catalog import Catalog, Policy
-from domain.catalog_files import bounded, unprintable
+from domain.catalog_files import bounded, unprintable_texts
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
@@ -79,7 +79,7 @@ def with_policy(catalog: Catalog, policy: dict[str, Any]) -> Catalog:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise LedgerError("invalid_request", f"--policy: {problems}") from None
-    found = list(unprintable(policy)) + bounded(changed)  # what a catalog file may set, a what-if may set
+    found = list(unprintable_texts(policy)) + bounded(changed)  # what a catalog file may set, a what-if may set
     if found:
         raise LedgerError("invalid_request", f"--policy: {'; '.join(found)}")
     return changed

@@ -1,0 +1,18 @@
+"""Recorded text shown on one line: a reason, a catalog's name, version or feature. A control or
+format character (a line break, a bidi override) could make it pass for another line of output."""
+
+from __future__ import annotations
+
+import unicodedata
+
+UNPRINTABLE = ("Cc", "Cf")
+"""Unicode's control and format categories."""
+
+
+def unprintable(text: str) -> bool:
+    return any(unicodedata.category(c) in UNPRINTABLE for c in text)
+
+
+def one_line(text: str) -> str:
+    """`text` with each control or format character escaped (`\\n`, `\\u202e`)."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) in UNPRINTABLE else c for c in text)
