@@ -236,8 +236,7 @@ def once(request: Request, caller: Principal, key: str | None, described: dict[s
     except BaseException:
         store.release(scope, key)
         raise
-    code = json.loads(bytes(response.body)).get("code") if response.status_code >= 400 else None
-    if response.status_code in NOT_STORED or code in NOT_STORED_CODES:
+    if not _stored(response):
         store.release(scope, key)
         return response
     kept = response
@@ -268,9 +267,14 @@ def _replayed(found: dict[str, Any], described: dict[str, Any]) -> JSONResponse:
 def remember(request: Request, caller: Principal, key: str | None, described: dict[str, Any],
              response: JSONResponse) -> JSONResponse:
     """Store the response for the key unless it is one a retry should redo (NOT_STORED)."""
-    if key is None or response.status_code in NOT_STORED:
-        return response
-    code = json.loads(bytes(response.body)).get("code") if response.status_code >= 400 else None
-    if code not in NOT_STORED_CODES:
+    if key is not None and _stored(response):
         store_of(request).store(scope_of(caller), key, described, response)
     return response
+
+
+def _stored(response: JSONResponse) -> bool:
+    """Whether a response is the key's for good, or one a retry should redo (NOT_STORED)."""
+    if response.status_code in NOT_STORED:
+        return False
+    code = json.loads(bytes(response.body)).get("code") if response.status_code >= 400 else None
+    return code not in NOT_STORED_CODES
