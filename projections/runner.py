@@ -111,28 +111,22 @@ class Projections:
             live = registry.active(conn)
         return [f for f, running in self.running.items() if f in live and live[f].tag != type(running).tag]
 
-    def follow_registry(self) -> bool:
+    def follow_registry(self) -> None:
         """Move to the tables the registry says are live: a rebuild by another process swapped
         the stable views and dropped the tables this process was projecting into (a follower or
         a server runs for days). A rebuild by newer code (another version of a read model) is a
         reason to restart this process, and says so."""
         with self.engine.connect() as conn, self._following:
             live = registry.active(conn)
-            return self._follow(live)
-
-    def _follow(self, live: Mapping[str, Any]) -> bool:
-        moved = False
-        for family, running in list(self.running.items()):
-            found = live.get(family)
-            if found is None or found.tag == type(running).tag:
-                continue
-            if found.version != self.models[family].version:
-                raise LedgerError("unavailable", f"the {family} read model was rebuilt at version {found.version} by "
-                                  f"other code; this process projects version {self.models[family].version}: "
-                                  "restart it with that code")
-            self.running[family] = self._attach(self.models[family], found.tag)
-            moved = True
-        return moved
+            for family, running in list(self.running.items()):
+                found = live.get(family)
+                if found is None or found.tag == type(running).tag:
+                    continue
+                if found.version != self.models[family].version:
+                    raise LedgerError("unavailable", f"the {family} read model was rebuilt at version "
+                                      f"{found.version} by other code; this process projects version "
+                                      f"{self.models[family].version}: restart it with that code")
+                self.running[family] = self._attach(self.models[family], found.tag)
 
     def position(self, family: str) -> int:
         return self.running[family].view.max_tracking_id(APP) or 0
