@@ -1,5 +1,6 @@
 """Random recorded histories for the replay tests: workspaces that start paid with a good
-card, then a random walk of commands (refusals and declined cards included) and waits."""
+card, then a random walk of commands (refusals, declined cards and 3-D Secure waits, confirmed
+or abandoned, included) and waits."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from domain.errors import LedgerError
 from tests.conftest import Book
 
-CARDS = st.sampled_from(["pm_card_visa", "pm_card_visa", "pm_card_chargeDeclined"])
+CARDS = st.sampled_from(["pm_card_visa", "pm_card_visa", "pm_card_chargeDeclined", "pm_card_authenticationRequired"])
 PLANS = {"forms": ["free", "pro", "team"], "workspace": ["free", "team", "business"],
          "operations": ["core", "pro", "teams"]}
 WORKSPACES = ("w1", "w2")
@@ -64,6 +65,7 @@ def scripts(catalog: str, max_steps: int = 12) -> st.SearchStrategy[list[Any]]:
         st.tuples(st.just("wait"), st.integers(1, 50)),
         st.tuples(st.just("do"), st.sampled_from(WORKSPACES), commands(catalog)),
         st.tuples(st.just("do"), st.sampled_from(WORKSPACES), commands(catalog)),
+        st.tuples(st.just("customer"), st.sampled_from(WORKSPACES), st.booleans()),
     )
     return st.tuples(opening(catalog, "w1"), opening(catalog, "w2"), st.lists(step, min_size=2, max_size=max_steps)).map(
         lambda parts: parts[0] + parts[1] + parts[2])
@@ -73,6 +75,15 @@ def play(b: Book, script: list[Any]) -> None:
     for step in script:
         if step[0] == "wait":
             b.at((b.clock.now() + timedelta(days=step[1])).isoformat().replace("+00:00", ""))
+            continue
+        if step[0] == "customer":  # completes (or gives up) 3-D Secure on what waits for them
+            _, ws, completes = step
+            sub = b.sub(ws)
+            waiting = [p["charge_key"] for p in (sub.pending_charges.values() if sub else []) if p["action_required"]]
+            for key in waiting if completes else []:
+                b.payments.confirm(key)
+            if waiting:
+                (b.ledger.resolve_payments if completes else b.ledger.abandon_payment)(ws)
             continue
         _, ws, (name, args) = step
         try:

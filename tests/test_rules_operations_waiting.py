@@ -5,6 +5,9 @@ as if it had been paid at once; abandoned, they stay where they were taken from.
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tests.support import D, VISA, catalog_variant, lines, only_invoice, types
 
 THREE_DS = "pm_card_authenticationRequired"
@@ -106,3 +109,46 @@ def test_R16_a_purchase_that_leaves_the_pools_alone_records_no_recount(book, tmp
 
 def types_of(events):
     return [type(e).__name__ for e in events]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(overage=st.sampled_from(['"bill"', '"allow"', '"block"']), new_cycle=st.booleans(),
+       before=st.integers(0, 15_000), during=st.lists(st.integers(1, 30_000), max_size=3),
+       tier=st.sampled_from([40_000, 150_000]), completes=st.booleans(), days=st.integers(0, 20))
+def test_R16_R19_replay_redecides_a_wait_with_usage_as_it_was_recorded(tmp_path_factory, overage, new_cycle, before,
+                                                                         during, tier, completes, days):
+    """Whatever was used before and during the wait, and however it ended: replaying the history
+    with the same pricing gives the recorded invoices, and the renewal after it too."""
+    from datetime import timedelta
+
+    from replay.invoice_verify import verify_invoices
+    from replay.what_if import Pricing, what_if
+    from tests.conftest import Book
+    from tests.support import catalog_variant
+
+    tmp = tmp_path_factory.mktemp("wait")
+    catalog = catalog_variant(tmp, "operations", "ops-wait", overage=overage, upgrade_new_cycle=str(new_cycle).lower())
+    b = Book(f"sqlite:///{tmp}/ledger.db", catalog, "2026-04-01T00:00:00")
+    try:
+        assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+        assert b.do("ws", "subscribe", plan="core", tier=10_000).ok
+        if before:
+            b.do("ws", "record-usage", operations=before)
+        b.at((b.clock.now() + timedelta(days=days)).isoformat().replace("+00:00", ""))
+        assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
+        waiting = b.do("ws", "change-plan", plan="core", tier=tier)
+        for operations in during:
+            b.do("ws", "record-usage", operations=operations)
+        if waiting.error is not None and waiting.error.code == "payment_action_required":
+            if completes:
+                b.payments.confirm(waiting.events[0].charge_key)
+                b.ledger.resolve_payments("ws")
+            else:
+                b.ledger.abandon_payment("ws")
+        b.at("2026-06-15T00:00:00")
+        assert verify_invoices(b.ledger)["ok"]
+        report = what_if(b.ledger, Pricing())
+        assert [i["status"] for ws in report["workspaces"] for i in ws["invoices"]] == \
+            ["same"] * report["summary"]["invoices"]
+    finally:
+        b.close()
