@@ -1,12 +1,13 @@
 """Recorded text shown on one line: a reason, a catalog's name, version or feature. A control or
-format character (a line break, a bidi override) could make it pass for another line of output."""
+format character (a line break, a bidi override, U+2028) could make it pass for another line of
+output; a lone surrogate cannot even be stored."""
 
 from __future__ import annotations
 
 import unicodedata
 
-UNPRINTABLE = ("Cc", "Cf")
-"""Unicode's control and format categories."""
+UNPRINTABLE = ("Cc", "Cf", "Cs", "Zl", "Zp")
+"""Unicode's control, format and surrogate categories, and its line and paragraph separators."""
 
 
 def unprintable(text: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from eventsourcing.projection import ProjectionRunner
 
-from projections.runner import Projections
+from projections.runner import Projections, ReadModelsOutdated
 
 MAX_BACKOFF = 30.0  # ok-float: seconds between catch-up attempts while they keep failing
 
@@ -43,6 +43,9 @@ def follow(env: Mapping[str, str], stop: threading.Event, *, poll: float = 0.5, 
         while not stop.is_set():
             try:
                 taken = projections.catch_up()
+            except ReadModelsOutdated as e:  # waiting cannot help: stop, for a supervisor to restart it
+                log(f"stopping: {e.message}")
+                raise
             except Exception as e:  # noqa: BLE001 (database away: wait and retry)
                 failures += 1
                 wait = min(MAX_BACKOFF, poll * 2 ** min(failures - 1, 16))

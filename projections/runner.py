@@ -42,6 +42,11 @@ ALL: tuple[type[ReadModel], ...] = (PlanState, UpcomingInvoice, Invoices, Journa
 APP = Ledger.name
 
 
+class ReadModelsOutdated(LedgerError):
+    """Another process rebuilt a read model at a version this code does not project: only a
+    restart with that code helps (a follower stops; a server answers 503)."""
+
+
 class Projections:
     """The read models of one ledger database. `source` is the Ledger whose events they
     project (and whose repository the fold reads); one is made from `env` if not given."""
@@ -116,16 +121,17 @@ class Projections:
         the stable views and dropped the tables this process was projecting into (a follower or
         a server runs for days). A rebuild by newer code (another version of a read model) is a
         reason to restart this process, and says so."""
-        with self.engine.connect() as conn, self._following:
-            live = registry.active(conn)
+        with self._following:  # the lock first: a thread waiting for it holds no pooled connection
+            with self.engine.connect() as conn:
+                live = registry.active(conn)
             for family, running in list(self.running.items()):
                 found = live.get(family)
                 if found is None or found.tag == type(running).tag:
                     continue
                 if found.version != self.models[family].version:
-                    raise LedgerError("unavailable", f"the {family} read model was rebuilt at version "
-                                      f"{found.version} by other code; this process projects version "
-                                      f"{self.models[family].version}: restart it with that code")
+                    raise ReadModelsOutdated("unavailable", f"the {family} read model was rebuilt at version "
+                                             f"{found.version} by other code; this process projects version "
+                                             f"{self.models[family].version}: restart it with that code")
                 self.running[family] = self._attach(self.models[family], found.tag)
 
     def position(self, family: str) -> int:

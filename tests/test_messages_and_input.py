@@ -173,6 +173,15 @@ def test_storage_is_recorded_as_plain_digits_in_one_form(cli: Cli, written: str,
         assert code == 0 and cli("show", "ws1")[1]["storage_used_gb"] == recorded
 
 
+@pytest.mark.parametrize("reason", ["one\u2028two", "lone \ud800 surrogate", "para\u2029graph"])
+def test_a_reason_with_a_unicode_line_separator_or_a_lone_surrogate_is_refused(reason: str) -> None:
+    from domain.commands import check_reason
+
+    with pytest.raises(LedgerError) as refused:
+        check_reason(reason)
+    assert refused.value.code == "invalid_request"
+
+
 @pytest.mark.parametrize(("sent", "kept"), [(12.5, "12.5"), (100.0, "100"), (0.1, "0.1"), (0.00001, "0.00001"), (3, "3"),
                                              ("2.50", "2.5")])
 def test_storage_sent_as_a_json_number_is_the_number_written(sent: object, kept: str) -> None:

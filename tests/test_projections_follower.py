@@ -210,3 +210,37 @@ def test_a_listening_follower_moves_to_tables_another_process_swapped_in_without
         stop.set()
         following.join()
         b.close()
+
+
+def test_a_follower_stops_when_another_version_of_a_read_model_was_built(pg_url: str) -> None:
+    """Waiting cannot help a process whose code projects another version: it stops, saying why,
+    for its supervisor to restart it with that code (it used to retry forever, every read model
+    standing still)."""
+    from projections.runner import ReadModelsOutdated
+
+    b = Book(pg_url, "forms", "2026-04-01T00:00:00")
+    stop = threading.Event()
+    lines: list[str] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            follow(eventsourcing_env(pg_url), stop, poll=0.05, log=lines.append)
+        except BaseException as e:  # noqa: BLE001
+            failed.append(e)
+
+    following = threading.Thread(target=run)
+    try:
+        busy(b, "a", 1)
+        following.start()
+        wait_until(lambda: "listening" in lines)
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"UPDATE {schema_of(pg_url)}.rm_registry SET version = 99, tag = 'v99' "
+                         "WHERE projection = 'plan_state'")
+        following.join(30)
+        assert not following.is_alive() and isinstance(failed[0], ReadModelsOutdated)
+        assert any(line.startswith("stopping: the plan_state read model was rebuilt at version 99") for line in lines)
+    finally:
+        stop.set()
+        following.join()
+        b.close()

@@ -97,3 +97,31 @@ def test_a_catch_up_retries_on_the_new_tables_when_another_thread_followed_the_s
         b.at("2026-04-11T00:00:00").do("ws", "change-plan", plan="team")
         server.catch_up()  # raised when this thread's retry looked only at its own follow
         assert all(row["lag"] == 0 for row in server.status())
+
+
+def test_many_threads_follow_a_swap_at_once_without_running_out_of_connections(book, db_url):
+    """A server's request threads all meet the swap: each waits for the one that moves, holding
+    no pooled connection meanwhile (it needs one to set the new tables up)."""
+    import threading
+
+    b = forms_on(book, "pro")
+    env = eventsourcing_env(db_url)
+    errors: list[BaseException] = []
+    with Projections(env, source=b.ledger) as server, Projections(env, source=b.ledger) as operator:
+        server.catch_up()
+        operator.rebuild()
+        start = threading.Barrier(30)
+
+        def follow() -> None:
+            start.wait()
+            try:
+                server.follow_registry()
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=follow) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and server.moved() == []
