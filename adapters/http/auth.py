@@ -53,3 +53,13 @@ def require_change(caller: Principal, workspace_id: str) -> Actor:
 def require_role(caller: Principal, *roles: str) -> None:
     if caller.role not in roles:
         raise LedgerError("forbidden", f"a token with role {caller.role} may not do this: it needs {' or '.join(roles)}")
+
+
+def operator(caller: Caller) -> Principal:
+    """A dependency, so that 401/403 come before the body is validated."""
+    require_role(caller, "operator")
+    return caller
+
+
+Operator = Annotated[Principal, Depends(operator)]
+"""The caller of a route for operator tokens only (tokens, webhooks, the test clock)."""

@@ -16,11 +16,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, Integer, MetaData, Table, select, update
 
 from adapters.http import idempotency
-from adapters.http.auth import Caller, require_role
+from adapters.http.auth import Caller, Operator
 from adapters.http.problems import problem_of
 from adapters.instants import parse_instant
 from adapters.side_tables import SideTables, insert_if_absent
-from adapters.tokens import Principal
 from domain.clock import TestClock, run_until
 from domain.errors import LedgerError
 from projections.store import UtcDateTime, iso
@@ -84,10 +83,6 @@ class Advance(BaseModel):
 router = APIRouter(prefix="/v1/test-clock", tags=["test clock"])
 
 
-def operator(caller: Caller) -> Principal:
-    """A dependency, so that 401/403 come before the body is validated."""
-    require_role(caller, "operator")
-    return caller
 
 
 @router.get("", summary="The test clock's instant")
@@ -99,7 +94,7 @@ def now(request: Request, caller: Caller) -> dict[str, Any]:
 
 
 @router.post("/advance", summary="Move the test clock forward and record what fell due")
-def advance(request: Request, caller: Annotated[Principal, Depends(operator)], body: Annotated[Advance, Body()],
+def advance(request: Request, caller: Operator, body: Annotated[Advance, Body()],
             idempotency_key: idempotency.KeyHeader = None,
             ) -> JSONResponse:
     """Operator token only. Refuses moving backwards (409 `clock_conflict`); then every

@@ -10,18 +10,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.http import idempotency
-from adapters.http.auth import Caller, require_role, tokens
+from adapters.http.auth import Operator, tokens
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.reads import jsonable
-from adapters.tokens import Principal, TokenStore
+from adapters.tokens import TokenStore
 
 
-def operator(caller: Caller) -> Principal:
-    require_role(caller, "operator")
-    return caller
-
-
-Operator = Annotated[Principal, Depends(operator)]
 Store = Annotated[TokenStore, Depends(tokens)]
 IdempotencyKey = idempotency.KeyHeader
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])

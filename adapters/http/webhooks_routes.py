@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.http import idempotency
-from adapters.http.auth import Caller, require_role
-from adapters.tokens import Principal
+from adapters.http.auth import Operator, operator
 from adapters.webhooks import WebhookStore
 from domain.commands import check_new_workspace_id
 
@@ -49,12 +48,6 @@ def store(request: Request) -> WebhookStore:
 Store = Annotated[WebhookStore, Depends(store)]
 
 
-def operator(caller: Caller) -> Principal:
-    require_role(caller, "operator")
-    return caller
-
-
-Operator = Annotated[Principal, Depends(operator)]
 
 
 def shown(row: dict[str, Any]) -> dict[str, Any]:
