@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import ProjectionRunner
@@ -229,11 +230,9 @@ class Projections:
     def check_events(self) -> None:
         """Raise event_chain_broken if the source's store keeps a chain (adapters/chained_store.py)
         and a stored event no longer matches it."""
-        verify_chain = getattr(self.source.recorder, "verify_chain", None)
-        report = verify_chain() if verify_chain is not None else None
-        if report is None or report.ok:
+        bad = broken_link(self.source)
+        if bad is None:
             return
-        bad = report.first
         try:
             listed = {workspace_uuid(ws): ws for ws in self.source.workspaces()}
         except Exception:  # noqa: BLE001 (the index itself may be what was altered)
@@ -278,6 +277,14 @@ class Projections:
             runner.__enter__()
             runners.append(runner)
         return runners
+
+
+def broken_link(source: Ledger, originator_id: UUID | None = None) -> Any:
+    """The first stored event (of one stream, or of all) that fails its hash chain, or None: also
+    when the store keeps no chain (adapters/chained_store.py)."""
+    verify_chain = getattr(source.recorder, "verify_chain", None)
+    report = verify_chain(originator_id) if verify_chain is not None else None
+    return None if report is None or report.ok else report.first
 
 
 def attach(env: Mapping[str, str], source: Ledger, model: type[ReadModel], tag: str, fold: Fold, *,

@@ -26,6 +26,7 @@ from domain.payments import ChargeResult
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.scheduler import DUE
 from projections.commands_trail import same_command
+from projections.runner import broken_link
 
 OUTCOMES = (Subscription.PaymentSucceeded, Subscription.PaymentFailed, Subscription.ChargeDeclined)
 """Facts that end a charge (UpgradePaymentFailed is a ChargeDeclined)."""
@@ -235,11 +236,9 @@ def check_chain(ledger: Ledger, workspace: str) -> None:
     """event_chain_broken when the workspace's stored events fail their hash chain (a store that
     keeps one: adapters/chained_store.py): an explanation, a past state or a re-pricing read
     from altered events would be pasted into a reply as if it were the record."""
-    verify = getattr(ledger.recorder, "verify_chain", None)
-    report = verify(workspace_uuid(workspace)) if verify is not None else None
-    if report is None or report.ok:
+    bad = broken_link(ledger, workspace_uuid(workspace))
+    if bad is None:
         return
-    bad = report.first
     raise LedgerError("event_chain_broken", f"the stored events of {workspace} fail their hash chain at version "
                       f"{bad.version} ({bad.problem}): what replay would show comes from altered events. Run "
                       "`subledger audit verify`")
