@@ -30,31 +30,32 @@ CLEARS = "none"
 so no add-on in a catalog file may carry it as its id."""
 
 
-def written_with_exponents(node: Any, path: str = "", priced: bool = False) -> Any:
-    """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
-    file, or an invoice showing "1E+3", must see the amount as written."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from written_with_exponents(value, f"{path}.{key}".lstrip("."), priced or key in ("price", "prices"))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from written_with_exponents(value, f"{path}.{i}", priced)
-    elif priced and isinstance(node, str) and any(c in node for c in "eE"):
-        yield f"{path} = {node}"
-
-
-def unprintable_texts(node: Any, path: str = "") -> Any:
-    """Every text (or key) of a parsed file that is too long or holds a control or format character."""
+def texts(node: Any, path: str = "") -> Any:
+    """Every text of a parsed file, a value or a key, as (where, text, is it a key)."""
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}".lstrip(".")
-            yield from _text_problem(where + " (key)", key)
-            yield from unprintable_texts(value, where)
+            yield f"{where} (key)", key, True
+            yield from texts(value, where)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from unprintable_texts(value, f"{path}.{i}")
+            yield from texts(value, f"{path}.{i}")
     elif isinstance(node, str):
-        yield from _text_problem(path, node)
+        yield path, node, False
+
+
+def written_with_exponents(data: Any) -> Any:
+    """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
+    file, or an invoice showing "1E+3", must see the amount as written."""
+    for where, text, key in texts(data):
+        if not key and {"price", "prices"} & set(where.split(".")) and any(c in text for c in "eE"):
+            yield f"{where} = {text}"
+
+
+def unprintable_texts(data: Any) -> Any:
+    """Every text (or key) of a parsed file that is too long or holds a control or format character."""
+    for where, text, _ in texts(data):
+        yield from _text_problem(where, text)
 
 
 def _text_problem(where: str, text: str) -> Any:

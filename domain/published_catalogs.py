@@ -56,8 +56,7 @@ class PublishedCatalogs:
 
     def _published_catalogs(self) -> dict[tuple[str, str], tuple[str, str]]:
         if self._published is None:
-            self._published = {(e.catalog_id, e.version): (e.content_hash, e.document.get("currency", ""))
-                               for e in self.catalog_log.get()}
+            self._published = dict(map(_entry, self.catalog_log.get()))
         return self._published
 
     def _unpublished(self, catalog: Catalog) -> list[Any]:
@@ -70,6 +69,10 @@ class PublishedCatalogs:
 
     def _now_published(self, logged: list[Any]) -> None:
         """After a save: the catalogs it published are recorded."""
-        for e in logged:
-            if e.originator_id == self.catalog_log.originator_id:
-                self._published_catalogs()[e.catalog_id, e.version] = (e.content_hash, e.document.get("currency", ""))
+        published = self._published_catalogs()
+        published.update(_entry(e) for e in logged if e.originator_id == self.catalog_log.originator_id)
+
+
+def _entry(published: Any) -> tuple[tuple[str, str], tuple[str, str]]:
+    """A CatalogPublished event as (id, version) -> (content hash, currency)."""
+    return (published.catalog_id, published.version), (published.content_hash, published.document.get("currency", ""))
