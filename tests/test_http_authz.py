@@ -162,3 +162,28 @@ def test_every_route_by_every_role_on_own_and_other_workspaces(api: Any) -> None
     assert failures == []
     assert covered >= {"read", "ledger", "replay", "what_if", "invoice", "explain", "operator", "console_replay",
                        "console_what_if"}
+
+
+def test_a_malformed_body_is_refused_401_or_403_first_as_a_well_formed_one_is(api: Any) -> None:
+    """FastAPI parses a JSON body before it checks the token: a body that was not JSON at all
+    got 400 from callers without a token or outside the workspace."""
+    c, secrets = api
+    failures, posts = [], 0
+    for method, path in routes(c.app):
+        kind = kind_of(method, path)
+        if method != "POST" or kind is None or public(method, path) or kind.startswith("console"):
+            continue
+        posts += 1
+        for (caller, side), expected in EXPECT[kind].items():
+            request = request_for(method, path, kind, side)
+            del request["json"]
+            request["content"] = b'{"seats": '
+            request["headers"] |= {"Content-Type": "application/json"}
+            if caller != "none":
+                request["headers"] |= bearer(secrets.get(caller, "sl_unknown-token"))
+            got = c.request(**request)
+            takes_body = any(getattr(r, "path", None) == path and getattr(r, "body_field", None) for r in c.app.routes)
+            wanted = int(expected) if expected != OK else 400 if takes_body else got.status_code
+            if got.status_code != wanted or wanted == 400 and "the body is not valid JSON" not in got.json()["detail"]:
+                failures.append(f"POST {request['url']} as {caller} ({side}): {got.status_code} {got.text[:120]}")
+    assert posts > 20 and failures == []

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, create_model
 from adapters.feed import message
 from adapters.http import idempotency
 from adapters.http.auth import Caller, require_change
+from adapters.http.json_bodies import CallerFirst
 from adapters.http.problems import MEDIA_TYPE, problem_of
 from adapters.http.quotes import PATTERN as QUOTE_PATTERN
 from adapters.http.test_clock import Following
@@ -132,7 +133,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 ERRORS = _problems(400, 401, 402, 403, 404, 409, 422, 423, 503)
 WorkspacePath = Annotated[str, Path(pattern=ID, max_length=64, description="Workspace id.")]
 IdempotencyKey = idempotency.KeyHeader
-router = APIRouter(prefix="/v1/workspaces", dependencies=[Following])
+router = APIRouter(prefix="/v1/workspaces", dependencies=[Following], route_class=CallerFirst)
 
 
 def ledger_of(request: Request) -> Ledger:

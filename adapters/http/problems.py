@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters import failures
+from adapters.http.json_bodies import malformed
 from domain.errors import LedgerError
 
 MEDIA_TYPE = "application/problem+json"
@@ -53,8 +55,10 @@ def problem(code: str, message: str, *, status: int | None = None, instance: str
     return JSONResponse(body, status_code=body["status"], media_type=MEDIA_TYPE, headers=headers)
 
 
-def problem_of(error: LedgerError, request: Request | None = None, **extra: Any) -> JSONResponse:
-    return problem(error.code, error.message, instance=request.url.path if request else None, **extra)
+def problem_of(error: LedgerError, request: Request | None = None, headers: dict[str, str] | None = None,
+               **extra: Any) -> JSONResponse:
+    return problem(error.code, error.message, instance=request.url.path if request else None, headers=headers,
+                   **extra)
 
 
 def not_json(request: Request, error: RequestValidationError) -> bool:
@@ -62,6 +66,19 @@ def not_json(request: Request, error: RequestValidationError) -> bool:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body_refused = any(tuple(err.get("loc", ()))[:1] == ("body",) for err in error.errors())
     return body_refused and not (media == "application/json" or media.endswith("+json"))
+
+
+def unavailable(error: BaseException) -> LedgerError | None:
+    """A failure of the database rather than of the request (down, or this process's connections
+    all in use): 503, for the client to try again, never "a bug". Its details stay in the log."""
+    if (explained := failures.explain(error)) is None:
+        return None
+    log.warning("the database failed a request: %s", explained.message)
+    return LedgerError("unavailable", "the ledger's database did not answer (down, or busy): try again shortly")
+
+
+def not_valid_json(why: str | None, at: object) -> str:
+    return f"the body is not valid JSON: {why or 'malformed'} at character {at}"
 
 
 def install(app: FastAPI) -> None:
@@ -73,12 +90,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(request: Request, error: RequestValidationError) -> JSONResponse:
+        if (broken := malformed(request)) is not None:
+            return problem("invalid_request", not_valid_json(broken.msg, broken.pos), instance=request.url.path)
         parts = []
         for err in error.errors():
             loc = tuple(err.get("loc", ()))
             if err.get("type") == "json_invalid":
-                why = (err.get("ctx") or {}).get("error") or "malformed"
-                parts.append(f"the body is not valid JSON: {why} at character {loc[-1] if len(loc) > 1 else 0}")
+                parts.append(not_valid_json((err.get("ctx") or {}).get("error"), loc[-1] if len(loc) > 1 else 0))
                 continue
             where = ".".join(str(p) for p in loc) or "request"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
@@ -96,6 +114,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> JSONResponse:
+        if (busy := unavailable(error)) is not None:
+            return problem_of(busy, request, headers={"Retry-After": "1"})
         log.exception("internal error on %s", request.url.path)
         return problem("internal_error", "the ledger failed to answer: this is a bug, and it is logged",
                        instance=request.url.path)

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.http.access import ExplainableInvoice, ReplayableWorkspace, WhatIfWorkspace
+from adapters.http.json_bodies import CallerFirst
 from adapters.http.read_side import Events
 from adapters.http.reads import InstantQuery, instant, jsonable
 from domain.errors import LedgerError
@@ -24,7 +25,7 @@ from replay.as_of import as_of as find_as_of, document
 from replay.explain import explain as explain_invoice
 from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
 
-router = APIRouter(prefix="/v1", tags=["replay"])
+router = APIRouter(prefix="/v1", tags=["replay"], route_class=CallerFirst)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, select, update
 
 from adapters.http import idempotency
 from adapters.http.auth import Caller, Operator
+from adapters.http.json_bodies import CallerFirst
 from adapters.http.problems import problem_of
 from adapters.instants import parse_instant
 from adapters.side_tables import SideTables, insert_if_absent
@@ -80,7 +81,7 @@ class Advance(BaseModel):
                     examples=["2026-05-01T00:00:00Z"], max_length=64)
 
 
-router = APIRouter(prefix="/v1/test-clock", tags=["test clock"])
+router = APIRouter(prefix="/v1/test-clock", tags=["test clock"], route_class=CallerFirst)
 
 
 

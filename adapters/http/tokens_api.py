@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.http import idempotency
 from adapters.http.auth import Operator, tokens
+from adapters.http.json_bodies import CallerFirst
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.reads import jsonable
 from adapters.tokens import TokenStore
@@ -18,7 +19,7 @@ from adapters.tokens import TokenStore
 
 Store = Annotated[TokenStore, Depends(tokens)]
 IdempotencyKey = idempotency.KeyHeader
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=CallerFirst)
 
 
 class NewToken(BaseModel):

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.http import idempotency
 from adapters.http.auth import Operator, operator
+from adapters.http.json_bodies import CallerFirst
 from adapters.webhooks import WebhookStore
 from domain.commands import check_new_workspace_id
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=CallerFirst)
 IdempotencyKey = idempotency.KeyHeader
 _made = threading.Lock()
 
