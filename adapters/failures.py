@@ -128,6 +128,8 @@ def unreadable(env: Mapping[str, str] | None) -> str:
 def _reason(error: BaseException) -> str | None:
     if isinstance(error, _loaded("psycopg_pool", "PoolTimeout")):
         return "no connection could be made within the connect timeout"
+    if isinstance(error, _loaded("sqlalchemy.exc", "TimeoutError")):
+        return "every connection of this process's pool stayed in use; try again"
     if isinstance(error, _loaded("psycopg", "Error")):
         if error.sqlstate in SQLSTATE:
             return SQLSTATE[error.sqlstate]

@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 from eventsourcing.persistence import Tracking
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from domain.subscription import Subscription
@@ -201,10 +201,13 @@ def _credit_spent(event: Subscription.BillingCreditApplied) -> Decimal:
 
 
 def rows(conn: Connection, workspace: str | None = None, since: datetime | None = None,
-         until: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Audit rows in position order, filtered by workspace and [since, until)."""
+         until: datetime | None = None, after: int | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Audit rows in position order, filtered by workspace and [since, until), past position
+    `after` and at most `limit` of them (a page)."""
     t = AuditTrail.stable()["audit_trail"]
-    query = select(t).order_by(t.c.position)
+    query = select(t).order_by(t.c.position).limit(limit)
+    if after is not None:
+        query = query.where(t.c.position > after)
     if workspace:
         query = query.where(t.c.workspace == workspace)
     if since:
@@ -213,6 +216,21 @@ def rows(conn: Connection, workspace: str | None = None, since: datetime | None 
         query = query.where(t.c.occurred_at < until)
     for row in conn.execute(query).mappings():
         yield dict(row)
+
+
+def paged(engine: Engine, workspace: str | None, since: datetime | None, until: datetime | None,
+          size: int = 1000) -> Iterator[dict[str, Any]]:
+    """The same rows, read a page at a time, each on a connection of its own that is returned to
+    the pool before a row is handed on: a reader who stops reading an export (HTTP streams it)
+    holds no connection the process's other readers need."""
+    after = None
+    while True:
+        with engine.connect() as conn:
+            page = list(rows(conn, workspace, since, until, after, size))
+        yield from page
+        if len(page) < size:
+            return
+        after = page[-1]["position"]
 
 
 def exported(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from adapters import failures
 from adapters.cli import app as cli_app
 from domain.commands import Actor, parse_command
+from projections import audit_trail
 from tests.http_support import NOW, bearer, client, copy_db, demo_db, tokens, walk
 
 WORKSPACES = ("acme", "beta", "studio", "flowops")
@@ -334,3 +337,30 @@ def test_a_key_claimed_by_a_running_request_is_refused_to_another_until_its_proc
         assert store.claim("tok:op", "k", request) is None
     finally:
         store.close()
+
+
+def test_an_export_its_reader_stopped_reading_holds_no_connection_other_readers_need(api: Any) -> None:
+    """A client that asks for the audit CSV and never reads it held a pooled connection for as long
+    as it liked: fifteen such clients made every other tenant's reads fail. The export reads a
+    page at a time, each page on a connection returned before its rows are sent."""
+    c, _ = api
+    projections = c.app.state.read_side.fresh(None)
+    with projections.engine.connect() as conn:
+        whole = list(audit_trail.rows(conn, "acme"))
+    paused = audit_trail.paged(projections.engine, "acme", None, None, size=3)
+    first = next(paused)
+    assert projections.engine.pool.checkedout() == 0
+    assert len(whole) > 6 and [first, *paused] == whole
+
+
+def test_a_database_that_does_not_answer_is_503_to_try_again_not_a_bug(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, support = api
+
+    def pool_used_up(*args: Any, **kwargs: Any) -> Any:
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached, connection timed out")
+
+    monkeypatch.setattr(audit_trail, "rows", pool_used_up)
+    r = TestClient(c.app, raise_server_exceptions=False).get("/v1/workspaces/acme/audit", headers=support)
+    assert (r.status_code, r.json()["code"], r.headers["retry-after"]) == (503, "unavailable", "1")
+    assert "this is a bug" not in r.json()["detail"]
+    assert "try again" in failures.explain(sqlalchemy.exc.TimeoutError("QueuePool limit")).message

@@ -62,6 +62,21 @@ def test_a_forged_stale_future_or_unsigned_webhook_is_refused_with_400_and_nothi
     assert seen(api) == []
 
 
+@pytest.mark.parametrize("body", [
+    {"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": "x"}},
+    {"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_1", "metadata": "x"}}},
+    {"id": "evt_1", "type": "payment_intent.succeeded", "data": [1]},
+    {"id": "evt_1", "type": "invoice.paid", "data": {"object": {"payment_intent": 7}}},
+    {"id": "e" * 300, "type": "invoice.paid", "data": {"object": {}}},
+    [1],
+])
+def test_a_signed_body_of_another_shape_is_refused_400_never_an_internal_error(api: TestClient, body: Any) -> None:
+    response = api.post("/stripe/webhook", **signed(body))
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_request")
+    assert response.json()["detail"].startswith("the body is not a Stripe event")
+    assert seen(api) == []
+
+
 def test_a_signature_a_little_in_the_future_is_accepted_and_an_unknown_type_acknowledged(api: TestClient) -> None:
     response = api.post("/stripe/webhook", **signed(event("balance.available", {}), at=time.time() + 200))
     assert (response.status_code, response.json()["outcome"]) == (200, "ignored")

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from adapters.http.access import WHAT_IF_ROLES, may_replay
 from adapters.http.auth import COOKIE
-from adapters.http.problems import status_of
+from adapters.http.problems import status_of, unavailable
 from adapters.tokens import Principal, TokenStore
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -99,3 +99,7 @@ def page(request: Request, name: str, build: Callable[[Principal], dict[str, Any
         return render(request, name, build(caller), caller=caller)
     except LedgerError as e:
         return error_page(request, e, caller)
+    except Exception as e:
+        if (busy := unavailable(e)) is None:
+            raise
+        return error_page(request, busy, caller)

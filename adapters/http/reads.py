@@ -116,13 +116,10 @@ def audit(workspace: ReadableWorkspace, projections: Fresh, chosen: PageQuery,
             return jsonable(paginate(rows, lambda r: str(r["position"]), chosen))
     lines = audit_trail.csv_lines if format == "csv" else audit_trail.jsonl_lines
 
-    def export() -> Iterator[str]:
-        with projections.engine.connect() as conn:
-            yield from lines(audit_trail.rows(conn, workspace, start, end))
-
+    export = lines(audit_trail.paged(projections.engine, workspace, start, end))
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     name = f"audit-{workspace}.{format}"
-    return StreamingResponse(export(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return StreamingResponse(export, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/invoices/{invoice_id}")

@@ -13,7 +13,6 @@ Event ids are kept (`stripe_webhook_events`) so a redelivery is answered without
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ import stripe
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Column, MetaData, String, Table, select
 
 from adapters.side_tables import SideTables, insert_if_absent
@@ -86,13 +86,13 @@ def webhook_router(wall_clock: Callable[[], float] = time.time, secret: str | No
             log.warning("refused a Stripe webhook: %s", refused)
             return problems.problem("invalid_request", refused, status=400, instance=request.url.path)
         try:
-            event = json.loads(payload)
-            event_id, kind = str(event["id"]), str(event["type"])
-        except (ValueError, KeyError, TypeError):
-            return problems.problem("invalid_request", "the body is not a Stripe event", status=400,
+            event = StripeEvent.model_validate_json(payload)
+        except ValidationError as e:
+            return problems.problem("invalid_request", f"the body is not a Stripe event: {e.errors()[0]['msg']} at "
+                                    + ".".join(str(p) for p in e.errors()[0]["loc"]), status=400,
                                     instance=request.url.path)
         seen: SeenEvents = request.app.state.stripe_events
-        return await run_in_threadpool(handle_event, request.app.state.ledger, seen, event, event_id, kind)
+        return await run_in_threadpool(handle_event, request.app.state.ledger, seen, event)
 
     return router
 
@@ -110,12 +110,35 @@ def verify(payload: bytes, header: str, secret: str, now: float) -> str | None:
     return None
 
 
-def handle_event(ledger: Ledger, seen: SeenEvents, event: dict[str, Any], event_id: str, kind: str) -> JSONResponse:
+class StripeObject(BaseModel):
+    """The parts of an event's object the ledger reads; Stripe sends many more."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    metadata: dict[str, str] | None = None
+    payment_intent: str | dict[str, Any] | None = None
+
+
+class StripeData(BaseModel):
+    object: StripeObject
+
+
+class StripeEvent(BaseModel):
+    """A signed body of another shape (only the secret's holder can send one) is refused 400,
+    never an internal error."""
+
+    id: str = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=255)
+    data: StripeData
+
+
+def handle_event(ledger: Ledger, seen: SeenEvents, event: StripeEvent) -> JSONResponse:
+    event_id, kind = event.id, event.type
     earlier = seen.outcome(event_id)
     if earlier is not None:
         return JSONResponse({"received": True, "event": event_id, "outcome": "duplicate", "first": earlier})
     try:
-        outcome = dispatch(ledger, kind, (event.get("data") or {}).get("object") or {})
+        outcome = dispatch(ledger, kind, event.data.object)
     except LedgerError as e:  # not remembered: Stripe delivers it again
         return problems.problem_of(e)
     except GatewayUnavailable as e:
@@ -125,21 +148,21 @@ def handle_event(ledger: Ledger, seen: SeenEvents, event: dict[str, Any], event_
     return JSONResponse({"received": True, "event": event_id, "outcome": outcome})
 
 
-def dispatch(ledger: Ledger, kind: str, obj: dict[str, Any]) -> str:
+def dispatch(ledger: Ledger, kind: str, obj: StripeObject) -> str:
     """What the event amounts to in the ledger: `recorded: <fact types>` or why nothing was."""
     if kind in PAYMENT_INTENT_EVENTS:
-        return settle(ledger, kind, (obj.get("metadata") or {}).get("workspace"), obj.get("id"))
+        return settle(ledger, kind, (obj.metadata or {}).get("workspace"), obj.id)
     if kind in INVOICE_EVENTS:
-        intent = obj.get("payment_intent")
+        intent = obj.payment_intent
         intent_id = intent.get("id") if isinstance(intent, dict) else intent
         retrieve = getattr(ledger.payments, "retrieve", None)
-        if not intent_id or retrieve is None:
-            log.info("Stripe %s %s has no PaymentIntent of this ledger: acknowledged", kind, obj.get("id"))
+        if not isinstance(intent_id, str) or not intent_id or retrieve is None:
+            log.info("Stripe %s %s has no PaymentIntent of this ledger: acknowledged", kind, obj.id)
             return "no_ledger_charge"
         return settle(ledger, kind, (retrieve(intent_id).get("metadata") or {}).get("workspace"), intent_id)
     if kind.startswith("customer.subscription."):
         log.info("Stripe %s %s acknowledged: subscriptions are the ledger's own, none is kept at Stripe",
-                 kind, obj.get("id"))
+                 kind, obj.id)
         return "not_mirrored"
     log.info("Stripe event type %s acknowledged and not used", kind)
     return "ignored"
