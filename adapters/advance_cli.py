@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, refuse, use_json
-from domain.errors import LedgerError
+from domain.errors import AdvanceIncomplete, LedgerError
 
 if TYPE_CHECKING:
     from domain.ledger import Ledger
@@ -72,8 +72,11 @@ def _lived(ledger: Ledger) -> dict[str, list[Any]]:
 def _advance_round(ledger: Ledger) -> None:
     from projections.views import event_types, iso
 
+    incomplete = None
     try:
         done = _lived(ledger) if ledger.clock.kind == "test" else ledger.advance()
+    except AdvanceIncomplete as e:  # reported like a round, then refused: the others were advanced
+        done, incomplete = e.done, e
     except LedgerError:
         catch_up_after(ledger)  # what was recorded before the failure
         raise
@@ -83,13 +86,16 @@ def _advance_round(ledger: Ledger) -> None:
     at = iso(now)
     behind = {ws: iso(sub.modified_on) for ws in ledger.due_workspaces(now)
               if (sub := ledger.get(ws)) is not None and sub.modified_on > now}
+    failed = incomplete.failures() if incomplete else {}
     if OUTPUT.json:
-        typer.echo(json.dumps({"ok": True, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()},
-                               "behind": behind}))
-        return
-    if not done:
-        typer.echo(f"nothing due at {at}")
-    for ws, events in done.items():
-        typer.echo(f"{ws}: {', '.join(event_types(events))}")
-    for ws, last in behind.items():  # nothing is recorded before a workspace's last fact
-        typer.echo(f"{ws}: left for a later advance: its last fact is at {last}, after the clock", err=True)
+        typer.echo(json.dumps({"ok": not failed, "at": at, "due": {ws: event_types(ev) for ws, ev in done.items()},
+                               "behind": behind, "failed": failed}))
+    else:
+        if not done and not failed:
+            typer.echo(f"nothing due at {at}")
+        for ws, events in done.items():
+            typer.echo(f"{ws}: {', '.join(event_types(events))}")
+        for ws, last in behind.items():  # nothing is recorded before a workspace's last fact
+            typer.echo(f"{ws}: left for a later advance: its last fact is at {last}, after the clock", err=True)
+    if incomplete:
+        raise incomplete

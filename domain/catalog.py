@@ -169,6 +169,11 @@ class Catalog(_Model):
         minor_units(currency)
         return currency
 
+    def trial_fallback(self) -> Plan | None:
+        """Where an unconverted trial lands (R15): the policy's plan, else the first free plan."""
+        named = self.policy.trial_fallback
+        return self.plan(named) if named else next((p for p in self.plans if p.kind == "free"), None)
+
     @model_validator(mode="after")
     def _references(self) -> Catalog:
         ids = [p.id for p in self.plans] + [a.id for a in self.addons] + [c.id for c in self.credit_packs]

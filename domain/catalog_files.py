@@ -66,11 +66,18 @@ def _text_problem(where: str, text: str) -> Any:
 
 
 def bounded(catalog: Catalog) -> list[str]:
-    """Every count and span of days out of its bounds, and an add-on named CLEARS."""
+    """Every count and span of days out of its bounds, an add-on named CLEARS, and a trial that
+    would not end on a free plan (R15: a paid or contract plan without its price or contract
+    would bill nothing and never end)."""
     found = [f"{where} = {value}: {'at least 0, ' if value < 0 else ''}at most {limit}"
              for where, value, limit in _limits(catalog) if not 0 <= value <= limit]
     found += [f"addons.{i}.id = {addon.id}: an add-on may not be called {CLEARS!r}, which set-storage-addon reads "
               "as removing the add-on" for i, addon in enumerate(catalog.addons) if addon.id == CLEARS]
+    landing = catalog.trial_fallback()
+    if any(p.kind == "trial" for p in catalog.plans) and (landing is None or landing.kind != "free"):
+        found.append(f"policy.trial_fallback = {landing.id}: a {landing.kind} plan; an unconverted trial falls back "
+                     "to a free plan (R15)" if landing else
+                     "plans: a trial and no free plan for it to fall back to (R15); add one or set policy.trial_fallback")
     return found
 
 

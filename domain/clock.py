@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from domain.errors import LedgerError
+from domain.errors import AdvanceIncomplete, LedgerError
 
 
 class Clock(Protocol):
@@ -60,9 +60,15 @@ def run_until(ledger: Any, until: datetime, move: Callable[[datetime], None]) ->
     workspace, in the order recorded."""
     until = _utc(until)
     done: dict[str, list[Any]] = {}
+    failed: dict[str, BaseException] = {}
 
     def record() -> None:
-        for workspace_id, events in ledger.advance().items():
+        try:
+            recorded = ledger.advance()
+        except AdvanceIncomplete as e:  # the others live on; the failed ones are named at the end
+            recorded = e.done
+            failed.update(e.failed)
+        for workspace_id, events in recorded.items():
             done.setdefault(workspace_id, []).extend(events)
 
     record()  # what is due already
@@ -72,6 +78,8 @@ def run_until(ledger: Any, until: datetime, move: Callable[[datetime], None]) ->
         move(stop)
         record()
         if stop == until:
+            if failed:
+                raise AdvanceIncomplete(done, failed)
             return done
     raise LedgerError("invalid_request", f"more than {MAX_STOPS} instants fall due before {until.isoformat()}: what "
                       f"fell due up to {ledger.clock.now().isoformat()} is recorded; move the clock again to go on")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 CODES = {
     "not_authorized": "R2",
     "already_on_plan": "R4",
@@ -68,3 +70,26 @@ class LedgerError(Exception):
 
     def __repr__(self) -> str:
         return f"LedgerError({self.code!r}, {self.message!r})"
+
+
+DECISION_ERRORS = (LedgerError, ArithmeticError, AssertionError, AttributeError, LookupError, RuntimeError,
+                   StopIteration, TypeError, ValueError)
+"""What deciding or recording one workspace's due items can raise that is about that workspace
+(a refusal, or a bug its history or catalog meets), not about the database, which every other
+workspace would meet too."""
+
+
+class AdvanceIncomplete(LedgerError):
+    """Some workspaces' due items could not be recorded; every other workspace's were (`done`),
+    so one workspace's failure never stops renewals for the rest. `failed`: workspace -> error."""
+
+    def __init__(self, done: dict[str, list[Any]], failed: dict[str, BaseException]) -> None:
+        self.done, self.failed = done, failed
+        (first_ws, first), more = next(iter(self.failures().items())), len(failed) - 1
+        others = f" (and {more} more workspace{'s' if more > 1 else ''})" if more else ""
+        super().__init__(first["code"], f"{first_ws}: {first['message']}{others}: every other workspace was advanced")
+
+    def failures(self) -> dict[str, dict[str, str]]:
+        """Each failed workspace's error as a refusal is reported."""
+        return {ws: e.as_dict() if isinstance(e, LedgerError) else
+                {"code": "internal_error", "message": f"{type(e).__name__}: {e}"} for ws, e in self.failed.items()}

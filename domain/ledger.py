@@ -21,7 +21,7 @@ from eventsourcing.utils import resolve_topic
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_reason, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
-from domain.errors import LedgerError
+from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError
 from domain.group_commit import GroupCommit
 from domain.loading import Loading, project
 from domain.payments import NoPayments, PaymentGateway
@@ -283,12 +283,20 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         """Record what fell due, for every workspace, up to the clock's now: with the due index
         (adapters/due_index.py), only the workspaces it lists as due. One whose last fact is
         after now waits for a later run (a test clock stepping from the first due instant,
-        domain/clock.py first_stop; another host's skew): nothing is recorded before it."""
-        done = {}
+        domain/clock.py first_stop; another host's skew): nothing is recorded before it. A
+        workspace whose due items fail (refused, or a bug its history meets) is passed over and
+        named at the end (AdvanceIncomplete): it never stops the others' renewals."""
+        done, failed = {}, {}
         for workspace_id in self.due_workspaces():
-            events = self.advance_workspace(workspace_id, behind_waits=True)
+            try:
+                events = self.advance_workspace(workspace_id, behind_waits=True)
+            except DECISION_ERRORS as e:
+                failed[workspace_id] = e
+                continue
             if events:
                 done[workspace_id] = events
+        if failed:
+            raise AdvanceIncomplete(done, failed) from next(iter(failed.values()))
         return done
 
     def due_workspaces(self, by: datetime | None = None) -> list[str]:

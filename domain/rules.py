@@ -95,11 +95,15 @@ def resolve_tier(plan: Plan, tier: int | None, interval: str) -> Tier | None:
     return found
 
 
-def check_seats_for_plan(plan: Plan, seats: int | None) -> None:
+def check_seats_for_plan(plan: Plan, seats: int | None, *, implied: bool = False) -> None:
+    """Seats asked for, or `implied` (a change or subscription that names none keeps the seats
+    paid for now, or takes one per active member): never more than the plan sells."""
     if seats is not None and not plan.per_seat:
         raise LedgerError("invalid_request", f"{plan.name} is not billed per seat: seats cannot be set")
     if seats is not None and seats > plan.max_seats:
-        raise LedgerError("invalid_request", f"{plan.name} sells at most {plan.max_seats} seats")
+        why = (f", and this change names no seat count, so it would take {seats:,} (the seats paid for now, or one "
+               "per active member): name the seats wanted") if implied else ""
+        raise LedgerError("invalid_request", f"{plan.name} sells at most {plan.max_seats:,} seats{why}")
 
 
 def check_members_fit(members: int, seat_limit: int | None, target: str) -> None:

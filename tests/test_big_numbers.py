@@ -15,11 +15,13 @@ from adapters.app import build_ledger
 from adapters.cli import app
 from domain.catalog import MAX_COUNT
 from domain.commands import parse_command
+from domain.errors import AdvanceIncomplete
 from domain.ledger import TestClock
 from projections.runner import Projections
 from adapters.settings import eventsourcing_env
 from tests.conftest import ADMIN, utc
 from tests.readmodels import check_against_ledger
+from tests.support import VISA, refused
 
 CATALOG = """id = "big"
 version = "1"
@@ -119,3 +121,66 @@ def test_a_per_seat_price_whose_largest_line_outgrows_the_amount_columns_is_refu
     (tmp_path / "dear.toml").write_text(text)
     checked = CliRunner().invoke(app, ["catalog", "check", str(tmp_path / "dear.toml")])
     assert checked.exit_code == 2 and "plans.0.prices.month x max_seats" in checked.stderr, checked.stderr
+
+
+BIG = """id = "big"
+version = "1"
+name = "Big"
+currency = "USD"
+[[plans]]
+id = "a"
+name = "A"
+rank = 0
+kind = "paid"
+storage_gb = 1
+per_seat = true
+prices = { month = "1.00", year = "10.00" }
+[[plans]]
+id = "b"
+name = "B"
+rank = 1
+kind = "paid"
+storage_gb = 1
+per_seat = true
+max_seats = 100000
+prices = { month = "9999999.00", year = "9999999.00" }
+[[addons]]
+id = "huge"
+name = "Huge"
+storage_gb = 1
+prices = { month = "999999999999.00", year = "999999999999.00" }
+"""
+
+
+def test_a_bill_whose_total_the_ledger_cannot_record_is_refused_before_any_charge(book, tmp_path):
+    """Each line is under the largest amount, their sum is not: the charge was requested, then the
+    database's amount column refused it, leaving a charge pending that no read model could hold."""
+    path = tmp_path / "big.toml"
+    path.write_text(BIG)
+    b = book(str(path), "2026-04-01T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", plan="a", seats=1).ok
+    assert b.do("ws", "set-storage-addon", addon="huge").ok
+    b.at("2026-04-30T00:00:00")
+    result = refused(b, "ws", "invalid_request", "change-plan", plan="b", seats=100_000, interval="year")
+    assert "the ledger records amounts under 1,000,000,000,000" in result.error.message
+    assert not b.sub("ws").pending_charges
+
+
+def test_a_workspace_whose_renewal_fails_never_stops_the_others_renewals(book, tmp_path):
+    """The scheduler stopped at the first workspace whose due items failed, every round, so the
+    workspaces after it were never renewed. It passes over it, renews the rest, and names it."""
+    path = tmp_path / "big.toml"
+    path.write_text(BIG)
+    b = book(str(path), "2026-04-01T00:00:00")
+    for ws in ("aaa-whale", "zzz-payer"):
+        assert b.do(ws, "add-payment-method", payment_method=VISA).ok
+    assert b.do("aaa-whale", "subscribe", plan="b", seats=1).ok
+    assert b.do("aaa-whale", "set-storage-addon", addon="huge").ok
+    assert b.do("aaa-whale", "set-seats", seats=100_000).ok  # its renewal would bill 1,999,999,899,999.00
+    assert b.do("zzz-payer", "subscribe", plan="a", seats=2).ok
+    with pytest.raises(AdvanceIncomplete) as refused_at:
+        b.at("2026-06-02T00:00:00")
+    assert list(refused_at.value.failed) == ["aaa-whale"] and refused_at.value.code == "invalid_request"
+    assert b.sub("zzz-payer").period_end == utc("2026-07-01T00:00:00")
+    assert b.sub("aaa-whale").period_end == utc("2026-05-01T00:00:00")

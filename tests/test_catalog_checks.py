@@ -128,3 +128,21 @@ def test_a_negative_carry_over_is_refused_in_a_file(tmp_path: Path) -> None:
     text = catalog_text().replace('currency = "USD"\n', 'currency = "USD"\n[policy]\ncarry_over_days = { year = -5 }\n')
     code, err = check(tmp_path, text)
     assert code == 2 and "policy.carry_over_days.year = -5: at least 0, at most 3660" in err
+
+
+TRIAL = '[[plans]]\nid = "trial"\nname = "Trial"\nrank = 9\nkind = "trial"\ntrial_days = 14\nstorage_gb = 1\n'
+CONTRACT = '[[plans]]\nid = "ent"\nname = "Ent"\nrank = 8\nkind = "contract"\nstorage_gb = 1\n'
+
+
+@pytest.mark.parametrize(("policy", "said"), [
+    ("", "a trial and no free plan for it to fall back to"),
+    ('[policy]\ntrial_fallback = "a"\n', "policy.trial_fallback = a: a paid plan"),
+    ('[policy]\ntrial_fallback = "ent"\n', "policy.trial_fallback = ent: a contract plan"),
+])
+def test_R15_a_trial_must_fall_back_to_a_free_plan(tmp_path: Path, policy: str, said: str) -> None:
+    """With none, the trial's end stopped the scheduler and the read models for every workspace
+    (no plan to land on); a paid one billed nothing and fell due forever; a contract plan gave its
+    features for free."""
+    paid = PLAN.format(id="a", rank=0, price="19.00")
+    code, err = check(tmp_path, HEAD.format(currency="USD") + policy + paid + TRIAL + CONTRACT)
+    assert code == 2 and said in err and "R15" in err

@@ -221,6 +221,17 @@ def test_R9_lifting_the_contract_restores_self_serve(book):
     assert b.do("ws", "change-plan", plan="team").ok
 
 
+def test_R9_a_contract_withdraws_a_self_serve_downgrade_scheduled_before_it(book):
+    """The downgrade applied at the boundary under the contract, and cancel-change (contact_sales)
+    could not keep the plan: the contract's terms govern the plan from when it is set."""
+    b = forms_on(book, plan="team")
+    assert b.do("ws", "change-plan", plan="pro").ok and b.sub("ws").scheduled
+    result = b.do("ws", "set-contract", contract="discount")
+    assert result.ok and types(result) == ["DowngradeCancelled", "ContractSet"]
+    b.at("2026-05-02T00:00:00")
+    assert b.sub("ws").plan == "team"
+
+
 @pytest.mark.parametrize(("catalog", "plan"), [("forms", "scale"), ("workspace", "enterprise")])
 def test_R9_contract_plans_are_sold_by_sales_only(book, catalog, plan):
     """R9: Scale (003) and Enterprise (000) are never self-serve, from subscribe or change-plan."""

@@ -6,6 +6,7 @@ import pytest
 
 from pathlib import Path
 
+from domain.catalog import Catalog
 from tests.support import VISA, refused, state
 
 NEWSLETTER = str(Path(__file__).parent / "scenarios" / "newsletter.toml")
@@ -76,3 +77,21 @@ def test_canceled_free_workspace_shows_canceled_at_once(book):
     assert b.do("ws", "cancel").ok
     s = state(b, "ws")
     assert (s["status"], s["plan"], s["seats"], s["over_seat"]) == ("canceled", None, None, False)
+
+
+def test_R15_a_trial_on_a_catalog_published_before_the_fallback_check_just_ends(book):
+    """A ledger may hold a catalog recorded before `catalog check` required a free plan to fall
+    back to (published catalogs load as recorded): its trial ends with no plan, and the scheduler
+    goes on for every other workspace, where it stopped for all of them."""
+    b = book("workspace")
+    legacy = Catalog.model_validate({"id": "legacy", "version": "1", "name": "Legacy", "currency": "USD", "plans": [
+        {"id": "trial", "name": "Trial", "rank": 0, "kind": "trial", "trial_days": 14, "storage_gb": 1},
+        {"id": "paid", "name": "Paid", "rank": 1, "kind": "paid", "storage_gb": 1, "prices": {"month": "9.00"}}]})
+    b.ledger.catalogs["legacy"], b.ledger.default_catalog = legacy, "legacy"
+    assert b.do("trialist", "subscribe", plan="trial").ok
+    b.ledger.default_catalog = "workspace"
+    assert b.do("payer", "add-payment-method", payment_method=VISA).ok
+    assert b.do("payer", "subscribe", plan="team", seats=2).ok
+    b.at("2026-05-02T00:00:00")
+    assert state(b, "trialist")["status"] == "canceled"
+    assert state(b, "payer")["period_end"].startswith("2026-06-01")

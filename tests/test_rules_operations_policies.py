@@ -173,6 +173,54 @@ def test_R19_billed_overage_goes_on_the_invoice_of_a_new_cycle_and_a_final_invoi
     assert b.sub("ws").status == "canceled"
 
 
+WITH_FREE = """id = "ops-free"
+version = "1"
+name = "Operations with a free plan"
+currency = "USD"
+[policy]
+downgrade_timing = "{timing}"
+upgrade_credit = "unused_operations"
+overage = "bill"
+[[plans]]
+id = "nada"
+name = "Nada"
+rank = 0
+kind = "free"
+storage_gb = 1
+[[plans]]
+id = "basic"
+name = "Basic"
+rank = 1
+kind = "paid"
+storage_gb = 5
+[[plans.tiers]]
+operations = 10000
+interval = "month"
+price = "10.00"
+"""
+
+
+@pytest.mark.parametrize("timing", ["period_end", "immediate_credit", "immediate_new_cycle"])
+def test_R19_billed_overage_is_billed_when_a_downgrade_moves_to_a_free_plan(book, tmp_path, timing):
+    """Moving to a free plan ends billing as a cancel does: 1,000,000 operations beyond a 10,000
+    tier at 10.00 are 1,000.00, billed on the downgrade's invoice (net of the unused time's credit)
+    or, at the period's end, on a final invoice. Before, they were never billed."""
+    path = tmp_path / "ops-free.toml"
+    path.write_text(WITH_FREE.format(timing=timing))
+    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "record-usage", operations=1_010_000).ok
+    down = b.do("ws", "change-plan", plan="nada")
+    assert down.ok
+    b.at("2026-05-02T00:00:00")
+    issued = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][1:]
+    assert [line for invoice in issued for line in lines(invoice) if line[0] == "operations_overage"] == [
+        ("operations_overage", D("1000.00"))]
+    assert sum(invoice.amount_due for invoice in issued) == (D("1000.00") if timing == "period_end" else
+                                                             D("1000.00") - D("7.00"))
+    assert b.sub("ws").plan == "nada" and not b.sub("ws").open_invoices()
+
+
 def test_R19_allowed_overage_is_recorded_and_not_billed(book, tmp_path):
     b = subscribed(ops_book(book, tmp_path, overage='"allow"'), tier=10_000)
     assert b.do("ws", "record-usage", operations=1_000_000).ok

@@ -157,6 +157,20 @@ def test_R21_seat_changes_need_a_per_seat_plan(book):
     refused(b, "ws", "invalid_request", "set-seats", seats=5)
 
 
+def test_R21_a_change_naming_no_seats_never_takes_more_than_the_plan_sells(book):
+    """Business with 1,500 seats -> Team (at most 500) without a seat count kept the 1,500 and
+    billed them; a subscription with 900 members took 900. Both are refused and name the cause;
+    a seat count the plan sells goes through."""
+    b = workspace_on(book, "business", seats=1500)
+    result = refused(b, "ws", "invalid_request", "change-plan", plan="team")
+    assert "Team sells at most 500 seats" in result.error.message and "1,500" in result.error.message
+    assert b.do("ws", "change-plan", plan="team", seats=400).ok
+    assert b.do("new", "add-payment-method", payment_method=VISA).ok
+    assert b.do("new", "set-members", members=900).ok
+    refused(b, "new", "invalid_request", "subscribe", plan="team")
+    assert b.do("new", "subscribe", plan="business").ok and b.sub("new").seats == 900
+
+
 # ------------------------------------------------------------------ R22 storage add-ons
 
 

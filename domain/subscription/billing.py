@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from domain import pricing, rules
 from domain.commands import AddPaymentMethod, PayInvoice, RemovePaymentMethod, SetContract
 from domain.errors import LedgerError
-from domain.money import ZERO
+from domain.money import MAX_AMOUNT, ZERO, fmt
 from domain.payments import ChargeResult
 from domain.periods import Period
 from domain.subscription import billing_events, dunning, events, operations_pools, usage_events
@@ -69,6 +69,11 @@ def price(sub: Subscription, ctx: Context, lines: list[pricing.Line], purpose: s
     Billing credit never buys AI credits (R10), so AI packs are priced with `use_credit=False`."""
     balance = sub.billing_credit if use_credit else ZERO
     totals = pricing.totals(lines, balance, ctx.catalog.policy)
+    largest = max(abs(amount) for amount in [totals.subtotal, *(line.amount for line in lines)])
+    if largest >= MAX_AMOUNT:  # refused here, not by the database's amount column after the charge
+        currency = ctx.catalog.currency
+        raise LedgerError("invalid_request", f"this bill would carry {fmt(largest, currency)} {currency}: the "
+                          f"ledger records amounts under {MAX_AMOUNT:,.0f}")
     if immediate and totals.amount_due > 0:
         rules.check_payment_method(sub, ctx.cause)
     return Bill(sub.next_invoice_id(), lines, totals, purpose)
@@ -229,10 +234,14 @@ def remove_payment_method(sub: Subscription, cmd: RemovePaymentMethod, ctx: Cont
 
 
 def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
-    """R9: a custom contract takes self-serve changes to sales; only admins set it (R2)."""
+    """R9: a custom contract takes self-serve changes to sales; only admins set it (R2). A
+    self-serve downgrade scheduled before it is withdrawn: the contract's terms govern the plan
+    now, and the customer could neither keep the current plan (cancel-change) nor be held to it."""
     if cmd.contract == sub.contract:
         raise LedgerError("invalid_request", f"the contract is already {cmd.contract}" if cmd.contract
                           else "the workspace has no contract to end")
+    if cmd.contract and sub.scheduled and sub.scheduled["kind"] == "downgrade":
+        sub.trigger(events.DowngradeCancelled, ctx, plan=sub.scheduled["plan"])
     sub.trigger(ContractSet, ctx, contract=cmd.contract)
 
 

@@ -65,6 +65,7 @@ def change_plan(sub: Subscription, cmd: ChangePlan, ctx: Context) -> ChargeDue |
     rules.check_seats_for_plan(target, cmd.seats)
     seats = (cmd.seats or (sub.seats if current and current.per_seat else None) or max(sub.members, 1)) \
         if target.per_seat else None
+    rules.check_seats_for_plan(target, seats, implied=cmd.seats is None)
     same_plan = target.id == sub.plan and (tier.operations if tier else None) == sub.tier and (
         not target.billable or interval == sub.interval)
     if same_plan:
@@ -173,9 +174,10 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
     new_item = pricing.plan_item(target, interval, seats, tier)
     if new_item is not None:
         lines.append(pricing.prorated_charge(new_item, period, ctx.at, policy, catalog.currency, "plan_charge"))
-    else:
-        lines += billing.credit_unused(sub, ctx, period, "addon")  # a free plan drops the add-on too (R22)
+    else:  # a free plan drops the add-on too (R22), and bills no next invoice: the overage goes on this one (R19)
+        lines += billing.credit_unused(sub, ctx, period, "addon") + credits_operations.overage_lines(sub, ctx)
     bill = billing.price(sub, ctx, lines, "downgrade")
+    credits_operations.overage_billed(sub, ctx, bill)
     supersede_schedule(sub, ctx)
     credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats) if new_item else 0)
     set_plan(sub, DowngradeApplied, ctx, target, tier, interval if new_item else None, seats, None,
@@ -260,6 +262,7 @@ def start_paid(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan
     catalog = ctx.catalog
     if plan.per_seat and seats is None:
         seats = max(sub.members, 1)
+        rules.check_seats_for_plan(plan, seats, implied=True)
     new_period = period_number(ctx.at, interval, 0)
     item = pricing.plan_item(plan, interval, seats, tier)
     assert item is not None

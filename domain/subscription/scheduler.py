@@ -120,7 +120,10 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
     applies (R17, R19), then the next period renews."""
     catalog = ctx.catalog
     if sub.status == "trialing":
-        fallback = catalog.plan(catalog.policy.trial_fallback or "") or next(p for p in catalog.plans if p.kind == "free")
+        fallback = catalog.trial_fallback()
+        if fallback is None or fallback.kind != "free":  # a catalog published before R15's check: the trial just ends
+            sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
+            return
         plan_changes.set_plan(sub, TrialExpired, ctx, fallback, None, None, None, None)
         return
     scheduled = sub.scheduled
@@ -136,7 +139,8 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
         target = catalog.plan(scheduled["plan"] or "")
         assert target is not None
         tier = target.tier(scheduled["tier"], scheduled["interval"]) if scheduled["tier"] and scheduled["interval"] else None
-        if not target.billable:
+        if not target.billable:  # billing ends here: what is still owed is billed, as on a cancel
+            final_invoice(sub, ctx)
             plan_changes.set_plan(sub, DowngradeApplied, ctx, target, None, None, None, None,
                                   keep_team=scheduled["keep_team"])
             return
