@@ -125,6 +125,43 @@ def unused_time_credit(
     return Line(kind, f"Unused time on {item.description}", -amount, item.quantity, at, period.end, formula)
 
 
+@dataclass(frozen=True)
+class SeatChanges:
+    """This period's seat lines so far: their exact (unrounded) sum and what they billed."""
+
+    exact: Decimal = ZERO
+    billed: Decimal = ZERO
+
+
+def seat_change(item: Priced, removed: bool, period: Period, at: datetime, policy: Policy, currency: str,
+                so_far: SeatChanges, credit_cap: Decimal) -> tuple[Line | None, SeatChanges]:
+    """Seats added (a charge) or removed (a credit, policy `seat_removal_credit`) for the rest of
+    the period (R21). The line is the period's seat changes rounded once, less what their earlier
+    lines billed: however seats come and go in a period, its seat lines add up to their exact sum
+    rounded once, so adding seats and removing them one by one never credits a cent more than
+    was charged (rounding each line alone did: 3 x 6.18 back for 18.53). A credit is capped at
+    what the period's plan was charged net."""
+    f = remaining_fraction(period, at, policy)
+    magnitude = item.total * f.num / f.den
+    total = so_far.exact + (-magnitude if removed else magnitude)
+    amount = round_half_up(total, currency) - so_far.billed
+    formula = f"{fmt(item.unit_price, currency)} x {item.quantity} x {f} = {magnitude:.6f}"
+    if so_far != SeatChanges():
+        formula += (f"; with the period's earlier seat changes {total:+.6f} -> "
+                    f"{round_half_up(total, currency):+}, less {so_far.billed:+} they billed")
+    formula += f" -> {fmt(abs(amount), currency)}"
+    cap = max(credit_cap, ZERO)
+    if removed and -amount > cap:
+        formula += f", capped at {fmt(cap, currency)} charged net this period"
+        amount, total = -cap, so_far.billed - cap
+    if amount == 0 or (amount > 0) == removed:  # rounding alone: nothing to bill
+        return None, SeatChanges(total, so_far.billed)
+    kind, what = ("seat_credit", "Unused time on ") if removed else ("seat_charge", "")
+    line = Line(kind, f"{what}{item.description}{'' if removed else ', remaining time'}", amount, item.quantity, at,
+                period.end, formula)
+    return line, SeatChanges(total, so_far.billed + amount)
+
+
 def one_time_charge(kind: str, description: str, unit_price: Decimal, quantity: int, currency: str, at: datetime) -> Line:
     """A one-time charge: never prorated (AI credit packs, R23)."""
     exact = unit_price * quantity

@@ -3,6 +3,8 @@ and forms (seed 003) catalogs (R10, R21-R23, R26, R27), trial expiry and cancell
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import utc
@@ -150,6 +152,28 @@ def test_R21_R27_seats_credited_back_are_charged_again_when_re_added(book, tmp_p
     assert lines(only_invoice(b.do("ws", "set-seats", seats=4))) == [("seat_credit", D("-32.00"))]
     charged = sum(line["amount"] for inv in invoices(b) for line in inv.lines)
     assert charged == D("80.00") - D("32.00")
+
+
+def test_R13_R21_seats_added_then_removed_one_by_one_never_credit_a_cent_more_than_was_charged(book, tmp_path):
+    """Team at 12.35 a seat, half the period left: 3 seats added are 18.525 -> 18.53; removed one
+    by one, each line alone rounded 6.175 -> 6.18, so 18.54 came back and every round trip minted
+    a cent. Each seat line now rounds the period's seat changes as a whole, less what the earlier
+    ones billed: 6.18, 6.17, 6.18, and ten round trips leave the customer exactly where they began."""
+    path = catalog_variant(tmp_path, "workspace", "workspace-seat-credit", seat_removal_credit="true")
+    Path(path).write_text(Path(path).read_text().replace('prices = { month = "8.00"', 'prices = { month = "12.35"'))
+    b = book(path)
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    b.do("ws", "subscribe", plan="team", seats=1)
+    b.at("2026-04-16T00:00:00")
+    before = b.sub("ws").billing_credit
+    for _ in range(10):
+        assert lines(only_invoice(b.do("ws", "set-seats", seats=4))) == [("seat_charge", D("18.53"))]
+        credits = [only_invoice(b.do("ws", "set-seats", seats=n)).lines[0] for n in (3, 2, 1)]
+        assert [c["amount"] for c in credits] == [D("-6.18"), D("-6.17"), D("-6.18")]
+    assert "with the period's earlier seat changes" in credits[1]["formula"]
+    seat_lines = [line["amount"] for inv in invoices(b) for line in inv.lines if line["kind"].startswith("seat_")]
+    assert len(seat_lines) == 40 and sum(seat_lines) == 0
+    assert b.sub("ws").billing_credit - before == D("18.53")  # what the first 3 seats were paid, in cash
 
 
 def test_R21_seat_changes_need_a_per_seat_plan(book):

@@ -348,6 +348,14 @@ class Subscription(Aggregate):
             return ZERO
         return self.charged.get(f"{item}@{self.period_end.isoformat()}", ZERO)
 
+    def seat_changes(self) -> pricing.SeatChanges:
+        """This period's seat lines so far (pricing.seat_change)."""
+        if not self.period_end:
+            return pricing.SeatChanges()
+        period = self.period_end.isoformat()
+        return pricing.SeatChanges(self.charged.get(f"seat_changes_exact@{period}", ZERO),
+                                   self.charged.get(f"seat_changes_billed@{period}", ZERO))
+
     def seats_held(self, policy: Policy) -> int:
         """Seats paid for this period and not credited back: a seat removed without a credit
         stays paid until the period ends (R21); one credited back (policy) must be bought again."""

@@ -271,17 +271,25 @@ class PeriodRenewed(Event):
 
 class SeatsChanged(Event):
     """`scheduled_seats`: the seats a scheduled per-seat downgrade now starts with (the last
-    seat count chosen, R17, R21), or None when none is scheduled. v3 added it."""
+    seat count chosen, R17, R21), or None when none is scheduled. v3 added it. v4 added the
+    period's seat lines after this one, their exact sum and what they billed (pricing.seat_change),
+    or None when it made no line."""
 
-    class_version = 3
+    class_version = 4
     seats: int
     previous: int | None
     unit_price: Decimal | None
     scheduled_seats: int | None
+    seat_changes_exact: Decimal | None
+    seat_changes_billed: Decimal | None
 
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         state["scheduled_seats"] = None
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        state["seat_changes_exact"] = state["seat_changes_billed"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
@@ -289,6 +297,10 @@ class SeatsChanged(Event):
         sub.seats_paid = max(sub.seats_paid, self.seats)
         if self.scheduled_seats is not None and sub.scheduled:
             sub.scheduled["seats"] = self.scheduled_seats
+        if self.seat_changes_exact is not None and self.seat_changes_billed is not None and sub.period_end:
+            period = sub.period_end.isoformat()
+            sub.charged[f"seat_changes_exact@{period}"] = self.seat_changes_exact
+            sub.charged[f"seat_changes_billed@{period}"] = self.seat_changes_billed
 
 class MembersChanged(Event):
     class_version = 3

@@ -48,21 +48,21 @@ def set_seats(sub: Subscription, cmd: SetSeats, ctx: Context) -> ChargeDue | Non
     period, policy, currency = sub.period(), ctx.catalog.policy, ctx.catalog.currency
     assert period is not None and sub.interval is not None
     unit = sub.prices.get("plan", plan.prices[sub.interval])
-    lines: list[pricing.Line] = []
     added = cmd.seats - sub.seats_held(policy)
-    if added > 0:
-        item = pricing.Priced("plan", f"{plan.name}: {added} added seat(s)", unit, added)
-        lines.append(pricing.prorated_charge(item, period, ctx.at, policy, currency, "seat_charge"))
-    elif cmd.seats < (sub.seats or 0) and policy.seat_removal_credit:
-        removed = (sub.seats or 0) - cmd.seats
-        item = pricing.Priced("plan", f"{plan.name}: {removed} removed seat(s)", unit, removed)
-        credit = pricing.unused_time_credit(item, period, ctx.at, policy, currency, "seat_credit", sub.charged_net("plan"))
-        lines += [credit] if credit else []
-    bill = billing.price(sub, ctx, lines, "seats") if lines else None
-    if any(line.kind == "seat_credit" for line in lines):
+    removed = (sub.seats or 0) - cmd.seats if policy.seat_removal_credit else 0
+    line, changes = None, None
+    if added > 0 or removed > 0:
+        what = f"{plan.name}: {added} added seat(s)" if added > 0 else f"{plan.name}: {removed} removed seat(s)"
+        item = pricing.Priced("plan", what, unit, max(added, removed))
+        line, changes = pricing.seat_change(item, added <= 0, period, ctx.at, policy, currency, sub.seat_changes(),
+                                            sub.charged_net("plan"))
+    bill = billing.price(sub, ctx, [line], "seats") if line else None
+    if line and line.kind == "seat_credit":
         credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(plan, cmd.seats))  # R23
     sub.trigger(SeatsChanged, ctx, seats=cmd.seats, previous=sub.seats, unit_price=unit,
-                scheduled_seats=scheduled_seats(sub, ctx, cmd.seats))
+                scheduled_seats=scheduled_seats(sub, ctx, cmd.seats),
+                seat_changes_exact=changes.exact if changes else None,
+                seat_changes_billed=changes.billed if changes else None)
     return billing.issue(sub, ctx, bill, plan=plan.id) if bill else None
 
 
