@@ -74,7 +74,7 @@ def _status(projections: Projections) -> None:
     if OUTPUT.json:
         _echo(status)
     else:
-        render.console().print(render.status_table(status))
+        render.print_table(render.status_table(status))
 
 
 def _instant(text: str | None, flag: str) -> datetime | None:

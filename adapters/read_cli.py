@@ -28,7 +28,7 @@ def workspaces(db: DB = None, json_output: JsonFlag = False) -> None:
     elif not states:
         typer.echo("no workspaces yet")
     else:
-        render.console().print(render.workspaces_table(states))
+        render.print_table(render.workspaces_table(states))
 
 
 def books(
@@ -68,4 +68,4 @@ def books(
         con.print("no postings yet", markup=False)
     for table in render.books_tables(found, ACCOUNTS):
         con.print()
-        con.print(table)
+        render.print_table(table)

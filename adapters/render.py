@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from domain.payments import ending
@@ -15,6 +16,16 @@ from domain.text import one_line  # a reason recorded before control characters 
 
 def console() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """A table at its natural width when the terminal is narrower, or the output a pipe (read as
+    80 columns): rich would cut its cells, a workspace id to "ac…" or a whole column away."""
+    out = console()
+    natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if natural > out.width:
+        out = Console(highlight=False, soft_wrap=True, width=natural)
+    out.print(table)
 
 
 def invoice_lines(invoice: dict[str, Any], due: str = "due now") -> list[str]:

@@ -29,7 +29,7 @@ def show(workspace: Annotated[str, typer.Argument(help="Workspace id.")], json_o
         return
     from adapters import render
 
-    render.console().print(render.state_table(state))
+    render.print_table(render.state_table(state))
 
 
 def _plan_state(workspace: str) -> dict[str, Any] | None:

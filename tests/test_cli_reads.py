@@ -279,3 +279,17 @@ def test_a_set_up_that_fails_drops_the_schema_it_made(pg_url: str, monkeypatch: 
     assert schemas_like(pg_url.split("schema=")[1]) == []
     monkeypatch.setattr(schema, "_create", made)
     assert cli(pg_url, "workspaces").exit_code == 0
+
+
+def test_a_listing_piped_at_80_columns_never_cuts_a_workspace_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status as long as `cancel_scheduled` squeezed the id column to "ac…"; longer ids and plan
+    names dropped whole columns. A table wider than the output is printed at its own width."""
+    monkeypatch.setenv("COLUMNS", "80")
+    db = f"sqlite:///{tmp_path}/wide.db"
+    long_id = "workspace-with-a-long-name-" + "x" * 13
+    for ws in ("acme", long_id):
+        assert cli(db, "add-payment-method", ws, "--payment-method", "pm_card_visa").exit_code == 0
+        assert cli(db, "subscribe", ws, "--plan", "pro").exit_code == 0
+    assert cli(db, "cancel", "acme").exit_code == 0
+    text = cli(db, "workspaces").stdout
+    assert "acme " in text and long_id in text and "cancel_scheduled" in text and "period end" in text
