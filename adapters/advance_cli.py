@@ -39,9 +39,12 @@ def advance(json_output: JsonFlag = False,
     if loop:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    from adapters.schema import prepare
+
     with open_ledger() as ledger:
         while True:
             try:
+                prepare(ledger.env)  # another version wrote meanwhile: its set-up (the due index indexed again)
                 _advance_round(ledger)
             except LedgerError as e:
                 if not loop:

@@ -147,6 +147,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(self.meta_ident),
                          (due_index.MARKER, _since(0, None)))
 
+    def forget_due_index(self) -> None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("DELETE FROM {} WHERE name = %s").format(self.meta_ident), (due_index.MARKER,))
+
     def _write(self, curs: Cursor[DictRow], links: list[Link]) -> None:
         if links:
             curs.execute(self.insert_links, _columns(links))

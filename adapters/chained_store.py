@@ -175,6 +175,10 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             c.execute(f"INSERT OR IGNORE INTO {self.meta_table} VALUES (?, ?)",
                       (due_index.MARKER, _since(0, None)))
 
+    def forget_due_index(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {self.meta_table} WHERE name=?", (due_index.MARKER,))
+
     def _hash_at(self, c: SQLiteCursor, oid: UUID, version: int) -> str:
         if version < 1:
             return ""

@@ -109,6 +109,10 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
         recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
         if "event_store" in parts and not (recorded and int(recorded.group(1)) >= DISCARD_SNAPSHOTS_BEFORE):
             discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)
+        if "event_store" in parts and recorded and ledger.due_index:
+            # another version wrote here last (an upgrade, or an older process after one): it may
+            # have saved without the due index, so the next advance indexes every workspace again
+            ledger.recorder.forget_due_index()
         if "event_store" in parts and ledger.payments_log.get_last() is None:
             used = _gateway_used(env)
             if used is not None:  # a store charged before the gateway was recorded: not its next writer's
@@ -180,8 +184,18 @@ def _prepare_postgres(env: Mapping[str, str], parts: list[str]) -> None:
 
 
 def _pg_missing(conn: psycopg.Connection[Any], schema: str, parts: list[str]) -> list[str]:
-    """The parts whose recorded version is not this code's."""
-    found = _pg_found(conn, schema)
+    return _missing(_pg_found(conn, schema), parts)
+
+
+def _missing(found: Mapping[str, str], parts: list[str]) -> list[str]:
+    """The parts whose recorded version is not this code's. A store a newer release set up is
+    refused: this one would set it up again for itself, record its own older version, and write
+    what the newer one's readers do not expect (or, as an older release did, save without the
+    due index, so that renewals were missed)."""
+    recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
+    if recorded and int(recorded.group(1)) > SCHEMA_VERSION:
+        raise LedgerError("unavailable", f"this ledger was set up by a newer subledger (event store version "
+                          f"{recorded.group(1)}; this one is {SCHEMA_VERSION}): run the newer version")
     return [part for part in parts if found.get(part) != versions()[part]]
 
 
@@ -241,8 +255,7 @@ def sqlite_connect(env: Mapping[str, str]) -> sqlite3.Connection:
 
 
 def _sqlite_missing(env: Mapping[str, str], parts: list[str]) -> list[str]:
-    found = _sqlite_found(env)
-    return [part for part in parts if found.get(part) != versions()[part]]
+    return _missing(_sqlite_found(env), parts)
 
 
 def _sqlite_found(env: Mapping[str, str]) -> dict[str, str]:

@@ -104,9 +104,16 @@ DELIVERIES = Table(
 OUTBOX = "rm_notice_outbox"
 
 
+RENDERED = {"DowngradeNoticeDue": 2, "TrialStarted": 3, "TrialExpired": 3, "PaymentFailed": 4,
+            "WorkspaceSuspended": 2, "WorkspaceReactivated": 2}
+"""The class version of each event a notice is born of, as of Notices.version: a notice's detail
+holds every field of its event, so a field an upcaster adds gives rebuilt notices another shape
+than the live ones. Bump Notices.version with this table (3: PaymentFailed v4's `retries`)."""
+
+
 class Notices(ReadModel):
     family = "notices"
-    version = 2
+    version = 3
     tables = ("notices",)
 
     @classmethod

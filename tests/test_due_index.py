@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from domain.errors import LedgerError
 from tests.conftest import Book, utc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,42 @@ def forget_the_index(book: Book) -> None:
         with recorder.datastore.transaction(commit=True) as c:
             for statement in statements:
                 c.execute(statement)
+
+
+def run_sql(book: Book, *statements: str) -> None:
+    recorder = book.ledger.recorder
+    if hasattr(recorder.datastore, "schema"):
+        with recorder.datastore.get_connection() as conn:
+            conn.execute(f'SET search_path TO "{recorder.datastore.schema}"')
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+    else:
+        with recorder.datastore.transaction(commit=True) as c:
+            for statement in statements:
+                c.execute(statement)
+
+
+def test_a_ledger_an_older_release_wrote_to_is_indexed_again_by_the_next_process(book: Book, db_url: str) -> None:
+    """An older process writing after an upgrade saves without the due index and records its own
+    version: paid2's renewal was never found, and it stayed active unbilled. The next process of
+    this version finds another version recorded and indexes every workspace again."""
+    book.ledger.advance()
+    run_sql(book, f"DELETE FROM {book.ledger.recorder.events_table_name}_due WHERE workspace_id = 'paid2'",
+            "UPDATE subledger_meta SET value = 'subledger-6 eventsourcing-9.5.0' WHERE key = 'event_store'")
+    later = Book(db_url, "workspace", "2026-02-01T00:00:01")
+    try:
+        assert sorted(later.ledger.advance()) == ["paid1", "paid2"]
+    finally:
+        later.ledger.close()
+
+
+def test_a_ledger_a_newer_release_set_up_is_refused(book: Book, db_url: str) -> None:
+    """This version would set it up again for itself, record its own older version and write."""
+    run_sql(book, "UPDATE subledger_meta SET value = 'subledger-99 eventsourcing-9.9.0' WHERE key = 'event_store'")
+    with pytest.raises(LedgerError) as refused:
+        Book(db_url, "workspace", "2026-02-01T00:00:01")
+    assert refused.value.code == "unavailable" and "set up by a newer subledger" in refused.value.message
 
 
 def test_the_due_index_lists_only_workspaces_with_something_due(book: Book) -> None:

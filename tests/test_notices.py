@@ -197,3 +197,12 @@ def test_R8_R19_dunning_suspension_and_reactivation_are_noticed(book: Any) -> No
             found = [n["kind"] for n in pending(conn, b.clock.now(), "ws")]
     assert found.count("payment_failed") == 4
     assert found[-2:] == ["workspace_suspended", "workspace_reactivated"]
+
+
+def test_a_notice_event_that_gains_a_field_bumps_the_notices_version() -> None:
+    """A notice's detail holds its event's fields: after PaymentFailed v4 added `retries`, every
+    upgraded ledger's `replay rebuild --verify` found its payment_failed notices differing from
+    the live ones (`"retries": null`), because the read model was not rebuilt on the upgrade."""
+    from projections.notices import KINDS, RENDERED
+    assert {kind.on.__name__: getattr(kind.on, "class_version", 1) for kind in KINDS} == RENDERED, \
+        "an event a notice renders changed version: bump Notices.version and RENDERED together"
