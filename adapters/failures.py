@@ -118,6 +118,13 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
     return None
 
 
+def recognised(error: BaseException) -> str | None:
+    """What the database's trouble is, when one of its causes is a failure this module knows by
+    name (down, busy, out of connections, a pool used up): a reason to try again, unlike the
+    other database errors `explain` also reports (a missing table, a bad statement)."""
+    return next((found for cause in causes(error) if (found := _reason(cause))), None)
+
+
 def unreadable(env: Mapping[str, str] | None) -> str:
     """A stored event that does not decode: the cipher key, or damaged rows (docs/audit.md)."""
     keyed = "with this key" if env and env.get("CIPHER_TOPIC") else "without a key"

@@ -90,8 +90,11 @@ def _limits(catalog: Catalog) -> Any:
         for name in ("rank", "seats", "max_seats", "storage_gb", "ai_credits_per_seat", "teams"):
             yield f"plans.{i}.{name}", getattr(plan, name) or 0, MAX_COUNT
         yield f"plans.{i}.trial_days", plan.trial_days or 0, MAX_DAYS
-        for interval, price in plan.prices.items() if plan.per_seat else ():  # the largest line it can bill
-            yield f"plans.{i}.prices.{interval} x max_seats", price * plan.max_seats, MAX_AMOUNT - 1
+        for interval, price in plan.prices.items():  # the largest renewal it can bill: its seats and an add-on
+            dearest = max((a.prices.get(interval, 0) for a in catalog.addons), default=0)
+            seats = plan.max_seats if plan.per_seat else 1
+            yield (f"plans.{i}.prices.{interval}{' x max_seats' if plan.per_seat else ''} + the dearest add-on",
+                   price * seats + dearest, MAX_AMOUNT - 1)
         for j, tier in enumerate(plan.tiers):
             yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
     for i, addon in enumerate(catalog.addons):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from domain.errors import AdvanceIncomplete, LedgerError
+from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError, about_the_workspace
 
 
 class Clock(Protocol):
@@ -94,7 +94,7 @@ def _next_stops(ledger: Any, now: datetime, until: datetime) -> list[datetime]:
     else:
         stops, still_due = [], ledger.due_workspaces(until)  # every workspace
     for ws in still_due:
-        sub = ledger.get(ws)
+        sub = loaded(ledger, ws)
         if sub is not None:
             stops.append(max(sub.next_due_at() or sub.modified_on, sub.modified_on))
     return [at for at in stops if at is not None and at > now]
@@ -108,9 +108,20 @@ def first_stop(ledger: Any, until: datetime) -> datetime | None:
     from domain.ledger import due_instant  # the due index's own instant (domain.ledger imports this module)
 
     until = _utc(until)
-    due = [at for ws in ledger.due_workspaces(until) if (sub := ledger.get(ws)) is not None
+    due = [at for ws in ledger.due_workspaces(until) if (sub := loaded(ledger, ws)) is not None
            and (at := due_instant(sub)) is not None]
     return min(min(due), until) if due else None
+
+
+def loaded(ledger: Any, workspace_id: str) -> Any:
+    """The workspace, or None when its history fails to load: `Ledger.advance` names it, and
+    the other workspaces' stops go on."""
+    try:
+        return ledger.get(workspace_id)
+    except DECISION_ERRORS as e:
+        if not about_the_workspace(e):
+            raise
+        return None
 
 
 def _utc(at: datetime) -> datetime:

@@ -76,7 +76,15 @@ DECISION_ERRORS = (LedgerError, ArithmeticError, AssertionError, AttributeError,
                    StopIteration, TypeError, ValueError)
 """What deciding or recording one workspace's due items can raise that is about that workspace
 (a refusal, or a bug its history or catalog meets), not about the database, which every other
-workspace would meet too."""
+workspace would meet too. See `about_the_workspace`."""
+
+
+def about_the_workspace(error: BaseException) -> bool:
+    """A refusal, or a bug of this code's (it raises the built-in classes). A library's own error
+    classes (a stored event that does not decode, a database error) subclass some of them too:
+    those are about the infrastructure, and every workspace would meet them."""
+    return isinstance(error, LedgerError) or (isinstance(error, DECISION_ERRORS)
+                                              and type(error).__module__ == "builtins")
 
 
 class AdvanceIncomplete(LedgerError):

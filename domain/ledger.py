@@ -21,7 +21,7 @@ from eventsourcing.utils import resolve_topic
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_reason, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
-from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError
+from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError, about_the_workspace
 from domain.group_commit import GroupCommit
 from domain.loading import Loading, project
 from domain.payments import NoPayments, PaymentGateway
@@ -291,6 +291,8 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
             try:
                 events = self.advance_workspace(workspace_id, behind_waits=True)
             except DECISION_ERRORS as e:
+                if not about_the_workspace(e):
+                    raise
                 failed[workspace_id] = e
                 continue
             if events:

@@ -86,3 +86,34 @@ def catalog_variant(tmp_path: Path, base: str, new_id: str, **policy: str) -> st
     path = tmp_path / f"{new_id}.toml"
     path.write_text(text)
     return str(path)
+
+
+BIG = """id = "big"
+version = "1"
+name = "Big"
+currency = "USD"
+[[plans]]
+id = "a"
+name = "A"
+rank = 0
+kind = "paid"
+storage_gb = 1
+per_seat = true
+prices = { month = "1.00", year = "10.00" }
+[[plans]]
+id = "b"
+name = "B"
+rank = 1
+kind = "paid"
+storage_gb = 1
+per_seat = true
+max_seats = 100000
+prices = { month = "9999999.00", year = "9999999.00" }
+[[addons]]
+id = "huge"
+name = "Huge"
+storage_gb = 1
+prices = { month = "999999999999.00", year = "999999999999.00" }
+"""
+"""A catalog whose plan b (its most seats) and add-on renew above the largest amount the ledger records: `catalog
+check` refuses it; the tests read it as a ledger that recorded it before the check."""

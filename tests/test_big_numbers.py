@@ -5,6 +5,7 @@ model, and a recorded command is reported as recorded even when the read models 
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,15 @@ from typer.testing import CliRunner
 
 from adapters.app import build_ledger
 from adapters.cli import app
-from domain.catalog import MAX_COUNT
+from domain.catalog import MAX_COUNT, Catalog, CatalogError, parse_catalog
 from domain.commands import parse_command
 from domain.errors import AdvanceIncomplete
 from domain.ledger import TestClock
 from projections.runner import Projections
 from adapters.settings import eventsourcing_env
-from tests.conftest import ADMIN, utc
+from tests.conftest import ADMIN, Book, utc
 from tests.readmodels import check_against_ledger
-from tests.support import VISA, refused
+from tests.support import BIG, VISA, refused
 
 CATALOG = """id = "big"
 version = "1"
@@ -123,41 +124,20 @@ def test_a_per_seat_price_whose_largest_line_outgrows_the_amount_columns_is_refu
     assert checked.exit_code == 2 and "plans.0.prices.month x max_seats" in checked.stderr, checked.stderr
 
 
-BIG = """id = "big"
-version = "1"
-name = "Big"
-currency = "USD"
-[[plans]]
-id = "a"
-name = "A"
-rank = 0
-kind = "paid"
-storage_gb = 1
-per_seat = true
-prices = { month = "1.00", year = "10.00" }
-[[plans]]
-id = "b"
-name = "B"
-rank = 1
-kind = "paid"
-storage_gb = 1
-per_seat = true
-max_seats = 100000
-prices = { month = "9999999.00", year = "9999999.00" }
-[[addons]]
-id = "huge"
-name = "Huge"
-storage_gb = 1
-prices = { month = "999999999999.00", year = "999999999999.00" }
-"""
+
+def on_a_catalog_recorded_before_the_renewal_bound(book):
+    """`catalog check` refuses BIG now (a renewal of its Team seats and its add-on would reach
+    10^12); a ledger that recorded it before reads it back as it was."""
+    assert "the dearest add-on" in str(pytest.raises(CatalogError, parse_catalog, BIG).value)
+    b = book("forms", "2026-04-01T00:00:00")
+    b.ledger.catalogs["big"], b.ledger.default_catalog = Catalog.model_validate(tomllib.loads(BIG)), "big"
+    return b
 
 
 def test_a_bill_whose_total_the_ledger_cannot_record_is_refused_before_any_charge(book, tmp_path):
     """Each line is under the largest amount, their sum is not: the charge was requested, then the
     database's amount column refused it, leaving a charge pending that no read model could hold."""
-    path = tmp_path / "big.toml"
-    path.write_text(BIG)
-    b = book(str(path), "2026-04-01T00:00:00")
+    b = on_a_catalog_recorded_before_the_renewal_bound(book)
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     assert b.do("ws", "subscribe", plan="a", seats=1).ok
     assert b.do("ws", "set-storage-addon", addon="huge").ok
@@ -170,9 +150,7 @@ def test_a_bill_whose_total_the_ledger_cannot_record_is_refused_before_any_charg
 def test_a_workspace_whose_renewal_fails_never_stops_the_others_renewals(book, tmp_path):
     """The scheduler stopped at the first workspace whose due items failed, every round, so the
     workspaces after it were never renewed. It passes over it, renews the rest, and names it."""
-    path = tmp_path / "big.toml"
-    path.write_text(BIG)
-    b = book(str(path), "2026-04-01T00:00:00")
+    b = on_a_catalog_recorded_before_the_renewal_bound(book)
     for ws in ("aaa-whale", "zzz-payer"):
         assert b.do(ws, "add-payment-method", payment_method=VISA).ok
     assert b.do("aaa-whale", "subscribe", plan="b", seats=1).ok
@@ -184,3 +162,33 @@ def test_a_workspace_whose_renewal_fails_never_stops_the_others_renewals(book, t
     assert list(refused_at.value.failed) == ["aaa-whale"] and refused_at.value.code == "invalid_request"
     assert b.sub("zzz-payer").period_end == utc("2026-07-01T00:00:00")
     assert b.sub("aaa-whale").period_end == utc("2026-05-01T00:00:00")
+
+
+def test_advance_names_the_workspace_it_passed_over_in_its_one_json_document(tmp_path):
+    """`advance --json` printed the round and then the error, two documents; it prints one, with
+    every workspace it passed over under `failed`, and exits 1."""
+    url = f"sqlite:///{tmp_path}/whale.db"
+    b = Book(url, "forms", "2026-04-01T00:00:00")
+    b.ledger.catalogs["big"], b.ledger.default_catalog = Catalog.model_validate(tomllib.loads(BIG)), "big"
+    for ws in ("aaa-whale", "zzz-payer"):
+        assert b.do(ws, "add-payment-method", payment_method=VISA).ok
+    assert b.do("aaa-whale", "subscribe", plan="b", seats=100_000).ok
+    assert b.do("aaa-whale", "set-storage-addon", addon="huge").ok
+    assert b.do("zzz-payer", "subscribe", plan="a", seats=2).ok
+    b.ledger.close()
+    result = CliRunner().invoke(app, ["--db", url, "--json", "advance"], env={"SUBLEDGER_TEST_CLOCK": "2026-05-02T00:00:00Z"})
+    round_ = json.loads(result.stdout)
+    assert result.exit_code == 1 and round_["ok"] is False
+    assert list(round_["failed"]) == ["aaa-whale"] and round_["failed"]["aaa-whale"]["code"] == "invalid_request"
+    assert "PeriodRenewed" in round_["due"]["zzz-payer"]
+
+
+def test_only_a_refusal_or_a_bug_of_this_code_is_passed_over_never_the_infrastructure():
+    """A wrong cipher key fails every workspace's load with the library's MapperDeserialisationError
+    (a ValueError): "every other workspace was advanced" would be false, so it is not passed over."""
+    from eventsourcing.persistence import MapperDeserialisationError
+    from sqlalchemy.exc import NoSuchColumnError
+
+    from domain.errors import LedgerError, about_the_workspace
+    assert about_the_workspace(LedgerError("invalid_request", "x")) and about_the_workspace(KeyError("plan"))
+    assert not about_the_workspace(MapperDeserialisationError("no key")) and not about_the_workspace(NoSuchColumnError())

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -517,3 +518,26 @@ def test_subledger_serve_takes_a_command_over_real_http(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_test_clock_names_a_workspace_it_passed_over_and_says_where_it_moved(tmp_path: Path) -> None:
+    """A plain 400 said neither that the clock had moved nor that every other workspace had lived
+    up to it: the answer carries `now`, `due`, `position` and `failed`."""
+    from domain.catalog import Catalog
+    from tests.support import BIG
+
+    api = Api(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        api.ledger.catalogs["big"], api.ledger.default_catalog = Catalog.model_validate(tomllib.loads(BIG)), "big"
+        for ws in ("acme", "other"):
+            assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}, workspace=ws,
+                          role="admin" if ws == "acme" else "other_admin").status_code == 200
+        assert api.do("subscribe", {"plan": "b", "seats": 100_000}).status_code == 200
+        assert api.do("set-storage-addon", {"addon": "huge"}).status_code == 200
+        assert api.do("subscribe", {"plan": "a", "seats": 2}, workspace="other", role="other_admin").status_code == 200
+        r = api.advance("2026-06-02T00:00:00Z")
+        body = r.json()
+        assert (r.status_code, body["code"], list(body["failed"])) == (400, "invalid_request", ["acme"])
+        assert body["now"] == "2026-06-02T00:00:00Z" and "PeriodRenewed" in body["due"]["other"] and body["position"]
+    finally:
+        api.close()

@@ -363,4 +363,16 @@ def test_a_database_that_does_not_answer_is_503_to_try_again_not_a_bug(api: Any,
     r = TestClient(c.app, raise_server_exceptions=False).get("/v1/workspaces/acme/audit", headers=support)
     assert (r.status_code, r.json()["code"], r.headers["retry-after"]) == (503, "unavailable", "1")
     assert "this is a bug" not in r.json()["detail"]
+
+
+def test_a_database_error_that_trying_again_cannot_mend_stays_a_logged_500(api: Any,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    c, support = api
+
+    def table_gone(*args: Any, **kwargs: Any) -> Any:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("no such table: rm_audit_trail"))
+
+    monkeypatch.setattr(audit_trail, "rows", table_gone)
+    r = TestClient(c.app, raise_server_exceptions=False).get("/v1/workspaces/acme/audit", headers=support)
+    assert (r.status_code, r.json()["code"]) == (500, "internal_error") and "retry-after" not in r.headers
     assert "try again" in failures.explain(sqlalchemy.exc.TimeoutError("QueuePool limit")).message

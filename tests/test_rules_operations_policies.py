@@ -226,3 +226,23 @@ def test_R19_allowed_overage_is_recorded_and_not_billed(book, tmp_path):
     assert b.do("ws", "record-usage", operations=1_000_000).ok
     b.at("2026-05-01T00:00:00")
     assert lines(renewals(b)[-1]) == [("plan_charge", D("10.59"))]
+
+
+def test_R19_a_move_to_a_free_plan_never_waits_on_the_overage_charge(book, tmp_path):
+    """Billed on the downgrade's own invoice, the overage had to be paid before the move: without
+    a card it was refused, with a declined one the customer stayed on the paid plan and was
+    renewed. It goes on a final invoice collected after the move, dunned if it fails."""
+    path = tmp_path / "ops-free.toml"
+    path.write_text(WITH_FREE.format(timing="immediate_credit"))
+    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "record-usage", operations=1_010_000).ok
+    assert b.do("ws", "remove-payment-method", payment_method=VISA).ok
+    down = b.do("ws", "change-plan", plan="nada")
+    assert down.ok and {"DowngradeApplied", "InvoiceIssued", "PaymentFailed"} <= set(types(down)), types(down)
+    assert b.sub("ws").plan == "nada"
+    [final] = [i for i in b.sub("ws").open_invoices()]
+    assert b.sub("ws").invoices[final]["amount_due"] == D("993.00")  # 1,000.00 less the 7.00 unused time
+    b.at("2026-05-02T00:00:00")
+    assert b.sub("ws").plan == "nada" and not [e for e in b.ledger.workspace_events("ws")
+                                               if type(e).__name__ == "PeriodRenewed"]

@@ -176,6 +176,22 @@ def test_R13_R21_seats_added_then_removed_one_by_one_never_credit_a_cent_more_th
     assert b.sub("ws").billing_credit - before == D("18.53")  # what the first 3 seats were paid, in cash
 
 
+def test_R21_a_plan_change_starts_the_rounding_of_seat_lines_afresh(book, tmp_path):
+    """Team seat lines are settled by the upgrade's credit: a Business seat removed afterwards is
+    12.35 x 1 x 15/30 = 6.175 -> 6.18 by its own arithmetic, not 6.17 with Team's lines mixed in."""
+    path = catalog_variant(tmp_path, "workspace", "workspace-seat-credit", seat_removal_credit="true")
+    Path(path).write_text(Path(path).read_text().replace('prices = { month = "15.00"', 'prices = { month = "12.35"'))
+    b = book(path)
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    b.do("ws", "subscribe", plan="team", seats=1)
+    b.at("2026-04-02T00:00:00")
+    assert b.do("ws", "set-seats", seats=2).ok
+    b.at("2026-04-16T00:00:00")
+    assert b.do("ws", "change-plan", plan="business", seats=2).ok
+    credit = only_invoice(b.do("ws", "set-seats", seats=1)).lines[0]
+    assert credit["amount"] == D("-6.18") and "earlier seat changes" not in credit["formula"]
+
+
 def test_R21_seat_changes_need_a_per_seat_plan(book):
     b = forms_on(book)
     refused(b, "ws", "invalid_request", "set-seats", seats=5)

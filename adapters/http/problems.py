@@ -71,9 +71,9 @@ def not_json(request: Request, error: RequestValidationError) -> bool:
 def unavailable(error: BaseException) -> LedgerError | None:
     """A failure of the database rather than of the request (down, or this process's connections
     all in use): 503, for the client to try again, never "a bug". Its details stay in the log."""
-    if (explained := failures.explain(error)) is None:
+    if (reason := failures.recognised(error)) is None:
         return None
-    log.warning("the database failed a request: %s", explained.message)
+    log.warning("the database failed a request: %s", reason)
     return LedgerError("unavailable", "the ledger's database did not answer (down, or busy): try again shortly")
 
 

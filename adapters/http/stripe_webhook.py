@@ -88,9 +88,10 @@ def webhook_router(wall_clock: Callable[[], float] = time.time, secret: str | No
         try:
             event = StripeEvent.model_validate_json(payload)
         except ValidationError as e:
-            return problems.problem("invalid_request", f"the body is not a Stripe event: {e.errors()[0]['msg']} at "
-                                    + ".".join(str(p) for p in e.errors()[0]["loc"]), status=400,
-                                    instance=request.url.path)
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return problems.problem("invalid_request", f"the body is not a Stripe event: {first['msg']}"
+                                    + (f" at {where}" if where else ""), status=400, instance=request.url.path)
         seen: SeenEvents = request.app.state.stripe_events
         return await run_in_threadpool(handle_event, request.app.state.ledger, seen, event)
 

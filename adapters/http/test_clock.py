@@ -7,6 +7,7 @@ side table, so every worker process of `subledger serve --workers N` follows it:
 on a test clock first moves its worker's clock up to the stored instant (`follow`).
 """
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from adapters.http.problems import problem_of
 from adapters.instants import parse_instant
 from adapters.side_tables import SideTables, insert_if_absent
 from domain.clock import TestClock, run_until
-from domain.errors import LedgerError
+from domain.errors import AdvanceIncomplete, LedgerError
 from projections.store import UtcDateTime, iso
 from projections.views import event_types
 
@@ -81,6 +82,7 @@ class Advance(BaseModel):
                     examples=["2026-05-01T00:00:00Z"], max_length=64)
 
 
+log = logging.getLogger("subledger.http")
 router = APIRouter(prefix="/v1/test-clock", tags=["test clock"], route_class=CallerFirst)
 
 
@@ -114,11 +116,18 @@ def advance(request: Request, caller: Operator, body: Annotated[Advance, Body()]
         store.follow()
         if to < store.clock.now():  # refused before any stop is recorded
             raise LedgerError("clock_conflict", f"the test clock never goes back: it is at {iso(store.clock.now())}")
-        done = run_until(ledger, to, store.move_at_least)
+        try:
+            done, failed = run_until(ledger, to, store.move_at_least), None
+        except AdvanceIncomplete as e:  # the clock moved and every other workspace lived up to it
+            done, failed = e.done, e
+            for ws, error in e.failed.items():
+                if not isinstance(error, LedgerError):
+                    log.error("the test clock passed over %s", ws, exc_info=error)
         recorded = [e for events in done.values() for e in events]
-        response = JSONResponse({"ok": True, "now": iso(ledger.clock.now()),
-                                 "due": {ws: event_types(events) for ws, events in done.items()},
-                                 "position": ledger.position_of(recorded) if recorded else None})
+        lived = {"now": iso(ledger.clock.now()), "due": {ws: event_types(events) for ws, events in done.items()},
+                 "position": ledger.position_of(recorded) if recorded else None}
+        response = problem_of(failed, request, **lived, failed=failed.failures()) if failed else \
+            JSONResponse({"ok": True, **lived})
     except LedgerError as e:
         response = problem_of(e, request)
     return idempotency.remember(request, caller, idempotency_key, described, response)

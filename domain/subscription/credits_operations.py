@@ -96,6 +96,17 @@ def overage_billed(sub: Subscription, ctx: Context, bill: billing.Bill) -> None:
                         invoice_id=bill.invoice_id)
 
 
+def final_invoice(sub: Subscription, ctx: Context) -> None:
+    """What is still owed when billing ends (a cancel, a move to a free plan: operations billed as
+    overage, R19) is invoiced and its collection requested, dunning if it fails; nothing else is
+    (R10: no refund, no new period). The plan change never waits on it."""
+    lines = overage_lines(sub, ctx)
+    if lines:
+        bill = billing.price(sub, ctx, lines, "final", immediate=False)
+        overage_billed(sub, ctx, bill)
+        billing.issue_and_collect(sub, ctx, bill)
+
+
 def buy_operations(sub: Subscription, cmd: BuyOperations, ctx: Context) -> ChargeDue | None:
     """Extra operations in packs at the tier's price per operation (004); they expire at the
     monthly reset (R18)."""

@@ -118,6 +118,8 @@ class PlanSet(Event):
         sub.plan, sub.tier, sub.interval, sub.seats = self.plan, self.tier, self.interval, self.seats
         sub.kept_team = self.kept_team or sub.kept_team
         sub.scheduled = None
+        for key in [k for k in sub.charged if k.startswith("seat_changes_")]:
+            del sub.charged[key]  # the old plan's seat lines were settled with it (pricing.seat_change)
         if self.new_cycle:
             sub.anchor = self.period_start
             sub.period_start, sub.period_end = self.period_start, self.period_end

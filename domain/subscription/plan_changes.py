@@ -174,15 +174,17 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
     new_item = pricing.plan_item(target, interval, seats, tier)
     if new_item is not None:
         lines.append(pricing.prorated_charge(new_item, period, ctx.at, policy, catalog.currency, "plan_charge"))
-    else:  # a free plan drops the add-on too (R22), and bills no next invoice: the overage goes on this one (R19)
-        lines += billing.credit_unused(sub, ctx, period, "addon") + credits_operations.overage_lines(sub, ctx)
+    else:
+        lines += billing.credit_unused(sub, ctx, period, "addon")  # a free plan drops the add-on too (R22)
     bill = billing.price(sub, ctx, lines, "downgrade")
-    credits_operations.overage_billed(sub, ctx, bill)
     supersede_schedule(sub, ctx)
     credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats) if new_item else 0)
     set_plan(sub, DowngradeApplied, ctx, target, tier, interval if new_item else None, seats, None,
              unit_price=new_item.unit_price if new_item else None, keep_team=keep_team)
-    return billing.issue(sub, ctx, bill, plan=target.id)
+    due = billing.issue(sub, ctx, bill, plan=target.id)
+    if new_item is None:  # a free plan bills no next invoice: what is owed goes on a final one (R19)
+        credits_operations.final_invoice(sub, ctx)
+    return due
 
 
 def cancel_change(sub: Subscription, cmd: CancelChange, ctx: Context) -> None:

@@ -128,7 +128,7 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
         return
     scheduled = sub.scheduled
     if scheduled and scheduled["kind"] == "cancel":
-        final_invoice(sub, ctx)
+        credits_operations.final_invoice(sub, ctx)
         sub.trigger(SubscriptionCanceled, ctx, plan=sub.plan)
         return
     if sub.open_invoice and catalog.policy.dunning_final_action != "none":
@@ -140,7 +140,7 @@ def due_period_end(sub: Subscription, ctx: Context) -> None:
         assert target is not None
         tier = target.tier(scheduled["tier"], scheduled["interval"]) if scheduled["tier"] and scheduled["interval"] else None
         if not target.billable:  # billing ends here: what is still owed is billed, as on a cancel
-            final_invoice(sub, ctx)
+            credits_operations.final_invoice(sub, ctx)
             plan_changes.set_plan(sub, DowngradeApplied, ctx, target, None, None, None, None,
                                   keep_team=scheduled["keep_team"])
             return
@@ -175,16 +175,6 @@ def renew(sub: Subscription, ctx: Context) -> None:
     bill = billing.price(sub, ctx, lines, "renewal", immediate=False)
     credits_operations.overage_billed(sub, ctx, bill)
     billing.issue_and_collect(sub, ctx, bill)
-
-
-def final_invoice(sub: Subscription, ctx: Context) -> None:
-    """What is still owed when a subscription ends (operations billed as overage, R19) is
-    invoiced and collected at the end; nothing else is (R10: no refund, no new period)."""
-    lines = credits_operations.overage_lines(sub, ctx)
-    if lines:
-        bill = billing.price(sub, ctx, lines, "final", immediate=False)
-        credits_operations.overage_billed(sub, ctx, bill)
-        billing.issue_and_collect(sub, ctx, bill)
 
 
 DUE: dict[str, Callable[[Subscription, Context], None]] = {
