@@ -50,22 +50,12 @@ def counting_loads(book: Book) -> Counter[str]:
 
 def forget_the_index(book: Book) -> None:
     """As a ledger recorded before the index existed: no rows, not marked complete."""
-    recorder = book.ledger.recorder
-    statements = [f"DELETE FROM {recorder.events_table_name}_due",
-                  f"DELETE FROM {recorder.events_table_name}_chain_meta WHERE name = 'due_index'"]
-    if hasattr(recorder.datastore, "schema"):
-        with recorder.datastore.get_connection() as conn:
-            conn.execute(f'SET search_path TO "{recorder.datastore.schema}"')
-            for statement in statements:
-                conn.execute(statement)
-            conn.commit()
-    else:
-        with recorder.datastore.transaction(commit=True) as c:
-            for statement in statements:
-                c.execute(statement)
+    table = book.ledger.recorder.events_table_name
+    run_sql(book, f"DELETE FROM {table}_due", f"DELETE FROM {table}_chain_meta WHERE name = 'due_index'")
 
 
 def run_sql(book: Book, *statements: str) -> None:
+    """Statements on the ledger's own database (its schema on PostgreSQL), as another process would."""
     recorder = book.ledger.recorder
     if hasattr(recorder.datastore, "schema"):
         with recorder.datastore.get_connection() as conn:

@@ -154,16 +154,23 @@ def test_R21_R27_seats_credited_back_are_charged_again_when_re_added(book, tmp_p
     assert charged == D("80.00") - D("32.00")
 
 
+def seats_credited_at(book, tmp_path, price):
+    """The workspace catalog with seat-removal credit, the plan priced `price` a month at 12.35
+    (Team 8.00, Business 15.00), and a workspace on Team with one seat."""
+    path = catalog_variant(tmp_path, "workspace", "workspace-seat-credit", seat_removal_credit="true")
+    Path(path).write_text(Path(path).read_text().replace(f'prices = {{ month = "{price}"', 'prices = { month = "12.35"'))
+    b = book(path)
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    b.do("ws", "subscribe", plan="team", seats=1)
+    return b
+
+
 def test_R13_R21_seats_added_then_removed_one_by_one_never_credit_a_cent_more_than_was_charged(book, tmp_path):
     """Team at 12.35 a seat, half the period left: 3 seats added are 18.525 -> 18.53; removed one
     by one, each line alone rounded 6.175 -> 6.18, so 18.54 came back and every round trip minted
     a cent. Each seat line now rounds the period's seat changes as a whole, less what the earlier
     ones billed: 6.18, 6.17, 6.18, and ten round trips leave the customer exactly where they began."""
-    path = catalog_variant(tmp_path, "workspace", "workspace-seat-credit", seat_removal_credit="true")
-    Path(path).write_text(Path(path).read_text().replace('prices = { month = "8.00"', 'prices = { month = "12.35"'))
-    b = book(path)
-    b.do("ws", "add-payment-method", payment_method=VISA)
-    b.do("ws", "subscribe", plan="team", seats=1)
+    b = seats_credited_at(book, tmp_path, "8.00")
     b.at("2026-04-16T00:00:00")
     before = b.sub("ws").billing_credit
     for _ in range(10):
@@ -179,11 +186,7 @@ def test_R13_R21_seats_added_then_removed_one_by_one_never_credit_a_cent_more_th
 def test_R21_a_plan_change_starts_the_rounding_of_seat_lines_afresh(book, tmp_path):
     """Team seat lines are settled by the upgrade's credit: a Business seat removed afterwards is
     12.35 x 1 x 15/30 = 6.175 -> 6.18 by its own arithmetic, not 6.17 with Team's lines mixed in."""
-    path = catalog_variant(tmp_path, "workspace", "workspace-seat-credit", seat_removal_credit="true")
-    Path(path).write_text(Path(path).read_text().replace('prices = { month = "15.00"', 'prices = { month = "12.35"'))
-    b = book(path)
-    b.do("ws", "add-payment-method", payment_method=VISA)
-    b.do("ws", "subscribe", plan="team", seats=1)
+    b = seats_credited_at(book, tmp_path, "15.00")
     b.at("2026-04-02T00:00:00")
     assert b.do("ws", "set-seats", seats=2).ok
     b.at("2026-04-16T00:00:00")
