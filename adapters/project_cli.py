@@ -26,7 +26,6 @@ import typer
 from adapters.cli_output import OUTPUT, Guarded, JsonFlag, fail, use_json
 from adapters.instants import parse_instant
 from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
-from domain.errors import LedgerError
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]

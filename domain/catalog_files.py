@@ -76,8 +76,8 @@ def bounded(catalog: Catalog) -> list[str]:
     landing = catalog.trial_fallback()
     if any(p.kind == "trial" for p in catalog.plans) and (landing is None or landing.kind != "free"):
         found.append(f"policy.trial_fallback = {landing.id}: a {landing.kind} plan; an unconverted trial falls back "
-                     "to a free plan (R15)" if landing else
-                     "plans: a trial and no free plan for it to fall back to (R15); add one or set policy.trial_fallback")
+                     "to a free plan (R15)" if landing else "plans: a trial and no free plan for it to fall back to "
+                     "(R15); add one or set policy.trial_fallback")
     return found
 
 

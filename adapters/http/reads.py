@@ -8,7 +8,6 @@ adapters/http/access.py; freshness and `min_position` are adapters/http/read_sid
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 

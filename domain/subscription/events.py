@@ -274,8 +274,8 @@ class PeriodRenewed(Event):
 class SeatsChanged(Event):
     """`scheduled_seats`: the seats a scheduled per-seat downgrade now starts with (the last
     seat count chosen, R17, R21), or None when none is scheduled. v3 added it. v4 added the
-    period's seat lines after this one, their exact sum and what they billed (pricing.seat_change),
-    or None when it made no line."""
+    period's seat changes after this one, their exact sum and what their lines billed
+    (pricing.seat_change), or None when no seat was priced."""
 
     class_version = 4
     seats: int
