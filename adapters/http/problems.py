@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters import failures
-from adapters.http.json_bodies import malformed
+from adapters.http.json_bodies import malformed, sent_as_json
 from domain.errors import LedgerError
 
 MEDIA_TYPE = "application/problem+json"
@@ -63,9 +63,8 @@ def problem_of(error: LedgerError, request: Request | None = None, headers: dict
 
 def not_json(request: Request, error: RequestValidationError) -> bool:
     """A body refused because it was not sent as JSON (curl -d sends a form by default)."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body_refused = any(tuple(err.get("loc", ()))[:1] == ("body",) for err in error.errors())
-    return body_refused and not (media == "application/json" or media.endswith("+json"))
+    return body_refused and not sent_as_json(request)
 
 
 def unavailable(error: BaseException) -> LedgerError | None:
