@@ -106,8 +106,8 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
     full = {**env, "CREATE_TABLE": "y"}
     ledger = Ledger(full)
     try:
-        recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
-        if "event_store" in parts and not (recorded and int(recorded.group(1)) >= DISCARD_SNAPSHOTS_BEFORE):
+        recorded = recorded_version(found)
+        if "event_store" in parts and not (recorded and recorded >= DISCARD_SNAPSHOTS_BEFORE):
             discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)
         if "event_store" in parts and recorded and ledger.due_index:
             # another version wrote here last (an upgrade, or an older process after one): it may
@@ -187,15 +187,21 @@ def _pg_missing(conn: psycopg.Connection[Any], schema: str, parts: list[str]) ->
     return _missing(_pg_found(conn, schema), parts)
 
 
+def recorded_version(found: Mapping[str, str]) -> int | None:
+    """The event store version a store records (`found`: its subledger_meta), None before any."""
+    recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
+    return int(recorded.group(1)) if recorded else None
+
+
 def _missing(found: Mapping[str, str], parts: list[str]) -> list[str]:
     """The parts whose recorded version is not this code's. A store a newer release set up is
     refused: this one would set it up again for itself, record its own older version, and write
     what the newer one's readers do not expect (or, as an older release did, save without the
     due index, so that renewals were missed)."""
-    recorded = re.match(r"subledger-(\d+) ", found.get("event_store", ""))
-    if recorded and int(recorded.group(1)) > SCHEMA_VERSION:
+    recorded = recorded_version(found)
+    if recorded and recorded > SCHEMA_VERSION:
         raise LedgerError("unavailable", f"this ledger was set up by a newer subledger (event store version "
-                          f"{recorded.group(1)}; this one is {SCHEMA_VERSION}): run the newer version")
+                          f"{recorded}; this one is {SCHEMA_VERSION}): run the newer version")
     return [part for part in parts if found.get(part) != versions()[part]]
 
 
