@@ -109,7 +109,7 @@ def _create(env: Mapping[str, str], parts: list[str], found: Mapping[str, str]) 
         recorded = recorded_version(found)
         if "event_store" in parts and not (recorded and recorded >= DISCARD_SNAPSHOTS_BEFORE):
             discard_snapshots(ledger)  # also a store older than the versions table (a new one has none)
-        if "event_store" in parts and recorded and ledger.due_index:
+        if "event_store" in parts and recorded and recorded != SCHEMA_VERSION and ledger.due_index:
             # another version wrote here last (an upgrade, or an older process after one): it may
             # have saved without the due index, so the next advance indexes every workspace again
             ledger.recorder.forget_due_index()

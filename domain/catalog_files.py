@@ -97,6 +97,8 @@ def _limits(catalog: Catalog) -> Any:
                    price * seats + dearest, MAX_AMOUNT - 1)
         for j, tier in enumerate(plan.tiers):
             yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
+            dearest = max((a.prices.get(tier.interval, 0) for a in catalog.addons), default=0)
+            yield f"plans.{i}.tiers.{j}.price + the dearest add-on", tier.price + dearest, MAX_AMOUNT - 1
     for i, addon in enumerate(catalog.addons):
         yield f"addons.{i}.storage_gb", addon.storage_gb, MAX_COUNT
     for i, pack in enumerate(catalog.credit_packs):

@@ -176,15 +176,19 @@ def downgrade(sub: Subscription, ctx: Context, current: Plan, target: Plan, tier
         lines.append(pricing.prorated_charge(new_item, period, ctx.at, policy, catalog.currency, "plan_charge"))
     else:
         lines += billing.credit_unused(sub, ctx, period, "addon")  # a free plan drops the add-on too (R22)
-    bill = billing.price(sub, ctx, lines, "downgrade")
+    # a free plan bills no next invoice: billed overage goes on a final one with the credit, collected
+    # after the move, which never waits on it (R19)
+    overage = credits_operations.overage_lines(sub, ctx) if new_item is None else []
+    bill = billing.price(sub, ctx, lines + overage, "final" if overage else "downgrade", immediate=not overage)
+    credits_operations.overage_billed(sub, ctx, bill)
     supersede_schedule(sub, ctx)
     credits_operations.prorate_grant(sub, ctx, pricing.ai_grant_entitlement(target, seats) if new_item else 0)
     set_plan(sub, DowngradeApplied, ctx, target, tier, interval if new_item else None, seats, None,
              unit_price=new_item.unit_price if new_item else None, keep_team=keep_team)
-    due = billing.issue(sub, ctx, bill, plan=target.id)
-    if new_item is None:  # a free plan bills no next invoice: what is owed goes on a final one (R19)
-        credits_operations.final_invoice(sub, ctx)
-    return due
+    if overage:
+        billing.issue_and_collect(sub, ctx, bill)
+        return None
+    return billing.issue(sub, ctx, bill, plan=target.id)
 
 
 def cancel_change(sub: Subscription, cmd: CancelChange, ctx: Context) -> None:
