@@ -24,7 +24,7 @@ from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock:
 from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError, about_the_workspace
 from domain.group_commit import GroupCommit
 from domain.loading import Loading, project
-from domain.payments import NoPayments, PaymentGateway
+from domain.payments import ChargeResult, NoPayments, PaymentGateway
 from domain.positions import Positions
 from domain.published_catalogs import PublishedCatalogs
 from domain.quotes import Pin
@@ -260,6 +260,8 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         if decision.charge:
             outcome.trigger(Subscription.PaymentSucceeded, ctx, invoice_id=decision.charge.invoice_id,
                             amount=decision.charge.amount, charge_id=None, payment_method=decision.charge.payment_method)
+        for invoice_id in [i for i in outcome.pending_charges if i not in sub.pending_charges]:
+            outcome.settle(invoice_id, ChargeResult("succeeded"), ctx)  # an invoice it collects (pay-invoice, a final one)
         events = decision.effects + list(outcome.collect_events())
         return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, outcome,
                       version=loaded.version if loaded else 0)

@@ -167,6 +167,19 @@ def test_R19_suspended_workspace_has_paid_features_locked_until_it_pays(book):
     assert b.do("ws", "consume-ai-credits", credits=1).ok
 
 
+def test_R25_preview_of_pay_invoice_shows_the_invoice_paid_and_the_workspace_reactivated(book):
+    """A preview assumes the money it asks for is paid. Before, pay-invoice's preview showed the
+    charge requested and the invoice still open, the workspace still suspended."""
+    b = declined_at_renewal(book, "workspace")
+    b.at("2026-05-08T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    preview = b.preview("ws", "pay-invoice")
+    assert [type(e).__name__ for e in preview.events][-2:] == ["PaymentSucceeded", "WorkspaceReactivated"]
+    assert (preview.subscription.status, preview.subscription.open_invoices()) == ("active", [])
+    paid = b.do("ws", "pay-invoice")
+    assert [type(e).__name__ for e in paid.events] == [type(e).__name__ for e in preview.events]
+
+
 def test_R19_suspended_operations_workspace_cannot_run_operations(book):
     b = declined_at_renewal(book, "operations")
     b.at("2026-05-08T00:00:00")

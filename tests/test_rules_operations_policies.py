@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import utc
-from tests.support import D, VISA, catalog_variant, lines, only_invoice, refused, types
+from tests.support import DECLINED, D, VISA, catalog_variant, lines, only_invoice, refused, types
 
 
 def ops_book(book, tmp_path, **policy):
@@ -246,3 +246,40 @@ def test_R19_a_move_to_a_free_plan_never_waits_on_the_overage_charge(book, tmp_p
     b.at("2026-05-02T00:00:00")
     assert b.sub("ws").plan == "nada" and not [e for e in b.ledger.workspace_events("ws")
                                                if type(e).__name__ == "PeriodRenewed"]
+
+
+@pytest.mark.parametrize("card", [DECLINED, "pm_card_authenticationRequired", None])
+def test_R19_a_move_to_a_free_plan_is_answered_done_whatever_its_final_invoice_meets(book, tmp_path, card):
+    """The move is made whatever the final invoice's collection meets (a decline, 3-D Secure, no
+    card): the command's answer says so, asked again under its key too. Before, a decline or a
+    3-D Secure wait answered "the change waits" though the plan had moved, and without a card the
+    first answer was ok and the same key's replay said payment_failed."""
+    path = tmp_path / "ops-free.toml"
+    path.write_text(WITH_FREE.format(timing="immediate_credit"))
+    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "record-usage", operations=1_010_000).ok
+    if card:
+        assert b.do("ws", "add-payment-method", payment_method=card).ok
+    assert b.do("ws", "remove-payment-method", payment_method=VISA).ok
+    down = b.do("ws", "change-plan", key="to-free", plan="nada")
+    again = b.do("ws", "change-plan", key="to-free", plan="nada")
+    assert (down.error, again.error, again.replayed) == (None, None, True)
+    assert b.sub("ws").plan == "nada"
+    assert [i["amount_due"] for i in b.sub("ws").invoices.values()] == [D("993.00")]
+
+
+def test_R25_preview_of_a_move_to_a_free_plan_shows_its_final_invoice_paid(book, tmp_path):
+    """A preview assumes every charge it asks for is paid: the final invoice too, not only a
+    purchase's. Before, it showed the 993.00 open and the workspace past due."""
+    path = tmp_path / "ops-free.toml"
+    path.write_text(WITH_FREE.format(timing="immediate_credit"))
+    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "record-usage", operations=1_010_000).ok
+    preview = b.preview("ws", "change-plan", plan="nada")
+    assert "PaymentSucceeded" in types(preview)
+    assert (preview.subscription.plan, preview.subscription.status) == ("nada", "active")
+    assert not preview.subscription.open_invoices()
+    applied = b.do("ws", "change-plan", plan="nada")
+    assert types(applied) == types(preview)

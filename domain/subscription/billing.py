@@ -30,6 +30,10 @@ from domain.subscription.context import ChargeDue, Context
 if TYPE_CHECKING:
     from domain.subscription.aggregate import PendingCharge, Subscription
 
+RENEWAL = "renewal"
+COLLECTED_AFTER = (RENEWAL, dunning.RETRY)
+"""Purposes of the collections of an invoice already issued, which no command waits on (R8)."""
+
 
 def charge_declined(amount: Decimal, decline_code: str) -> LedgerError:
     """An immediate charge declined: refused, nothing changed but the fact (R12). A replay of
@@ -93,7 +97,7 @@ def issue_and_collect(sub: Subscription, ctx: Context, bill: Bill) -> None:
     """A renewal: the invoice is issued whatever happens, then its collection is requested."""
     _record_invoice(sub, ctx, bill)
     if bill.totals.amount_due > 0:
-        collect(sub, ctx, bill.invoice_id, "renewal")
+        collect(sub, ctx, bill.invoice_id, RENEWAL)
 
 
 def _record_invoice(sub: Subscription, ctx: Context, bill: Bill) -> None:
@@ -247,19 +251,21 @@ def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
 
 def recorded_outcome(events: list[Any]) -> LedgerError | None:
     """The error a command's recorded facts amount to: a declined charge, a failed payment, or a
-    charge still pending (awaiting the customer, or the provider's answer)."""
-    requested = [e for e in events if isinstance(e, ChargeRequested)]
+    charge still pending (awaiting the customer, or the provider's answer). Only the money the
+    command waits on counts: an invoice it issues and collects after its change is made (the
+    final invoice of a move to a free plan) is dunned as a renewal is, and the change stands."""
+    waited = {e.invoice_id for e in events if isinstance(e, ChargeRequested) and e.purpose not in COLLECTED_AFTER}
     for event in events:
         if isinstance(event, ChargeDeclined):
             return charge_declined(event.amount, event.decline_code)
-        if isinstance(event, PaymentFailed):
+        if isinstance(event, PaymentFailed) and event.invoice_id in waited:
             return payment_failed(event.amount, event.message)
     settled = {e.invoice_id for e in events if isinstance(e, (PaymentSucceeded, PaymentFailed,
                                                               ChargeDeclined))}
-    waiting = [e for e in requested if e.invoice_id not in settled]
+    waiting = [e for e in events if isinstance(e, ChargeRequested) and e.invoice_id in waited - settled]
     if not waiting:
         return None
-    if any(isinstance(e, PaymentActionRequired) for e in events):
+    if any(isinstance(e, PaymentActionRequired) and e.invoice_id in waited for e in events):
         return action_required(waiting[0].amount)
     return LedgerError("payment_pending", f"the payment of {waiting[0].amount} for invoice {waiting[0].invoice_id} "
                        "is pending: the provider has not answered yet (payments resolve asks again)")
