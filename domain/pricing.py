@@ -285,10 +285,14 @@ def totals(lines: list[Line], balance: Decimal, policy: Policy) -> Totals:
     if subtotal >= 0:
         applied = min(max(balance, ZERO), subtotal)
         return Totals(subtotal, applied, subtotal - applied, ZERO, ZERO)
-    overflow = -subtotal
-    if policy.credit_overflow == "balance":
-        return Totals(subtotal, ZERO, ZERO, overflow, ZERO)
-    return Totals(subtotal, ZERO, ZERO, ZERO, overflow)
+    return Totals(subtotal, ZERO, ZERO, *overflow(subtotal, policy))
+
+
+def overflow(subtotal: Decimal, policy: Policy) -> tuple[Decimal, Decimal]:
+    """What a bill's credit beyond it becomes (R10, R27): (billing credit issued, forfeited)."""
+    if subtotal >= 0:
+        return ZERO, ZERO
+    return (-subtotal, ZERO) if policy.credit_overflow == "balance" else (ZERO, -subtotal)
 
 
 def lowest_rate(pools: list[tuple[int, Rate]]) -> Rate | None:

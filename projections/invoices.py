@@ -4,6 +4,7 @@ the events that produced it and every payment and failed payment against it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from functools import singledispatchmethod
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select, u
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from domain.money import ZERO
 from domain.payments import ending
+from domain.pricing import overflow
 from domain.subscription import Subscription
 from projections.commands_trail import charge_request, preceding
 from projections.readmodel import ReadModel, event_ref
@@ -23,10 +26,11 @@ from projections.store import Amount, UtcDateTime, document, dumps, insert_rows,
 class Invoices(ReadModel):
     """v4: a charge abandoned at 3-D Secure (a purchase's, a renewal's or a retry's) is a payment
     with outcome `canceled`, no longer `declined` or `failed`. v5: a line's quantity is 64-bit
-    (operations billed can outgrow 32 bits)."""
+    (operations billed can outgrow 32 bits). v6: what a bill's credit beyond it became
+    (`credit_issued` as billing credit, or `credit_forfeited` under the catalog's policy, R27)."""
 
     family = "invoices"
-    version = 5
+    version = 6
     tables = ("invoices", "invoice_lines", "invoice_payments")
 
     @classmethod
@@ -42,6 +46,8 @@ class Invoices(ReadModel):
                 Column("subtotal", Amount, nullable=False),
                 Column("credit_applied", Amount, nullable=False),
                 Column("amount_due", Amount, nullable=False),
+                Column("credit_issued", Amount, nullable=False),
+                Column("credit_forfeited", Amount, nullable=False),
                 Column("amount_paid", Amount, nullable=False),
                 Column("status", String(16), nullable=False),
                 Column("paid_at", UtcDateTime),
@@ -105,7 +111,8 @@ class Invoices(ReadModel):
         event_id = event_ref(ws, event.originator_version)
         group = preceding(self.fold.source, event, self.fold.seen.get(event.originator_id))
         source_ids = dumps([*(event_ref(ws, e.originator_version) for e in group), event_id])
-        self._add_invoice(event, ws, event_id, source_ids, tracking)
+        credit = overflow(event.subtotal, self.fold.catalog(sub).policy)
+        self._add_invoice(event, ws, event_id, source_ids, tracking, credit=credit)
 
     @record.register(Subscription.ChargeDeclined)
     def _declined(self, event: Subscription.ChargeDeclined, session: Session, sub: Subscription,
@@ -128,13 +135,13 @@ class Invoices(ReadModel):
                       decline_code=event.decline_code, message=event.message)
 
     def _add_invoice(self, event: Any, ws: str, event_id: str, source_ids: str, tracking: Tracking,
-                     status: str | None = None) -> None:
+                     credit: tuple[Decimal, Decimal] = (ZERO, ZERO), status: str | None = None) -> None:
         starts = [line["period_start"] for line in event.lines if line["period_start"]]
         ends = [line["period_end"] for line in event.lines if line["period_end"]]
         self.pending[event.invoice_id] = dict(
             invoice_id=event.invoice_id, workspace=ws, purpose=event.purpose, issued_at=event.timestamp,
             currency=event.currency, subtotal=event.subtotal, credit_applied=event.credit_applied,
-            amount_due=event.amount_due, amount_paid=0,
+            amount_due=event.amount_due, credit_issued=credit[0], credit_forfeited=credit[1], amount_paid=0,
             status=status or ("open" if event.amount_due > 0 else "paid"),
             paid_at=None if event.amount_due > 0 or status else event.timestamp, failures=0, last_failure_code=None,
             last_failure_at=None, period_start=min(starts) if starts else None,

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog
 from domain.money import ZERO
-from domain.pricing import ai_credit_revenue
+from domain.pricing import ai_credit_revenue, overflow
 from domain.subscription import Subscription
 from domain.subscription.billing_events import line_item
 from projections.readmodel import ReadModel, event_ref
@@ -158,9 +158,10 @@ def _invoice_issued(event: Subscription.InvoiceIssued, books: Books) -> list[Pos
         (_account(line, books.sub), -line["amount"], f"{event.invoice_id}: {line['kind']} {line['description']}")
         for line in event.lines]
     out.append(("receivable", event.subtotal, f"{event.invoice_id} issued ({event.purpose})"))
-    if event.subtotal < 0 and books.catalog.policy.credit_overflow != "balance":
-        out += [("receivable", -event.subtotal, "credit overflow forfeited (catalog policy)"),
-                ("revenue", event.subtotal, "credit overflow forfeited (catalog policy)")]
+    _, forfeited = overflow(event.subtotal, books.catalog.policy)
+    if forfeited:
+        out += [("receivable", forfeited, "credit overflow forfeited (catalog policy)"),
+                ("revenue", -forfeited, "credit overflow forfeited (catalog policy)")]
     return out
 
 

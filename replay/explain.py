@@ -28,6 +28,7 @@ from domain.money import fmt
 from domain.payments import ending
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.billing import held_fact
+from domain.subscription.billing_events import credit_beyond
 from projections.audit_summary import Scene, summary
 from projections.commands_trail import following, preceding
 from projections.readmodel import event_ref
@@ -265,18 +266,20 @@ def prices_used(catalog: Catalog, events: list[Any], ledger: Ledger, ws: str) ->
 def totals(invoice: S.InvoiceIssued, events: list[Any], void: str | None = None) -> dict[str, Any]:
     """The invoice's arithmetic; `void`: how the charge of a void invoice ended (declined, canceled)."""
     cur = invoice.currency
-    issued = sum((e.amount for e in events if isinstance(e, S.BillingCreditIssued)
-                  and e.invoice_id == invoice.invoice_id), Decimal(0))
+    issued, forfeited = credit_beyond(invoice, events)
     amounts = " + ".join(fmt(line["amount"], cur) for line in invoice.lines) or "0"
     steps = [f"subtotal {amounts} = {fmt(invoice.subtotal, cur)}",
              f"credit applied {fmt(invoice.credit_applied, cur)} (R27: never above the bill)",
              f"due {fmt(invoice.amount_due, cur)}"]
     if issued:
         steps.append(f"billing credit issued {fmt(issued, cur)}: kept as account balance, never cash (R10, R27)")
+    if forfeited:
+        steps.append(f"credit forfeited {fmt(forfeited, cur)}: the catalog drops a credit beyond its bill (R27)")
     if void:
         steps.append(f"owed {fmt(Decimal(0), cur)}: void, its charge was {void} (R12)")
     return {"subtotal": fmt(invoice.subtotal, cur), "credit_applied": fmt(invoice.credit_applied, cur),
-            "amount_due": fmt(invoice.amount_due, cur), "credit_issued": fmt(issued, cur), "derivation": steps}
+            "amount_due": fmt(invoice.amount_due, cur), "credit_issued": fmt(issued, cur),
+            "credit_forfeited": fmt(forfeited, cur), "derivation": steps}
 
 
 def facts(events: list[Any], invoice: S.InvoiceIssued, cur: str) -> list[str]:

@@ -58,6 +58,8 @@ def markdown(doc: dict[str, Any]) -> str:
                else f"| | **Due** | **{t['amount_due']}** | | |")
     if Decimal(t["credit_issued"]):
         out.append(f"| | Billing credit issued | {t['credit_issued']} | kept as account balance, never cash | R10, R27 |")
+    if Decimal(t["credit_forfeited"]):
+        out.append(f"| | Credit forfeited | {t['credit_forfeited']} | the catalog drops a credit beyond its bill | R27 |")
     if doc["facts"]:
         out += [""] + [f"- {_cell(f)}" for f in doc["facts"]]
     first, last = doc["events"][0]["id"], doc["events"][-1]["id"]

@@ -36,12 +36,13 @@ from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
 from domain.subscription import Subscription
+from domain.subscription.billing_events import credit_beyond
 from projections.store import iso
 from replay.history import Catalogs, Outcomes, Run, check_chain, deciding_run, first_runs, runs
 from replay.redecide import Replayer, commands
 
 ZERO = Decimal(0)
-MONEY = ("subtotal", "credit_applied", "amount_due", "credit_issued")
+MONEY = ("subtotal", "credit_applied", "amount_due", "credit_issued", "credit_forfeited")
 
 
 def parse_policy(pairs: Iterable[str]) -> dict[str, Any]:
@@ -113,11 +114,10 @@ class Pricing:
 
 def summary_of(invoice: Any, events: list[Any]) -> dict[str, Any]:
     cur = invoice.currency
-    issued = sum((e.amount for e in events if isinstance(e, Subscription.BillingCreditIssued)
-                  and e.invoice_id == invoice.invoice_id), ZERO)
+    issued, forfeited = credit_beyond(invoice, events)
     return {"invoice_id": invoice.invoice_id, "issued_at": iso(invoice.timestamp), "purpose": invoice.purpose,
             "currency": cur, "subtotal": invoice.subtotal, "credit_applied": invoice.credit_applied,
-            "amount_due": invoice.amount_due, "credit_issued": issued,
+            "amount_due": invoice.amount_due, "credit_issued": issued, "credit_forfeited": forfeited,
             "lines": [{"kind": line["kind"], "description": line["description"], "amount": line["amount"],
                        "quantity": line["quantity"], "formula": line["formula"]} for line in invoice.lines]}
 

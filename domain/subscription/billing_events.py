@@ -232,3 +232,11 @@ def line_item(kind: str) -> str | None:
     if kind.startswith("addon_"):
         return "addon"
     return None
+
+
+def credit_beyond(invoice: InvoiceIssued, events: list[Any]) -> tuple[Decimal, Decimal]:
+    """What a net-negative invoice's credit became, read from the facts recorded with it:
+    (issued as billing credit, forfeited under the catalog's policy), R27."""
+    issued = sum((e.amount for e in events if isinstance(e, BillingCreditIssued) and e.invoice_id == invoice.invoice_id),
+                 ZERO)
+    return issued, max(-invoice.subtotal, ZERO) - issued
