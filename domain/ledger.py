@@ -222,8 +222,8 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
             first = sub.version + 1
             sub = sub.kept(decision, ctx)
             events = list(sub.pending_events)
-            try:
-                self._save(sub, events, done=decision.charge is None)
+            try:  # a charge it asked for (a purchase's, or pay-invoice's) is settled on `sub`: cached as a copy
+                self._save(sub, events, done=not asks_money(sub, command_id))
             except IntegrityError:
                 if not self.command_events(workspace_id, command_id, after=first - 1):
                     continue
@@ -231,7 +231,7 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
             break
         else:
             return Result(workspace_id, LedgerError("concurrency_conflict", "the workspace kept changing: try again"))
-        if not any(p["requested_by"]["command_id"] == command_id for p in sub.pending_charges.values()):
+        if not asks_money(sub, command_id):
             return Result(workspace_id, None, [e for e in events if isinstance(e, Subscription.Event)], due, sub,
                           command_id=command_id)
         settled = self._settle_command(sub, command_id)
@@ -424,3 +424,8 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         self._clock_recorded = True
         self._gateway_recorded = self._gateway_recorded or self.gateway_kind() is not None
         self._now_published(logged)
+
+
+def asks_money(sub: Subscription, command_id: str) -> bool:
+    """Whether the command left a charge pending on the workspace, which settling it goes on to change."""
+    return any(p["requested_by"]["command_id"] == command_id for p in sub.pending_charges.values())

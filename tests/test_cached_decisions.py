@@ -175,3 +175,29 @@ def test_a_workspace_still_being_changed_is_never_in_the_cache(pair: tuple[Book,
     monkeypatch.setattr(a.ledger, "remember", checked)
     a.at("2026-03-02T00:00:00")  # two renewals, each charged and paid: rounds of saves
     assert len(found) >= 4 and not any(found)
+
+
+def test_a_paid_open_invoice_is_not_seen_paid_in_the_process_before_its_payment_is_saved(
+        pair: tuple[Book, Book], monkeypatch: pytest.MonkeyPatch) -> None:
+    """pay-invoice asks for money without a purchase of its own: while its outcome is recorded,
+    another thread of the process reads the workspace as the store holds it (the charge pending),
+    as another process does. Before, the cache held the very object being settled, and others
+    read (and decided on) a payment not saved yet."""
+    a, _ = pair
+    assert a.do("ws", "add-payment-method", payment_method="pm_card_chargeDeclined").ok
+    a.at("2026-02-01T01:00:00")
+    [open_invoice] = a.sub("ws").open_invoices()
+    assert a.do("ws", "add-payment-method", payment_method=VISA).ok
+    seen: list[tuple[list[str], list[str]]] = []
+    save = a.ledger._save
+
+    def outcome_saved_after_a_read(sub: Any, events: list[Any], **kw: Any) -> None:
+        if "PaymentSucceeded" in [type(e).__name__ for e in events]:
+            other = a.ledger.get("ws")
+            seen.append((list(other.pending_charges), other.open_invoices()))
+        save(sub, events, **kw)
+
+    monkeypatch.setattr(a.ledger, "_save", outcome_saved_after_a_read)
+    assert a.do("ws", "pay-invoice").ok
+    assert seen == [([open_invoice], [open_invoice])]
+    assert a.sub("ws").open_invoices() == []
