@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, print_json, use_json
+from domain.text import one_line
 
 tokens_app = typer.Typer(help="API tokens for `subledger serve`: create, list, revoke.", no_args_is_help=True)
 
@@ -74,7 +75,7 @@ def list_tokens(json_output: JsonFlag = False) -> None:
         return
     for r in shown:
         state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "live"
-        typer.echo(f"{r['id']}  {r['role']:<13} {r['workspace_id'] or '-':<20} {state}  {r['label'] or ''}")
+        typer.echo(f"{r['id']}  {r['role']:<13} {r['workspace_id'] or '-':<20} {state}  {one_line(r['label'] or '')}")
 
 
 @tokens_app.command("revoke")

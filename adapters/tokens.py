@@ -24,6 +24,7 @@ from sqlalchemy import Column, MetaData, String, Table, select, update
 from adapters.side_tables import SideTables
 from domain.commands import check_new_workspace_id
 from domain.errors import LedgerError
+from domain.text import unprintable
 from projections.store import UtcDateTime
 
 ROLES = ("admin", "billing_admin", "member", "support", "service", "operator")
@@ -80,8 +81,8 @@ class TokenStore:
             raise LedgerError("invalid_request", f"a token with role {role} is not bound to a workspace: drop --workspace")
         if workspace_id is not None:
             check_new_workspace_id(workspace_id)  # a reserved id names no workspace the API serves
-        if label is not None and len(label) > 200:
-            raise LedgerError("invalid_request", "a token label is at most 200 characters")
+        if label is not None and (len(label) > 200 or unprintable(label)):
+            raise LedgerError("invalid_request", "a token label is one line of printable text, at most 200 characters")
         token = PREFIX + secrets.token_urlsafe(32)
         principal = Principal("tok_" + secrets.token_hex(8), role, workspace_id)
         row = dict(id=principal.token_id, secret_hash=secret_hash(token), role=role, workspace_id=workspace_id,

@@ -15,6 +15,7 @@ after every restart, so receivers deduplicate on it.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import secrets
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ from standardwebhooks.webhooks import Webhook
 from domain.commands import check_workspace_id
 from domain.errors import LedgerError
 from domain.subscription import events as subscription_events
+from domain.text import one_line, unprintable
 from projections.store import ReadModelView, UtcDateTime, view_env
 
 APP = "subledger"
@@ -130,6 +132,8 @@ def check_url(url: str) -> str:
     """An absolute http(s) URL with a host; anything else is refused before it is stored."""
     if len(url) > 2000:
         raise LedgerError("invalid_request", "a webhook URL is at most 2000 characters")
+    if unprintable(url) or any(c.isspace() for c in url):
+        raise LedgerError("invalid_request", f"webhook URL {one_line(url)[:100]!r} holds a space or a control character")
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as e:
@@ -139,7 +143,18 @@ def check_url(url: str) -> str:
                           "host are accepted")
     if parsed.userinfo:
         raise LedgerError("invalid_request", "a webhook URL may not carry a user name or password")
+    if link_local(parsed.host):
+        raise LedgerError("invalid_request", f"webhook URL {url[:100]!r}: a link-local or unspecified address (a "
+                          "cloud metadata service) is never a receiver")
     return str(parsed)
+
+
+def link_local(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_link_local or address.is_unspecified
 
 
 def new_secret() -> str:

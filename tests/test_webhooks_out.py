@@ -407,18 +407,20 @@ def test_only_an_operator_token_manages_webhook_endpoints_over_http(tmp_path: Pa
         added = client.post("/v1/webhooks", headers=operator,
                             json={"url": receiver.url("hook"), "events": ["Subscribed"]})
         assert added.status_code == 201 and added.json()["secret"].startswith("whsec_")
-        listed = client.get("/v1/webhooks", headers=operator).json()["endpoints"]
+        listed = client.get("/v1/webhooks", headers=operator).json()["data"]
         assert [(e["id"], e["events"]) for e in listed] == [(added.json()["id"], ["Subscribed"])]
         assert "secret" not in listed[0]
-        assert client.get("/v1/webhooks/dead", headers=operator).json() == {"dead": []}
+        assert client.get("/v1/webhooks/dead", headers=operator).json() == {"object": "list", "data": [],
+                                                                            "has_more": False}
+        assert client.get("/v1/webhooks/dead?limit=1000", headers=operator).status_code == 400
         assert client.post("/v1/webhooks/dead/msg_x_1/retry", headers=operator).status_code == 404
         assert client.delete(f"/v1/webhooks/{added.json()['id']}", headers=operator).status_code == 204
-        assert client.get("/v1/webhooks", headers=operator).json() == {"endpoints": []}
+        assert client.get("/v1/webhooks", headers=operator).json()["data"] == []
         keyed = {**operator, "Idempotency-Key": "hook-1"}
         body = {"url": receiver.url("hook"), "events": ["*"], "workspace": "ws1"}
         first, again = (client.post("/v1/webhooks", headers=keyed, json=body) for _ in range(2))
         assert again.json() == {**first.json(), "secret": None} and again.headers["Idempotent-Replayed"] == "true"
-        assert len(client.get("/v1/webhooks", headers=operator).json()["endpoints"]) == 1
+        assert len(client.get("/v1/webhooks", headers=operator).json()["data"]) == 1
         for wrong in ({**body, "workspace_id": "ws1"}, {**body, "workspace": "verify"}):
             refused = client.post("/v1/webhooks", headers=operator, json=wrong)
             assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"

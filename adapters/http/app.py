@@ -14,6 +14,7 @@ from adapters.app import build_ledger
 from adapters.http import commands, problems, read_side, reads, replays, test_clock, tokens_api, webhooks_routes
 from adapters.http.body_limit import BodyLimit
 from adapters.http.idempotency import IdempotencyStore
+from adapters.http.plain_urls import PlainUrls
 from adapters.http.quotes import QuoteStore
 from adapters.http.read_side import ReadSide
 from adapters.http.stripe_webhook import SeenEvents, webhook_router
@@ -54,6 +55,7 @@ def create_app(db: str | None = None, *, catalog: str | Path = "forms", clock: C
     app.state.stripe_events = SeenEvents(url)
     problems.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(PlainUrls)
     for router in (read_side.router, reads.router, replays.router, tokens_api.router, webhooks_routes.router,
                    commands.router, webhook_router()):
         app.include_router(router)

@@ -36,6 +36,8 @@ from projections.store import UtcDateTime
 from projections.views import event_types
 
 TOLERANCE_SECONDS = 300
+STRIPE_NAME = r"^[A-Za-z0-9_.-]+$"
+"""An event's id (evt_...) and type (payment_intent.succeeded): never a control character."""
 PAYMENT_INTENT_EVENTS = {"payment_intent.succeeded", "payment_intent.payment_failed",
                          "payment_intent.requires_action", "payment_intent.canceled"}
 INVOICE_EVENTS = {"invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed",
@@ -101,11 +103,14 @@ def webhook_router(wall_clock: Callable[[], float] = time.time, secret: str | No
 def verify(payload: bytes, header: str, secret: str, now: float) -> str | None:
     """Why the signature is refused, or None: stripe-python checks the HMAC; the timestamp must
     be within TOLERANCE_SECONDS of `now`, in the past or the future."""
+    if not header:
+        return "the request carries no Stripe-Signature header"
     try:
         stripe.WebhookSignature.verify_header(payload.decode("utf-8"), header, secret, tolerance=None)
         timestamp, _ = stripe.WebhookSignature._get_timestamp_and_signatures(header, "v1")
-    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError, IndexError) as e:
-        return f"the Stripe-Signature does not verify: {e}"
+    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError, IndexError):
+        return ("the Stripe-Signature does not verify: it is malformed, made with another secret, or the body "
+                "changed after it was signed")
     if abs(now - timestamp) > TOLERANCE_SECONDS:
         return f"the Stripe-Signature timestamp is {int(timestamp - now)} s from now (more than {TOLERANCE_SECONDS} s)"
     return None
@@ -128,8 +133,8 @@ class StripeEvent(BaseModel):
     """A signed body of another shape (only the secret's holder can send one) is refused 400,
     never an internal error."""
 
-    id: str = Field(min_length=1, max_length=255)
-    type: str = Field(min_length=1, max_length=255)
+    id: str = Field(min_length=1, max_length=255, pattern=STRIPE_NAME)
+    type: str = Field(min_length=1, max_length=255, pattern=STRIPE_NAME)
     data: StripeData
 
 

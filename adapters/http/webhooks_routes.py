@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from adapters.http import idempotency
 from adapters.http.auth import Operator, operator
 from adapters.http.json_bodies import CallerFirst
+from adapters.http.pages import PageQuery, paginate
 from adapters.webhooks import WebhookStore
 from domain.commands import check_new_workspace_id
 
@@ -56,9 +57,9 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("", dependencies=[Depends(operator)])
-def list_endpoints(webhooks: Store) -> dict[str, Any]:
-    """Live endpoints with their messages by status (never the secret)."""
-    return {"endpoints": [shown(r) for r in webhooks.list_endpoints()]}
+def list_endpoints(webhooks: Store, chosen: PageQuery) -> dict[str, Any]:
+    """Live endpoints with their messages by status (never the secret), a page of them."""
+    return paginate((shown(r) for r in webhooks.list_endpoints()), lambda r: r["id"], chosen)
 
 
 @router.post("", status_code=201)
@@ -86,9 +87,9 @@ def remove_endpoint(endpoint_id: str, webhooks: Store) -> Response:
 
 
 @router.get("/dead", dependencies=[Depends(operator)])
-def dead_letters(webhooks: Store) -> dict[str, Any]:
-    """Messages that failed too often or for too long."""
-    return {"dead": [shown(r) for r in webhooks.dead()]}
+def dead_letters(webhooks: Store, chosen: PageQuery) -> dict[str, Any]:
+    """Messages that failed too often or for too long, a page of them."""
+    return paginate((shown(r) for r in webhooks.dead()), lambda r: r["msg_id"], chosen)
 
 
 @router.post("/dead/{msg_id}/retry")
