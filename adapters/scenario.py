@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, get_args
 
+from adapters import json_text
 from adapters.app import build_ledger, read_models
 from adapters.instants import parse_instant
 from domain.catalog import BUILT_IN, Catalog, CatalogError, load_catalog
@@ -75,10 +76,10 @@ def load_scenario(path: str | Path) -> Scenario:
     """Parse and validate a scenario file; raises ScenarioInvalid naming the step at fault."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json_text.loads(path.read_text("utf-8"))
     except OSError as e:
         raise ScenarioInvalid(f"cannot read the file: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # a JSONDecodeError, or a number too long
         raise ScenarioInvalid(f"not valid JSON: {e}") from None
     except RecursionError:
         raise ScenarioInvalid("not a scenario: its arrays or objects are nested too deeply") from None

@@ -314,6 +314,14 @@ def test_a_scenario_nested_too_deeply_is_an_invalid_file_not_an_internal_error(t
     assert result.exit_code == 2 and "nested too deeply" in result.stderr
 
 
+def test_a_scenario_number_of_thousands_of_digits_is_an_invalid_file_not_an_internal_error(tmp_path):
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"catalog": "forms", "steps": [{"workspace": "ws", "do": "set-seats", "with": {"seats": '
+                    + "9" * 5000 + "}}]}")
+    result = CliRunner().invoke(app, ["scenario", "run", str(huge)])
+    assert result.exit_code == 2 and "a number of 5000 digits" in result.stderr
+
+
 @pytest.mark.parametrize("interval", ["1e309", "nan", "0"])
 def test_advance_loop_refuses_an_interval_it_cannot_wait(tmp_path, interval):
     result = CliRunner().invoke(app, ["--db", f"sqlite:///{tmp_path}/l.db", "advance", "--loop", "--interval", interval])

@@ -241,6 +241,17 @@ def test_a_malformed_json_body_says_so_in_plain_words(api: Api) -> None:
     assert api.head() == head
 
 
+def test_a_number_of_thousands_of_digits_is_refused_in_plain_words(api: Api) -> None:
+    """Python's refusal advised `sys.set_int_max_str_digits()`: words for a developer, not the sender."""
+    api.on_pro()
+    head = api.head()
+    r = api.client.post("/v1/workspaces/acme/set-seats", content=b'{"seats": ' + b"9" * 5000 + b"}",
+                        headers={"Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+    assert "a number of 5000 digits" in r.json()["detail"] and "sys." not in r.json()["detail"]
+    assert api.head() == head
+
+
 def test_a_key_whose_payment_was_completed_a_day_later_replays_and_never_charges_again(api: Api) -> None:
     """A 402 awaiting 3-D Secure stores no answer; the customer completes it 25 hours later. The
     key is kept 24 hours from the command's outcome, not from its first use: the retry replays."""

@@ -16,6 +16,8 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Message
 
+from adapters import json_text
+
 NOT_JSON = b'"the body is not JSON"'
 """What the route's dependencies and body model see instead of a malformed body."""
 
@@ -38,7 +40,7 @@ class CallerFirst(APIRoute):
             body = await request.body()
             if body and sent_as_json(request):
                 try:
-                    json.loads(body)
+                    json_text.loads(body)
                 except (ValueError, RecursionError) as error:
                     request.state.malformed_json = error if isinstance(error, json.JSONDecodeError) else \
                         json.JSONDecodeError(str(error) or "nested too deeply", "", 0)
