@@ -59,6 +59,8 @@ class Command(BaseModel):
     """Plan, seat, interval or add-on change: admins only (R2), refused under contract (R9)."""
     admin_only: ClassVar[bool] = False
     """Admins only (R2) without being a self-serve change (setting the contract itself)."""
+    waits_for_pending: ClassVar[bool] = False
+    """Refused while a charge awaits its outcome (R12), as a billing change is, without being one."""
 
     def args(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -182,12 +184,14 @@ class RemovePaymentMethod(Command):
 
 class PayInvoice(Command):
     name = "pay-invoice"
+    waits_for_pending = True
     invoice: Id | None = None
 
 
 class SetContract(Command):
     name = "set-contract"
     admin_only = True
+    waits_for_pending = True  # set under a pending upgrade, it let the upgrade land self-serve on it (R9)
     contract: Annotated[Literal[CONTRACTS] | None, BeforeValidator(clears)] = None  # type: ignore[valid-type]
 
 

@@ -232,6 +232,16 @@ def test_R9_a_contract_withdraws_a_self_serve_downgrade_scheduled_before_it(book
     assert b.sub("ws").plan == "team"
 
 
+def test_R9_R12_a_contract_waits_for_a_pending_upgrade_which_never_lands_self_serve_on_it(book):
+    """Set while an upgrade awaited 3-D Secure, the contract was recorded, and the confirmed upgrade
+    then applied self-serve under it. It is refused payment_pending, as other billing changes are."""
+    b = forms_on(book, plan="pro")
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+    assert b.do("ws", "change-plan", plan="team").error.code == "payment_action_required"
+    refused(b, "ws", "payment_pending", "set-contract", contract="enterprise")
+    assert b.sub("ws").contract is None
+
+
 @pytest.mark.parametrize(("catalog", "plan"), [("forms", "scale"), ("workspace", "enterprise")])
 def test_R9_contract_plans_are_sold_by_sales_only(book, catalog, plan):
     """R9: Scale (003) and Enterprise (000) are never self-serve, from subscribe or change-plan."""

@@ -404,9 +404,10 @@ class Subscription(Aggregate):
     def decide(self, command: Command, ctx: Context) -> Decision:
         """Decide `command` on a copy. Raises LedgerError, recording nothing, when refused."""
         rules.check_actor(ctx.actor, command)
-        if command.billing_change and not isinstance(command, PAYMENT_METHOD_COMMANDS):
+        bills = command.billing_change and not isinstance(command, PAYMENT_METHOD_COMMANDS)
+        if bills:
             rules.check_no_contract(self)
-        if (command.billing_change and not isinstance(command, PAYMENT_METHOD_COMMANDS)) or isinstance(command, PayInvoice):
+        if bills or command.waits_for_pending:
             rules.check_no_pending_charge(self)
         trial = copy.deepcopy(self)
         trial._pending_events = []
