@@ -33,6 +33,7 @@ CODES = {
     "not_found": "",
     "invalid_catalog": "",
     "catalog_conflict": "",
+    "catalog_mismatch": "",
     "clock_conflict": "",
     "payments_conflict": "",
     "event_chain_broken": "",
@@ -48,7 +49,9 @@ CODES = {
 workspace) come from the HTTP adapter. `unavailable`: the database cannot be reached, refused the login, is missing, read-only or busy
 (adapters report it; the domain never does). `read_models_behind`: the HTTP API's read models have not
 reached a read's `min_position` in time (retry); `position_ahead`: the `min_position` is beyond the
-ledger's last recorded position (no write returned it). `internal_error`: a bug, reported without a traceback."""
+ledger's last recorded position (no write returned it). `catalog_mismatch`: a fact names a catalog
+the ledger does not hold, or records another content for it (replay refuses to price with it).
+`internal_error`: a bug, reported without a traceback."""
 
 
 class LedgerError(Exception):

@@ -4,6 +4,7 @@ ledger kept on the system clock (nor the other way round)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from domain.catalog import CatalogConflict, load_catalog
 from domain.commands import parse_command
 from domain.errors import LedgerError
 from domain.ledger import SystemClock, TestClock
+from replay.history import Catalogs
 from tests.conftest import ADMIN, utc
 from tests.support import VISA, catalog_variant
 
@@ -61,6 +63,20 @@ def test_catalog_conflict_a_custom_catalog_cannot_change_under_its_recorded_vers
     assert checked.stderr.rstrip().endswith("[catalog_conflict]")
     assert CliRunner(env={"SUBLEDGER_DB": db_url}).invoke(app, ["catalog", "check", str(original)]).exit_code == 0, \
         "without --db only the built-in catalogs are checked: the file check stays offline"
+
+
+def test_catalog_mismatch_replay_refuses_a_fact_whose_catalog_it_does_not_hold(book):
+    """Replay prices a fact with the catalog it records, or refuses with a stable code. Before,
+    the code was not registered, and verify reported a ValueError for every invoice."""
+    b = book("forms", "2026-04-01T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    [fact] = b.ledger.workspace_events("ws")[-1:]
+    edited = SimpleNamespace(catalog_version=fact.catalog_version, catalog_hash="sha256:" + "0" * 64)
+    unknown = SimpleNamespace(catalog_version="forms@1999-01-01", catalog_hash=None)
+    for tampered in (edited, unknown):
+        with pytest.raises(LedgerError) as refused:
+            Catalogs(b.ledger).of(tampered)
+        assert refused.value.code == "catalog_mismatch"
 
 
 def test_catalog_conflict_a_new_version_may_not_change_the_currency(tmp_path, db_url):

@@ -26,7 +26,7 @@ STATUS = {
     "forbidden": 403, "not_authorized": 403,
     "not_found": 404,
     "open_invoice": 409, "payment_pending": 409, "idempotency_conflict": 409, "concurrency_conflict": 409,
-    "quote_stale": 409, "clock_conflict": 409, "payments_conflict": 409,
+    "quote_stale": 409, "clock_conflict": 409, "payments_conflict": 409, "catalog_mismatch": 409,
     "not_subscribed": 409, "already_subscribed": 409, "no_open_invoice": 409, "no_pending_payment": 409,
     "payment_failed": 402, "payment_action_required": 402, "payment_method_required": 402,
     "plan_locked": 423,
