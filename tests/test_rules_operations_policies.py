@@ -283,3 +283,26 @@ def test_R25_preview_of_a_move_to_a_free_plan_shows_its_final_invoice_paid(book,
     assert not preview.subscription.open_invoices()
     applied = b.do("ws", "change-plan", plan="nada")
     assert types(applied) == types(preview)
+
+
+@pytest.mark.parametrize("timing", ["immediate_credit", "period_end"])
+def test_R8_R19_a_free_plan_workspace_suspended_over_its_final_invoice_is_reactivated_without_a_period(
+        book, tmp_path, timing):
+    """Suspended on the free plan over its unpaid final invoice, then paid: active again, on the
+    free plan, with nothing to renew. Before, reactivation anchored a period on a plan without
+    an interval: its workspace's due items never ended, and every read model stopped on it."""
+    path = tmp_path / "ops-free.toml"
+    path.write_text(WITH_FREE.format(timing=timing).replace(
+        'overage = "bill"', 'overage = "bill"\ndunning_retry_days = [3, 5]\ndunning_final_action = "suspend"'))
+    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "record-usage", operations=20_000).ok
+    assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
+    assert b.do("ws", "change-plan", plan="nada").ok
+    b.at("2026-05-10T00:00:00")
+    assert (b.sub("ws").plan, b.sub("ws").status) == ("nada", "suspended")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice").ok
+    b.at("2026-07-01T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.plan, sub.status, sub.open_invoices(), sub.next_due_at()) == ("nada", "active", [], None)

@@ -85,9 +85,10 @@ def final_action(sub: Subscription, meta: dict[str, Any], policy: Policy, invoic
 
 
 def after_payment(sub: Subscription, meta: dict[str, Any], at: datetime) -> None:
-    """Every open invoice of a suspended workspace paid: it is active again; a period that ran
-    out while suspended restarts at the payment (R8, R19)."""
+    """Every open invoice of a suspended workspace paid: it is active again; a paid plan's period
+    that ran out while suspended restarts at the payment (R8, R19). A free plan has no period to
+    restart (suspended over its final invoice): anchoring one there left it forever due."""
     if sub.status != "suspended" or sub.open_invoices():
         return
-    restart = at if sub.period_end is None or sub.period_end <= at else None
+    restart = at if sub.interval and (sub.period_end is None or sub.period_end <= at) else None
     sub.trigger_event(WorkspaceReactivated, **meta, restart_at=restart)

@@ -246,14 +246,15 @@ class WorkspaceSuspended(Event):
 
 class WorkspaceReactivated(Event):
     """Every open invoice of a suspended workspace is paid: it is active again. `restart_at`: the
-    period ran out while suspended, so a new one is anchored there (the scheduler renews it)."""
+    period ran out while suspended, so a new one is anchored there (the scheduler renews it). One
+    recorded on a free plan (before dunning.after_payment knew it has no period) anchors nothing."""
 
     restart_at: datetime | None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.status = "active"
-        if self.restart_at is not None:
+        if self.restart_at is not None and sub.interval:
             sub.anchor = sub.period_end = self.restart_at
 
 
