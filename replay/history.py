@@ -174,39 +174,53 @@ def result_of(event: Any) -> ChargeResult:
     return ChargeResult("canceled" if code == "canceled" else "declined", decline_code=code, message=event.message)
 
 
+ChargeKey = tuple[datetime, str, int, int]
+"""A charge by what it is, not by its invoice id: requested at, purpose, attempt, and the n-th
+request of those three. Under another pricing an invoice more or fewer shifts every later
+invoice id, and a charge keyed by its id took another invoice's outcome."""
+
+
 @dataclass
 class Outcomes:
-    """Recorded outcomes by (invoice id, attempt): how replay settles the charges it re-decides.
+    """Recorded outcomes by charge (ChargeKey): how replay settles the charges it re-decides.
     Facts from before charges had requests (no ChargeRequested, a decline without an invoice
     id) are found by their run instead."""
 
-    requested: set[tuple[str, int]] = field(default_factory=set)
-    final: dict[tuple[str, int], Outcome] = field(default_factory=dict)
-    waiting: dict[tuple[str, int], Outcome] = field(default_factory=dict)
+    requested: set[ChargeKey] = field(default_factory=set)
+    final: dict[ChargeKey, Outcome] = field(default_factory=dict)
+    waiting: dict[ChargeKey, Outcome] = field(default_factory=dict)
     in_run: dict[int, list[Any]] = field(default_factory=dict)
+    replayed: dict[tuple[str, int], ChargeKey] = field(default_factory=dict)
+    """Replay's own charges (invoice id, attempt) by the key each was given when first asked."""
+    replay_counted: dict[tuple[datetime, str, int], int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, history: list[Run]) -> Outcomes:
         out = cls()
-        attempt: dict[str, int] = {}
+        request_of: dict[str, ChargeKey] = {}
+        counted: dict[tuple[datetime, str, int], int] = {}
         for run in history:
             for event in run.events:
                 if isinstance(event, Subscription.ChargeRequested):
-                    attempt[event.invoice_id] = event.attempt
-                    out.requested.add((event.invoice_id, event.attempt))
+                    request_of[event.invoice_id] = key = nth(counted, event.timestamp, event.purpose, event.attempt)
+                    out.requested.add(key)
                 elif isinstance(event, (*OUTCOMES, Subscription.PaymentActionRequired)):
                     out.in_run.setdefault(run.index, []).append(event)
-                    if not event.invoice_id or event.invoice_id not in attempt:
+                    if not event.invoice_id or event.invoice_id not in request_of:
                         continue
-                    key = (event.invoice_id, attempt[event.invoice_id])
+                    key = request_of[event.invoice_id]
                     target = out.waiting if isinstance(event, Subscription.PaymentActionRequired) else out.final
                     target.setdefault(key, Outcome(run.index, result_of(event)))
         return out
 
-    def answer(self, invoice_id: str, attempt: int, run: int) -> ChargeResult | None:
+    def answer(self, invoice_id: str, pending: dict[str, Any], run: int) -> ChargeResult | None:
         """The outcome to record now (at `run`) for a charge replay requested, or None to leave
         it pending. A charge the history never requested (it cost nothing when recorded) succeeds."""
-        key = (invoice_id, attempt)
+        mine = (invoice_id, pending["attempt"])
+        if mine not in self.replayed:
+            self.replayed[mine] = nth(self.replay_counted, pending["requested_at"], pending["purpose"],
+                                      pending["attempt"])
+        key = self.replayed[mine]
         final = self.final.get(key)
         if final is not None:
             return final.result if final.run <= run else self._waiting(key, run)
@@ -218,9 +232,16 @@ class Outcomes:
             return self._waiting(key, run)
         return ChargeResult("succeeded", charge_id="ch_replay")
 
-    def _waiting(self, key: tuple[str, int], run: int) -> ChargeResult | None:
+    def _waiting(self, key: ChargeKey, run: int) -> ChargeResult | None:
         waiting = self.waiting.get(key)
         return waiting.result if waiting is not None and waiting.run <= run else None
+
+
+def nth(counted: dict[tuple[datetime, str, int], int], at: datetime, purpose: str, attempt: int) -> ChargeKey:
+    """The key of the next request of these three, counting it."""
+    n = counted.get((at, purpose, attempt), 0)
+    counted[(at, purpose, attempt)] = n + 1
+    return at, purpose, attempt, n
 
 
 def check_known(ledger: Ledger, workspace: str) -> None:

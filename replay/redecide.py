@@ -175,7 +175,7 @@ class Replayer:
         """Record the outcome of every pending charge whose outcome was recorded by this run."""
         ctx = Context(SYSTEM, "scheduler", run.last.timestamp, catalog, "payment")
         for invoice_id, pending in list(sub.pending_charges.items()):
-            result = self.outcomes.answer(invoice_id, pending["attempt"], run.index)
+            result = self.outcomes.answer(invoice_id, pending, run.index)
             if result is None or (result.outcome == "action_required" and pending["action_required"]):
                 continue
             sub.settle(invoice_id, result, ctx)

@@ -68,6 +68,23 @@ def test_one_changed_price_changes_exactly_the_invoices_it_prices(book):
         ("in_ws_0002", "changed", "6.66"), ("in_ws_0003", "changed", "10.00")]
 
 
+def test_a_charge_keeps_its_recorded_outcome_when_another_pricing_shifts_the_invoice_ids(book):
+    """Under immediate downgrades the Apr 15 move to Pro issues an invoice the record lacks, and
+    every later invoice id moves up one. Keyed by its id, the May 10 upgrade's charge looked for
+    the outcome of another invoice and stayed pending: the May 20 change was refused
+    payment_pending and June renewed Team (49.00) where the customer was on Pro."""
+    b = forms_on(book, "team")
+    assert b.at("2026-04-15T00:00:00").do("ws", "change-plan", plan="pro").ok  # at May 1, as recorded
+    assert b.at("2026-05-10T00:00:00").do("ws", "change-plan", plan="team").ok
+    assert b.at("2026-05-20T00:00:00").do("ws", "change-plan", plan="pro").ok
+    b.at("2026-06-02T00:00:00")
+    [ws] = what_if(b.ledger, Pricing(policy=parse_policy(['downgrade_timing="immediate_credit"'])))["workspaces"]
+    assert ws["refused"] == []
+    assert [i["status"] for i in ws["invoices"] if i["purpose"] == "upgrade"] == ["same"]
+    [june] = [i for i in ws["invoices"] if i["issued_at"].startswith("2026-06-01")]
+    assert june["lines"] == [] and june["amount_due"]["what_if"] == "7.38"  # Pro's 19.00 less the credit left
+
+
 def test_a_policy_and_a_window_reprice_only_what_they_cover(book):
     b = forms_on(book, "pro")
     b.at("2026-04-11T12:00:00").do("ws", "change-plan", plan="team")  # half a day into Apr 11
