@@ -212,9 +212,11 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
                                   command_id=seen["command_id"])
             ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, args_hash, command_id, at)
             try:
+                if pin is not None:
+                    pin.check_quoted(loaded_version, ctx.catalog)
                 decision = sub.decide(command, ctx)
                 if pin is not None:
-                    pin.check(loaded_version, ctx.catalog, decision.effects)
+                    pin.check_lines(decision.effects)
             except LedgerError as e:
                 if not checked:  # refused on this process's copy: decided again on the store's
                     continue

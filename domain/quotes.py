@@ -27,14 +27,19 @@ class Pin:
     catalog_hash: str
     terms: list[dict[str, Any]]
 
-    def check(self, version: int, catalog: Catalog, effects: list[Any]) -> None:
-        """Refuse `quote_stale` unless the workspace, the catalog and the decided lines are the
-        quoted ones (a later instant that changes the proration changes the lines)."""
+    def check_quoted(self, version: int, catalog: Catalog) -> None:
+        """Refuse `quote_stale` unless the workspace and the catalog are the quoted ones: checked
+        before the command is decided, so a quote already committed says so, not what the
+        command would meet now (already_on_plan)."""
         if version != self.version:
             raise LedgerError("quote_stale", f"the workspace changed since the quote (version {self.version} -> "
                               f"{version}): preview again")
         if catalog.content_hash != self.catalog_hash:
             raise LedgerError("quote_stale", "the catalog changed since the quote: preview again")
+
+    def check_lines(self, effects: list[Any]) -> None:
+        """Refuse `quote_stale` unless the decided lines are the quoted ones (a later instant that
+        changes the proration changes the lines)."""
         if invoice_terms(effects) != self.terms:
             raise LedgerError("quote_stale", "the lines differ from the quoted ones now (time moved on and the "
                               "proration changed): preview again")

@@ -390,6 +390,16 @@ def test_R25_a_quote_is_stale_once_the_workspace_changed(api: Api) -> None:
     assert api.head() == head and api.ledger.get("acme").plan == "pro"
 
 
+def test_R25_a_quote_already_committed_is_stale_not_already_on_plan(api: Api) -> None:
+    """Sent again after it was committed (no idempotency key), the quote is refused as stale, as
+    docs/http.md says; before, the command was decided first and answered already_on_plan."""
+    api.on_pro().advance("2026-04-11T00:00:00Z")
+    quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
+    assert api.do("change-plan", {"plan": "team", "quote": quote}).status_code == 200
+    r = api.do("change-plan", {"plan": "team", "quote": quote})
+    assert (r.status_code, r.json()["code"]) == (409, "quote_stale")
+
+
 def test_R25_a_quote_is_stale_when_time_changed_the_proration(api: Api) -> None:
     api.on_pro().advance("2026-04-11T23:50:00Z")
     quote = api.preview("change-plan", {"plan": "team"}).json()["quote"]["id"]
