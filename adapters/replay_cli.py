@@ -174,6 +174,9 @@ def _v(amount: str | None) -> str:
     return "none" if amount is None else amount
 
 
+WORDS = {"credit_issued": "billing credit issued", "credit_forfeited": "credit forfeited"}
+
+
 def what_if_text(report: dict[str, Any]) -> list[str]:
     out = [f"what-if: catalog {report['catalog']}" + (f", policy {report['policy']}" if report["policy"] else "")
            + (f", from {report['from']}" if report["from"] else "") + (f", to {report['to']}" if report["to"] else "")]
@@ -188,11 +191,14 @@ def what_if_text(report: dict[str, Any]) -> list[str]:
             name = i["invoice_id"] or f"(new as {i['what_if_invoice_id']})"
             out.append(f"  {name} {i['purpose']} {i['issued_at']}: {i['status']}, due {_v(a['recorded'])} -> "
                        f"{_v(a['what_if'])} ({a['delta']})")
-            out += [f"    line {line['n']} {line['kind']}: {_v(line['recorded'])} -> {_v(line['what_if'])}"
-                    + (f"  [{line['what_if_formula']}]" if line["what_if_formula"] else "") for line in i["lines"]]
-            credit = i["credit_issued"]
-            if Decimal(credit["delta"]):
-                out.append(f"    billing credit issued {_v(credit['recorded'])} -> {_v(credit['what_if'])}")
+            for line in i["lines"]:
+                out.append(f"    line {line['n']} {line['kind']}: {_v(line['recorded'])} -> {_v(line['what_if'])}")
+                out += [f"      {side}: {line[f'{side}_formula']}" for side in ("recorded", "what_if")
+                        if line[f"{side}_formula"]]
+            for name in ("credit_issued", "credit_forfeited"):
+                credit = i[name]
+                if Decimal(credit["delta"]):
+                    out.append(f"    {WORDS[name]} {_v(credit['recorded'])} -> {_v(credit['what_if'])}")
         out += [f"  refused now: {', '.join(r['command']) or 'a scheduled step'} at {r['at']}: {r['message']} "
                 f"[{r['code']}]" for r in ws["refused"]]
     out += [f"skipped {s['workspace']}: {s['reason']}" for s in report["skipped"]]

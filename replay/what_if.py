@@ -137,11 +137,10 @@ def diff(workspace: str, old: dict[str, Any] | None, new: dict[str, Any] | None)
                      "delta": fmt(b - a, cur)}
     lines = []
     old_lines, new_lines = (old or {}).get("lines", []), (new or {}).get("lines", [])
-    for n in range(max(len(old_lines), len(new_lines))):
-        a = old_lines[n] if n < len(old_lines) else None
-        b = new_lines[n] if n < len(new_lines) else None
-        if a and b and (a["kind"], a["amount"], a["quantity"]) == (b["kind"], b["amount"], b["quantity"]):
+    for a, b in paired(old_lines, new_lines, "kind"):
+        if a and b and (a["amount"], a["quantity"]) == (b["amount"], b["quantity"]):
             continue
+        n = old_lines.index(a) if a else new_lines.index(b)
         lines.append({"n": n + 1, "kind": (a or b)["kind"], "description": (a or b)["description"],
                       "recorded": fmt(a["amount"], cur) if a else None, "what_if": fmt(b["amount"], cur) if b else None,
                       "delta": fmt((b["amount"] if b else ZERO) - (a["amount"] if a else ZERO), cur),
@@ -152,13 +151,15 @@ def diff(workspace: str, old: dict[str, Any] | None, new: dict[str, Any] | None)
     return out
 
 
-def pairs(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
-    """One run's invoices paired by purpose, then in order (a renewal that now falls due before
-    a command pairs with no recorded invoice rather than with the command's)."""
+def paired(old: list[dict[str, Any]], new: list[dict[str, Any]], by: str) -> list[tuple[Any, Any]]:
+    """Recorded and what-if items paired by `by`, then in order. Invoices of one run by purpose: a
+    renewal that now falls due before a command pairs with no recorded invoice rather than with
+    the command's. An invoice's lines by kind: a credit line the other pricing drops leaves its
+    charge paired with the recorded charge, not with the credit."""
     out: list[tuple[Any, Any]] = []
-    for purpose in dict.fromkeys([i["purpose"] for i in old + new]):
-        a = [i for i in old if i["purpose"] == purpose]
-        b = [i for i in new if i["purpose"] == purpose]
+    for value in dict.fromkeys([i[by] for i in old + new]):
+        a = [i for i in old if i[by] == value]
+        b = [i for i in new if i[by] == value]
         out += [(a[n] if n < len(a) else None, b[n] if n < len(b) else None) for n in range(max(len(a), len(b)))]
     return out
 
@@ -193,7 +194,7 @@ def workspace_what_if(ledger: Ledger, workspace: str, pricing: Pricing, recorded
                      "code": e.code, "message": e.message} for e in replayed.refused]
     invoices = []
     for index in sorted(set(old) | set(new)):
-        for a, b in pairs(old.get(index, []), new.get(index, [])):
+        for a, b in paired(old.get(index, []), new.get(index, []), "purpose"):
             invoices.append(diff(workspace, a, b))
     return {"workspace": workspace, "invoices": invoices, "refused": refused,
             "summary": summarise(invoices)}

@@ -83,6 +83,7 @@ def test_what_if_reports_invoice_by_invoice_and_writes_a_csv(ledger_url, tmp_pat
     out = replay(ledger_url, "what-if", "--all", "--catalog", str(path), "--csv", str(tmp_path / "diff.csv"))
     assert out.exit_code == 0, out.output
     assert "in_acme_0002 upgrade 2026-04-11T00:00:00Z: changed, due 20.00 -> 26.66 (6.66)" in out.output
+    assert "recorded: 49.00 x 1 = 49.00" in out.output and "what_if: 59.00 x 1 = 59.00" in out.output
     assert "total: 2 of 3 invoices would differ; due 88.00 -> 104.66 (16.66)" in out.output
     rows = list(csv.DictReader((tmp_path / "diff.csv").open()))
     assert [r["amount_due_delta"] for r in rows] == ["0.00", "6.66", "10.00"]

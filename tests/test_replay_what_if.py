@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from domain.catalog import load_catalog, parse_catalog
 from domain.errors import LedgerError
-from replay.what_if import Pricing, parse_policy, what_if, write_csv
+from replay.what_if import Pricing, diff, parse_policy, what_if, write_csv
 from tests.conftest import utc
 from tests.replay_histories import recorded, scripts
-from tests.support import forms_on
+from tests.support import D, forms_on
 
 
 def forms_with(old: str, new: str, version: str = "2027-01-01"):
@@ -83,6 +83,20 @@ def test_a_charge_keeps_its_recorded_outcome_when_another_pricing_shifts_the_inv
     assert [i["status"] for i in ws["invoices"] if i["purpose"] == "upgrade"] == ["same"]
     [june] = [i for i in ws["invoices"] if i["issued_at"].startswith("2026-06-01")]
     assert june["lines"] == [] and june["amount_due"]["what_if"] == "7.38"  # Pro's 19.00 less the credit left
+
+
+def test_a_line_the_other_pricing_drops_is_shown_dropped_and_the_rest_compared_by_kind():
+    """Before, lines were compared by position: the recorded credit against the what-if charge
+    (`plan_credit -25.29 -> 490.00`) and the recorded charge against nothing."""
+    def invoice(*lines):
+        return {"invoice_id": "in_ws_0004", "issued_at": "2026-05-10T00:00:00Z", "purpose": "upgrade",
+                "currency": "USD", "subtotal": sum(a for _, a in lines), "credit_applied": D(0),
+                "amount_due": sum(a for _, a in lines), "credit_issued": D(0), "credit_forfeited": D(0),
+                "lines": [{"kind": k, "description": k, "amount": a, "quantity": 1, "formula": f"{a}"} for k, a in lines]}
+    shown = diff("ws", invoice(("plan_credit", D("-25.29")), ("plan_charge", D("490.00"))),
+                 invoice(("plan_charge", D("490.00"))))
+    assert [(x["n"], x["kind"], x["recorded"], x["what_if"]) for x in shown["lines"]] == [
+        (1, "plan_credit", "-25.29", None)]
 
 
 def test_a_policy_and_a_window_reprice_only_what_they_cover(book):
