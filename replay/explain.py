@@ -187,6 +187,7 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
         "lines": lines,
         "totals": totals(invoice, decided, void=ended(subject.declined) if subject.declined else None),
         "facts": facts(decided, invoice, cur),
+        "collection": collection(ledger.workspace_events(ws), invoice, subject.declined),
     }
 
 
@@ -294,9 +295,24 @@ def facts(events: list[Any], invoice: S.InvoiceIssued, cur: str) -> list[str]:
             out.append(f"operations: {e.operations:,} carried over + {tier:,} of the new tier = "
                        f"{e.operations + tier:,} operations in the first cycle; the carried ones last until "
                        f"{iso(e.until)} (R18)")
-        elif isinstance(e, S.PaymentSucceeded) and e.invoice_id == invoice.invoice_id:
-            charge = f" (charge {e.charge_id})" if e.charge_id else ""
-            out.append(f"paid {fmt(e.amount, cur)} on {iso(e.timestamp)}{charge}")
-        elif isinstance(e, (S.PaymentFailed, S.ChargeDeclined)) and e.invoice_id == invoice.invoice_id:
-            out.append(f"payment of {fmt(e.amount, cur)} failed on {iso(e.timestamp)}: {e.decline_code}")
     return out
+
+
+def collection(history: list[Any], invoice: S.InvoiceIssued, declined: S.ChargeDeclined | None) -> dict[str, Any]:
+    """Where the invoice stands now and every attempt to collect it, whichever command or
+    scheduler round made it (a retry, pay-invoice, an abandoned authentication): support must
+    never read a failed charge on an invoice paid since."""
+    cur, attempts, status = invoice.currency, [], "void" if declined else "paid" if invoice.amount_due <= 0 else "open"
+    for e in history:
+        if getattr(e, "invoice_id", None) != invoice.invoice_id:
+            continue
+        if isinstance(e, S.PaymentSucceeded):
+            charge = f" (charge {e.charge_id})" if e.charge_id else ""
+            attempts.append(f"paid {fmt(e.amount, cur)} on {iso(e.timestamp)} via {e.channel}{charge}")
+            status = "paid"
+        elif isinstance(e, (S.PaymentFailed, S.ChargeDeclined)):
+            attempts.append(f"payment of {fmt(e.amount, cur)} {ending(e.decline_code, 'failed')} on "
+                            f"{iso(e.timestamp)}: {e.message} ({e.decline_code})")
+        elif isinstance(e, S.PaymentActionRequired):
+            attempts.append(f"the bank asked the customer to authenticate (3-D Secure) on {iso(e.timestamp)}")
+    return {"status": status, "attempts": attempts}

@@ -29,6 +29,7 @@ def text(doc: dict[str, Any]) -> str:
     out += doc["totals"]["derivation"]
     if doc["facts"]:
         out += ["", "Also recorded by this command:"] + [f"  - {f}" for f in doc["facts"]]
+    out += ["", f"Collection: {doc['collection']['status']}"] + [f"  - {a}" for a in doc["collection"]["attempts"]]
     out += ["", "Events of the command:"]
     for e in doc["events"]:
         out.append(f"  {e['id']:<14} {e['type']:<28} {e['at']}  {e['actor']} ({e['role']}) via {e['channel']}: "
@@ -62,6 +63,7 @@ def markdown(doc: dict[str, Any]) -> str:
         out.append(f"| | Credit forfeited | {t['credit_forfeited']} | the catalog drops a credit beyond its bill | R27 |")
     if doc["facts"]:
         out += [""] + [f"- {_cell(f)}" for f in doc["facts"]]
+    out += ["", f"**Collection: {doc['collection']['status']}**"] + [f"- {_cell(a)}" for a in doc["collection"]["attempts"]]
     first, last = doc["events"][0]["id"], doc["events"][-1]["id"]
     out += ["", f"<sub>{cmd['name']} by {cmd['actor']['id']} ({cmd['actor']['role']}) via {cmd['channel']} at "
                 f"{cmd['at']}; command `{cmd['id'] or 'recorded before command ids'}`; "

@@ -153,3 +153,19 @@ def test_R12_an_abandoned_3d_secure_upgrade_s_void_invoice_says_the_customer_nev
     for shown in (told, explain_format.markdown(doc)):
         assert "never completed the card authentication" in shown and "declined" not in shown.lower(), shown
     assert explain(b.ledger, held)["void"]["reason"] == doc["void"]["reason"]  # from the events alone, again
+
+
+def test_explain_says_how_the_invoice_was_collected_since_by_whichever_command(book):
+    """A renewal declined on May 1 and paid with pay-invoice on May 3: explain listed only the
+    failure, so support read a failed charge on an invoice that was paid."""
+    b = forms_on(book, "pro")
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_chargeDeclined").ok
+    b.at("2026-05-03T00:00:00")
+    [renewal] = b.sub("ws").open_invoices()
+    assert explain(b.ledger, renewal)["collection"]["status"] == "open"
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_visa").ok
+    assert b.do("ws", "pay-invoice").ok
+    doc = explain(b.ledger, renewal)
+    assert doc["collection"]["status"] == "paid"
+    assert [a.split(" on ")[0] for a in doc["collection"]["attempts"]] == ["payment of 19.00 failed", "paid 19.00"]
+    assert "Collection: paid" in explain_format.text(doc) and "**Collection: paid**" in explain_format.markdown(doc)
