@@ -24,7 +24,11 @@ def parse_instant(text: object) -> datetime:
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not ISO-8601 (e.g. {EXAMPLE})") from None
     at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-    if not EARLIEST <= at < LATEST:
+    try:
+        within = EARLIEST <= at < LATEST  # year 1 an hour east of UTC is before year 1 in UTC: an OverflowError
+    except OverflowError:
+        within = False
+    if not within:
         raise ValueError(f"{text[:40]!r} is out of range: instants run from 1970 up to 9000")
     return at.astimezone(timezone.utc)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
+from adapters.instants import parse_instant
 
 from domain.errors import LedgerError
 
@@ -51,10 +52,9 @@ def _instant(text: str | None, flag: str) -> datetime | None:
     if text is None:
         return None
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        _fail("invalid_request", f"{flag}: not an ISO-8601 instant: {text[:40]!r}")
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        return parse_instant(text)
+    except ValueError as e:
+        _fail("invalid_request", f"{flag}: {e}")
 
 
 def _echo_json(data: Any) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from domain.commands import check_workspace_id
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
@@ -62,7 +63,7 @@ def cut(events: list[Any], *, at: datetime | None = None, version: int | None = 
 
 def as_of(ledger: Ledger, workspace: str, *, at: datetime | None = None, version: int | None = None,
           recorded_before: datetime | None = None) -> AsOf:
-    events = ledger.workspace_events(workspace)
+    events = ledger.workspace_events(check_workspace_id(workspace))
     if not events:
         raise LedgerError("not_found", f"{workspace}: no such workspace")
     check_chain(ledger, workspace)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.catalog import Catalog
-from domain.commands import COMMANDS, Actor
+from domain.commands import COMMANDS, Actor, check_workspace_id
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.payments import ChargeResult
@@ -248,6 +248,7 @@ def check_known(ledger: Ledger, workspace: str) -> None:
     """not_found unless the workspace index lists it or the store holds an event of it: a typo
     must not pass for a clean check, and a listed workspace whose events were deleted is checked
     (and found missing), not called unknown."""
+    check_workspace_id(workspace)
     if workspace in ledger.workspaces() or ledger.recorder.select_events(workspace_uuid(workspace), limit=1):
         return
     raise LedgerError("not_found", f"{workspace}: no such workspace")

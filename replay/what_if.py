@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from domain.catalog import Catalog, Policy
 from domain.catalog_files import bounded, unprintable_texts
+from domain.commands import check_workspace_id
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
@@ -218,7 +219,7 @@ def what_if(ledger: Ledger, pricing: Pricing, workspaces: list[str] | None = Non
     out: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for ws in workspaces if named else ledger.workspaces():
-        events = ledger.workspace_events(ws)
+        events = ledger.workspace_events(check_workspace_id(ws))
         if not events:
             raise LedgerError("not_found", f"{ws}: no such workspace")
         billed_on = events[0].catalog_id

@@ -160,3 +160,16 @@ def test_replay_rebuild_waits_for_a_rebuild_another_process_is_running(ledger_ur
         assert not done, "it rebuilt while another rebuild held the lock"
     waiting.join(60)
     assert done and done[0].exit_code == 0, done and done[0].output
+
+
+@pytest.mark.parametrize("args", [
+    ["as-of", "acme", "--at", "0001-01-01T00:00:00+01:00"],  # was an OverflowError, exit 3
+    ["as-of", "acme", "--at", "9999-12-31T23:59:59-01:00"],
+    ["what-if", "acme", "--policy", "proration=second", "--from", "0001-01-01T00:00:00+01:00"],
+    ["as-of", "acme' OR 1=1--", "--at", "2026-04-20T00:00:00Z"],  # was not_found, exit 1
+    ["what-if", "x'y", "--policy", "proration=second"],
+    ["verify", "--workspace", "x'y"],
+])
+def test_replay_refuses_an_instant_out_of_range_or_a_malformed_workspace_id_as_bad_input(ledger_url, args):
+    result = replay(ledger_url, *args)
+    assert result.exit_code == 2 and "[invalid_request]" in result.output, result.output
