@@ -83,6 +83,7 @@ def _advance_round(ledger: Ledger) -> int:
     from projections.views import event_types, iso
 
     incomplete = None
+    ledger.check_clock()  # a clock of another kind is refused, even with nothing due
     try:
         done = _lived(ledger) if ledger.clock.kind == "test" else ledger.advance()
     except AdvanceIncomplete as e:  # reported like a round, then refused: the others were advanced

@@ -33,6 +33,24 @@ def parse_instant(text: object) -> datetime:
     return at.astimezone(timezone.utc)
 
 
+def given_instant(text: str | None, name: str) -> datetime | None:
+    """An optional instant from a flag, a query parameter or a form (left empty: none); a bad one
+    is refused, named."""
+    if not text:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError as e:
+        raise LedgerError("invalid_request", f"{name}: {e}") from None
+
+
+def check_window(start: datetime | None, end: datetime | None, names: tuple[str, str]) -> None:
+    """A window [start, end) that is empty because it ends before it starts is a mistake, not "nothing found"."""
+    if start is not None and end is not None and start >= end:
+        raise LedgerError("invalid_request", f"{names[0]} ({start.isoformat()}) must be before {names[1]} "
+                          f"({end.isoformat()})")
+
+
 def configured_clock() -> Clock:
     """The system clock; `SUBLEDGER_TEST_CLOCK=<instant>` pins a test clock instead, for working on
     a test ledger (a scenario's or the demo's) from the command line or the HTTP API. It can never

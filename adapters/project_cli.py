@@ -18,13 +18,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from adapters.cli_output import OUTPUT, Guarded, JsonFlag, fail, use_json
-from adapters.instants import parse_instant
+from adapters.instants import check_window, given_instant
 from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
@@ -74,15 +73,6 @@ def _status(projections: Projections) -> None:
         _echo(status)
     else:
         render.print_table(render.status_table(status))
-
-
-def _instant(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError as e:
-        fail("invalid_request", f"{flag}: {e}")
 
 
 def _existing(conn: Any, workspace: str) -> None:
@@ -204,7 +194,8 @@ def audit(
     fmt = fmt or ("jsonl" if OUTPUT.json else "text")
     if fmt not in ("text", "csv", "jsonl"):
         fail("invalid_request", "--format: text, csv or jsonl")
-    start, end = _instant(since, "--since"), _instant(until, "--until")
+    start, end = given_instant(since, "--since"), given_instant(until, "--until")
+    check_window(start, end, ("--since", "--until"))
     if target == "verify":
         with _projections(db, catch_up=False) as projections:
             result = verify(projections, workspace)

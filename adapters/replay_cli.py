@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -18,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
-from adapters.instants import parse_instant
+from adapters.instants import given_instant
 
 from domain.errors import LedgerError
 
@@ -46,15 +45,6 @@ def _format(fmt: str, allowed: tuple[str, ...], json_output: bool) -> str:
 
 def _fail(code: str, message: str) -> NoReturn:
     fail(code, message)
-
-
-def _instant(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError as e:
-        _fail("invalid_request", f"{flag}: {e}")
 
 
 def _echo_json(data: Any) -> None:
@@ -97,8 +87,8 @@ def as_of(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_de
         _fail("invalid_request", "give one of --at or --version")
     with _cli().open_ledger() as ledger:
         try:
-            found = find_as_of(ledger, workspace, at=_instant(at, "--at"), version=version,
-                               recorded_before=_instant(recorded_before, "--recorded-before"))
+            found = find_as_of(ledger, workspace, at=given_instant(at, "--at"), version=version,
+                               recorded_before=given_instant(recorded_before, "--recorded-before"))
             doc = document(ledger, found)
         except LedgerError as e:
             _fail(e.code, e.message)
@@ -149,7 +139,7 @@ def what_if(workspace: Annotated[str | None, typer.Argument(help="Workspace id (
         _fail("invalid_request", "give --catalog and/or --policy: the pricing to compare with")
     try:
         other = load_catalog(catalog) if catalog else None
-        pricing = Pricing(other, parse_policy(policy or []), _instant(start, "--from"), _instant(end, "--to"))
+        pricing = Pricing(other, parse_policy(policy or []), given_instant(start, "--from"), given_instant(end, "--to"))
     except CatalogError as e:
         _fail("invalid_request", f"--catalog: {e}")
     except LedgerError as e:

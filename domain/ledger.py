@@ -289,7 +289,9 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         after now waits for a later run (a test clock stepping from the first due instant,
         domain/clock.py first_stop; another host's skew): nothing is recorded before it. A
         workspace whose due items fail (refused, or a bug its history meets) is passed over and
-        named at the end (AdvanceIncomplete): it never stops the others' renewals."""
+        named at the end (AdvanceIncomplete): it never stops the others' renewals. A clock of
+        another kind than the ledger's is refused even when nothing is due (clock_conflict)."""
+        self.check_clock()
         done, failed = {}, {}
         for workspace_id in self.due_workspaces():
             try:

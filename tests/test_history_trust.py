@@ -165,6 +165,8 @@ def test_clock_conflict_a_pinned_cli_clock_cannot_backdate_a_real_ledger(tmp_pat
     monkeypatch.setenv("SUBLEDGER_TEST_CLOCK", "2020-01-01T00:00:00Z")
     backdated = runner.invoke(app, ["--db", url, "--json", "subscribe", "ws", "--plan", "pro"])
     assert backdated.exit_code == 1 and '"clock_conflict"' in backdated.output
+    advanced = runner.invoke(app, ["--db", url, "advance"])  # nothing due: it said "nothing due at 2020-..."
+    assert advanced.exit_code == 1 and "clock_conflict" in advanced.output, advanced.output
 
 
 def test_clock_conflict_a_pinned_cli_clock_cannot_run_a_workspace_backwards(tmp_path, monkeypatch):

@@ -123,6 +123,9 @@ def test_audit_time_filters_keep_since_inclusive_until_exclusive(demo: str, api:
                                                     window["until"], "--format", "jsonl").splitlines()]
     bad = c.get("/v1/workspaces/acme/audit", headers=support, params={"since": "yesterday"})
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    inverted = c.get("/v1/workspaces/acme/audit", headers=support, params={"since": window["until"],
+                                                                          "until": window["since"]})
+    assert inverted.status_code == 400 and "must be before until" in inverted.json()["detail"]
 
 
 def test_pages_follow_their_cursors_to_the_end_once(api: Any) -> None:

@@ -214,6 +214,9 @@ def test_audit_exports_filter_by_workspace_and_time(book: Any, db_url: str) -> N
     assert csv_out.output.splitlines()[0].startswith("position,workspace,version,occurred_at,actor_id")
     status = runner.invoke(project_cli, ["project", "status", "--db", db_url, "--json"])
     assert '"lag": 0' in status.output
+    inverted = runner.invoke(cli_app, ["--db", db_url, "audit", "acme", "--since", "2026-11-24T00:00:00Z",
+                                       "--until", "2026-01-01T00:00:00Z"])  # said "no audit rows", exit 0
+    assert inverted.exit_code == 2 and "--since (2026-11-24T00:00:00+00:00) must be before --until" in inverted.output
 
 
 # ----------------------------------------------------------------- random histories

@@ -13,7 +13,7 @@ from adapters.console import reads, session
 from adapters.console.chart import step_chart
 from adapters.console.web import HERE, ledger_of, page, reading
 from adapters.console.what_if_form import policy_fields, pricing_of, report_for
-from adapters.instants import parse_instant
+from adapters.instants import check_window, given_instant
 from adapters.tokens import Principal
 from domain.catalog import BUILT_IN
 from domain.errors import LedgerError
@@ -22,16 +22,6 @@ from domain.errors import LedgerError
 router = APIRouter(include_in_schema=False)
 router.include_router(session.router)
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
-
-
-def instant(text: str | None, name: str) -> datetime | None:
-    """A datetime-local value (no offset: UTC, as the pages say) or an ISO-8601 instant."""
-    if not text:
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError as e:
-        raise LedgerError("invalid_request", f"{name}: {e}") from None
 
 
 def local(at: datetime | None) -> str:
@@ -59,7 +49,8 @@ def search(request: Request, q: str = "") -> Response:
 def workspace(request: Request, workspace: str, kind: str = "", since: str = "", until: str = "") -> Response:
     def build(caller: Principal) -> dict[str, Any]:
         ws = reads.readable(caller, workspace)
-        start, end = instant(since, "since"), instant(until, "until")
+        start, end = given_instant(since, "since"), given_instant(until, "until")
+        check_window(start, end, ("since", "until"))
         with reading(request) as conn:
             found = reads.workspace_page(ledger_of(request), conn, ws, kind or None, start, end)
         points = found["balances"]
@@ -86,7 +77,7 @@ def as_of(request: Request, workspace: str, at: str = "") -> Response:
         ws = reads.replayable(caller, workspace)
         with reading(request) as conn:
             state = reads.state_of(conn, ws)
-        found = reads.as_of_page(ledger_of(request), ws, instant(at, "at"))
+        found = reads.as_of_page(ledger_of(request), ws, given_instant(at, "at"))
         return {**found, "state": state, "at_value": local(found["at"])}
     return page(request, "as_of.html", build)
 
@@ -99,7 +90,7 @@ def what_if(request: Request, workspace: str, catalog: str = "", start: str = ""
             state = reads.state_of(conn, ws)
         fields = policy_fields()
         chosen = {f["name"]: request.query_params.get(f["name"], "") for f in fields}
-        pricing = pricing_of(catalog, chosen, instant(start, "from"), instant(end, "to"))
+        pricing = pricing_of(catalog, chosen, given_instant(start, "from"), given_instant(end, "to"))
         report = report_for(ledger_of(request), ws, pricing) if pricing else None
         return {"workspace": ws, "state": state, "catalogs": BUILT_IN, "fields": fields, "chosen": chosen,
                 "catalog": catalog, "start": start, "end": end, "report": report, "pricing": pricing}

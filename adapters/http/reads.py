@@ -8,7 +8,6 @@ adapters/http/access.py; freshness and `min_position` are adapters/http/read_sid
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -17,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from adapters.http.access import BooksScope, LedgerReader, ReadableInvoice, ReadableWorkspace
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.read_side import Fresh
-from adapters.instants import parse_instant
+from adapters.instants import check_window, given_instant
 from adapters.read_docs import trial_balance_document
 from domain.errors import LedgerError
 from projections import audit_trail
@@ -37,15 +36,6 @@ InstantQuery = Annotated[str | None, Query(max_length=64, description="ISO-8601 
 def jsonable(value: Any) -> Any:
     """The document exactly as the command line prints it with --json."""
     return json.loads(dumps(value))
-
-
-def instant(text: str | None, name: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError as e:
-        raise LedgerError("invalid_request", f"{name}: {e}") from None
 
 
 def existing(projections: Projections, workspace: str) -> dict[str, Any]:
@@ -107,7 +97,8 @@ def audit(workspace: ReadableWorkspace, projections: Fresh, chosen: PageQuery,
     """The workspace's audit trail in position order, from `since` (inclusive) to `until`
     (exclusive): a page as JSON (cursor: a row's `position`), or the export `subledger audit
     --format csv|jsonl` writes, streamed."""
-    start, end = instant(since, "since"), instant(until, "until")
+    start, end = given_instant(since, "since"), given_instant(until, "until")
+    check_window(start, end, ("since", "until"))
     existing(projections, workspace)
     if format == "json":
         with projections.engine.connect() as conn:
@@ -135,7 +126,7 @@ def invoice(invoice_id: str, workspace: ReadableInvoice, projections: Fresh) -> 
 def trial_balance(workspace: BooksScope, projections: Fresh, at: InstantQuery = None) -> dict[str, Any]:
     """The journal's trial balance per currency as of `at` (inclusive; default now): each
     account's balance (debits positive, credits negative); each total is zero (`subledger books`)."""
-    when = instant(at, "at")
+    when = given_instant(at, "at")
     if workspace is not None:
         existing(projections, workspace)
     with projections.engine.connect() as conn:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.http.access import ExplainableInvoice, ReplayableWorkspace, WhatIfWorkspace
 from adapters.http.json_bodies import CallerFirst
 from adapters.http.read_side import Events
-from adapters.http.reads import InstantQuery, instant, jsonable
+from adapters.http.reads import InstantQuery, jsonable
+from adapters.instants import given_instant
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from replay import explain_format
@@ -74,8 +75,8 @@ def as_of(workspace: ReplayableWorkspace, ledger: Events, at: InstantQuery = Non
     if (at is None) == (version is None):
         raise LedgerError("invalid_request", "give one of at or version")
     with named_as_queries():
-        found = find_as_of(ledger, workspace, at=instant(at, "at"), version=version,
-                           recorded_before=instant(recorded_before, "recorded_before"))
+        found = find_as_of(ledger, workspace, at=given_instant(at, "at"), version=version,
+                           recorded_before=given_instant(recorded_before, "recorded_before"))
         return jsonable(document(ledger, found))
 
 
@@ -109,7 +110,7 @@ def what_if(workspace: WhatIfWorkspace, body: WhatIf, ledger: Events,
                               f"{', '.join(sorted(ledger.catalogs))}")
     with named_as_queries():
         policy = parse_policy(f"{key}={json.dumps(value)}" for key, value in body.policy.items())
-        pricing = Pricing(other, policy, instant(body.start, "from"), instant(body.end, "to"))
+        pricing = Pricing(other, policy, given_instant(body.start, "from"), given_instant(body.end, "to"))
         known(ledger, workspace)
         report = reprice(ledger, pricing, [workspace])
     if format == "csv":
