@@ -477,6 +477,8 @@ def test_the_test_clock_moves_forward_and_records_what_fell_due(api: Api) -> Non
     assert api.advance("2026-04-15T00:00:00Z").json()["code"] == "clock_conflict"
     assert api.advance("2026-06-01T00:00:00Z", role="admin").status_code == 403
     assert api.advance("yesterday").status_code == 400
+    misspelt = api.post("/v1/test-clock/advance", {"to": "2026-06-01T00:00:00Z", "x": 1}, role="operator")
+    assert misspelt.status_code == 400 and api.ledger.clock.now().month == 5  # it moved the clock, 200
 
 
 def test_there_is_no_test_clock_on_the_system_clock(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Column, Integer, MetaData, Table, select, update
 
 from adapters.http import idempotency
@@ -78,6 +78,7 @@ Following = Depends(follow)
 
 
 class Advance(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, as a command's is
     to: str = Field(description="The instant to move to, ISO-8601 (UTC when no offset is given).",
                     examples=["2026-05-01T00:00:00Z"], max_length=64)
 
