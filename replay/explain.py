@@ -191,6 +191,11 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
     }
 
 
+PURPOSES = {"seats": "seat change", "storage_addon": "storage add-on", "ai_credit_pack": "AI credit pack",
+            "operations": "operations pack", "final": "final invoice"}
+"""An invoice's purpose as support says it to a customer, where its code is not a word."""
+
+
 def ended(declined: S.ChargeDeclined) -> str:
     """How the charge that voided the invoice ended: `declined` by the card, or `canceled`."""
     return ending(declined.decline_code, "declined")
@@ -204,7 +209,8 @@ def void(subject: Subject) -> dict[str, Any] | None:
     if declined is None:
         return None
     cur = subject.invoice.currency
-    charge = f"the charge of {fmt(declined.amount, cur)} for this {subject.invoice.purpose}"
+    purpose = subject.invoice.purpose
+    charge = f"the charge of {fmt(declined.amount, cur)} for this {PURPOSES.get(purpose, purpose.replace('_', ' '))}"
     at = iso(declined.timestamp)
     never_issued = "the invoice was never issued: nothing was bought and nothing is owed (R12)"
     if ended(declined) == "declined":

@@ -169,3 +169,14 @@ def test_explain_says_how_the_invoice_was_collected_since_by_whichever_command(b
     assert doc["collection"]["status"] == "paid"
     assert [a.split(" on ")[0] for a in doc["collection"]["attempts"]] == ["payment of 19.00 failed", "paid 19.00"]
     assert "Collection: paid" in explain_format.text(doc) and "**Collection: paid**" in explain_format.markdown(doc)
+
+
+def test_a_void_invoice_names_what_was_bought_in_words(book):
+    """It read "the charge of 10.00 for this ai_credit_pack": a code, pasted into a reply."""
+    b = book("workspace", "2026-04-01T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_visa").ok
+    assert b.do("ws", "subscribe", plan="team", interval="month", seats=2).ok
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_chargeDeclined").ok
+    request, _ = b.do("ws", "buy-ai-credits", pack="ai-1000").events
+    (held,) = [e["fields"]["invoice_id"] for e in request.effects if e["type"] == "InvoiceIssued"]
+    assert "for this AI credit pack was declined" in explain(b.ledger, held)["void"]["reason"]
