@@ -18,8 +18,8 @@ import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
 from adapters.instants import given_instant
-
 from domain.errors import LedgerError
+from domain.text import plural
 
 replay_app = typer.Typer(help="Replay the events: explain a charge, as-of, what-if, verify invoices, "
                          "rebuild read models (docs/replay.md).", no_args_is_help=True)
@@ -213,8 +213,8 @@ def verify(workspace: Annotated[str | None, typer.Option(help="Only this workspa
     if fmt == "json":
         _echo_json(report)
     elif report["ok"]:
-        typer.echo(f"verify: {report['invoices']} invoices of {report['workspaces']} workspaces recomputed, "
-                   "all as recorded")
+        typer.echo(f"verify: {plural(report['invoices'], 'invoice')} of {plural(report['workspaces'], 'workspace')} "
+                   "recomputed, all as recorded")
     for found in report["differences"]:
         first, last = found["decided_by_versions"]
         lines = [f"{found['invoice_id']} ({found['workspace']}, versions {first}-{last}) differs:"]

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from adapters.cli_output import OUTPUT, REFUSED, JsonFlag, fail, use_json
+from domain.text import plural
 
 stripe_app = typer.Typer(help="Stripe: reconcile the ledger's payments with Stripe's.", no_args_is_help=True)
 
@@ -41,7 +42,8 @@ def reconcile_command(workspace: Annotated[str | None, typer.Option(help="Only t
         if report.orphans:
             typer.echo(f"{len(report.orphans)} unconfirmed PaymentIntent(s) never recorded (no money moved): "
                        + ", ".join(report.orphans))
-        typer.echo(f"{len(report.differences) or 'no'} difference(s): {report.payments} payment(s) recorded, "
-                   f"{report.payment_intents} PaymentIntent(s) at Stripe")
+        typer.echo(f"{plural(len(report.differences), 'difference').replace('0 differences', 'no differences')}: "
+                   f"{plural(report.payments, 'payment')} recorded, {plural(report.payment_intents, 'PaymentIntent')} "
+                   "at Stripe")
     if report.differences:
         raise typer.Exit(REFUSED)

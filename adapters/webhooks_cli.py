@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, print_json, use_json
+from domain.text import plural
 
 webhooks_app = typer.Typer(help="Outbound webhooks (Standard Webhooks) for downstream services: endpoints, "
                            "delivery, dead letters (docs/webhooks.md).", no_args_is_help=True)
@@ -162,7 +163,7 @@ def dead(json_output: JsonFlag = False) -> None:
     if not rows:
         typer.echo("no dead letters")
     for r in rows:
-        typer.echo(f"{r['msg_id']}  {r['workspace']}  {r['event_type']}  {r['attempts']} attempts  "
+        typer.echo(f"{r['msg_id']}  {r['workspace']}  {r['event_type']}  {plural(r['attempts'], 'attempt')}  "
                    f"{r['last_error'] or ''}")
 
 

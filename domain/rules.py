@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from domain.catalog import Catalog, Plan, Tier
 from domain.commands import Actor, Command
 from domain.errors import LedgerError
+from domain.text import plural
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -35,10 +36,6 @@ def check_no_contract(sub: Subscription) -> None:
 def article(word: str) -> str:
     """'an enterprise', 'an education', but 'a university', 'a campus' (the contract kinds)."""
     return "an" if word[:1].lower() in "aeio" else "a"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def check_no_open_invoice(sub: Subscription) -> None:

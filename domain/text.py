@@ -10,6 +10,10 @@ UNPRINTABLE = ("Cc", "Cf", "Cs", "Zl", "Zp")
 """Unicode's control, format and surrogate categories, and its line and paragraph separators."""
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def unprintable(text: str) -> bool:
     return any(unicodedata.category(c) in UNPRINTABLE for c in text)
 

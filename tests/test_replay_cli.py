@@ -99,7 +99,7 @@ def test_what_if_reports_invoice_by_invoice_and_writes_a_csv(ledger_url, tmp_pat
 
 def test_verify_passes_on_what_was_recorded(ledger_url):
     out = replay(ledger_url, "verify")
-    assert out.exit_code == 0 and "3 invoices of 1 workspaces recomputed, all as recorded" in out.output
+    assert out.exit_code == 0 and "3 invoices of 1 workspace recomputed, all as recorded" in out.output
     doc = json.loads(replay(ledger_url, "verify", "--workspace", "acme", "--format", "json").output)
     assert (doc["ok"], doc["invoices"], doc["differences"]) == (True, 3, [])
 

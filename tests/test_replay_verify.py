@@ -17,6 +17,7 @@ from adapters.app import build_ledger
 from adapters.cli import app
 from domain import pricing
 from domain.ledger import TestClock
+from domain.text import plural
 from replay.as_of import as_of, invoices_then
 from replay.explain import explain
 from replay.invoice_verify import verify_invoices
@@ -54,7 +55,8 @@ def test_fixture_ledgers_of_older_code_keep_replaying_explaining_and_verifying(n
         ledger.close()
     done = CliRunner().invoke(app, ["--db", url, "replay", "verify"])
     assert done.exit_code == 0, done.output
-    assert f"{report['invoices']} invoices of {len(expected)} workspaces recomputed, all as recorded" in done.output
+    assert f"{plural(report['invoices'], 'invoice')} of {plural(len(expected), 'workspace')} recomputed, all as " \
+        "recorded" in done.output
 
 
 def round_down(amount: Decimal, currency: str) -> Decimal:

@@ -55,7 +55,7 @@ def test_reconcile_lists_money_stripe_moved_that_the_ledger_never_recorded_and_e
     result = cli(db, "stripe", "reconcile", "--workspace", "rec1")
     assert result.exit_code == 1
     assert "rec1 in_rec1_0099: missing_in_ledger: Stripe collected 7.00 USD" in result.stdout
-    assert "1 difference(s)" in result.stdout
+    assert "1 difference: " in result.stdout
 
 
 def test_reconcile_needs_the_stripe_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
