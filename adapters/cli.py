@@ -70,6 +70,14 @@ class Invalid(Exception):
     """Bad input caught before the ledger is asked anything: exit 2."""
 
 
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"subledger {version('subledger')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     db: Annotated[str | None, typer.Option(help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
@@ -77,6 +85,8 @@ def main_options(
     catalog: Annotated[str, typer.Option(help="Catalog for newly registered workspaces: a name or a TOML path.")]
     = "forms",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="Print the installed version and exit.")] = False,
 ) -> None:
     _OPTIONS[0] = Options(db, catalog)
     use_json(json_output)

@@ -326,3 +326,8 @@ def test_a_scenario_number_of_thousands_of_digits_is_an_invalid_file_not_an_inte
 def test_advance_loop_refuses_an_interval_it_cannot_wait(tmp_path, interval):
     result = CliRunner().invoke(app, ["--db", f"sqlite:///{tmp_path}/l.db", "advance", "--loop", "--interval", interval])
     assert result.exit_code == 2 and "--interval" in result.output
+
+
+def test_version_prints_the_installed_version():
+    result = CliRunner().invoke(app, ["--version"])  # was "No such option: --version"
+    assert result.exit_code == 0 and result.stdout.startswith("subledger ")
