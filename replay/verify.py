@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import MapperDeserialisationError
 from sqlalchemy.engine import Connection
 
 from domain.ledger import Ledger
@@ -43,7 +44,7 @@ def verify(projections: Projections, workspace: str | None = None) -> dict[str, 
         behind = None
     except Exception as e:  # noqa: BLE001 (reported as a finding, after the chain's)
         behind = {"ok": False, "position": projections.position("audit_trail"), "problem": "catch_up_failed",
-                  "detail": f"the read models cannot project the stored events: {type(e).__name__}: {e}"}
+                  "detail": f"the read models cannot project the stored events: {why_unreadable(e)}"}
     with projections.engine.connect() as conn:
         results["audit_trail"] = audit_trail.verify(conn, workspace)
         results["audit_vs_events"] = behind or audit_vs_events(ledger, conn, names, projections.position("audit_trail"),
@@ -169,7 +170,18 @@ def _stream_snapshots(ledger: Ledger, oid: UUID, ws: str | None) -> int | dict[s
 
 def _unreadable(ws: str | None, version: int, what: str, error: Exception) -> dict[str, Any]:
     return {"ok": False, "workspace": ws, "version": version, "problem": "unreadable",
-            "detail": f"the {what} at version {version} cannot be read or applied: {type(error).__name__}: {error}"}
+            "detail": f"the {what} at version {version} cannot be read or applied: {why_unreadable(error)}"}
+
+
+def why_unreadable(error: Exception) -> str:
+    """A stored row that does not decode is, first, one encrypted with a key this process lacks."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, MapperDeserialisationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return ("it does not decode: written encrypted, it needs the key it was written with in "
+                "$SUBLEDGER_CIPHER_KEY (docs/audit.md); if that key was given, the row was altered")
+    return f"{type(error).__name__}: {error}"
 
 
 def audit_vs_events(ledger: Ledger, conn: Connection, names: dict[UUID, tuple[str, str | None]], upto: int,
@@ -183,7 +195,7 @@ def audit_vs_events(ledger: Ledger, conn: Connection, names: dict[UUID, tuple[st
             return _disagree(row["workspace"], row["version"], row["position"], "no_event",
                              "an audit row whose event is not stored")
         if isinstance(expected, Exception):
-            return _disagree(None, None, position, "unreadable", f"{type(expected).__name__}: {expected}")
+            return _disagree(None, None, position, "unreadable", why_unreadable(expected))
         if row is None or row["position"] != position:
             return _disagree(expected["workspace"], expected["version"], position, "no_row",
                              "a stored event with no audit row")

@@ -544,6 +544,9 @@ def test_an_encrypted_ledger_read_with_another_key_or_none_names_the_variable(
     assert result.exit_code == 3, result.output
     assert "$SUBLEDGER_CIPHER_KEY to the key this ledger was written with" in result.output
     assert "[unavailable]" in result.output and "MapperDeserialisationError" not in result.output
+    code, verified = audit_verify(db_url)  # it printed the library's error and a codec's complaint
+    assert code == 1 and "MapperDeserialisationError" not in json.dumps(verified)
+    assert "$SUBLEDGER_CIPHER_KEY" in verified["checks"]["audit_vs_events"]["detail"]
 
 
 def test_a_cipher_key_that_is_not_an_aes_key_is_refused() -> None:
