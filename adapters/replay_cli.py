@@ -109,7 +109,7 @@ def as_of(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_de
         if doc["upcoming_renewal"]:
             up = doc["upcoming_renewal"]
             con.print(f"  renewal forecast then: {up['amount_due']} {up['currency']} on {up['due_at']}", markup=False)
-            for text in render.invoice_lines(up)[1:]:
+            for text in render.invoice_lines(up, due="due at renewal")[1:]:
                 con.print(text, markup=False)
 
 
