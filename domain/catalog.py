@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from domain.catalog_files import (  # noqa: F401 (CLEARS, MAX_COUNT, MAX_DAYS: re-exported)
-    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, unprintable_texts, written_with_exponents,
+    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, nested_too_deeply, unprintable_texts, written_with_exponents,
 )
 from domain.money import minor_units, parse_amount
 
@@ -281,7 +281,9 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
     except tomllib.TOMLDecodeError as e:
         raise CatalogError(f"{source}: not valid TOML: {e}") from None
     except RecursionError:
-        raise CatalogError(f"{source}: not a catalog: its arrays or tables are nested too deeply") from None
+        data = None
+    if data is None or nested_too_deeply(data):
+        raise CatalogError(f"{source}: not a catalog: its arrays or tables are nested too deeply")
     exponents = list(written_with_exponents(data))
     if exponents:
         raise CatalogError(f"{source}: write prices in plain digits (\"1000.00\", not \"1e3\"): "

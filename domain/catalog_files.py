@@ -25,9 +25,28 @@ MAX_DAYS = 3660
 """The longest span in days (a trial, a carry-over) a catalog file may set: ten years, far inside
 what a date can hold."""
 MAX_TEXT = 200
+MAX_DEPTH = 8
+"""The deepest a file's tables and arrays may nest: a catalog needs five (a tier's table in a plan's
+list of tiers, in the file's list of plans), and the checks after reading it recurse."""
 CLEARS = "none"
 """A command's word for null where a field may be cleared (`set-storage-addon --addon none`),
 so no add-on in a catalog file may carry it as its id."""
+
+
+def nested_too_deeply(data: Any) -> bool:
+    """Whether tables or arrays nest deeper than MAX_DEPTH, found level by level without recursion:
+    TOML reads a thousand dotted table names (`[a.a.a...]`) without recursing, and they nest a
+    thousand deep."""
+    level = [data]
+    for _ in range(MAX_DEPTH + 1):
+        level = [child for node in level for child in _inside(node)]
+        if not level:
+            return False
+    return True
+
+
+def _inside(node: Any) -> Any:
+    return node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
 
 
 def texts(node: Any, path: str = "") -> Any:

@@ -124,6 +124,19 @@ def test_a_catalog_file_larger_than_a_mebibyte_or_nested_too_deeply_is_refused(t
     assert code == 2 and "nested too deeply" in err
 
 
+@pytest.mark.parametrize("header", ["[policy.{}]", "[[plans.{}]]", "[{}]"])
+def test_a_table_header_nested_a_thousand_deep_is_refused_not_an_internal_error(tmp_path: Path, header: str) -> None:
+    """TOML reads dotted table names without recursion; every check after it recurses."""
+    code, err = check(tmp_path, catalog_text() + header.format(".".join(["a"] * 1000)) + "\n")
+    assert code == 2 and "nested too deeply" in err and "invalid_catalog" in err
+
+
+def test_a_catalog_as_deep_as_its_tiers_still_loads() -> None:
+    tiers = ('[[plans]]\nid = "ops"\nname = "Ops"\nrank = 1\nkind = "paid"\nstorage_gb = 1\n'
+             '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = "10.00"\n')
+    assert parse_catalog(catalog_text(extra=tiers)).plans[1].tiers[0].operations == 1000
+
+
 def test_a_negative_carry_over_is_refused_in_a_file(tmp_path: Path) -> None:
     text = catalog_text().replace('currency = "USD"\n', 'currency = "USD"\n[policy]\ncarry_over_days = { year = -5 }\n')
     code, err = check(tmp_path, text)
