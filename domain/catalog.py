@@ -22,10 +22,12 @@ from domain.catalog_files import (  # noqa: F401 (CLEARS, MAX_COUNT, MAX_DAYS: r
     CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, nested_too_deeply, unprintable_texts, written_with_exponents,
 )
 from domain.money import minor_units, parse_amount
+from domain.plain_errors import described, sentence
 
 Interval = Literal["month", "year"]
 Price = Annotated[Decimal, BeforeValidator(parse_amount)]
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+ID_PATTERN = described(r"^[a-z0-9][a-z0-9_-]{0,39}$",
+                       "1-40 lowercase letters, digits, '_' or '-', starting with a letter or digit")
 BUILT_IN = ("forms", "workspace", "operations")
 
 
@@ -205,11 +207,11 @@ class Catalog(_Model):
     def _prices(self) -> list[tuple[str, Decimal]]:
         found = []
         for i, plan in enumerate(self.plans):
-            found += [(f"plans.{i}.prices.{k}", v) for k, v in plan.prices.items()]
-            found += [(f"plans.{i}.tiers.{j}.price", t.price) for j, t in enumerate(plan.tiers)]
+            found += [(f"plans[{i}].prices.{k}", v) for k, v in plan.prices.items()]
+            found += [(f"plans[{i}].tiers[{j}].price", t.price) for j, t in enumerate(plan.tiers)]
         for i, addon in enumerate(self.addons):
-            found += [(f"addons.{i}.prices.{k}", v) for k, v in addon.prices.items()]
-        found += [(f"credit_packs.{i}.price", c.price) for i, c in enumerate(self.credit_packs)]
+            found += [(f"addons[{i}].prices.{k}", v) for k, v in addon.prices.items()]
+        found += [(f"credit_packs[{i}].price", c.price) for i, c in enumerate(self.credit_packs)]
         return found
 
     @model_validator(mode="after")
@@ -303,7 +305,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
 
 def problems(e: ValidationError) -> str:
     """A validation error's problems, one `  - where: what` line each."""
-    return "\n".join(f"  - {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+    return "\n".join(f"  - {sentence(err)}" for err in e.errors())
 
 
 def load_catalog(name_or_path: str | Path) -> Catalog:

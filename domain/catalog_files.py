@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from domain.money import MAX_AMOUNT
+from domain.plain_errors import location
 from domain.text import one_line, unprintable
 
 if TYPE_CHECKING:
@@ -49,16 +50,15 @@ def _inside(node: Any) -> Any:
     return node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
 
 
-def texts(node: Any, path: str = "") -> Any:
-    """Every text of a parsed file, a value or a key, as (where, text, is it a key)."""
+def texts(node: Any, path: tuple[Any, ...] = ()) -> Any:
+    """Every text of a parsed file, a value or a key, as (where, text, is it a key); where is a path."""
     if isinstance(node, dict):
         for key, value in node.items():
-            where = f"{path}.{key}".lstrip(".")
-            yield f"{where} (key)", key, True
-            yield from texts(value, where)
+            yield path + (key,), key, True
+            yield from texts(value, path + (key,))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from texts(value, f"{path}.{i}")
+            yield from texts(value, path + (i,))
     elif isinstance(node, str):
         yield path, node, False
 
@@ -67,14 +67,14 @@ def written_with_exponents(data: Any) -> Any:
     """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
     file, or an invoice showing "1E+3", must see the amount as written."""
     for where, text, key in texts(data):
-        if not key and {"price", "prices"} & set(where.split(".")) and any(c in text for c in "eE"):
-            yield f"{where} = {text}"
+        if not key and {"price", "prices"} & set(where) and any(c in text for c in "eE"):
+            yield f"{location(where)} = {text}"
 
 
 def unprintable_texts(data: Any) -> Any:
     """Every text (or key) of a parsed file that is too long or holds a control or format character."""
-    for where, text, _ in texts(data):
-        yield from _text_problem(where, text)
+    for where, text, key in texts(data):
+        yield from _text_problem(f"{location(where)}{' (key)' if key else ''}", text)
 
 
 def _text_problem(where: str, text: str) -> Any:
@@ -90,7 +90,7 @@ def bounded(catalog: Catalog) -> list[str]:
     would bill nothing and never end)."""
     found = [f"{where} = {value}: {'at least 0, ' if value < 0 else ''}at most {limit}"
              for where, value, limit in _limits(catalog) if not 0 <= value <= limit]
-    found += [f"addons.{i}.id = {addon.id}: an add-on may not be called {CLEARS!r}, which set-storage-addon reads "
+    found += [f"addons[{i}].id = {addon.id}: an add-on may not be called {CLEARS!r}, which set-storage-addon reads "
               "as removing the add-on" for i, addon in enumerate(catalog.addons) if addon.id == CLEARS]
     landing = catalog.trial_fallback()
     if any(p.kind == "trial" for p in catalog.plans) and (landing is None or landing.kind != "free"):
@@ -107,18 +107,18 @@ def _limits(catalog: Catalog) -> Any:
         yield f"policy.carry_over_days.{interval}", days, MAX_DAYS
     for i, plan in enumerate(catalog.plans):
         for name in ("rank", "seats", "max_seats", "storage_gb", "ai_credits_per_seat", "teams"):
-            yield f"plans.{i}.{name}", getattr(plan, name) or 0, MAX_COUNT
-        yield f"plans.{i}.trial_days", plan.trial_days or 0, MAX_DAYS
+            yield f"plans[{i}].{name}", getattr(plan, name) or 0, MAX_COUNT
+        yield f"plans[{i}].trial_days", plan.trial_days or 0, MAX_DAYS
         for interval, price in plan.prices.items():  # the largest renewal it can bill: its seats and an add-on
             dearest = max((a.prices.get(interval, 0) for a in catalog.addons), default=0)
             seats = plan.max_seats if plan.per_seat else 1
-            yield (f"plans.{i}.prices.{interval}{' x max_seats' if plan.per_seat else ''} + the dearest add-on",
+            yield (f"plans[{i}].prices.{interval}{' x max_seats' if plan.per_seat else ''} + the dearest add-on",
                    price * seats + dearest, MAX_AMOUNT - 1)
         for j, tier in enumerate(plan.tiers):
-            yield f"plans.{i}.tiers.{j}.operations", tier.operations, MAX_COUNT
+            yield f"plans[{i}].tiers[{j}].operations", tier.operations, MAX_COUNT
             dearest = max((a.prices.get(tier.interval, 0) for a in catalog.addons), default=0)
-            yield f"plans.{i}.tiers.{j}.price + the dearest add-on", tier.price + dearest, MAX_AMOUNT - 1
+            yield f"plans[{i}].tiers[{j}].price + the dearest add-on", tier.price + dearest, MAX_AMOUNT - 1
     for i, addon in enumerate(catalog.addons):
-        yield f"addons.{i}.storage_gb", addon.storage_gb, MAX_COUNT
+        yield f"addons[{i}].storage_gb", addon.storage_gb, MAX_COUNT
     for i, pack in enumerate(catalog.credit_packs):
-        yield f"credit_packs.{i}.credits", pack.credits, MAX_COUNT
+        yield f"credit_packs[{i}].credits", pack.credits, MAX_COUNT

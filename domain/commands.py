@@ -16,14 +16,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 
 from domain.catalog import CLEARS, ID_PATTERN, Interval
 from domain.errors import LedgerError
+from domain.plain_errors import described, sentences
 from domain.text import unprintable
 
-ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ID_RULE = "1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
 """ID in words, for the messages that refuse a workspace id, actor id or idempotency key."""
+ID = described(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", ID_RULE)
 Id = Annotated[str, Field(pattern=ID)]
 CatalogRef = Annotated[str, Field(pattern=ID_PATTERN)]
-PaymentMethodId = Annotated[str, Field(pattern=r"^pm_[A-Za-z0-9_]{1,64}$")]
+PaymentMethodId = Annotated[str, Field(pattern=described(
+    r"^pm_[A-Za-z0-9_]{1,64}$", "a payment method id: pm_ and 1-64 letters, digits or '_' (pm_card_visa)"))]
 Roles = Literal["owner", "admin", "billing_admin", "member", "system"]
 Channels = Literal["web", "api", "cli", "scenario", "billing_provider", "scheduler"]
 """Through which channel a change came (R3): `scenario` for scenario files and the demo (test
@@ -210,12 +212,8 @@ COMMANDS: dict[str, type[Command]] = {
 }
 
 
-def _explain(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+def _explain(e: ValidationError, within: tuple[str, ...] = ()) -> str:
+    return "; ".join(sentences(e.errors(), within))
 
 
 def parse_command(name: str, args: dict[str, Any] | None) -> Command:
@@ -236,7 +234,7 @@ def parse_actor(data: Any) -> Actor:
     try:
         return Actor.model_validate(data)
     except ValidationError as e:
-        raise LedgerError("invalid_request", f"actor: {_explain(e)}") from None
+        raise LedgerError("invalid_request", _explain(e, ("actor",))) from None
 
 
 def check_workspace_id(workspace_id: Any) -> str:

@@ -36,6 +36,7 @@ from domain.commands import check_workspace_id
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
+from domain.plain_errors import sentences
 from domain.subscription import Subscription
 from domain.subscription.billing_events import credit_beyond
 from projections.store import iso
@@ -79,8 +80,7 @@ def with_policy(catalog: Catalog, policy: dict[str, Any]) -> Catalog:
     try:
         changed = Catalog.model_validate(document)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise LedgerError("invalid_request", f"--policy: {problems}") from None
+        raise LedgerError("invalid_request", f"--policy: {'; '.join(sentences(e.errors()))}") from None
     found = list(unprintable_texts(policy)) + bounded(changed)  # what a catalog file may set, a what-if may set
     if found:
         raise LedgerError("invalid_request", f"--policy: {'; '.join(found)}")

@@ -121,7 +121,7 @@ def test_a_per_seat_price_whose_largest_line_outgrows_the_amount_columns_is_refu
     text = CATALOG.format(**FITS).replace('prices = { month = "1.00" }', 'prices = { month = "1000000000.00" }')  # x 1000 seats
     (tmp_path / "dear.toml").write_text(text)
     checked = CliRunner().invoke(app, ["catalog", "check", str(tmp_path / "dear.toml")])
-    assert checked.exit_code == 2 and "plans.0.prices.month x max_seats" in checked.stderr, checked.stderr
+    assert checked.exit_code == 2 and "plans[0].prices.month x max_seats" in checked.stderr, checked.stderr
 
 
 

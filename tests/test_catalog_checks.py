@@ -36,10 +36,10 @@ def test_R13_a_price_finer_than_the_currency_minor_unit_is_refused(tmp_path: Pat
                                                                    unit: str) -> None:
     """Every line is rounded to the minor unit (R13): a catalog price must already be payable."""
     text = catalog_text(currency, (("a", 0, price),))
-    with pytest.raises(CatalogError, match=rf"{currency} prices take {unit}: plans\.0\.prices\.month = {price}"):
+    with pytest.raises(CatalogError, match=rf"{currency} prices take {unit}: plans\[0\]\.prices\.month = {price}"):
         parse_catalog(text)
     code, err = check(tmp_path, text)
-    assert code == 2 and f"plans.0.prices.month = {price}" in err
+    assert code == 2 and f"plans[0].prices.month = {price}" in err
 
 
 def test_R13_tier_add_on_and_credit_pack_prices_are_checked_too(tmp_path: Path) -> None:
@@ -47,11 +47,11 @@ def test_R13_tier_add_on_and_credit_pack_prices_are_checked_too(tmp_path: Path) 
              '[[credit_packs]]\nid = "ai"\nname = "AI"\ncredits = 100\nprice = "0.001"\n')
     with pytest.raises(CatalogError) as caught:
         parse_catalog(catalog_text(extra=extra))
-    assert "addons.0.prices.month = 4.005" in str(caught.value)
-    assert "credit_packs.0.price = 0.001" in str(caught.value)
+    assert "addons[0].prices.month = 4.005" in str(caught.value)
+    assert "credit_packs[0].price = 0.001" in str(caught.value)
     tiers = ('[[plans]]\nid = "ops"\nname = "Ops"\nrank = 1\nkind = "paid"\nstorage_gb = 1\n'
              '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = "1.0001"\n')
-    with pytest.raises(CatalogError, match=r"plans\.1\.tiers\.0\.price = 1\.0001"):
+    with pytest.raises(CatalogError, match=r"plans\[1\]\.tiers\[0\]\.price = 1\.0001"):
         parse_catalog(catalog_text(extra=tiers))
 
 
@@ -73,7 +73,7 @@ def test_R16_R17_two_plans_with_one_rank_are_refused(tmp_path: Path) -> None:
 def test_R22_an_add_on_may_not_be_called_none_the_word_that_removes_it(tmp_path: Path) -> None:
     text = catalog_text(extra='[[addons]]\nid = "none"\nname = "Nothing"\nstorage_gb = 10\nprices = { month = "4.00" }\n')
     code, err = check(tmp_path, text)
-    assert code == 2 and "addons.0.id = none: an add-on may not be called 'none'" in err
+    assert code == 2 and "addons[0].id = none: an add-on may not be called 'none'" in err
     assert Catalog.model_validate(tomllib.loads(text)).addons[0].id == "none"  # as a ledger reads one it published
 
 
@@ -86,7 +86,7 @@ def test_the_built_in_catalogs_pass_the_new_checks() -> None:
 def test_a_price_in_scientific_notation_is_refused_as_written(tmp_path: Path, price: str) -> None:
     """An invoice must show the amount the file's reader saw: "1e3" would bill 1000.00 as 1E+3."""
     code, err = check(tmp_path, catalog_text(plans=(("a", 0, price),)))
-    assert code == 2 and f"plans.0.prices.month = {price}" in err and "plain digits" in err
+    assert code == 2 and f"plans[0].prices.month = {price}" in err and "plain digits" in err
 
 
 @pytest.mark.parametrize(("written", "field"), [
@@ -97,7 +97,7 @@ def test_a_count_written_as_a_flag_or_a_fraction_is_refused(tmp_path: Path, writ
     key = written.split(" = ")[0]
     text = catalog_text().replace("rank = 0\n", "") + f"{written}\n" + ("" if key == "rank" else "rank = 0\n")
     code, err = check(tmp_path, text)
-    assert code == 2 and f"plans.0.{field}" in err
+    assert code == 2 and f"plans[0].{field}" in err
 
 
 @pytest.mark.parametrize("flag", ['"false"', "0"])

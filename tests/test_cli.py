@@ -234,7 +234,7 @@ def test_idempotency_key_replays_or_conflicts(subscribed: Cli) -> None:
         (["add-payment-method", "ws1", "--payment-method", "4242424242424242"], "payment_method"),
         (["set-contract", "ws1", "--contract", "forever"], "contract"),
         (["preview", "ws1", "--do", "fly"], "unknown command 'fly'"),
-        (["preview", "ws1", "--do", "set-seats", "--members", "3"], "Extra inputs are not permitted"),
+        (["preview", "ws1", "--do", "set-seats", "--members", "3"], "set-seats: seats is required; unknown field 'members'"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_error_and_records_nothing(subscribed: Cli, args: list[str],

@@ -121,7 +121,7 @@ def test_invoice_lines_must_list_every_line() -> None:
         ({"catalog": "forms", "steps": [step("2026-04-01", "show", workspace="ws'; DROP TABLE x;--")]},
          "step 1: workspace: \"ws'; DROP TABLE x;--\" is not a valid id"),
         ({"catalog": "forms", "steps": [{**step("2026-04-01", "show"), "actor": {"id": "x", "role": "king"}}]},
-         "step 1: actor: role"),
+         "step 1: actor.role: must be 'owner'"),
         ({"catalog": "forms", "steps": [{**step("2026-04-01", "show"), "actor": {"id": "x", "role": "system"}}]},
          "step 1: actor.role must be one of"),
         ({"catalog": "forms", "steps": [step("2026-04-01", "show", expect={"okay": True})]},

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters import failures
 from adapters.http.json_bodies import malformed, sent_as_json
 from domain.errors import LedgerError
+from domain.plain_errors import sentence
 
 MEDIA_TYPE = "application/problem+json"
 STATUS = {
@@ -97,8 +98,7 @@ def install(app: FastAPI) -> None:
             if err.get("type") == "json_invalid":
                 parts.append(not_valid_json((err.get("ctx") or {}).get("error"), loc[-1] if len(loc) > 1 else 0))
                 continue
-            where = ".".join(str(p) for p in loc) or "request"
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            parts.append(sentence(err))
         detail = "; ".join(parts)[:2000] or "invalid request"
         if not_json(request, error):
             detail = "the body must be JSON, sent with Content-Type: application/json; " + detail

@@ -24,12 +24,13 @@ from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, Tex
 from adapters.side_tables import SideTables, purge_oldest
 from domain.commands import Command
 from domain.errors import LedgerError
+from domain.plain_errors import described
 from domain.quotes import Pin
 from projections.store import UtcDateTime, dumps, iso
 
 DEFAULT_TTL = timedelta(minutes=30)
 FORGET_AFTER = timedelta(hours=24)
-PATTERN = r"^qt_[a-f0-9]{24}$"
+PATTERN = described(r"^qt_[a-f0-9]{24}$", "a quote id from a preview: qt_ and 24 hex digits")
 
 metadata = MetaData()
 quotes_table = Table(

@@ -32,11 +32,12 @@ from adapters.http import problems
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.payments import GatewayUnavailable
+from domain.plain_errors import described, sentence
 from projections.store import UtcDateTime
 from projections.views import event_types
 
 TOLERANCE_SECONDS = 300
-STRIPE_NAME = r"^[A-Za-z0-9_.-]+$"
+STRIPE_NAME = described(r"^[A-Za-z0-9_.-]+$", "letters, digits, '_', '.' or '-' (evt_1, invoice.paid)")
 """An event's id (evt_...) and type (payment_intent.succeeded): never a control character."""
 PAYMENT_INTENT_EVENTS = {"payment_intent.succeeded", "payment_intent.payment_failed",
                          "payment_intent.requires_action", "payment_intent.canceled"}
@@ -90,10 +91,8 @@ def webhook_router(wall_clock: Callable[[], float] = time.time, secret: str | No
         try:
             event = StripeEvent.model_validate_json(payload)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            return problems.problem("invalid_request", f"the body is not a Stripe event: {first['msg']}"
-                                    + (f" at {where}" if where else ""), status=400, instance=request.url.path)
+            return problems.problem("invalid_request", f"the body is not a Stripe event: {sentence(e.errors()[0])}",
+                                    status=400, instance=request.url.path)
         seen: SeenEvents = request.app.state.stripe_events
         return await run_in_threadpool(handle_event, request.app.state.ledger, seen, event)
 
