@@ -19,7 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from domain.catalog_files import (  # noqa: F401 (CLEARS, MAX_COUNT, MAX_DAYS: re-exported)
-    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, nested_too_deeply, unprintable_texts, written_with_exponents,
+    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, nested_too_deeply, never_applied, unprintable_texts,
+    written_with_exponents,
 )
 from domain.money import minor_units, parse_amount
 from domain.plain_errors import described, sentence
@@ -297,7 +298,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         catalog = Catalog.model_validate(data)
     except ValidationError as e:
         raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems(e)}") from None
-    found = bounded(catalog)
+    found = bounded(catalog) + never_applied(catalog)
     if found:
         raise CatalogError(f"{source}: {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found))
     return catalog

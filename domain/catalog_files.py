@@ -4,8 +4,9 @@ published in a ledger, which is read back as it was recorded and must keep billi
 
 A file is at most MAX_FILE_BYTES; its counts and spans of days are bounded (MAX_COUNT, MAX_DAYS)
 so that any sum or product stays inside the read models' 64-bit columns and a date; prices are
-written in plain digits; its text is one printable line of at most MAX_TEXT characters, so a
-catalog name, version or feature can never break a line of output or reorder it (bidi controls)."""
+written in plain digits; every field a plan sets applies to its kind; its text is one printable
+line of at most MAX_TEXT characters, so a catalog name, version or feature can never break a line
+of output or reorder it (bidi controls)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,42 @@ def bounded(catalog: Catalog) -> list[str]:
         found.append(f"policy.trial_fallback = {landing.id}: a {landing.kind} plan; an unconverted trial falls back "
                      "to a free plan (R15)" if landing else "plans: a trial and no free plan for it to fall back to "
                      "(R15); add one or set policy.trial_fallback")
+    return found
+
+
+UNBILLED = (("prices", "its prices would never be charged"), ("tiers", "its tiers would never be charged"),
+            ("per_seat", "it would never sell a seat"),
+            ("ai_credits_per_seat", "its AI credits would never be granted"))
+"""Plan fields only a paid plan applies (domain/pricing.py plan_item, ai_grant_entitlement)."""
+
+
+def never_applied(catalog: Catalog) -> list[str]:
+    """What a plan sets that its kind never applies (prices on a free plan, per_seat on a trial,
+    max_seats on a flat plan), a blank name and a feature listed twice: `catalog check` showed a free
+    plan's prices as if it billed them, and a typo must never silently change billing."""
+    found = []
+    for i, plan in enumerate(catalog.plans):
+        at, kind = f"plans[{i}]", f"{plan.kind} plan {plan.id!r}"
+        if not plan.billable:
+            found += [f"{at}.{field}: {kind} bills nothing, so {what}; remove it, or make it a paid plan"
+                      for field, what in UNBILLED if getattr(plan, field)]
+        if plan.kind != "trial" and plan.trial_days is not None:
+            found.append(f"{at}.trial_days: {kind} is not a trial, so its trial_days would never apply")
+        if not plan.per_seat and "max_seats" in plan.model_fields_set:
+            found.append(f"{at}.max_seats: plan {plan.id!r} is not billed per seat, so max_seats would never apply "
+                         "(seats is a flat plan's limit)")
+        if plan.per_seat and plan.seats is not None:
+            found.append(f"{at}.seats: plan {plan.id!r} is billed per seat, so seats would never apply (max_seats is "
+                         "the most it sells)")
+        if not plan.name.strip():
+            found.append(f"{at}.name: plan {plan.id!r} has no name, which invoices and summaries show")
+        twice = sorted({f for f in plan.features if plan.features.count(f) > 1})
+        if twice:
+            found.append(f"{at}.features: plan {plan.id!r} lists {', '.join(twice)} twice")
+    named = [("name", catalog.name)] + [(f"addons[{i}].name", a.name) for i, a in enumerate(catalog.addons)] \
+        + [(f"credit_packs[{i}].name", c.name) for i, c in enumerate(catalog.credit_packs)]
+    found += [f"{where}: blank, and it is what invoices and summaries show"
+              for where, name in named if not name.strip()]
     return found
 
 

@@ -159,3 +159,40 @@ def test_R15_a_trial_must_fall_back_to_a_free_plan(tmp_path: Path, policy: str, 
     paid = PLAN.format(id="a", rank=0, price="19.00")
     code, err = check(tmp_path, HEAD.format(currency="USD") + policy + paid + TRIAL + CONTRACT)
     assert code == 2 and said in err and "R15" in err
+
+
+FREE = '[[plans]]\nid = "hobby"\nname = "Hobby"\nrank = 7\nkind = "free"\nstorage_gb = 1\n'
+PER_SEAT = '[[plans]]\nid = "team"\nname = "Team"\nrank = 6\nkind = "paid"\nper_seat = true\nstorage_gb = 1\n' \
+    'prices = { month = "9.00" }\n'
+BILLS_NOTHING = "bills nothing, so"
+
+
+@pytest.mark.parametrize(("plans", "said"), [
+    (FREE + 'prices = { month = "1.00" }\n', f"plans[1].prices: free plan 'hobby' {BILLS_NOTHING} its prices would "
+     "never be charged"),
+    (CONTRACT + 'prices = { month = "1.00" }\n', f"plans[1].prices: contract plan 'ent' {BILLS_NOTHING} its prices"),
+    (FREE + '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = "1.00"\n',
+     f"plans[1].tiers: free plan 'hobby' {BILLS_NOTHING} its tiers would never be charged"),
+    (FREE + TRIAL + "per_seat = true\n", f"plans[2].per_seat: trial plan 'trial' {BILLS_NOTHING} it would never "
+     "sell a seat"),
+    (FREE + TRIAL + "ai_credits_per_seat = 50\n", f"plans[2].ai_credits_per_seat: trial plan 'trial' {BILLS_NOTHING} "
+     "its AI credits would never be granted"),
+    (FREE + "trial_days = 14\n", "plans[1].trial_days: free plan 'hobby' is not a trial"),
+    (FREE + "max_seats = 5\n", "plans[1].max_seats: plan 'hobby' is not billed per seat"),
+    (PER_SEAT + "seats = 5\n", "plans[1].seats: plan 'team' is billed per seat"),
+    (FREE.replace('name = "Hobby"', 'name = ""'), "plans[1].name: plan 'hobby' has no name"),
+    (FREE.replace('name = "Hobby"', 'name = "  "'), "plans[1].name: plan 'hobby' has no name"),
+    (FREE + 'features = ["api", "sso", "api"]\n', "plans[1].features: plan 'hobby' lists api twice"),
+    ('[[addons]]\nid = "more"\nname = ""\nstorage_gb = 10\nprices = { month = "4.00" }\n', "addons[0].name: blank"),
+], ids=["free-prices", "contract-prices", "free-tiers", "trial-per-seat", "trial-ai-credits", "free-trial-days",
+        "flat-max-seats", "per-seat-seats", "empty-name", "blank-name", "feature-twice", "add-on-name"])
+def test_a_plan_field_its_kind_never_applies_is_refused_naming_the_plan(tmp_path: Path, plans: str, said: str) -> None:
+    """`catalog check` showed a free plan's prices as if it billed them, and subscribe charged nothing:
+    a field that cannot apply is a typo, and a typo must never silently change billing."""
+    code, err = check(tmp_path, catalog_text() + plans)
+    assert code == 2 and said in err and "[invalid_catalog]" in err
+
+
+def test_the_same_plans_without_the_field_load() -> None:
+    catalog = parse_catalog(catalog_text() + FREE + TRIAL + CONTRACT + PER_SEAT)
+    assert [p.kind for p in catalog.plans] == ["paid", "free", "trial", "contract", "paid"]
