@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from domain.catalog_files import (  # noqa: F401 (CLEARS, MAX_COUNT, MAX_DAYS: re-exported)
-    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, nested_too_deeply, never_applied, unprintable_texts,
-    written_with_exponents,
+    CLEARS, MAX_COUNT, MAX_DAYS, MAX_FILE_BYTES, bounded, nested_too_deeply, never_applied, prices_not_plain,
+    unprintable_texts,
 )
 from domain.money import minor_units, parse_amount
 from domain.plain_errors import described, sentence
@@ -287,11 +287,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         data = None
     if data is None or nested_too_deeply(data):
         raise CatalogError(f"{source}: not a catalog: its arrays or tables are nested too deeply")
-    exponents = list(written_with_exponents(data))
-    if exponents:
-        raise CatalogError(f"{source}: write prices in plain digits (\"1000.00\", not \"1e3\"): "
-                           + ", ".join(exponents))
-    unreadable = list(unprintable_texts(data))
+    unreadable = list(prices_not_plain(data)) + list(unprintable_texts(data))
     if unreadable:
         raise CatalogError(f"{source}: {len(unreadable)} problem(s):\n" + "\n".join(f"  - {p}" for p in unreadable[:20]))
     try:

@@ -10,9 +10,12 @@ of output or reorder it (bidi controls)."""
 
 from __future__ import annotations
 
+import json
+import re
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from domain.money import MAX_AMOUNT
+from domain.money import MAX_AMOUNT, MINOR_UNITS
 from domain.plain_errors import location
 from domain.text import one_line, unprintable
 
@@ -64,12 +67,47 @@ def texts(node: Any, path: tuple[Any, ...] = ()) -> Any:
         yield path, node, False
 
 
-def written_with_exponents(data: Any) -> Any:
-    """The prices a file writes in scientific notation ("1e3" parses as 1000): a person reading the
-    file, or an invoice showing "1E+3", must see the amount as written."""
-    for where, text, key in texts(data):
-        if not key and {"price", "prices"} & set(where) and any(c in text for c in "eE"):
-            yield f"{location(where)} = {text}"
+PLAIN_PRICE = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def prices_not_plain(data: Any) -> Any:
+    """Every price a file writes other than as plain digits in quotes ("12.00"), with how to write it:
+    "1e3" billed 1000.00 as 1E+3, and "+12.00", " 12.00 ", "1_2.00" and 12 all billed 12.00, where
+    a person reading the file, and the invoice, must see the amount as written."""
+    currency = data.get("currency") if isinstance(data, dict) else None
+    for where, value in _leaves(data):
+        if where[-1:] == ("price",) or where[-2:-1] == ("prices",):
+            if not (isinstance(value, str) and PLAIN_PRICE.fullmatch(value)):
+                yield f"{location(where)} = {_written(value)}: {_how(value, MINOR_UNITS.get(str(currency)))}"
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Any:
+    if isinstance(node, (dict, list)):
+        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+            yield from _leaves(value, path + (key,))
+    else:
+        yield path, node
+
+
+def _written(value: Any) -> str:
+    """The value as the file wrote it, quoted if text (" 12.00 "), escaped to one line."""
+    return one_line(json.dumps(value[:40] if isinstance(value, str) else value, ensure_ascii=False, default=str))
+
+
+def _how(value: Any, places: int | None) -> str:
+    """How to write `value` as a price: the same amount in plain digits, to the currency's minor unit."""
+    written = repr(value) if isinstance(value, float) else value.strip() if isinstance(value, str) else value
+    try:
+        amount = Decimal(written)
+    except (InvalidOperation, TypeError, ValueError):
+        amount = None
+    if isinstance(value, bool) or amount is None or not amount.is_finite() or amount >= MAX_AMOUNT:
+        return 'a price is plain digits 0-9 in quotes, e.g. "12.00"'
+    if amount <= 0:
+        return 'a price is a positive amount in plain digits, e.g. "12.00"'
+    why = "a float cannot hold cents exactly" if isinstance(value, float) else "a price is plain digits 0-9 in quotes"
+    shown = f"{amount:.{places}f}" if places is not None and amount == round(amount, places) else f"{amount:f}"
+    return f'{why}; write "{shown}"'
 
 
 def unprintable_texts(data: Any) -> Any:

@@ -82,11 +82,51 @@ def test_the_built_in_catalogs_pass_the_new_checks() -> None:
         assert load_catalog(name).id == name
 
 
-@pytest.mark.parametrize("price", ["1e3", "1E+3", "19.0e0"])
-def test_a_price_in_scientific_notation_is_refused_as_written(tmp_path: Path, price: str) -> None:
-    """An invoice must show the amount the file's reader saw: "1e3" would bill 1000.00 as 1E+3."""
-    code, err = check(tmp_path, catalog_text(plans=(("a", 0, price),)))
-    assert code == 2 and f"plans[0].prices.month = {price}" in err and "plain digits" in err
+@pytest.mark.parametrize(("written", "said"), [
+    ('"1e3"', 'plans[0].prices.month = "1e3": a price is plain digits 0-9 in quotes; write "1000.00"'),
+    ('"1E+3"', 'plans[0].prices.month = "1E+3": a price is plain digits 0-9 in quotes; write "1000.00"'),
+    ('"19.0e0"', 'plans[0].prices.month = "19.0e0": a price is plain digits 0-9 in quotes; write "19.00"'),
+    ('"+12.00"', 'plans[0].prices.month = "+12.00": a price is plain digits 0-9 in quotes; write "12.00"'),
+    ('" 12.00 "', 'plans[0].prices.month = " 12.00 ": a price is plain digits 0-9 in quotes; write "12.00"'),
+    ('"1_2.00"', 'plans[0].prices.month = "1_2.00": a price is plain digits 0-9 in quotes; write "12.00"'),
+    ("12", 'plans[0].prices.month = 12: a price is plain digits 0-9 in quotes; write "12.00"'),
+    ('"12."', 'plans[0].prices.month = "12.": a price is plain digits 0-9 in quotes; write "12.00"'),
+    ('".50"', 'plans[0].prices.month = ".50": a price is plain digits 0-9 in quotes; write "0.50"'),
+    ("19.99", 'plans[0].prices.month = 19.99: a float cannot hold cents exactly; write "19.99"'),
+    ('"-5.00"', 'plans[0].prices.month = "-5.00": a price is a positive amount in plain digits, e.g. "12.00"'),
+    ('"twelve"', 'plans[0].prices.month = "twelve": a price is plain digits 0-9 in quotes, e.g. "12.00"'),
+], ids=["exponent", "exponent-sign", "exponent-zero", "plus", "spaces", "underscore", "bare-integer", "no-decimals",
+        "no-units", "float", "negative", "words"])
+def test_a_price_not_written_in_plain_digits_is_refused_showing_how_to_write_it(tmp_path: Path, written: str,
+                                                                                said: str) -> None:
+    """An invoice must show the amount the file's reader saw: "1e3" billed 1000.00 as 1E+3, and
+    "+12.00", " 12.00 ", "1_2.00" and 12 all billed 12.00."""
+    text = catalog_text().replace('month = "19.00"', f"month = {written}")
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(text)
+    assert f"  - {said}" in str(caught.value).splitlines()
+    code, err = check(tmp_path, text)
+    assert code == 2 and said in err and "[invalid_catalog]" in err
+
+
+def test_tier_add_on_and_credit_pack_prices_are_plain_digits_too() -> None:
+    extra = ('[[addons]]\nid = "more"\nname = "More"\nstorage_gb = 10\nprices = { year = 40 }\n'
+             '[[credit_packs]]\nid = "ai"\nname = "AI"\ncredits = 100\nprice = "+5"\n'
+             '[[plans]]\nid = "ops"\nname = "Ops"\nrank = 1\nkind = "paid"\nstorage_gb = 1\n'
+             '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = 100\n')
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(catalog_text(extra=extra))
+    assert [line.split(":")[0] for line in str(caught.value).splitlines()[1:]] == [
+        "  - plans[1].tiers[0].price = 100", "  - addons[0].prices.year = 40", '  - credit_packs[0].price = "+5"']
+
+
+def test_bare_integers_that_are_not_prices_stay_accepted() -> None:
+    """Seats, operations, credits and days are counts, written as TOML integers."""
+    extra = ('[[plans]]\nid = "ops"\nname = "Ops"\nrank = 1\nkind = "paid"\nstorage_gb = 1\nteams = 2\n'
+             '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = "100.00"\n')
+    catalog = parse_catalog(catalog_text(extra=extra).replace('currency = "USD"\n', 'currency = "USD"\n[policy]\n'
+                                                              'carry_over_days = { month = 20 }\n'))
+    assert (catalog.plans[1].tiers[0].operations, catalog.policy.carry_over_days["month"]) == (1000, 20)
 
 
 @pytest.mark.parametrize(("written", "field"), [
