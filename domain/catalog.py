@@ -317,6 +317,8 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
         if len(raw) > MAX_FILE_BYTES:
             raise CatalogError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB: not a catalog")
         text = raw.decode("utf-8")
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: no such file, and not a built-in catalog ({', '.join(BUILT_IN)})") from None
     except OSError as e:
         raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:

@@ -253,7 +253,7 @@ def test_bad_settings_exit_2_without_a_traceback(cli: Cli, tmp_path: Path) -> No
     runner = CliRunner()
     for args, message in [
         (["--db", "mysql://x/y", "show", "ws1"], "unsupported database URL"),
-        (["--db", cli.db, "--catalog", "gold.toml", "show", "ws1"], "cannot read"),
+        (["--db", cli.db, "--catalog", "gold.toml", "show", "ws1"], "gold.toml: no such file, and not a built-in catalog (forms, workspace, operations)"),
         (["--db", cli.db, "--catalog", str(SCENARIOS / "forms_upgrade.json"), "show", "ws1"], "not valid TOML"),
     ]:
         result = runner.invoke(app, args)

@@ -110,7 +110,7 @@ def test_invoice_lines_must_list_every_line() -> None:
         ({"catalog": "forms", "steps": []}, "'steps' must be a non-empty list"),
         ({"catalog": "forms", "stepz": [], "steps": [step("2026-04-01", "show")]}, "unknown top-level key(s): stepz"),
         ({"catalog": "gold", "steps": [step("2026-04-01", "show")]}, "catalog: unknown catalog 'gold'"),
-        ({"catalog": "gold.toml", "steps": [step("2026-04-01", "show")]}, "gold.toml: cannot read"),
+        ({"catalog": "gold.toml", "steps": [step("2026-04-01", "show")]}, "gold.toml: no such file"),
         ({"catalog": "forms", "steps": [step("2026-04-01", "fly")]}, "step 1: unknown command 'fly'"),
         ({"catalog": "forms", "steps": [{"do": "show", "workspace": "a"}]}, "step 1: missing 'at'"),
         ({"catalog": "forms", "steps": [step("yesterday", "show")]}, "step 1: at: 'yesterday' is not ISO-8601"),
