@@ -18,13 +18,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from adapters.cli_output import OUTPUT, Guarded, JsonFlag, fail, use_json
 from adapters.instants import check_window, given_instant
 from adapters.settings import DEFAULT_DB, database_url, eventsourcing_env
+
+if TYPE_CHECKING:
+    from projections.runner import Projections  # imported when a command runs: start-up stays short
 
 DB = Annotated[str | None, typer.Option("--db", help=f"Database URL (else $SUBLEDGER_DB, else {DEFAULT_DB}).",
                                         show_default=False)]
