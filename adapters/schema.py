@@ -34,18 +34,21 @@ from projections.families import VERSIONS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Bump when the event store's own tables or functions change, or its snapshots must go (3: the
 save function, adapters/chained_postgres_sql.py; 5: snapshots taken before it are discarded,
 `_create`; 6: each snapshot's digest, adapters/snapshots.py; 7: a waiting charge counts the
-operations reported meanwhile); read-model versions are part of `version()`."""
-DISCARD_SNAPSHOTS_BEFORE = 7
+operations reported meanwhile; 8: a free plan's reactivation anchors no period);
+read-model versions are part of `version()`."""
+DISCARD_SNAPSHOTS_BEFORE = 8
 """Snapshots taken before this event store version are deleted by the upgrade. Before 5 they
 hold idempotency keys without the instant each was first used, which the upcaster
 (Subscription.upcast_v4_v5) can only guess; before 6 they have no digest, and a load ignores a
 snapshot without one (adapters/snapshots.py); before 7 a charge waiting in one does not count the
 operations reported while it waited (domain/subscription/operations_pools.py), which no upcaster
-can recount without the events. Snapshots are a cache of the events: each
+can recount without the events; before 8 one taken after a free-plan workspace's reactivation
+holds the period it anchored (domain/subscription/events.py WorkspaceReactivated), forever due.
+Snapshots are a cache of the events: each
 workspace's next load replays its events and snapshots it again."""
 META = "subledger_meta"
 SET_UP_WAIT = 120.0  # ok-float: seconds a process waits for another one's set-up

@@ -306,3 +306,30 @@ def test_R8_R19_a_free_plan_workspace_suspended_over_its_final_invoice_is_reacti
     b.at("2026-07-01T00:00:00")
     sub = b.sub("ws")
     assert (sub.plan, sub.status, sub.open_invoices(), sub.next_due_at()) == ("nada", "active", [], None)
+
+
+def test_R8_R19_a_free_plan_reactivation_recorded_with_a_period_anchors_none(book, tmp_path, monkeypatch):
+    """Such a fact, recorded before the fix, made its workspace forever due: applied now, it anchors nothing."""
+    from domain.subscription import dunning
+    from domain.subscription.events import WorkspaceReactivated
+
+    def as_before(sub, meta, at):  # the old rule: a restart wherever the period had ended, or was none
+        if sub.status == "suspended" and not sub.open_invoices():
+            sub.trigger_event(WorkspaceReactivated, **meta, restart_at=at)
+
+    path = tmp_path / "ops-free.toml"
+    path.write_text(WITH_FREE.format(timing="immediate_credit").replace(
+        'overage = "bill"', 'overage = "bill"\ndunning_retry_days = [3, 5]\ndunning_final_action = "suspend"'))
+    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "record-usage", operations=20_000).ok
+    assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
+    assert b.do("ws", "change-plan", plan="nada").ok
+    b.at("2026-05-10T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    monkeypatch.setattr(dunning, "after_payment", as_before)
+    assert b.do("ws", "pay-invoice").ok
+    monkeypatch.undo()
+    assert [e.restart_at for e in b.ledger.workspace_events("ws") if type(e).__name__ == "WorkspaceReactivated"]
+    b.at("2026-07-01T00:00:00")
+    assert (b.sub("ws").plan, b.sub("ws").status, b.sub("ws").next_due_at()) == ("nada", "active", None)
