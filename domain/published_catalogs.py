@@ -36,6 +36,16 @@ class PublishedCatalogs:
         self.check_published(catalog)
         return catalog
 
+    def catalog_recorded(self, catalog_version: str) -> Catalog | None:
+        """The catalog `id@version` a fact records, as this ledger published it (else as loaded):
+        a fact is read with the policy it was decided under, not a later version's."""
+        loaded = next((c for c in self.catalogs.values() if f"{c.id}@{c.version}" == catalog_version), None)
+        if loaded is not None:
+            return loaded
+        found = next((e for e in reversed(list(self.catalog_log.get()))
+                      if f"{e.catalog_id}@{e.version}" == catalog_version), None)
+        return Catalog.model_validate(found.document) if found is not None else None
+
     def check_published(self, catalog: Catalog) -> None:
         """catalog_conflict when this ledger recorded the catalog's id and version with other
         content, or, for a version it has not recorded, the id's last version in another currency

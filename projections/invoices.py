@@ -111,7 +111,7 @@ class Invoices(ReadModel):
         event_id = event_ref(ws, event.originator_version)
         group = preceding(self.fold.source, event, self.fold.seen.get(event.originator_id))
         source_ids = dumps([*(event_ref(ws, e.originator_version) for e in group), event_id])
-        credit = overflow(event.subtotal, self.fold.catalog(sub).policy)
+        credit = overflow(event.subtotal, self.fold.catalog_of(event, sub).policy)
         self._add_invoice(event, ws, event_id, source_ids, tracking, credit=credit)
 
     @record.register(Subscription.ChargeDeclined)

@@ -50,8 +50,11 @@ ACCOUNTS = {
 
 
 class Journal(ReadModel):
+    """v2: each entry reads the policy of the catalog version its fact records (a credit forfeited
+    or kept), not the workspace's catalog as loaded now."""
+
     family = "journal"
-    version = 1
+    version = 2
     tables = ("journal",)
 
     @classmethod
@@ -106,7 +109,7 @@ class Journal(ReadModel):
 
     def project(self, session: Session, event: Subscription.Event, tracking: Tracking) -> None:
         purchased_before, sub = self.current.note, self.current.sub
-        catalog = self.fold.catalog(sub)
+        catalog = self.fold.catalog_of(event, sub)
         ws = sub.workspace_id
         held = self.accounts(session, ws, event)
 

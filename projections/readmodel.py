@@ -72,6 +72,17 @@ class Fold:
             found = self.catalogs[sub.catalog_id] = self.source.catalog_for(sub)
         return found
 
+    def catalog_of(self, event: Subscription.Event, sub: Subscription) -> Catalog:
+        """The catalog the event was decided with (its recorded `catalog_version`), else the
+        workspace's: a policy read from a later version would restate the fact."""
+        key = getattr(event, "catalog_version", None)
+        if key is None:
+            return self.catalog(sub)
+        found = self.catalogs.get(key)
+        if found is None:
+            found = self.catalogs[key] = self.source.catalog_recorded(key) or self.catalog(sub)
+        return found
+
     def state(self, sub: Subscription) -> dict[str, Any]:
         """The `state` document (projections/views.py) of `sub`, rendered once per version."""
         from projections.views import plan_state  # views imports the read models

@@ -46,3 +46,27 @@ def test_R27_an_invoice_says_what_its_credit_beyond_the_bill_became(book, db_url
     said = " ".join(totals["derivation"])
     assert ("credit forfeited 7.00" in said) == (overflow == "forfeit")
     assert ("billing credit issued 7.00" in said) == (overflow == "balance")
+
+
+def test_R27_a_later_catalog_version_never_restates_what_an_earlier_credit_became(book, db_url, tmp_path):
+    """Kept as billing credit under version 1; read by a process that loads version 2, which
+    forfeits. Before, the read models took today's policy: the invoice said 7.00 forfeited and
+    the journal's receivable 7.00 owed, while the customer held the 7.00 credit."""
+    template = WITH_FREE.format(timing="immediate_credit").replace('overage = "bill"', 'overage = "bill"\n{overflow}')
+    first, later = tmp_path / "v1.toml", tmp_path / "v2.toml"
+    first.write_text(template.replace("{overflow}", 'credit_overflow = "balance"'))
+    later.write_text(template.replace("{overflow}", 'credit_overflow = "forfeit"').replace('version = "1"',
+                                                                                          'version = "2"'))
+    b = book(str(first), "2026-04-01T00:00:00")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", plan="basic", tier=10_000).ok
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "change-plan", plan="nada").ok
+    reader = book(str(later), "2026-04-10T00:00:00")
+    with Projections(eventsourcing_env(db_url), source=reader.ledger) as p:
+        p.catch_up()
+        with p.engine.connect() as conn:
+            shown = invoices_of(conn, "ws")[-1]
+            books = trial_balance(conn)
+    assert (Decimal(shown["credit_issued"]), Decimal(shown["credit_forfeited"])) == (Decimal("7.00"), Decimal(0))
+    assert books.get("billing_credit") == Decimal("-7.00") and not books.get("receivable")

@@ -25,7 +25,7 @@ from domain.errors import LedgerError
 from projections import audit_trail
 from projections.invoices import invoices_of
 from projections.families import VERSIONS
-from projections.journal import trial_balance
+from projections.journal import Journal, trial_balance
 from projections.plan_state import PlanState
 from projections.runner import ALL, Projections
 from projections.upcoming_invoice import upcoming_of
@@ -159,7 +159,7 @@ def test_rebuild_swaps_in_fresh_versioned_tables(book: Any, db_url: str) -> None
     with projections_for(b, db_url) as p:
         p.catch_up()
         before = snapshot(p.engine)
-        assert p.rebuild(["journal"]) == {"journal": "v1_2"}
+        assert p.rebuild(["journal"]) == {"journal": f"v{Journal.version}_2"}
         assert snapshot(p.engine) == before
 
     class PlanStateNext(PlanState):
@@ -170,7 +170,7 @@ def test_rebuild_swaps_in_fresh_versioned_tables(book: Any, db_url: str) -> None
     with Projections(eventsourcing_env(db_url), source=b.ledger, models=models) as p:
         tags = {s["projection"]: s["tables"] for s in p.status()}
         old, new = f"rm_plan_state_v{PlanState.version}", f"rm_plan_state_v{PlanState.version + 1}"
-        assert tags["plan_state"] == f"v{PlanState.version + 1}" and tags["journal"] == "v1_2"
+        assert tags["plan_state"] == f"v{PlanState.version + 1}" and tags["journal"] == f"v{Journal.version}_2"
         with p.engine.connect() as conn:
             names = set(conn.execute(text(
                 "SELECT name FROM sqlite_master WHERE type='table'" if db_url.startswith("sqlite") else
