@@ -193,7 +193,6 @@ class PayInvoice(Command):
 class SetContract(Command):
     name = "set-contract"
     admin_only = True
-    waits_for_pending = True  # set under a pending upgrade, it let the upgrade land self-serve on it (R9)
     contract: Annotated[Literal[CONTRACTS] | None, BeforeValidator(clears)] = None  # type: ignore[valid-type]
 
 

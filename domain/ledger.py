@@ -18,6 +18,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import EventStore, IntegrityError
 from eventsourcing.utils import resolve_topic
 
+from domain import rules
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_reason, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
@@ -212,7 +213,8 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
                                   command_id=seen["command_id"])
             ctx = self._context(sub, actor, channel, command.name, reason, idempotency_key, args_hash, command_id, at)
             try:
-                if pin is not None:
+                if pin is not None:  # who may not give the command hears that first, not of the quote
+                    rules.check_actor(ctx.actor, command)
                     pin.check_quoted(loaded_version, ctx.catalog)
                 decision = sub.decide(command, ctx)
                 if pin is not None:

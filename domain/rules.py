@@ -54,10 +54,12 @@ def check_not_suspended(sub: Subscription, what: str) -> None:
                           f"the workspace is suspended for an unpaid invoice: pay it (pay-invoice) to {what} again")
 
 
-def check_no_pending_charge(sub: Subscription) -> None:
-    """R12: while a charge awaits its outcome, nothing else that bills may be decided on top of it."""
-    if sub.pending_charges:
-        invoice_id, pending = next(iter(sub.pending_charges.items()))
+def check_no_pending_charge(sub: Subscription, *, purchases_only: bool = False) -> None:
+    """R12: while a charge awaits its outcome, nothing else that bills may be decided on top of it;
+    `purchases_only`: only a charge holding what it buys (a renewal's collection changes no plan)."""
+    waiting = [(i, p) for i, p in sub.pending_charges.items() if p["effects"] or not purchases_only]
+    if waiting:
+        invoice_id, pending = waiting[0]
         waiting = "the customer's authentication (3-D Secure)" if pending["action_required"] else "the payment provider"
         raise LedgerError(
             "payment_pending",

@@ -24,7 +24,9 @@ from sqlalchemy import select
 from adapters.http.app import create_app
 from adapters.http.idempotency import responses_table
 from adapters.payments import TestPaymentGateway
+from domain.commands import Actor, parse_command
 from domain.errors import LedgerError
+from domain.quotes import Pin
 from domain.clock import SystemClock, TestClock
 from domain.payments import ChargeRequest, ChargeResult, GatewayUnavailable
 from tests.stripe_fixtures import free_port
@@ -398,6 +400,9 @@ def test_R25_a_quote_already_committed_is_stale_not_already_on_plan(api: Api) ->
     assert api.do("change-plan", {"plan": "team", "quote": quote}).status_code == 200
     r = api.do("change-plan", {"plan": "team", "quote": quote})
     assert (r.status_code, r.json()["code"]) == (409, "quote_stale")
+    stale = api.ledger.handle("acme", parse_command("change-plan", {"plan": "team"}), Actor(id="bob", role="member"),
+                              pin=Pin(1, "sha256:old", []))
+    assert stale.error.code == "not_authorized"  # who may not give the command is told that first (R2)
 
 
 def test_R25_a_quote_is_stale_when_time_changed_the_proration(api: Api) -> None:

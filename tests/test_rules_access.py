@@ -242,6 +242,15 @@ def test_R9_R12_a_contract_waits_for_a_pending_upgrade_which_never_lands_self_se
     assert b.sub("ws").contract is None
 
 
+def test_R9_a_renewal_awaiting_authentication_never_holds_up_a_contract(book):
+    """A renewal's collection changes no plan: sales need not abandon the customer's payment first."""
+    b = forms_on(book, plan="pro")
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+    b.at("2026-05-01T01:00:00")
+    assert b.sub("ws").pending_charges
+    assert b.do("ws", "set-contract", contract="enterprise").ok
+
+
 @pytest.mark.parametrize(("catalog", "plan"), [("forms", "scale"), ("workspace", "enterprise")])
 def test_R9_contract_plans_are_sold_by_sales_only(book, catalog, plan):
     """R9: Scale (003) and Enterprise (000) are never self-serve, from subscribe or change-plan."""

@@ -241,6 +241,7 @@ def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
     """R9: a custom contract takes self-serve changes to sales; only admins set it (R2). A
     self-serve downgrade scheduled before it is withdrawn: the contract's terms govern the plan
     now, and the customer could neither keep the current plan (cancel-change) nor be held to it."""
+    rules.check_no_pending_charge(sub, purchases_only=True)  # a pending upgrade would land self-serve on it
     if cmd.contract == sub.contract:
         raise LedgerError("invalid_request", f"the contract is already {cmd.contract}" if cmd.contract
                           else "the workspace has no contract to end")
