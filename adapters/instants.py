@@ -33,10 +33,10 @@ def parse_instant(text: object) -> datetime:
     return at.astimezone(timezone.utc)
 
 
-def given_instant(text: str | None, name: str) -> datetime | None:
-    """An optional instant from a flag, a query parameter or a form (left empty: none); a bad one
-    is refused, named."""
-    if not text:
+def given_instant(text: str | None, name: str, *, blank_is_none: bool = False) -> datetime | None:
+    """An optional instant from a flag or a query parameter; a bad one (an empty one too: `--at ""`
+    is a mistake) is refused, named. A form's field left empty is none (`blank_is_none`)."""
+    if text is None or (blank_is_none and not text):
         return None
     try:
         return parse_instant(text)

@@ -169,6 +169,7 @@ def test_replay_rebuild_waits_for_a_rebuild_another_process_is_running(ledger_ur
     ["as-of", "acme' OR 1=1--", "--at", "2026-04-20T00:00:00Z"],  # was not_found, exit 1
     ["what-if", "x'y", "--policy", "proration=second"],
     ["verify", "--workspace", "x'y"],
+    ["as-of", "acme", "--at", ""],  # printed the latest state, exit 0
 ])
 def test_replay_refuses_an_instant_out_of_range_or_a_malformed_workspace_id_as_bad_input(ledger_url, args):
     result = replay(ledger_url, *args)

@@ -49,7 +49,8 @@ def search(request: Request, q: str = "") -> Response:
 def workspace(request: Request, workspace: str, kind: str = "", since: str = "", until: str = "") -> Response:
     def build(caller: Principal) -> dict[str, Any]:
         ws = reads.readable(caller, workspace)
-        start, end = given_instant(since, "since"), given_instant(until, "until")
+        start, end = (given_instant(since, "since", blank_is_none=True),
+                      given_instant(until, "until", blank_is_none=True))
         check_window(start, end, ("since", "until"))
         with reading(request) as conn:
             found = reads.workspace_page(ledger_of(request), conn, ws, kind or None, start, end)
@@ -77,7 +78,7 @@ def as_of(request: Request, workspace: str, at: str = "") -> Response:
         ws = reads.replayable(caller, workspace)
         with reading(request) as conn:
             state = reads.state_of(conn, ws)
-        found = reads.as_of_page(ledger_of(request), ws, given_instant(at, "at"))
+        found = reads.as_of_page(ledger_of(request), ws, given_instant(at, "at", blank_is_none=True))
         return {**found, "state": state, "at_value": local(found["at"])}
     return page(request, "as_of.html", build)
 
@@ -90,7 +91,8 @@ def what_if(request: Request, workspace: str, catalog: str = "", start: str = ""
             state = reads.state_of(conn, ws)
         fields = policy_fields()
         chosen = {f["name"]: request.query_params.get(f["name"], "") for f in fields}
-        pricing = pricing_of(catalog, chosen, given_instant(start, "from"), given_instant(end, "to"))
+        pricing = pricing_of(catalog, chosen, given_instant(start, "from", blank_is_none=True),
+                             given_instant(end, "to", blank_is_none=True))
         report = report_for(ledger_of(request), ws, pricing) if pricing else None
         return {"workspace": ws, "state": state, "catalogs": BUILT_IN, "fields": fields, "chosen": chosen,
                 "catalog": catalog, "start": start, "end": end, "report": report, "pricing": pricing}
