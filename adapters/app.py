@@ -10,7 +10,7 @@ from pathlib import Path
 from adapters.payments import TestPaymentGateway
 from adapters.schema import prepare
 from adapters.settings import READ_ONLY, database_url, eventsourcing_env
-from domain.catalog import builtin_catalogs, load_catalog
+from domain.catalog import NewerRules, builtin_catalogs, load_catalog
 from domain.errors import LedgerError
 from domain.ledger import Clock, Ledger, SystemClock
 from domain.payments import PaymentGateway
@@ -40,11 +40,19 @@ def build_ledger(db: str | None = None, *, catalog: str | Path = "forms", clock:
     """A Ledger on `db` (default: $SUBLEDGER_DB or ./subledger.db). `catalog` is the catalog new
     workspaces are registered on: a built-in name or a TOML path."""
     catalogs = builtin_catalogs()
-    default = load_catalog(catalog)
+    newer: NewerRules | None = None
+    try:
+        default = load_catalog(catalog)
+    except NewerRules as e:  # refused, unless this ledger recorded this very content (a release ago)
+        default, newer = e.catalog, e
     catalogs[default.id] = default
     url = database_url(db)
-    return Ledger(ledger_env(url), catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
-                  payments=payments or payment_gateway(url))
+    ledger = Ledger(ledger_env(url), catalogs=catalogs, default_catalog=default.id, clock=clock or SystemClock(),
+                    payments=payments or payment_gateway(url))
+    if newer is not None and not ledger.recorded_as_is(default):
+        ledger.close()
+        raise newer
+    return ledger
 
 
 def read_models(ledger: Ledger) -> Projections:

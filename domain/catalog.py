@@ -271,6 +271,16 @@ class CatalogError(ValueError):
     """A catalog file that cannot be used, with every problem listed."""
 
 
+class NewerRules(CatalogError):
+    """A file only rules newer than a ledger's catalogs refuse (prices in plain digits, fields a
+    plan's kind never applies, catalog_files.py): a ledger that recorded this very content under
+    its id and version still reads it (adapters/app.py build_ledger); anything else is refused."""
+
+    def __init__(self, message: str, catalog: Catalog) -> None:
+        super().__init__(message)
+        self.catalog = catalog
+
+
 class CatalogConflict(CatalogError):
     """Same id and version as a catalog already known, other content: an impersonation."""
 
@@ -287,16 +297,21 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         data = None
     if data is None or nested_too_deeply(data):
         raise CatalogError(f"{source}: not a catalog: its arrays or tables are nested too deeply")
-    unreadable = list(prices_not_plain(data)) + list(unprintable_texts(data))
+    unreadable = list(prices_not_plain(data, loaded_before=False)) + list(unprintable_texts(data))
     if unreadable:
         raise CatalogError(f"{source}: {len(unreadable)} problem(s):\n" + "\n".join(f"  - {p}" for p in unreadable[:20]))
+    written = list(prices_not_plain(data, loaded_before=True))
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as e:
-        raise CatalogError(f"{source}: {e.error_count()} problem(s):\n{problems(e)}") from None
-    found = bounded(catalog) + never_applied(catalog)
+        told = [*written, *(sentence(err) for err in e.errors())]
+        raise CatalogError(f"{source}: {len(told)} problem(s):\n" + "\n".join(f"  - {p}" for p in told)) from None
+    found = bounded(catalog)
     if found:
         raise CatalogError(f"{source}: {len(found)} problem(s):\n" + "\n".join(f"  - {p}" for p in found))
+    newer = written + never_applied(catalog)
+    if newer:
+        raise NewerRules(f"{source}: {len(newer)} problem(s):\n" + "\n".join(f"  - {p}" for p in newer), catalog)
     return catalog
 
 

@@ -70,15 +70,28 @@ def texts(node: Any, path: tuple[Any, ...] = ()) -> Any:
 PLAIN_PRICE = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
-def prices_not_plain(data: Any) -> Any:
+def prices_not_plain(data: Any, *, loaded_before: bool) -> Any:
     """Every price a file writes other than as plain digits in quotes ("12.00"), with how to write it:
     "1e3" billed 1000.00 as 1E+3, and "+12.00", " 12.00 ", "1_2.00" and 12 all billed 12.00, where
-    a person reading the file, and the invoice, must see the amount as written."""
+    a person reading the file, and the invoice, must see the amount as written. `loaded_before`:
+    those an earlier release accepted (a finite amount without an exponent), or the others."""
     currency = data.get("currency") if isinstance(data, dict) else None
     for where, value in _leaves(data):
         if where[-1:] == ("price",) or where[-2:-1] == ("prices",):
-            if not (isinstance(value, str) and PLAIN_PRICE.fullmatch(value)):
+            if not (isinstance(value, str) and PLAIN_PRICE.fullmatch(value)) and _accepted_before(value) == loaded_before:
                 yield f"{location(where)} = {_written(value)}: {_how(value, MINOR_UNITS.get(str(currency)))}"
+
+
+def _accepted_before(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    if isinstance(value, str) and "e" in value.lower():
+        return False
+    try:
+        return Decimal(value.strip() if isinstance(value, str) else repr(value) if isinstance(value, float)
+                       else value).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
 
 
 def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Any:

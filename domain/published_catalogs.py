@@ -46,6 +46,10 @@ class PublishedCatalogs:
                       if f"{e.catalog_id}@{e.version}" == catalog_version), None)
         return Catalog.model_validate(found.document) if found is not None else None
 
+    def recorded_as_is(self, catalog: Catalog) -> bool:
+        """Whether this ledger recorded the catalog's id and version with this very content."""
+        return self._published_catalogs().get((catalog.id, catalog.version), ("",))[0] == catalog.content_hash
+
     def check_published(self, catalog: Catalog) -> None:
         """catalog_conflict when this ledger recorded the catalog's id and version with other
         content, or, for a version it has not recorded, the id's last version in another currency

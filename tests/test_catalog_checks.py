@@ -236,3 +236,48 @@ def test_a_plan_field_its_kind_never_applies_is_refused_naming_the_plan(tmp_path
 def test_the_same_plans_without_the_field_load() -> None:
     catalog = parse_catalog(catalog_text() + FREE + TRIAL + CONTRACT + PER_SEAT)
     assert [p.kind for p in catalog.plans] == ["paid", "free", "trial", "contract", "paid"]
+
+
+BARE = """id = "bare"
+version = "1"
+name = "Bare prices"
+currency = "USD"
+[[plans]]
+id = "free"
+name = "Free"
+rank = 0
+kind = "free"
+storage_gb = 1
+[[plans]]
+id = "pro"
+name = "Pro"
+rank = 1
+kind = "paid"
+storage_gb = 5
+prices = { month = 19 }
+"""
+
+
+def test_a_catalog_a_ledger_recorded_before_the_stricter_rules_still_loads_from_its_file(tmp_path, db_url):
+    """`month = 19` loaded a release ago and was recorded; now a price is quoted plain digits.
+    Before, `--catalog bare.toml` was refused on that ledger, and the advice ("19.00") changed
+    its content, which the ledger then refused as catalog_conflict. A ledger that never recorded
+    it still refuses it."""
+    from adapters.app import build_ledger
+    from domain.commands import Actor, parse_command
+
+    path = tmp_path / "bare.toml"
+    path.write_text(BARE)
+    with pytest.raises(CatalogError, match='write "19.00"'):
+        build_ledger(db_url, catalog=str(path))
+    ledger = build_ledger(db_url)
+    ledger.catalogs["bare"] = Catalog.model_validate(tomllib.loads(BARE))  # as the release before read it
+    ledger.default_catalog = "bare"
+    admin = Actor(id="alice", role="admin")
+    assert ledger.handle("ws", parse_command("add-payment-method", {"payment_method": "pm_card_visa"}), admin).ok
+    ledger.close()
+    again = build_ledger(db_url, catalog=str(path))
+    try:
+        assert again.handle("ws", parse_command("subscribe", {"plan": "pro"}), admin).ok
+    finally:
+        again.close()
