@@ -150,10 +150,14 @@ def check_url(url: str) -> str:
 
 
 def link_local(host: str) -> bool:
+    """A literal link-local or unspecified address, in any of the forms a URL may write one
+    (dotted, one integer, hex, IPv4 mapped into IPv6, a trailing dot). Names are not resolved."""
+    text = host.strip("[]").rstrip(".")
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address: Any = ipaddress.ip_address(int(text, 0) if text[:2].lower() == "0x" or text.isdigit() else text)
     except ValueError:
         return False
+    address = getattr(address, "ipv4_mapped", None) or address
     return address.is_link_local or address.is_unspecified
 
 

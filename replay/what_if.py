@@ -141,7 +141,7 @@ def diff(workspace: str, old: dict[str, Any] | None, new: dict[str, Any] | None)
     for a, b in paired(old_lines, new_lines, "kind"):
         if a and b and (a["amount"], a["quantity"]) == (b["amount"], b["quantity"]):
             continue
-        n = old_lines.index(a) if a else new_lines.index(b)
+        n = next(i for i, line in enumerate(old_lines if a else new_lines) if line is (a or b))  # not ==: twins
         lines.append({"n": n + 1, "kind": (a or b)["kind"], "description": (a or b)["description"],
                       "recorded": fmt(a["amount"], cur) if a else None, "what_if": fmt(b["amount"], cur) if b else None,
                       "delta": fmt((b["amount"] if b else ZERO) - (a["amount"] if a else ZERO), cur),
