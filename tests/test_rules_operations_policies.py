@@ -285,12 +285,9 @@ def test_R25_preview_of_a_move_to_a_free_plan_shows_its_final_invoice_paid(book,
     assert types(applied) == types(preview)
 
 
-@pytest.mark.parametrize("timing", ["immediate_credit", "period_end"])
-def test_R8_R19_a_free_plan_workspace_suspended_over_its_final_invoice_is_reactivated_without_a_period(
-        book, tmp_path, timing):
-    """Suspended on the free plan over its unpaid final invoice, then paid: active again, on the
-    free plan, with nothing to renew. Before, reactivation anchored a period on a plan without
-    an interval: its workspace's due items never ended, and every read model stopped on it."""
+def suspended_on_the_free_plan(book, tmp_path, timing="immediate_credit"):
+    """Basic, 10,000 operations over its tier, moved to the free plan on a declined card: its
+    final invoice retried on days 3 and 5, then the workspace suspended (May 10)."""
     path = tmp_path / "ops-free.toml"
     path.write_text(WITH_FREE.format(timing=timing).replace(
         'overage = "bill"', 'overage = "bill"\ndunning_retry_days = [3, 5]\ndunning_final_action = "suspend"'))
@@ -300,6 +297,16 @@ def test_R8_R19_a_free_plan_workspace_suspended_over_its_final_invoice_is_reacti
     assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
     assert b.do("ws", "change-plan", plan="nada").ok
     b.at("2026-05-10T00:00:00")
+    return b
+
+
+@pytest.mark.parametrize("timing", ["immediate_credit", "period_end"])
+def test_R8_R19_a_free_plan_workspace_suspended_over_its_final_invoice_is_reactivated_without_a_period(
+        book, tmp_path, timing):
+    """Suspended on the free plan over its unpaid final invoice, then paid: active again, on the
+    free plan, with nothing to renew. Before, reactivation anchored a period on a plan without
+    an interval: its workspace's due items never ended, and every read model stopped on it."""
+    b = suspended_on_the_free_plan(book, tmp_path, timing)
     assert (b.sub("ws").plan, b.sub("ws").status) == ("nada", "suspended")
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     assert b.do("ws", "pay-invoice").ok
@@ -317,15 +324,7 @@ def test_R8_R19_a_free_plan_reactivation_recorded_with_a_period_anchors_none(boo
         if sub.status == "suspended" and not sub.open_invoices():
             sub.trigger_event(WorkspaceReactivated, **meta, restart_at=at)
 
-    path = tmp_path / "ops-free.toml"
-    path.write_text(WITH_FREE.format(timing="immediate_credit").replace(
-        'overage = "bill"', 'overage = "bill"\ndunning_retry_days = [3, 5]\ndunning_final_action = "suspend"'))
-    b = subscribed(book(str(path), "2026-04-01T00:00:00"), plan="basic", tier=10_000)
-    b.at("2026-04-10T00:00:00")
-    assert b.do("ws", "record-usage", operations=20_000).ok
-    assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
-    assert b.do("ws", "change-plan", plan="nada").ok
-    b.at("2026-05-10T00:00:00")
+    b = suspended_on_the_free_plan(book, tmp_path)
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     monkeypatch.setattr(dunning, "after_payment", as_before)
     assert b.do("ws", "pay-invoice").ok
