@@ -54,6 +54,17 @@ def check_not_suspended(sub: Subscription, what: str) -> None:
                           f"the workspace is suspended for an unpaid invoice: pay it (pay-invoice) to {what} again")
 
 
+def check_may_decide(sub: Subscription, actor: Actor, command: Command, *, bills: bool) -> None:
+    """Before a command is decided: who may give it (R2); a change that `bills` is sales' under a
+    contract (R9); and it, or one that waits for pending money (pay-invoice), is not decided on top
+    of a charge awaiting its outcome (R12)."""
+    check_actor(actor, command)
+    if bills:
+        check_no_contract(sub)
+    if bills or command.waits_for_pending:
+        check_no_pending_charge(sub)
+
+
 def check_no_pending_charge(sub: Subscription, *, purchases_only: bool = False) -> None:
     """R12: while a charge awaits its outcome, nothing else that bills may be decided on top of it;
     `purchases_only`: only a charge holding what it buys (a renewal's collection changes no plan)."""

@@ -403,12 +403,8 @@ class Subscription(Aggregate):
 
     def decide(self, command: Command, ctx: Context) -> Decision:
         """Decide `command` on a copy. Raises LedgerError, recording nothing, when refused."""
-        rules.check_actor(ctx.actor, command)
-        bills = command.billing_change and not isinstance(command, PAYMENT_METHOD_COMMANDS)
-        if bills:
-            rules.check_no_contract(self)
-        if bills or command.waits_for_pending:
-            rules.check_no_pending_charge(self)
+        rules.check_may_decide(self, ctx.actor, command,
+                               bills=command.billing_change and not isinstance(command, PAYMENT_METHOD_COMMANDS))
         trial = copy.deepcopy(self)
         trial._pending_events = []
         charge = HANDLERS[type(command)](trial, command, ctx)
