@@ -37,14 +37,13 @@ class PublishedCatalogs:
         return catalog
 
     def catalog_recorded(self, catalog_version: str) -> Catalog | None:
-        """The catalog `id@version` a fact records, as this ledger published it (else as loaded):
-        a fact is read with the policy it was decided under, not a later version's."""
-        loaded = next((c for c in self.catalogs.values() if f"{c.id}@{c.version}" == catalog_version), None)
-        if loaded is not None:
-            return loaded
+        """The catalog `id@version` a fact records, as this ledger published it (else as loaded), or
+        None: a fact is read with the policy it was decided under, not a later version's."""
         found = next((e for e in reversed(list(self.catalog_log.get()))
                       if f"{e.catalog_id}@{e.version}" == catalog_version), None)
-        return Catalog.model_validate(found.document) if found is not None else None
+        if found is not None:
+            return Catalog.model_validate(found.document)
+        return next((c for c in self.catalogs.values() if f"{c.id}@{c.version}" == catalog_version), None)
 
     def recorded_as_is(self, catalog: Catalog) -> bool:
         """Whether this ledger recorded the catalog's id and version with this very content."""

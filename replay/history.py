@@ -134,16 +134,12 @@ class Catalogs:
     the catalog found is refused (catalog_mismatch): replaying it would price with another."""
 
     ledger: Ledger
-    found: dict[str, Catalog] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for catalog in self.ledger.catalogs.values():
-            self.found.setdefault(f"{catalog.id}@{catalog.version}", catalog)
-        for published in self.ledger.catalog_log.get():
-            self.found[f"{published.catalog_id}@{published.version}"] = Catalog.model_validate(published.document)
+    found: dict[str, Catalog | None] = field(default_factory=dict)
 
     def of(self, event: Any) -> Catalog:
-        catalog = self.found.get(event.catalog_version)
+        if event.catalog_version not in self.found:
+            self.found[event.catalog_version] = self.ledger.catalog_recorded(event.catalog_version)
+        catalog = self.found[event.catalog_version]
         if catalog is None:
             raise LedgerError("catalog_mismatch", f"catalog {event.catalog_version} is neither published in the "
                               "ledger nor loaded")
