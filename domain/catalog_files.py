@@ -83,15 +83,21 @@ def prices_not_plain(data: Any, *, loaded_before: bool) -> Any:
 
 
 def _accepted_before(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if not isinstance(value, (int, float, str)) or (isinstance(value, str) and "e" in value.lower()):
         return False
-    if isinstance(value, str) and "e" in value.lower():
-        return False
+    amount = _amount(value)
+    return amount is not None and amount.is_finite()
+
+
+def _amount(value: Any) -> Decimal | None:
+    """The amount a price as written reads as (a float as it prints), or None."""
+    if isinstance(value, bool):
+        return None
+    written = repr(value) if isinstance(value, float) else value.strip() if isinstance(value, str) else value
     try:
-        return Decimal(value.strip() if isinstance(value, str) else repr(value) if isinstance(value, float)
-                       else value).is_finite()
-    except (InvalidOperation, ValueError):
-        return False
+        return Decimal(written)
+    except (InvalidOperation, TypeError, ValueError):
+        return None
 
 
 def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Any:
@@ -109,12 +115,8 @@ def _written(value: Any) -> str:
 
 def _how(value: Any, places: int | None) -> str:
     """How to write `value` as a price: the same amount in plain digits, to the currency's minor unit."""
-    written = repr(value) if isinstance(value, float) else value.strip() if isinstance(value, str) else value
-    try:
-        amount = Decimal(written)
-    except (InvalidOperation, TypeError, ValueError):
-        amount = None
-    if isinstance(value, bool) or amount is None or not amount.is_finite() or amount >= MAX_AMOUNT:
+    amount = _amount(value)
+    if amount is None or not amount.is_finite() or amount >= MAX_AMOUNT:
         return 'a price is plain digits 0-9 in quotes, e.g. "12.00"'
     if amount <= 0:
         return 'a price is a positive amount in plain digits, e.g. "12.00"'
