@@ -146,7 +146,16 @@ def deliver(
     if OUTPUT.json:
         print_json({"ok": True, **result})
     else:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(_delivered(result))
+
+
+def _delivered(result: dict[str, Any]) -> str:
+    """`deliver`'s summary in words: this run's counts, then the queue as it stands."""
+    run, held = result["this_run"], result["messages"]
+    done = ", ".join(f"{run.get(k, 0)} {k}" for k in ("queued", "delivered", "failed", "dead"))
+    return (f"this run: {done}\n"
+            f"messages: {held['pending']} pending, {held['delivered']} delivered, {held['dead']} dead\n"
+            f"events read up to {result['position'] or 0} of {result['head'] or 0}")
 
 
 @webhooks_app.command("dead")
