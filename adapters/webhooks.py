@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import secrets
+import socket
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -156,7 +157,10 @@ def link_local(host: str) -> bool:
     try:
         address: Any = ipaddress.ip_address(int(text, 0) if text[:2].lower() == "0x" or text.isdigit() else text)
     except ValueError:
-        return False
+        try:  # the forms the resolver takes too: a.b.c, a.b, hex or octal parts (inet_aton)
+            address = ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return False
     address = getattr(address, "ipv4_mapped", None) or address
     return address.is_link_local or address.is_unspecified
 

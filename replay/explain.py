@@ -28,7 +28,7 @@ from domain.money import fmt
 from domain.payments import ending
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.billing import held_fact
-from domain.subscription.billing_events import credit_beyond
+from domain.subscription.billing_events import credit_beyond, purpose_words
 from projections.audit_summary import Scene, summary
 from projections.commands_trail import following, preceding
 from projections.readmodel import event_ref
@@ -112,8 +112,7 @@ def held_facts(request: S.ChargeRequested) -> tuple[Any, ...]:
 def find_invoice(ledger: Ledger, invoice_id: str) -> Subject:
     """The invoice `in_<workspace>_<NNNN>`: issued, or void (held by a declined purchase), or not_found."""
     guess = invoice_id[3:].rsplit("_", 1)[0] if invoice_id.startswith("in_") else None
-    listed = ledger.workspaces()
-    for ws in ([guess] if guess in listed else []) + [w for w in listed if w != guess]:
+    for ws in [guess] if guess is not None else ledger.workspaces():  # its own workspace's events only
         request = authentication = None
         for event in ledger.workspace_events(ws):
             if isinstance(event, S.InvoiceIssued) and event.invoice_id == invoice_id:
@@ -126,8 +125,6 @@ def find_invoice(ledger: Ledger, invoice_id: str) -> Subject:
                 held = held_facts(request)
                 invoice = next(e for e in held if isinstance(e, S.InvoiceIssued) and e.invoice_id == invoice_id)
                 return Subject(ws, invoice, request, event, held, authentication)
-        if ws == guess and invoice_id.startswith("in_"):
-            break
     raise LedgerError("not_found", f"no invoice {invoice_id}")
 
 
@@ -191,11 +188,6 @@ def explain(ledger: Ledger, invoice_id: str, line: int | None = None) -> dict[st
     }
 
 
-PURPOSES = {"seats": "seat change", "storage_addon": "storage add-on", "ai_credit_pack": "AI credit pack",
-            "operations": "operations pack", "final": "final invoice"}
-"""An invoice's purpose as support says it to a customer, where its code is not a word."""
-
-
 def ended(declined: S.ChargeDeclined) -> str:
     """How the charge that voided the invoice ended: `declined` by the card, or `canceled`."""
     return ending(declined.decline_code, "declined")
@@ -210,7 +202,7 @@ def void(subject: Subject) -> dict[str, Any] | None:
         return None
     cur = subject.invoice.currency
     purpose = subject.invoice.purpose
-    charge = f"the charge of {fmt(declined.amount, cur)} for this {PURPOSES.get(purpose, purpose.replace('_', ' '))}"
+    charge = f"the charge of {fmt(declined.amount, cur)} for this {purpose_words(purpose)}"
     at = iso(declined.timestamp)
     never_issued = "the invoice was never issued: nothing was bought and nothing is owed (R12)"
     if ended(declined) == "declined":

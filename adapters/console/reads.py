@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from adapters.http.access import replayable_workspace, what_if_workspace
+from adapters.http.access import workspace_of_invoice, replayable_workspace, what_if_workspace
 from adapters.http.auth import require_read
 from adapters.tokens import READ_ALL_ROLES, WORKSPACE_ROLES, Principal
 from domain.commands import check_workspace_id
@@ -164,7 +164,7 @@ def workspace_page(ledger: Ledger, conn: Connection, workspace: str, kind: str |
 def invoice_page(ledger: Ledger, conn: Connection, workspace: str, invoice_id: str) -> dict[str, Any]:
     """The explanation of one invoice of the workspace (replay explain), its status and
     payments (the invoices read model), and the markdown reply."""
-    if not invoice_id.startswith(f"in_{workspace}_") or len(invoice_id) > 96:
+    if workspace_of_invoice(invoice_id) != workspace or len(invoice_id) > 96:
         raise LedgerError("not_found", f"{workspace} has no invoice {invoice_id[:40]}")
     doc = explain(ledger, invoice_id)
     if doc["workspace"] != workspace:
