@@ -12,6 +12,9 @@ from domain.catalog import Catalog
 from domain.money import fmt
 from domain.payments import CANCELED
 from domain.subscription import Subscription
+from domain.subscription.billing import INVOICE_PAYMENT, RENEWAL
+from domain.subscription.billing_events import purpose_words
+from domain.subscription.dunning import RETRY
 from projections.commands_trail import following
 from projections.store import iso
 
@@ -98,17 +101,27 @@ def _payment_failed(event: Subscription.PaymentFailed, scene: Scene) -> str:
 
 @summary.register(Subscription.ChargeDeclined)
 def _charge_declined(event: Subscription.ChargeDeclined, scene: Scene) -> str:
-    charge = f"charge of {fmt(event.amount, scene.currency)} for {event.purpose}"
+    charge = f"charge of {fmt(event.amount, scene.currency)} for the {purpose_words(event.purpose)}"
     if event.decline_code == CANCELED:
         return f"{charge} {ABANDONED}; nothing changed"
     return f"{charge} declined ({event.decline_code}); nothing changed"
 
 
+COLLECTIONS = {RENEWAL: "as it is issued", RETRY: "a retry after a failed payment",
+               INVOICE_PAYMENT: "asked for by pay-invoice"}
+"""Why an issued invoice is collected, by the purpose its charge records: a renewal's names the
+first collection of any invoice issued for collection (a final invoice's too)."""
+
+
 @summary.register(Subscription.ChargeRequested)
 def _charge_requested(event: Subscription.ChargeRequested, scene: Scene) -> str:
-    what = "held until it is paid" if event.effects else "collecting an issued invoice"
-    return (f"charge of {fmt(event.amount, scene.currency)} for {event.purpose} requested on {event.invoice_id} "
-            f"(attempt {event.attempt}, key {event.charge_key}): {what}")
+    key = f"(attempt {event.attempt}, key {event.charge_key})"
+    amount = fmt(event.amount, scene.currency)
+    if event.effects:
+        return (f"charge of {amount} for the {purpose_words(event.purpose)} requested on {event.invoice_id} {key}: "
+                "held until it is paid")
+    why = COLLECTIONS.get(event.purpose, purpose_words(event.purpose))
+    return f"charge of {amount} requested to collect {event.invoice_id}, {why} {key}"
 
 
 @summary.register(Subscription.ChargeSubmitted)
@@ -121,9 +134,53 @@ def _payment_action_required(event: Subscription.PaymentActionRequired, scene: S
     return f"payment on {event.invoice_id} waits for the customer's authentication (3-D Secure)"
 
 
+@summary.register(Subscription.PaymentMethodAdded)
+def _payment_method_added(event: Subscription.PaymentMethodAdded, scene: Scene) -> str:
+    return f"payment method {event.payment_method} added: the one charged from now on"
+
+
+@summary.register(Subscription.PaymentMethodRemoved)
+def _payment_method_removed(event: Subscription.PaymentMethodRemoved, scene: Scene) -> str:
+    left = scene.sub.default_payment_method
+    return f"payment method {event.payment_method} removed; " + (
+        f"{left} is charged from now on" if left else "none is left on file")
+
+
+@summary.register(Subscription.ContractSet)
+def _contract_set(event: Subscription.ContractSet, scene: Scene) -> str:
+    if event.contract is None:
+        return "custom contract ended: self-serve changes are open again"
+    return f"custom contract set ({event.contract}): plan, seat, interval and add-on changes go through sales (R9)"
+
+
 @summary.register(Subscription.DowngradeScheduled)
 def _downgrade_scheduled(event: Subscription.DowngradeScheduled, scene: Scene) -> str:
     return f"downgrade to {event.plan} scheduled for {iso(event.effective_at)}"
+
+
+@summary.register(Subscription.DowngradeNoticeDue)
+def _downgrade_notice(event: Subscription.DowngradeNoticeDue, scene: Scene) -> str:
+    return f"notice due: the downgrade to {event.plan} takes effect {iso(event.effective_at)}"
+
+
+@summary.register(Subscription.DowngradeCancelled)
+def _downgrade_cancelled(event: Subscription.DowngradeCancelled, scene: Scene) -> str:
+    return f"scheduled downgrade to {event.plan} called off: {scene.plan_name} goes on (R17)"
+
+
+@summary.register(Subscription.CancellationScheduled)
+def _cancellation_scheduled(event: Subscription.CancellationScheduled, scene: Scene) -> str:
+    return f"cancellation scheduled for {iso(event.effective_at)}, the end of the paid period"
+
+
+@summary.register(Subscription.CancellationCancelled)
+def _cancellation_cancelled(event: Subscription.CancellationCancelled, scene: Scene) -> str:
+    return f"scheduled cancellation called off: {scene.plan_name} goes on (R17)"
+
+
+@summary.register(Subscription.SubscriptionCanceled)
+def _canceled(event: Subscription.SubscriptionCanceled, scene: Scene) -> str:
+    return f"subscription to {scene.from_name or event.plan} canceled" if event.plan else "subscription canceled"
 
 
 @summary.register(Subscription.SeatsChanged)
@@ -137,6 +194,17 @@ def _seats_changed(event: Subscription.SeatsChanged, scene: Scene) -> str:
 @summary.register(Subscription.MembersChanged)
 def _members_changed(event: Subscription.MembersChanged, scene: Scene) -> str:
     return f"members {event.previous} -> {event.members}"
+
+
+@summary.register(Subscription.StorageUsageReported)
+def _storage_reported(event: Subscription.StorageUsageReported, scene: Scene) -> str:
+    return f"storage used: {event.gb} GB"
+
+
+@summary.register(Subscription.StorageAddonChanged)
+def _storage_addon(event: Subscription.StorageAddonChanged, scene: Scene) -> str:
+    price = f" at {fmt(event.unit_price, scene.currency)}" if event.unit_price is not None and event.addon else ""
+    return f"storage add-on {event.previous or 'none'} -> {event.addon or 'none'}{price}"
 
 
 @summary.register(Subscription.BillingCreditIssued)
@@ -160,6 +228,18 @@ def _ai_credits_granted(event: Subscription.AICreditsGranted, scene: Scene) -> s
     return text + (f", {event.debt_repaid:,} repaid first" if event.debt_repaid else "")
 
 
+@summary.register(Subscription.AICreditPackBought)
+def _ai_pack_bought(event: Subscription.AICreditPackBought, scene: Scene) -> str:
+    return f"AI credit pack {event.pack} bought: {event.credits:,} credits for {fmt(event.price, scene.currency)} " \
+        f"on {event.invoice_id}"
+
+
+@summary.register(Subscription.AICreditsConsumed)
+def _ai_consumed(event: Subscription.AICreditsConsumed, scene: Scene) -> str:
+    return (f"{event.credits:,} AI credits used: {event.from_granted:,} of the plan's grant, "
+            f"{event.from_purchased:,} purchased")
+
+
 @summary.register(Subscription.AICreditsProrated)
 def _ai_credits_prorated(event: Subscription.AICreditsProrated, scene: Scene) -> str:
     return (f"AI credit grant re-valued with the time credited back: {event.formula}; "
@@ -170,6 +250,43 @@ def _ai_credits_prorated(event: Subscription.AICreditsProrated, scene: Scene) ->
 def _overage_billed(event: Subscription.OperationsOverageBilled, scene: Scene) -> str:
     return (f"{event.operations:,} operations beyond the allowance billed on {event.invoice_id}: "
             f"{fmt(event.amount, scene.currency)}")
+
+
+@summary.register(Subscription.OperationsUsed)
+def _operations_used(event: Subscription.OperationsUsed, scene: Scene) -> str:
+    parts = [f"{n:,} {source}" for n, source in ((event.from_carried, "carried over"),
+                                                 (event.from_allotment, "of the allowance"),
+                                                 (event.from_extra, "bought")) if n]
+    over = f", {event.overage:,} beyond the allowance" if event.overage else ""
+    return f"{event.operations:,} operations used" + (f" ({', '.join(parts)})" if parts else "") + over
+
+
+@summary.register(Subscription.OperationsBought)
+def _operations_bought(event: Subscription.OperationsBought, scene: Scene) -> str:
+    return f"{event.operations:,} operations bought for {fmt(event.price, scene.currency)} on {event.invoice_id}"
+
+
+@summary.register(Subscription.OperationsCarriedOver)
+def _operations_carried(event: Subscription.OperationsCarriedOver, scene: Scene) -> str:
+    return (f"{event.operations:,} unused operations carried over until {iso(event.until)}, at "
+            f"{fmt(event.rate_price, scene.currency)} per {event.rate_operations:,} (R18)")
+
+
+@summary.register(Subscription.OperationsConvertedToCredit)
+def _operations_converted(event: Subscription.OperationsConvertedToCredit, scene: Scene) -> str:
+    return (f"{event.operations:,} unused operations turned into billing credit of "
+            f"{fmt(event.amount, scene.currency)}: {event.formula}")
+
+
+@summary.register(Subscription.OperationsReset)
+def _operations_reset(event: Subscription.OperationsReset, scene: Scene) -> str:
+    expired = f"; {event.expired_extra:,} bought operations expired" if event.expired_extra else ""
+    return f"operations allowance reset to {event.allotment:,}{expired}"
+
+
+@summary.register(Subscription.OperationsExpired)
+def _operations_expired(event: Subscription.OperationsExpired, scene: Scene) -> str:
+    return f"{event.operations:,} carried-over operations expired unused (R18)"
 
 
 @summary.register(Subscription.OperationsRecounted)

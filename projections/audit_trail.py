@@ -37,10 +37,12 @@ CONTENT = ("position", "workspace", "version", "occurred_at", "actor_id", "actor
 
 
 class AuditTrail(ReadModel):
-    """v2: a charge abandoned at 3-D Secure reads "canceled", no longer "declined (canceled)"."""
+    """v2: a charge abandoned at 3-D Secure reads "canceled", no longer "declined (canceled)".
+    v3: every event has a sentence (a payment method, a contract, usage, schedules called off
+    read as their type's name), and a collection's charge says why, not "for renewal"."""
 
     family = "audit_trail"
-    version = 2
+    version = 3
     tables = ("audit_trail",)
 
     @classmethod

@@ -424,7 +424,7 @@ def test_R12_an_abandoned_3d_secure_upgrade_is_void_whether_its_request_was_proj
         before = snapshot(p.engine)
         assert [r["outcome"] for r in before["invoice_payments"] if r["invoice_id"] == upgrade["invoice_id"]] == \
             ["canceled"]  # no bank declined it
-        assert ("charge of 20.00 for upgrade canceled: the customer never completed the card authentication; "
+        assert ("charge of 20.00 for the upgrade canceled: the customer never completed the card authentication; "
                 "nothing changed") in [r["summary"] for r in before["audit_trail"]]
         p.rebuild(["invoices"])
         assert snapshot(p.engine) == before

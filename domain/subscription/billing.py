@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from domain.subscription.aggregate import PendingCharge, Subscription
 
 RENEWAL = "renewal"
+INVOICE_PAYMENT = "invoice_payment"
 COLLECTED_AFTER = (RENEWAL, dunning.RETRY)
 """Purposes of the collections of an invoice already issued, which no command waits on (R8)."""
 
@@ -224,7 +225,7 @@ def pay_invoice(sub: Subscription, cmd: PayInvoice, ctx: Context) -> None:
             raise LedgerError("no_open_invoice", "no open invoice")
     rules.check_payment_method(sub, ctx.cause)
     for invoice_id in chosen:
-        collect(sub, ctx, invoice_id, "invoice_payment")
+        collect(sub, ctx, invoice_id, INVOICE_PAYMENT)
 
 
 def add_payment_method(sub: Subscription, cmd: AddPaymentMethod, ctx: Context) -> None:

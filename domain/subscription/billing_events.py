@@ -225,6 +225,15 @@ class ContractSet(Event):
         sub.contract = self.contract
 
 
+PURPOSES = {"seats": "seat change", "storage_addon": "storage add-on", "ai_credit_pack": "AI credit pack",
+            "operations": "operations pack", "final": "final invoice"}
+
+
+def purpose_words(purpose: str) -> str:
+    """An invoice's or a charge's purpose as support says it to a customer, where its code is not a word."""
+    return PURPOSES.get(purpose, purpose.replace("_", " "))
+
+
 def line_item(kind: str) -> str | None:
     """Which recurring item a line bills: 'plan' (plan and seats), 'addon', or None (one-time)."""
     if kind.startswith(("plan_", "seat_")):
