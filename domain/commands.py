@@ -135,7 +135,10 @@ def gigabytes(value: Any) -> Any:
     else:
         text = value.strip() if isinstance(value, str) else str(value)
     if not GIGABYTES.fullmatch(ascii_number(text)):
-        raise ValueError(f"{text[:20]!r} is not a number of GB: digits 0-9 with an optional fraction, e.g. 2.5")
+        written = repr(value) if isinstance(value, float) else text  # 1e+300, not the 301 digits it stands for
+        shown = repr(written) if len(written) <= 24 else f"{written[:20]!r}... ({len(written)} characters)"
+        raise ValueError(f"{shown} is not a number of GB: up to 9 digits 0-9, with an optional fraction of up "
+                         "to 6, e.g. 2.5")
     return Decimal(format(Decimal(text).normalize(), "f"))
 
 
