@@ -146,7 +146,7 @@ COMMON = [
     inspect.Parameter("actor", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_ACTOR,
                       annotation=Annotated[str, typer.Option(help="Who does it (actor id).")]),
     inspect.Parameter("role", inspect.Parameter.KEYWORD_ONLY, default="admin",
-                      annotation=Annotated[str, typer.Option(help="owner, admin, billing_admin or member.")]),
+                      annotation=Annotated[str, typer.Option(help="owner, admin, billing_admin, member, or sales (set-contract, R9).")]),
     inspect.Parameter("idempotency_key", inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=Annotated[str | None, typer.Option(help="A repeat returns the first result.")]),
     inspect.Parameter("reason", inspect.Parameter.KEYWORD_ONLY, default=None,

@@ -37,7 +37,7 @@ EXPECT_KEYS = {"ok", "error", "events", "events_include", "due_events", "due_eve
                "outcome"}
 DEFAULT_ACTOR = {"id": "scenario-admin", "role": "admin"}
 DEFAULT_CHANNEL = "scenario"
-PEOPLE_ROLES = ("owner", "admin", "billing_admin", "member")
+PEOPLE_ROLES = ("owner", "admin", "billing_admin", "member", "sales")
 
 
 class ScenarioInvalid(ValueError):

@@ -26,7 +26,9 @@ Id = Annotated[str, Field(pattern=ID)]
 CatalogRef = Annotated[str, Field(pattern=ID_PATTERN)]
 PaymentMethodId = Annotated[str, Field(pattern=described(
     r"^pm_[A-Za-z0-9_]{1,64}$", "a payment method id: pm_ and 1-64 letters, digits or '_' (pm_card_visa)"))]
-Roles = Literal["owner", "admin", "billing_admin", "member", "system"]
+Roles = Literal["owner", "admin", "billing_admin", "member", "sales", "system"]
+"""The workspace's people (owner, admins, members), the vendor's `sales` (who alone set and lift
+a custom contract, R9), and the `system` (the scheduler, the payment provider's webhooks)."""
 Channels = Literal["web", "api", "cli", "scenario", "billing_provider", "scheduler"]
 """Through which channel a change came (R3): `scenario` for scenario files and the demo (test
 time), `billing_provider` for the payment provider's webhooks."""
@@ -59,8 +61,9 @@ class Command(BaseModel):
     name: ClassVar[str]
     billing_change: ClassVar[bool] = False
     """Plan, seat, interval or add-on change: admins only (R2), refused under contract (R9)."""
-    admin_only: ClassVar[bool] = False
-    """Admins only (R2) without being a self-serve change (setting the contract itself)."""
+    sales_only: ClassVar[bool] = False
+    """Sales' command, never a workspace's own people's: setting or lifting the contract that
+    sends every self-serve change to sales (R9)."""
     waits_for_pending: ClassVar[bool] = False
     """Refused while a charge awaits its outcome (R12), as a billing change is, without being one."""
 
@@ -195,7 +198,7 @@ class PayInvoice(Command):
 
 class SetContract(Command):
     name = "set-contract"
-    admin_only = True
+    sales_only = True
     contract: Annotated[Literal[CONTRACTS] | None, BeforeValidator(clears)] = None  # type: ignore[valid-type]
 
 

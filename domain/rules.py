@@ -15,8 +15,14 @@ if TYPE_CHECKING:
 
 
 def check_actor(actor: Actor, command: Command) -> None:
-    """R2: only workspace admins and billing admins change plan, seats, interval or add-ons."""
-    if (command.billing_change or command.admin_only) and not actor.is_billing_admin:
+    """R2: only workspace admins and billing admins change plan, seats, interval or add-ons.
+    R9: only sales sets or lifts a contract; the workspace's admins it sends to sales may not."""
+    if command.sales_only:
+        if actor.role not in ("sales", "system"):
+            raise LedgerError("not_authorized", f"{actor.role} {actor.id} may not {command.name}: a custom contract is "
+                              "set and lifted by sales (R9): contact sales")
+        return
+    if command.billing_change and not actor.is_billing_admin:
         raise LedgerError(
             "not_authorized",
             f"{actor.role} {actor.id} may not {command.name}: ask a workspace admin or billing admin",

@@ -17,13 +17,13 @@ waits as long as it waited. The ledger's application and payment gateway are nev
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 from domain.catalog import Catalog
 from domain.commands import (
-    SYSTEM, AddPaymentMethod, BuyAICredits, BuyOperations, Cancel, CancelChange, ChangePlan, Command,
+    SYSTEM, Actor, AddPaymentMethod, BuyAICredits, BuyOperations, Cancel, CancelChange, ChangePlan, Command,
     ConsumeAICredits, PayInvoice, RecordUsage, RemovePaymentMethod, ReportStorage, SetContract, SetMembers, SetSeats,
     SetStorageAddon, Subscribe,
 )
@@ -105,6 +105,15 @@ class Replayed:
         return issued
 
 
+def as_recorded(command: Command, ctx: Context) -> Context:
+    """The context to decide a recorded command in again: a contract set or lifted by a workspace
+    admin before R9 made it sales' alone was allowed then, and replay re-prices what happened
+    without judging again who did it."""
+    if command.sales_only and ctx.actor.role != "sales":
+        return replace(ctx, actor=Actor(id=ctx.actor.id, role="sales"))
+    return ctx
+
+
 class Replayer:
     """Decides runs again on a given aggregate. `catalog` gives each run its catalog (the
     recorded one, or another for what-if)."""
@@ -142,7 +151,7 @@ class Replayer:
         self.catch_up(sub, run, catalog)
         for command in commands(run):
             try:
-                decision = sub.decide(command, ctx)
+                decision = sub.decide(command, as_recorded(command, ctx))
             except LedgerError as e:
                 out.refused.append(e)
                 continue

@@ -24,6 +24,8 @@ from domain.ledger import Ledger, Result, TestClock
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN = Actor(id="alice", role="admin")
 MEMBER = Actor(id="bob", role="member")
+SALES = Actor(id="sam", role="sales")
+"""Who sets and lifts a custom contract (R9)."""
 
 
 def utc(text: str) -> datetime:

@@ -12,7 +12,7 @@ from projections import audit_trail
 from projections.audit_summary import summary
 from projections.runner import Projections
 from adapters.settings import eventsourcing_env
-from tests.conftest import Book
+from tests.conftest import Book, SALES
 from tests.support import catalog_variant
 
 VISA = "pm_card_visa"
@@ -38,8 +38,8 @@ def test_R3_R9_payment_methods_and_contracts_read_as_what_they_changed(book: Any
     assert b.do("ws", "subscribe", plan="pro", interval="month").ok
     assert b.do("ws", "add-payment-method", payment_method="pm_card_mastercard").ok
     assert b.do("ws", "remove-payment-method", payment_method="pm_card_mastercard").ok
-    assert b.do("ws", "set-contract", contract="enterprise").ok
-    assert b.do("ws", "set-contract", contract=None).ok
+    assert b.do("ws", "set-contract", actor=SALES, contract="enterprise").ok
+    assert b.do("ws", "set-contract", actor=SALES, contract=None).ok
     rows = trail(b, db_url)
     assert ("PaymentMethodAdded", "payment method pm_card_visa added: the one charged from now on") in rows
     assert ("PaymentMethodRemoved", "payment method pm_card_mastercard removed; pm_card_visa is charged from now on"

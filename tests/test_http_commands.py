@@ -121,6 +121,17 @@ def test_R2_only_the_workspace_admins_change_it(api: Api) -> None:
     assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}, role="billing_admin").status_code == 200
 
 
+def test_R9_no_workspace_token_sets_or_lifts_a_contract(api: Api) -> None:
+    """The admin a contract sends to sales could lift it and change plans self-serve (R9)."""
+    api.on_pro()
+    api.ledger.handle("acme", parse_command("set-contract", {"contract": "enterprise"}), Actor(id="sam", role="sales"))
+    for role in ("admin", "billing_admin"):
+        r = api.do("set-contract", {"contract": None}, role=role)
+        assert (r.status_code, r.json()["code"]) == (403, "not_authorized"), role
+    assert api.do("change-plan", {"plan": "team"}).json()["code"] == "contact_sales"
+    assert api.ledger.get("acme").contract == "enterprise"
+
+
 def test_a_reserved_workspace_id_gets_no_token_and_no_command(api: Api) -> None:
     with pytest.raises(LedgerError, match="reserved"):
         api.app.state.tokens.create("admin", "verify")

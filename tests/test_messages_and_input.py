@@ -14,6 +14,7 @@ from adapters.cli import app
 from domain.catalog import CatalogError, parse_catalog
 from domain.commands import CONTRACTS, parse_command
 from domain.errors import LedgerError
+from tests.conftest import SALES
 from tests.support import VISA, refused
 
 NOT_ENGLISH = re.compile(r"None|\ba [aeio]|\bthe (\d+) seats of \1 seats|\b1 seats\b")
@@ -53,7 +54,7 @@ def test_R9_contact_sales_names_the_contract_with_the_right_article(book: Any, c
     b = book("forms")
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     assert b.do("ws", "subscribe", plan="pro").ok
-    assert b.do("ws", "set-contract", contract=contract).ok
+    assert b.do("ws", "set-contract", actor=SALES, contract=contract).ok
     message = english(refused(b, "ws", "contact_sales", "change-plan", plan="team").error.message)
     expected = "an" if contract in ("enterprise", "institution", "education") else "a"
     assert message.startswith(f"this workspace is on {expected} {contract} contract: contact sales")
@@ -63,7 +64,7 @@ def test_clearing_what_is_not_there_says_so_without_none(book: Any) -> None:
     b = book("workspace")
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     assert b.do("ws", "subscribe", plan="team", seats=2).ok
-    assert english(refused(b, "ws", "invalid_request", "set-contract", contract=None).error.message) == \
+    assert english(refused(b, "ws", "invalid_request", "set-contract", actor=SALES, contract=None).error.message) == \
         "the workspace has no contract to end"
     assert english(refused(b, "ws", "invalid_request", "set-storage-addon", addon=None).error.message) == \
         "the workspace has no storage add-on to remove"
@@ -118,7 +119,7 @@ def test_full_width_digits_on_the_command_line_exit_2_and_record_nothing(cli: Cl
 
 @pytest.mark.parametrize("args", [
     ["set-storage-addon", "ws1", "--addon", "none"],
-    ["set-contract", "ws1", "--contract", "none"],
+    ["set-contract", "ws1", "--contract", "none", "--role", "sales"],
     ["change-plan", "ws1", "--plan", "team", "--interval", "year", "--tier", "10000"],
 ])
 def test_every_invalid_request_a_domain_command_meets_exits_2(cli: Cli, args: list[str]) -> None:

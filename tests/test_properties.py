@@ -30,6 +30,7 @@ from tests.conftest import utc
 
 ADMIN = Actor(id="alice", role="admin")
 MEMBER = Actor(id="bob", role="member")
+SALES = Actor(id="sam", role="sales")
 CARDS = st.sampled_from(["pm_card_visa", "pm_card_chargeDeclined"])
 WORKSPACES = ("w1", "w2")
 DECLINE_EVENTS = {"ChargeRequested", "UpgradePaymentFailed", "ChargeDeclined", "PaymentFailed"}
@@ -93,7 +94,7 @@ def steps(catalog: str) -> st.SearchStrategy[list[tuple[Any, ...]]]:
     act = st.tuples(
         st.just("do"),
         st.sampled_from(WORKSPACES),
-        st.sampled_from([ADMIN, ADMIN, ADMIN, MEMBER]),
+        st.sampled_from([ADMIN, ADMIN, ADMIN, MEMBER, SALES]),
         st.sampled_from([None, None, None, "k1", "k2"]),
         catalog_commands(catalog),
     )

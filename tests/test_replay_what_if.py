@@ -147,3 +147,20 @@ def test_a_window_that_ends_before_it_starts_is_refused():
     with pytest.raises(LedgerError, match="from must be before to") as refused:
         Pricing(start=utc("2026-05-01T00:00:00"), end=utc("2026-04-01T00:00:00"))
     assert refused.value.code == "invalid_request"
+
+
+def test_a_contract_an_admin_set_before_R9_made_it_sales_alone_is_replayed_as_recorded(book, monkeypatch):
+    """Replay re-prices what happened: it does not judge again who was allowed to do it (decided
+    again as an admin's, the recorded contract would be refused)."""
+    from domain import rules
+    b = forms_on(book, "pro")
+    allowed_then = rules.check_actor
+    with monkeypatch.context() as m:  # an earlier release, where admins set contracts
+        m.setattr(rules, "check_actor", lambda actor, command: None)
+        assert b.do("ws", "set-contract", contract="enterprise").ok
+    assert rules.check_actor is allowed_then
+    assert [e.actor_role for e in b.ledger.workspace_events("ws") if type(e).__name__ == "ContractSet"] == ["admin"]
+    assert b.do("ws", "change-plan", plan="team").error.code == "contact_sales"
+    b.at("2026-05-02T00:00:00")
+    report = what_if(b.ledger, Pricing())
+    assert report["workspaces"][0]["refused"] == [] and changed(report) == []

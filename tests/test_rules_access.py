@@ -9,7 +9,7 @@ import pytest
 
 from domain.commands import Actor, parse_command
 from domain.errors import LedgerError
-from tests.conftest import ADMIN, MEMBER, utc
+from tests.conftest import ADMIN, MEMBER, SALES, utc
 from tests.support import D, VISA, forms_on, only_invoice, refused, types, version, workspace_on
 
 BILLING_ADMIN = Actor(id="carol", role="billing_admin")
@@ -182,7 +182,7 @@ def test_R4_workspace_on_same_plan_and_seats_is_refused(book):
 def test_R9_custom_contract_gets_contact_sales_for_any_plan_change(book, contract):
     """R9: a workspace on a custom contract is sent to sales instead of checkout."""
     b = forms_on(book)
-    assert b.do("ws", "set-contract", contract=contract).ok
+    assert b.do("ws", "set-contract", actor=SALES, contract=contract).ok
     for args in ({"plan": "team"}, {"plan": "free"}, {"plan": "pro", "interval": "year"}):
         result = refused(b, "ws", "contact_sales", "change-plan", **args)
         assert contract in result.error.message
@@ -203,21 +203,21 @@ def test_R9_custom_contract_gets_contact_sales_for_any_plan_change(book, contrac
 def test_R9_contract_workspace_gets_contact_sales_for_seats_interval_and_add_ons(book, command, args):
     """R9 on seed 000: plan, seat, interval and add-on changes all go to sales."""
     b = workspace_on(book)
-    assert b.do("ws", "set-contract", contract="campus").ok
+    assert b.do("ws", "set-contract", actor=SALES, contract="campus").ok
     refused(b, "ws", "contact_sales", command, **args)
 
 
 def test_R9_contract_workspace_may_still_update_its_payment_method(book):
     b = forms_on(book)
-    assert b.do("ws", "set-contract", contract="education").ok
+    assert b.do("ws", "set-contract", actor=SALES, contract="education").ok
     assert b.do("ws", "add-payment-method", payment_method="pm_card_mastercard").ok
 
 
 def test_R9_lifting_the_contract_restores_self_serve(book):
     b = forms_on(book)
-    b.do("ws", "set-contract", contract="lab")
+    b.do("ws", "set-contract", actor=SALES, contract="lab")
     refused(b, "ws", "contact_sales", "change-plan", plan="team")
-    assert b.do("ws", "set-contract", contract=None).ok
+    assert b.do("ws", "set-contract", actor=SALES, contract=None).ok
     assert b.do("ws", "change-plan", plan="team").ok
 
 
@@ -226,10 +226,30 @@ def test_R9_a_contract_withdraws_a_self_serve_downgrade_scheduled_before_it(book
     could not keep the plan: the contract's terms govern the plan from when it is set."""
     b = forms_on(book, plan="team")
     assert b.do("ws", "change-plan", plan="pro").ok and b.sub("ws").scheduled
-    result = b.do("ws", "set-contract", contract="discount")
+    result = b.do("ws", "set-contract", actor=SALES, contract="discount")
     assert result.ok and types(result) == ["DowngradeCancelled", "ContractSet"]
     b.at("2026-05-02T00:00:00")
     assert b.sub("ws").plan == "team"
+
+
+def test_R9_a_contract_withdraws_a_self_serve_cancellation_scheduled_before_it(book):
+    """The cancellation applied at the period's end under the contract, and cancel-change was
+    contact_sales: the contract governs the plan from when it is set, as for a downgrade."""
+    b = forms_on(book, plan="team")
+    assert b.do("ws", "cancel").ok and b.sub("ws").scheduled
+    result = b.do("ws", "set-contract", actor=SALES, contract="enterprise")
+    assert result.ok and types(result) == ["CancellationCancelled", "ContractSet"]
+    b.at("2026-05-02T00:00:00")
+    assert (b.sub("ws").status, b.sub("ws").plan) == ("active", "team")
+
+
+def test_R9_R15_a_contract_starts_from_a_plan_not_a_trial(book):
+    """A trial falls back to free at its end (R15), which a contract would then hold the
+    workspace to: the contract is refused until the workspace is on a plan."""
+    b = book("workspace")
+    assert b.do("ws", "subscribe", plan="trial").ok
+    result = refused(b, "ws", "not_subscribed", "set-contract", actor=SALES, contract="university")
+    assert "subscribe it to one first" in result.error.message
 
 
 def test_R9_R12_a_contract_waits_for_a_pending_upgrade_which_never_lands_self_serve_on_it(book):
@@ -238,7 +258,7 @@ def test_R9_R12_a_contract_waits_for_a_pending_upgrade_which_never_lands_self_se
     b = forms_on(book, plan="pro")
     assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
     assert b.do("ws", "change-plan", plan="team").error.code == "payment_action_required"
-    refused(b, "ws", "payment_pending", "set-contract", contract="enterprise")
+    refused(b, "ws", "payment_pending", "set-contract", actor=SALES, contract="enterprise")
     assert b.sub("ws").contract is None
 
 
@@ -248,7 +268,7 @@ def test_R9_a_renewal_awaiting_authentication_never_holds_up_a_contract(book):
     assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
     b.at("2026-05-01T01:00:00")
     assert b.sub("ws").pending_charges
-    assert b.do("ws", "set-contract", contract="enterprise").ok
+    assert b.do("ws", "set-contract", actor=SALES, contract="enterprise").ok
 
 
 @pytest.mark.parametrize(("catalog", "plan"), [("forms", "scale"), ("workspace", "enterprise")])
@@ -280,9 +300,9 @@ def test_repeat_with_the_same_key_returns_the_first_result_and_records_nothing(b
 
 def test_repeat_with_the_same_key_is_still_the_first_result_after_time_passes(book):
     b = forms_on(book)
-    first = b.do("ws", "set-contract", key="k1", contract="lab")
+    first = b.do("ws", "set-contract", actor=SALES, key="k1", contract="lab")
     b.at("2026-04-20T00:00:00")
-    again = b.do("ws", "set-contract", key="k1", contract="lab")
+    again = b.do("ws", "set-contract", actor=SALES, key="k1", contract="lab")
     assert again.replayed
     assert [e.originator_version for e in again.events] == [e.originator_version for e in first.events]
 
@@ -404,10 +424,15 @@ def test_the_test_clock_never_goes_back(book):
     assert b.clock.now() == datetime(2026, 4, 10, tzinfo=timezone.utc)
 
 
-def test_R2_R9_only_admins_may_set_or_lift_a_contract(book):
-    """Lifting a contract is no way around contact sales for a plain member."""
+def test_R2_R9_only_sales_may_set_or_lift_a_contract_never_the_workspaces_own_people(book):
+    """Lifting a contract is no way around contact sales: the workspace's admin whom the contract
+    sends to sales could lift it in one request and change plans self-serve."""
     b = forms_on(book)
-    refused(b, "ws", "not_authorized", "set-contract", actor=MEMBER, contract="lab")
-    assert b.do("ws", "set-contract", contract="lab").ok
-    refused(b, "ws", "not_authorized", "set-contract", actor=MEMBER, contract=None)
+    for who in (MEMBER, ADMIN, Actor(id="olga", role="owner"), Actor(id="bill", role="billing_admin")):
+        refused(b, "ws", "not_authorized", "set-contract", actor=who, contract="lab")
+    assert b.do("ws", "set-contract", actor=SALES, contract="lab").ok
+    for who in (MEMBER, ADMIN, Actor(id="olga", role="owner"), Actor(id="bill", role="billing_admin")):
+        result = refused(b, "ws", "not_authorized", "set-contract", actor=who, contract=None)
+        assert "set and lifted by sales (R9): contact sales" in result.error.message
     refused(b, "ws", "contact_sales", "change-plan", plan="team")
+    refused(b, "ws", "not_authorized", "change-plan", actor=SALES, plan="team")  # sales sets terms, not plans

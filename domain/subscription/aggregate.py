@@ -139,7 +139,7 @@ HANDLERS: dict[type[Command], Handler] = {
     AddPaymentMethod: billing.add_payment_method,
     RemovePaymentMethod: billing.remove_payment_method,
     PayInvoice: billing.pay_invoice,
-    SetContract: billing.set_contract,
+    SetContract: plan_changes.set_contract,
 }
 PAYMENT_METHOD_COMMANDS = (AddPaymentMethod, RemovePaymentMethod)
 

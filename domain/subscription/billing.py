@@ -14,14 +14,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from domain import pricing, rules
-from domain.commands import AddPaymentMethod, PayInvoice, RemovePaymentMethod, SetContract
+from domain.commands import AddPaymentMethod, PayInvoice, RemovePaymentMethod
 from domain.errors import LedgerError
 from domain.money import MAX_AMOUNT, ZERO, fmt
 from domain.payments import ChargeResult
 from domain.periods import Period
 from domain.subscription import billing_events, dunning, events, operations_pools, usage_events
 from domain.subscription.billing_events import (
-    BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ChargeSubmitted, ContractSet, InvoiceIssued,
+    BillingCreditApplied, BillingCreditIssued, ChargeDeclined, ChargeRequested, ChargeSubmitted, InvoiceIssued,
     PaymentActionRequired, PaymentFailed, PaymentMethodAdded, PaymentMethodRemoved, PaymentSucceeded,
     UpgradePaymentFailed,
 )
@@ -236,19 +236,6 @@ def remove_payment_method(sub: Subscription, cmd: RemovePaymentMethod, ctx: Cont
     if cmd.payment_method not in sub.payment_methods:
         raise LedgerError("invalid_request", f"payment method {cmd.payment_method} is not on file")
     sub.trigger(PaymentMethodRemoved, ctx, payment_method=cmd.payment_method)
-
-
-def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
-    """R9: a custom contract takes self-serve changes to sales; only admins set it (R2). A
-    self-serve downgrade scheduled before it is withdrawn: the contract's terms govern the plan
-    now, and the customer could neither keep the current plan (cancel-change) nor be held to it."""
-    rules.check_no_pending_charge(sub, purchases_only=True)  # a pending upgrade would land self-serve on it
-    if cmd.contract == sub.contract:
-        raise LedgerError("invalid_request", f"the contract is already {cmd.contract}" if cmd.contract
-                          else "the workspace has no contract to end")
-    if cmd.contract and sub.scheduled and sub.scheduled["kind"] == "downgrade":
-        sub.trigger(events.DowngradeCancelled, ctx, plan=sub.scheduled["plan"])
-    sub.trigger(ContractSet, ctx, contract=cmd.contract)
 
 
 def recorded_outcome(events: list[Any]) -> LedgerError | None:

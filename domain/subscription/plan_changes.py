@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from domain import pricing, rules
 from domain.catalog import Plan, Tier
-from domain.commands import Cancel, CancelChange, ChangePlan, SetSeats, Subscribe
+from domain.commands import Cancel, CancelChange, ChangePlan, SetContract, SetSeats, Subscribe
 from domain.errors import LedgerError
 from domain.money import ZERO
 from domain.periods import Period, period_number, plus_days
 from domain.subscription import billing, credits_operations, seats_storage
+from domain.subscription.billing_events import ContractSet
 from domain.subscription.context import ChargeDue, Context
 from domain.subscription.events import (
     CancellationCancelled, CancellationScheduled, DowngradeApplied, DowngradeCancelled, DowngradeNoticeDue,
@@ -218,6 +219,23 @@ def cancel(sub: Subscription, cmd: Cancel, ctx: Context) -> None:
 def require_subscription(sub: Subscription) -> None:
     if not sub.subscribed:
         raise LedgerError("not_subscribed", "the workspace has no subscription: subscribe first")
+
+
+def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
+    """R9: a custom contract takes self-serve changes to sales, who alone set it (R2). A
+    downgrade or cancellation scheduled before it is withdrawn: the contract's terms govern the
+    plan now, and the customer could neither keep the current plan (cancel-change) nor be held
+    to it. A trial ends on its own (R15), so a contract starts from a plan, not from a trial."""
+    rules.check_no_pending_charge(sub, purchases_only=True)  # a pending upgrade would land self-serve on it
+    if cmd.contract == sub.contract:
+        raise LedgerError("invalid_request", f"the contract is already {cmd.contract}" if cmd.contract
+                          else "the workspace has no contract to end")
+    if cmd.contract and sub.status == "trialing":
+        raise LedgerError("not_subscribed", "the workspace is on a trial, which ends on its own (R15): a contract "
+                          "starts from a plan, so subscribe it to one first")
+    if cmd.contract:
+        supersede_schedule(sub, ctx)
+    sub.trigger(ContractSet, ctx, contract=cmd.contract)
 
 
 def supersede_schedule(sub: Subscription, ctx: Context) -> None:
