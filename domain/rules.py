@@ -44,12 +44,13 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeio" else "a"
 
 
-def check_no_open_invoice(sub: Subscription) -> None:
-    """R8, R20: an open invoice blocks plan changes (a downgrade is no way around a failed payment)."""
+def check_no_open_invoice(sub: Subscription, what: str = "changing the plan") -> None:
+    """R8, R20: an open invoice blocks plan changes and purchases (a downgrade is no way around a
+    failed payment, nor is a pack bought on a card that failed)."""
     if sub.open_invoice:
         raise LedgerError(
             "open_invoice",
-            f"invoice {sub.open_invoice} is open: pay it (pay-invoice) before changing the plan",
+            f"invoice {sub.open_invoice} is open: pay it (pay-invoice) before {what}",
         )
 
 

@@ -238,6 +238,19 @@ def test_R8_declined_renewal_then_pay_invoice_restores_active(book):
     audit(b)
 
 
+def test_R8_no_credit_pack_is_bought_on_top_of_an_open_invoice(book):
+    """An AI credit pack was bought while the renewal stayed unpaid, though seats, add-ons and
+    operation packs were refused: a purchase waits for the open invoice as a change does."""
+    b = workspace_on(book, plan="team", seats=2)
+    assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
+    b.at("2026-05-01T00:00:00")
+    assert b.sub("ws").status == "past_due"
+    result = refused(b, "ws", "open_invoice", "buy-ai-credits", pack="ai-1000")
+    assert "before buying AI credits" in result.error.message
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok and b.do("ws", "pay-invoice").ok
+    assert b.do("ws", "buy-ai-credits", pack="ai-1000").ok
+
+
 def test_R8_past_due_workspace_never_renews_over_its_open_invoice(book):
     """A declined renewal is retried (May 4, 6, 8), then the workspace is suspended: June does not
     renew on top of May's open invoice (before: a second open invoice). Paying it reactivates the

@@ -497,3 +497,12 @@ def test_R10_R23_billing_credit_never_buys_ai_credits(book):
     invoice = only_invoice(b.do("ws", "buy-ai-credits", pack="ai-1000"))
     assert (invoice.credit_applied, invoice.amount_due) == (D("0"), D("10.00"))
     assert b.sub("ws").billing_credit == credit
+
+
+def test_R5_an_upgrade_never_takes_seats_below_the_active_members(book):
+    b = workspace_on(book, plan="team", seats=10)
+    assert b.do("ws", "set-members", members=10).ok
+    refused(b, "ws", "seat_limit_exceeded", "set-seats", seats=2)
+    b.at("2026-04-11T00:00:00")
+    refused(b, "ws", "seat_limit_exceeded", "change-plan", plan="business", seats=2)
+    assert b.do("ws", "change-plan", plan="business", seats=10).ok

@@ -40,6 +40,7 @@ def buy_ai_credits(sub: Subscription, cmd: BuyAICredits, ctx: Context) -> Charge
         known = ", ".join(p.id for p in ctx.catalog.credit_packs) or "none"
         raise LedgerError("invalid_request", f"no AI credit pack {cmd.pack!r}; packs: {known}")
     rules.check_not_suspended(sub, "buy AI credits")
+    rules.check_no_open_invoice(sub, "buying AI credits")
     rules.check_payment_method(sub, ctx.cause)
     line = pricing.one_time_charge("ai_credit_pack", pack.name, pack.price, 1, ctx.catalog.currency, ctx.at)
     bill = billing.price(sub, ctx, [line], "ai_credit_pack", use_credit=False)
@@ -113,7 +114,7 @@ def buy_operations(sub: Subscription, cmd: BuyOperations, ctx: Context) -> Charg
     if not sub.subscribed:  # a canceled workspace has no plan to buy operations for
         raise LedgerError("not_subscribed", "the workspace has no subscription: subscribe first")
     tier = require_tiered(sub, ctx)
-    rules.check_no_open_invoice(sub)
+    rules.check_no_open_invoice(sub, "buying operations")
     pack = ctx.catalog.policy.operations_pack
     if cmd.operations % pack:
         raise LedgerError("invalid_request", f"extra operations are sold in packs of {pack:,}")

@@ -67,6 +67,8 @@ def change_plan(sub: Subscription, cmd: ChangePlan, ctx: Context) -> ChargeDue |
     seats = (cmd.seats or (sub.seats if current and current.per_seat else None) or max(sub.members, 1)) \
         if target.per_seat else None
     rules.check_seats_for_plan(target, seats, implied=cmd.seats is None)
+    if seats is not None and seats < (sub.seats or 0):  # a seat reduction, whichever way the plan moves (R5)
+        rules.check_members_fit(sub.members, seats, target.name)
     same_plan = target.id == sub.plan and (tier.operations if tier else None) == sub.tier and (
         not target.billable or interval == sub.interval)
     if same_plan:
