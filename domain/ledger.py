@@ -254,7 +254,7 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         loaded = self.get(workspace_id)
         sub = loaded or self._new(workspace_id, actor, channel)
         ctx = self._context(sub, actor, channel, command.name, None, None, command.args_hash(), None)
-        sub.process_due(ctx, forecast=True)
+        sub.process_due(ctx, forecast=True, recorded_pending=True)
         due = list(sub.pending_events)
         try:
             decision = sub.decide(command, ctx)

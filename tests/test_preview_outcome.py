@@ -145,3 +145,16 @@ def test_R25_the_cli_preview_prints_the_outcome(tmp_path: Path, as_json: bool) -
         assert "now: pro (monthly)" in result.stdout
         assert "would be: team (monthly)" in result.stdout
         assert "next renewal: " in result.stdout and "team (monthly), 10 seats: 49.00 USD due" in result.stdout
+
+
+def test_R25_R12_a_preview_refuses_like_the_command_while_a_renewal_awaits_3d_secure(book: Any) -> None:
+    """The preview assumed the renewal waiting for the customer was paid: it showed a
+    PaymentSucceeded that never happened and accepted the change the command refuses."""
+    b = forms_on(book, plan="team")
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+    b.at("2026-05-03T00:00:00")
+    assert b.sub("ws").pending_charges
+    preview = b.preview("ws", "change-plan", plan="pro")
+    assert b.do("ws", "change-plan", plan="pro").error.code == "payment_pending"
+    assert preview.error is not None and preview.error.code == "payment_pending"
+    assert "PaymentSucceeded" not in [type(e).__name__ for e in preview.due_events]

@@ -439,9 +439,9 @@ class Subscription(Aggregate):
         """The provider's reference of a pending charge, recorded before it is confirmed."""
         billing.record_submission(self, invoice_id, reference, ctx)
 
-    def process_due(self, ctx: Context, forecast: bool = False) -> None:
+    def process_due(self, ctx: Context, forecast: bool = False, *, recorded_pending: bool = False) -> None:
         """Record what fell due up to ctx.at; see domain/subscription/scheduler.py."""
-        scheduler.process_due(self, ctx, forecast)
+        scheduler.process_due(self, ctx, forecast, recorded_pending=recorded_pending)
 
     def trigger(self, event_class: type[events.Event], ctx: Context, **fields: Any) -> None:
         self.trigger_event(event_class, **ctx.meta(), **fields)

@@ -29,12 +29,15 @@ if TYPE_CHECKING:
 MAX_DUE_STEPS = 5000
 
 
-def process_due(sub: Subscription, ctx: Context, forecast: bool = False) -> None:
-    """Run every item due at or before ctx.at, each at its own instant, until a charge is pending."""
+def process_due(sub: Subscription, ctx: Context, forecast: bool = False, *, recorded_pending: bool = False) -> None:
+    """Run every item due at or before ctx.at, each at its own instant, until a charge is pending.
+    A `forecast` assumes the collections it asks for are paid; `recorded_pending`: not those
+    already recorded, which wait for their outcome (a preview refuses what the command would)."""
+    recorded = set(sub.pending_charges) if recorded_pending else set()
     for _ in range(MAX_DUE_STEPS):
         if forecast:
             for invoice_id, pending in list(sub.pending_charges.items()):
-                if pending["effects"]:
+                if pending["effects"] or invoice_id in recorded:
                     continue  # a purchase is never assumed paid
                 sub.trigger(PaymentSucceeded, ctx.system(ctx.at, "forecast"), invoice_id=invoice_id,
                             amount=pending["amount"], charge_id=None, payment_method=pending["payment_method"])
