@@ -2,8 +2,9 @@
 scheduler (docs/scaling.md has its systemd and cron examples).
 
 Mounted by adapters/cli.py. Only the workspaces the due index lists as due are loaded. In a loop
-a refused round is reported on stderr and the loop goes on, so one bad workspace cannot stop
-renewals for all the others; SIGTERM or SIGINT ends the loop between rounds.
+a refused round, or one the database failed (a restart, a failover, a dropped connection), is
+reported on stderr and the loop goes on, so neither one bad workspace nor a lost connection
+stops renewals for all the others; SIGTERM or SIGINT ends the loop between rounds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, refuse, use_json
+from adapters.failures import explain
 from domain.clock import loaded
 from domain.errors import AdvanceIncomplete, LedgerError
 
@@ -50,11 +52,14 @@ def advance(json_output: JsonFlag = False,
             try:
                 prepare(ledger.env)  # another version wrote meanwhile: its set-up (the due index indexed again)
                 code = _advance_round(ledger)
-            except LedgerError as e:
-                if not loop:
-                    refuse(e)
-                typer.echo(json.dumps({"ok": False, "error": e.as_dict()}) if OUTPUT.json
-                           else f"error: {e.message} [{e.code}]", err=True)
+            except Exception as e:  # noqa: BLE001 (a loop outlives a lost connection: the next round gets a fresh one)
+                refused = e if isinstance(e, LedgerError) else explain(e, ledger.env)
+                if not loop or refused is None:
+                    if refused is None:
+                        raise
+                    refuse(refused)
+                typer.echo(json.dumps({"ok": False, "error": refused.as_dict()}) if OUTPUT.json
+                           else f"error: {refused.message} [{refused.code}]", err=True)
             if not loop and code:
                 raise typer.Exit(code)
             if not loop or stop.wait(interval):

@@ -134,3 +134,36 @@ def test_advance_loop_runs_rounds_until_a_signal_then_exits_0(tmp_path: Path, si
         timer.cancel()
     assert [r["ok"] for r in rounds] == [True, True] and rounds[0]["due"] == {}
     assert (proc.returncode, err) == (0, "")
+
+
+def test_advance_loop_goes_on_when_its_database_connections_are_cut(pg_url: str) -> None:
+    """What a PostgreSQL restart or failover does to the scheduler's connections: the round
+    fails, is reported on stderr, and the next round connects again. It exited 3 (`unavailable`),
+    and renewals stopped until someone restarted it."""
+    import psycopg
+
+    from tests.conftest import PG
+    schema = pg_url.split("schema=")[1]
+    script = Path(sys.executable).with_name("subledger")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "adapters.cli"]
+    for args in (["add-payment-method", "ws1", "--payment-method", "pm_card_visa"], ["subscribe", "ws1", "--plan", "pro"]):
+        subprocess.run([*command, "--db", pg_url, *args], cwd=ROOT, check=True, capture_output=True)
+    proc = subprocess.Popen([*command, "--db", pg_url, "--json", "advance", "--loop", "--interval", "0.3"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(60, proc.kill)
+    timer.start()
+    try:
+        assert json.loads(proc.stdout.readline())["ok"]  # type: ignore[union-attr]
+        for _ in range(3):
+            with psycopg.connect(PG, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE pid <> pg_backend_pid() AND query LIKE %s", (f"%{schema}%",))
+            rounds = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        assert proc.poll() is None, f"the scheduler exited {proc.returncode}"
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and rounds["ok"]
