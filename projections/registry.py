@@ -68,6 +68,12 @@ def physical_tables(model: type[ReadModel], tag: str) -> list[str]:
 
 
 def drop_tables(conn: Connection, model: type[ReadModel], tag: str) -> None:
+    """On PostgreSQL under the projector's own lock (projections/store.py, lock_position): a batch
+    still writing to these tables reads their tracking row first, then writes the rows, and a
+    drop taking them in another order deadlocked with it; it now waits for that batch to end."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.' || :name, 0))"),
+                     {"name": tracking_table(model.family, tag)})
     for name in physical_tables(model, tag):
         conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
 

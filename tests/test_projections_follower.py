@@ -244,3 +244,49 @@ def test_a_follower_stops_when_another_version_of_a_read_model_was_built(pg_url:
         stop.set()
         following.join()
         b.close()
+
+
+def test_a_rebuild_waits_for_a_batch_still_writing_to_the_old_tables(pg_url: str) -> None:
+    """A follower (or `serve`) in the middle of a batch on the live tables when `project rebuild`
+    swaps them: the batch, under its read model's lock, read the tracking row and is about to
+    write the rows; the drop of the old set took the rows' table first, then waited for the
+    tracking table, and PostgreSQL broke the deadlock by failing the rebuild (exit 3)."""
+    from adapters.app import build_ledger, catch_up, read_models
+    from domain.clock import TestClock
+    from domain.commands import parse_actor, parse_command
+    from projections.families import VERSIONS
+    from tests.conftest import utc
+
+    ledger = build_ledger(pg_url, clock=TestClock(utc("2026-01-01T00:00:00")))
+    actor = parse_actor({"id": "t", "role": "admin"})
+    assert ledger.handle("ws1", parse_command("add-payment-method", {"payment_method": "pm_card_visa"}), actor).ok
+    catch_up(ledger)
+    schema = pg_url.split("schema=")[1]
+    batch = psycopg.connect(PG)  # a projector's batch on the live tables, in projections/store.py's order
+    batch.execute(f'SET search_path = "{schema}"')
+    batch.execute("SET deadlock_timeout = '60s'")  # PostgreSQL would otherwise pick the batch as its victim
+    live = f"rm_plan_state_v{VERSIONS['plan_state']}"
+    batch.execute(f"SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.' || '{live}_tracking', 0))")
+    batch.execute(f"SELECT * FROM {live}_tracking")
+    errors: list[BaseException] = []
+
+    def rebuild() -> None:
+        try:
+            with read_models(ledger) as projections:
+                projections.rebuild(["plan_state"], workers=1)
+        except BaseException as e:  # noqa: BLE001 (asserted below)
+            errors.append(e)
+
+    t = threading.Thread(target=rebuild)
+    t.start()
+    with psycopg.connect(PG, autocommit=True) as watch:  # the swap is done and its drop of the old set waits
+        for _ in range(1500):
+            if watch.execute("SELECT 1 FROM pg_locks WHERE NOT granted").fetchone():
+                break
+            time.sleep(0.02)
+    batch.execute(f"UPDATE {live} SET members = members")  # the batch writes its rows and commits
+    batch.commit()
+    t.join(30)
+    batch.close()
+    ledger.close()
+    assert errors == [] and not t.is_alive()
