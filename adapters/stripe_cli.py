@@ -42,7 +42,7 @@ def reconcile_command(workspace: Annotated[str | None, typer.Option(help="Only t
         if report.orphans:
             typer.echo(f"{len(report.orphans)} unconfirmed PaymentIntent(s) never recorded (no money moved): "
                        + ", ".join(report.orphans))
-        typer.echo(f"{plural(len(report.differences), 'difference').replace('0 differences', 'no differences')}: "
+        typer.echo(f"{plural(len(report.differences), 'difference', none='no differences')}: "
                    f"{plural(report.payments, 'payment')} recorded, {plural(report.payment_intents, 'PaymentIntent')} "
                    "at Stripe")
     if report.differences:

@@ -10,7 +10,10 @@ UNPRINTABLE = ("Cc", "Cf", "Cs", "Zl", "Zp")
 """Unicode's control, format and surrogate categories, and its line and paragraph separators."""
 
 
-def plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str, *, none: str | None = None) -> str:
+    """'1 invoice', '3 invoices'; `none`, when given, for a count of 0 ('no differences')."""
+    if count == 0 and none is not None:
+        return none
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 

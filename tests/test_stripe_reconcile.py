@@ -58,6 +58,13 @@ def test_reconcile_lists_money_stripe_moved_that_the_ledger_never_recorded_and_e
     assert "1 difference: " in result.stdout
 
 
+@pytest.mark.parametrize(("count", "said"), [(0, "no differences"), (1, "1 difference"), (10, "10 differences")])
+def test_reconcile_counts_its_differences_in_words(count: int, said: str) -> None:
+    """Ten differences read "1no differences": the count was made by replacing "0 differences"."""
+    from domain.text import plural
+    assert plural(count, "difference", none="no differences") == said
+
+
 def test_reconcile_needs_the_stripe_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUBLEDGER_PAYMENTS", "test")
     result = cli(f"sqlite:///{tmp_path}/t.db", "stripe", "reconcile")
