@@ -315,11 +315,6 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
     return catalog
 
 
-def problems(e: ValidationError) -> str:
-    """A validation error's problems, one `  - where: what` line each."""
-    return "\n".join(f"  - {sentence(err)}" for err in e.errors())
-
-
 def load_catalog(name_or_path: str | Path) -> Catalog:
     """A built-in catalog by name (forms, workspace, operations) or a TOML file by path."""
     if str(name_or_path) in BUILT_IN:
