@@ -54,9 +54,9 @@ def advance(json_output: JsonFlag = False,
                 code = _advance_round(ledger)
             except Exception as e:  # noqa: BLE001 (a loop outlives a lost connection: the next round gets a fresh one)
                 refused = e if isinstance(e, LedgerError) else explain(e, ledger.env)
-                if not loop or refused is None:
-                    if refused is None:
-                        raise
+                if refused is None:  # a bug, not the database: reported as one
+                    raise
+                if not loop:
                     refuse(refused)
                 typer.echo(json.dumps({"ok": False, "error": refused.as_dict()}) if OUTPUT.json
                            else f"error: {refused.message} [{refused.code}]", err=True)
