@@ -28,7 +28,7 @@ from domain.money import fmt
 from domain.payments import ending
 from domain.subscription import Subscription, workspace_uuid
 from domain.subscription.billing import held_fact
-from domain.subscription.billing_events import credit_beyond, purpose_words
+from domain.subscription.billing_events import credit_beyond, purpose_words, workspace_of_invoice
 from projections.audit_summary import Scene, summary
 from projections.commands_trail import following, preceding
 from projections.readmodel import event_ref
@@ -111,8 +111,12 @@ def held_facts(request: S.ChargeRequested) -> tuple[Any, ...]:
 
 def find_invoice(ledger: Ledger, invoice_id: str) -> Subject:
     """The invoice `in_<workspace>_<NNNN>`: issued, or void (held by a declined purchase), or not_found."""
-    guess = invoice_id[3:].rsplit("_", 1)[0] if invoice_id.startswith("in_") else None
-    for ws in [guess] if guess is not None else ledger.workspaces():  # its own workspace's events only
+    if invoice_id.startswith("in_"):  # its own workspace's events only
+        named = workspace_of_invoice(invoice_id)
+        searched = [named] if named is not None else []
+    else:
+        searched = ledger.workspaces()
+    for ws in searched:
         request = authentication = None
         for event in ledger.workspace_events(ws):
             if isinstance(event, S.InvoiceIssued) and event.invoice_id == invoice_id:

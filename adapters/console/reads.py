@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from adapters.http.access import workspace_of_invoice, replayable_workspace, what_if_workspace
+from adapters.http.access import replayable_workspace, what_if_workspace
 from adapters.http.auth import require_read
 from adapters.tokens import READ_ALL_ROLES, WORKSPACE_ROLES, Principal
 from domain.commands import check_workspace_id
 from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.money import fmt
+from domain.subscription.billing_events import workspace_of_invoice
 from projections import audit_trail
 from projections.entitlements import read_entitlements
 from projections.invoices import invoices_of

@@ -23,6 +23,7 @@ from adapters.http.auth import Caller, require_read, require_role
 from adapters.tokens import READ_ALL_ROLES, WORKSPACE_ROLES, Principal
 from domain.commands import check_workspace_id
 from domain.errors import LedgerError
+from domain.subscription.billing_events import workspace_of_invoice
 
 REPLAY_ROLES = ("support", "admin", "billing_admin")
 WHAT_IF_ROLES = ("support",)
@@ -65,17 +66,6 @@ def books_scope(caller: Caller, workspace: Annotated[str | None, Query(max_lengt
         require_role(caller, *sorted(READ_ALL_ROLES))
         return None
     return readable_workspace(workspace, caller)
-
-
-def workspace_of_invoice(invoice_id: str) -> str | None:
-    """The workspace an invoice id names (`in_<workspace>_<NNNN>`), or None if it names none."""
-    if not invoice_id.startswith("in_"):
-        return None
-    workspace, sep, number = invoice_id[3:].rpartition("_")
-    try:
-        return check_workspace_id(workspace) if sep and number.isdigit() else None
-    except LedgerError:
-        return None
 
 
 def _invoice(invoice_id: str, caller: Principal) -> str:

@@ -14,6 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from domain.commands import check_workspace_id
+from domain.errors import LedgerError
 from domain.money import ZERO
 from domain.subscription.events import Event
 
@@ -25,6 +27,17 @@ def invoice_number(invoice_id: str) -> int:
     """The sequence number in `in_<workspace>_<NNNN>`: ids are minted from it and never reused."""
     tail = invoice_id.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+def workspace_of_invoice(invoice_id: str) -> str | None:
+    """The workspace an invoice id names (`in_<workspace>_<NNNN>`), or None if it names none."""
+    if not invoice_id.startswith("in_"):
+        return None
+    workspace, sep, number = invoice_id[3:].rpartition("_")
+    try:
+        return check_workspace_id(workspace) if sep and number.isdigit() else None
+    except LedgerError:
+        return None
 
 
 class InvoiceIssued(Event):
