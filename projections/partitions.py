@@ -39,6 +39,7 @@ from sqlalchemy import text
 
 from projections.partition_keys import Partition, parse, pending
 from projections.readmodel import Fold, ReadModel
+from projections.store import LOCK_KEY
 
 if TYPE_CHECKING:
     from projections.runner import Projections
@@ -81,7 +82,7 @@ def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, 
         return taken  # a single run (which finishes an unfinished partitioned one first)
     with projections.engine.connect() as conn:
         key = {"name": "rm_partitioned_run"}
-        conn.execute(text("SELECT pg_advisory_lock(hashtextextended(current_schema() || '.' || :name, 0))"), key)
+        conn.execute(text(f"SELECT pg_advisory_lock({LOCK_KEY})"), key)
         conn.commit()
         try:
             groups = unfinished_groups(chosen)
@@ -98,7 +99,7 @@ def run(projections: Projections, chosen: Sequence[ReadModel], workers: int, *, 
                     taken[family] += count
             settle(chosen)
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(current_schema() || '.' || :name, 0))"), key)
+            conn.execute(text(f"SELECT pg_advisory_unlock({LOCK_KEY})"), key)
             conn.commit()
     return taken
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from projections.families import REGISTRY as REGISTRY_TABLE, tracking_table
 from projections.readmodel import ReadModel
-from projections.store import UtcDateTime
+from projections.store import LOCK_KEY, UtcDateTime
 
 REGISTRY = Table(
     REGISTRY_TABLE, MetaData(),
@@ -72,8 +72,7 @@ def drop_tables(conn: Connection, model: type[ReadModel], tag: str) -> None:
     still writing to these tables reads their tracking row first, then writes the rows, and a
     drop taking them in another order deadlocked with it; it now waits for that batch to end."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.' || :name, 0))"),
-                     {"name": tracking_table(model.family, tag)})
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_KEY})"), {"name": tracking_table(model.family, tag)})
     for name in physical_tables(model, tag):
         conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
 

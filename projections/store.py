@@ -67,6 +67,12 @@ def shared_datastore(env: Mapping[str, str]) -> SQLAlchemyDatastore:
     return SQLAlchemyDatastore(url=sqlalchemy_url(env))
 
 
+LOCK_KEY = "hashtextextended(current_schema() || '.' || :name, 0)"
+"""A PostgreSQL advisory lock's key, named for `:name` in the schema: a read model's is its tracking
+table's, which every process that writes its tables (lock_position) or drops them (registry.py)
+takes."""
+
+
 class Amount(TypeDecorator[Decimal]):
     """Exact money: NUMERIC(18, 6) on PostgreSQL; on SQLite, which has no exact decimal
     type (NUMERIC there is a float), the canonical decimal text."""
@@ -273,8 +279,7 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
         where = table.c.application_name == application_name
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.' || :name, 0))"),
-                            {"name": table.name})
+            session.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_KEY})"), {"name": table.name})
         elif dialect == "sqlite":
             session.execute(update(table).where(where).values(notification_id=table.c.notification_id))
         return session.execute(select(table.c.notification_id).where(where)).scalar_one_or_none()
@@ -287,12 +292,11 @@ class ReadModelView(SQLAlchemyTrackingRecorder):
         table = self.tracking_table
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
-            key = "hashtextextended(current_schema() || '.' || :name, 0)"
             if partition is None:
-                session.execute(text(f"SELECT pg_advisory_xact_lock({key})"), {"name": table.name})
+                session.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_KEY})"), {"name": table.name})
             else:
-                session.execute(text(f"SELECT pg_advisory_xact_lock_shared({key}), pg_advisory_xact_lock("
-                                     f"{key.replace(':name', ':part')})"),
+                session.execute(text(f"SELECT pg_advisory_xact_lock_shared({LOCK_KEY}), pg_advisory_xact_lock("
+                                     f"{LOCK_KEY.replace(':name', ':part')})"),
                                 {"name": table.name, "part": f"{table.name}#{partition}"})
         elif dialect == "sqlite":
             session.execute(update(table).values(notification_id=table.c.notification_id))
