@@ -6,10 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from adapters.app import build_ledger
 from domain.commands import parse_command
 from domain.ledger import Ledger
 from domain.payments import ChargeRequest, ChargeResult
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, utc
 from tests.support import D, DECLINED, VISA, forms_on, lines, only_invoice, refused, types, workspace_on
 
 THREE_DS = "pm_card_authenticationRequired"
@@ -234,3 +235,47 @@ def test_R1_two_writers_on_one_workspace_never_double_charge(book):
     charges = [(k.split(":")[1], a) for k, a in succeeded(b)]
     assert len({invoice for invoice, _ in charges}) == len(charges) == 3
     assert sum((a for _, a in charges), D("0")) == recorded_payments(b)
+
+
+def first_subscription_awaiting_3d_secure(b: Any) -> Any:
+    """A workspace with no paid period of its own subscribes on 2026-04-10 with a card that asks
+    for 3-D Secure: its first period would run to 2026-05-10."""
+    assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
+    b.at("2026-04-10T00:00:00")
+    waiting = b.do("ws", "subscribe", plan="team")
+    assert waiting.error.code == "payment_action_required"
+    return waiting
+
+
+def test_R12_a_first_subscription_awaiting_3d_secure_is_abandoned_when_the_period_it_pays_for_ends(book, db_url):
+    """Nothing else falls due on a workspace with no period: the end of the one it would pay for
+    does, so a customer confirming weeks later is never billed for periods before it existed."""
+    b = book()
+    waiting = first_subscription_awaiting_3d_secure(b)
+    fresh = build_ledger(db_url, catalog="forms", clock=b.clock, payments=b.payments)
+    assert fresh.get("ws").next_due_at() == b.clock.now().replace(month=5)
+    fresh.close()  # another process reads the held period's end as due
+    b.at("2026-05-09T23:59:59")
+    assert b.sub("ws").pending_charges
+    b.at("2026-05-10T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.plan, sub.pending_charges, sub.period_end) == (None, {}, None)
+    last = b.ledger.workspace_events("ws")[-1]
+    assert (type(last).__name__, last.decline_code, last.timestamp) == ("ChargeDeclined", "canceled", utc("2026-05-10"))
+    assert [c["outcome"] for c in b.payments.charges("ws")] == ["canceled"]
+    with_card = b.do("ws", "add-payment-method", payment_method=VISA)
+    assert with_card.ok and b.do("ws", "subscribe", plan="team").ok
+    assert b.payments.charges("ws")[-1]["idempotency_key"] != waiting.events[0].charge_key
+
+
+def test_R12_a_first_subscription_confirmed_in_its_period_renews_at_its_end_never_before(book):
+    b = book()
+    waiting = first_subscription_awaiting_3d_secure(b)
+    b.at("2026-04-20T00:00:00")
+    b.payments.confirm(waiting.events[0].charge_key)
+    assert b.ledger.resolve_payments("ws")
+    b.at("2026-05-10T01:00:00")
+    stamps = [e.timestamp for e in b.ledger.workspace_events("ws")]
+    assert stamps == sorted(stamps)
+    renewals = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "PeriodRenewed"]
+    assert [(r.period_start, r.timestamp) for r in renewals] == [(utc("2026-05-10"), utc("2026-05-10"))]

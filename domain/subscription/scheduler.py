@@ -74,7 +74,21 @@ def next_due(sub: Subscription, now: datetime | None = None) -> tuple[datetime, 
         candidates.append((sub.period_end, "period_end"))
     if retry is not None:
         candidates.append((max(retry[0], now) if now else retry[0], "dunning_retry"))
+    held_end = held_period_end(sub)
+    if held_end is not None:
+        candidates.append((held_end, "held_period_end"))
     return min(candidates) if candidates else None
+
+
+def held_period_end(sub: Subscription) -> datetime | None:
+    """R12: the end of the period a purchase still waiting for its money pays for. Nothing runs
+    at it (process_due stops at the pending charge): it is an instant due, so a charge still
+    awaiting the customer is abandoned there (Settlement), as one is at a period end behind it.
+    A workspace with no period of its own (a first subscription) would otherwise wait for ever,
+    and a confirmation weeks late would bill periods from before it existed."""
+    ends = [effect["fields"]["period_end"] for pending in sub.pending_charges.values()
+            for effect in pending["effects"] if effect["fields"].get("period_end")]
+    return min(ends, default=None)
 
 
 def first_retry(sub: Subscription) -> tuple[datetime, str] | None:
