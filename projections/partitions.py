@@ -25,10 +25,12 @@ at different points; the read model's position (and so `min_position` reads) mov
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import queue
 import resource
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -110,7 +112,8 @@ def _spawn(projections: Projections, chosen: Sequence[ReadModel], n: int, head: 
     models = [(projections.models[p.family], type(p).tag) for p in chosen]
     context = multiprocessing.get_context("spawn")
     results: Any = context.Queue()
-    processes = [context.Process(target=worker, args=(env, models, k, n, head, projections.batch, results),
+    processes = [context.Process(target=_with_coordinator, args=(worker, env, models, k, n, head, projections.batch,
+                                                                 results),
                                  name=f"projection-partition-{k}-of-{n}", daemon=True) for k in range(n)]
     for process in processes:
         process.start()
@@ -167,6 +170,22 @@ reports: list[dict[str, float]] = []
 """What each partition process of the last partitioned run used (bench/projections.py prints it): `peak_mib`
 (peak resident memory), `cpu_s` (its CPU time), `start_s` (from being started to its views being
 ready: interpreter, imports, connections) and `run_s` (projecting)."""
+
+
+def _with_coordinator(worker: Worker, *args: Any) -> None:
+    """Run `worker` for as long as its coordinator lives. `daemon` ends partitions only when the
+    coordinator exits cleanly: one killed (kill -9, the OOM killer) left them writing the tables
+    of a run it no longer led, racing the next run that resumes it. The parent's sentinel becomes
+    ready when it dies, whatever killed it."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent.sentinel,), name="coordinator-watch", daemon=True).start()
+    worker(*args)
+
+
+def _exit_after(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(70)  # at once: the coordinator that would take the outcome is gone
 
 
 def work(env: dict[str, str], models: list[tuple[type[ReadModel], str]], k: int, n: int, head: int, batch: int,

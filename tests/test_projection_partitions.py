@@ -4,9 +4,13 @@ model's position, and the next run (partitioned or single) finishes the work ide
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -219,6 +223,53 @@ def test_a_single_run_beside_a_partitioned_one_finishes_the_partitions_with_it(u
         together = dump(p)
         p.rebuild(workers=1)
         assert dump(p) == together
+
+
+def sleeping_partition(*args: Any) -> None:
+    """A partition that says it started (its pid, as a file's name), then works for two minutes."""
+    Path(os.environ["PARTITION_PIDS"], str(os.getpid())).touch()
+    time.sleep(120)
+
+
+COORDINATOR = """
+import sys
+from adapters.settings import eventsourcing_env
+from projections.runner import Projections
+from tests.test_projection_partitions import sleeping_partition
+p = Projections(eventsourcing_env(sys.argv[1]), workers=2)
+p.min_backlog = 0
+p.partition_worker = sleeping_partition
+p.catch_up()
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie nobody reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.postgres
+def test_partitions_end_when_their_coordinator_is_killed(url: str, tmp_path: Path) -> None:
+    """kill -9 of a partitioned catch-up left its partitions writing the tables of a run nobody
+    led any more, beside the next run that resumes it."""
+    drop_read_models(url)
+    env = os.environ | {"PARTITION_PIDS": str(tmp_path)}
+    coordinator = subprocess.Popen([sys.executable, "-c", COORDINATOR, url], env=env,
+                                   cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and coordinator.poll() is None:
+        time.sleep(0.1)
+    partitions_started = [int(found.name) for found in tmp_path.iterdir()]
+    assert len(partitions_started) == 2
+    coordinator.kill()
+    coordinator.wait()
+    deadline = time.monotonic() + 15
+    while any(map(running, partitions_started)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(running, partitions_started))
 
 
 @pytest.mark.postgres
