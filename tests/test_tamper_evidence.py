@@ -195,6 +195,21 @@ def test_an_event_deleted_in_the_middle_is_named(book: Any, db_url: str, stored:
     assert_named(db_url, "acme", version, "missing")
 
 
+@pytest.mark.parametrize("command", [["show", "acme"], ["invoices", "acme"], ["payments", "pending"],
+                                     ["replay", "verify"], ["advance"]])
+def test_an_event_deleted_by_hand_is_refused_by_every_read_naming_the_workspace(
+        book: Any, db_url: str, stored: StoredEvents, command: list[str]) -> None:
+    """Folding a stream with a gap raised the library's bare OriginatorVersionError: `internal_error`,
+    naming neither the workspace nor what happened."""
+    paid(book)
+    version = stored.version_of("acme", "PaymentSucceeded")
+    stored.delete("acme", version)
+    result = CliRunner(env={"SUBLEDGER_TEST_CLOCK": "2026-04-02T00:00:00Z"}).invoke(app, ["--db", db_url, *command])
+    assert result.exit_code == 1, result.output
+    assert (f"the stored events of acme go from version {version - 1} to {version + 1}: an event was deleted or "
+            "moved by hand. Run `subledger audit verify` [event_chain_broken]") in result.output
+
+
 def test_the_last_event_deleted_is_named(book: Any, db_url: str, stored: StoredEvents) -> None:
     """The stream's head is its last link: an event deleted from the end leaves it behind."""
     paid(book)

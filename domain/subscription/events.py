@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, OriginatorVersionError
 
+from domain.errors import LedgerError
 from domain.periods import add_months
 
 if TYPE_CHECKING:
@@ -44,6 +45,18 @@ class Event(Aggregate.Event):
     catalog_version: str
     command_id: str | None
     catalog_hash: str | None
+
+    def mutate(self, aggregate: Any) -> Any:
+        """A stream with a gap (an event deleted or renumbered by hand) is a broken chain, named
+        with its workspace and the versions it skips wherever it is folded (loading, read models,
+        replay, advance), where the library's bare OriginatorVersionError read as an internal error."""
+        if aggregate is None and not isinstance(self, Aggregate.Created):
+            raise _gap("a workspace's stored events", 0, self.originator_version)
+        try:
+            return super().mutate(aggregate)
+        except OriginatorVersionError:
+            raise _gap(f"the stored events of {aggregate.workspace_id}", aggregate.version,
+                       self.originator_version) from None
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -79,6 +92,11 @@ def forget_keys(sub: Subscription, now: datetime) -> None:
 def forgotten(entry: Any, now: datetime) -> bool:
     """Whether a key's entry was first used more than KEY_RETENTION before `now`."""
     return bool(entry["at"] < now - KEY_RETENTION)
+
+
+def _gap(whose: str, reached: int, found: int) -> LedgerError:
+    return LedgerError("event_chain_broken", f"{whose} go from version {reached} to {found}: an event was deleted "
+                       "or moved by hand. Run `subledger audit verify`")
 
 
 class WorkspaceRegistered(Aggregate.Created, Event):
