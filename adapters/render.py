@@ -42,6 +42,10 @@ def invoice_lines(invoice: dict[str, Any], due: str = "due now") -> list[str]:
     if Decimal(invoice["credit_applied"]):
         out.append(f"    {'-' + invoice['credit_applied']:>{width}}  billing credit applied")
     out.append(f"    {invoice['amount_due']:>{width}}  {due} ({invoice['currency']})")
+    if Decimal(invoice.get("credit_issued") or 0):  # R27: a credit beyond the bill
+        out.append(f"    {invoice['credit_issued']:>{width}}  beyond the bill, kept as billing credit")
+    if Decimal(invoice.get("credit_forfeited") or 0):
+        out.append(f"    {invoice['credit_forfeited']:>{width}}  beyond the bill, forfeited (credit_overflow = forfeit)")
     return out
 
 
@@ -114,6 +118,8 @@ def print_outcome(out: dict[str, Any], con: Console) -> None:
     if out.get("outcome"):
         con.print(f"  would be: {state_line(out['outcome'])}", markup=False)
         con.print(f"  {renewal_line(out['outcome']['next_renewal'])}", markup=False)
+        if out["outcome"].get("final_invoice"):
+            con.print(f"  {final_line(out['outcome']['final_invoice'])}", markup=False)
 
 
 def renewal_line(renewal: dict[str, Any] | None) -> str:
@@ -129,6 +135,11 @@ def renewal_line(renewal: dict[str, Any] | None) -> str:
     return f"next renewal: {renewal['at'][:10]} {what}: {renewal['amount_due']} {renewal['currency']} due"
 
 
+def final_line(final: dict[str, Any]) -> str:
+    """The final invoice a previewed change leads to: what is still owed when billing ends (R19)."""
+    return f"final invoice: {final['at'][:10]}: {final['amount_due']} {final['currency']} due"
+
+
 def void_ending(invoice: dict[str, Any]) -> str:
     """How the charge of a void invoice ended: declined by the card, or canceled (decline code
     `canceled`: abandoned while it waited for the customer's 3-D Secure, replay/explain.py)."""
@@ -138,7 +149,7 @@ def void_ending(invoice: dict[str, Any]) -> str:
 
 def invoices_text(data: dict[str, Any]) -> list[str]:
     """A workspace's invoices: each line with its arithmetic, then status and payments; then the
-    upcoming renewal the same way."""
+    upcoming one (the renewal, or a final invoice) the same way."""
     out = [f"invoices of {data['workspace']}"]
     if not data["invoices"]:
         out.append("  no invoices yet")
@@ -155,8 +166,10 @@ def invoices_text(data: dict[str, Any]) -> list[str]:
             out.append(f"    payment {payment['outcome']} at {payment['at']}: {payment['amount']} {how}")
     upcoming = data.get("upcoming")
     if upcoming:
-        out.append(f"upcoming renewal, due {upcoming['due_at']}")
-        out += invoice_lines({**upcoming, "id": "", "purpose": "renewal"}, due="due at renewal")[1:]
+        final = upcoming.get("purpose") == "final"
+        out.append(f"upcoming {'final invoice, as billing ends' if final else 'renewal'}, due {upcoming['due_at']}")
+        out += invoice_lines({**upcoming, "id": ""},
+                             due="due at the period end" if final else "due at renewal")[1:]
     return out
 
 

@@ -5,7 +5,7 @@ tests/test_projections.py checks that this table says the same, in projections/r
 
 from __future__ import annotations
 
-VERSIONS: dict[str, int] = {"plan_state": 2, "upcoming_invoice": 2, "invoices": 6, "journal": 2, "audit_trail": 3,
+VERSIONS: dict[str, int] = {"plan_state": 2, "upcoming_invoice": 3, "invoices": 6, "journal": 2, "audit_trail": 3,
                             "entitlements": 2, "notices": 3}
 """Family -> code version, in the order of projections/runner.py ALL."""
 REGISTRY = "rm_registry"

@@ -1,8 +1,10 @@
-"""upcoming_invoice: the next renewal invoice of each workspace, with its lines.
+"""upcoming_invoice: the invoice each workspace will be issued at its period end, with its lines:
+the renewal, or the final invoice of a cancellation or a move to a free plan (operations billed
+as overage, R19).
 
 It is not priced here: the aggregate, copied, runs what falls due at its period end with
 the clock pinned there and a payment port that charges nothing (the preview path of
-R25), and the renewal invoice it would issue is stored. Scheduled downgrades,
+R25), and the invoice it would issue is stored. Scheduled downgrades,
 cancellations, trial ends, seats, add-ons and billing credit therefore move the forecast
 exactly as they will move the real invoice.
 """
@@ -25,10 +27,11 @@ from projections.store import Amount, UtcDateTime, document, insert_rows, line_c
 
 
 class UpcomingInvoice(LatestPerWorkspace):
-    """v2: the tier, the seats and a line's quantity are 64-bit, as in plan_state v2."""
+    """v2: the tier, the seats and a line's quantity are 64-bit, as in plan_state v2. v3: a final
+    invoice is forecast too (`purpose`), and `seats` is the plan's count on a flat plan, as `show` says."""
 
     family = "upcoming_invoice"
-    version = 2
+    version = 3
     tables = ("upcoming_invoice", "upcoming_invoice_lines")
 
     @classmethod
@@ -38,6 +41,7 @@ class UpcomingInvoice(LatestPerWorkspace):
                 cls.table_name("upcoming_invoice", tag), metadata,
                 Column("workspace", String(64), primary_key=True),
                 Column("due_at", UtcDateTime, nullable=False),
+                Column("purpose", String(16), nullable=False),
                 Column("plan", String(64)),
                 Column("tier", BigInteger),
                 Column("interval", String(8)),
@@ -66,13 +70,15 @@ class UpcomingInvoice(LatestPerWorkspace):
         session.execute(delete(head).where(head.c.workspace.in_(touched)))
         heads, items = [], []
         for ws, (sub, tracking, event) in self.latest.items():
-            forecast = next_renewal(sub, self.fold.catalog(sub))
+            catalog = self.fold.catalog(sub)
+            forecast = period_end_invoice(sub, catalog)
             if forecast is None:
                 continue
             renewed, invoice = forecast
             heads.append({
-                "workspace": ws, "due_at": invoice.timestamp, "plan": renewed.plan, "tier": renewed.tier,
-                "interval": renewed.interval, "seats": renewed.seats, "currency": invoice.currency,
+                "workspace": ws, "due_at": invoice.timestamp, "purpose": invoice.purpose, "plan": renewed.plan,
+                "tier": renewed.tier, "interval": renewed.interval, "seats": renewed.seat_limit(catalog),
+                "currency": invoice.currency,
                 "subtotal": invoice.subtotal, "credit_applied": invoice.credit_applied,
                 "amount_due": invoice.amount_due, "position": tracking.notification_id, "updated_at": event.timestamp,
             })
@@ -81,11 +87,16 @@ class UpcomingInvoice(LatestPerWorkspace):
         insert_rows(session, lines, items)
 
 
-def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Subscription.InvoiceIssued] | None:
-    """(the aggregate as renewed, the renewal invoice) at the current period's end, or None
-    when nothing will be billed then (free plan, trial ending, cancellation, no period). A period
-    end that waits for a retry (a late scheduler's, domain/subscription/dunning.py) renews once
-    that retry is paid, as a forecast assumes it is."""
+PERIOD_END_PURPOSES = ("renewal", "final")
+
+
+def period_end_invoice(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Subscription.InvoiceIssued] | None:
+    """(the aggregate whose plan it bills, the invoice) issued at the current period's end: the
+    renewal (the aggregate as renewed), or the final invoice of what is still owed when billing
+    ends there (R19; the aggregate as it ends); None when nothing
+    will be billed then (free plan, trial ending, a cancellation with nothing owed, no period).
+    A period end that waits for a retry (a late scheduler's, domain/subscription/dunning.py)
+    comes once that retry is paid, as a forecast assumes it is."""
     if not sub.subscribed or sub.period_end is None:
         return None
     future = copy.deepcopy(sub)
@@ -96,8 +107,8 @@ def next_renewal(sub: Subscription, catalog: Catalog) -> tuple[Subscription, Sub
     except LedgerError:
         return None
     for e in future.collect_events():
-        if isinstance(e, Subscription.InvoiceIssued) and e.purpose == "renewal":
-            return future, e
+        if isinstance(e, Subscription.InvoiceIssued) and e.purpose in PERIOD_END_PURPOSES:
+            return (sub if e.purpose == "final" else future), e
     return None
 
 

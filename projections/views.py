@@ -15,7 +15,7 @@ from domain.money import fmt
 from domain.subscription import Subscription
 from domain.subscription.billing_events import invoice_number
 from projections.store import iso
-from projections.upcoming_invoice import next_renewal
+from projections.upcoming_invoice import period_end_invoice
 
 
 def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
@@ -74,24 +74,28 @@ def plan_state(sub: Subscription | None, catalog: Catalog) -> dict[str, Any]:
 
 def outcome_view(sub: Subscription, catalog: Catalog) -> dict[str, Any]:
     """What a previewed change would leave (R25): the `state` document of the workspace as it
-    would be (without `version`: nothing is recorded), its recurring add-ons, and the renewal
-    that would follow, priced on the forecast path the upcoming_invoice read model uses."""
+    would be (without `version`: nothing is recorded), its recurring add-ons, and what the period
+    end would bill, priced on the forecast path the upcoming_invoice read model uses: the renewal
+    that would follow, or the final invoice when billing would end there (R19)."""
     state = plan_state(sub, catalog)
     state.pop("version", None)
     state["addons"] = [sub.storage_addon] if sub.storage_addon else []
-    forecast = next_renewal(sub, catalog)
-    renewal = None
+    state["next_renewal"] = state["final_invoice"] = None
+    forecast = period_end_invoice(sub, catalog)
     if forecast is not None:
         renewed, invoice = forecast
-        renewal = {
-            "at": iso(invoice.timestamp), "plan": renewed.plan, "tier": renewed.tier, "interval": renewed.interval,
-            "seats": renewed.seats if renewed.seats is not None else renewed.seat_limit(catalog),
-            "addons": [renewed.storage_addon] if renewed.storage_addon else [],
-            "subtotal": fmt(invoice.subtotal, invoice.currency),
-            "credit_applied": fmt(invoice.credit_applied, invoice.currency),
-            "amount_due": fmt(invoice.amount_due, invoice.currency), "currency": invoice.currency,
-        }
-    state["next_renewal"] = renewal
+        cur = invoice.currency
+        billed = {"at": iso(invoice.timestamp), "subtotal": fmt(invoice.subtotal, cur),
+                  "credit_applied": fmt(invoice.credit_applied, cur), "amount_due": fmt(invoice.amount_due, cur),
+                  "currency": cur}
+        if invoice.purpose == "final":
+            state["final_invoice"] = billed
+        else:
+            state["next_renewal"] = {
+                "at": billed["at"], "plan": renewed.plan, "tier": renewed.tier, "interval": renewed.interval,
+                "seats": renewed.seat_limit(catalog),
+                "addons": [renewed.storage_addon] if renewed.storage_addon else [],
+            } | billed
     return state
 
 

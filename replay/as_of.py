@@ -11,8 +11,9 @@ snapshot, no read model), up to the cut:
   stream, so the facts kept are the longest prefix whose timestamps are all at or before it.
   A scheduler fact is stamped with the instant it fell due, which may precede its recording.
 
-The upcoming renewal is forecast from that state with the catalog recorded then, as the
-upcoming_invoice read model forecast it (projections/upcoming_invoice.py).
+What the period end would bill (the renewal, or a final invoice) is forecast from that state with
+the catalog recorded then, as the upcoming_invoice read model forecast it
+(projections/upcoming_invoice.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from domain.money import fmt
 from domain.subscription import Subscription
 from projections.readmodel import event_ref
 from projections.store import iso
-from projections.upcoming_invoice import next_renewal
+from projections.upcoming_invoice import period_end_invoice
 from projections.views import invoice_view, plan_state
 from replay.history import Catalogs, check_chain
 
@@ -107,12 +108,12 @@ def document(ledger: Ledger, found: AsOf) -> dict[str, Any]:
     cur = catalog.currency
     invoices = [{"invoice_id": i, "amount_due": fmt(inv["amount_due"], cur), "status": inv["status"],
                  "attempts": inv["attempts"]} for i, inv in invoices_then(sub, found.events).items()]
-    forecast = next_renewal(sub, catalog)
+    forecast = period_end_invoice(sub, catalog)
     upcoming = None
     if forecast is not None:
         renewed, invoice = forecast
         upcoming = invoice_view(invoice) | {"due_at": iso(invoice.timestamp), "plan": renewed.plan,
-                                            "interval": renewed.interval, "seats": renewed.seats}
+                                            "interval": renewed.interval, "seats": renewed.seat_limit(catalog)}
     return {
         "workspace": found.workspace,
         "version": sub.version,

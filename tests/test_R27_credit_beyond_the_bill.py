@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from adapters import render
 from adapters.settings import eventsourcing_env
 from projections.invoices import invoices_of
 from projections.journal import trial_balance
@@ -41,6 +42,9 @@ def test_R27_an_invoice_says_what_its_credit_beyond_the_bill_became(book, db_url
     assert (shown["subtotal"], shown["amount_due"]) == ("-7.00", "0.00")
     assert (Decimal(shown["credit_issued"]), Decimal(shown["credit_forfeited"])) == (issued, forfeited)
     assert books.get("billing_credit", Decimal(0)) == -issued
+    printed = render.invoices_text({"workspace": "ws", "invoices": [shown], "upcoming": None})
+    became = "kept as billing credit" if overflow == "balance" else "forfeited (credit_overflow = forfeit)"
+    assert f"7.00  beyond the bill, {became}" in "\n".join(printed)
     totals = explain(b.ledger, invoice.invoice_id)["totals"]
     assert (Decimal(totals["credit_issued"]), Decimal(totals["credit_forfeited"])) == (issued, forfeited)
     said = " ".join(totals["derivation"])

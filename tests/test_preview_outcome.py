@@ -4,12 +4,14 @@ leave, and the renewal that would follow (its date and amount); applying the cha
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from adapters import render
 from adapters.app import read_models
 from adapters.cli import app
 from adapters.scenario import run_scenario
@@ -17,7 +19,7 @@ from domain.commands import parse_command
 from projections.upcoming_invoice import upcoming_of
 from projections.views import outcome_view, plan_state
 from tests.conftest import ADMIN
-from tests.support import VISA, forms_on, workspace_on
+from tests.support import VISA, catalog_variant, forms_on, workspace_on
 
 
 def preview_then_apply(b: Any, ws: str, command: str, **args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -33,7 +35,7 @@ def preview_then_apply(b: Any, ws: str, command: str, **args: Any) -> tuple[dict
 
 
 def same_state(outcome: dict[str, Any], state: dict[str, Any]) -> None:
-    shown = {k: v for k, v in outcome.items() if k not in ("addons", "next_renewal")}
+    shown = {k: v for k, v in outcome.items() if k not in ("addons", "next_renewal", "final_invoice")}
     assert shown == {k: v for k, v in state.items() if k != "version"}
 
 
@@ -78,7 +80,8 @@ def test_R25_R17_a_scheduled_downgrade_preview_shows_the_schedule_and_the_lower_
     assert (renewal["at"], renewal["plan"], renewal["seats"], renewal["amount_due"]) == \
         ("2026-05-01T00:00:00Z", "pro", 3, "19.00")
     same_state(outcome, state)
-    assert upcoming(b, "ws")["amount_due"] == "19.00"
+    forecast = upcoming(b, "ws")
+    assert (forecast["amount_due"], forecast["seats"]) == ("19.00", 3), "Pro's 3 seats, as `show` says"
 
 
 def test_R25_R21_R22_seat_and_add_on_previews_show_quantities_and_the_renewal_amount(book: Any) -> None:
@@ -104,6 +107,31 @@ def test_R25_R16_an_operations_tier_preview_shows_the_tier_and_its_operations(bo
     assert (outcome["plan"], outcome["tier"], outcome["operations_remaining"]) == ("pro", 20000, 20000)
     assert outcome["next_renewal"]["tier"] == 20000 and outcome["next_renewal"]["amount_due"] == "34.12"
     same_state(outcome, state)
+
+
+def test_R25_R19_a_final_invoice_is_forecast_by_the_preview_and_the_upcoming_invoice(book: Any, tmp_path: Path) -> None:
+    """`overage = "bill"`: 12,000 operations on a 10,000 tier (10.59) leave 2,000 to bill when the
+    subscription ends (2.12). A cancel's preview and the upcoming invoice said nothing would be
+    billed at the period end, and then a final invoice was issued."""
+    b = book(catalog_variant(tmp_path, "operations", "ops-bill", overage='"bill"'))
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", plan="core", tier=10000).ok
+    assert b.do("ws", "record-usage", operations=12_000).ok
+    b.at("2026-04-11T00:00:00")
+    outcome, _ = preview_then_apply(b, "ws", "cancel")
+    assert outcome["next_renewal"] is None
+    assert outcome["final_invoice"] == {"at": "2026-05-01T00:00:00Z", "subtotal": "2.12", "credit_applied": "0.00",
+                                        "amount_due": "2.12", "currency": "USD"}
+    forecast = upcoming(b, "ws")
+    assert (forecast["purpose"], forecast["due_at"], forecast["plan"], forecast["tier"], forecast["amount_due"]) == \
+        ("final", "2026-05-01T00:00:00Z", "core", 10000, "2.12")
+    assert [line["kind"] for line in forecast["lines"]] == ["operations_overage"]
+    printed = render.invoices_text({"workspace": "ws", "invoices": [], "upcoming": forecast})
+    assert "upcoming final invoice, as billing ends, due 2026-05-01T00:00:00Z" in printed
+    b.at("2026-05-01T00:00:00")
+    final = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "InvoiceIssued"][-1]
+    assert (final.purpose, final.amount_due) == ("final", Decimal("2.12"))
+    assert upcoming(b, "ws") is None
 
 
 def test_R25_a_refused_preview_has_no_outcome_and_cancel_has_no_renewal(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from adapters.cli import app
 from domain import clock
 from domain.catalog import CatalogError, parse_catalog
-from projections.upcoming_invoice import next_renewal
+from projections.upcoming_invoice import period_end_invoice
 from tests.conftest import Book, utc
 from tests.support import D, DECLINED, VISA, catalog_variant, refused, state
 
@@ -114,7 +114,7 @@ def test_R8_a_period_end_waits_for_the_retries_then_renews_from_the_boundary_onc
     assert events(b, "PaymentFailed")[-1].retry_at == utc("2026-06-02T12:00:00")
     b.scheduler_down_until("2026-06-01T06:00:00")
     assert (state(b, "ws")["status"], len(events(b, "PeriodRenewed"))) == ("past_due", 1)
-    forecast = next_renewal(b.sub("ws"), b.ledger.catalog_for(b.sub("ws")))  # the upcoming invoice's
+    forecast = period_end_invoice(b.sub("ws"), b.ledger.catalog_for(b.sub("ws")))  # the upcoming invoice's
     assert forecast is not None and forecast[1].amount_due == PRICE["forms"]
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     assert b.do("ws", "pay-invoice").ok
