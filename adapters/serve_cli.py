@@ -36,7 +36,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to listen on.")] = "12
 
 
 @tokens_app.command("create")
-def create(role: Annotated[str, typer.Option(help="admin, billing_admin, member, support, service or operator.")],
+def create(role: Annotated[str, typer.Option(help="admin, billing_admin, member, support, service, operator or sales.")],
            workspace: Annotated[str | None, typer.Option(help="The workspace of an admin, billing_admin or "
                                                          "member token.")] = None,
            label: Annotated[str | None, typer.Option(help="A note on whose token this is.")] = None,

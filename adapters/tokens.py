@@ -8,7 +8,8 @@ is nothing to guess). Roles:
 - `member`: reads its own workspace;
 - `support`: reads every workspace and may run explain, as-of and what-if; changes nothing;
 - `service`: a downstream service; reads every workspace;
-- `operator`: manages tokens and webhooks; reads and changes no workspace.
+- `operator`: manages tokens and webhooks; reads and changes no workspace;
+- `sales`: sets and lifts any workspace's contract (R9); reads and changes nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from domain.errors import LedgerError
 from domain.text import unprintable
 from projections.store import UtcDateTime
 
-ROLES = ("admin", "billing_admin", "member", "support", "service", "operator")
+ROLES = ("admin", "billing_admin", "member", "support", "service", "operator", "sales")
 WORKSPACE_ROLES = frozenset({"admin", "billing_admin", "member"})
 """Roles bound to one workspace; the others span the ledger."""
 READ_ALL_ROLES = frozenset({"support", "service"})

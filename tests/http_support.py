@@ -18,7 +18,7 @@ from adapters.scenario import run_scenario
 from domain.ledger import TestClock
 
 NOW = "2026-07-01T00:00:00Z"
-ROLES = ("admin", "billing_admin", "member", "support", "service", "operator")
+ROLES = ("admin", "billing_admin", "member", "support", "service", "operator", "sales")
 OWN, OTHER = "acme", "beta"
 
 

@@ -33,6 +33,7 @@ KINDS: list[tuple[str, str, str]] = [  # (methods, path pattern, kind): the firs
     ("POST", WS + r"/what-if", "what_if"),
     ("GET", WS + r"(/.+)?", "read"),
     ("POST", WS + r"/preview/.+", "preview"),
+    ("POST", WS + r"/set-contract", "contract"),  # sales' own change (R9)
     ("POST|PUT|PATCH|DELETE", WS + r"/.+", "change"),  # the commands
     ("GET", r"/v1/test-clock", "clock"),
     ("POST", r"/v1/test-clock/advance", "clock_advance"),
@@ -61,6 +62,7 @@ EXPECT: dict[str, dict[tuple[str, str], str]] = {
     "replay": table({"admin": OK, "billing_admin": OK, "support": OK}, {"support": OK}),
     "what_if": table({"support": OK}, {"support": OK}),
     "change": table({"admin": OK, "billing_admin": OK}, {}),
+    "contract": table({"admin": OK, "billing_admin": OK, "sales": OK}, {"sales": OK}),  # the domain refuses admins
     "preview": table({"admin": OK, "billing_admin": OK, "support": OK}, {"support": OK}),
     "clock": table({r: OK for r in ROLES}, {r: OK for r in ROLES}),
     "clock_advance": table({"operator": OK}, {"operator": OK}),
@@ -72,7 +74,8 @@ EXPECT: dict[str, dict[tuple[str, str], str]] = {
     "console_replay": table({"admin": OK, "billing_admin": OK, "support": OK}, {"support": OK}),
     "console_what_if": table({"support": OK}, {"support": OK}),
     "console_read": table({"admin": OK, "billing_admin": OK, "member": OK, **READ_ALL}, READ_ALL),
-    "console_search": table({r: OK for r in ROLES if r != "operator"}, {r: OK for r in ROLES if r != "operator"}),
+    "console_search": table({r: OK for r in ROLES if r not in ("operator", "sales")},
+                            {r: OK for r in ROLES if r not in ("operator", "sales")}),
 }
 REDIRECTS = {302, 303, 307}
 """A console page may answer a refused browser with a redirect to its login page."""

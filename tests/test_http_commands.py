@@ -132,6 +132,23 @@ def test_R9_no_workspace_token_sets_or_lifts_a_contract(api: Api) -> None:
     assert api.ledger.get("acme").contract == "enterprise"
 
 
+def test_R9_a_sales_token_sets_and_lifts_any_workspace_contract_and_nothing_else(api: Api) -> None:
+    api.on_pro()
+    store = api.app.state.tokens
+    _, secret = store.create("sales", None, "sam")
+    sales = {"Authorization": f"Bearer {secret}"}
+    r = api.client.post("/v1/workspaces/acme/set-contract", json={"contract": "enterprise"}, headers=sales)
+    assert r.status_code == 200, r.text
+    assert [e["type"] for e in r.json()["events"]] == ["ContractSet"]
+    assert api.ledger.get("acme").contract == "enterprise"
+    for path, body in (("change-plan", {"plan": "team"}), ("set-members", {"members": 1})):
+        r = api.client.post(f"/v1/workspaces/acme/{path}", json=body, headers=sales)
+        assert (r.status_code, r.json()["code"]) == (403, "forbidden"), path
+    assert api.client.get("/v1/workspaces/acme", headers=sales).status_code == 403
+    r = api.client.post("/v1/workspaces/acme/set-contract", json={"contract": None}, headers=sales)
+    assert r.status_code == 200 and api.ledger.get("acme").contract is None
+
+
 def test_a_reserved_workspace_id_gets_no_token_and_no_command(api: Api) -> None:
     with pytest.raises(LedgerError, match="reserved"):
         api.app.state.tokens.create("admin", "verify")

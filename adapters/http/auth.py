@@ -43,8 +43,12 @@ def require_read(caller: Principal, workspace_id: str) -> None:
         raise LedgerError("forbidden", f"a token with role {caller.role} may not read workspace {workspace_id}")
 
 
-def require_change(caller: Principal, workspace_id: str) -> Actor:
-    """The actor a change is recorded under: the token's id and role (R2 is then the domain's)."""
+def require_change(caller: Principal, workspace_id: str, *, sales_only: bool = False) -> Actor:
+    """The actor a change is recorded under: the token's id and role (R2 is then the domain's).
+    A contract (`sales_only`) is sales' change, on any workspace; the workspace's admins reach
+    the domain, which refuses them (R9)."""
+    if sales_only and caller.role == "sales":
+        return Actor(id=caller.token_id, role="sales")
     if not caller.changes(workspace_id):
         raise LedgerError("forbidden", f"a token with role {caller.role} may not change workspace {workspace_id}")
     return Actor(id=caller.token_id, role=caller.role)  # type: ignore[arg-type]

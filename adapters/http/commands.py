@@ -200,9 +200,11 @@ def preview_document(request: Request, name: str, command: Command, result: Resu
 # ------------------------------------------------------------------ who
 
 
-def change_access(caller: Caller, workspace: Annotated[str, Path()]) -> Actor:
-    """A dependency, so that 401/403 come before the body is validated (and say nothing of it)."""
-    return require_change(caller, workspace)
+def change_access(cls: type[Command]) -> Callable[..., Actor]:
+    """A route's dependency, so that 401/403 come before the body is validated (and say nothing of it)."""
+    def access(caller: Caller, workspace: Annotated[str, Path()]) -> Actor:
+        return require_change(caller, workspace, sales_only=cls.sales_only)
+    return access
 
 
 def preview_access(caller: Caller, workspace: Annotated[str, Path()]) -> Actor:
@@ -251,7 +253,7 @@ def command_route(name: str, cls: type[Command]) -> Callable[..., JSONResponse]:
     model = request_model(cls)
     body_type, body_required = _body(model)
 
-    def run(request: Request, *, caller: Caller, actor: Annotated[Actor, Depends(change_access)],
+    def run(request: Request, *, caller: Caller, actor: Annotated[Actor, Depends(change_access(cls))],
             workspace: WorkspacePath, body: body_type = None,  # type: ignore[valid-type]
             quote: Annotated[str | None, Query(pattern=QUOTE_PATTERN, description="Same as the body's quote.")] = None,
             idempotency_key: IdempotencyKey = None) -> JSONResponse:
