@@ -14,7 +14,7 @@ from adapters.http.auth import Operator, tokens
 from adapters.http.json_bodies import CallerFirst
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.reads import jsonable
-from adapters.tokens import TokenStore
+from adapters.tokens import ROLES, TokenStore
 
 
 Store = Annotated[TokenStore, Depends(tokens)]
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=CallerFirst
 
 class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["admin", "billing_admin", "member", "support", "service", "operator"]
+    role: Literal[ROLES]  # type: ignore[valid-type]  # each of the roles, in the schema
     workspace: str | None = Field(None, max_length=200, description="The workspace of an admin, billing_admin or "
                                   "member token; none for the others.")
     label: str | None = Field(None, max_length=200, description="A note on whose token this is.")
