@@ -3,8 +3,11 @@ invoice id never reused, and a decline, a second writer or a crash never parts m
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from adapters.app import build_ledger
 from domain.commands import parse_command
@@ -247,31 +250,35 @@ def first_subscription_awaiting_3d_secure(b: Any) -> Any:
     return waiting
 
 
-def test_R12_a_first_subscription_awaiting_3d_secure_is_abandoned_when_the_period_it_pays_for_ends(book, db_url):
-    """Nothing else falls due on a workspace with no period: the end of the one it would pay for
-    does, so a customer confirming weeks later is never billed for periods before it existed."""
+def test_R12_a_first_subscription_awaiting_3d_secure_is_abandoned_23_hours_after_it_was_asked_for(book, db_url):
+    """Nothing else falls due on a workspace with no period: it waited for ever, and a customer
+    confirming weeks later paid for a period begun before the subscription existed, or for
+    periods already over. As Stripe expires an incomplete subscription, it is given up."""
     b = book()
     waiting = first_subscription_awaiting_3d_secure(b)
     fresh = build_ledger(db_url, catalog="forms", clock=b.clock, payments=b.payments)
-    assert fresh.get("ws").next_due_at() == b.clock.now().replace(month=5)
-    fresh.close()  # another process reads the held period's end as due
-    b.at("2026-05-09T23:59:59")
+    assert fresh.get("ws").next_due_at() == utc("2026-04-10T23:00:00")
+    fresh.close()  # another process reads the instant it is given up as due
+    b.at("2026-04-10T22:59:59")
     assert b.sub("ws").pending_charges
-    b.at("2026-05-10T00:00:00")
+    b.at("2026-04-10T23:00:00")
     sub = b.sub("ws")
     assert (sub.plan, sub.pending_charges, sub.period_end) == (None, {}, None)
     last = b.ledger.workspace_events("ws")[-1]
-    assert (type(last).__name__, last.decline_code, last.timestamp) == ("ChargeDeclined", "canceled", utc("2026-05-10"))
+    assert (type(last).__name__, last.decline_code, last.timestamp) == ("ChargeDeclined", "canceled",
+                                                                      utc("2026-04-10T23:00:00"))
     assert [c["outcome"] for c in b.payments.charges("ws")] == ["canceled"]
+    b.at("2026-05-20T00:00:00")
+    assert b.ledger.resolve_payments("ws") == {}  # confirming later is no longer possible
     with_card = b.do("ws", "add-payment-method", payment_method=VISA)
     assert with_card.ok and b.do("ws", "subscribe", plan="team").ok
     assert b.payments.charges("ws")[-1]["idempotency_key"] != waiting.events[0].charge_key
 
 
-def test_R12_a_first_subscription_confirmed_in_its_period_renews_at_its_end_never_before(book):
+def test_R12_a_first_subscription_confirmed_in_time_renews_at_its_period_end_never_before(book):
     b = book()
     waiting = first_subscription_awaiting_3d_secure(b)
-    b.at("2026-04-20T00:00:00")
+    b.at("2026-04-10T20:00:00")
     b.payments.confirm(waiting.events[0].charge_key)
     assert b.ledger.resolve_payments("ws")
     b.at("2026-05-10T01:00:00")
@@ -279,3 +286,44 @@ def test_R12_a_first_subscription_confirmed_in_its_period_renews_at_its_end_neve
     assert stamps == sorted(stamps)
     renewals = [e for e in b.ledger.workspace_events("ws") if type(e).__name__ == "PeriodRenewed"]
     assert [(r.period_start, r.timestamp) for r in renewals] == [(utc("2026-05-10"), utc("2026-05-10"))]
+
+
+def test_R8_a_dunning_retry_on_a_3d_secure_card_asks_the_customer(book):
+    """A retry made stayed due (its invoice's retry day), so the charge was abandoned the moment
+    it was asked for, before the customer was ever asked: four failures, then suspension."""
+    b = book()
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    b.at("2026-04-10T00:00:00")
+    assert b.do("ws", "subscribe", plan="team").ok
+    assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
+    b.at("2026-06-13T00:00:00")
+    events = b.ledger.workspace_events("ws")
+    retry = next(e for e in events if type(e).__name__ == "ChargeRequested" and e.purpose == "dunning_retry")
+    after = [e for e in events if getattr(e, "invoice_id", None) == retry.invoice_id
+             and e.originator_version > retry.originator_version]
+    assert [type(e).__name__ for e in after][:2] == ["PaymentActionRequired", "PaymentFailed"]
+    assert after[1].timestamp - retry.timestamp == timedelta(hours=23)
+
+
+@pytest.mark.parametrize("how", ["ai_pack_on_free", "pay_invoice_suspended"])
+def test_R12_a_charge_awaiting_3d_secure_never_waits_for_ever(book, how):
+    """Where nothing else falls due (an AI pack on a free plan, pay-invoice of a suspended
+    workspace), the charge stayed pending a year later and refused every billing change."""
+    if how == "ai_pack_on_free":
+        b = book("workspace")
+        assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
+        b.at("2026-04-10T00:00:00")
+        assert b.do("ws", "subscribe", plan="free").ok
+        assert b.do("ws", "buy-ai-credits", pack="ai-1000").error.code == "payment_action_required"
+    else:
+        b = book()
+        assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+        b.at("2026-04-10T00:00:00")
+        assert b.do("ws", "subscribe", plan="team").ok
+        assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
+        b.at("2026-06-20T00:00:00")
+        assert b.sub("ws").status == "suspended"
+        assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
+        assert b.do("ws", "pay-invoice").error.code == "payment_action_required"
+    b.at("2026-06-21T00:00:00")
+    assert not b.sub("ws").pending_charges

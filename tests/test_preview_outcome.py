@@ -134,6 +134,20 @@ def test_R25_R19_a_final_invoice_is_forecast_by_the_preview_and_the_upcoming_inv
     assert upcoming(b, "ws") is None
 
 
+def test_R25_the_upcoming_invoice_forecasts_the_renewal_while_a_purchase_awaits_3d_secure(book: Any) -> None:
+    """A purchase is never assumed to land, and the forecast stopped at it: no upcoming invoice
+    at all, where the renewal of what is already paid for is issued anyway."""
+    b = workspace_on(book, "team", seats=5)
+    assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
+    b.at("2026-04-20T00:00:00")
+    assert b.do("ws", "set-seats", seats=8).error.code == "payment_action_required"
+    forecast = upcoming(b, "ws")
+    assert forecast is not None and (forecast["purpose"], forecast["seats"]) == ("renewal", 5)
+    b.at("2026-04-21T00:00:00")  # abandoned 23 hours after it was asked for
+    assert not b.sub("ws").pending_charges and upcoming(b, "ws") == forecast | {"position": upcoming(b, "ws")["position"],
+                                                                                 "updated_at": upcoming(b, "ws")["updated_at"]}
+
+
 def test_R25_a_refused_preview_has_no_outcome_and_cancel_has_no_renewal(tmp_path: Path) -> None:
     admin = {"id": "alice", "role": "admin"}
     steps = [
@@ -180,7 +194,7 @@ def test_R25_R12_a_preview_refuses_like_the_command_while_a_renewal_awaits_3d_se
     PaymentSucceeded that never happened and accepted the change the command refuses."""
     b = forms_on(book, plan="team")
     assert b.do("ws", "add-payment-method", payment_method="pm_card_authenticationRequired").ok
-    b.at("2026-05-03T00:00:00")
+    b.at("2026-05-01T12:00:00")
     assert b.sub("ws").pending_charges
     preview = b.preview("ws", "change-plan", plan="pro")
     assert b.do("ws", "change-plan", plan="pro").error.code == "payment_pending"

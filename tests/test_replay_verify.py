@@ -82,15 +82,15 @@ def test_verify_fails_naming_the_invoice_when_the_proration_rounding_changes(boo
 
 
 def test_declines_3d_secure_and_late_outcomes_replay_as_recorded(book):
-    """A charge confirmed a day later, a renewal waiting on 3-D Secure that fails when the card
-    is replaced, and an upgrade abandoned at the period's end: their outcomes come back in the
+    """A charge confirmed hours later, a renewal waiting on 3-D Secure that fails when the card
+    is replaced, and an upgrade abandoned unconfirmed: their outcomes come back in the
     runs that recorded them."""
     b = forms_on(book, "pro")
     b.do("ws", "add-payment-method", payment_method=THREE_DS)
     b.at("2026-04-11T00:00:00")
     waiting = b.do("ws", "change-plan", plan="team")
     b.do("ws", "set-members", members=2)
-    b.at("2026-04-12T00:00:00")
+    b.at("2026-04-11T20:00:00")
     b.payments.confirm(waiting.events[0].charge_key)
     b.ledger.resolve_payments("ws")
     b.at("2026-05-01T00:00:00")

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from domain import pricing
+from domain.payments import ACTION_WINDOW, CANCELED, ChargeResult
 from domain.periods import period_containing, period_number
 from domain.subscription import billing, credits_operations, dunning, plan_changes
 from domain.subscription.billing_events import PaymentSucceeded
@@ -37,8 +38,12 @@ def process_due(sub: Subscription, ctx: Context, forecast: bool = False, *, reco
     for _ in range(MAX_DUE_STEPS):
         if forecast:
             for invoice_id, pending in list(sub.pending_charges.items()):
-                if pending["effects"] or invoice_id in recorded:
-                    continue  # a purchase is never assumed paid
+                if invoice_id in recorded:
+                    continue
+                if pending["effects"]:  # a purchase is never assumed to land: what is due follows without it
+                    billing.settle(sub, invoice_id, ChargeResult(CANCELED, message="forecast"),
+                                   ctx.system(ctx.at, "forecast"))
+                    continue
                 sub.trigger(PaymentSucceeded, ctx.system(ctx.at, "forecast"), invoice_id=invoice_id,
                             amount=pending["amount"], charge_id=None, payment_method=pending["payment_method"])
         if sub.pending_charges:
@@ -74,27 +79,28 @@ def next_due(sub: Subscription, now: datetime | None = None) -> tuple[datetime, 
         candidates.append((sub.period_end, "period_end"))
     if retry is not None:
         candidates.append((max(retry[0], now) if now else retry[0], "dunning_retry"))
-    held_end = held_period_end(sub)
-    if held_end is not None:
-        candidates.append((held_end, "held_period_end"))
+    given_up = abandoned_at(sub)
+    if given_up is not None:
+        candidates.append((given_up, "abandon_waiting_charge"))
     return min(candidates) if candidates else None
 
 
-def held_period_end(sub: Subscription) -> datetime | None:
-    """R12: the end of the period a purchase still waiting for its money pays for. Nothing runs
-    at it (process_due stops at the pending charge): it is an instant due, so a charge still
-    awaiting the customer is abandoned there (Settlement), as one is at a period end behind it.
-    A workspace with no period of its own (a first subscription) would otherwise wait for ever,
-    and a confirmation weeks late would bill periods from before it existed."""
-    ends = [effect["fields"]["period_end"] for pending in sub.pending_charges.values()
-            for effect in pending["effects"] if effect["fields"].get("period_end")]
-    return min(ends, default=None)
+def abandoned_at(sub: Subscription) -> datetime | None:
+    """R12: when a charge still waiting for the customer (3-D Secure) is given up, ACTION_WINDOW
+    after it was asked for. Nothing runs at it (process_due stops at the pending charge): it is
+    an instant due, at which Settlement abandons the charge, as at a period end behind it. A
+    workspace with no period of its own (a first subscription) would otherwise wait for ever, and
+    a confirmation weeks later would pay for time before it existed."""
+    return min((pending["requested_at"] + ACTION_WINDOW for pending in sub.pending_charges.values()
+                if pending["action_required"] and pending["requested_at"]), default=None)
 
 
 def first_retry(sub: Subscription) -> tuple[datetime, str] | None:
-    """(when, which invoice): the open invoice retried first, or None when none is."""
-    return min(((inv["retry_at"], i) for i, inv in sub.invoices.items() if inv["status"] == "open" and inv["retry_at"]),
-               default=None)
+    """(when, which invoice): the open invoice retried first, or None when none is. A retry
+    made and awaiting its outcome is not due again: it was abandoned at once, as an item due
+    behind a charge waiting for the customer, before they were asked (R8)."""
+    return min(((inv["retry_at"], i) for i, inv in sub.invoices.items()
+                if inv["status"] == "open" and inv["retry_at"] and i not in sub.pending_charges), default=None)
 
 
 def due_dunning_retry(sub: Subscription, ctx: Context) -> None:
