@@ -108,8 +108,10 @@ def as_of(workspace: Annotated[str, typer.Argument(help="Workspace id.", show_de
                       markup=False)
         if doc["upcoming_renewal"]:
             up = doc["upcoming_renewal"]
-            con.print(f"  renewal forecast then: {up['amount_due']} {up['currency']} on {up['due_at']}", markup=False)
-            for text in render.invoice_lines(up, due="due at renewal")[1:]:
+            final = up["purpose"] == "final"
+            con.print(f"  {'final invoice, as billing ends,' if final else 'renewal'} forecast then: {up['amount_due']} "
+                      f"{up['currency']} on {up['due_at']}", markup=False)
+            for text in render.invoice_lines(up, due="due at the period end" if final else "due at renewal")[1:]:
                 con.print(text, markup=False)
 
 

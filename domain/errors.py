@@ -64,6 +64,11 @@ class LedgerError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its code and message, so a refusal raised in another process (a projection
+        partition's event_chain_broken) arrives as itself, not as an internal error."""
+        return LedgerError, (self.code, self.message)
+
     @property
     def rule(self) -> str:
         return CODES[self.code]

@@ -225,6 +225,16 @@ def test_a_single_run_beside_a_partitioned_one_finishes_the_partitions_with_it(u
         assert dump(p) == together
 
 
+def test_a_refusal_in_a_partition_reaches_the_coordinator_as_itself() -> None:
+    """A partition's event_chain_broken (an event deleted by hand) came back as a RuntimeError,
+    reported as internal_error, where one process reports the refusal."""
+    from domain.errors import LedgerError
+
+    error = LedgerError("event_chain_broken", "the stored events of acme go from version 3 to 5")
+    arrived = partitions._portable(error)
+    assert isinstance(arrived, LedgerError) and (arrived.code, arrived.message) == (error.code, error.message)
+
+
 def sleeping_partition(*args: Any) -> None:
     """A partition that says it started (its pid, as a file's name), then works for two minutes."""
     Path(os.environ["PARTITION_PIDS"], str(os.getpid())).touch()

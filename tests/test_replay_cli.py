@@ -17,7 +17,7 @@ from adapters.cli import app
 from adapters.settings import eventsourcing_env
 from projections import registry
 from projections.runner import Projections
-from tests.support import forms_on
+from tests.support import VISA, catalog_variant, forms_on
 from tests.test_tamper_evidence import StoredEvents
 
 
@@ -73,6 +73,19 @@ def test_as_of_by_instant_version_and_what_was_recorded(ledger_url):
     assert replay(ledger_url, "as-of", "acme").exit_code == 2
     assert replay(ledger_url, "as-of", "acme", "--at", "yesterday").exit_code == 2
     assert replay(ledger_url, "as-of", "nobody", "--version", "1").exit_code == 1
+
+
+def test_R19_as_of_calls_a_final_invoice_forecast_a_final_invoice(book, db_url, tmp_path):
+    """A canceled workspace with operations to bill was told it renews."""
+    b = book(catalog_variant(tmp_path, "operations", "ops-bill", overage='"bill"'))
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "subscribe", plan="core", tier=10000).ok
+    assert b.do("ws", "record-usage", operations=12_000).ok
+    b.at("2026-04-11T00:00:00")
+    assert b.do("ws", "cancel").ok
+    out = replay(db_url, "as-of", "ws", "--at", "2026-04-12T00:00:00Z").output
+    assert "final invoice, as billing ends, forecast then: 2.12 USD on 2026-05-01T00:00:00Z" in out
+    assert "renewal" not in out
 
 
 def test_what_if_reports_invoice_by_invoice_and_writes_a_csv(ledger_url, tmp_path):
