@@ -283,17 +283,19 @@ def test_a_number_of_thousands_of_digits_is_refused_in_plain_words(api: Api) -> 
 
 
 def test_a_key_whose_payment_was_completed_a_day_later_replays_and_never_charges_again(api: Api) -> None:
-    """A 402 awaiting 3-D Secure stores no answer; the customer completes it 25 hours later. The
-    key is kept 24 hours from the command's outcome, not from its first use: the retry replays."""
+    """A 402 awaiting 3-D Secure stores no answer; the customer completes it 22 hours later, and
+    the client retries 25 hours after its first try. The key is kept 24 hours from the command's
+    outcome, not from its first use: the retry replays."""
     api.on_pro()
     assert api.do("add-payment-method", {"payment_method": "pm_card_authenticationRequired"}).status_code == 200
     first = api.do("change-plan", {"plan": "team"}, key="upgrade-3ds")
     assert (first.status_code, first.json()["code"]) == (402, "payment_action_required")
-    assert api.advance("2026-04-02T01:00:00Z").status_code == 200
+    assert api.advance("2026-04-01T22:00:00Z").status_code == 200
     ledger = api.ledger
     for charge in ledger.get("acme").pending_charges.values():
         ledger.payments.confirm(charge["charge_key"])
     assert ledger.resolve_payments("acme")
+    assert api.advance("2026-04-02T01:00:00Z").status_code == 200
     assert api.do("add-payment-method", {"payment_method": "pm_card_visa"}).status_code == 200
     head, charges = api.head(), len(ledger.payments.charges())
     again = api.do("change-plan", {"plan": "team"}, key="upgrade-3ds")

@@ -139,13 +139,13 @@ def test_R12_an_abandoned_3d_secure_upgrade_s_void_invoice_says_the_customer_nev
     assert waiting.error.code == "payment_action_required"
     request = next(e for e in waiting.events if type(e).__name__ == "ChargeRequested")
     (held,) = [e["fields"]["invoice_id"] for e in request.effects if e["type"] == "InvoiceIssued"]
-    b.at("2026-04-12T09:30:00")
+    b.at("2026-04-11T09:30:00")
     (canceled,) = b.ledger.abandon_payment("ws")
     assert canceled.decline_code == "canceled"
     doc = explain(b.ledger, held)
     assert doc["void"]["reason"] == (
         "void: the customer never completed the card authentication (3-D Secure) their bank asked for on "
-        "2026-04-11T00:00:00Z, so the charge of 20.00 for this upgrade was canceled on 2026-04-12T09:30:00Z and "
+        "2026-04-11T00:00:00Z, so the charge of 20.00 for this upgrade was canceled on 2026-04-11T09:30:00Z and "
         "the invoice was never issued: nothing was bought and nothing is owed (R12)")
     assert (doc["void"]["outcome"], doc["void"]["decline_code"]) == ("canceled", "canceled")
     assert doc["totals"]["derivation"][-1] == "owed 0.00: void, its charge was canceled (R12)"
