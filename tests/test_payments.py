@@ -288,14 +288,19 @@ def test_R12_a_first_subscription_confirmed_in_time_renews_at_its_period_end_nev
     assert [(r.period_start, r.timestamp) for r in renewals] == [(utc("2026-05-10"), utc("2026-05-10"))]
 
 
-def test_R8_a_dunning_retry_on_a_3d_secure_card_asks_the_customer(book):
-    """A retry made stayed due (its invoice's retry day), so the charge was abandoned the moment
-    it was asked for, before the customer was ever asked: four failures, then suspension."""
-    b = book()
+def team_from_april_10_then_card(b: Any, card: str) -> Any:
+    """Team paid from 2026-04-10 with a good card, then `card` as the default from the next renewal."""
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
     b.at("2026-04-10T00:00:00")
     assert b.do("ws", "subscribe", plan="team").ok
-    assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
+    assert b.do("ws", "add-payment-method", payment_method=card).ok
+    return b
+
+
+def test_R8_a_dunning_retry_on_a_3d_secure_card_asks_the_customer(book):
+    """A retry made stayed due (its invoice's retry day), so the charge was abandoned the moment
+    it was asked for, before the customer was ever asked: four failures, then suspension."""
+    b = team_from_april_10_then_card(book(), THREE_DS)
     b.at("2026-06-13T00:00:00")
     events = b.ledger.workspace_events("ws")
     retry = next(e for e in events if type(e).__name__ == "ChargeRequested" and e.purpose == "dunning_retry")
@@ -316,11 +321,7 @@ def test_R12_a_charge_awaiting_3d_secure_never_waits_for_ever(book, how):
         assert b.do("ws", "subscribe", plan="free").ok
         assert b.do("ws", "buy-ai-credits", pack="ai-1000").error.code == "payment_action_required"
     else:
-        b = book()
-        assert b.do("ws", "add-payment-method", payment_method=VISA).ok
-        b.at("2026-04-10T00:00:00")
-        assert b.do("ws", "subscribe", plan="team").ok
-        assert b.do("ws", "add-payment-method", payment_method=DECLINED).ok
+        b = team_from_april_10_then_card(book(), DECLINED)
         b.at("2026-06-20T00:00:00")
         assert b.sub("ws").status == "suspended"
         assert b.do("ws", "add-payment-method", payment_method=THREE_DS).ok
