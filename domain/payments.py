@@ -23,13 +23,13 @@ from typing import Literal, Protocol
 
 Outcome = Literal["succeeded", "declined", "action_required", "canceled"]
 CANCELED = "canceled"
+"""The outcome, and the decline code recorded (domain/subscription/billing.py), of a charge that
+was canceled rather than declined: abandoned while it waited for the customer's 3-D Secure, or
+canceled by the provider. No bank said no."""
 ACTION_WINDOW = timedelta(hours=23)
 """How long a charge waits for the customer's 3-D Secure before it is abandoned (R12), as Stripe
 expires a subscription whose first payment is still incomplete: a purchase never lands days
 after it was priced, and a renewal's failure is known the next day and dunned (R8)."""
-"""The outcome, and the decline code recorded (domain/subscription/billing.py), of a charge that
-was canceled rather than declined: abandoned while it waited for the customer's 3-D Secure, or
-canceled by the provider. No bank said no."""
 
 
 def ending(decline_code: str | None, otherwise: str) -> str:
