@@ -10,13 +10,11 @@ stops renewals for all the others; SIGTERM or SIGINT ends the loop between round
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, refuse, use_json
+from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, passed_over, refuse, use_json
 from adapters.failures import explain
 from domain.clock import loaded
 from domain.errors import AdvanceIncomplete, LedgerError
@@ -112,9 +110,4 @@ def _advance_round(ledger: Ledger) -> int:
             typer.echo(f"{ws}: {', '.join(event_types(events))}")
         for ws, last in behind.items():  # nothing is recorded before a workspace's last fact
             typer.echo(f"{ws}: left for a later advance: its last fact is at {last}, after the clock", err=True)
-    for ws, error in (incomplete.failed.items() if incomplete else ()):
-        if not isinstance(error, LedgerError):  # a bug: its traceback, for whoever fixes it
-            traceback.print_exception(error, file=sys.stderr)
-        if not OUTPUT.json:
-            typer.echo(f"{ws}: not advanced: {failed[ws]['message']} [{failed[ws]['code']}]", err=True)
-    return 0 if not failed else 3 if any(f["code"] == "internal_error" for f in failed.values()) else 1
+    return passed_over(incomplete.failed if incomplete else {}, "not advanced")

@@ -28,7 +28,7 @@ try:  # typer vendors click since 0.2x; before, its errors were click's
 except ImportError:  # pragma: no cover
     from click import ClickException as UsageProblem  # type: ignore[assignment]
 
-from domain.errors import LedgerError
+from domain.errors import LedgerError, failure
 
 OK, REFUSED, BAD_INPUT, INFRASTRUCTURE = 0, 1, 2, 3
 BAD_INPUT_CODES = frozenset({"invalid_request", "invalid_catalog", "catalog_conflict", "unknown_plan"})
@@ -84,6 +84,19 @@ def catch_up_after(ledger: Any) -> None:
         first = (str(e).splitlines() or [type(e).__name__])[0][:300]
         typer.echo(f"warning: recorded, but the read models could not catch up: {first} [read_models_behind]",
                    err=True)
+
+
+def passed_over(failed: dict[str, BaseException], not_done: str) -> int:
+    """Name each workspace a walk over every workspace passed over (`not_done`: "not advanced"),
+    on stderr (a bug with its traceback, for whoever fixes it); the walk's exit code: 0, 1 when
+    one was passed over, 3 when one met a bug. The JSON output carries them as `failed`."""
+    codes = [failure(e)["code"] for e in failed.values()]
+    for ws, error in failed.items():
+        if not isinstance(error, LedgerError):
+            traceback.print_exception(error, file=sys.stderr)
+        if not OUTPUT.json:
+            typer.echo(f"{ws}: {not_done}: {failure(error)['message']} [{failure(error)['code']}]", err=True)
+    return OK if not codes else INFRASTRUCTURE if "internal_error" in codes else REFUSED
 
 
 def print_json(data: Any) -> None:

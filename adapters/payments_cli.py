@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, fail, use_json
+from adapters.cli_output import OUTPUT, JsonFlag, catch_up_after, fail, passed_over, use_json
+from domain.errors import AdvanceIncomplete, each_workspace, failure
 
 payments_app = typer.Typer(help="Pending charges: list, resolve after a crash, confirm or abandon 3-D Secure.",
                            no_args_is_help=True)
@@ -29,25 +30,28 @@ def _open_ledger() -> Any:
 def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     """Charges decided but not yet settled, and what each waits for."""
     use_json(json_output)
-    rows = []
     with _open_ledger() as ledger:
-        for ws in [workspace] if workspace else ledger.workspaces():
-            sub = ledger.get(ws)
-            if sub is None and workspace:
+        if workspace:
+            sub = ledger.get(workspace)
+            if sub is None:
                 fail("not_found", f"{workspace}: no such workspace")
-            for charge in (sub.pending_charges.values() if sub else []):
-                rows.append({"workspace": ws, "invoice_id": charge["invoice_id"], "amount": str(charge["amount"]),
-                             "currency": charge["currency"], "purpose": charge["purpose"],
-                             "charge_key": charge["charge_key"],
-                             "waiting_for": "customer (3-D Secure)" if charge["action_required"] else "provider"})
+            found, failed = {workspace: sub}, {}
+        else:  # a workspace whose history fails to load is named at the end, after the others' charges
+            found, failed = each_workspace(ledger.workspaces(), ledger.get)
+    rows = [{"workspace": ws, "invoice_id": charge["invoice_id"], "amount": str(charge["amount"]),
+             "currency": charge["currency"], "purpose": charge["purpose"], "charge_key": charge["charge_key"],
+             "waiting_for": "customer (3-D Secure)" if charge["action_required"] else "provider"}
+            for ws, sub in found.items() if sub is not None for charge in sub.pending_charges.values()]
     if OUTPUT.json:
-        typer.echo(json.dumps({"ok": True, "pending": rows}))
-        return
-    if not rows:
+        typer.echo(json.dumps({"ok": not failed, "pending": rows,
+                               "failed": {ws: failure(e) for ws, e in failed.items()}}))
+    elif not rows and not failed:
         typer.echo("no pending charges")
-    for r in rows:
+    for r in rows if not OUTPUT.json else ():
         typer.echo(f"{r['workspace']}: {r['invoice_id']} {r['amount']} {r['currency']} ({r['purpose']}), "
                    f"key {r['charge_key']}, waiting for the {r['waiting_for']}")
+    if code := passed_over(failed, "not listed"):
+        raise typer.Exit(code)
 
 
 @payments_app.command("resolve")
@@ -57,10 +61,16 @@ def resolve(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     with _open_ledger() as ledger:
         if workspace is not None and ledger.get(workspace) is None:
             fail("not_found", f"{workspace}: no such workspace")
-        done = ledger.resolve_payments(workspace)
+        failed: dict[str, BaseException] = {}
+        try:
+            done = ledger.resolve_payments(workspace)
+        except AdvanceIncomplete as e:  # every other workspace's charges were resolved
+            done, failed = e.done, e.failed
         if done:
             catch_up_after(ledger)
-    _report(done)
+    _report(done, failed)
+    if code := passed_over(failed, "not resolved"):
+        raise typer.Exit(code)
 
 
 @payments_app.command("confirm")
@@ -98,12 +108,15 @@ def abandon(workspace: Annotated[str, typer.Argument(help="Workspace id.")], inv
     _report({workspace: events})
 
 
-def _report(done: dict[str, list[Any]]) -> None:
+def _report(done: dict[str, list[Any]], failed: dict[str, BaseException] | None = None) -> None:
     from projections.views import event_types
     if OUTPUT.json:
-        typer.echo(json.dumps({"ok": True, "recorded": {ws: event_types(ev) for ws, ev in done.items()}}))
+        out: dict[str, Any] = {"ok": not failed, "recorded": {ws: event_types(ev) for ws, ev in done.items()}}
+        if failed is not None:
+            out["failed"] = {ws: failure(e) for ws, e in failed.items()}
+        typer.echo(json.dumps(out))
         return
-    if not done:
+    if not done and not failed:
         typer.echo("nothing to record")
     for ws, events in done.items():
         typer.echo(f"{ws}: {', '.join(event_types(events))}")

@@ -214,14 +214,17 @@ def verify(workspace: Annotated[str | None, typer.Option(help="Only this workspa
             _fail(e.code, e.message)
     if fmt == "json":
         _echo_json(report)
-    elif report["ok"]:
-        typer.echo(f"verify: {plural(report['invoices'], 'invoice')} of {plural(report['workspaces'], 'workspace')} "
+    elif not report["differences"]:  # a workspace not verified is named below
+        verified = report["workspaces"] - len(report["unverified"])
+        typer.echo(f"verify: {plural(report['invoices'], 'invoice')} of {plural(verified, 'workspace')} "
                    "recomputed, all as recorded")
     for found in report["differences"]:
         first, last = found["decided_by_versions"]
         lines = [f"{found['invoice_id']} ({found['workspace']}, versions {first}-{last}) differs:"]
         lines += [f"  {p['field']}: recorded {p['recorded']}, recomputed {p['recomputed']}" for p in found["problems"]]
         typer.echo("\n".join(lines), err=fmt == "json")
+    for ws, error in report["unverified"].items():
+        typer.echo(f"{ws}: not verified: {error['message']} [{error['code']}]", err=True)
     if not report["ok"]:
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 CODES = {
@@ -95,17 +96,40 @@ def about_the_workspace(error: BaseException) -> bool:
                                               and type(error).__module__ == "builtins")
 
 
-class AdvanceIncomplete(LedgerError):
-    """Some workspaces' due items could not be recorded; every other workspace's were (`done`),
-    so one workspace's failure never stops renewals for the rest. `failed`: workspace -> error."""
+def each_workspace(workspaces: Iterable[str], step: Callable[[str], Any]) -> tuple[dict[str, Any], dict[str, Exception]]:
+    """`step` on every workspace, passing over one whose error is about it alone (a history
+    broken by hand, a refusal): what each step returned, and workspace -> error. Any other
+    error (the database's) stops the walk, as every workspace would meet it."""
+    done: dict[str, Any] = {}
+    failed: dict[str, Exception] = {}
+    for ws in workspaces:
+        try:
+            done[ws] = step(ws)
+        except DECISION_ERRORS as e:
+            if not about_the_workspace(e):
+                raise
+            failed[ws] = e
+    return done, failed
 
-    def __init__(self, done: dict[str, list[Any]], failed: dict[str, BaseException]) -> None:
+
+def failure(error: BaseException) -> dict[str, str]:
+    """An error as a refusal is reported: a bug's class and message as an internal error."""
+    return error.as_dict() if isinstance(error, LedgerError) else \
+        {"code": "internal_error", "message": f"{type(error).__name__}: {error}"}
+
+
+class AdvanceIncomplete(LedgerError):
+    """Some workspaces' due items (or pending payments) could not be recorded; every other
+    workspace's were (`done`), so one workspace's failure never stops renewals for the rest.
+    `failed`: workspace -> error."""
+
+    def __init__(self, done: dict[str, list[Any]], failed: dict[str, BaseException],
+                 rest: str = "every other workspace was advanced") -> None:
         self.done, self.failed = done, failed
         (first_ws, first), more = next(iter(self.failures().items())), len(failed) - 1
         others = f" (and {more} more workspace{'s' if more > 1 else ''})" if more else ""
-        super().__init__(first["code"], f"{first_ws}: {first['message']}{others}: every other workspace was advanced")
+        super().__init__(first["code"], f"{first_ws}: {first['message']}{others}: {rest}")
 
     def failures(self) -> dict[str, dict[str, str]]:
         """Each failed workspace's error as a refusal is reported."""
-        return {ws: e.as_dict() if isinstance(e, LedgerError) else
-                {"code": "internal_error", "message": f"{type(e).__name__}: {e}"} for ws, e in self.failed.items()}
+        return {ws: failure(e) for ws, e in self.failed.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
@@ -22,7 +22,7 @@ from domain import rules
 from domain.catalog import Catalog, builtin_catalogs
 from domain.commands import SYSTEM, Actor, Command, check_reason, check_workspace_id
 from domain.clock import Clock, SystemClock, TestClock  # noqa: F401 (TestClock: re-exported)
-from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError, about_the_workspace
+from domain.errors import DECISION_ERRORS, AdvanceIncomplete, LedgerError, about_the_workspace, each_workspace
 from domain.group_commit import GroupCommit
 from domain.loading import Loading, project
 from domain.payments import ChargeResult, NoPayments, PaymentGateway
@@ -42,6 +42,11 @@ SNAPSHOTS_TOPIC = "SUBLEDGER_SNAPSHOTS_TOPIC"
 and checks each snapshot against its digest), as APPLICATION_RECORDER_TOPIC names the recorder:
 every Ledger made from the environment (commands, read-model runners, partition workers) loads
 snapshots through it."""
+
+
+UNREADABLE_DUE = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""The due index's instant for a workspace whose history fails to load when the index is first
+built: due at every round, so `advance` names it until it is mended (version 0: its next save wins)."""
 
 
 def due_instant(sub: Subscription) -> datetime | None:
@@ -294,17 +299,9 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         named at the end (AdvanceIncomplete): it never stops the others' renewals. A clock of
         another kind than the ledger's is refused even when nothing is due (clock_conflict)."""
         self.check_clock()
-        done, failed = {}, {}
-        for workspace_id in self.due_workspaces():
-            try:
-                events = self.advance_workspace(workspace_id, behind_waits=True)
-            except DECISION_ERRORS as e:
-                if not about_the_workspace(e):
-                    raise
-                failed[workspace_id] = e
-                continue
-            if events:
-                done[workspace_id] = events
+        done, failed = each_workspace(self.due_workspaces(),
+                                      lambda ws: self.advance_workspace(ws, behind_waits=True))
+        done = {ws: events for ws, events in done.items() if events}
         if failed:
             raise AdvanceIncomplete(done, failed) from next(iter(failed.values()))
         return done
@@ -316,7 +313,13 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
             return self.workspaces()
         if not self.recorder.due_index_complete():
             for workspace_id in self.workspaces():
-                sub = self.get(workspace_id)
+                try:
+                    sub = self.get(workspace_id)
+                except DECISION_ERRORS as e:  # a history broken by hand: due at once, so each round names it
+                    if not about_the_workspace(e):
+                        raise
+                    self.recorder.record_due({workspace_uuid(workspace_id): (workspace_id, 0, UNREADABLE_DUE)})
+                    continue
                 if sub is not None:
                     self.recorder.record_due({sub.id: (workspace_id, sub.version, due_instant(sub))})
             self.recorder.mark_due_index_complete()
@@ -327,12 +330,15 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
         pending charge's outcome and record it (`subledger payments resolve`). Without a
         workspace, the due index lists the ones to visit: a pending charge makes its workspace
         due at once (`due_instant`), so none is missed and idle workspaces are not loaded."""
-        found = {}
-        for ws in [workspace_id] if workspace_id else self.due_workspaces():
-            events = self.advance_workspace(ws)
-            if events:
-                found[ws] = events
-        return found
+        if workspace_id:
+            events = self.advance_workspace(workspace_id)
+            return {workspace_id: events} if events else {}
+        done, failed = each_workspace(self.due_workspaces(), self.advance_workspace)
+        done = {ws: events for ws, events in done.items() if events}
+        if failed:
+            raise AdvanceIncomplete(done, failed, "every other workspace's pending charges were resolved") \
+                from next(iter(failed.values()))
+        return done
 
     # ------------------------------------------------------------- catching up
 

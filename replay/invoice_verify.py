@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain.errors import each_workspace, failure
 from domain.ledger import Ledger
 from domain.subscription import Subscription
 from replay.history import Catalogs, Outcomes, Run, check_known, deciding_runs, runs
@@ -95,15 +96,15 @@ def _check_run(replayer: Replayer, state: Subscription | None, run: Run, recorde
 
 
 def verify_invoices(ledger: Ledger, workspace: str | None = None) -> dict[str, Any]:
-    """The report: `ok`, how many invoices of how many workspaces were checked, the findings."""
+    """The report: `ok`, how many invoices of how many workspaces were checked, the findings, and
+    each workspace whose history could not be read (`unverified`: a broken event chain) while
+    the others were checked."""
     catalogs = Catalogs(ledger)
     if workspace is not None:
         check_known(ledger, workspace)
     chosen = [workspace] if workspace else ledger.workspaces()
-    checked, findings = 0, []
-    for ws in chosen:
-        n, found = verify_workspace(ledger, ws, catalogs)
-        checked += n
-        findings += found
-    return {"ok": not findings, "workspaces": len(chosen), "invoices": checked,
-            "differences": [f.as_dict() for f in findings]}
+    done, failed = each_workspace(chosen, lambda ws: verify_workspace(ledger, ws, catalogs))
+    findings = [f for _, found in done.values() for f in found]
+    return {"ok": not findings and not failed, "workspaces": len(chosen),
+            "invoices": sum(n for n, _ in done.values()), "differences": [f.as_dict() for f in findings],
+            "unverified": {ws: failure(e) for ws, e in failed.items()}}

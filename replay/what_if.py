@@ -234,7 +234,12 @@ def what_if(ledger: Ledger, pricing: Pricing, workspaces: list[str] | None = Non
                 raise LedgerError("invalid_request", f"{ws}: {reason}")
             skipped.append({"workspace": ws, "reason": reason})
             continue
-        out.append(workspace_what_if(ledger, ws, pricing, recorded))
+        try:
+            out.append(workspace_what_if(ledger, ws, pricing, recorded))
+        except LedgerError as e:  # a history broken by hand (event_chain_broken): the others are compared
+            if named or e.code != "event_chain_broken":
+                raise
+            skipped.append({"workspace": ws, "reason": f"its history cannot be read: {e.message} [{e.code}]"})
     every = [i for w in out for i in w["invoices"]]
     return {"catalog": f"{pricing.catalog.id}@{pricing.catalog.version}" if pricing.catalog else "as recorded",
             "policy": pricing.policy, "from": iso(pricing.start), "to": iso(pricing.end),

@@ -58,6 +58,19 @@ def test_reconcile_lists_money_stripe_moved_that_the_ledger_never_recorded_and_e
     assert "1 difference: " in result.stdout
 
 
+def test_a_payment_deleted_from_the_events_by_hand_is_money_stripe_moved_that_the_ledger_lost(db: str) -> None:
+    """The workspace's history no longer folds (event_chain_broken): reconcile stopped there, the
+    one time it matters. Its facts are compared as they stand."""
+    from tests.test_tamper_evidence import StoredEvents
+    assert cli(db, "set-members", "rec1", "--members", "2").exit_code == 0
+    stored = StoredEvents(db)
+    stored.delete("rec1", stored.version_of("rec1", "PaymentSucceeded"))
+    stored.engine.dispose()
+    result = cli(db, "stripe", "reconcile")
+    assert result.exit_code == 1, result.output
+    assert "rec1 in_rec1_0001: missing_in_ledger: Stripe collected 19.00 USD" in result.stdout
+
+
 @pytest.mark.parametrize(("count", "said"), [(0, "no differences"), (1, "1 difference"), (10, "10 differences")])
 def test_reconcile_counts_its_differences_in_words(count: int, said: str) -> None:
     """Ten differences read "1no differences": the count was made by replacing "0 differences"."""

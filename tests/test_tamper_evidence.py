@@ -196,7 +196,7 @@ def test_an_event_deleted_in_the_middle_is_named(book: Any, db_url: str, stored:
 
 
 @pytest.mark.parametrize("command", [["show", "acme"], ["invoices", "acme"], ["payments", "pending"],
-                                     ["replay", "verify"], ["advance"]])
+                                     ["replay", "verify"]])
 def test_an_event_deleted_by_hand_is_refused_by_every_read_naming_the_workspace(
         book: Any, db_url: str, stored: StoredEvents, command: list[str]) -> None:
     """Folding a stream with a gap raised the library's bare OriginatorVersionError: `internal_error`,
