@@ -47,7 +47,7 @@ def test_payments_pending_lists_the_other_workspaces_charges_and_names_the_broke
     result = cli(db_url, "payments", "pending")
     assert result.exit_code == 1, result.output
     assert "cold: in_cold_0001 19.00 USD" in result.stdout and "waiting for the customer" in result.stdout
-    assert f"acme: not listed: the stored events of acme go from version" in result.stderr
+    assert "acme: not listed: the stored events of acme go from version" in result.stderr
     assert BROKEN in result.stderr
     out = json.loads(cli(db_url, "--json", "payments", "pending").stdout)
     assert (out["ok"], [r["workspace"] for r in out["pending"]]) == (False, ["cold"])
