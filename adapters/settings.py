@@ -91,6 +91,7 @@ def eventsourcing_env(url: str) -> dict[str, str]:
     env = store_env(url)
     env["APPLICATION_RECORDER_TOPIC"] = CHAINED_RECORDERS[env["PERSISTENCE_MODULE"]]
     env["SUBLEDGER_SNAPSHOTS_TOPIC"] = "adapters.snapshots:PrunedSnapshots"
+    env["MAPPER_TOPIC"] = "domain.topics:LedgerMapper"
     env.update(cache_env(os.environ.get(AGGREGATE_CACHE)))
     env.update(cipher_env(os.environ.get(CIPHER_KEY_VAR)))
     return env

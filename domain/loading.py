@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.application import AggregateNotFoundError
 
 from domain.commands import check_workspace_id
+from domain.errors import DECISION_ERRORS, LedgerError
 from domain.subscription import Subscription, workspace_uuid
+from domain.topics import UnknownTopic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -50,6 +52,7 @@ class Loading:
     snapshots taken from the aggregate in hand."""
 
     if TYPE_CHECKING:
+        recorder: Any
         repository: Repository[Any]
         events: EventStore[Any]
         snapshots: EventStore[Any] | None
@@ -65,21 +68,39 @@ class Loading:
         up to that instant)."""
         check_workspace_id(workspace_id)
         oid = workspace_uuid(workspace_id)
-        sub = self._cached(oid)
-        if sub is None:
-            try:
-                sub = self.repository.get(oid, projector_func=project)
-            except AggregateNotFoundError:
-                return None
-        if self.repository.cache is not None:  # even after a miss: another thread may have cached an older copy
-            newer = list(self.events.get(oid, gt=sub.version))
-            if newer:
-                sub = project(sub, newer)
-                self.remember(sub)
+        try:
+            sub = self._cached(oid)
+            if sub is None:
+                try:
+                    sub = self.repository.get(oid, projector_func=project)
+                except AggregateNotFoundError:
+                    return None
+            if self.repository.cache is not None:  # even after a miss: another thread may have cached an older copy
+                newer = list(self.events.get(oid, gt=sub.version))
+                if newer:
+                    sub = project(sub, newer)
+                    self.remember(sub)
+        except DECISION_ERRORS as e:
+            if isinstance(e, LedgerError) and not isinstance(e, UnknownTopic):
+                raise
+            raise self.history_error(workspace_id, e) from e
         if at is None or sub.modified_on <= at:
             return sub
         version = max((e.originator_version for e in self.workspace_events(workspace_id) if e.timestamp <= at), default=0)
         return self.repository.get(oid, version=version, projector_func=project) if version else None
+
+    def history_error(self, workspace_id: str, error: Exception) -> Exception:
+        """A workspace that fails to load: when its stored events fail their hash chain (an
+        event's topic or payload changed by hand, so it no longer reads as the class it names),
+        event_chain_broken naming where; else the error itself, a bug. Walked only on failure."""
+        verify_chain = getattr(self.recorder, "verify_chain", None)
+        report = verify_chain(workspace_uuid(workspace_id)) if callable(verify_chain) else None
+        first = getattr(report, "first", None)
+        if first is None:
+            return error
+        return LedgerError("event_chain_broken", f"the stored events of {workspace_id} fail their hash chain at "
+                           f"version {first.version} ({first.problem}): they were changed by hand. Run "
+                           "`subledger audit verify`")
 
     def load_for_decision(self, workspace_id: str, *, fresh: bool = False) -> tuple[Subscription | None, bool]:
         """The workspace to decide a command on, and whether it is as the store holds it: unless

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoding, find_id_convertor
-from eventsourcing.utils import resolve_topic
 
+from domain.topics import resolve_event_topic
 from projections.partition_keys import Partition
 
 Row = tuple[int, Any, int, str, bytes]
@@ -84,7 +84,7 @@ class Decoder:
         key = (topic, type(originator_id))
         found = self.classes.get(key)
         if found is None:
-            cls = resolve_topic(topic)
+            cls = resolve_event_topic(topic)
             found = self.classes[key] = (cls, getattr(cls, "class_version", 1),
                                          find_id_convertor(cls, type(originator_id)))
         cls, class_version, convert = found
