@@ -60,6 +60,10 @@ SQLITE_TEXT = [
 ]
 
 
+MISSING_CHAIN = re.compile(r'(?:no such table: |relation ")([\w."]*_chain(?:_meta)?)\b"?(?: does not exist)?')
+"""SQLite's and PostgreSQL's words for a table of the event chain that is not there."""
+
+
 def causes(error: BaseException) -> Iterator[BaseException]:
     """The error and what caused it, outermost first (SQLAlchemy keeps the driver's in .orig)."""
     seen: set[int] = set()
@@ -105,6 +109,11 @@ def explain(error: BaseException, env: Mapping[str, str] | None = None) -> Ledge
             detail = _first_line(cause)
             redundant = not detail or detail.lower() in found.lower()
             return LedgerError("unavailable", f"{where(env)}: {found}" + ("" if redundant else f" ({detail})"))
+    chain = next((m for c in causes(error) if (m := MISSING_CHAIN.search(str(c)))), None)
+    if chain:
+        return LedgerError("event_chain_broken", f"{where(env)}: its event chain table {chain.group(1)} is missing, "
+                           "dropped by hand: an edit of the events made since cannot be told. Restore the chain "
+                           "tables from a backup (docs/audit.md)")
     undecodable = [c for c in causes(error) if isinstance(c, _loaded("eventsourcing.persistence",
                                                                        "MapperDeserialisationError"))]
     if undecodable:

@@ -53,16 +53,47 @@ methods_table = Table(
 )
 
 
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+"""Sent in thousandths, and only in multiples of ten: Stripe's payment partners take no last
+digit (5.124 KWD cannot be charged; 5.120 can)."""
+
+
+class NotChargeable(ValueError):
+    """An amount the currency's minor units hold that Stripe does not charge (19.125 KWD)."""
+
+
+def exponent(currency: str) -> int:
+    """How many decimal places Stripe's integer amounts of `currency` stand for."""
+    code = currency.upper()
+    return 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
+
+
 def minor_units(amount: Decimal, currency: str) -> int:
-    """Stripe's integer amount: cents, or units for a zero-decimal currency; never rounded."""
-    units = amount if currency.upper() in ZERO_DECIMAL else amount * 100
+    """Stripe's integer amount: cents, units of a zero-decimal currency, thousandths of a
+    three-decimal one; never rounded."""
+    units = amount.scaleb(exponent(currency)) if amount.is_finite() else amount
     if not amount.is_finite() or amount <= 0 or units != units.to_integral_value():
         raise ValueError(f"{amount} {currency} is not a positive whole number of the currency's minor units")
+    if currency.upper() in THREE_DECIMAL and int(units) % 10:
+        raise NotChargeable(f"Stripe charges {currency.upper()} only in multiples of 0.010: {amount} "
+                            f"{currency.upper()} cannot be charged")
     return int(units)
 
 
 def from_minor_units(units: int, currency: str) -> Decimal:
-    return Decimal(units) if currency.upper() in ZERO_DECIMAL else (Decimal(units) / 100).quantize(Decimal("0.01"))
+    places = exponent(currency)
+    return Decimal(units).scaleb(-places).quantize(Decimal(1).scaleb(-places))
+
+
+def not_chargeable(request: ChargeRequest) -> ChargeResult | None:
+    """A decline, before anything is sent, for an amount Stripe does not charge: no money moves,
+    and the change that asked for it does not apply (R12), where the charge stayed pending and
+    every later command on the workspace failed."""
+    try:
+        minor_units(request.amount, request.currency)
+    except NotChargeable as e:
+        return ChargeResult("declined", decline_code="amount_not_chargeable", message=str(e))
+    return None
 
 
 def invoice_of(idempotency_key: str) -> str:
@@ -116,12 +147,16 @@ class StripeGateway:
     # ---------------------------------------------------------------- the port
 
     def submit(self, request: ChargeRequest) -> str | None:
+        if not_chargeable(request):
+            return None
         method = self._payment_method(request)
         if isinstance(method, ChargeResult):
             return None
         return self._create(request, method)["id"]
 
     def charge(self, request: ChargeRequest, reference: str | None = None) -> ChargeResult:
+        if (refused := not_chargeable(request)) is not None:
+            return refused
         amount = minor_units(request.amount, request.currency)
         if reference is None:
             method = self._payment_method(request)

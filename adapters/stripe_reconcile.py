@@ -21,7 +21,14 @@ from adapters.stripe_gateway import StripeGateway, customers_table, from_minor_u
 from domain.clock import loaded
 from domain.ledger import Ledger
 
-FINAL_AT_STRIPE = {"succeeded", "canceled"}
+def failed_at_stripe(intent: dict[str, Any]) -> str | None:
+    """How a PaymentIntent ended without taking money: canceled, or its card declined (Stripe
+    leaves it `requires_payment_method` with the decline as `last_payment_error`)."""
+    if intent["status"] == "canceled":
+        return "canceled"
+    if intent["status"] == "requires_payment_method" and intent.get("last_payment_error"):
+        return "declined"
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,6 @@ def _workspace(ledger: Ledger, ws: str, intents: list[dict[str, Any]], report: R
         if reference not in by_id:
             differ("missing_at_stripe", invoice_id, "the ledger recorded this PaymentIntent; Stripe does not have it",
                    reference)
-        elif reference in pending and by_id[reference]["status"] in FINAL_AT_STRIPE - {"succeeded"}:
-            differ("unsettled", invoice_id, f"pending in the ledger, {by_id[reference]['status']} at Stripe: "
+        elif reference in pending and (failed := failed_at_stripe(by_id[reference])):
+            differ("unsettled", invoice_id, f"pending in the ledger, {failed} at Stripe: "
                    "`payments resolve` records it", reference)

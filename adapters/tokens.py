@@ -77,9 +77,11 @@ class TokenStore:
         if role not in ROLES:
             raise LedgerError("invalid_request", f"unknown role {role[:40]!r}: use one of {', '.join(ROLES)}")
         if role in WORKSPACE_ROLES and workspace_id is None:
-            raise LedgerError("invalid_request", f"a token with role {role} belongs to one workspace: give --workspace")
+            raise LedgerError("invalid_request", f"a token with role {role} belongs to one workspace: "
+                              "name it (`--workspace`, or `workspace` in the request's body)")
         if role not in WORKSPACE_ROLES and workspace_id is not None:
-            raise LedgerError("invalid_request", f"a token with role {role} is not bound to a workspace: drop --workspace")
+            raise LedgerError("invalid_request", f"a token with role {role} is not bound to a workspace: "
+                              "name none (no `--workspace`, no `workspace` in the request's body)")
         if workspace_id is not None:
             check_new_workspace_id(workspace_id)  # a reserved id names no workspace the API serves
         if label is not None and (len(label) > 200 or unprintable(label)):

@@ -150,9 +150,14 @@ def check_url(url: str) -> str:
     return str(parsed)
 
 
+METADATA_SERVICES = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
+"""Cloud metadata services outside the link-local ranges: AWS's over IPv6, Alibaba Cloud's."""
+
+
 def link_local(host: str) -> bool:
-    """A literal link-local or unspecified address, in any of the forms a URL may write one
-    (dotted, one integer, hex, IPv4 mapped into IPv6, a trailing dot). Names are not resolved."""
+    """A literal link-local or unspecified address, or a cloud metadata service's, in any of the
+    forms a URL may write one (dotted, one integer, hex, IPv4 mapped into IPv6, a trailing dot).
+    Names are not resolved."""
     text = host.strip("[]").rstrip(".")
     try:
         address: Any = ipaddress.ip_address(int(text, 0) if text[:2].lower() == "0x" or text.isdigit() else text)
@@ -162,7 +167,7 @@ def link_local(host: str) -> bool:
         except OSError:
             return False
     address = getattr(address, "ipv4_mapped", None) or address
-    return address.is_link_local or address.is_unspecified
+    return address.is_link_local or address.is_unspecified or address in METADATA_SERVICES
 
 
 def new_secret() -> str:

@@ -326,7 +326,7 @@ def load_catalog(name_or_path: str | Path) -> Catalog:
             raw = f.read(MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:
             raise CatalogError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB: not a catalog")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte order mark, as Windows editors write, is not content
     except FileNotFoundError:
         raise CatalogError(f"{path}: no such file, and not a built-in catalog ({', '.join(BUILT_IN)})") from None
     except OSError as e:

@@ -128,7 +128,8 @@ GIGABYTES = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 def gigabytes(value: Any) -> Any:
     """A size in GB as written, kept in one canonical form ("100.0", 100.0 and 100 are all 100):
     text, an integer, or a JSON number read as the shortest decimal that is that number (12.5,
-    never 12.5000000000000001); an exponent or a sign is refused."""
+    never 12.5000000000000001); an exponent written in text, or a sign, is refused (a JSON
+    number is the number it stands for however it is written: 1e2 is 100)."""
     if isinstance(value, Decimal):  # from a recorded fact (replay)
         return Decimal(format(value.normalize(), "f")) if value.is_finite() else value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -138,7 +139,8 @@ def gigabytes(value: Any) -> Any:
     else:
         text = value.strip() if isinstance(value, str) else str(value)
     if not GIGABYTES.fullmatch(ascii_number(text)):
-        written = repr(value) if isinstance(value, float) else text  # 1e+300, not the 301 digits it stands for
+        # as sent (0.0000001, not 1e-07), unless it is long: 1e+300, not the 301 digits it stands for
+        written = repr(value) if isinstance(value, float) and len(text) > 24 else text
         shown = repr(written) if len(written) <= 24 else f"{written[:20]!r}... ({len(written)} characters)"
         raise ValueError(f"{shown} is not a number of GB: up to 9 digits 0-9, with an optional fraction of up "
                          "to 6, e.g. 2.5")

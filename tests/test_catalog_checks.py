@@ -171,6 +171,17 @@ def test_a_table_header_nested_a_thousand_deep_is_refused_not_an_internal_error(
     assert code == 2 and "nested too deeply" in err and "invalid_catalog" in err
 
 
+def test_a_catalog_saved_with_a_byte_order_mark_loads_as_the_same_catalog(tmp_path: Path) -> None:
+    """Windows editors start a UTF-8 file with a byte order mark: it was refused as 'Invalid
+    statement (line 1, col 1)'. It is not content: the catalog and its content hash are the same."""
+    plain, marked = tmp_path / "plain.toml", tmp_path / "marked.toml"
+    plain.write_text(catalog_text(), "utf-8")
+    marked.write_text(catalog_text(), "utf-8-sig")
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_catalog(marked).content_hash == load_catalog(plain).content_hash
+    assert check(tmp_path, "\ufeff" + catalog_text())[0] == 0
+
+
 def test_a_catalog_as_deep_as_its_tiers_still_loads() -> None:
     tiers = ('[[plans]]\nid = "ops"\nname = "Ops"\nrank = 1\nkind = "paid"\nstorage_gb = 1\n'
              '[[plans.tiers]]\noperations = 1000\ninterval = "month"\nprice = "10.00"\n')

@@ -282,6 +282,19 @@ def test_a_number_of_thousands_of_digits_is_refused_in_plain_words(api: Api) -> 
     assert api.head() == head
 
 
+def test_a_json_body_giving_a_key_twice_is_refused_and_records_nothing(api: Api) -> None:
+    """{"members": 2, "members": 7} recorded 7: a proxy or validator reading the first value passed
+    a request other than the one the ledger recorded."""
+    api.on_pro()
+    head = api.head()
+    r = api.client.post("/v1/workspaces/acme/set-members", content=b'{"members": 2, "members": 7}',
+                        headers={"Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_request")
+    assert r.json()["detail"] == ("the body cannot be taken as JSON: the key 'members' is given twice in one object: "
+                                  "send each key once")
+    assert api.head() == head
+
+
 def test_a_key_whose_payment_was_completed_a_day_later_replays_and_never_charges_again(api: Api) -> None:
     """A 402 awaiting 3-D Secure stores no answer; the customer completes it 22 hours later, and
     the client retries 25 hours after its first try. The key is kept 24 hours from the command's

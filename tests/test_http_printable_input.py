@@ -48,7 +48,8 @@ def test_a_token_label_is_one_line_of_printable_text(api: Api, label: str) -> No
                                  "http://2852039166/", "http://0xa9fea9fe/", "http://169.254.169.254./",
                                  "http://[::ffff:169.254.169.254]/", "http://0/", "http://169.254.43518/",
                                  "http://0xa9.0xfe.0xa9.0xfe/", "http://169.0xfe.169.254/", "http://169.16689662/",
-                                 "http://0.0:8080/", "http://0251.0376.0251.0376/",
+                                 "http://0.0:8080/", "http://0251.0376.0251.0376/", "http://[fd00:ec2::254]/",
+                                 "http://[fd00:ec2:0::254]/latest/meta-data", "http://100.100.100.200/",
                                  "https://exa mple.com/", "https://example.com/\u0000"])
 def test_a_webhook_target_is_a_plain_url_never_a_metadata_service(api: Api, url: str) -> None:
     response = api.client.post("/v1/webhooks", json={"url": url, "events": ["*"]}, headers=auth(api))

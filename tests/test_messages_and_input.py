@@ -198,9 +198,10 @@ def test_storage_sent_as_a_number_it_cannot_be_is_refused(sent: object) -> None:
 
 
 @pytest.mark.parametrize(("sent", "shown"), [(1e300, "'1e+300'"), ("9" * 30, "'99999999999999999999'... (30 characters)"),
-                                             ("1234567890", "'1234567890'")])
+                                             ("1234567890", "'1234567890'"), (0.0000001, "'0.0000001'")])
 def test_storage_too_big_is_refused_as_written_with_the_limits_it_breaks(sent: object, shown: str) -> None:
-    """1e300 was echoed as the first 20 of its 301 digits, and 30 digits as 20: numbers the user never wrote."""
+    """1e300 was echoed as the first 20 of its 301 digits, 30 digits as 20, and 0.0000001 as 1e-07:
+    numbers the user never wrote."""
     with pytest.raises(LedgerError) as refused:
         parse_command("report-storage", {"gb": sent})
     assert f"{shown} is not a number of GB: up to 9 digits 0-9, with an optional fraction of up to 6" in \

@@ -42,6 +42,7 @@ def db(stripe_env: LocalStripe, tmp_path: Path) -> str:  # noqa: F811
 def test_reconcile_finds_no_difference_after_a_payment_and_a_decline(db: str) -> None:
     result = cli(db, "stripe", "reconcile", "--json")
     report = json.loads(result.stdout)
+    assert "differences" in report, result.output
     assert (result.exit_code, report["differences"]) == (0, [])
     assert report["checked"] == {"payments": 1, "payment_intents": 2}
 
@@ -69,6 +70,27 @@ def test_a_payment_deleted_from_the_events_by_hand_is_money_stripe_moved_that_th
     result = cli(db, "stripe", "reconcile")
     assert result.exit_code == 1, result.output
     assert "rec1 in_rec1_0001: missing_in_ledger: Stripe collected 19.00 USD" in result.stdout
+
+
+def test_a_charge_declined_at_stripe_but_pending_in_the_ledger_is_unsettled(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process died after Stripe declined the card, before the decline was recorded: Stripe
+    leaves the PaymentIntent `requires_payment_method`, which reconcile took for still open."""
+    charge = StripeGateway.charge
+
+    def dies_after(self: StripeGateway, *args: Any, **kwargs: Any) -> Any:
+        charge(self, *args, **kwargs)
+        raise KeyboardInterrupt  # the process is gone before it records the outcome
+
+    assert cli(db, "add-payment-method", "rec1", "--payment-method", "pm_card_chargeDeclined").exit_code == 0
+    monkeypatch.setattr(StripeGateway, "charge", dies_after)
+    cli(db, "change-plan", "rec1", "--plan", "team")
+    monkeypatch.setattr(StripeGateway, "charge", charge)
+    result = cli(db, "stripe", "reconcile", "--json", "--workspace", "rec1")
+    report = json.loads(result.stdout)
+    assert "differences" in report, result.output
+    assert [(d["kind"], d["detail"].split(":")[0]) for d in report["differences"]] == [
+        ("unsettled", "pending in the ledger, declined at Stripe")]
 
 
 @pytest.mark.parametrize(("count", "said"), [(0, "no differences"), (1, "1 difference"), (10, "10 differences")])

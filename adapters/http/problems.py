@@ -78,6 +78,9 @@ def unavailable(error: BaseException) -> LedgerError | None:
 
 
 def not_valid_json(why: str | None, at: object) -> str:
+    """`at` None: the JSON parsed, but is refused as a whole (a key given twice, a huge number)."""
+    if at is None:
+        return f"the body cannot be taken as JSON: {why}"
     return f"the body is not valid JSON: {why or 'malformed'} at character {at}"
 
 
@@ -91,7 +94,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def bad_input(request: Request, error: RequestValidationError) -> JSONResponse:
         if (broken := malformed(request)) is not None:
-            return problem("invalid_request", not_valid_json(broken.msg, broken.pos), instance=request.url.path)
+            return problem("invalid_request", not_valid_json(broken.msg, broken.pos if broken.doc else None),
+                           instance=request.url.path)
         parts = []
         for err in error.errors():
             loc = tuple(err.get("loc", ()))
