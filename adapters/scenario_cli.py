@@ -13,14 +13,21 @@ from typing import Annotated
 
 import typer
 
-from adapters.cli_output import OUTPUT, JsonFlag, use_json
+from adapters.cli_output import OUTPUT, JsonFlag, fail, use_json
 
 scenario_app = typer.Typer(help="Run scenario files (docs/scenarios.md).", no_args_is_help=True)
 
 
-def _db() -> str | None:
-    from adapters.cli import _opts  # the shared --db/--catalog options live there
-    return _opts().db
+def _db(given: str | None = None) -> str | None:
+    """The database given (the option, else --db), checked as every command checks it: one that
+    cannot be used as written is bad input (exit 2). None: a throwaway database."""
+    from adapters import cli  # the shared --db/--catalog options live there
+    from adapters.settings import eventsourcing_env
+    db = given or cli._opts().db
+    if db:
+        with cli._bad_options():
+            eventsourcing_env(db)
+    return db
 
 
 @scenario_app.command("run")
@@ -29,8 +36,12 @@ def scenario_run(
     db: Annotated[str | None, typer.Option(help="Database URL (default: a fresh throwaway SQLite).")] = None,
 ) -> None:
     """Run a scenario: one JSON line per step; exit 0 if every expect holds, 1 if one fails, 2 if invalid."""
-    from adapters.scenario import run_scenario
-    _, code = run_scenario(file, db or _db(), on_step=lambda out: typer.echo(json.dumps(out)))
+    from adapters.scenario import ScenarioInvalid, load_scenario, run_scenario
+    try:  # refused as every command refuses: {"ok": false, "error": ...} under --json
+        load_scenario(file)
+    except ScenarioInvalid as e:
+        fail("invalid_request", f"{file}: invalid scenario: {e}")
+    _, code = run_scenario(file, _db(db), on_step=lambda out: typer.echo(json.dumps(out)))
     raise typer.Exit(code)
 
 
@@ -40,4 +51,4 @@ def demo(db: Annotated[str | None, typer.Option(help="Database URL, best empty (
     use_json(json_output)
     from adapters.demo import run_demo
 
-    raise typer.Exit(run_demo(db or _db(), as_json=OUTPUT.json))
+    raise typer.Exit(run_demo(_db(db), as_json=OUTPUT.json))

@@ -15,9 +15,15 @@ from domain.text import one_line
 tokens_app = typer.Typer(help="API tokens for `subledger serve`: create, list, revoke.", no_args_is_help=True)
 
 
-def _database() -> str | None:
-    from adapters.cli import _opts  # the shared --db/--catalog options live there
-    return _opts().db
+def _database() -> str:
+    """The --db URL (else $SUBLEDGER_DB, else the default), checked as every other command
+    checks it: one that cannot be used as written is bad input (exit 2), not an internal error."""
+    from adapters import cli  # the shared --db/--catalog options live there
+    from adapters.settings import database_url, eventsourcing_env
+    with cli._bad_options():
+        url = database_url(cli._opts().db)
+        eventsourcing_env(url)
+    return url
 
 
 def serve(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -28,8 +34,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to listen on.")] = "12
 
     from adapters.cli import _opts
     opts = _opts()
-    if opts.db:
-        os.environ["SUBLEDGER_DB"] = opts.db
+    os.environ["SUBLEDGER_DB"] = _database()
     os.environ["SUBLEDGER_CATALOG"] = str(opts.catalog)
     uvicorn.run("adapters.http.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")
@@ -44,7 +49,7 @@ def create(role: Annotated[str, typer.Option(help="admin, billing_admin, member,
     """Make a token and print it once: only its hash is kept."""
     from adapters.tokens import TokenStore
     use_json(json_output)
-    store = TokenStore(_database() or _default_db())
+    store = TokenStore(_database())
     try:
         principal, token = store.create(role, workspace, label)
     finally:
@@ -63,7 +68,7 @@ def list_tokens(json_output: JsonFlag = False) -> None:
     """Every token's id, role, workspace and state (never the secret)."""
     from adapters.tokens import TokenStore
     use_json(json_output)
-    store = TokenStore(_database() or _default_db())
+    store = TokenStore(_database())
     try:
         rows = store.list()
     finally:
@@ -84,7 +89,7 @@ def revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tok_...
     """Revoke a token: every later request with it is refused (401)."""
     from adapters.tokens import TokenStore
     use_json(json_output)
-    store = TokenStore(_database() or _default_db())
+    store = TokenStore(_database())
     try:
         store.revoke(token_id)
     finally:
@@ -93,8 +98,3 @@ def revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tok_...
         print_json({"ok": True, "revoked": token_id})
     else:
         typer.echo(f"revoked {token_id}")
-
-
-def _default_db() -> str:
-    from adapters.settings import database_url
-    return database_url()
