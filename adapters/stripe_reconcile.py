@@ -17,18 +17,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-from adapters.stripe_gateway import StripeGateway, customers_table, from_minor_units
+from adapters.stripe_gateway import StripeGateway, customers_table, from_minor_units, result_of
 from domain.clock import loaded
 from domain.ledger import Ledger
+from domain.payments import GatewayUnavailable
+
 
 def failed_at_stripe(intent: dict[str, Any]) -> str | None:
-    """How a PaymentIntent ended without taking money: canceled, or its card declined (Stripe
-    leaves it `requires_payment_method` with the decline as `last_payment_error`)."""
-    if intent["status"] == "canceled":
-        return "canceled"
-    if intent["status"] == "requires_payment_method" and intent.get("last_payment_error"):
-        return "declined"
-    return None
+    """How a PaymentIntent ended without taking money, as the gateway reads it: `canceled`, or
+    `declined` (Stripe leaves it `requires_payment_method` with the decline as `last_payment_error`)."""
+    try:
+        outcome = result_of(intent).outcome
+    except GatewayUnavailable:  # no outcome yet
+        return None
+    return outcome if outcome in ("canceled", "declined") else None
 
 
 @dataclass(frozen=True)
