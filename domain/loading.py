@@ -21,6 +21,7 @@ A mixin of the Ledger application; it relies on the Ledger's `repository` and `e
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from domain.subscription import Subscription, workspace_uuid
 from domain.topics import UnknownTopic
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from uuid import UUID
 
     from eventsourcing.application import ProcessingEvent, Repository
@@ -68,7 +69,7 @@ class Loading:
         up to that instant)."""
         check_workspace_id(workspace_id)
         oid = workspace_uuid(workspace_id)
-        try:
+        with self.reading_history(workspace_id):
             sub = self._cached(oid)
             if sub is None:
                 try:
@@ -80,16 +81,23 @@ class Loading:
                 if newer:
                     sub = project(sub, newer)
                     self.remember(sub)
-        except DECISION_ERRORS as e:
-            if isinstance(e, LedgerError) and not isinstance(e, UnknownTopic):
-                raise
-            raise self.history_error(workspace_id, e) from e
         if at is None or sub.modified_on <= at:
             return sub
         version = max((e.originator_version for e in self.workspace_events(workspace_id) if e.timestamp <= at), default=0)
         return self.repository.get(oid, version=version, projector_func=project) if version else None
 
-    def history_error(self, workspace_id: str, error: Exception) -> Exception:
+    @contextmanager
+    def reading_history(self, workspace_id: str) -> Iterator[None]:
+        """Folding the workspace's stored events: a failure other than a refusal is named by
+        `_history_error` (a topic naming none of the ledger's classes included)."""
+        try:
+            yield
+        except DECISION_ERRORS as e:
+            if isinstance(e, LedgerError) and not isinstance(e, UnknownTopic):
+                raise
+            raise self._history_error(workspace_id, e) from e
+
+    def _history_error(self, workspace_id: str, error: Exception) -> Exception:
         """A workspace that fails to load: when its stored events fail their hash chain (an
         event's topic or payload changed by hand, so it no longer reads as the class it names),
         event_chain_broken naming where; else the error itself, a bug. Walked only on failure."""

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.errors import DECISION_ERRORS, LedgerError, each_workspace, failure
+from domain.errors import each_workspace, failure
 from domain.ledger import Ledger
 from domain.subscription import Subscription
 from replay.history import Catalogs, Outcomes, Run, check_known, deciding_runs, runs
@@ -104,12 +104,8 @@ def verify_invoices(ledger: Ledger, workspace: str | None = None) -> dict[str, A
         check_known(ledger, workspace)
     chosen = [workspace] if workspace else ledger.workspaces()
     def verified(ws: str) -> tuple[int, list[Finding]]:
-        try:
+        with ledger.reading_history(ws):  # an event changed by hand to read as another class: named as such
             return verify_workspace(ledger, ws, catalogs)
-        except DECISION_ERRORS as e:  # an event changed by hand to read as another class: named as such
-            if isinstance(e, LedgerError):
-                raise
-            raise ledger.history_error(ws, e) from e
 
     done, failed = each_workspace(chosen, verified)
     findings = [f for _, found in done.values() for f in found]
