@@ -124,6 +124,15 @@ def open_ledger() -> Iterator[Ledger]:
         ledger.close()
 
 
+def checked_db(url: str) -> str:
+    """A database URL checked as opening a ledger checks it, for commands that hand it on
+    (`serve`, `tokens`, `demo`, `scenario run`): one that cannot be used as written exits 2."""
+    from adapters.settings import eventsourcing_env
+    with _bad_options():
+        eventsourcing_env(url)
+    return url
+
+
 @contextmanager
 def _bad_options() -> Iterator[None]:
     """A bad --catalog or --db exits 2."""

@@ -22,12 +22,8 @@ def _db(given: str | None = None) -> str | None:
     """The database given (the option, else --db), checked as every command checks it: one that
     cannot be used as written is bad input (exit 2). None: a throwaway database."""
     from adapters import cli  # the shared --db/--catalog options live there
-    from adapters.settings import eventsourcing_env
     db = given or cli._opts().db
-    if db:
-        with cli._bad_options():
-            eventsourcing_env(db)
-    return db
+    return cli.checked_db(db) if db else None
 
 
 @scenario_app.command("run")

@@ -19,11 +19,8 @@ def _database() -> str:
     """The --db URL (else $SUBLEDGER_DB, else the default), checked as every other command
     checks it: one that cannot be used as written is bad input (exit 2), not an internal error."""
     from adapters import cli  # the shared --db/--catalog options live there
-    from adapters.settings import database_url, eventsourcing_env
-    with cli._bad_options():
-        url = database_url(cli._opts().db)
-        eventsourcing_env(url)
-    return url
+    from adapters.settings import database_url
+    return cli.checked_db(database_url(cli._opts().db))
 
 
 def serve(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
