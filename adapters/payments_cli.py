@@ -45,11 +45,12 @@ def pending(workspace: Workspace = None, json_output: JsonFlag = False) -> None:
     if OUTPUT.json:
         typer.echo(json.dumps({"ok": not failed, "pending": rows,
                                "failed": {ws: failure(e) for ws, e in failed.items()}}))
-    elif not rows and not failed:
-        typer.echo("no pending charges")
-    for r in rows if not OUTPUT.json else ():
-        typer.echo(f"{r['workspace']}: {r['invoice_id']} {r['amount']} {r['currency']} ({r['purpose']}), "
-                   f"key {r['charge_key']}, waiting for the {r['waiting_for']}")
+    else:
+        if not rows and not failed:
+            typer.echo("no pending charges")
+        for r in rows:
+            typer.echo(f"{r['workspace']}: {r['invoice_id']} {r['amount']} {r['currency']} ({r['purpose']}), "
+                       f"key {r['charge_key']}, waiting for the {r['waiting_for']}")
     if code := passed_over(failed, "not listed"):
         raise typer.Exit(code)
 
