@@ -38,6 +38,7 @@ CODES = {
     "clock_conflict": "",
     "payments_conflict": "",
     "event_chain_broken": "",
+    "read_models_damaged": "",
     "unauthenticated": "",
     "forbidden": "R1",
     "quote_stale": "R25",
@@ -52,7 +53,8 @@ workspace) come from the HTTP adapter. `unavailable`: the database cannot be rea
 reached a read's `min_position` in time (retry); `position_ahead`: the `min_position` is beyond the
 ledger's last recorded position (no write returned it). `catalog_mismatch`: a fact names a catalog
 the ledger does not hold, or records another content for it (replay refuses to price with it).
-`internal_error`: a bug, reported without a traceback."""
+`read_models_damaged`: a read model holds rows past the position it recorded (its tracking row
+rewound or removed by hand); `project rebuild` mends it. `internal_error`: a bug, reported without a traceback."""
 
 
 class LedgerError(Exception):

@@ -9,17 +9,20 @@ one per partition of the workspaces (projections/partitions.py).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.projection import ProjectionRunner
 from eventsourcing.utils import Environment, strtobool
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from sqlalchemy.engine import Engine
+from psycopg import IntegrityError as PgIntegrityError
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -351,6 +354,7 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
     if not projections:
         return taken
     fold = fold or Fold(source)
+    conflicted = False
     while True:
         try:
             _catch_up(source, projections, batch, taken, progress, stop, fold, partition)
@@ -360,6 +364,30 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
                 raise
             for family, count in partitions.finish(source, projections, batch, fold).items():
                 taken[family] += count
+        except Exception as e:
+            if not row_conflict(e):
+                raise
+            if conflicted:  # twice from the positions as committed: not a race, rows past them
+                raise damaged() from e
+            conflicted = True
+
+
+ROW_CONFLICTS = (IntegrityError, SqlIntegrityError, PgIntegrityError, sqlite3.IntegrityError)
+"""A unique key violated, as the library, SQLAlchemy and each driver (read models written by COPY) say it."""
+
+
+def row_conflict(error: BaseException | None) -> bool:
+    while error is not None and not isinstance(error, ROW_CONFLICTS):
+        error = error.__cause__ or error.__context__
+    return error is not None
+
+
+def damaged() -> LedgerError:
+    """A read model's rows already hold an event it has not recorded taking: its tracking row
+    was rewound or removed by hand. Only a rebuild (new tables, from the events) mends that."""
+    return LedgerError("read_models_damaged", "a read model already holds rows for events past the position it "
+                       "recorded (its tracking row was rewound or removed by hand), so it cannot take them "
+                       "again. Run `subledger project rebuild` to build the read models afresh from the events")
 
 
 def _catch_up(source: Ledger, projections: list[ReadModel], batch: int, taken: dict[str, int],

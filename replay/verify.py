@@ -20,6 +20,7 @@ from uuid import UUID
 from eventsourcing.persistence import MapperDeserialisationError
 from sqlalchemy.engine import Connection
 
+from domain.errors import LedgerError
 from domain.ledger import Ledger
 from domain.subscription import Subscription, workspace_uuid
 from projections import audit_trail
@@ -181,6 +182,8 @@ def why_unreadable(error: Exception) -> str:
     if cause is not None:
         return ("it does not decode: written encrypted, it needs the key it was written with in "
                 "$SUBLEDGER_CIPHER_KEY (docs/audit.md); if that key was given, the row was altered")
+    if isinstance(error, LedgerError):
+        return f"{error.message} [{error.code}]"
     return f"{type(error).__name__}: {error}"
 
 

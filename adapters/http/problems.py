@@ -31,7 +31,7 @@ STATUS = {
     "not_subscribed": 409, "already_subscribed": 409, "no_open_invoice": 409, "no_pending_payment": 409,
     "payment_failed": 402, "payment_action_required": 402, "payment_method_required": 402,
     "plan_locked": 423,
-    "unavailable": 503, "event_chain_broken": 503,
+    "unavailable": 503, "event_chain_broken": 503, "read_models_damaged": 503,
     "read_models_behind": 503,
     "internal_error": 500,
 }
