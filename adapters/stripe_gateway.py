@@ -205,13 +205,13 @@ class StripeGateway:
         """The PaymentIntents this ledger made (of `customers` only, when given), listed per
         customer; localstripe rejects `customer=` (and has no search), so there every
         PaymentIntent is listed and filtered."""
-        every = {"limit": 100}
+        every = {"limit": 100, "expand": ["data.latest_charge"]}  # its refunds and disputes (reconcile)
         if customers is None:
             pages = [self._call(lambda: self.client.v1.payment_intents.list(every))]  # type: ignore[arg-type]
         else:
             try:
                 pages = [self._call(lambda c=c: self.client.v1.payment_intents.list(  # type: ignore[misc]
-                    {"limit": 100, "customer": c})) for c in customers]
+                    {**every, "customer": c})) for c in customers]
             except stripe.InvalidRequestError:
                 pages = [self._call(lambda: self.client.v1.payment_intents.list(every))]  # type: ignore[arg-type]
         wanted = None if customers is None else set(customers)

@@ -5,7 +5,8 @@ PaymentSucceeded of each invoice, the PaymentIntent ids recorded by ChargeSubmit
 charges still pending. Stripe's side is the PaymentIntents of the customers this ledger made,
 listed per customer (on localstripe, which rejects `customer=`, all listed and filtered). A difference is anything that is not one succeeded
 PaymentIntent per paid invoice, of the same amount and currency, and nothing else that moved
-money. An unrecorded PaymentIntent that was never confirmed (a crash between creating it and
+money. A refund or dispute at Stripe of a recorded payment is a difference too (`taken_back`): the ledger
+records neither, so it still counts the invoice as paid in full. An unrecorded PaymentIntent that was never confirmed (a crash between creating it and
 recording its id) moved no money: it is listed as an orphan, not a difference.
 """
 
@@ -33,9 +34,24 @@ def failed_at_stripe(intent: dict[str, Any]) -> str | None:
     return outcome if outcome in ("canceled", "declined") else None
 
 
+def taken_back(intent: dict[str, Any]) -> str | None:
+    """What happened at Stripe after a PaymentIntent succeeded that the ledger does not record:
+    a refund (part or all of it) or a dispute of its charge (the list expands `latest_charge`)."""
+    charge = intent.get("latest_charge")
+    if not isinstance(charge, dict):
+        return None
+    collected = f"{from_minor_units(charge.get('amount') or intent['amount'], intent['currency'])} {intent['currency'].upper()}"
+    if charge.get("amount_refunded"):
+        refunded = from_minor_units(charge["amount_refunded"], intent["currency"])
+        return f"Stripe refunded {refunded} {intent['currency'].upper()} of the {collected} it collected"
+    if charge.get("disputed"):
+        return f"the customer disputed the {collected} Stripe collected"
+    return None
+
+
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # missing_at_stripe, missing_in_ledger, amount_mismatch, double_charge, unsettled
+    kind: str  # missing_at_stripe, missing_in_ledger, amount_mismatch, double_charge, unsettled, taken_back
     workspace: str
     invoice_id: str
     detail: str
@@ -99,6 +115,10 @@ def _workspace(ledger: Ledger, ws: str, intents: list[dict[str, Any]], report: R
                 differ("amount_mismatch", invoice_id, f"the ledger recorded {payment.amount} {cur}, Stripe "
                        f"collected {amount} {pi['currency'].upper()}", pi["id"])
     for invoice_id, found in succeeded.items():
+        for pi in found:
+            if invoice_id in paid and (what := taken_back(pi)):
+                differ("taken_back", invoice_id, f"{what}; the ledger records the invoice as paid in full and "
+                       "records no refunds or disputes", pi["id"])
         if len(found) > 1:
             differ("double_charge", invoice_id, f"{len(found)} succeeded PaymentIntents for one invoice",
                    ", ".join(pi["id"] for pi in found))

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from adapters.cli import app
-from adapters.stripe_gateway import StripeGateway
+from adapters.stripe_gateway import StripeGateway, customers_table
 from domain.payments import ChargeRequest
 from tests.stripe_fixtures import API_KEY, LocalStripe, localstripe, stripe_env  # noqa: F401
 
@@ -91,6 +92,29 @@ def test_a_charge_declined_at_stripe_but_pending_in_the_ledger_is_unsettled(
     assert "differences" in report, result.output
     assert [(d["kind"], d["detail"].split(":")[0]) for d in report["differences"]] == [
         ("unsettled", "pending in the ledger, declined at Stripe")]
+
+
+def test_a_payment_refunded_at_stripe_is_money_taken_back_that_the_ledger_counts_as_paid(
+        db: str, localstripe: LocalStripe) -> None:  # noqa: F811
+    """A refund made in Stripe's dashboard: reconcile found nothing, the ledger still says paid in full."""
+    gateway = StripeGateway(db, API_KEY, localstripe.url)
+    mine = gateway.tables.run(lambda conn: [r[0] for r in conn.execute(select(customers_table.c.customer_id))])
+    (paid,) = [pi for pi in gateway.payment_intents(mine) if pi["status"] == "succeeded"]
+    gateway.client.v1.refunds.create({"payment_intent": paid["id"], "amount": 500})
+    gateway.close()
+    result = cli(db, "stripe", "reconcile", "--workspace", "rec1")
+    assert result.exit_code == 1, result.output
+    assert ("rec1 in_rec1_0001: taken_back: Stripe refunded 5.00 USD of the 19.00 USD it collected; the ledger "
+            "records the invoice as paid in full and records no refunds or disputes") in result.stdout
+
+
+def test_a_payment_disputed_at_stripe_is_money_taken_back() -> None:
+    """localstripe opens no disputes: the charge as Stripe's API gives it, expanded on the PaymentIntent."""
+    from adapters.stripe_reconcile import taken_back
+    intent = {"amount": 1900, "currency": "usd",
+              "latest_charge": {"amount": 1900, "amount_refunded": 0, "disputed": True}}
+    assert taken_back(intent) == "the customer disputed the 19.00 USD Stripe collected"
+    assert taken_back({**intent, "latest_charge": {"amount": 1900, "amount_refunded": 0, "disputed": False}}) is None
 
 
 @pytest.mark.parametrize(("count", "said"), [(0, "no differences"), (1, "1 difference"), (10, "10 differences")])
