@@ -105,15 +105,16 @@ OUTBOX = "rm_notice_outbox"
 
 
 RENDERED = {"DowngradeNoticeDue": 2, "TrialStarted": 3, "TrialExpired": 3, "PaymentFailed": 4,
-            "WorkspaceSuspended": 2, "WorkspaceReactivated": 2}
+            "WorkspaceSuspended": 2, "WorkspaceReactivated": 3}
 """The class version of each event a notice is born of, as of Notices.version: a notice's detail
 holds every field of its event, so a field an upcaster adds gives rebuilt notices another shape
-than the live ones. Bump Notices.version with this table (3: PaymentFailed v4's `retries`)."""
+than the live ones. Bump Notices.version with this table (3: PaymentFailed v4's `retries`; 4: WorkspaceReactivated
+v3's `status`)."""
 
 
 class Notices(ReadModel):
     family = "notices"
-    version = 3
+    version = 4
     tables = ("notices",)
 
     @classmethod

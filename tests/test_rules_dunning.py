@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from typer.testing import CliRunner
 
 from adapters.cli import app
@@ -357,3 +358,53 @@ def test_advance_on_a_pinned_clock_before_a_workspace_s_last_fact_names_what_it_
         assert after.sub("ws").version == head  # nothing recorded before its last fact
     finally:
         after.close()
+
+
+def suspended_with_a_cancellation_scheduled(book, catalog="workspace"):
+    """The May 1 renewal declined (past due), the customer cancels (for Jun 1), the retries fail: suspended."""
+    b = declined_at_renewal(book, catalog)
+    b.at("2026-05-01T12:00:00")
+    assert b.do("ws", "cancel").ok
+    b.at("2026-05-08T00:00:00")
+    assert b.sub("ws").status == "suspended"
+    return b
+
+
+def test_R19_keeping_the_plan_does_not_lift_a_suspension_the_open_invoice_holds(book):
+    """"Keep current plan" while suspended read `past_due`, and locked features came back unpaid."""
+    b = suspended_with_a_cancellation_scheduled(book)
+    assert b.do("ws", "cancel-change").ok
+    s = state(b, "ws")
+    assert (s["status"], s["scheduled_change"]) == ("suspended", None) and s["open_invoices"]
+    assert "ai_assistant" not in s["features"]
+    refused(b, "ws", "workspace_suspended", "consume-ai-credits", credits=10)
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice").ok
+    assert state(b, "ws")["status"] == "active"
+    assert b.do("ws", "consume-ai-credits", credits=10).ok
+
+
+def test_R8_paying_a_suspended_workspace_keeps_its_scheduled_cancellation_in_its_status(book):
+    """Paid up, it read `active` while it was still to be cancelled at the period end."""
+    b = suspended_with_a_cancellation_scheduled(book, "forms")
+    assert b.do("ws", "add-payment-method", payment_method=VISA).ok
+    assert b.do("ws", "pay-invoice").ok
+    s = state(b, "ws")
+    assert (s["status"], s["scheduled_change"]["kind"]) == ("cancel_scheduled", "cancel")
+    assert b.do("ws", "cancel-change").ok
+    assert state(b, "ws")["status"] == "active"
+
+
+def test_R19_a_withdrawn_cancellation_recorded_by_older_code_still_reads_as_it_did(book):
+    """Facts are never re-read under new rules: a CancellationCancelled of v2 (no `status`) still
+    leaves the workspace past due, as that code recorded it; only facts recorded from v3 on decide it."""
+    b = suspended_with_a_cancellation_scheduled(book)
+    (current,) = [e for e in b.preview("ws", "cancel-change").events if type(e).__name__ == "CancellationCancelled"]
+    assert current.status == "suspended"
+    stored = b.ledger.mapper.to_stored_event(current)
+    old = json.loads(stored.state)
+    assert old.pop("class_version") == 3 and old.pop("status") == "suspended"
+    b.ledger.recorder.insert_events([StoredEvent(originator_id=stored.originator_id, topic=stored.topic,
+                                                 originator_version=current.originator_version,
+                                                 state=json.dumps({**old, "class_version": 2}).encode())])
+    assert (b.sub("ws").status, b.sub("ws").scheduled) == ("past_due", None)

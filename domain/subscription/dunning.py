@@ -91,4 +91,6 @@ def after_payment(sub: Subscription, meta: dict[str, Any], at: datetime) -> None
     if sub.status != "suspended" or sub.open_invoices():
         return
     restart = at if sub.interval and (sub.period_end is None or sub.period_end <= at) else None
-    sub.trigger_event(WorkspaceReactivated, **meta, restart_at=restart)
+    cancelling = bool(sub.scheduled and sub.scheduled["kind"] == "cancel")
+    sub.trigger_event(WorkspaceReactivated, **meta, restart_at=restart,
+                      status="cancel_scheduled" if cancelling else "active")

@@ -232,10 +232,21 @@ class CancellationScheduled(Event):
         sub.status = "cancel_scheduled"
 
 class CancellationCancelled(Event):
+    """A scheduled cancellation withdrawn ("keep current plan", R17, or a change that replaces
+    it). `status`: the workspace's status after it, as decided; v3 added it, since a v2 fact set
+    `past_due` or `active` even over dunning's suspension (R8, R19), and an older fact still does."""
+
+    class_version = 3
+    status: str | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["status"] = None
+
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
         sub.scheduled = None
-        sub.status = "past_due" if sub.open_invoices() else "active"
+        sub.status = self.status or ("past_due" if sub.open_invoices() else "active")
 
 class SubscriptionCanceled(Event):
     plan: str | None
@@ -265,13 +276,21 @@ class WorkspaceSuspended(Event):
 class WorkspaceReactivated(Event):
     """Every open invoice of a suspended workspace is paid: it is active again. `restart_at`: the
     period ran out while suspended, so a new one is anchored there (the scheduler renews it). One
-    recorded on a free plan (before dunning.after_payment knew it has no period) anchors nothing."""
+    recorded on a free plan (before dunning.after_payment knew it has no period) anchors nothing.
+    `status`: `cancel_scheduled` when a cancellation is still scheduled, else `active`; v3 added
+    it, since a v2 fact read `active` over a scheduled cancellation, and an older fact still does."""
 
+    class_version = 3
     restart_at: datetime | None
+    status: str | None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["status"] = None
 
     def apply(self, sub: Subscription) -> None:
         super().apply(sub)
-        sub.status = "active"
+        sub.status = self.status or "active"
         if self.restart_at is not None and sub.interval:
             sub.anchor = sub.period_end = self.restart_at
 

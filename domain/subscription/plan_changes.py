@@ -199,7 +199,7 @@ def cancel_change(sub: Subscription, cmd: CancelChange, ctx: Context) -> None:
     if not sub.scheduled:
         raise LedgerError("no_scheduled_change", "there is no scheduled change to cancel")
     if sub.scheduled["kind"] == "cancel":
-        sub.trigger(CancellationCancelled, ctx)
+        sub.trigger(CancellationCancelled, ctx, status=standing_without_cancellation(sub))
     else:
         sub.trigger(DowngradeCancelled, ctx, plan=sub.scheduled["plan"])
 
@@ -240,11 +240,19 @@ def set_contract(sub: Subscription, cmd: SetContract, ctx: Context) -> None:
     sub.trigger(ContractSet, ctx, contract=cmd.contract)
 
 
+def standing_without_cancellation(sub: Subscription) -> str:
+    """The status once a scheduled cancellation is withdrawn: dunning's suspension stands until
+    every open invoice is paid (R8, R19); else an unpaid invoice keeps it past due."""
+    if sub.status == "suspended":
+        return "suspended"
+    return "past_due" if sub.open_invoices() else "active"
+
+
 def supersede_schedule(sub: Subscription, ctx: Context) -> None:
     if sub.scheduled and sub.scheduled["kind"] == "downgrade":
         sub.trigger(DowngradeCancelled, ctx, plan=sub.scheduled["plan"])
     elif sub.scheduled and sub.scheduled["kind"] == "cancel":
-        sub.trigger(CancellationCancelled, ctx)
+        sub.trigger(CancellationCancelled, ctx, status=standing_without_cancellation(sub))
 
 
 def set_plan(sub: Subscription, event_class: type[PlanSet], ctx: Context, plan: Plan, tier: Tier | None,
