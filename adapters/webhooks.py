@@ -120,7 +120,7 @@ def parse_event_types(text: str) -> list[str]:
     if wanted == [ALL_EVENTS]:
         return wanted
     if not wanted or ALL_EVENTS in wanted:
-        raise LedgerError("invalid_request", "--events takes '*' alone or a comma-separated list of event types")
+        raise LedgerError("invalid_request", "the events to send are '*' alone or a list of event types")
     known = event_type_names()
     unknown = [t for t in wanted if t not in known]
     if unknown:
@@ -156,7 +156,7 @@ METADATA_SERVICES = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.
 
 def link_local(host: str) -> bool:
     """A literal link-local or unspecified address, or a cloud metadata service's, in any of the
-    forms a URL may write one (dotted, one integer, hex, IPv4 mapped into IPv6, a trailing dot).
+    forms a URL may write one (dotted, one integer, hex, IPv4 within IPv6, a trailing dot).
     Names are not resolved."""
     text = host.strip("[]").rstrip(".")
     try:
@@ -166,8 +166,21 @@ def link_local(host: str) -> bool:
             address = ipaddress.IPv4Address(socket.inet_aton(text))
         except OSError:
             return False
-    address = getattr(address, "ipv4_mapped", None) or address
+    address = embedded_ipv4(address) or address
     return address.is_link_local or address.is_unspecified or address in METADATA_SERVICES
+
+
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: Any) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries and reaches: mapped (::ffff:a.b.c.d), 6to4 (2002:ab:cd::)
+    or through a NAT64 gateway (64:ff9b::a.b.c.d)."""
+    if address.version == 4:
+        return None
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour
 
 
 def new_secret() -> str:

@@ -242,6 +242,9 @@ def test_what_if_compares_invoice_by_invoice_and_takes_only_built_in_catalogs(ap
     assert "in_acme_0002 2026-04-11 upgrade changed 20.00 36.33 16.33" in found
     assert client.get("/console/workspaces/acme/what-if?catalog=/etc/passwd").status_code == 400
     assert client.get("/console/workspaces/acme/what-if?proration=hourly").status_code == 400
+    beyond = client.get("/console/workspaces/acme/what-if?downgrade_notice_days=61")
+    assert beyond.status_code == 400
+    assert "downgrade_notice_days: " in text_of(beyond.text) and "--policy" not in beyond.text
 
 
 def test_the_workspace_page_shows_the_timeline_chain_status_and_balances(app: Any) -> None:
@@ -392,3 +395,25 @@ def test_every_route_name_is_unique_so_console_links_reach_console_pages(app: An
     flatten = getattr(routing, "iter_route_contexts", None)
     names = [r.name for r in (flatten(app.routes) if flatten else app.routes) if getattr(r, "name", None)]
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+def test_search_shows_the_amount_due_to_the_currency_s_own_minor_unit(tmp_path: Any) -> None:
+    """A KWD invoice of 19.125 read 19.12 in the search's Due column (two places, half to even)."""
+    from pathlib import Path
+    from tests.conftest import Book
+    forms = (Path(__file__).parent.parent / "domain/catalogs/forms.toml").read_text()
+    catalog = tmp_path / "kwd.toml"
+    catalog.write_text(forms.replace('id = "forms"', 'id = "forms-kwd"').replace('currency = "USD"', 'currency = "KWD"')
+                       .replace('month = "19.00"', 'month = "19.125"'))
+    url = f"sqlite:///{tmp_path}/kwd.db"
+    b = Book(url, str(catalog), "2026-04-01T00:00:00")
+    assert b.do("k1", "add-payment-method", payment_method="pm_card_visa").ok
+    assert b.do("k1", "subscribe", plan="pro", interval="month").ok
+    assert b.do("k1", "add-payment-method", payment_method="pm_card_chargeDeclined").ok
+    b.at("2026-05-01T01:00:00")
+    b.close()
+    app = create_app(url, catalog=str(catalog), clock=TestClock(utc("2026-05-01T01:00:00")))
+    with TestClient(app) as c:
+        headers = {"Authorization": f"Bearer {app.state.tokens.create('support')[1]}"}
+        assert c.get("/v1/workspaces/k1", headers=headers).json()["open_invoices"][0]["amount_due"] == "19.125"
+        assert re.findall(r'data-label="Due">(.*?)</td>', c.get("/console/?q=k1", headers=headers).text) == ["19.125"]

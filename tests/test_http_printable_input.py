@@ -50,8 +50,16 @@ def test_a_token_label_is_one_line_of_printable_text(api: Api, label: str) -> No
                                  "http://0xa9.0xfe.0xa9.0xfe/", "http://169.0xfe.169.254/", "http://169.16689662/",
                                  "http://0.0:8080/", "http://0251.0376.0251.0376/", "http://[fd00:ec2::254]/",
                                  "http://[fd00:ec2:0::254]/latest/meta-data", "http://100.100.100.200/",
+                                 "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/",
                                  "https://exa mple.com/", "https://example.com/\u0000"])
 def test_a_webhook_target_is_a_plain_url_never_a_metadata_service(api: Api, url: str) -> None:
     response = api.client.post("/v1/webhooks", json={"url": url, "events": ["*"]}, headers=auth(api))
     assert (response.status_code, response.json()["code"]) == (400, "invalid_request"), response.text
     assert api.client.get("/v1/webhooks", headers=auth(api)).json()["data"] == []
+
+
+def test_a_webhook_s_event_types_are_refused_in_words_an_api_caller_gives(api: Api) -> None:
+    """The refusal named the command line's `--events` flag to an HTTP caller."""
+    response = api.client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/x", "events": [""]}, headers=auth(api))
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_request")
+    assert response.json()["detail"] == "the events to send are '*' alone or a list of event types"

@@ -72,7 +72,8 @@ def search(conn: Connection, caller: Principal, query: str) -> list[dict[str, An
     for text in conn.execute(statement).scalars():
         state = json.loads(text)
         due = sum((Decimal(i["amount_due"]) for i in state["open_invoices"]), Decimal(0))
-        found.append({**state, "amount_due": f"{due:.2f}"})
+        minor_unit = Decimal(state["billing_credit"])  # written to the currency's minor unit: its places
+        found.append({**state, "amount_due": str(due.quantize(minor_unit))})
     return found
 
 

@@ -5,6 +5,8 @@ own fields, turned into replay/what_if.py's Pricing. Only built-in catalog names
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +56,19 @@ def pricing_of(catalog: str | None, choices: dict[str, str], start: datetime | N
     if not catalog and not pairs:
         return None
     return Pricing(load_catalog(catalog) if catalog else None, parse_policy(pairs), start, end)
+
+
+@contextmanager
+def named_as_fields() -> Iterator[None]:
+    """Replay's refusals name the command line's `--policy` and the catalog's `policy.` block;
+    the form's fields are the policy's own names."""
+    try:
+        yield
+    except LedgerError as e:
+        message = e.message.removeprefix("--policy: ").removeprefix("policy.")
+        if message == e.message:
+            raise
+        raise LedgerError(e.code, message) from None
 
 
 def report_for(ledger: Ledger, workspace: str, pricing: Pricing) -> dict[str, Any]:
