@@ -514,6 +514,24 @@ def test_openapi_shows_the_domain_command_models(api: Api) -> None:
     assert preview["content"]["application/json"]["schema"]["$ref"].endswith("/ChangePlan")
 
 
+def test_openapi_documents_every_route_s_refusals_as_problem_json(api: Api) -> None:
+    """Reads, replay, tokens, webhooks and the test clock listed only FastAPI's own 422
+    HTTPValidationError, a shape this API never sends: bad input is 400 problem+json."""
+    spec = api.app.openapi()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            if path in ("/healthz", "/readyz"):
+                continue
+            refusals = {s: r for s, r in operation["responses"].items() if s[0] == "4"}
+            assert "400" in refusals and "4XX" in refusals, (method, path, sorted(operation["responses"]))
+            for status, response in refusals.items():
+                assert response["content"][PROBLEM]["schema"]["$ref"].endswith("/Problem"), (method, path, status)
+    support = {"Authorization": f"Bearer {api.tokens['support']}"}
+    bad = api.client.get("/v1/workspaces", params={"limit": 0}, headers=support)
+    assert str(bad.status_code) in spec["paths"]["/v1/workspaces"]["get"]["responses"]
+
+
 # ------------------------------------------------------------------ test clock
 
 

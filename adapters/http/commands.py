@@ -21,7 +21,7 @@ from adapters.feed import message
 from adapters.http import idempotency
 from adapters.http.auth import Caller, require_change
 from adapters.http.json_bodies import CallerFirst
-from adapters.http.problems import MEDIA_TYPE, problem_of
+from adapters.http.problems import documented, problem_of
 from adapters.http.quotes import PATTERN as QUOTE_PATTERN
 from adapters.http.test_clock import Following
 from adapters.tokens import Principal
@@ -46,18 +46,6 @@ SUMMARY = {
 }
 PREVIEW_ROLES = frozenset({"support"})
 """Besides the workspace's admins: roles that may preview (a read of a hypothetical change)."""
-
-
-class Problem(BaseModel):
-    """application/problem+json (RFC 9457) with the ledger's stable error code."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    rule: str | None = None
-    instance: str | None = None
 
 
 class EventOut(BaseModel):
@@ -124,13 +112,7 @@ class PreviewOut(BaseModel):
     quote: QuoteOut
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    schema = {"schema": {"$ref": "#/components/schemas/Problem"}}
-    return {s: {"model": Problem, "content": {MEDIA_TYPE: schema}, "description": "a refusal (problem+json)"}
-            for s in statuses}
-
-
-ERRORS = _problems(400, 401, 402, 403, 404, 409, 422, 423, 503)
+ERRORS = documented(400, 401, 402, 403, 404, 409, 422, 423, 503)
 WorkspacePath = Annotated[str, Path(pattern=ID, max_length=64, description="Workspace id.")]
 IdempotencyKey = idempotency.KeyHeader
 router = APIRouter(prefix="/v1/workspaces", dependencies=[Following], route_class=CallerFirst)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters import failures
@@ -37,6 +38,27 @@ STATUS = {
 }
 """Every other code is a rule refusal: 422."""
 log = logging.getLogger("subledger.http")
+
+
+class Problem(BaseModel):
+    """application/problem+json (RFC 9457) with the ledger's stable error code."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    rule: str | None = None
+    instance: str | None = None
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals a route answers, for its OpenAPI entry: each a Problem. Any other 4xx (a body
+    too large, 413) is one too, which also keeps FastAPI from listing its own 422 shape: bad input
+    is answered 400 here (`invalid_request`), never 422 HTTPValidationError."""
+    schema = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    refusal = {"model": Problem, "content": {MEDIA_TYPE: schema}, "description": "a refusal (problem+json)"}
+    return {**{s: refusal for s in statuses}, "4XX": refusal}
 
 
 def status_of(code: str) -> int:

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from adapters.http.access import BooksScope, LedgerReader, ReadableInvoice, ReadableWorkspace
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.read_side import Fresh
+from adapters.http.problems import documented
 from adapters.instants import check_window, given_instant
 from adapters.read_docs import trial_balance_document
 from domain.errors import LedgerError
@@ -27,7 +28,7 @@ from projections.runner import Projections
 from projections.store import dumps
 from projections.upcoming_invoice import upcoming_of
 
-router = APIRouter(prefix="/v1", tags=["reads"])
+router = APIRouter(prefix="/v1", tags=["reads"], responses=documented(400, 401, 403, 404, 503))
 InstantQuery = Annotated[str | None, Query(max_length=64, description="ISO-8601 instant (UTC unless an offset is "
                                                                       "given), e.g. 2026-04-01T00:00:00Z.",
                                              examples=["2026-04-15T00:00:00Z"])]

@@ -18,6 +18,7 @@ from adapters.http.access import ExplainableInvoice, ReplayableWorkspace, WhatIf
 from adapters.http.json_bodies import CallerFirst
 from adapters.http.read_side import Events
 from adapters.http.reads import InstantQuery, jsonable
+from adapters.http.problems import documented
 from adapters.instants import given_instant
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -26,7 +27,8 @@ from replay.as_of import as_of as find_as_of, document
 from replay.explain import explain as explain_invoice
 from replay.what_if import Pricing, parse_policy, what_if as reprice, write_csv
 
-router = APIRouter(prefix="/v1", tags=["replay"], route_class=CallerFirst)
+router = APIRouter(prefix="/v1", tags=["replay"], route_class=CallerFirst,
+                   responses=documented(400, 401, 403, 404, 409, 503))
 
 
 @contextmanager

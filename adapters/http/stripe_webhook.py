@@ -75,7 +75,7 @@ class SeenEvents:
 
 def webhook_router(wall_clock: Callable[[], float] = time.time, secret: str | None = None) -> APIRouter:
     """The router; `secret` defaults to $STRIPE_WEBHOOK_SECRET, read at each request."""
-    router = APIRouter(tags=["stripe"])
+    router = APIRouter(tags=["stripe"], responses=problems.documented(400, 503))
 
     @router.post("/stripe/webhook", include_in_schema=False)  # Stripe's endpoint, signed, not a client API
     async def stripe_webhook(request: Request) -> Any:

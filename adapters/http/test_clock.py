@@ -19,7 +19,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, select, update
 from adapters.http import idempotency
 from adapters.http.auth import Caller, Operator
 from adapters.http.json_bodies import CallerFirst
-from adapters.http.problems import problem_of
+from adapters.http.problems import documented, problem_of
 from adapters.instants import parse_instant
 from adapters.side_tables import SideTables, insert_if_absent
 from domain.clock import TestClock, run_until
@@ -84,7 +84,8 @@ class Advance(BaseModel):
 
 
 log = logging.getLogger("subledger.http")
-router = APIRouter(prefix="/v1/test-clock", tags=["test clock"], route_class=CallerFirst)
+router = APIRouter(prefix="/v1/test-clock", tags=["test clock"], route_class=CallerFirst,
+                   responses=documented(400, 401, 403, 409, 503))
 
 
 

@@ -14,12 +14,14 @@ from adapters.http.auth import Operator, tokens
 from adapters.http.json_bodies import CallerFirst
 from adapters.http.pages import PageQuery, paginate
 from adapters.http.reads import jsonable
+from adapters.http.problems import documented
 from adapters.tokens import ROLES, TokenStore
 
 
 Store = Annotated[TokenStore, Depends(tokens)]
 IdempotencyKey = idempotency.KeyHeader
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=CallerFirst)
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=CallerFirst,
+                   responses=documented(400, 401, 403, 404, 503))
 
 
 class NewToken(BaseModel):

@@ -17,10 +17,12 @@ from adapters.http import idempotency
 from adapters.http.auth import Operator, operator
 from adapters.http.json_bodies import CallerFirst
 from adapters.http.pages import PageQuery, paginate
+from adapters.http.problems import documented
 from adapters.webhooks import WebhookStore
 from domain.commands import check_new_workspace_id
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=CallerFirst)
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=CallerFirst,
+                   responses=documented(400, 401, 403, 404, 503))
 IdempotencyKey = idempotency.KeyHeader
 _made = threading.Lock()
 
