@@ -32,6 +32,7 @@ from typing import Any
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 PLAN_SET = {"Subscribed", "TrialStarted", "TrialConverted", "TrialExpired", "PlanUpgraded", "IntervalChanged",
             "DowngradeApplied"}
@@ -102,7 +103,12 @@ async def consume(args: argparse.Namespace, stop: asyncio.Event) -> int:
     nc = await nats.connect(args.nats, connect_timeout=5)
     js = nc.jetstream()
     subjects = f"{args.subject_prefix}.events.>" if args.subject_prefix else None
-    info = await js.stream_info(args.stream)
+    try:
+        info = await js.stream_info(args.stream)
+    except NotFoundError:
+        await nc.close()
+        print(f"error: there is no stream {args.stream!r} yet: `subledger feed publish` creates it", file=sys.stderr)
+        return 1
     sub = await js.pull_subscribe(
         subjects or info.config.subjects[0], durable=args.durable, stream=args.stream,
         config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30,

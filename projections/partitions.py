@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import Tracking
 from sqlalchemy import text
 
+from domain.errors import LedgerError
 from projections.partition_keys import Partition, parse, pending
 from projections.readmodel import Fold, ReadModel
 from projections.store import LOCK_KEY
@@ -144,8 +145,7 @@ def _wait(processes: list[Any], results: Any, progress: Callable[[int], None] | 
             try:  # a dead partition's last words may still be on their way
                 message = results.get(timeout=1.0) if dead else None
             except queue.Empty:
-                raise RuntimeError(f"projection partition {dead[0]} of {n} exited with code "
-                                   f"{processes[dead[0]].exitcode} before finishing") from None
+                raise stopped(dead[0], n, processes[dead[0]].exitcode) from None
         if message is not None:
             kind, k, *payload = message
             if kind == "progress":
@@ -288,3 +288,11 @@ def settle(chosen: Sequence[ReadModel]) -> None:
                     own = min(a for a in at if a is not None)
                     p.view.record_position(session, Tracking(app, own))
             p.view.forget_positions(session, names, own)
+
+
+def stopped(k: int, n: int, exitcode: int | None) -> LedgerError:
+    """A partition's process gone without a word (killed, out of memory): not a bug, and nothing
+    lost: its committed batches are kept, and the next run resumes from them."""
+    how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+    return LedgerError("unavailable", f"projection partition {k} of {n} stopped before finishing ({how}); what "
+                       "it projected is kept: run the command again to resume")

@@ -335,6 +335,15 @@ def ledger_view(b: Book) -> dict[str, tuple[str | None, Decimal]]:
                 for ws in b.ledger.workspaces()}
 
 
+def test_the_consumer_example_started_before_the_stream_says_so(tmp_path: Path, feed: dict[str, str]) -> None:
+    """It crashed with NATS's traceback ("stream not found"), on an example teams copy."""
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "feed_consumer.py"), "--stream", feed["stream"],
+                           "--db", str(tmp_path / "plans.sqlite")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == (f"error: there is no stream {feed['stream']!r} yet: `subledger feed publish` "
+                           "creates it\n")
+
+
 def test_a_consumer_in_another_process_builds_plans_and_payments_from_the_stream_alone(
         tmp_path: Path, feed: dict[str, str]) -> None:
     db_url = f"sqlite:///{tmp_path}/ledger.db"

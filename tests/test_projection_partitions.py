@@ -5,6 +5,7 @@ model's position, and the next run (partitioned or single) finishes the work ide
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 
 from adapters.project_cli import app as project_cli
 from adapters.settings import eventsourcing_env
+from domain.errors import LedgerError
 from projections import partitions
 from projections.partition_keys import SQL_BUCKET, Partition
 from projections.runner import ALL, Projections, catch_up
@@ -168,6 +170,35 @@ def test_a_failing_partition_moves_no_position_and_the_next_run_finishes_identic
         resumed = dump(p)
         p.rebuild(workers=1)
         assert dump(p) == resumed
+
+
+def killed_in_partition_one(*args: Any) -> None:
+    """partitions.work, except that partition 1's process is killed (kill -9) after its first batch."""
+    if args[2] == 1:
+        from projections import runner
+
+        real = runner.project_together
+
+        def dies(*a: Any, **kw: Any) -> Any:
+            real(*a, **kw)
+            os.kill(os.getpid(), signal.SIGKILL)
+        runner.project_together = dies  # type: ignore[assignment]
+    partitions.work(*args)
+
+
+@pytest.mark.postgres
+def test_a_partition_killed_is_named_as_stopped_and_the_next_run_resumes(url: str) -> None:
+    """It was reported as an internal error (a RuntimeError, exit 3 "unexpected") though nothing is lost."""
+    with fresh(url, workers=2, batch=50) as p:
+        p.partition_worker = killed_in_partition_one
+        with pytest.raises(LedgerError) as stopped:
+            p.catch_up()
+        assert stopped.value.code == "unavailable"
+        assert stopped.value.message.startswith("projection partition 1 of 2 stopped before finishing (killed by "
+                                                "signal 9); what it projected is kept: run the command again")
+        p.partition_worker = None
+        p.catch_up(workers=2)
+        assert caught_up(p) and partition_rows(p) == {f: {} for f in p.running}
 
 
 @pytest.mark.postgres
