@@ -222,6 +222,11 @@ class StripeGateway:
                                                                          or intent.get("customer") in wanted):
                     yield intent
 
+    def dispute_status(self, charge_id: str) -> str | None:
+        """The status of a disputed charge's latest dispute (None if Stripe lists none)."""
+        found = self._call(lambda: self.client.v1.disputes.list({"charge": charge_id, "limit": 1}))
+        return found.data[0].status if found.data else None
+
     def close(self) -> None:
         self.tables.close()
 

@@ -5,9 +5,11 @@ PaymentSucceeded of each invoice, the PaymentIntent ids recorded by ChargeSubmit
 charges still pending. Stripe's side is the PaymentIntents of the customers this ledger made,
 listed per customer (on localstripe, which rejects `customer=`, all listed and filtered). A difference is anything that is not one succeeded
 PaymentIntent per paid invoice, of the same amount and currency, and nothing else that moved
-money. A refund or dispute at Stripe of a recorded payment is a difference too (`taken_back`): the ledger
-records neither, so it still counts the invoice as paid in full. An unrecorded PaymentIntent that was never confirmed (a crash between creating it and
-recording its id) moved no money: it is listed as an orphan, not a difference.
+money. Refunds and disputes at Stripe that leave it holding less than a recorded payment are a
+difference too (`taken_back`): the ledger records neither, so it still counts the invoice as paid in
+full; a duplicate charge refunded in full is settled. An unrecorded PaymentIntent that was never
+confirmed (a crash between creating it and recording its id) moved no money: it is listed as an
+orphan, not a difference.
 """
 
 from __future__ import annotations
@@ -34,19 +36,30 @@ def failed_at_stripe(intent: dict[str, Any]) -> str | None:
     return outcome if outcome in ("canceled", "declined") else None
 
 
-def taken_back(intent: dict[str, Any]) -> str | None:
-    """What happened at Stripe after a PaymentIntent succeeded that the ledger does not record:
-    a refund (part or all of it) or a dispute of its charge (the list expands `latest_charge`)."""
+HELD_BY_DISPUTE = frozenset({"needs_response", "under_review", "lost"})
+"""A dispute's statuses while the card network holds the money, or once it gave it to the customer;
+an inquiry (`warning_*`) takes nothing, and a won dispute gives it back."""
+
+
+def still_held(intent: dict[str, Any]) -> tuple[Decimal, list[str]]:
+    """What Stripe still holds for the merchant of a succeeded PaymentIntent: what it collected,
+    less refunds, and nothing while a dispute holds it (the list expands `latest_charge`;
+    reconcile reads a disputed charge's `dispute_status`); and, in words, what took the rest."""
+    cur = intent["currency"]
+    held = from_minor_units(intent["amount"], cur)
     charge = intent.get("latest_charge")
     if not isinstance(charge, dict):
-        return None
-    collected = f"{from_minor_units(charge.get('amount') or intent['amount'], intent['currency'])} {intent['currency'].upper()}"
+        return held, []
+    why = []
     if charge.get("amount_refunded"):
-        refunded = from_minor_units(charge["amount_refunded"], intent["currency"])
-        return f"Stripe refunded {refunded} {intent['currency'].upper()} of the {collected} it collected"
-    if charge.get("disputed"):
-        return f"the customer disputed the {collected} Stripe collected"
-    return None
+        refunded = from_minor_units(charge["amount_refunded"], cur)
+        held -= refunded
+        why.append(f"{refunded} {cur.upper()} refunded")
+    status = intent.get("dispute_status")
+    if charge.get("disputed") and held and (status is None or status in HELD_BY_DISPUTE):
+        why.append(f"{held} {cur.upper()} disputed ({status or 'status unknown'})")
+        held = from_minor_units(0, cur)
+    return held, why
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,10 @@ def reconcile(ledger: Ledger, gateway: StripeGateway, workspace: str | None = No
         select(customers_table.c.customer_id, customers_table.c.workspace_id))]))
     workspaces = [workspace] if workspace else ledger.workspaces()
     intents = list(gateway.payment_intents([c for c, ws in customers.items() if ws in workspaces]))
+    for pi in intents:
+        charge = pi.get("latest_charge")
+        if pi["status"] == "succeeded" and isinstance(charge, dict) and charge.get("disputed"):
+            pi["dispute_status"] = gateway.dispute_status(charge["id"])
     report = Report(payment_intents=len(intents))
     for ws in workspaces:
         mine = [pi for pi in intents if customers[pi["customer"]] == ws]
@@ -114,14 +131,17 @@ def _workspace(ledger: Ledger, ws: str, intents: list[dict[str, Any]], report: R
             if amount != Decimal(payment.amount) or pi["currency"] != cur.lower():
                 differ("amount_mismatch", invoice_id, f"the ledger recorded {payment.amount} {cur}, Stripe "
                        f"collected {amount} {pi['currency'].upper()}", pi["id"])
+        held = [still_held(pi) for pi in found]
+        total = sum((h for h, _ in held), Decimal(0))
+        if total < Decimal(payment.amount) and cur.lower() == found[0]["currency"]:
+            differ("taken_back", invoice_id, f"Stripe holds {total} {cur} of the {payment.amount} {cur} the ledger "
+                   f"records as paid ({', '.join(w for _, why in held for w in why)}); the ledger records no "
+                   "refunds or disputes", ", ".join(pi["id"] for pi in found))
     for invoice_id, found in succeeded.items():
-        for pi in found:
-            if invoice_id in paid and (what := taken_back(pi)):
-                differ("taken_back", invoice_id, f"{what}; the ledger records the invoice as paid in full and "
-                       "records no refunds or disputes", pi["id"])
-        if len(found) > 1:
-            differ("double_charge", invoice_id, f"{len(found)} succeeded PaymentIntents for one invoice",
-                   ", ".join(pi["id"] for pi in found))
+        holding = [pi for pi in found if still_held(pi)[0]]  # a duplicate refunded in full is settled
+        if len(holding) > 1:
+            differ("double_charge", invoice_id, f"{len(holding)} succeeded PaymentIntents for one invoice",
+                   ", ".join(pi["id"] for pi in holding))
         if invoice_id not in paid:
             for pi in found:
                 waiting = " (pending in the ledger: `payments resolve` records it)" if pi["id"] in pending else ""

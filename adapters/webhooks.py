@@ -170,15 +170,17 @@ def link_local(host: str) -> bool:
     return address.is_link_local or address.is_unspecified or address in METADATA_SERVICES
 
 
-NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+LAST_32_BITS = [ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")]
+"""IPv6 prefixes whose last 32 bits are an IPv4 address that a translator reaches: NAT64 (well-known
+and local-use), SIIT's translated form and the old IPv4-compatible form."""
 
 
 def embedded_ipv4(address: Any) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries and reaches: mapped (::ffff:a.b.c.d), 6to4 (2002:ab:cd::)
-    or through a NAT64 gateway (64:ff9b::a.b.c.d)."""
+    """The IPv4 address an IPv6 one carries and reaches: mapped (::ffff:a.b.c.d), 6to4
+    (2002:ab:cd::) or one of LAST_32_BITS."""
     if address.version == 4:
         return None
-    if address in NAT64:
+    if any(address in prefix for prefix in LAST_32_BITS):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.ipv4_mapped or address.sixtofour
 

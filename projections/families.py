@@ -6,7 +6,7 @@ tests/test_projections.py checks that this table says the same, in projections/r
 from __future__ import annotations
 
 VERSIONS: dict[str, int] = {"plan_state": 2, "upcoming_invoice": 3, "invoices": 6, "journal": 2, "audit_trail": 3,
-                            "entitlements": 2, "notices": 3}
+                            "entitlements": 2, "notices": 4}
 """Family -> code version, in the order of projections/runner.py ALL."""
 REGISTRY = "rm_registry"
 """Which table set (tag) of each read model is live (projections/registry.py)."""

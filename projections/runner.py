@@ -16,13 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import Tracking
 from eventsourcing.projection import ProjectionRunner
 from eventsourcing.utils import Environment, strtobool
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from sqlalchemy.engine import Engine
-from psycopg import IntegrityError as PgIntegrityError
-from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -354,7 +352,7 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
     if not projections:
         return taken
     fold = fold or Fold(source)
-    conflicted = False
+    conflicted = None
     while True:
         try:
             _catch_up(source, projections, batch, taken, progress, stop, fold, partition)
@@ -367,19 +365,23 @@ def catch_up(source: Ledger, projections: list[ReadModel], batch: int, *,
         except Exception as e:
             if not row_conflict(e):
                 raise
-            if conflicted:  # twice from the positions as committed: not a race, rows past them
+            if conflicted == sum(taken.values()):  # twice at one place, from the positions as committed: not a race
                 raise damaged() from e
-            conflicted = True
-
-
-ROW_CONFLICTS = (IntegrityError, SqlIntegrityError, PgIntegrityError, sqlite3.IntegrityError)
-"""A unique key violated, as the library, SQLAlchemy and each driver (read models written by COPY) say it."""
+            conflicted = sum(taken.values())
 
 
 def row_conflict(error: BaseException | None) -> bool:
-    while error is not None and not isinstance(error, ROW_CONFLICTS):
-        error = error.__cause__ or error.__context__
-    return error is not None
+    """A unique key violated, in the driver's own words (PostgreSQL's 23505, SQLite's "UNIQUE
+    constraint failed"), under SQLAlchemy's and the library's wrappers: not any other integrity
+    error, which is a read model's bug, not rows past its position."""
+    for _ in range(8):
+        if error is None:
+            return False
+        if getattr(error, "sqlstate", None) == "23505" or (isinstance(error, sqlite3.IntegrityError)
+                                                  and str(error).startswith("UNIQUE constraint failed")):
+            return True
+        error = getattr(error, "orig", None) or error.__cause__
+    return False
 
 
 def damaged() -> LedgerError:

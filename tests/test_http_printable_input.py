@@ -51,6 +51,8 @@ def test_a_token_label_is_one_line_of_printable_text(api: Api, label: str) -> No
                                  "http://0.0:8080/", "http://0251.0376.0251.0376/", "http://[fd00:ec2::254]/",
                                  "http://[fd00:ec2:0::254]/latest/meta-data", "http://100.100.100.200/",
                                  "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/",
+                                 "http://[64:ff9b:1::a9fe:a9fe]/", "http://[::169.254.169.254]/",
+                                 "http://[::ffff:0:169.254.169.254]/",
                                  "https://exa mple.com/", "https://example.com/\u0000"])
 def test_a_webhook_target_is_a_plain_url_never_a_metadata_service(api: Api, url: str) -> None:
     response = api.client.post("/v1/webhooks", json={"url": url, "events": ["*"]}, headers=auth(api))

@@ -104,17 +104,31 @@ def test_a_payment_refunded_at_stripe_is_money_taken_back_that_the_ledger_counts
     gateway.close()
     result = cli(db, "stripe", "reconcile", "--workspace", "rec1")
     assert result.exit_code == 1, result.output
-    assert ("rec1 in_rec1_0001: taken_back: Stripe refunded 5.00 USD of the 19.00 USD it collected; the ledger "
-            "records the invoice as paid in full and records no refunds or disputes") in result.stdout
+    assert ("rec1 in_rec1_0001: taken_back: Stripe holds 14.00 USD of the 19.00 USD the ledger records as paid "
+            "(5.00 USD refunded); the ledger records no refunds or disputes") in result.stdout
 
 
-def test_a_payment_disputed_at_stripe_is_money_taken_back() -> None:
+def test_a_duplicate_charge_refunded_in_full_is_settled(db: str, localstripe: LocalStripe) -> None:  # noqa: F811
+    """Refunding the duplicate, the fix for a double charge, read as money taken back from the paid invoice."""
+    gateway = StripeGateway(db, API_KEY, localstripe.url)
+    extra = gateway.charge(ChargeRequest("rec1:in_rec1_0001:9", "rec1", "pm_card_visa", Decimal("19.00"), "USD", "x"))
+    assert extra.ok
+    assert "double_charge" in cli(db, "stripe", "reconcile", "--workspace", "rec1").stdout
+    (intent,) = [pi for pi in gateway.payment_intents() if pi["metadata"]["charge_key"] == "rec1:in_rec1_0001:9"]
+    gateway.client.v1.refunds.create({"payment_intent": intent["id"]})
+    gateway.close()
+    result = cli(db, "stripe", "reconcile", "--workspace", "rec1")
+    assert result.exit_code == 0 and "no differences" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("status", "held"), [(None, "0.00"), ("needs_response", "0.00"), ("lost", "0.00"),
+                                              ("won", "19.00"), ("warning_needs_response", "19.00")])
+def test_a_dispute_takes_the_money_back_only_while_it_holds_it(status: str | None, held: str) -> None:
     """localstripe opens no disputes: the charge as Stripe's API gives it, expanded on the PaymentIntent."""
-    from adapters.stripe_reconcile import taken_back
-    intent = {"amount": 1900, "currency": "usd",
-              "latest_charge": {"amount": 1900, "amount_refunded": 0, "disputed": True}}
-    assert taken_back(intent) == "the customer disputed the 19.00 USD Stripe collected"
-    assert taken_back({**intent, "latest_charge": {"amount": 1900, "amount_refunded": 0, "disputed": False}}) is None
+    from adapters.stripe_reconcile import still_held
+    intent = {"amount": 1900, "currency": "usd", "dispute_status": status,
+              "latest_charge": {"id": "ch_1", "amount": 1900, "amount_refunded": 0, "disputed": True}}
+    assert still_held(intent)[0] == Decimal(held)
 
 
 @pytest.mark.parametrize(("count", "said"), [(0, "no differences"), (1, "1 difference"), (10, "10 differences")])

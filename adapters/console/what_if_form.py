@@ -4,12 +4,13 @@ own fields, turned into replay/what_if.py's Pricing. Only built-in catalog names
 
 from __future__ import annotations
 
+import re
 import typing
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
+from adapters.http.problems import reworded
 from domain.catalog import BUILT_IN, Policy, load_catalog
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -58,17 +59,14 @@ def pricing_of(catalog: str | None, choices: dict[str, str], start: datetime | N
     return Pricing(load_catalog(catalog) if catalog else None, parse_policy(pairs), start, end)
 
 
-@contextmanager
-def named_as_fields() -> Iterator[None]:
+def as_fields(message: str) -> str:
     """Replay's refusals name the command line's `--policy` and the catalog's `policy.` block;
     the form's fields are the policy's own names."""
-    try:
-        yield
-    except LedgerError as e:
-        message = e.message.removeprefix("--policy: ").removeprefix("policy.")
-        if message == e.message:
-            raise
-        raise LedgerError(e.code, message) from None
+    return re.sub(r"\bpolicy\.", "", message.removeprefix("--policy: "))
+
+
+def named_as_fields() -> AbstractContextManager[None]:
+    return reworded(as_fields)
 
 
 def report_for(ledger: Ledger, workspace: str, pricing: Pricing) -> dict[str, Any]:

@@ -7,6 +7,8 @@ plan 423, any other rule refusal 422, the database down 503."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -59,6 +61,18 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     schema = {"schema": {"$ref": "#/components/schemas/Problem"}}
     refusal = {"model": Problem, "content": {MEDIA_TYPE: schema}, "description": "a refusal (problem+json)"}
     return {**{s: refusal for s in statuses}, "4XX": refusal}
+
+
+@contextmanager
+def reworded(words: Callable[[str], str]) -> Iterator[None]:
+    """A refusal's message in the words of where it is shown (replay names command-line flags)."""
+    try:
+        yield
+    except LedgerError as e:
+        message = words(e.message)
+        if message == e.message:
+            raise
+        raise LedgerError(e.code, message) from None
 
 
 def status_of(code: str) -> int:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -18,7 +17,7 @@ from adapters.http.access import ExplainableInvoice, ReplayableWorkspace, WhatIf
 from adapters.http.json_bodies import CallerFirst
 from adapters.http.read_side import Events
 from adapters.http.reads import InstantQuery, jsonable
-from adapters.http.problems import documented
+from adapters.http.problems import documented, reworded
 from adapters.instants import given_instant
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -31,16 +30,16 @@ router = APIRouter(prefix="/v1", tags=["replay"], route_class=CallerFirst,
                    responses=documented(400, 401, 403, 404, 409, 503))
 
 
-@contextmanager
-def named_as_queries() -> Iterator[None]:
+def as_query(message: str) -> str:
     """Replay's refusals name command-line flags (`--line: ...`); over HTTP they are query fields."""
-    try:
-        yield
-    except LedgerError as e:
-        if not e.message.startswith("--"):
-            raise
-        flag, sep, rest = e.message[2:].partition(":")
-        raise LedgerError(e.code, flag.replace("-", "_") + sep + rest) from None
+    if not message.startswith("--"):
+        return message
+    flag, sep, rest = message[2:].partition(":")
+    return flag.replace("-", "_") + sep + rest
+
+
+def named_as_queries() -> AbstractContextManager[None]:
+    return reworded(as_query)
 
 
 def known(ledger: Ledger, workspace: str) -> None:
