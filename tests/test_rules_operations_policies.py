@@ -322,7 +322,7 @@ def test_R8_R19_a_free_plan_reactivation_recorded_with_a_period_anchors_none(boo
 
     def as_before(sub, meta, at):  # the old rule: a restart wherever the period had ended, or was none
         if sub.status == "suspended" and not sub.open_invoices():
-            sub.trigger_event(WorkspaceReactivated, **meta, restart_at=at)
+            sub.trigger_event(WorkspaceReactivated, **meta, restart_at=at, status=None)
 
     b = suspended_on_the_free_plan(book, tmp_path)
     assert b.do("ws", "add-payment-method", payment_method=VISA).ok
