@@ -357,14 +357,16 @@ class Ledger(WriterChecks, PublishedCatalogs, Settlement, Positions, Loading, Ap
             sub = copy.deepcopy(sub)
         recorded: list[Subscription.Event] = []
         for _ in range(MAX_DUE_ROUNDS):
-            recorded += self._settle(sub, blocking_due=True)
+            settled = self._settle(sub, blocking_due=True)  # an answer may make something due: its window's end
+            recorded += settled
             ctx = self._context(sub, SYSTEM, "scheduler", "advance", None, None, None, str(uuid4()))
             sub.process_due(ctx)
             events = list(sub.pending_events)
-            if not events:
+            if not events and not settled:
                 return sub, recorded, ctx.at
-            self._save(sub, events)
-            recorded += events
+            if events:
+                self._save(sub, events)
+                recorded += events
         raise LedgerError("concurrency_conflict", "too many rounds of due items and payments: is the clock sane?")
 
     @staticmethod

@@ -328,3 +328,30 @@ def test_R12_a_charge_awaiting_3d_secure_never_waits_for_ever(book, how):
         assert b.do("ws", "pay-invoice").error.code == "payment_action_required"
     b.at("2026-06-21T00:00:00")
     assert not b.sub("ws").pending_charges
+
+
+def test_R25_a_preview_gives_up_a_3d_secure_charge_past_its_window_as_the_command_does(book):
+    """The scheduler had not run since the upgrade's 3-D Secure window ended: the preview refused
+    `payment_pending` (no lines, no quote) while the command gave the charge up, upgraded and charged."""
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=THREE_DS)
+    assert b.do("ws", "change-plan", plan="team").error.code == "payment_action_required"
+    b.do("ws", "add-payment-method", payment_method=VISA)
+    b.clock.move_to(utc("2026-04-02T06:00:00"))  # 30 hours on, no scheduler run
+    preview = b.preview("ws", "change-plan", plan="team")
+    assert preview.ok, preview.error
+    assert types_of(preview.due_events) == ["UpgradePaymentFailed"]
+    result = b.do("ws", "change-plan", plan="team")
+    assert result.ok and types_of(result.due_events) == ["UpgradePaymentFailed"]
+    assert [i.amount_due for i in preview.invoices()] == [i.amount_due for i in result.invoices()] == [D("29.00")]
+
+
+def test_R12_one_scheduler_run_gives_up_a_3d_secure_renewal_past_its_window(book):
+    """Found 9 days late by one run, the renewal's charge answered "authenticate" and was left
+    waiting, the workspace `active` and still due: only a second run gave it up."""
+    b = forms_on(book)
+    b.do("ws", "add-payment-method", payment_method=THREE_DS)
+    b.scheduler_down_until("2026-05-10T00:00:00")
+    sub = b.sub("ws")
+    assert (sub.pending_charges, sub.status) == ({}, "past_due")
+    assert b.ledger.due_workspaces() == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain import pricing
 from domain.payments import ACTION_WINDOW, CANCELED, ChargeResult
@@ -33,12 +33,16 @@ MAX_DUE_STEPS = 5000
 def process_due(sub: Subscription, ctx: Context, forecast: bool = False, *, recorded_pending: bool = False) -> None:
     """Run every item due at or before ctx.at, each at its own instant, until a charge is pending.
     A `forecast` assumes the collections it asks for are paid; `recorded_pending`: not those
-    already recorded, which wait for their outcome (a preview refuses what the command would)."""
+    already recorded, which wait for their outcome (a preview refuses what the command would),
+    unless the command would give them up first (`given_up`)."""
     recorded = set(sub.pending_charges) if recorded_pending else set()
     for _ in range(MAX_DUE_STEPS):
         if forecast:
             for invoice_id, pending in list(sub.pending_charges.items()):
                 if invoice_id in recorded:
+                    if given_up(sub, pending, ctx.at):
+                        billing.settle(sub, invoice_id, ChargeResult(CANCELED, message="abandoned"),
+                                       ctx.system(ctx.at, "forecast"))
                     continue
                 if pending["effects"]:  # a purchase is never assumed to land: what is due follows without it
                     billing.settle(sub, invoice_id, ChargeResult(CANCELED, message="forecast"),
@@ -83,6 +87,14 @@ def next_due(sub: Subscription, now: datetime | None = None) -> tuple[datetime, 
     if given_up is not None:
         candidates.append((given_up, "abandon_waiting_charge"))
     return min(candidates) if candidates else None
+
+
+def given_up(sub: Subscription, pending: dict[str, Any], at: datetime) -> bool:
+    """Whether a command at `at` gives up this recorded charge before it decides, unless the
+    customer confirmed it meanwhile (Settlement._settle, `blocking_due`): it waits for the
+    customer (3-D Secure) and an item fell due behind it, the end of its own window among them (R12)."""
+    due = sub.next_due_at()
+    return bool(pending["action_required"]) and due is not None and due <= at
 
 
 def abandoned_at(sub: Subscription) -> datetime | None:
