@@ -110,9 +110,11 @@ def _workspace(ledger: Ledger, ws: str, intents: list[dict[str, Any]], report: R
     report.payments += len(paid)
     by_id = {pi["id"]: pi for pi in intents}
     succeeded: dict[str, list[dict[str, Any]]] = {}
+    held: dict[str, tuple[Decimal, list[str]]] = {}
     for pi in intents:
         if pi["status"] == "succeeded":
             succeeded.setdefault(pi["metadata"].get("invoice_id", ""), []).append(pi)
+            held[pi["id"]] = still_held(pi)
         elif pi["id"] not in submitted:
             report.orphans.append(pi["id"])
 
@@ -131,14 +133,14 @@ def _workspace(ledger: Ledger, ws: str, intents: list[dict[str, Any]], report: R
             if amount != Decimal(payment.amount) or pi["currency"] != cur.lower():
                 differ("amount_mismatch", invoice_id, f"the ledger recorded {payment.amount} {cur}, Stripe "
                        f"collected {amount} {pi['currency'].upper()}", pi["id"])
-        held = [still_held(pi) for pi in found]
-        total = sum((h for h, _ in held), Decimal(0))
+        total = sum((held[pi["id"]][0] for pi in found), Decimal(0))
         if total < Decimal(payment.amount) and cur.lower() == found[0]["currency"]:
+            why = ", ".join(w for pi in found for w in held[pi["id"]][1])
             differ("taken_back", invoice_id, f"Stripe holds {total} {cur} of the {payment.amount} {cur} the ledger "
-                   f"records as paid ({', '.join(w for _, why in held for w in why)}); the ledger records no "
-                   "refunds or disputes", ", ".join(pi["id"] for pi in found))
+                   f"records as paid ({why}); the ledger records no refunds or disputes",
+                   ", ".join(pi["id"] for pi in found))
     for invoice_id, found in succeeded.items():
-        holding = [pi for pi in found if still_held(pi)[0]]  # a duplicate refunded in full is settled
+        holding = [pi for pi in found if held[pi["id"]][0]]  # a duplicate refunded in full is settled
         if len(holding) > 1:
             differ("double_charge", invoice_id, f"{len(holding)} succeeded PaymentIntents for one invoice",
                    ", ".join(pi["id"] for pi in holding))

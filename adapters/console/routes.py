@@ -12,7 +12,8 @@ from fastapi.responses import FileResponse, Response
 from adapters.console import reads, session
 from adapters.console.chart import step_chart
 from adapters.console.web import HERE, ledger_of, page, reading
-from adapters.console.what_if_form import named_as_fields, policy_fields, pricing_of, report_for
+from adapters.console.what_if_form import as_fields, policy_fields, pricing_of, report_for
+from adapters.http.problems import reworded
 from adapters.instants import check_window, given_instant
 from adapters.tokens import Principal
 from domain.catalog import BUILT_IN
@@ -91,7 +92,7 @@ def what_if(request: Request, workspace: str, catalog: str = "", start: str = ""
             state = reads.state_of(conn, ws)
         fields = policy_fields()
         chosen = {f["name"]: request.query_params.get(f["name"], "") for f in fields}
-        with named_as_fields():
+        with reworded(as_fields):
             pricing = pricing_of(catalog, chosen, given_instant(start, "from", blank_is_none=True),
                                  given_instant(end, "to", blank_is_none=True))
             report = report_for(ledger_of(request), ws, pricing) if pricing else None

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import re
 import typing
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from adapters.http.problems import reworded
 from domain.catalog import BUILT_IN, Policy, load_catalog
 from domain.errors import LedgerError
 from domain.ledger import Ledger
@@ -63,10 +61,6 @@ def as_fields(message: str) -> str:
     """Replay's refusals name the command line's `--policy` and the catalog's `policy.` block;
     the form's fields are the policy's own names."""
     return re.sub(r"\bpolicy\.", "", message.removeprefix("--policy: "))
-
-
-def named_as_fields() -> AbstractContextManager[None]:
-    return reworded(as_fields)
 
 
 def report_for(ledger: Ledger, workspace: str, pricing: Pricing) -> dict[str, Any]:

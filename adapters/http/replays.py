@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -38,10 +37,6 @@ def as_query(message: str) -> str:
     return flag.replace("-", "_") + sep + rest
 
 
-def named_as_queries() -> AbstractContextManager[None]:
-    return reworded(as_query)
-
-
 def known(ledger: Ledger, workspace: str) -> None:
     if workspace not in ledger.workspaces():
         raise LedgerError("not_found", f"{workspace}: no such workspace")
@@ -56,7 +51,7 @@ def explain(invoice_id: str, workspace: ExplainableInvoice, ledger: Events,
     """Why an invoice says what it says: each line's recorded arithmetic, the events and command
     that produced it, the catalog version, hash and prices, and the rule ids."""
     known(ledger, workspace)
-    with named_as_queries():
+    with reworded(as_query):
         doc = explain_invoice(ledger, invoice_id, line)
     if doc["workspace"] != workspace:
         raise LedgerError("not_found", f"no invoice {invoice_id[:100]}")
@@ -75,7 +70,7 @@ def as_of(workspace: ReplayableWorkspace, ledger: Events, at: InstantQuery = Non
     `recorded_before` keeps only what the ledger had recorded by then."""
     if (at is None) == (version is None):
         raise LedgerError("invalid_request", "give one of at or version")
-    with named_as_queries():
+    with reworded(as_query):
         found = find_as_of(ledger, workspace, at=given_instant(at, "at"), version=version,
                            recorded_before=given_instant(recorded_before, "recorded_before"))
         return jsonable(document(ledger, found))
@@ -109,7 +104,7 @@ def what_if(workspace: WhatIfWorkspace, body: WhatIf, ledger: Events,
         if other is None:
             raise LedgerError("invalid_request", f"catalog: unknown catalog {body.catalog!r}; known: "
                               f"{', '.join(sorted(ledger.catalogs))}")
-    with named_as_queries():
+    with reworded(as_query):
         policy = parse_policy(f"{key}={json.dumps(value)}" for key, value in body.policy.items())
         pricing = Pricing(other, policy, given_instant(body.start, "from"), given_instant(body.end, "to"))
         known(ledger, workspace)
